@@ -1,0 +1,119 @@
+"""The large tier: any OpenAI-compatible endpoint through the ``openai`` client.
+
+Structured output differs by server: OpenAI, vLLM and Ollama take
+``{"type": "json_schema", ...}``; llama.cpp's Python server ignores that form and takes
+``{"type": "json_object", "schema": ...}`` instead. ``response_format`` picks the form; the
+caller validates the output either way.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from typing import Any, Literal
+
+import openai
+
+from tierflow.agents.grammar import grammar_schema
+from tierflow.agents.protocol import Completion, Message, Tier
+from tierflow.errors import LLMUnavailableError
+
+__all__ = ["OpenAIChatModel", "ResponseFormat"]
+
+ResponseFormat = Literal["json_schema", "llamacpp", "none"]
+
+
+class OpenAIChatModel:
+    """A ``ChatModel`` over a ready ``openai.OpenAI`` client."""
+
+    tier: Tier = "llm"
+
+    def __init__(
+        self,
+        client: openai.OpenAI,
+        model: str,
+        *,
+        response_format: ResponseFormat = "json_schema",
+        seed: int | None = 0,
+    ) -> None:
+        self.client = client
+        self.name = model
+        self._response_format = response_format
+        self._seed = seed
+
+    def _format(self, schema: dict[str, Any]) -> dict[str, Any] | None:
+        if self._response_format == "json_schema":
+            return {
+                "type": "json_schema",
+                "json_schema": {"name": "output", "schema": schema, "strict": False},
+            }
+        if self._response_format == "llamacpp":
+            return {"type": "json_object", "schema": grammar_schema(schema)}
+        return None
+
+    def complete(
+        self,
+        messages: Sequence[Message],
+        *,
+        schema: dict[str, Any] | None = None,
+        max_tokens: int,
+    ) -> Completion:
+        extra: dict[str, Any] = {}
+        if schema is not None and (fmt := self._format(schema)) is not None:
+            extra["response_format"] = fmt
+        if self._seed is not None:
+            extra["seed"] = self._seed
+        started = time.perf_counter()
+        try:
+            response = self.client.chat.completions.create(
+                model=self.name,
+                messages=list(messages),  # type: ignore[arg-type]
+                max_tokens=max_tokens,
+                temperature=0.0,
+                **extra,
+            )
+        except openai.APIError as exc:
+            raise _unavailable(exc, str(self.client.base_url), self.name) from exc
+        latency_ms = (time.perf_counter() - started) * 1000
+        choice = response.choices[0]
+        usage = response.usage
+        return Completion(
+            text=choice.message.content or "",
+            model=response.model or self.name,
+            tier=self.tier,
+            prompt_tokens=usage.prompt_tokens if usage else 0,
+            completion_tokens=usage.completion_tokens if usage else 0,
+            latency_ms=latency_ms,
+            finish_reason=choice.finish_reason or "stop",
+        )
+
+
+def _unavailable(exc: openai.APIError, base_url: str, model: str) -> LLMUnavailableError:
+    if isinstance(exc, openai.APITimeoutError):
+        return LLMUnavailableError(
+            f"the LLM at {base_url} did not answer in time",
+            hint="Raise TIERFLOW_LLM_TIMEOUT, or check that the server is not overloaded.",
+        )
+    if isinstance(exc, openai.APIConnectionError):
+        return LLMUnavailableError(
+            f"could not reach the LLM at {base_url}: {exc.__cause__ or exc}",
+            hint="Start the server or fix TIERFLOW_LLM_BASE_URL; unset it to use the "
+            "embedded local model.",
+        )
+    if isinstance(exc, openai.AuthenticationError | openai.PermissionDeniedError):
+        return LLMUnavailableError(
+            f"the LLM at {base_url} refused the API key ({exc.status_code})",
+            hint="Set TIERFLOW_LLM_API_KEY to a valid key for this endpoint.",
+        )
+    if isinstance(exc, openai.NotFoundError):
+        return LLMUnavailableError(
+            f"the LLM at {base_url} has no model {model!r} ({exc.status_code})",
+            hint="Set TIERFLOW_LLM_MODEL to a model the endpoint serves.",
+        )
+    status = getattr(exc, "status_code", None)
+    return LLMUnavailableError(
+        f"the LLM at {base_url} failed the request"
+        + (f" ({status})" if status else "")
+        + f": {exc.message}",
+        hint="Check the endpoint's logs; the run was stored as failed with this reason.",
+    )

@@ -1,0 +1,50 @@
+"""The one protocol both model tiers implement, and the value every call returns."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol, TypedDict, runtime_checkable
+
+__all__ = ["Tier", "Message", "Completion", "ChatModel"]
+
+Tier = Literal["slm", "llm"]
+
+
+class Message(TypedDict):
+    role: Literal["system", "user", "assistant"]
+    content: str
+
+
+@dataclass(frozen=True)
+class Completion:
+    """What a model returned for one call, with what it cost."""
+
+    text: str
+    model: str
+    tier: Tier
+    prompt_tokens: int
+    completion_tokens: int
+    latency_ms: float
+    finish_reason: str = "stop"
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def truncated(self) -> bool:
+        return self.finish_reason == "length"
+
+
+@runtime_checkable
+class ChatModel(Protocol):
+    """A chat model of one tier. ``schema`` (JSON Schema) asks for output constrained to it."""
+
+    tier: Tier
+    name: str
+
+    def complete(
+        self,
+        messages: Sequence[Message],
+        *,
+        schema: dict[str, Any] | None = None,
+        max_tokens: int,
+    ) -> Completion: ...

@@ -1,0 +1,194 @@
+"""The embedded LLM: llama-cpp-python's OpenAI-compatible server on 127.0.0.1.
+
+When no endpoint is configured, tierflow starts ``python -m llama_cpp.server`` with the
+bundled larger model, waits until ``/v1/models`` answers, reuses it for the life of the
+process and stops it on exit (also when the parent dies: Linux ``PR_SET_PDEATHSIG``).
+The LLM path then goes through the real ``openai`` client and a real HTTP server.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import logging
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from tierflow.agents.llm import OpenAIChatModel
+from tierflow.agents.protocol import Completion, Message, Tier
+from tierflow.errors import ServerStartError
+
+__all__ = ["EmbeddedServer", "EmbeddedLLM", "free_port"]
+
+log = logging.getLogger(__name__)
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _die_with_parent() -> None:  # runs in the child between fork and exec
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass
+
+
+class EmbeddedServer:
+    """One llama.cpp server process serving one GGUF on the loopback interface."""
+
+    def __init__(
+        self,
+        model_path: Path,
+        *,
+        alias: str,
+        log_path: Path,
+        n_ctx: int = 4096,
+        n_threads: int | None = None,
+        startup_timeout: float = 120.0,
+        host: str = "127.0.0.1",
+        port: int | None = None,
+    ) -> None:
+        self.model_path = model_path
+        self.alias = alias
+        self.log_path = log_path
+        self.host = host
+        self.port = port
+        self._n_ctx = n_ctx
+        self._n_threads = n_threads
+        self._startup_timeout = startup_timeout
+        self._process: subprocess.Popen[bytes] | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def base_url(self) -> str:
+        return f"http://{self.host}:{self.port}/v1"
+
+    @property
+    def running(self) -> bool:
+        return self._process is not None and self._process.poll() is None
+
+    def start(self) -> str:
+        """Start the server if it is not running; return its base URL once it answers."""
+        with self._lock:
+            if self.running:
+                return self.base_url
+            self.port = self.port or free_port(self.host)
+            command = [
+                sys.executable, "-m", "llama_cpp.server",
+                "--model", str(self.model_path), "--model_alias", self.alias,
+                "--host", self.host, "--port", str(self.port), "--n_ctx", str(self._n_ctx),
+            ]
+            if self._n_threads:
+                command += ["--n_threads", str(self._n_threads)]
+            self.log_path.parent.mkdir(parents=True, exist_ok=True)
+            log.info("starting the embedded LLM server (%s) on %s", self.alias, self.base_url)
+            with self.log_path.open("ab") as log_file:
+                self._process = subprocess.Popen(
+                    command, stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                    preexec_fn=_die_with_parent if sys.platform == "linux" else None,
+                )
+            atexit.register(self.stop)
+            self._wait_healthy()
+            return self.base_url
+
+    def _wait_healthy(self) -> None:
+        assert self._process is not None
+        deadline = time.monotonic() + self._startup_timeout
+        while time.monotonic() < deadline:
+            if self._process.poll() is not None:
+                tail = _tail(self.log_path)
+                self._process = None
+                raise ServerStartError(
+                    f"the embedded LLM server exited while starting:\n{tail}",
+                    hint=f"Full log: {self.log_path}. Check TIERFLOW_EMBEDDED_LLM_MODEL, or set "
+                    "TIERFLOW_LLM_BASE_URL to use another endpoint.",
+                )
+            try:
+                with urllib.request.urlopen(f"{self.base_url}/models", timeout=2) as response:
+                    if response.status == 200:
+                        return
+            except (urllib.error.URLError, ConnectionError, TimeoutError):
+                pass
+            time.sleep(0.2)
+        self.stop()
+        raise ServerStartError(
+            f"the embedded LLM server did not answer within {self._startup_timeout:.0f} s",
+            hint=f"See {self.log_path}; raise TIERFLOW_EMBEDDED_LLM_STARTUP_TIMEOUT on slow machines.",
+        )
+
+    def stop(self) -> None:
+        process, self._process = self._process, None
+        if process is None or process.poll() is not None:
+            return
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=5)
+
+    def __enter__(self) -> EmbeddedServer:
+        self.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+
+class EmbeddedLLM:
+    """A ``ChatModel`` that starts its ``EmbeddedServer`` on the first call."""
+
+    tier: Tier = "llm"
+
+    def __init__(self, server: EmbeddedServer, *, timeout: float = 180.0, seed: int = 0) -> None:
+        self.server = server
+        self.name = server.alias
+        self._timeout = timeout
+        self._seed = seed
+        self._model: OpenAIChatModel | None = None
+
+    def _client_model(self) -> OpenAIChatModel:
+        if self._model is None or not self.server.running:
+            import openai
+
+            base_url = self.server.start()
+            client = openai.OpenAI(
+                base_url=base_url, api_key="embedded", timeout=self._timeout, max_retries=1
+            )
+            self._model = OpenAIChatModel(
+                client, self.server.alias, response_format="llamacpp", seed=self._seed
+            )
+        return self._model
+
+    def complete(
+        self,
+        messages: Sequence[Message],
+        *,
+        schema: dict[str, Any] | None = None,
+        max_tokens: int,
+    ) -> Completion:
+        return self._client_model().complete(messages, schema=schema, max_tokens=max_tokens)
+
+    def close(self) -> None:
+        self.server.stop()
+
+
+def _tail(path: Path, lines: int = 15) -> str:
+    with contextlib.suppress(OSError):
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    return "(no log)"

@@ -1,0 +1,126 @@
+"""The small local tier: llama-cpp-python in process, one model loaded once, calls serialised.
+
+A llama.cpp context is not thread-safe, so every call goes through one lock (two Streamlit
+tabs or two threads of a batch job share the model safely). Structured calls pass a grammar
+built from the JSON schema by ``tierflow.agents.grammar`` rather than ``response_format``,
+whose failed conversions fall back to unconstrained JSON without a word.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from tierflow.agents.grammar import build_grammar
+from tierflow.agents.protocol import Completion, Message, Tier
+from tierflow.errors import ModelFileError, ModelNotFoundError
+
+__all__ = ["LlamaCppModel", "check_gguf"]
+
+_GGUF_MAGIC = b"GGUF"
+
+
+def check_gguf(path: Path) -> None:
+    """Raise a clear error when ``path`` is missing or not a GGUF file."""
+    if not path.is_file():
+        raise ModelNotFoundError(
+            f"model file {path} does not exist",
+            hint="Check the path, or use a catalog name (`tierflow models list`).",
+        )
+    with path.open("rb") as handle:
+        magic = handle.read(4)
+    if magic != _GGUF_MAGIC:
+        raise ModelFileError(
+            f"{path} is not a GGUF model file (it starts with {magic!r})",
+            hint="Point the setting at a .gguf file, or re-download with "
+            "`tierflow models pull NAME --force`.",
+        )
+
+
+class LlamaCppModel:
+    """A ``ChatModel`` over a ``llama_cpp.Llama``, loaded on first use."""
+
+    tier: Tier = "slm"
+
+    def __init__(
+        self,
+        model_path: Path | None = None,
+        *,
+        name: str | None = None,
+        n_ctx: int = 4096,
+        n_threads: int | None = None,
+        seed: int = 0,
+        llama: Any | None = None,
+    ) -> None:
+        if model_path is None and llama is None:
+            raise ValueError("give model_path or a ready llama")
+        self.model_path = model_path
+        self.name = name or (model_path.stem if model_path else "llama")
+        self._n_ctx = n_ctx
+        self._n_threads = n_threads or os.cpu_count() or 1
+        self._seed = seed
+        self._llama = llama
+        self._lock = threading.Lock()
+
+    def load(self) -> Any:
+        """Load the model now (idempotent); raises ``ModelFileError`` if llama.cpp refuses it."""
+        with self._lock:
+            return self._load_locked()
+
+    def _load_locked(self) -> Any:
+        if self._llama is None:
+            assert self.model_path is not None
+            check_gguf(self.model_path)
+            from llama_cpp import Llama
+
+            try:
+                self._llama = Llama(
+                    model_path=str(self.model_path),
+                    n_ctx=self._n_ctx,
+                    n_threads=self._n_threads,
+                    seed=self._seed,
+                    logits_all=False,
+                    verbose=False,
+                )
+            except ValueError as exc:
+                raise ModelFileError(
+                    f"llama.cpp could not load {self.model_path}: {exc}",
+                    hint="The file may be truncated or corrupt: re-download it with "
+                    "`tierflow models pull NAME --force`, or choose another GGUF.",
+                ) from exc
+        return self._llama
+
+    def complete(
+        self,
+        messages: Sequence[Message],
+        *,
+        schema: dict[str, Any] | None = None,
+        max_tokens: int,
+    ) -> Completion:
+        grammar = build_grammar(schema) if schema is not None else None
+        with self._lock:
+            llama = self._load_locked()
+            started = time.perf_counter()
+            response = llama.create_chat_completion(
+                messages=list(messages),
+                grammar=grammar,
+                max_tokens=max_tokens,
+                temperature=0.0,
+                seed=self._seed,
+            )
+            latency_ms = (time.perf_counter() - started) * 1000
+        choice = response["choices"][0]
+        usage = response.get("usage") or {}
+        return Completion(
+            text=choice["message"].get("content") or "",
+            model=self.name,
+            tier=self.tier,
+            prompt_tokens=int(usage.get("prompt_tokens", 0)),
+            completion_tokens=int(usage.get("completion_tokens", 0)),
+            latency_ms=latency_ms,
+            finish_reason=choice.get("finish_reason") or "stop",
+        )

@@ -1,0 +1,84 @@
+"""The exceptions tierflow raises, in one place.
+
+Three families, after pydantic-ai:
+
+* ``TierflowError`` and its subclasses: a runtime or configuration failure that stops the
+  current command. Each carries ``hint``, the setting, file or command that fixes it.
+* ``ToolError``: a tool refused its input. It is model-caused, so it is recorded in the
+  trace and shown to the model, never raised out of a run.
+* Programming mistakes (a tool without type hints, an unknown node name) raise the usual
+  ``TypeError``/``ValueError`` at build time.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "TierflowError",
+    "ConfigError",
+    "TaskInputError",
+    "ModelNotFoundError",
+    "ModelFileError",
+    "ModelPullError",
+    "LLMUnavailableError",
+    "ServerStartError",
+    "SchemaError",
+    "RunNotFoundError",
+    "ToolError",
+    "SandboxError",
+]
+
+
+class TierflowError(Exception):
+    """A failure that stops the current command. ``hint`` says what to do about it."""
+
+    def __init__(self, message: str, *, hint: str = "") -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def __str__(self) -> str:
+        return f"{self.message}\n{self.hint}" if self.hint else self.message
+
+
+class ConfigError(TierflowError):
+    """A setting has a value tierflow cannot use."""
+
+
+class TaskInputError(TierflowError):
+    """The task given to a run is unusable (empty, too long)."""
+
+
+class ModelNotFoundError(TierflowError):
+    """A model name is not in the catalog, or a GGUF path does not exist."""
+
+
+class ModelFileError(TierflowError):
+    """A model file exists but cannot be loaded (truncated, corrupt, not GGUF)."""
+
+
+class ModelPullError(TierflowError):
+    """Fetching or assembling a catalog model failed; no partial file is left behind."""
+
+
+class LLMUnavailableError(TierflowError):
+    """The LLM endpoint could not be reached or refused the request."""
+
+
+class ServerStartError(TierflowError):
+    """The embedded llama.cpp server did not become healthy."""
+
+
+class SchemaError(TierflowError):
+    """A JSON schema cannot be turned into a llama.cpp grammar."""
+
+
+class RunNotFoundError(TierflowError):
+    """No stored run matches the given id."""
+
+
+class ToolError(Exception):
+    """A tool refused its arguments. Recorded and shown to the model, never raised out of a run."""
+
+
+class SandboxError(ToolError):
+    """A tool was asked to reach outside its workspace."""

@@ -1,0 +1,198 @@
+"""tierflow's settings: one pydantic-settings object, read once at the entry point.
+
+Sources, highest first: keyword arguments, ``TIERFLOW_*`` environment variables (nested
+with ``__``, e.g. ``TIERFLOW_POLICY__ANSWER=llm``), then a TOML config file
+(``TIERFLOW_CONFIG`` or ``~/.config/tierflow/config.toml``). Library code receives a
+``Settings`` instance and never reads the environment itself.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field, SecretStr
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from tierflow import paths
+from tierflow.errors import ConfigError
+
+__all__ = ["Settings", "TierPolicy", "TierChoice", "NODES", "load_settings", "POLICY_PRESETS"]
+
+TierChoice = Literal["slm", "llm", "tiered"]
+"""``slm``: the local model only. ``llm``: the large model only. ``tiered``: the SLM first,
+retried once on the LLM when its output fails validation."""
+
+NODES = ("plan", "select_tool", "extract_args", "summarize", "answer")
+
+
+class TierPolicy(BaseModel):
+    """Which tier serves each model-backed node of the task graph."""
+
+    plan: TierChoice = "llm"
+    select_tool: TierChoice = "tiered"
+    extract_args: TierChoice = "tiered"
+    summarize: TierChoice = "tiered"
+    answer: TierChoice = "tiered"
+
+    def for_node(self, node: str) -> TierChoice:
+        if node not in NODES:
+            raise ValueError(f"unknown node {node!r}; nodes are {', '.join(NODES)}")
+        value: TierChoice = getattr(self, node)
+        return value
+
+    @classmethod
+    def preset(cls, name: str) -> TierPolicy:
+        """``tiered`` (the default mix), ``slm`` (everything local) or ``llm`` (everything remote)."""
+        if name == "tiered":
+            return cls()
+        if name in ("slm", "llm"):
+            return cls(**{node: name for node in NODES})
+        raise ConfigError(
+            f"unknown policy {name!r}", hint=f"Use one of: {', '.join(POLICY_PRESETS)}."
+        )
+
+
+POLICY_PRESETS = ("tiered", "slm", "llm")
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="TIERFLOW_", env_nested_delimiter="__", extra="forbid", validate_default=True
+    )
+
+    # The small local model (in process).
+    slm_model: str = Field("qwen2.5-coder-0.5b", description="catalog name or GGUF path")
+    slm_n_ctx: int = Field(4096, ge=512)
+    slm_threads: int | None = Field(None, ge=1, description="default: all cores")
+    seed: int = 0
+
+    # The large model (any OpenAI-compatible endpoint, or the embedded llama.cpp server).
+    llm_base_url: str | None = Field(None, description="unset: start the embedded server")
+    llm_api_key: SecretStr | None = None
+    llm_model: str | None = Field(None, description="model name at the endpoint")
+    llm_timeout: float = Field(180.0, gt=0)
+    llm_max_retries: int = Field(2, ge=0)
+    llm_response_format: Literal["auto", "json_schema", "llamacpp", "none"] = "auto"
+    embedded_llm_model: str = Field("qwen2.5-coder-1.5b", description="catalog name or GGUF path")
+    embedded_llm_n_ctx: int = Field(4096, ge=512)
+    embedded_llm_threads: int | None = Field(None, ge=1)
+    embedded_llm_startup_timeout: float = Field(120.0, gt=0)
+
+    # Storage.
+    database_url: str | None = Field(None, description="default: SQLite in the data directory")
+    data_dir: Path | None = None
+    models_dir: Path | None = None
+    auto_pull: bool = True
+
+    # The task graph.
+    workspace: Path | None = Field(None, description="tools' sandbox; default: current directory")
+    policy: TierPolicy = Field(default_factory=TierPolicy)
+    max_steps: int = Field(6, ge=1, le=50)
+    summarize_over_chars: int = Field(1200, ge=100)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        if settings_cls.model_config.get("toml_file"):
+            sources.append(TomlConfigSettingsSource(settings_cls))
+        return tuple(sources)
+
+    # Derived locations ---------------------------------------------------------------
+    def resolved_data_dir(self) -> Path:
+        return self.data_dir or paths.data_dir()
+
+    def resolved_models_dir(self) -> Path:
+        return self.models_dir or paths.cache_dir() / "models"
+
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{self.resolved_data_dir() / 'tierflow.db'}"
+
+    def checkpoint_path(self) -> Path:
+        return self.resolved_data_dir() / "checkpoints.sqlite"
+
+    def resolved_workspace(self) -> Path:
+        return (self.workspace or Path.cwd()).resolve()
+
+    def secrets(self) -> list[str]:
+        """Values that must never reach a trace or a log."""
+        key = self.llm_api_key.get_secret_value() if self.llm_api_key else ""
+        return [key] if len(key) >= 4 else []
+
+    def masked(self) -> dict[str, Any]:
+        """The effective settings as plain data, secrets masked, for display and traces."""
+        data: dict[str, Any] = json.loads(self.model_dump_json())
+        data["llm_api_key"] = _mask(self.llm_api_key)
+        data["llm_base_url"] = self.llm_base_url or "(embedded llama.cpp server)"
+        data["database_url"] = _mask_url_password(self.resolved_database_url())
+        data["data_dir"] = str(self.resolved_data_dir())
+        data["models_dir"] = str(self.resolved_models_dir())
+        data["workspace"] = str(self.resolved_workspace())
+        return data
+
+
+def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:
+    """Build the settings at an entry point (CLI, UI, job).
+
+    ``config_file``: a TOML file; default ``$TIERFLOW_CONFIG`` or the user config file when
+    it exists. A named file that does not exist is an error.
+    """
+    from pydantic import ValidationError
+
+    env_file = os.environ.get("TIERFLOW_CONFIG")
+    chosen = config_file or (Path(env_file) if env_file else None)
+    if chosen is not None and not chosen.is_file():
+        raise ConfigError(
+            f"config file {chosen} does not exist",
+            hint="Create it, or unset TIERFLOW_CONFIG / drop --config.",
+        )
+    if chosen is None and paths.config_file().is_file():
+        chosen = paths.config_file()
+    settings_cls = Settings
+    if chosen is not None:
+        config = SettingsConfigDict(**{**Settings.model_config, "toml_file": chosen})  # type: ignore[typeddict-item]
+        settings_cls = type("Settings", (Settings,), {"model_config": config})
+    try:
+        return settings_cls(**overrides)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or 'settings'}: {err['msg']}"
+            for err in exc.errors()
+        )
+        where = f" (config file {chosen})" if chosen else ""
+        raise ConfigError(
+            f"invalid settings{where}: {problems}",
+            hint="Fix the TIERFLOW_* environment variable or config entry named above; "
+            "`tierflow config` shows the effective values.",
+        ) from None
+
+
+def _mask(secret: SecretStr | None) -> str | None:
+    if secret is None:
+        return None
+    return "**** (set)" if secret.get_secret_value() else None
+
+
+def _mask_url_password(url: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # noqa: BLE001 - an unparsable URL is shown as given, minus nothing secret
+        return url

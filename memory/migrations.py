@@ -1,0 +1,45 @@
+"""The trace database's schema, evolved by small named migrations (applied once, in order)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from sqlalchemy import Connection, text
+from sqlalchemy.engine import Engine
+from sqlmodel import SQLModel
+
+from tierflow.memory import tables
+
+__all__ = ["migrate", "MIGRATIONS"]
+
+
+def _m001_initial(connection: Connection) -> None:
+    SQLModel.metadata.create_all(
+        connection,
+        tables=[model.__table__ for model in (tables.Run, tables.Step, tables.ModelCall, tables.ToolCall)],  # type: ignore[attr-defined]
+    )
+
+
+MIGRATIONS: list[tuple[str, Callable[[Connection], None]]] = [
+    ("m001_initial", _m001_initial),
+]
+
+
+def migrate(engine: Engine) -> list[str]:
+    """Apply the migrations not yet applied; return their names."""
+    applied_now: list[str] = []
+    with engine.begin() as connection:
+        connection.execute(text(
+            "CREATE TABLE IF NOT EXISTS schema_migrations (name VARCHAR PRIMARY KEY, applied_at VARCHAR)"
+        ))
+        done = {row[0] for row in connection.execute(text("SELECT name FROM schema_migrations"))}
+        for name, step in MIGRATIONS:
+            if name in done:
+                continue
+            step(connection)
+            connection.execute(
+                text("INSERT INTO schema_migrations (name, applied_at) VALUES (:n, :t)"),
+                {"n": name, "t": tables.utcnow().isoformat()},
+            )
+            applied_now.append(name)
+    return applied_now

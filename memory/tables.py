@@ -1,0 +1,84 @@
+"""The trace schema: runs, their steps, and each step's model and tool calls."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import JSON, Column, Text
+from sqlmodel import Field, SQLModel
+
+__all__ = ["Run", "Step", "ModelCall", "ToolCall", "utcnow"]
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Run(SQLModel, table=True):
+    __tablename__ = "runs"
+
+    id: str = Field(primary_key=True)
+    task: str = Field(sa_column=Column(Text, nullable=False))
+    status: str = Field(default="running", index=True)  # running|succeeded|failed|interrupted
+    answer: str | None = Field(default=None, sa_column=Column(Text))
+    error: str | None = Field(default=None, sa_column=Column(Text))
+    graph: str = "task"
+    policy: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON))
+    slm_model: str = ""
+    llm_model: str = ""
+    settings: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON))
+    parent_run_id: str | None = Field(default=None, index=True)
+    created_at: datetime = Field(default_factory=utcnow, index=True)
+    finished_at: datetime | None = None
+
+
+class Step(SQLModel, table=True):
+    __tablename__ = "steps"
+
+    id: int | None = Field(default=None, primary_key=True)
+    run_id: str = Field(foreign_key="runs.id", index=True)
+    seq: int
+    node: str
+    status: str = "running"  # running|ok|error
+    summary: str | None = Field(default=None, sa_column=Column(Text))
+    error: str | None = Field(default=None, sa_column=Column(Text))
+    started_at: datetime = Field(default_factory=utcnow)
+    finished_at: datetime | None = None
+
+
+class ModelCall(SQLModel, table=True):
+    __tablename__ = "model_calls"
+
+    id: int | None = Field(default=None, primary_key=True)
+    run_id: str = Field(foreign_key="runs.id", index=True)
+    step_id: int | None = Field(default=None, foreign_key="steps.id", index=True)
+    node: str
+    tier: str
+    model: str
+    messages: list[dict[str, Any]] = Field(default_factory=list, sa_column=Column(JSON))
+    output_schema: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON))
+    raw_output: str | None = Field(default=None, sa_column=Column(Text))
+    parsed: Any | None = Field(default=None, sa_column=Column(JSON))
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    latency_ms: float = 0.0
+    finish_reason: str | None = None
+    escalated: bool = False
+    escalation_reason: str | None = Field(default=None, sa_column=Column(Text))
+    error: str | None = Field(default=None, sa_column=Column(Text))
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class ToolCall(SQLModel, table=True):
+    __tablename__ = "tool_calls"
+
+    id: int | None = Field(default=None, primary_key=True)
+    run_id: str = Field(foreign_key="runs.id", index=True)
+    step_id: int | None = Field(default=None, foreign_key="steps.id", index=True)
+    tool: str
+    arguments: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON))
+    result: str | None = Field(default=None, sa_column=Column(Text))
+    error: str | None = Field(default=None, sa_column=Column(Text))
+    latency_ms: float = 0.0
+    created_at: datetime = Field(default_factory=utcnow)

@@ -1,0 +1,284 @@
+"""Run traces, written as each step happens so that a crash still leaves a readable trace.
+
+Every write is its own committed transaction. Strings pass through ``scrub`` first, so the
+values of secrets (API keys) never reach the database even when an error message quotes them.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import event, func
+from sqlalchemy.engine import Engine, make_url
+from sqlmodel import Session, col, create_engine, select
+
+from tierflow.errors import ConfigError, RunNotFoundError
+from tierflow.memory.migrations import migrate
+from tierflow.memory.tables import ModelCall, Run, Step, ToolCall, utcnow
+
+__all__ = ["TraceStore", "RunSummary", "open_engine"]
+
+
+def open_engine(url: str) -> Engine:
+    """An engine for ``url``; SQLite files get WAL mode so readers (the console) never block."""
+    try:
+        parsed = make_url(url)
+    except Exception as exc:
+        raise ConfigError(
+            f"database URL {url!r} is not valid: {exc}",
+            hint="Set TIERFLOW_DATABASE_URL to e.g. sqlite:///path/to/tierflow.db",
+        ) from None
+    if parsed.get_backend_name() == "sqlite":
+        database = parsed.database
+        if database and database != ":memory:":
+            Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+
+        @event.listens_for(engine, "connect")
+        def _pragmas(dbapi_connection: Any, _record: Any) -> None:
+            cursor = dbapi_connection.cursor()
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA foreign_keys=ON")
+            cursor.close()
+
+        return engine
+    return create_engine(url, pool_pre_ping=True)
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    id: str
+    task: str
+    status: str
+    created_at: datetime
+    duration_ms: float | None
+    model_calls: int
+    slm_calls: int
+    llm_prompt_tokens: int
+    llm_completion_tokens: int
+    escalations: int
+
+    @property
+    def slm_share(self) -> float | None:
+        return self.slm_calls / self.model_calls if self.model_calls else None
+
+
+class TraceStore:
+    def __init__(self, engine: Engine, *, secrets: Sequence[str] = ()) -> None:
+        self.engine = engine
+        self._secrets = [s for s in secrets if s]
+        migrate(engine)
+
+    @classmethod
+    def from_url(cls, url: str, *, secrets: Sequence[str] = ()) -> TraceStore:
+        return cls(open_engine(url), secrets=secrets)
+
+    # Writing ------------------------------------------------------------------------
+    def scrub(self, value: Any) -> Any:
+        """``value`` with every secret replaced by ``[REDACTED]`` (recursively)."""
+        if isinstance(value, str):
+            for secret in self._secrets:
+                value = value.replace(secret, "[REDACTED]")
+            return value
+        if isinstance(value, dict):
+            return {key: self.scrub(item) for key, item in value.items()}
+        if isinstance(value, list | tuple):
+            return [self.scrub(item) for item in value]
+        return value
+
+    def _add(self, row: Any) -> Any:
+        with Session(self.engine, expire_on_commit=False) as session:
+            session.add(row)
+            session.commit()
+            session.refresh(row)
+            return row
+
+    def start_run(self, task: str, **fields: Any) -> str:
+        run_id = fields.pop("id", None) or uuid.uuid4().hex[:16]
+        self._add(Run(id=run_id, task=self.scrub(task), **self.scrub(fields)))
+        return str(run_id)
+
+    def finish_run(
+        self, run_id: str, status: str, *, answer: str | None = None, error: str | None = None
+    ) -> None:
+        with Session(self.engine) as session:
+            run = session.get(Run, run_id)
+            if run is None:
+                raise RunNotFoundError(f"no run {run_id}")
+            run.status, run.answer, run.error = status, self.scrub(answer), self.scrub(error)
+            run.finished_at = utcnow()
+            session.commit()
+
+    def start_step(self, run_id: str, node: str) -> int:
+        with Session(self.engine) as session:
+            seq = session.exec(
+                select(func.count()).select_from(Step).where(Step.run_id == run_id)
+            ).one()
+        step: Step = self._add(Step(run_id=run_id, seq=int(seq) + 1, node=node))
+        assert step.id is not None
+        return step.id
+
+    def finish_step(
+        self, step_id: int, *, status: str = "ok", summary: str | None = None,
+        error: str | None = None,
+    ) -> None:
+        with Session(self.engine) as session:
+            step = session.get(Step, step_id)
+            if step is None:
+                return
+            step.status, step.summary, step.error = status, self.scrub(summary), self.scrub(error)
+            step.finished_at = utcnow()
+            session.commit()
+
+    def record_model_call(self, **fields: Any) -> int:
+        row: ModelCall = self._add(ModelCall(**self.scrub(fields)))
+        assert row.id is not None
+        return row.id
+
+    def record_tool_call(self, **fields: Any) -> int:
+        row: ToolCall = self._add(ToolCall(**self.scrub(fields)))
+        assert row.id is not None
+        return row.id
+
+    def mark_interrupted(self) -> int:
+        """Runs left ``running`` by a process that died are marked ``interrupted``."""
+        with Session(self.engine) as session:
+            runs = session.exec(select(Run).where(Run.status == "running")).all()
+            for run in runs:
+                run.status, run.finished_at = "interrupted", run.finished_at or utcnow()
+                run.error = run.error or "the process stopped before the run finished"
+            session.commit()
+            return len(runs)
+
+    # Reading ------------------------------------------------------------------------
+    def resolve_id(self, run_id: str) -> str:
+        """A full run id from an id, a unique prefix, or ``last``."""
+        with Session(self.engine) as session:
+            if run_id == "last":
+                found = session.exec(select(Run.id).order_by(col(Run.created_at).desc()).limit(1)).all()
+            else:
+                found = session.exec(
+                    select(Run.id).where(col(Run.id).startswith(run_id)).limit(2)
+                ).all() if run_id else []
+        if len(found) == 1:
+            return str(found[0])
+        if not found:
+            raise RunNotFoundError(
+                f"no run matches {run_id!r}", hint="`tierflow runs list` shows the stored runs."
+            )
+        raise RunNotFoundError(
+            f"{run_id!r} matches several runs", hint="Give more characters of the run id."
+        )
+
+    def list_runs(self, *, limit: int = 20, status: str | None = None) -> list[RunSummary]:
+        with Session(self.engine) as session:
+            query = select(Run).order_by(col(Run.created_at).desc()).limit(limit)
+            if status:
+                query = query.where(Run.status == status)
+            runs = session.exec(query).all()
+            ids = [run.id for run in runs]
+            calls = session.exec(select(ModelCall).where(col(ModelCall.run_id).in_(ids))).all()
+        by_run: dict[str, list[ModelCall]] = {}
+        for call in calls:
+            by_run.setdefault(call.run_id, []).append(call)
+        return [_summary(run, by_run.get(run.id, [])) for run in runs]
+
+    def get_run(self, run_id: str) -> dict[str, Any]:
+        """The whole trace of one run as plain data (what ``runs show --json`` prints)."""
+        full_id = self.resolve_id(run_id)
+        with Session(self.engine) as session:
+            run = session.get(Run, full_id)
+            assert run is not None
+            steps = session.exec(select(Step).where(Step.run_id == full_id).order_by(col(Step.seq))).all()
+            calls = session.exec(select(ModelCall).where(ModelCall.run_id == full_id).order_by(col(ModelCall.id))).all()
+            tools = session.exec(select(ToolCall).where(ToolCall.run_id == full_id).order_by(col(ToolCall.id))).all()
+        summary = _summary(run, list(calls))
+        return {
+            "run_id": run.id,
+            "task": run.task,
+            "status": run.status,
+            "answer": run.answer,
+            "error": run.error,
+            "graph": run.graph,
+            "policy": run.policy,
+            "slm_model": run.slm_model,
+            "llm_model": run.llm_model,
+            "parent_run_id": run.parent_run_id,
+            "created_at": _iso(run.created_at),
+            "finished_at": _iso(run.finished_at),
+            "duration_ms": summary.duration_ms,
+            "stats": {
+                "model_calls": summary.model_calls,
+                "slm_calls": summary.slm_calls,
+                "llm_calls": summary.model_calls - summary.slm_calls,
+                "slm_share": summary.slm_share,
+                "llm_prompt_tokens": summary.llm_prompt_tokens,
+                "llm_completion_tokens": summary.llm_completion_tokens,
+                "escalations": summary.escalations,
+            },
+            "steps": [
+                {
+                    "seq": step.seq,
+                    "node": step.node,
+                    "status": step.status,
+                    "summary": step.summary,
+                    "error": step.error,
+                    "started_at": _iso(step.started_at),
+                    "duration_ms": _ms(step.started_at, step.finished_at),
+                    "model_calls": [_model_call(c) for c in calls if c.step_id == step.id],
+                    "tool_calls": [_tool_call(t) for t in tools if t.step_id == step.id],
+                }
+                for step in steps
+            ],
+        }
+
+
+def _iso(moment: datetime | None) -> str | None:
+    if moment is None:
+        return None
+    return _aware(moment).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _aware(moment: datetime) -> datetime:
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def _ms(start: datetime | None, end: datetime | None) -> float | None:
+    if start is None or end is None:
+        return None
+    return round((_aware(end) - _aware(start)).total_seconds() * 1000, 1)
+
+
+def _summary(run: Run, calls: list[ModelCall]) -> RunSummary:
+    llm = [c for c in calls if c.tier == "llm"]
+    return RunSummary(
+        id=run.id, task=run.task, status=run.status, created_at=run.created_at,
+        duration_ms=_ms(run.created_at, run.finished_at),
+        model_calls=len(calls), slm_calls=len(calls) - len(llm),
+        llm_prompt_tokens=sum(c.prompt_tokens for c in llm),
+        llm_completion_tokens=sum(c.completion_tokens for c in llm),
+        escalations=sum(1 for c in calls if c.escalated),
+    )
+
+
+def _model_call(call: ModelCall) -> dict[str, Any]:
+    return {
+        "node": call.node, "tier": call.tier, "model": call.model,
+        "prompt_tokens": call.prompt_tokens, "completion_tokens": call.completion_tokens,
+        "latency_ms": round(call.latency_ms, 1), "finish_reason": call.finish_reason,
+        "escalated": call.escalated, "escalation_reason": call.escalation_reason,
+        "error": call.error, "messages": call.messages, "output_schema": call.output_schema,
+        "raw_output": call.raw_output, "parsed": call.parsed,
+    }
+
+
+def _tool_call(call: ToolCall) -> dict[str, Any]:
+    return {
+        "tool": call.tool, "arguments": call.arguments, "result": call.result,
+        "error": call.error, "latency_ms": round(call.latency_ms, 1),
+    }

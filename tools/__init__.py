@@ -1,0 +1,9 @@
+"""Tools: typed Python functions the task graph can call, and the built-in set."""
+
+from tierflow.tools.builtins import builtin_tools, default_registry
+from tierflow.tools.calculator import evaluate
+from tierflow.tools.registry import Tool, ToolRegistry, format_result
+from tierflow.tools.workspace import Workspace
+
+__all__ = ["Tool", "ToolRegistry", "Workspace", "builtin_tools", "default_registry", "evaluate",
+           "format_result"]

@@ -1,0 +1,176 @@
+"""Tools are typed Python functions; their JSON schema comes from the signature and docstring.
+
+>>> def add(a: int, b: int = 1) -> int:
+...     '''Add two numbers.
+...
+...     Args:
+...         a: the first number
+...         b: the second number
+...     '''
+...     return a + b
+>>> tool = Tool.from_function(add)
+>>> tool.parameters["properties"]["a"]
+{'description': 'the first number', 'type': 'integer'}
+>>> tool.call({"a": 2})
+'3'
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import re
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any, get_type_hints
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
+
+from tierflow.errors import ToolError
+
+__all__ = ["Tool", "ToolRegistry", "format_result"]
+
+_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,63}$")
+
+
+@dataclass(frozen=True)
+class Tool:
+    name: str
+    description: str
+    function: Callable[..., Any]
+    arguments_model: type[BaseModel]
+
+    @classmethod
+    def from_function(cls, function: Callable[..., Any], *, name: str | None = None) -> Tool:
+        """Build a tool; every parameter needs a type hint, the docstring gives descriptions."""
+        tool_name = name or function.__name__
+        if not _NAME.match(tool_name):
+            raise ValueError(f"tool name {tool_name!r} must match {_NAME.pattern}")
+        summary, arg_docs = _parse_docstring(inspect.getdoc(function) or "")
+        hints = get_type_hints(function)
+        fields: dict[str, Any] = {}
+        for param in inspect.signature(function).parameters.values():
+            if param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
+                raise TypeError(f"tool {tool_name}: *args/**kwargs cannot be described to a model")
+            if param.name not in hints:
+                raise TypeError(f"tool {tool_name}: parameter {param.name!r} needs a type hint")
+            default = ... if param.default is param.empty else param.default
+            fields[param.name] = (
+                hints[param.name],
+                Field(default, description=arg_docs.get(param.name)),
+            )
+        model = create_model(  # type: ignore[call-overload]
+            f"{tool_name}_arguments", __config__=ConfigDict(extra="forbid"), **fields
+        )
+        return cls(tool_name, summary or tool_name, function, model)
+
+    @property
+    def parameters(self) -> dict[str, Any]:
+        """The arguments' JSON schema, flat and without titles."""
+        schema = self.arguments_model.model_json_schema()
+        schema.pop("title", None)
+        for prop in schema.get("properties", {}).values():
+            prop.pop("title", None)
+        schema.setdefault("required", [])
+        return schema
+
+    def spec(self) -> dict[str, Any]:
+        """The OpenAI-style function description."""
+        return {"name": self.name, "description": self.description, "parameters": self.parameters}
+
+    def validate(self, arguments: Mapping[str, Any]) -> BaseModel:
+        """Check arguments against the signature; a ``ToolError`` says what is wrong."""
+        try:
+            return self.arguments_model.model_validate(dict(arguments))
+        except ValidationError as exc:
+            problems = "; ".join(
+                f"{'.'.join(str(p) for p in err['loc']) or 'arguments'}: {err['msg']}"
+                for err in exc.errors()
+            )
+            raise ToolError(f"invalid arguments for {self.name}: {problems}") from None
+
+    def call(self, arguments: Mapping[str, Any]) -> str:
+        """Validate, run, and return the result as text for the model."""
+        values = self.validate(arguments)
+        return format_result(self.function(**dict(values)))
+
+
+def format_result(value: Any) -> str:
+    if isinstance(value, str):
+        return value
+    if isinstance(value, float) and value.is_integer() and abs(value) < 1e15:
+        return str(int(value))
+    if isinstance(value, int | float):
+        return f"{value:.12g}" if isinstance(value, float) else str(value)
+    return json.dumps(value, ensure_ascii=False, default=str)
+
+
+class ToolRegistry:
+    """An ordered set of tools by name."""
+
+    def __init__(self, tools: Iterable[Tool | Callable[..., Any]] = ()) -> None:
+        self._tools: dict[str, Tool] = {}
+        for tool in tools:
+            self.register(tool)
+
+    def register(self, tool: Tool | Callable[..., Any]) -> Tool:
+        """Add a tool (or a plain function, described from its signature). Usable as a decorator."""
+        built = tool if isinstance(tool, Tool) else Tool.from_function(tool)
+        if built.name in self._tools or built.name == "none":
+            raise ValueError(f"a tool named {built.name!r} is already registered or reserved")
+        self._tools[built.name] = built
+        return built
+
+    def get(self, name: str) -> Tool | None:
+        return self._tools.get(name)
+
+    def names(self) -> list[str]:
+        return list(self._tools)
+
+    def specs(self) -> list[dict[str, Any]]:
+        return [tool.spec() for tool in self._tools.values()]
+
+    def subset(self, names: Iterable[str]) -> ToolRegistry:
+        return ToolRegistry(self._tools[name] for name in names if name in self._tools)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._tools
+
+    def __iter__(self) -> Iterator[Tool]:
+        return iter(self._tools.values())
+
+    def __len__(self) -> int:
+        return len(self._tools)
+
+
+def _parse_docstring(doc: str) -> tuple[str, dict[str, str]]:
+    """Google style: the first paragraph, and ``name: text`` lines under ``Args:``."""
+    summary_lines: list[str] = []
+    args: dict[str, str] = {}
+    current: str | None = None
+    section = "summary"
+    for raw in doc.splitlines():
+        line = raw.strip()
+        if section == "summary":
+            if line.lower() in ("args:", "arguments:", "parameters:"):
+                section = "args"
+            elif not line and summary_lines:
+                section = "rest"
+            elif line:
+                summary_lines.append(line)
+        elif section == "rest" and line.lower() in ("args:", "arguments:", "parameters:"):
+            section = "args"
+        elif section == "args":
+            if not line:
+                continue
+            if line.endswith(":") and " " not in line:  # next section (Returns:, Raises:)
+                section = "rest"
+                continue
+            name, sep, text = line.partition(":")
+            key = name.split("(")[0].strip()
+            if sep and key.isidentifier():
+                current = key
+                args[current] = text.strip()
+            elif current:
+                args[current] = f"{args[current]} {line}".strip()
+    return " ".join(summary_lines), args

@@ -1,0 +1,60 @@
+"""Unit conversion through pint (a maintained registry of units, offsets for temperatures)."""
+
+from __future__ import annotations
+
+import threading
+from functools import lru_cache
+from typing import Any
+
+from tierflow.errors import ToolError
+
+__all__ = ["unit_convert"]
+
+_ALIASES = {
+    "c": "degC", "°c": "degC", "celsius": "degC", "degrees celsius": "degC", "degree celsius": "degC",
+    "f": "degF", "°f": "degF", "fahrenheit": "degF", "degrees fahrenheit": "degF",
+    "degree fahrenheit": "degF", "k": "kelvin", "kelvins": "kelvin",
+}
+_lock = threading.Lock()
+
+
+@lru_cache(maxsize=1)
+def _registry() -> Any:
+    import pint
+
+    return pint.UnitRegistry(autoconvert_offset_to_baseunit=True)
+
+
+def _unit(registry: Any, text: str) -> Any:
+    import pint
+
+    name = _ALIASES.get(text.strip().lower(), text.strip())
+    if not name:
+        raise ToolError("a unit is empty")
+    try:
+        return registry.parse_units(name)
+    except (pint.errors.UndefinedUnitError, pint.errors.DefinitionSyntaxError, AttributeError,
+            ValueError, TypeError, KeyError):
+        raise ToolError(f"unknown unit {text!r}; use names like km, mile, kg, lb, degC, L") from None
+
+
+def unit_convert(value: float, from_unit: str, to_unit: str) -> str:
+    """Convert a quantity between units (length, mass, volume, time, speed, temperature, data...).
+
+    Args:
+        value: the number to convert
+        from_unit: the unit of value, e.g. km, mile, kg, lb, degC, degF, liter, hour, MB
+        to_unit: the unit to convert to
+    """
+    import pint
+
+    with _lock:  # pint's registry caches are not thread-safe
+        registry = _registry()
+        source, target = _unit(registry, from_unit), _unit(registry, to_unit)
+        try:
+            result = registry.Quantity(value, source).to(target)
+        except pint.errors.DimensionalityError:
+            raise ToolError(
+                f"cannot convert {from_unit} to {to_unit}: they measure different things"
+            ) from None
+    return f"{value:g} {from_unit} = {result.magnitude:.6g} {to_unit}"
