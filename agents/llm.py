@@ -13,7 +13,6 @@ from collections.abc import Sequence
 from typing import Any, Literal
 
 import openai
-
 from tierflow.agents.grammar import grammar_schema
 from tierflow.agents.protocol import Completion, Message, Tier
 from tierflow.errors import LLMUnavailableError
@@ -73,7 +72,19 @@ class OpenAIChatModel:
                 **extra,
             )
         except openai.APIError as exc:
-            raise _unavailable(exc, str(self.client.base_url), self.name) from exc
+            error = _unavailable(exc, str(self.client.base_url), self.name)
+            if (
+                "response_format" in extra
+                and isinstance(exc, openai.APIStatusError)
+                and exc.status_code in (400, 422, 500)
+            ):
+                error.hint += (
+                    " If this server does not take response_format "
+                    f"{extra['response_format']['type']!r} (llama.cpp's Python server "
+                    "takes only json_object), set TIERFLOW_LLM_RESPONSE_FORMAT=llamacpp "
+                    "or none."
+                )
+            raise error from exc
         latency_ms = (time.perf_counter() - started) * 1000
         choice = response.choices[0]
         usage = response.usage
@@ -97,8 +108,7 @@ def _unavailable(exc: openai.APIError, base_url: str, model: str) -> LLMUnavaila
     if isinstance(exc, openai.APIConnectionError):
         return LLMUnavailableError(
             f"could not reach the LLM at {base_url}: {exc.__cause__ or exc}",
-            hint="Start the server or fix TIERFLOW_LLM_BASE_URL; unset it to use the "
-            "embedded local model.",
+            hint="Start the server or fix TIERFLOW_LLM_BASE_URL; unset it to use the embedded local model.",
         )
     if isinstance(exc, openai.AuthenticationError | openai.PermissionDeniedError):
         return LLMUnavailableError(
@@ -112,8 +122,6 @@ def _unavailable(exc: openai.APIError, base_url: str, model: str) -> LLMUnavaila
         )
     status = getattr(exc, "status_code", None)
     return LLMUnavailableError(
-        f"the LLM at {base_url} failed the request"
-        + (f" ({status})" if status else "")
-        + f": {exc.message}",
+        f"the LLM at {base_url} failed the request" + (f" ({status})" if status else "") + f": {exc.message}",
         hint="Check the endpoint's logs; the run was stored as failed with this reason.",
     )

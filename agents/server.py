@@ -89,9 +89,19 @@ class EmbeddedServer:
                 return self.base_url
             self.port = self.port or free_port(self.host)
             command = [
-                sys.executable, "-m", "llama_cpp.server",
-                "--model", str(self.model_path), "--model_alias", self.alias,
-                "--host", self.host, "--port", str(self.port), "--n_ctx", str(self._n_ctx),
+                sys.executable,
+                "-m",
+                "llama_cpp.server",
+                "--model",
+                str(self.model_path),
+                "--model_alias",
+                self.alias,
+                "--host",
+                self.host,
+                "--port",
+                str(self.port),
+                "--n_ctx",
+                str(self._n_ctx),
             ]
             if self._n_threads:
                 command += ["--n_threads", str(self._n_threads)]
@@ -99,7 +109,10 @@ class EmbeddedServer:
             log.info("starting the embedded LLM server (%s) on %s", self.alias, self.base_url)
             with self.log_path.open("ab") as log_file:
                 self._process = subprocess.Popen(
-                    command, stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                    command,
+                    stdout=log_file,
+                    stderr=subprocess.STDOUT,
+                    stdin=subprocess.DEVNULL,
                     preexec_fn=_die_with_parent if sys.platform == "linux" else None,
                 )
             atexit.register(self.stop)

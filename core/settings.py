@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 from pydantic import BaseModel, Field, SecretStr
 from pydantic_settings import (
@@ -20,7 +20,6 @@ from pydantic_settings import (
     SettingsConfigDict,
     TomlConfigSettingsSource,
 )
-
 from tierflow import paths
 from tierflow.errors import ConfigError
 
@@ -54,10 +53,8 @@ class TierPolicy(BaseModel):
         if name == "tiered":
             return cls()
         if name in ("slm", "llm"):
-            return cls(**{node: name for node in NODES})
-        raise ConfigError(
-            f"unknown policy {name!r}", hint=f"Use one of: {', '.join(POLICY_PRESETS)}."
-        )
+            return cls.model_validate({node: name for node in NODES})
+        raise ConfigError(f"unknown policy {name!r}", hint=f"Use one of: {', '.join(POLICY_PRESETS)}.")
 
 
 POLICY_PRESETS = ("tiered", "slm", "llm")
@@ -164,16 +161,15 @@ def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings
         )
     if chosen is None and paths.config_file().is_file():
         chosen = paths.config_file()
-    settings_cls = Settings
+    settings_cls: type[Settings] = Settings
     if chosen is not None:
-        config = SettingsConfigDict(**{**Settings.model_config, "toml_file": chosen})  # type: ignore[typeddict-item]
-        settings_cls = type("Settings", (Settings,), {"model_config": config})
+        config = SettingsConfigDict(**{**Settings.model_config, "toml_file": chosen})
+        settings_cls = cast(type[Settings], type("Settings", (Settings,), {"model_config": config}))
     try:
         return settings_cls(**overrides)
     except ValidationError as exc:
         problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc']) or 'settings'}: {err['msg']}"
-            for err in exc.errors()
+            f"{'.'.join(str(p) for p in err['loc']) or 'settings'}: {err['msg']}" for err in exc.errors()
         )
         where = f" (config file {chosen})" if chosen else ""
         raise ConfigError(

@@ -7,7 +7,6 @@ from collections.abc import Callable
 from sqlalchemy import Connection, text
 from sqlalchemy.engine import Engine
 from sqlmodel import SQLModel
-
 from tierflow.memory import tables
 
 __all__ = ["migrate", "MIGRATIONS"]
@@ -16,7 +15,7 @@ __all__ = ["migrate", "MIGRATIONS"]
 def _m001_initial(connection: Connection) -> None:
     SQLModel.metadata.create_all(
         connection,
-        tables=[model.__table__ for model in (tables.Run, tables.Step, tables.ModelCall, tables.ToolCall)],  # type: ignore[attr-defined]
+        tables=[SQLModel.metadata.tables[name] for name in ("runs", "steps", "model_calls", "tool_calls")],
     )
 
 
@@ -29,9 +28,11 @@ def migrate(engine: Engine) -> list[str]:
     """Apply the migrations not yet applied; return their names."""
     applied_now: list[str] = []
     with engine.begin() as connection:
-        connection.execute(text(
-            "CREATE TABLE IF NOT EXISTS schema_migrations (name VARCHAR PRIMARY KEY, applied_at VARCHAR)"
-        ))
+        connection.execute(
+            text(
+                "CREATE TABLE IF NOT EXISTS schema_migrations (name VARCHAR PRIMARY KEY, applied_at VARCHAR)"
+            )
+        )
         done = {row[0] for row in connection.execute(text("SELECT name FROM schema_migrations"))}
         for name, step in MIGRATIONS:
             if name in done:

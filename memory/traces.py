@@ -16,7 +16,6 @@ from typing import Any
 from sqlalchemy import event, func
 from sqlalchemy.engine import Engine, make_url
 from sqlmodel import Session, col, create_engine, select
-
 from tierflow.errors import ConfigError, RunNotFoundError
 from tierflow.memory.migrations import migrate
 from tierflow.memory.tables import ModelCall, Run, Step, ToolCall, utcnow
@@ -116,15 +115,17 @@ class TraceStore:
 
     def start_step(self, run_id: str, node: str) -> int:
         with Session(self.engine) as session:
-            seq = session.exec(
-                select(func.count()).select_from(Step).where(Step.run_id == run_id)
-            ).one()
+            seq = session.exec(select(func.count()).select_from(Step).where(Step.run_id == run_id)).one()
         step: Step = self._add(Step(run_id=run_id, seq=int(seq) + 1, node=node))
         assert step.id is not None
         return step.id
 
     def finish_step(
-        self, step_id: int, *, status: str = "ok", summary: str | None = None,
+        self,
+        step_id: int,
+        *,
+        status: str = "ok",
+        summary: str | None = None,
         error: str | None = None,
     ) -> None:
         with Session(self.engine) as session:
@@ -139,6 +140,14 @@ class TraceStore:
         row: ModelCall = self._add(ModelCall(**self.scrub(fields)))
         assert row.id is not None
         return row.id
+
+    def mark_escalated(self, call_id: int, reason: str) -> None:
+        """Mark a model call whose output was rejected after the fact (by the tool it fed)."""
+        with Session(self.engine) as session:
+            call = session.get(ModelCall, call_id)
+            if call is not None:
+                call.escalated, call.escalation_reason = True, self.scrub(reason)
+                session.commit()
 
     def record_tool_call(self, **fields: Any) -> int:
         row: ToolCall = self._add(ToolCall(**self.scrub(fields)))
@@ -162,18 +171,18 @@ class TraceStore:
             if run_id == "last":
                 found = session.exec(select(Run.id).order_by(col(Run.created_at).desc()).limit(1)).all()
             else:
-                found = session.exec(
-                    select(Run.id).where(col(Run.id).startswith(run_id)).limit(2)
-                ).all() if run_id else []
+                found = (
+                    session.exec(select(Run.id).where(col(Run.id).startswith(run_id)).limit(2)).all()
+                    if run_id
+                    else []
+                )
         if len(found) == 1:
             return str(found[0])
         if not found:
             raise RunNotFoundError(
                 f"no run matches {run_id!r}", hint="`tierflow runs list` shows the stored runs."
             )
-        raise RunNotFoundError(
-            f"{run_id!r} matches several runs", hint="Give more characters of the run id."
-        )
+        raise RunNotFoundError(f"{run_id!r} matches several runs", hint="Give more characters of the run id.")
 
     def list_runs(self, *, limit: int = 20, status: str | None = None) -> list[RunSummary]:
         with Session(self.engine) as session:
@@ -195,8 +204,12 @@ class TraceStore:
             run = session.get(Run, full_id)
             assert run is not None
             steps = session.exec(select(Step).where(Step.run_id == full_id).order_by(col(Step.seq))).all()
-            calls = session.exec(select(ModelCall).where(ModelCall.run_id == full_id).order_by(col(ModelCall.id))).all()
-            tools = session.exec(select(ToolCall).where(ToolCall.run_id == full_id).order_by(col(ToolCall.id))).all()
+            calls = session.exec(
+                select(ModelCall).where(ModelCall.run_id == full_id).order_by(col(ModelCall.id))
+            ).all()
+            tools = session.exec(
+                select(ToolCall).where(ToolCall.run_id == full_id).order_by(col(ToolCall.id))
+            ).all()
         summary = _summary(run, list(calls))
         return {
             "run_id": run.id,
@@ -257,9 +270,13 @@ def _ms(start: datetime | None, end: datetime | None) -> float | None:
 def _summary(run: Run, calls: list[ModelCall]) -> RunSummary:
     llm = [c for c in calls if c.tier == "llm"]
     return RunSummary(
-        id=run.id, task=run.task, status=run.status, created_at=run.created_at,
+        id=run.id,
+        task=run.task,
+        status=run.status,
+        created_at=run.created_at,
         duration_ms=_ms(run.created_at, run.finished_at),
-        model_calls=len(calls), slm_calls=len(calls) - len(llm),
+        model_calls=len(calls),
+        slm_calls=len(calls) - len(llm),
         llm_prompt_tokens=sum(c.prompt_tokens for c in llm),
         llm_completion_tokens=sum(c.completion_tokens for c in llm),
         escalations=sum(1 for c in calls if c.escalated),
@@ -268,17 +285,28 @@ def _summary(run: Run, calls: list[ModelCall]) -> RunSummary:
 
 def _model_call(call: ModelCall) -> dict[str, Any]:
     return {
-        "node": call.node, "tier": call.tier, "model": call.model,
-        "prompt_tokens": call.prompt_tokens, "completion_tokens": call.completion_tokens,
-        "latency_ms": round(call.latency_ms, 1), "finish_reason": call.finish_reason,
-        "escalated": call.escalated, "escalation_reason": call.escalation_reason,
-        "error": call.error, "messages": call.messages, "output_schema": call.output_schema,
-        "raw_output": call.raw_output, "parsed": call.parsed,
+        "node": call.node,
+        "tier": call.tier,
+        "model": call.model,
+        "prompt_tokens": call.prompt_tokens,
+        "completion_tokens": call.completion_tokens,
+        "latency_ms": round(call.latency_ms, 1),
+        "finish_reason": call.finish_reason,
+        "escalated": call.escalated,
+        "escalation_reason": call.escalation_reason,
+        "error": call.error,
+        "messages": call.messages,
+        "output_schema": call.output_schema,
+        "raw_output": call.raw_output,
+        "parsed": call.parsed,
     }
 
 
 def _tool_call(call: ToolCall) -> dict[str, Any]:
     return {
-        "tool": call.tool, "arguments": call.arguments, "result": call.result,
-        "error": call.error, "latency_ms": round(call.latency_ms, 1),
+        "tool": call.tool,
+        "arguments": call.arguments,
+        "result": call.result,
+        "error": call.error,
+        "latency_ms": round(call.latency_ms, 1),
     }

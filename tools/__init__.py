@@ -5,5 +5,12 @@ from tierflow.tools.calculator import evaluate
 from tierflow.tools.registry import Tool, ToolRegistry, format_result
 from tierflow.tools.workspace import Workspace
 
-__all__ = ["Tool", "ToolRegistry", "Workspace", "builtin_tools", "default_registry", "evaluate",
-           "format_result"]
+__all__ = [
+    "Tool",
+    "ToolRegistry",
+    "Workspace",
+    "builtin_tools",
+    "default_registry",
+    "evaluate",
+    "format_result",
+]

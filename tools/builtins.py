@@ -106,9 +106,7 @@ def _file_tools(workspace: Workspace) -> list[Callable[..., object]]:
     return [read_file, list_files, word_count]
 
 
-def builtin_tools(
-    workspace: Workspace, *, clock: Callable[[], datetime] | None = None
-) -> list[Tool]:
+def builtin_tools(workspace: Workspace, *, clock: Callable[[], datetime] | None = None) -> list[Tool]:
     """calculator, unit_convert, current_datetime, read_file, list_files, word_count."""
     functions: list[Callable[..., object]] = [
         calculator,
@@ -119,7 +117,5 @@ def builtin_tools(
     return [Tool.from_function(function) for function in functions]
 
 
-def default_registry(
-    workspace: Path, *, clock: Callable[[], datetime] | None = None
-) -> ToolRegistry:
+def default_registry(workspace: Path, *, clock: Callable[[], datetime] | None = None) -> ToolRegistry:
     return ToolRegistry(builtin_tools(Workspace(workspace), clock=clock))

@@ -25,7 +25,6 @@ from dataclasses import dataclass
 from typing import Any, get_type_hints
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
-
 from tierflow.errors import ToolError
 
 __all__ = ["Tool", "ToolRegistry", "format_result"]
@@ -59,9 +58,7 @@ class Tool:
                 hints[param.name],
                 Field(default, description=arg_docs.get(param.name)),
             )
-        model = create_model(  # type: ignore[call-overload]
-            f"{tool_name}_arguments", __config__=ConfigDict(extra="forbid"), **fields
-        )
+        model = create_model(f"{tool_name}_arguments", __config__=ConfigDict(extra="forbid"), **fields)
         return cls(tool_name, summary or tool_name, function, model)
 
     @property
@@ -84,8 +81,7 @@ class Tool:
             return self.arguments_model.model_validate(dict(arguments))
         except ValidationError as exc:
             problems = "; ".join(
-                f"{'.'.join(str(p) for p in err['loc']) or 'arguments'}: {err['msg']}"
-                for err in exc.errors()
+                f"{'.'.join(str(p) for p in err['loc']) or 'arguments'}: {err['msg']}" for err in exc.errors()
             )
             raise ToolError(f"invalid arguments for {self.name}: {problems}") from None
 

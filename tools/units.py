@@ -11,9 +11,18 @@ from tierflow.errors import ToolError
 __all__ = ["unit_convert"]
 
 _ALIASES = {
-    "c": "degC", "°c": "degC", "celsius": "degC", "degrees celsius": "degC", "degree celsius": "degC",
-    "f": "degF", "°f": "degF", "fahrenheit": "degF", "degrees fahrenheit": "degF",
-    "degree fahrenheit": "degF", "k": "kelvin", "kelvins": "kelvin",
+    "c": "degC",
+    "°c": "degC",
+    "celsius": "degC",
+    "degrees celsius": "degC",
+    "degree celsius": "degC",
+    "f": "degF",
+    "°f": "degF",
+    "fahrenheit": "degF",
+    "degrees fahrenheit": "degF",
+    "degree fahrenheit": "degF",
+    "k": "kelvin",
+    "kelvins": "kelvin",
 }
 _lock = threading.Lock()
 
@@ -33,8 +42,14 @@ def _unit(registry: Any, text: str) -> Any:
         raise ToolError("a unit is empty")
     try:
         return registry.parse_units(name)
-    except (pint.errors.UndefinedUnitError, pint.errors.DefinitionSyntaxError, AttributeError,
-            ValueError, TypeError, KeyError):
+    except (
+        pint.errors.UndefinedUnitError,
+        pint.errors.DefinitionSyntaxError,
+        AttributeError,
+        ValueError,
+        TypeError,
+        KeyError,
+    ):
         raise ToolError(f"unknown unit {text!r}; use names like km, mile, kg, lb, degC, L") from None
 
 

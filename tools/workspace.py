@@ -27,9 +27,7 @@ class Workspace:
         if "\x00" in text:
             raise SandboxError("the path contains a NUL byte")
         if text.startswith("~") or PurePosixPath(text).is_absolute() or PureWindowsPath(text).is_absolute():
-            raise SandboxError(
-                f"{relative!r} is an absolute path; give a path relative to the workspace"
-            )
+            raise SandboxError(f"{relative!r} is an absolute path; give a path relative to the workspace")
         if ".." in PurePosixPath(text.replace("\\", "/")).parts:
             raise SandboxError(f"{relative!r} leaves the workspace ('..' is not allowed)")
         candidate = self.root / text
@@ -38,4 +36,5 @@ class Workspace:
         return candidate.resolve()
 
     def relative(self, path: Path) -> str:
-        return path.resolve().relative_to(self.root).as_posix() or "."
+        """``path`` (under the resolved root) as the model sees it: a link keeps its own name."""
+        return path.relative_to(self.root).as_posix() or "."

@@ -1,0 +1,109 @@
+"""When a step leaves the SLM for the LLM, and why.
+
+A node whose policy is ``tiered`` runs on the SLM first. If the output is rejected (it does
+not parse, fails validation, names a tool that does not exist, the tool refuses the
+arguments, or a text reply is empty or cut off) the node runs once more on the LLM and the
+trace records the reason. ``slm`` and ``llm`` nodes never escalate.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Literal, TypeVar
+
+from pydantic import BaseModel, ValidationError
+from tierflow.agents.protocol import Completion, Tier
+from tierflow.settings import TierChoice
+
+__all__ = [
+    "RejectionCode",
+    "Rejected",
+    "choose_tier",
+    "can_escalate",
+    "parse_json",
+    "parse_model",
+    "parse_text",
+]
+
+RejectionCode = Literal[
+    "invalid_json",
+    "schema_validation",
+    "unknown_tool",
+    "tool_rejected_arguments",
+    "empty_output",
+    "truncated",
+]
+
+M = TypeVar("M", bound=BaseModel)
+
+
+class Rejected(Exception):  # noqa: N818 - it is an outcome, not a failure of ours
+    """A model's output was not usable; ``reason`` goes into the trace."""
+
+    def __init__(self, code: RejectionCode, detail: str) -> None:
+        super().__init__(f"{code}: {detail}")
+        self.code = code
+        self.detail = detail
+
+    @property
+    def reason(self) -> str:
+        return f"{self.code}: {self.detail}"
+
+
+def choose_tier(choice: TierChoice, *, escalated: bool) -> Tier:
+    """The tier that serves a node with policy ``choice`` on this attempt."""
+    if choice == "tiered":
+        return "llm" if escalated else "slm"
+    return choice
+
+
+def can_escalate(choice: TierChoice, tier: Tier) -> bool:
+    return choice == "tiered" and tier == "slm"
+
+
+def _strip_fences(text: str) -> str:
+    stripped = text.strip()
+    if stripped.startswith("```"):
+        stripped = stripped.split("\n", 1)[1] if "\n" in stripped else ""
+        stripped = stripped.rsplit("```", 1)[0]
+    return stripped.strip()
+
+
+def parse_json(completion: Completion) -> object:
+    """The JSON value of a reply (code fences tolerated); ``Rejected`` if there is none."""
+    text = _strip_fences(completion.text)
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        cut = " (the reply was cut off at max_tokens)" if completion.truncated else ""
+        raise Rejected("invalid_json", f"{exc.msg} at character {exc.pos}{cut}") from None
+
+
+def parse_model(model: type[M]) -> Callable[[Completion], M]:
+    """A parser that validates the reply's JSON against ``model``."""
+
+    def parse(completion: Completion) -> M:
+        data = parse_json(completion)
+        try:
+            return model.model_validate(data)
+        except ValidationError as exc:
+            raise Rejected("schema_validation", _errors(exc)) from None
+
+    return parse
+
+
+def parse_text(completion: Completion) -> str:
+    """A plain-text reply: not empty and not cut off."""
+    text = completion.text.strip()
+    if not text:
+        raise Rejected("empty_output", "the model returned no text")
+    if completion.truncated:
+        raise Rejected("truncated", "the reply was cut off at max_tokens")
+    return text
+
+
+def _errors(exc: ValidationError) -> str:
+    return "; ".join(
+        f"{'.'.join(str(p) for p in err['loc']) or 'value'}: {err['msg']}" for err in exc.errors()
+    )

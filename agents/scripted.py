@@ -1,0 +1,70 @@
+"""A deterministic ``ChatModel`` for tests and examples: it answers from a script.
+
+Each reply is a string, or a function of the messages that returns one. A reply may also
+be an exception instance, which is raised (to simulate an unreachable endpoint).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+from tierflow.agents.protocol import Completion, Message, Tier
+
+__all__ = ["ScriptedModel", "Reply"]
+
+Reply = str | dict[str, Any] | BaseException | Callable[[Sequence[Message]], str]
+
+
+class ScriptedModel:
+    """Replies in order; ``by_node`` picks a queue by the prompt's first line instead."""
+
+    def __init__(
+        self,
+        replies: Iterable[Reply] = (),
+        *,
+        tier: Tier = "slm",
+        name: str = "scripted",
+        by_node: dict[str, list[Reply]] | None = None,
+        finish_reason: str = "stop",
+    ) -> None:
+        self.tier = tier
+        self.name = name
+        self._queue = list(replies)
+        self._by_node = {key: list(value) for key, value in (by_node or {}).items()}
+        self._finish_reason = finish_reason
+        self.calls: list[dict[str, Any]] = []
+
+    def _next(self, messages: Sequence[Message]) -> Reply:
+        system = messages[0]["content"] if messages else ""
+        for marker, queue in self._by_node.items():
+            if marker in system and queue:
+                return queue.pop(0)
+        if not self._queue:
+            raise AssertionError(f"{self.name}: script exhausted at {system[:60]!r}")
+        return self._queue.pop(0)
+
+    def complete(
+        self,
+        messages: Sequence[Message],
+        *,
+        schema: dict[str, Any] | None = None,
+        max_tokens: int,
+    ) -> Completion:
+        self.calls.append({"messages": list(messages), "schema": schema, "max_tokens": max_tokens})
+        reply = self._next(messages)
+        if isinstance(reply, BaseException):
+            raise reply
+        text = reply(messages) if callable(reply) else reply
+        if isinstance(text, dict):
+            text = json.dumps(text)
+        return Completion(
+            text=text,
+            model=self.name,
+            tier=self.tier,
+            prompt_tokens=sum(len(m["content"].split()) for m in messages),
+            completion_tokens=len(text.split()),
+            latency_ms=0.0,
+            finish_reason=self._finish_reason,
+        )

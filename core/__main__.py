@@ -1,0 +1,3 @@
+from tierflow.cli import main
+
+main()

@@ -1,0 +1,144 @@
+"""Everything an entry point needs, built once from ``Settings``: tiers, tools, traces, runner.
+
+``App`` is what the CLI, the console and batch jobs hold. Building it does no heavy work:
+the SLM loads on first use, the embedded LLM server starts on the first LLM call, and
+``close()`` (or leaving the ``with`` block) stops that server.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from functools import cached_property
+from typing import Any
+
+from tierflow.agents.catalog import CATALOG, Progress, resolve_model
+from tierflow.agents.llm import OpenAIChatModel
+from tierflow.agents.protocol import ChatModel
+from tierflow.agents.server import EmbeddedLLM, EmbeddedServer
+from tierflow.agents.slm import LlamaCppModel
+from tierflow.agents.tiers import Tiers
+from tierflow.errors import ConfigError
+from tierflow.graphs.runner import TaskRunner
+from tierflow.memory.traces import TraceStore
+from tierflow.settings import Settings
+from tierflow.tools.builtins import default_registry
+from tierflow.tools.registry import ToolRegistry
+
+__all__ = ["App", "build_slm", "build_llm"]
+
+
+def _model_name(spec: str) -> str:
+    return spec if spec in CATALOG else spec.rsplit("/", 1)[-1].removesuffix(".gguf")
+
+
+def build_slm(settings: Settings, progress: Progress | None = None) -> LlamaCppModel:
+    path = resolve_model(
+        settings.slm_model,
+        settings.resolved_models_dir(),
+        auto_pull=settings.auto_pull,
+        progress=progress,
+        setting="TIERFLOW_SLM_MODEL",
+    )
+    return LlamaCppModel(
+        path,
+        name=_model_name(settings.slm_model),
+        n_ctx=settings.slm_n_ctx,
+        n_threads=settings.slm_threads,
+        seed=settings.seed,
+    )
+
+
+def build_llm(settings: Settings, progress: Progress | None = None) -> ChatModel:
+    if settings.llm_base_url:
+        import openai
+
+        if not settings.llm_model:
+            raise ConfigError(
+                "TIERFLOW_LLM_MODEL is not set",
+                hint="Name the model the endpoint at TIERFLOW_LLM_BASE_URL should use.",
+            )
+        key = settings.llm_api_key.get_secret_value() if settings.llm_api_key else "unused"
+        client = openai.OpenAI(
+            base_url=settings.llm_base_url,
+            api_key=key,
+            timeout=settings.llm_timeout,
+            max_retries=settings.llm_max_retries,
+        )
+        fmt = settings.llm_response_format
+        return OpenAIChatModel(
+            client,
+            settings.llm_model,
+            response_format="json_schema" if fmt == "auto" else fmt,
+            seed=settings.seed,
+        )
+    path = resolve_model(
+        settings.embedded_llm_model,
+        settings.resolved_models_dir(),
+        auto_pull=settings.auto_pull,
+        progress=progress,
+        setting="TIERFLOW_EMBEDDED_LLM_MODEL",
+    )
+    server = EmbeddedServer(
+        path,
+        alias=settings.llm_model or _model_name(settings.embedded_llm_model),
+        log_path=settings.resolved_data_dir() / "logs" / "llm-server.log",
+        n_ctx=settings.embedded_llm_n_ctx,
+        n_threads=settings.embedded_llm_threads,
+        startup_timeout=settings.embedded_llm_startup_timeout,
+    )
+    return EmbeddedLLM(server, timeout=settings.llm_timeout, seed=settings.seed)
+
+
+class App:
+    def __init__(self, settings: Settings, *, progress: Progress | None = None) -> None:
+        self.settings = settings
+        self._progress = progress
+
+    @cached_property
+    def store(self) -> TraceStore:
+        return TraceStore.from_url(self.settings.resolved_database_url(), secrets=self.settings.secrets())
+
+    @cached_property
+    def tools(self) -> ToolRegistry:
+        return default_registry(self.settings.resolved_workspace())
+
+    @cached_property
+    def tiers(self) -> Tiers:
+        return Tiers(
+            slm=build_slm(self.settings, self._progress), llm=build_llm(self.settings, self._progress)
+        )
+
+    @cached_property
+    def checkpointer(self) -> Any:
+        from langgraph.checkpoint.sqlite import SqliteSaver
+
+        path = self.settings.checkpoint_path()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return SqliteSaver(sqlite3.connect(path, check_same_thread=False))
+
+    @cached_property
+    def runner(self) -> TaskRunner:
+        return TaskRunner(
+            self.tiers,
+            self.tools,
+            self.store,
+            policy=self.settings.policy,
+            checkpointer=self.checkpointer,
+            max_steps=self.settings.max_steps,
+            summarize_over_chars=self.settings.summarize_over_chars,
+            settings_snapshot=self.settings.masked(),
+        )
+
+    def close(self) -> None:
+        tiers = self.__dict__.get("tiers")
+        if tiers is not None and isinstance(tiers.llm, EmbeddedLLM):
+            tiers.llm.close()
+        checkpointer = self.__dict__.get("checkpointer")
+        if checkpointer is not None:
+            checkpointer.conn.close()
+
+    def __enter__(self) -> App:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()

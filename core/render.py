@@ -1,0 +1,134 @@
+"""How the CLI shows runs, traces and progress (rich, on a given console)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+from rich.text import Text
+from tierflow.memory.recorder import Event
+from tierflow.memory.traces import RunSummary
+
+__all__ = ["ProgressPrinter", "print_run", "runs_table", "stats_line", "TIER_STYLE"]
+
+TIER_STYLE = {"slm": "green", "llm": "magenta"}
+STATUS_STYLE = {"succeeded": "green", "failed": "red", "interrupted": "yellow", "running": "cyan"}
+
+
+def _short(text: Any, limit: int = 100) -> str:
+    flat = " ".join(str(text).split())
+    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
+
+
+class ProgressPrinter:
+    """Turns run events into one line per step on stderr, with a spinner while a step runs."""
+
+    def __init__(self, console: Console) -> None:
+        self.console = console
+        self._status: Any = None
+
+    def __call__(self, event: Event) -> None:
+        kind = event["kind"]
+        if kind == "step_started":
+            self._stop()
+            self._status = self.console.status(f"{event['node']} …", spinner="dots")
+            self._status.start()
+            return
+        self._stop()
+        if kind == "step_finished":
+            tiers = " ".join(f"[{TIER_STYLE.get(t, 'white')}]{t}[/]" for t in event.get("tiers", []))
+            self.console.print(
+                f"  [bold]{event['node']:<13}[/] {tiers:<24} {escape(_short(event.get('summary') or ''))}",
+                highlight=False,
+            )
+        elif kind == "step_failed":
+            self.console.print(
+                f"  [bold]{event['node']:<13}[/] [red]failed[/] {escape(_short(event['error']))}"
+            )
+
+    def _stop(self) -> None:
+        if self._status is not None:
+            self._status.stop()
+            self._status = None
+
+
+def stats_line(run: dict[str, Any]) -> str:
+    stats = run["stats"]
+    share = f"{stats['slm_share']:.0%}" if stats["slm_share"] is not None else "–"
+    seconds = f"{run['duration_ms'] / 1000:.1f} s" if run["duration_ms"] is not None else "–"
+    return (
+        f"{stats['model_calls']} model calls, {stats['slm_calls']} on the SLM ({share}), "
+        f"{stats['escalations']} escalated; LLM tokens {stats['llm_prompt_tokens']} in / "
+        f"{stats['llm_completion_tokens']} out; {seconds}"
+    )
+
+
+def runs_table(runs: list[RunSummary]) -> Table:
+    table = Table(box=None, header_style="bold")
+    for column in ("run", "status", "created (UTC)", "calls", "SLM share", "LLM tokens", "time", "task"):
+        table.add_column(column, no_wrap=column != "task", overflow="ellipsis")
+    for run in runs:
+        share = f"{run.slm_share:.0%}" if run.slm_share is not None else "–"
+        seconds = f"{run.duration_ms / 1000:.1f}s" if run.duration_ms is not None else "–"
+        table.add_row(
+            run.id,
+            Text(run.status, style=STATUS_STYLE.get(run.status, "")),
+            run.created_at.strftime("%Y-%m-%d %H:%M:%S"),
+            str(run.model_calls),
+            share,
+            str(run.llm_prompt_tokens + run.llm_completion_tokens),
+            seconds,
+            Text(_short(run.task, 60)),
+        )
+    return table
+
+
+def print_run(console: Console, run: dict[str, Any], *, full: bool = False) -> None:
+    """The trace of one run: its steps, model calls (tier, tokens, latency, escalation), tools."""
+    style = STATUS_STYLE.get(run["status"], "")
+    console.print(Text.assemble(("run ", "bold"), run["run_id"], "  ", (run["status"], style)))
+    console.print(Text.assemble(("task   ", "bold"), run["task"]))
+    if run["answer"]:
+        console.print(Text.assemble(("answer ", "bold"), run["answer"]))
+    if run["error"]:
+        console.print(Text.assemble(("error  ", "bold red"), run["error"]))
+    console.print(
+        Text(f"models SLM {run['slm_model']}, LLM {run['llm_model']}; " + stats_line(run), style="dim")
+    )
+    for step in run["steps"]:
+        head = Text.assemble(
+            (f"{step['seq']:>3} {step['node']}", "bold"),
+            (f"  {step['status']}", "red" if step["status"] == "error" else "dim"),
+        )
+        console.print(head)
+        for call in step["model_calls"]:
+            line = Text.assemble(
+                "      ",
+                (call["tier"], TIER_STYLE.get(call["tier"], "")),
+                f" {call['model']}  ",
+                f"{call['prompt_tokens']}+{call['completion_tokens']} tokens  {call['latency_ms']:.0f} ms",
+            )
+            if call["escalated"]:
+                line.append(f"  escalated: {call['escalation_reason']}", style="yellow")
+            elif call["error"]:
+                line.append(f"  rejected: {call['error']}", style="red")
+            console.print(line)
+            if full:
+                for message in call["messages"]:
+                    console.print(Text(f"        [{message['role']}] {message['content']}", style="dim"))
+                console.print(Text(f"        [output] {call['raw_output']}", style="dim"))
+        for tool in step["tool_calls"]:
+            args = json.dumps(tool["arguments"], ensure_ascii=False)
+            outcome = (
+                Text(f"error: {tool['error']}", style="red")
+                if tool["error"]
+                else Text(_short(tool["result"], 200))
+            )
+            console.print(Text.assemble("      tool ", (tool["tool"], "cyan"), f"({args}) -> ", outcome))
+        if step["summary"] and not step["tool_calls"]:
+            console.print(Text(f"      {_short(step['summary'], 200)}", style="dim"))
+        if step["error"]:
+            console.print(Text(f"      {step['error']}", style="red"))

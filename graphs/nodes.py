@@ -1,0 +1,221 @@
+"""The task graph's nodes: ``(state, context) -> partial update``, at most one model call each.
+
+A node whose model output is rejected either asks to be run again on the LLM (its policy is
+``tiered`` and this was the SLM) or degrades gracefully and records why; model-caused
+problems never crash a run. Failures of the tiers themselves (an unreachable endpoint)
+propagate and fail the run with their message.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+from pydantic import BaseModel, Field, field_validator, model_validator
+from tierflow.agents.escalation import Rejected, parse_json, parse_model, parse_text
+from tierflow.agents.prompting import render_messages
+from tierflow.agents.protocol import Completion
+from tierflow.errors import ToolError
+from tierflow.graphs.context import TaskContext, ask
+from tierflow.graphs.state import Observation, TaskState
+from tierflow.tools.registry import Tool
+
+__all__ = ["plan", "select_tool", "extract_args", "act", "summarize", "answer", "result_lines"]
+
+Update = dict[str, Any]
+
+
+class PlanOutput(BaseModel):
+    steps: list[str] = Field(default_factory=list)
+    answer: str = ""
+
+    @field_validator("steps")
+    @classmethod
+    def _clean(cls, steps: list[str]) -> list[str]:
+        return [step.strip() for step in steps if step.strip()]
+
+    @model_validator(mode="after")
+    def _something(self) -> PlanOutput:
+        if not self.steps and not self.answer.strip():
+            raise ValueError("the plan has neither steps nor an answer")
+        return self
+
+
+class ToolChoice(BaseModel):
+    tool: str
+
+
+PLAN_SCHEMA = {
+    "type": "object",
+    "properties": {"steps": {"type": "array", "items": {"type": "string"}}, "answer": {"type": "string"}},
+    "required": ["steps", "answer"],
+}
+
+
+def _advance(state: TaskState, observation: Observation) -> Update:
+    """Close the current step with ``observation`` and move to the next."""
+    return {
+        "observations": [*state.get("observations", []), observation],
+        "step_index": state.get("step_index", 0) + 1,
+        "tool": None,
+        "arguments": None,
+        "args_tier": None,
+        "args_call_id": None,
+        "escalation": None,
+    }
+
+
+def _current_step(state: TaskState) -> str:
+    return state["steps"][state.get("step_index", 0)]
+
+
+def result_lines(state: TaskState) -> list[str]:
+    lines = []
+    for number, obs in enumerate(state.get("observations", []), start=1):
+        if obs["tool"] is None:
+            outcome = f"(no tool used{': ' + obs['error'] if obs['error'] else ''})"
+        else:
+            call = f"{obs['tool']}({json.dumps(obs['arguments'], ensure_ascii=False)})"
+            outcome = f"{call} -> " + (f"error: {obs['error']}" if obs["error"] else str(obs["result"]))
+        lines.append(f"{number}. {obs['step']}: {outcome}")
+    return lines
+
+
+def plan(state: TaskState, ctx: TaskContext) -> Update:
+    messages = render_messages("plan", tools=list(ctx.tools), task=state["task"], max_steps=ctx.max_steps)
+    got = ask(ctx, "plan", state, messages, parse_model(PlanOutput), max_tokens=512, schema=PLAN_SCHEMA)
+    if got.escalate:
+        return got.escalation("plan")
+    if got.value is None:  # no usable plan even from the last tier: treat the task as one step
+        return {"steps": [state["task"]], "step_index": 0, "observations": [], "escalation": None}
+    if not got.value.steps:
+        return {"steps": [], "answer": got.value.answer.strip(), "escalation": None}
+    return {
+        "steps": got.value.steps[: ctx.max_steps],
+        "step_index": 0,
+        "observations": [],
+        "escalation": None,
+    }
+
+
+def select_tool(state: TaskState, ctx: TaskContext) -> Update:
+    step, names = _current_step(state), ctx.tools.names()
+    schema = {
+        "type": "object",
+        "properties": {"tool": {"type": "string", "enum": [*names, "none"]}},
+        "required": ["tool"],
+    }
+
+    def parse(completion: Completion) -> ToolChoice:
+        choice = parse_model(ToolChoice)(completion)
+        if choice.tool != "none" and choice.tool not in names:
+            raise Rejected("unknown_tool", f"{choice.tool!r} is not one of: {', '.join(names)}")
+        return choice
+
+    messages = render_messages("select_tool", tools=list(ctx.tools), task=state["task"], step=step)
+    got = ask(ctx, "select_tool", state, messages, parse, max_tokens=32, schema=schema)
+    if got.escalate:
+        return got.escalation("select_tool")
+    if got.value is None or got.value.tool == "none":
+        error = None if got.value else f"no tool could be chosen ({got.reason})"
+        return _advance(state, Observation(step=step, tool=None, arguments=None, result=None, error=error))
+    return {"tool": got.value.tool, "arguments": None, "escalation": None}
+
+
+def _parse_arguments(tool: Tool) -> Any:
+    def parse(completion: Completion) -> dict[str, Any]:
+        data = parse_json(completion)
+        if not isinstance(data, dict):
+            raise Rejected("schema_validation", "the arguments must be a JSON object")
+        try:
+            return tool.validate(data).model_dump()
+        except ToolError as exc:
+            raise Rejected("schema_validation", str(exc)) from None
+
+    return parse
+
+
+def extract_args(state: TaskState, ctx: TaskContext) -> Update:
+    step, tool = _current_step(state), ctx.tools.get(state["tool"] or "")
+    assert tool is not None, "select_tool only routes here with a registered tool"
+    messages = render_messages(
+        "extract_args", tool=tool, task=state["task"], step=step, results=result_lines(state)
+    )
+    got = ask(
+        ctx, "extract_args", state, messages, _parse_arguments(tool), max_tokens=256, schema=tool.parameters
+    )
+    if got.escalate:
+        return got.escalation("extract_args")
+    if got.value is None:
+        return _advance(
+            state,
+            Observation(
+                step=step,
+                tool=tool.name,
+                arguments=None,
+                result=None,
+                error=f"no usable arguments ({got.reason})",
+            ),
+        )
+    return {"arguments": got.value, "args_tier": got.tier, "args_call_id": got.call_id, "escalation": None}
+
+
+def act(state: TaskState, ctx: TaskContext) -> Update:
+    step, name, arguments = _current_step(state), state["tool"] or "", state["arguments"] or {}
+    tool = ctx.tools.get(name)
+    assert tool is not None
+    started = time.perf_counter()
+    result, error = None, None
+    try:
+        result = tool.call(arguments)
+    except ToolError as exc:
+        error = str(exc)
+    except Exception as exc:  # a tool's own bug is recorded and shown, not raised
+        error = f"{type(exc).__name__}: {exc}"
+    ctx.recorder.tool_call(
+        tool=name,
+        arguments=arguments,
+        result=result,
+        error=error,
+        latency_ms=(time.perf_counter() - started) * 1000,
+    )
+    retry = (
+        error is not None
+        and state.get("args_tier") == "slm"
+        and ctx.policy.for_node("extract_args") == "tiered"
+    )
+    if retry:
+        reason = f"tool_rejected_arguments: {error}"
+        if state.get("args_call_id") is not None:
+            ctx.recorder.mark_escalated(state["args_call_id"], reason)  # type: ignore[arg-type]
+        return {"escalation": {"node": "extract_args", "reason": reason}}
+    update = _advance(
+        state, Observation(step=step, tool=name, arguments=arguments, result=result, error=error)
+    )
+    update["pending_summary"] = result is not None and len(result) > ctx.summarize_over_chars
+    return update
+
+
+def summarize(state: TaskState, ctx: TaskContext) -> Update:
+    observations = list(state["observations"])
+    last = observations[-1]
+    output = last["result"] or ""
+    messages = render_messages(
+        "summarize", task=state["task"], tool=last["tool"], output=output, max_sentences=5
+    )
+    got = ask(ctx, "summarize", state, messages, parse_text, max_tokens=256)
+    if got.escalate:
+        return got.escalation("summarize")
+    short = got.value or output[: ctx.summarize_over_chars] + " [...]"
+    observations[-1] = Observation(**{**last, "result": short})
+    return {"observations": observations, "pending_summary": False, "escalation": None}
+
+
+def answer(state: TaskState, ctx: TaskContext) -> Update:
+    messages = render_messages("answer", task=state["task"], results=result_lines(state))
+    got = ask(ctx, "answer", state, messages, parse_text, max_tokens=384)
+    if got.escalate:
+        return got.escalation("answer")
+    text = got.value or got.completion.text.strip() or "\n".join(result_lines(state))
+    return {"answer": text, "escalation": None}

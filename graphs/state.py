@@ -1,0 +1,38 @@
+"""The task graph's state: a small TypedDict, with a narrower input schema."""
+
+from __future__ import annotations
+
+from typing import Any, TypedDict
+
+__all__ = ["TaskInput", "TaskState", "Observation", "Escalation"]
+
+
+class Escalation(TypedDict):
+    node: str
+    reason: str
+
+
+class Observation(TypedDict):
+    step: str
+    tool: str | None
+    arguments: dict[str, Any] | None
+    result: str | None
+    error: str | None
+
+
+class TaskInput(TypedDict):
+    task: str
+
+
+class TaskState(TypedDict, total=False):
+    task: str
+    steps: list[str]
+    step_index: int
+    tool: str | None  # the current step's tool, once chosen
+    arguments: dict[str, Any] | None  # its arguments, once extracted
+    args_tier: str | None  # the tier that wrote them
+    args_call_id: int | None  # the model call that wrote them (marked if the tool rejects them)
+    observations: list[Observation]
+    pending_summary: bool
+    escalation: Escalation | None  # a node to run again on the LLM, and why
+    answer: str | None

@@ -1,0 +1,49 @@
+"""Shared fixtures. Tests never touch the user's data: every run gets its own data dir, and
+TIERFLOW_* variables from the caller's environment are removed. Real-model tests use the
+catalog's default models from the user cache (``make models`` puts them there); a missing
+model fails the test with the command that fixes it instead of skipping it."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from tierflow.agents.catalog import CATALOG, cached_path, is_pulled
+from tierflow.memory import TraceStore
+from tierflow.paths import cache_dir
+
+MODELS_DIR = cache_dir() / "models"
+
+
+@pytest.fixture(autouse=True)
+def isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
+    for key in list(os.environ):
+        if key.startswith("TIERFLOW_"):
+            monkeypatch.delenv(key)
+    data = tmp_path / "data"
+    monkeypatch.setenv("TIERFLOW_DATA_DIR", str(data))
+    monkeypatch.setenv("TIERFLOW_MODELS_DIR", str(MODELS_DIR))
+    monkeypatch.setenv("TIERFLOW_AUTO_PULL", "false")
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+    return data
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[TraceStore]:
+    trace_store = TraceStore.from_url(f"sqlite:///{tmp_path / 'traces.db'}", secrets=["sk-test-SECRET-42"])
+    yield trace_store
+    trace_store.engine.dispose()
+
+
+def catalog_model_path(name: str) -> Path:
+    model = CATALOG[name]
+    if not is_pulled(model, MODELS_DIR):
+        pytest.fail(f"model {name} is not in {MODELS_DIR}: run `make models` first")
+    return cached_path(model, MODELS_DIR)
+
+
+@pytest.fixture(scope="session")
+def slm_path() -> Path:
+    return catalog_model_path("qwen2.5-coder-0.5b")

@@ -1,0 +1,127 @@
+"""The `tierflow` command as a user runs it: a real process, real models, exit codes."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from tierflow.memory import TraceStore
+from tierflow.settings import load_settings
+
+TIERFLOW = [sys.executable, "-m", "tierflow"]
+
+
+def tierflow(
+    *args: str, env: dict[str, str] | None = None, timeout: int = 300
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*TIERFLOW, *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, **(env or {})},
+        check=False,
+    )
+
+
+def no_traceback(result: subprocess.CompletedProcess[str]) -> None:
+    assert "Traceback" not in result.stderr and "Traceback" not in result.stdout
+
+
+@pytest.mark.real_slm
+@pytest.mark.real_llm
+def test_run_uses_both_tiers_and_the_calculator(slm_path: Path) -> None:
+    result = tierflow("run", "What is 17 * 23 + 4?", "--json")
+    no_traceback(result)
+    assert result.returncode == 0, result.stderr
+    output = json.loads(result.stdout)
+    assert output["status"] == "succeeded" and "395" in output["answer"]
+    assert output["run_id"] and output["stats"]["slm_calls"] >= 1
+
+    shown = tierflow("runs", "show", output["run_id"], "--json")
+    assert shown.returncode == 0, shown.stderr
+    trace = json.loads(shown.stdout)
+    calls = [call for step in trace["steps"] for call in step["model_calls"]]
+    tools = [call for step in trace["steps"] for call in step["tool_calls"]]
+    assert any(c["node"] == "plan" and c["tier"] == "llm" for c in calls)
+    assert any(c["tier"] == "slm" and c["node"] in ("select_tool", "extract_args") for c in calls)
+    assert any(t["tool"] == "calculator" and t["result"] == "395" for t in tools)
+    for call in calls:
+        for key in (
+            "node",
+            "tier",
+            "model",
+            "prompt_tokens",
+            "completion_tokens",
+            "latency_ms",
+            "escalated",
+            "escalation_reason",
+        ):
+            assert key in call
+    human = tierflow("runs", "show", output["run_id"][:6])
+    assert "calculator" in human.stdout and "slm" in human.stdout and "llm" in human.stdout
+    listed = json.loads(tierflow("runs", "list", "--json").stdout)
+    assert listed[0]["run_id"] == output["run_id"]
+
+
+def test_unreachable_llm_is_stored_as_failed(slm_path: Path) -> None:
+    env = {
+        "TIERFLOW_LLM_BASE_URL": "http://127.0.0.1:9/v1",
+        "TIERFLOW_LLM_MODEL": "x",
+        "TIERFLOW_LLM_MAX_RETRIES": "0",
+    }
+    result = tierflow("run", "Plan my week", "--json", env=env)
+    no_traceback(result)
+    assert result.returncode == 1
+    output = json.loads(result.stdout)
+    assert output["status"] == "failed" and "could not reach the LLM" in output["error"]
+    stored = TraceStore.from_url(load_settings().resolved_database_url()).get_run(output["run_id"])
+    assert stored["status"] == "failed" and "could not reach the LLM" in stored["error"]
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "code", "message"),
+    [
+        (["run", "   "], {}, 2, "the task is empty"),
+        (["runs", "show", "doesnotexist"], {}, 1, "no run matches"),
+        (["run", "hi"], {"TIERFLOW_SLM_MODEL": "/nowhere/model.gguf"}, 1, "does not exist"),
+        (
+            ["run", "hi"],
+            {"TIERFLOW_SLM_MODEL": "smollm2-135m", "TIERFLOW_MODELS_DIR": "/tmp/tf-empty"},
+            1,
+            "tierflow models pull smollm2-135m",
+        ),
+        (["run", "hi"], {"TIERFLOW_MAX_STEPS": "zero"}, 1, "max_steps"),
+        (["run", "hi", "--tier", "plan=gpt"], {}, 1, "NODE=TIER"),
+        (["models", "pull", "gpt-5"], {}, 1, "no catalog model"),
+    ],
+)
+def test_bad_input_gets_a_clear_error(args: list[str], env: dict[str, str], code: int, message: str) -> None:
+    result = tierflow(*args, env=env)
+    no_traceback(result)
+    assert result.returncode == code
+    assert message in result.stderr
+
+
+def test_corrupt_model_file_is_explained(tmp_path: Path) -> None:
+    corrupt = tmp_path / "corrupt.gguf"
+    corrupt.write_bytes(b"GGUF" + os.urandom(256))
+    result = tierflow("run", "hi", env={"TIERFLOW_SLM_MODEL": str(corrupt)})
+    no_traceback(result)
+    assert result.returncode == 1 and "could not load" in result.stderr
+
+
+def test_config_masks_secrets() -> None:
+    result = tierflow("config", "--json", env={"TIERFLOW_LLM_API_KEY": "sk-very-secret-value"})
+    assert result.returncode == 0
+    shown = json.loads(result.stdout)
+    assert shown["llm_api_key"] == "**** (set)" and "sk-very-secret-value" not in result.stdout
+
+
+def test_models_list_and_empty_runs_list() -> None:
+    models = json.loads(tierflow("models", "list", "--json").stdout)
+    assert {m["name"] for m in models} >= {"qwen2.5-coder-0.5b", "qwen2.5-coder-1.5b"}
+    assert next(m for m in models if m["name"] == "qwen2.5-coder-0.5b")["pulled"] is True
+    assert json.loads(tierflow("runs", "list", "--json").stdout) == []

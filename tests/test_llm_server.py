@@ -1,0 +1,86 @@
+"""The LLM tier for real: the ``openai`` client against llama-cpp-python's server on 127.0.0.1."""
+
+import json
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+
+import openai
+import pytest
+from tierflow.agents.llm import OpenAIChatModel
+from tierflow.agents.server import EmbeddedLLM, EmbeddedServer, free_port
+from tierflow.errors import LLMUnavailableError, ServerStartError
+
+pytestmark = pytest.mark.real_llm
+
+CHOICE = {
+    "type": "object",
+    "properties": {"tool": {"type": "string", "enum": ["alpha", "beta"]}},
+    "required": ["tool"],
+}
+
+
+@pytest.fixture(scope="module")
+def server(slm_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedServer]:
+    log = tmp_path_factory.mktemp("server") / "server.log"
+    with EmbeddedServer(slm_path, alias="test-llm", log_path=log, n_ctx=2048, n_threads=2) as running:
+        yield running
+
+
+def client(base_url: str, **kwargs: object) -> openai.OpenAI:
+    return openai.OpenAI(base_url=base_url, api_key="local", max_retries=0, **kwargs)  # type: ignore[arg-type]
+
+
+def test_structured_completion_through_the_openai_client(server: EmbeddedServer) -> None:
+    assert server.base_url.startswith("http://127.0.0.1:")
+    model = OpenAIChatModel(client(server.base_url), "test-llm", response_format="llamacpp")
+    reply = model.complete(
+        [{"role": "user", "content": 'Reply {"tool": "gamma"}.'}], schema=CHOICE, max_tokens=20
+    )
+    assert json.loads(reply.text)["tool"] in {"alpha", "beta"}  # the server applied the schema
+    assert reply.tier == "llm" and reply.model == "test-llm"
+    assert reply.prompt_tokens > 0 and reply.completion_tokens > 0 and reply.latency_ms > 0
+
+
+def test_plain_text_and_the_cap(server: EmbeddedServer) -> None:
+    model = OpenAIChatModel(client(server.base_url), "test-llm", response_format="llamacpp")
+    reply = model.complete([{"role": "user", "content": "List the numbers from 1 to 50."}], max_tokens=6)
+    assert reply.truncated and reply.completion_tokens <= 6
+
+
+def test_embedded_llm_starts_on_first_call_and_stops(slm_path: Path, tmp_path: Path) -> None:
+    server = EmbeddedServer(slm_path, alias="lazy", log_path=tmp_path / "log", n_ctx=1024, n_threads=2)
+    llm = EmbeddedLLM(server)
+    assert not server.running
+    reply = llm.complete([{"role": "user", "content": "Say yes."}], max_tokens=4)
+    assert server.running and reply.text
+    port = server.port
+    llm.close()
+    assert not server.running
+    with socket.socket() as probe:
+        assert probe.connect_ex(("127.0.0.1", port)) != 0  # nothing listens any more
+
+
+def test_a_server_that_cannot_start_says_why(tmp_path: Path) -> None:
+    bogus = tmp_path / "bogus.gguf"
+    bogus.write_bytes(b"GGUF" + b"\x00" * 128)
+    server = EmbeddedServer(bogus, alias="bogus", log_path=tmp_path / "server.log", startup_timeout=60)
+    with pytest.raises(ServerStartError, match="exited while starting") as info:
+        server.start()
+    assert str(tmp_path / "server.log") in info.value.hint
+
+
+def test_unreachable_endpoint_is_a_clear_error() -> None:
+    port = free_port()  # nothing listens there
+    model = OpenAIChatModel(client(f"http://127.0.0.1:{port}/v1", timeout=5), "any")
+    with pytest.raises(LLMUnavailableError, match="could not reach the LLM") as info:
+        model.complete([{"role": "user", "content": "hi"}], max_tokens=4)
+    assert "TIERFLOW_LLM_BASE_URL" in info.value.hint
+
+
+def test_a_rejected_response_format_points_at_the_setting(server: EmbeddedServer) -> None:
+    # llama-cpp-python's server refuses OpenAI's json_schema form (it takes json_object + schema)
+    model = OpenAIChatModel(client(server.base_url), "test-llm", response_format="json_schema")
+    with pytest.raises(LLMUnavailableError, match="failed the request") as info:
+        model.complete([{"role": "user", "content": "Pick one."}], schema=CHOICE, max_tokens=20)
+    assert "TIERFLOW_LLM_RESPONSE_FORMAT=llamacpp" in info.value.hint

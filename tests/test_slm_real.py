@@ -1,0 +1,105 @@
+"""The SLM tier on a real GGUF through llama-cpp-python (temperature 0, fixed seed)."""
+
+import json
+import threading
+from pathlib import Path
+
+import pytest
+from tierflow.agents.grammar import build_grammar, grammar_schema
+from tierflow.agents.slm import LlamaCppModel
+from tierflow.errors import ModelFileError, ModelNotFoundError, SchemaError
+
+pytestmark = pytest.mark.real_slm
+
+
+@pytest.fixture(scope="module")
+def slm(slm_path: Path) -> LlamaCppModel:
+    model = LlamaCppModel(slm_path, name="qwen2.5-coder-0.5b", n_ctx=2048, n_threads=2)
+    model.load()
+    return model
+
+
+def ask(text: str) -> list:
+    return [{"role": "user", "content": text}]
+
+
+def test_grammar_really_constrains_the_choice(slm: LlamaCppModel) -> None:
+    schema = {
+        "type": "object",
+        "properties": {"tool": {"type": "string", "enum": ["alpha", "beta"]}},
+        "required": ["tool"],
+    }
+    # The prompt pushes for an answer outside the enum; the grammar must not allow it.
+    reply = slm.complete(ask('Reply with {"tool": "calculator"} exactly.'), schema=schema, max_tokens=20)
+    assert json.loads(reply.text)["tool"] in {"alpha", "beta"}
+    assert reply.tier == "slm" and reply.prompt_tokens > 0 and reply.completion_tokens > 0
+
+
+def test_tool_arguments_follow_the_schema(slm: LlamaCppModel) -> None:
+    schema = {
+        "type": "object",
+        "additionalProperties": False,
+        "properties": {
+            "value": {"type": "number"},
+            "from_unit": {"type": "string"},
+            "to_unit": {"type": "string"},
+        },
+        "required": ["value", "from_unit", "to_unit"],
+    }
+    reply = slm.complete(
+        ask("Convert 5 kilometers to miles. Give the arguments."), schema=schema, max_tokens=60
+    )
+    data = json.loads(reply.text)
+    assert set(data) == {"value", "from_unit", "to_unit"}
+    assert isinstance(data["value"], int | float)
+
+
+def test_max_tokens_caps_and_reports_truncation(slm: LlamaCppModel) -> None:
+    reply = slm.complete(ask("List the numbers from 1 to 50, separated by commas."), max_tokens=5)
+    assert reply.completion_tokens <= 5 and reply.truncated
+
+
+def test_calls_from_threads_are_serialised(slm: LlamaCppModel) -> None:
+    results: list[str] = []
+    errors: list[BaseException] = []
+
+    def worker() -> None:
+        try:
+            results.append(slm.complete(ask("Say hi."), max_tokens=8).text)
+        except BaseException as exc:  # noqa: BLE001 - collected for the assertion
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == [] and len(results) == 3 and len(set(results)) == 1  # deterministic
+
+
+def test_bounds_are_dropped_from_grammars_and_bad_schemas_raise() -> None:
+    schema = {
+        "type": "object",
+        "properties": {
+            "name": {"type": "string", "maxLength": 100000},
+            "tags": {"type": "array", "maxItems": 10000, "items": {"type": "string"}},
+        },
+    }
+    stripped = grammar_schema(schema)
+    assert "maxLength" not in json.dumps(stripped) and "maxItems" not in json.dumps(stripped)
+    assert build_grammar(schema) is not None
+    with pytest.raises(SchemaError, match="cannot be turned into a llama.cpp grammar"):
+        build_grammar({"type": "object", "properties": {"x": {"$ref": "#/definitions/missing"}}})
+
+
+def test_missing_and_corrupt_files_are_clear(tmp_path: Path) -> None:
+    with pytest.raises(ModelNotFoundError, match="does not exist"):
+        LlamaCppModel(tmp_path / "none.gguf").load()
+    not_gguf = tmp_path / "weights.gguf"
+    not_gguf.write_bytes(b"PK\x03\x04 not a model")
+    with pytest.raises(ModelFileError, match="not a GGUF model file"):
+        LlamaCppModel(not_gguf).load()
+    truncated = tmp_path / "truncated.gguf"
+    truncated.write_bytes(b"GGUF" + b"\x00" * 64)
+    with pytest.raises(ModelFileError, match="could not load"):
+        LlamaCppModel(truncated).load()

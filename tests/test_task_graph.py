@@ -1,0 +1,293 @@
+"""The whole task graph on scripted tiers: routing, escalation for each reason, failures,
+and the trace each leaves behind."""
+
+from pathlib import Path
+
+import pytest
+from tierflow.errors import LLMUnavailableError
+from tierflow.graphs import build_task_graph
+from tierflow.memory import TraceStore
+from tierflow.settings import TierPolicy
+
+from tests.scripted import (
+    ANSWER,
+    EXTRACT,
+    PLAN,
+    SELECT,
+    SUMMARIZE,
+    model_calls,
+    nodes,
+    scripted_runner,
+    tool_calls,
+)
+
+ONE_STEP = {PLAN: ['{"steps": ["Compute 17 * 23 + 4"], "answer": ""}']}
+
+
+def test_happy_path_uses_both_tiers_and_traces_every_step(store: TraceStore, tmp_path: Path) -> None:
+    runner, small, _ = scripted_runner(
+        store,
+        tmp_path,
+        llm=ONE_STEP,
+        slm={SELECT: ['{"tool": "calculator"}'], EXTRACT: ['{"expression": "17 * 23 + 4"}'], ANSWER: ["395"]},
+    )
+    result = runner.run("What is 17 * 23 + 4?")
+    assert (result.status, result.answer) == ("succeeded", "395")
+    trace = store.get_run(result.run_id)
+    assert nodes(trace) == ["plan", "select_tool", "extract_args", "act", "answer"]
+    assert [(c["node"], c["tier"]) for c in model_calls(trace)] == [
+        ("plan", "llm"),
+        ("select_tool", "slm"),
+        ("extract_args", "slm"),
+        ("answer", "slm"),
+    ]
+    assert tool_calls(trace) == [
+        {
+            "tool": "calculator",
+            "arguments": {"expression": "17 * 23 + 4"},
+            "result": "395",
+            "error": None,
+            "latency_ms": pytest.approx(0, abs=50),
+        }
+    ]
+    assert trace["stats"]["slm_share"] == 0.75 and trace["stats"]["escalations"] == 0
+    # the exact prompt is stored, and the grammar schema sent to the SLM is the tool list + none
+    select_call = model_calls(trace)[1]
+    assert "Step: Compute 17 * 23 + 4" in select_call["messages"][1]["content"]
+    assert select_call["output_schema"]["properties"]["tool"]["enum"][-1] == "none"
+    assert "395" in small.calls[-1]["messages"][1]["content"]  # the answer saw the tool result
+    # the checkpointer keeps the run's final state under its run id
+    state = runner.graph.get_state({"configurable": {"thread_id": result.run_id}})
+    assert state.values["answer"] == "395"
+
+
+def test_direct_answer_skips_the_tools(store: TraceStore, tmp_path: Path) -> None:
+    runner, small, _ = scripted_runner(
+        store, tmp_path, llm={PLAN: ['{"steps": [], "answer": "Paris is the capital of France."}']}
+    )
+    result = runner.run("What is the capital of France?")
+    assert result.answer == "Paris is the capital of France."
+    assert nodes(store.get_run(result.run_id)) == ["plan"] and small.calls == []
+
+
+@pytest.mark.parametrize(
+    ("slm_replies", "llm_replies", "node", "reason"),
+    [
+        (
+            {SELECT: ["calculator please"]},
+            {SELECT: ['{"tool": "calculator"}']},
+            "select_tool",
+            "invalid_json",
+        ),
+        (
+            {SELECT: ['{"tool": "abacus"}']},
+            {SELECT: ['{"tool": "calculator"}']},
+            "select_tool",
+            "unknown_tool",
+        ),
+        (
+            {SELECT: ['{"tool": "calculator"}'], EXTRACT: ['{"expr": "17*23+4"}']},
+            {EXTRACT: ['{"expression": "17*23+4"}']},
+            "extract_args",
+            "schema_validation",
+        ),
+        (
+            {SELECT: ['{"tool": "calculator"}'], EXTRACT: ['{"expression": "17 x 23 + 4"}']},
+            {EXTRACT: ['{"expression": "17*23+4"}']},
+            "extract_args",
+            "tool_rejected_arguments",
+        ),
+    ],
+)
+def test_each_rejection_escalates_once_to_the_llm(
+    store: TraceStore,
+    tmp_path: Path,
+    slm_replies: dict,
+    llm_replies: dict,
+    node: str,
+    reason: str,
+) -> None:
+    slm = {SELECT: ['{"tool": "calculator"}'], EXTRACT: ['{"expression": "17*23+4"}'], ANSWER: ["395"]}
+    slm.update(slm_replies)
+    runner, _, _ = scripted_runner(store, tmp_path, slm=slm, llm={**ONE_STEP, **llm_replies})
+    result = runner.run("What is 17 * 23 + 4?")
+    assert (result.status, result.answer) == ("succeeded", "395")
+    calls = model_calls(store.get_run(result.run_id))
+    escalated = [c for c in calls if c["escalated"]]
+    assert len(escalated) == 1
+    assert escalated[0]["node"] == node and escalated[0]["tier"] == "slm"
+    assert escalated[0]["escalation_reason"].startswith(reason + ": ")
+    retry = calls[calls.index(escalated[0]) + 1]
+    assert (retry["node"], retry["tier"]) == (node, "llm")
+    assert tool_calls(store.get_run(result.run_id))[-1]["result"] == "395"
+
+
+def test_empty_or_cut_off_text_escalates(store: TraceStore, tmp_path: Path) -> None:
+    # an LLM plan with neither steps nor answer is unusable: the task becomes one step
+    runner_cut, _, _ = scripted_runner(
+        store,
+        tmp_path,
+        slm={SELECT: ['{"tool": "none"}'], ANSWER: ["half an ans"]},
+        llm={PLAN: ['{"steps": [], "answer": ""}'], ANSWER: ["full answer"]},
+        slm_finish_reason="length",
+    )
+    result = runner_cut.run("Say something")
+    calls = model_calls(store.get_run(result.run_id))
+    plan_call = calls[0]
+    assert plan_call["error"].startswith("schema_validation") and not plan_call["escalated"]
+    answer_calls = [c for c in calls if c["node"] == "answer"]
+    assert [(c["tier"], c["escalated"]) for c in answer_calls] == [("slm", True), ("llm", False)]
+    assert answer_calls[0]["escalation_reason"].startswith("truncated")
+    assert result.answer == "full answer"
+
+
+def test_slm_only_policy_never_calls_the_llm(store: TraceStore, tmp_path: Path) -> None:
+    runner, _, large = scripted_runner(
+        store,
+        tmp_path,
+        policy=TierPolicy.preset("slm"),
+        slm={PLAN: ['{"steps": ["Compute 2+2"], "answer": ""}'], SELECT: ["no json here"], ANSWER: ["4"]},
+    )
+    result = runner.run("What is 2+2?")
+    trace = store.get_run(result.run_id)
+    assert result.status == "succeeded" and large.calls == []
+    select_call = [c for c in model_calls(trace) if c["node"] == "select_tool"][0]
+    assert not select_call["escalated"] and select_call["error"].startswith("invalid_json")
+    assert trace["stats"]["slm_share"] == 1.0
+
+
+def test_tool_errors_after_the_llm_are_shown_to_the_answer(store: TraceStore, tmp_path: Path) -> None:
+    runner, small, _ = scripted_runner(
+        store,
+        tmp_path,
+        llm={**ONE_STEP, EXTRACT: ['{"expression": "1/0"}']},
+        slm={
+            SELECT: ['{"tool": "calculator"}'],
+            EXTRACT: ['{"expression": "1/0"}'],
+            ANSWER: ["It cannot be computed."],
+        },
+    )
+    result = runner.run("What is 1/0?")
+    tools = tool_calls(store.get_run(result.run_id))
+    assert [t["error"] for t in tools] == ["division by zero", "division by zero"]
+    assert "error: division by zero" in small.calls[-1]["messages"][1]["content"]
+    assert result.status == "succeeded"
+
+
+def test_long_observations_are_summarized(store: TraceStore, tmp_path: Path) -> None:
+    (tmp_path / "log.txt").write_text("line of log text\n" * 200)
+    runner, small, _ = scripted_runner(
+        store,
+        tmp_path,
+        summarize_over_chars=500,
+        llm={PLAN: ['{"steps": ["Read log.txt"], "answer": ""}']},
+        slm={
+            SELECT: ['{"tool": "read_file"}'],
+            EXTRACT: ['{"path": "log.txt"}'],
+            SUMMARIZE: ["The log repeats one line 200 times."],
+            ANSWER: ["It repeats."],
+        },
+    )
+    result = runner.run("What is in log.txt?")
+    assert nodes(store.get_run(result.run_id)) == [
+        "plan",
+        "select_tool",
+        "extract_args",
+        "act",
+        "summarize",
+        "answer",
+    ]
+    answer_prompt = small.calls[-1]["messages"][1]["content"]
+    assert "200 times" in answer_prompt and "line of log text" not in answer_prompt
+
+
+def test_plans_are_capped_at_max_steps(store: TraceStore, tmp_path: Path) -> None:
+    steps = ", ".join(f'"step {i}"' for i in range(9))
+    runner, _, _ = scripted_runner(
+        store,
+        tmp_path,
+        max_steps=2,
+        llm={PLAN: [f'{{"steps": [{steps}], "answer": ""}}']},
+        slm={SELECT: ['{"tool": "none"}', '{"tool": "none"}'], ANSWER: ["done"]},
+    )
+    result = runner.run("Do many things")
+    assert nodes(store.get_run(result.run_id)).count("select_tool") == 2
+
+
+def test_unreachable_llm_fails_the_run_and_keeps_the_trace(store: TraceStore, tmp_path: Path) -> None:
+    down = LLMUnavailableError("could not reach the LLM at http://127.0.0.1:9/v1", hint="Start it.")
+    runner, _, _ = scripted_runner(
+        store, tmp_path, llm={**ONE_STEP, SELECT: [down]}, slm={SELECT: ["not json"]}
+    )
+    result = runner.run("What is 17 * 23 + 4?")
+    assert result.status == "failed" and "could not reach" in (result.error or "")
+    assert result.hint == "Start it."
+    trace = store.get_run(result.run_id)
+    assert trace["status"] == "failed" and "could not reach" in trace["error"]
+    assert [s["status"] for s in trace["steps"]] == ["ok", "ok", "error"]
+    assert model_calls(trace)[-1]["error"].startswith("could not reach")
+
+
+def test_interrupted_and_crashed_runs_are_stored(store: TraceStore, tmp_path: Path) -> None:
+    runner, _, _ = scripted_runner(store, tmp_path, llm=ONE_STEP, slm={SELECT: [KeyboardInterrupt()]})
+    with pytest.raises(KeyboardInterrupt):
+        runner.run("What is 17 * 23 + 4?")
+    interrupted = store.get_run("last")
+    assert interrupted["status"] == "interrupted" and nodes(interrupted) == ["plan", "select_tool"]
+    runner, _, _ = scripted_runner(store, tmp_path, llm=ONE_STEP, slm={SELECT: [RuntimeError("bug")]})
+    with pytest.raises(RuntimeError):
+        runner.run("What is 17 * 23 + 4?")
+    crashed = store.get_run(store.list_runs(limit=1)[0].id)
+    assert crashed["status"] == "failed" and "internal error: RuntimeError: bug" in crashed["error"]
+
+
+def test_secrets_never_reach_the_trace(store: TraceStore, tmp_path: Path) -> None:
+    runner, _, _ = scripted_runner(
+        store, tmp_path, llm={PLAN: ['{"steps": [], "answer": "your key is sk-test-SECRET-42"}']}
+    )
+    result = runner.run("Repeat my key sk-test-SECRET-42")
+    with store.engine.connect() as connection:
+        dump = "\n".join(
+            str(row)
+            for table in ("runs", "steps", "model_calls")
+            for row in connection.exec_driver_sql(f"SELECT * FROM {table}")
+        )
+    assert "sk-test-SECRET-42" not in dump and "[REDACTED]" in dump
+    assert result.answer == "your key is sk-test-SECRET-42"  # the caller still gets its answer
+
+
+def test_graph_topology() -> None:
+    graph = build_task_graph().get_graph()
+    edges = {(edge.source, edge.target) for edge in graph.edges}
+    assert set(graph.nodes) == {
+        "__start__",
+        "__end__",
+        "plan",
+        "select_tool",
+        "extract_args",
+        "act",
+        "summarize",
+        "answer",
+    }
+    assert edges == {
+        ("__start__", "plan"),
+        ("plan", "plan"),
+        ("plan", "select_tool"),
+        ("plan", "__end__"),
+        ("select_tool", "select_tool"),
+        ("select_tool", "extract_args"),
+        ("select_tool", "answer"),
+        ("extract_args", "extract_args"),
+        ("extract_args", "act"),
+        ("extract_args", "select_tool"),
+        ("extract_args", "answer"),
+        ("act", "extract_args"),
+        ("act", "summarize"),
+        ("act", "select_tool"),
+        ("act", "answer"),
+        ("summarize", "summarize"),
+        ("summarize", "select_tool"),
+        ("summarize", "answer"),
+        ("answer", "answer"),
+        ("answer", "__end__"),
+    }
