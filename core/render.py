@@ -39,11 +39,11 @@ class ProgressPrinter:
             return
         self._stop()
         if kind == "step_finished":
-            tiers = " ".join(f"[{TIER_STYLE.get(t, 'white')}]{t}[/]" for t in event.get("tiers", []))
-            self.console.print(
-                f"  [bold]{event['node']:<13}[/] {tiers:<24} {escape(_short(event.get('summary') or ''))}",
-                highlight=False,
-            )
+            used = event.get("tiers", [])
+            tiers = " ".join(f"[{TIER_STYLE.get(t, 'white')}]{t}[/]" for t in used)
+            padding = " " * max(0, 8 - len(" ".join(used)))  # markup takes no columns
+            summary = escape(_short(event.get("summary") or ""))
+            self.console.print(f"  [bold]{event['node']:<13}[/] {tiers}{padding} {summary}", highlight=False)
         elif kind == "step_failed":
             self.console.print(
                 f"  [bold]{event['node']:<13}[/] [red]failed[/] {escape(_short(event['error']))}"
