@@ -154,16 +154,6 @@ class TraceStore:
         assert row.id is not None
         return row.id
 
-    def mark_interrupted(self) -> int:
-        """Runs left ``running`` by a process that died are marked ``interrupted``."""
-        with Session(self.engine) as session:
-            runs = session.exec(select(Run).where(Run.status == "running")).all()
-            for run in runs:
-                run.status, run.finished_at = "interrupted", run.finished_at or utcnow()
-                run.error = run.error or "the process stopped before the run finished"
-            session.commit()
-            return len(runs)
-
     # Reading ------------------------------------------------------------------------
     def resolve_id(self, run_id: str) -> str:
         """A full run id from an id, a unique prefix, or ``last``."""
