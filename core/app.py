@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import sqlite3
 from functools import cached_property
+from pathlib import Path
 from typing import Any
 
 from tierflow.agents.catalog import CATALOG, Progress, resolve_model
@@ -31,14 +32,18 @@ def _model_name(spec: str) -> str:
     return spec if spec in CATALOG else spec.rsplit("/", 1)[-1].removesuffix(".gguf")
 
 
-def build_slm(settings: Settings, progress: Progress | None = None) -> LlamaCppModel:
-    path = resolve_model(
-        settings.slm_model,
+def _model_file(settings: Settings, spec: str, setting: str, progress: Progress | None) -> Path:
+    return resolve_model(
+        spec,
         settings.resolved_models_dir(),
         auto_pull=settings.auto_pull,
         progress=progress,
-        setting="TIERFLOW_SLM_MODEL",
+        setting=setting,
     )
+
+
+def build_slm(settings: Settings, progress: Progress | None = None) -> LlamaCppModel:
+    path = _model_file(settings, settings.slm_model, "TIERFLOW_SLM_MODEL", progress)
     return LlamaCppModel(
         path,
         name=_model_name(settings.slm_model),
@@ -71,13 +76,7 @@ def build_llm(settings: Settings, progress: Progress | None = None) -> ChatModel
             response_format="json_schema" if fmt == "auto" else fmt,
             seed=settings.seed,
         )
-    path = resolve_model(
-        settings.embedded_llm_model,
-        settings.resolved_models_dir(),
-        auto_pull=settings.auto_pull,
-        progress=progress,
-        setting="TIERFLOW_EMBEDDED_LLM_MODEL",
-    )
+    path = _model_file(settings, settings.embedded_llm_model, "TIERFLOW_EMBEDDED_LLM_MODEL", progress)
     server = EmbeddedServer(
         path,
         alias=settings.llm_model or _model_name(settings.embedded_llm_model),
