@@ -14,6 +14,7 @@ from typing import Literal, TypeVar
 
 from pydantic import BaseModel, ValidationError
 from tierflow.agents.protocol import Completion, Tier
+from tierflow.errors import describe_validation_error
 from tierflow.settings import TierChoice
 
 __all__ = [
@@ -88,7 +89,7 @@ def parse_model(model: type[M]) -> Callable[[Completion], M]:
         try:
             return model.model_validate(data)
         except ValidationError as exc:
-            raise Rejected("schema_validation", _errors(exc)) from None
+            raise Rejected("schema_validation", describe_validation_error(exc)) from None
 
     return parse
 
@@ -101,9 +102,3 @@ def parse_text(completion: Completion) -> str:
     if completion.truncated:
         raise Rejected("truncated", "the reply was cut off at max_tokens")
     return text
-
-
-def _errors(exc: ValidationError) -> str:
-    return "; ".join(
-        f"{'.'.join(str(p) for p in err['loc']) or 'value'}: {err['msg']}" for err in exc.errors()
-    )

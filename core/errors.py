@@ -12,7 +12,10 @@ Three families, after pydantic-ai:
 
 from __future__ import annotations
 
+from pydantic import ValidationError
+
 __all__ = [
+    "describe_validation_error",
     "TierflowError",
     "ConfigError",
     "TaskInputError",
@@ -82,3 +85,8 @@ class ToolError(Exception):
 
 class SandboxError(ToolError):
     """A tool was asked to reach outside its workspace."""
+
+
+def describe_validation_error(exc: ValidationError, whole: str = "value") -> str:
+    """``field.path: message; ...`` for people and models; ``whole`` names a top-level error."""
+    return "; ".join(f"{'.'.join(str(p) for p in err['loc']) or whole}: {err['msg']}" for err in exc.errors())

@@ -21,7 +21,7 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 from tierflow import paths
-from tierflow.errors import ConfigError
+from tierflow.errors import ConfigError, describe_validation_error
 
 __all__ = ["Settings", "TierPolicy", "TierChoice", "NODES", "load_settings", "POLICY_PRESETS"]
 
@@ -168,9 +168,7 @@ def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings
     try:
         return settings_cls(**overrides)
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc']) or 'settings'}: {err['msg']}" for err in exc.errors()
-        )
+        problems = describe_validation_error(exc, "settings")
         where = f" (config file {chosen})" if chosen else ""
         raise ConfigError(
             f"invalid settings{where}: {problems}",

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from typing import Any, get_type_hints
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
-from tierflow.errors import ToolError
+from tierflow.errors import ToolError, describe_validation_error
 
 __all__ = ["Tool", "ToolRegistry", "format_result"]
 
@@ -80,9 +80,7 @@ class Tool:
         try:
             return self.arguments_model.model_validate(dict(arguments))
         except ValidationError as exc:
-            problems = "; ".join(
-                f"{'.'.join(str(p) for p in err['loc']) or 'arguments'}: {err['msg']}" for err in exc.errors()
-            )
+            problems = describe_validation_error(exc, "arguments")
             raise ToolError(f"invalid arguments for {self.name}: {problems}") from None
 
     def call(self, arguments: Mapping[str, Any]) -> str:
