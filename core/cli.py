@@ -96,10 +96,10 @@ def run(
 ) -> None:
     """Run a task through the tiered task graph and print the answer."""
     from tierflow.app import App
+    from tierflow.graphs.runner import check_task
 
     try:
-        if not task.strip():
-            raise TaskInputError("the task is empty", hint='Give a task, e.g. tierflow run "What is 2 + 2?"')
+        check_task(task)  # before any model loads
         conf = settings(**({"workspace": workspace} if workspace else {}))
         chosen = _parse_tiers(policy, tier)
         with App(conf, progress=_pull_progress()) as tierflow_app:

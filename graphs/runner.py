@@ -23,7 +23,7 @@ from tierflow.memory.traces import TraceStore
 from tierflow.settings import TierPolicy
 from tierflow.tools.registry import ToolRegistry
 
-__all__ = ["TaskRunner", "RunResult", "MAX_TASK_CHARS"]
+__all__ = ["TaskRunner", "RunResult", "MAX_TASK_CHARS", "check_task"]
 
 MAX_TASK_CHARS = 20_000
 
@@ -44,6 +44,19 @@ class RunResult:
             "error": self.error,
             "hint": self.hint,
         }
+
+
+def check_task(task: str) -> str:
+    """The task, stripped; ``TaskInputError`` when it is empty or too long."""
+    text = task.strip()
+    if not text:
+        raise TaskInputError("the task is empty", hint='Give a task, e.g. tierflow run "What is 2 + 2?"')
+    if len(text) > MAX_TASK_CHARS:
+        raise TaskInputError(
+            f"the task is {len(text):,} characters long (at most {MAX_TASK_CHARS:,})",
+            hint="Put long material in a workspace file and refer to it in the task.",
+        )
+    return text
 
 
 class TaskRunner:
@@ -78,14 +91,7 @@ class TaskRunner:
         on_event: Callable[[Event], None] | None = None,
     ) -> RunResult:
         """Run ``task``; tier and model failures come back as a ``failed`` result."""
-        text = task.strip()
-        if not text:
-            raise TaskInputError("the task is empty", hint='Give a task, e.g. tierflow run "What is 2 + 2?"')
-        if len(text) > MAX_TASK_CHARS:
-            raise TaskInputError(
-                f"the task is {len(text):,} characters long (at most {MAX_TASK_CHARS:,})",
-                hint="Put long material in a workspace file and refer to it in the task.",
-            )
+        text = check_task(task)
         chosen = policy or self.policy
         run_id = self.store.start_run(
             text,
