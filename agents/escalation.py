@@ -2,8 +2,9 @@
 
 A node whose policy is ``tiered`` runs on the SLM first. If the output is rejected (it does
 not parse, fails validation, names a tool that does not exist, the tool refuses the
-arguments, or a text reply is empty or cut off) the node runs once more on the LLM and the
-trace records the reason. ``slm`` and ``llm`` nodes never escalate.
+arguments, or a text reply is empty or cut off), or the SLM was not sure enough of a choice
+(its confidence is below ``TierPolicy.min_confidence``), the node runs once more on the LLM
+and the trace records the reason. ``slm`` and ``llm`` nodes never escalate.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ RejectionCode = Literal[
     "tool_rejected_arguments",
     "empty_output",
     "truncated",
+    "low_confidence",
 ]
 
 M = TypeVar("M", bound=BaseModel)

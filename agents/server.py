@@ -188,6 +188,10 @@ class EmbeddedLLM:
             )
         return self._model
 
+    def load(self) -> None:
+        """Start the server now rather than on the first call (idempotent)."""
+        self._client_model()
+
     def complete(
         self,
         messages: Sequence[Message],

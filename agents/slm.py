@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from tierflow.agents.confidence import choice_field, choice_probabilities, rechoose
 from tierflow.agents.grammar import build_grammar
 from tierflow.agents.protocol import Completion, Message, Tier
 from tierflow.errors import ModelFileError, ModelNotFoundError
@@ -113,14 +114,29 @@ class LlamaCppModel:
                 seed=self._seed,
             )
             latency_ms = (time.perf_counter() - started) * 1000
-        choice = response["choices"][0]
-        usage = response.get("usage") or {}
+            choice = response["choices"][0]
+            usage = response.get("usage") or {}
+            text = choice["message"].get("content") or ""
+            extra: dict[str, Any] = {}
+            field = choice_field(schema)
+            if field is not None:  # a choice among fixed options: how sure was the model?
+                scoring = time.perf_counter()
+                probabilities = choice_probabilities(llama, int(usage.get("prompt_tokens", 0)), text, field)
+                if probabilities is not None:
+                    text, greedy = rechoose(text, field, probabilities)
+                    extra.update(
+                        choice_probabilities=probabilities,
+                        confidence=max(probabilities.values()),
+                        greedy_choice=greedy,
+                        scoring_ms=(time.perf_counter() - scoring) * 1000,
+                    )
         return Completion(
-            text=choice["message"].get("content") or "",
+            text=text,
             model=self.name,
             tier=self.tier,
             prompt_tokens=int(usage.get("prompt_tokens", 0)),
             completion_tokens=int(usage.get("completion_tokens", 0)),
             latency_ms=latency_ms,
             finish_reason=choice.get("finish_reason") or "stop",
+            extra=extra,
         )

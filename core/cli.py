@@ -31,8 +31,10 @@ app = typer.Typer(
 )
 runs_app = typer.Typer(no_args_is_help=True, help="Inspect stored runs.")
 models_app = typer.Typer(no_args_is_help=True, help="The model catalog.")
+eval_app = typer.Typer(no_args_is_help=True, help="Evaluations; results go to evals/results/.")
 app.add_typer(runs_app, name="runs")
 app.add_typer(models_app, name="models")
+app.add_typer(eval_app, name="eval")
 
 # Piped output is read by people and scripts alike: do not squeeze it to 80 columns.
 out = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 160)
@@ -265,6 +267,70 @@ def _pull_progress() -> Any:
             bars.stop()
 
     return progress
+
+
+PolicyOption = Annotated[
+    list[str],
+    typer.Option("--policy", help="slm | llm | tiered; repeat to compare several on the same items."),
+]
+OutOption = Annotated[Path | None, typer.Option("--out", help="Results directory (default: evals/results).")]
+
+
+def _policies(names: list[str]) -> dict[str, TierPolicy]:
+    return {name: _parse_tiers(name, []) for name in (names or ["tiered"])}
+
+
+def _eval_store(conf: Settings, traces: Path | None) -> Any:
+    from tierflow.memory.traces import TraceStore
+
+    path = traces or conf.resolved_data_dir() / "eval-traces.db"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return TraceStore.from_url(f"sqlite:///{path}", secrets=conf.secrets()), path
+
+
+@eval_app.command("tools")
+def eval_tools(
+    suite: Annotated[str | None, typer.Option(help="bfcl:CATEGORY, e.g. bfcl:simple_python.")] = None,
+    cases: Annotated[Path | None, typer.Option(help="Your own cases: BFCL-format JSON lines.")] = None,
+    answers: Annotated[Path | None, typer.Option(help="Answers for --cases, if not inline.")] = None,
+    policy: PolicyOption = [],  # noqa: B006
+    limit: Annotated[int | None, typer.Option(min=1, help="Evaluate N cases drawn with --seed.")] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the --limit draw.")] = 0,
+    out_dir: OutOption = None,
+    traces: Annotated[Path | None, typer.Option(help="SQLite file for the items' traces.")] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Tool selection and argument extraction on BFCL (or your cases), scored by BFCL's checker."""
+    from tierflow.app import App
+    from tierflow.evals.report import RESULTS_DIR
+    from tierflow.evals.tool_suite import evaluate_tools, load_suite, sample, tools_markdown
+    from tierflow.render import EvalProgress
+
+    try:
+        name, loaded = load_suite(suite, cases, answers)
+        chosen = sample(loaded, limit, seed)
+        policies = _policies(policy)
+        conf = settings()
+        store, trace_path = _eval_store(conf, traces)
+        with App(conf, progress=_pull_progress()) as tierflow_app, EvalProgress(err) as progress:
+            path, data = evaluate_tools(
+                name,
+                chosen,
+                tierflow_app.tiers,
+                policies,
+                store,
+                seed=seed,
+                out_dir=out_dir or RESULTS_DIR,
+                settings=conf.masked(),
+                on_item=progress.item,
+            )
+    except TierflowError as exc:
+        fail(exc)
+    if as_json:
+        emit_json({label: data["policies"][label]["metrics"] for label in policies})
+    else:
+        out.print(tools_markdown(data), markup=False)
+    err.print(f"[dim]results: {path} (items traced in {trace_path})[/]")
 
 
 def main() -> None:

@@ -7,12 +7,21 @@ from typing import Any
 
 from rich.console import Console
 from rich.markup import escape
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 from rich.table import Table
 from rich.text import Text
 from tierflow.memory.recorder import Event
 from tierflow.memory.traces import RunSummary
 
-__all__ = ["ProgressPrinter", "print_run", "runs_table", "stats_line", "TIER_STYLE"]
+__all__ = ["EvalProgress", "ProgressPrinter", "print_run", "runs_table", "stats_line", "TIER_STYLE"]
 
 TIER_STYLE = {"slm": "green", "llm": "magenta"}
 STATUS_STYLE = {"succeeded": "green", "failed": "red", "interrupted": "yellow", "running": "cyan"}
@@ -132,3 +141,36 @@ def print_run(console: Console, run: dict[str, Any], *, full: bool = False) -> N
             console.print(Text(f"      {_short(step['summary'], 200)}", style="dim"))
         if step["error"]:
             console.print(Text(f"      {step['error']}", style="red"))
+
+
+class EvalProgress:
+    """A progress bar per policy for evaluations, with the accuracy so far (on stderr)."""
+
+    def __init__(self, console: Console) -> None:
+        self._bars = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[score]}"),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+            console=console,
+            transient=False,
+        )
+        self._tasks: dict[str, TaskID] = {}
+        self._seen: dict[str, list[bool]] = {}
+
+    def __enter__(self) -> EvalProgress:
+        self._bars.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._bars.stop()
+
+    def item(self, label: str, total: int, item: Any) -> None:
+        if label not in self._tasks:
+            self._tasks[label] = self._bars.add_task(label, total=total, score="")
+            self._seen[label] = []
+        scores = self._seen[label]
+        scores.append(bool(getattr(item, "correct", False)))
+        self._bars.update(self._tasks[label], advance=1, score=f"{sum(scores)}/{len(scores)} correct")

@@ -31,6 +31,9 @@ retried once on the LLM when its output fails validation."""
 
 NODES = ("plan", "select_tool", "extract_args", "summarize", "answer")
 
+DEFAULT_MIN_CONFIDENCE = 0.0
+"""Calibrated on BFCL (see evals/results/confidence.md); 0 never escalates on confidence."""
+
 
 class TierPolicy(BaseModel):
     """Which tier serves each model-backed node of the task graph."""
@@ -40,6 +43,20 @@ class TierPolicy(BaseModel):
     extract_args: TierChoice = "tiered"
     summarize: TierChoice = "tiered"
     answer: TierChoice = "tiered"
+    min_confidence: float = Field(
+        DEFAULT_MIN_CONFIDENCE,
+        ge=0.0,
+        le=1.0,
+        description="a tiered node escalates an SLM choice (which tool, or none) less sure than this",
+    )
+
+    def tiers_used(self) -> set[Literal["slm", "llm"]]:
+        """The tiers some node may call under this policy."""
+        used: set[Literal["slm", "llm"]] = set()
+        for node in NODES:
+            choice = self.for_node(node)
+            used |= {"slm", "llm"} if choice == "tiered" else {choice}
+        return used
 
     def for_node(self, node: str) -> TierChoice:
         if node not in NODES:

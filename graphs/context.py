@@ -97,5 +97,14 @@ def ask(
         )
         return Answer(None, tier, completion, call_id, rejection, escalate)
     parsed = value.model_dump() if hasattr(value, "model_dump") else value
-    call_id = ctx.recorder.model_call(**record, parsed=parsed)
+    confidence = completion.extra.get("confidence")
+    record.update(parsed=parsed, confidence=confidence)
+    if confidence is not None and can_escalate(choice, tier) and confidence < ctx.policy.min_confidence:
+        unsure = Rejected(
+            "low_confidence",
+            f"the SLM gave its choice probability {confidence:.2f}, below {ctx.policy.min_confidence:.2f}",
+        )
+        call_id = ctx.recorder.model_call(**record, escalated=True, escalation_reason=unsure.reason)
+        return Answer(None, tier, completion, call_id, unsure, escalate=True)
+    call_id = ctx.recorder.model_call(**record)
     return Answer(value, tier, completion, call_id)

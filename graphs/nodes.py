@@ -129,7 +129,7 @@ def _parse_arguments(tool: Tool) -> Any:
         if not isinstance(data, dict):
             raise Rejected("schema_validation", "the arguments must be a JSON object")
         try:
-            return tool.validate(data).model_dump()
+            return tool.arguments(data)
         except ToolError as exc:
             raise Rejected("schema_validation", str(exc)) from None
 

@@ -1,6 +1,8 @@
-"""The task graph: plan → (select_tool → extract_args → act → summarize?)* → answer.
+"""The task graph: plan → (select_tool → extract_args → act → summarize?)* → answer, and the
+one-call graph select_tool → extract_args that decides a single tool call for a request
+without running it (what function-calling benchmarks measure).
 
-``build_task_graph`` wires every node and edge in one place. Routers are pure functions of
+``build_task_graph`` and ``build_tool_call_graph`` wire every node and edge. Routers are pure functions of
 the state. Each node runs inside a traced step, so the trace grows as the run goes.
 """
 
@@ -20,6 +22,8 @@ from tierflow.graphs.state import TaskInput, TaskState
 
 __all__ = [
     "build_task_graph",
+    "build_tool_call_graph",
+    "tool_call_input",
     "after_plan",
     "after_select_tool",
     "after_extract_args",
@@ -81,6 +85,16 @@ def after_summarize(state: TaskState) -> Literal["summarize", "select_tool", "an
     return "summarize" if _retrying(state, "summarize") else _next_step(state)
 
 
+def after_select_only(state: TaskState) -> Literal["select_tool", "extract_args", "__end__"]:
+    if _retrying(state, "select_tool"):
+        return "select_tool"
+    return "extract_args" if state.get("tool") else END
+
+
+def after_extract_only(state: TaskState) -> Literal["extract_args", "__end__"]:
+    return "extract_args" if _retrying(state, "extract_args") else END
+
+
 def after_answer(state: TaskState) -> Literal["answer", "__end__"]:
     return "answer" if _retrying(state, "answer") else END
 
@@ -130,3 +144,23 @@ def build_task_graph(
     graph.add_conditional_edges("summarize", after_summarize)
     graph.add_conditional_edges("answer", after_answer)
     return graph.compile(checkpointer=checkpointer)
+
+
+def tool_call_input(request: str) -> TaskState:
+    """The state a tool-call graph starts from: the request is its only step."""
+    return {"task": request, "steps": [request], "step_index": 0, "observations": []}
+
+
+def build_tool_call_graph() -> CompiledStateGraph[TaskState, TaskContext, TaskState, TaskState]:
+    """select_tool → extract_args, with the task graph's nodes, tracing and escalation.
+
+    Start it from ``tool_call_input(request)``. The final state has ``tool`` and
+    ``arguments`` set when a call was decided; otherwise the last observation says why not.
+    """
+    graph = StateGraph(TaskState, context_schema=TaskContext)
+    for name in ("select_tool", "extract_args"):
+        graph.add_node(name, _traced(name, NODE_FUNCTIONS[name]))
+    graph.add_edge(START, "select_tool")
+    graph.add_conditional_edges("select_tool", after_select_only)
+    graph.add_conditional_edges("extract_args", after_extract_only)
+    return graph.compile()

@@ -19,8 +19,15 @@ def _m001_initial(connection: Connection) -> None:
     )
 
 
+def _m002_model_call_confidence(connection: Connection) -> None:
+    columns = {row[1] for row in connection.execute(text("PRAGMA table_info(model_calls)"))}
+    if "confidence" not in columns:  # a database created by m001 of this release already has it
+        connection.execute(text("ALTER TABLE model_calls ADD COLUMN confidence FLOAT"))
+
+
 MIGRATIONS: list[tuple[str, Callable[[Connection], None]]] = [
     ("m001_initial", _m001_initial),
+    ("m002_model_call_confidence", _m002_model_call_confidence),
 ]
 
 

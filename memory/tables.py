@@ -64,6 +64,7 @@ class ModelCall(SQLModel, table=True):
     completion_tokens: int = 0
     latency_ms: float = 0.0
     finish_reason: str | None = None
+    confidence: float | None = None
     escalated: bool = False
     escalation_reason: str | None = Field(default=None, sa_column=Column(Text))
     error: str | None = Field(default=None, sa_column=Column(Text))

@@ -2,7 +2,7 @@ from pathlib import Path
 
 import pytest
 from tierflow.errors import ConfigError
-from tierflow.settings import TierPolicy, load_settings
+from tierflow.settings import NODES, TierPolicy, load_settings
 
 
 def test_defaults_and_derived_locations(isolated_env: Path) -> None:
@@ -54,8 +54,10 @@ def test_secrets_are_masked(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_policy_presets() -> None:
-    assert set(TierPolicy.preset("slm").model_dump().values()) == {"slm"}
-    assert set(TierPolicy.preset("llm").model_dump().values()) == {"llm"}
+    assert {TierPolicy.preset("slm").for_node(node) for node in NODES} == {"slm"}
+    assert {TierPolicy.preset("llm").for_node(node) for node in NODES} == {"llm"}
+    assert TierPolicy.preset("slm").tiers_used() == {"slm"}
+    assert TierPolicy().tiers_used() == {"slm", "llm"}
     assert TierPolicy.preset("tiered") == TierPolicy()
     with pytest.raises(ConfigError, match="unknown policy"):
         TierPolicy.preset("cheap")

@@ -38,6 +38,8 @@ class Tool:
     description: str
     function: Callable[..., Any]
     arguments_model: type[BaseModel]
+    input_schema: dict[str, Any] | None = None
+    """The JSON schema the tool was described with, when it was not a typed function."""
 
     @classmethod
     def from_function(cls, function: Callable[..., Any], *, name: str | None = None) -> Tool:
@@ -61,9 +63,32 @@ class Tool:
         model = create_model(f"{tool_name}_arguments", __config__=ConfigDict(extra="forbid"), **fields)
         return cls(tool_name, summary or tool_name, function, model)
 
+    @classmethod
+    def from_schema(
+        cls,
+        name: str,
+        description: str,
+        parameters: dict[str, Any],
+        function: Callable[..., Any] | None = None,
+    ) -> Tool:
+        """A tool described by a JSON schema (``type: object``); without ``function`` it can
+        be chosen and given arguments (as in evaluations) but calling it is an error."""
+        from tierflow.tools.schema import model_from_schema
+
+        if not _NAME.match(name):
+            raise ValueError(f"tool name {name!r} must match {_NAME.pattern}")
+
+        def described_only(**_: Any) -> Any:
+            raise ToolError(f"{name} is described by a schema only; it has no implementation to call")
+
+        model = model_from_schema(f"{name}_arguments", parameters)
+        return cls(name, description or name, function or described_only, model, parameters)
+
     @property
     def parameters(self) -> dict[str, Any]:
         """The arguments' JSON schema, flat and without titles."""
+        if self.input_schema is not None:
+            return self.input_schema
         schema = self.arguments_model.model_json_schema()
         schema.pop("title", None)
         for prop in schema.get("properties", {}).values():
@@ -82,6 +107,11 @@ class Tool:
         except ValidationError as exc:
             problems = describe_validation_error(exc, "arguments")
             raise ToolError(f"invalid arguments for {self.name}: {problems}") from None
+
+    def arguments(self, arguments: Mapping[str, Any]) -> dict[str, Any]:
+        """The validated arguments as plain JSON values: the ones given, defaults left out."""
+        dumped: dict[str, Any] = self.validate(arguments).model_dump(exclude_unset=True)
+        return dumped
 
     def call(self, arguments: Mapping[str, Any]) -> str:
         """Validate, run, and return the result as text for the model."""

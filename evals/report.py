@@ -1,0 +1,125 @@
+"""Result files under ``evals/results/``: one JSON document per suite (with the commit, models,
+settings and machine that produced it) and a short Markdown summary beside it."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import sys
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from tierflow.errors import TierflowError
+
+__all__ = ["RESULTS_DIR", "environment", "write_results", "read_results", "markdown_table", "fmt"]
+
+RESULTS_DIR = Path(__file__).resolve().parent / "results"
+
+
+def _git(*args: str) -> str | None:
+    try:
+        done = subprocess.run(
+            ["git", *args], capture_output=True, text=True, timeout=10, cwd=Path(__file__).parent, check=True
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return done.stdout.strip()
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _memory_gib() -> float | None:
+    try:
+        pages, size = os.sysconf("SC_PHYS_PAGES"), os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+    return round(pages * size / 2**30, 1)
+
+
+def _version(package: str) -> str | None:
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def environment(
+    settings: dict[str, Any] | None = None, models: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """What produced a result: commit, models, settings, machine and library versions."""
+    status = _git("status", "--porcelain", "--untracked-files=no")
+    return {
+        "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "command": " ".join(["tierflow", *sys.argv[1:]]) if sys.argv else None,
+        "git_commit": _git("rev-parse", "HEAD"),
+        "git_dirty": bool(status) if status is not None else None,
+        "models": models or {},
+        "settings": settings or {},
+        "machine": {
+            "cpu": _cpu_model(),
+            "cores": os.cpu_count(),
+            "memory_gib": _memory_gib(),
+            "os": platform.platform(),
+            "python": platform.python_version(),
+        },
+        "versions": {
+            name: _version(name)
+            for name in ("tierflow", "llama_cpp_python", "langgraph", "openai", "bfcl-eval")
+        },
+    }
+
+
+def read_results(path: Path) -> dict[str, Any]:
+    if not path.exists():
+        return {}
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise TierflowError(
+            f"cannot read results file {path}: {exc}", hint="Delete it to start a new one."
+        ) from None
+    return data if isinstance(data, dict) else {}
+
+
+def write_results(path: Path, data: dict[str, Any], markdown: str) -> None:
+    """Write the JSON and its ``.md`` summary atomically (a crash leaves the old files)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    for target, text in (
+        (path, json.dumps(data, indent=1, ensure_ascii=False, default=str) + "\n"),
+        (path.with_suffix(".md"), markdown),
+    ):
+        partial = target.with_name(target.name + ".partial")
+        partial.write_text(text, encoding="utf-8")
+        partial.replace(target)
+
+
+def fmt(value: Any, kind: str = "") -> str:
+    """A cell: rates as percentages, milliseconds as seconds, ``–`` for nothing."""
+    if value is None:
+        return "–"
+    if kind == "%":
+        return f"{100 * value:.1f}%"
+    if kind == "s":
+        return f"{value / 1000:.2f} s"
+    if isinstance(value, float):
+        return f"{value:.3g}"
+    return str(value)
+
+
+def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,143 @@
+"""``tierflow eval tools``: a BFCL category (or a user's case file) under one or more tier
+policies, written to ``evals/results/<suite>.json`` with one entry per policy."""
+
+from __future__ import annotations
+
+import random
+import re
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from tierflow.agents.tiers import Tiers
+from tierflow.errors import ConfigError
+from tierflow.evals.bfcl import Case, load_case_file, load_category
+from tierflow.evals.report import environment, fmt, markdown_table, read_results, write_results
+from tierflow.evals.toolcalls import ItemResult, run_cases, summarize_items
+from tierflow.memory.traces import TraceStore
+from tierflow.settings import TierPolicy
+
+__all__ = ["load_suite", "sample", "suite_file_name", "evaluate_tools", "tools_markdown"]
+
+
+def load_suite(suite: str | None, cases: Path | None, answers: Path | None) -> tuple[str, list[Case]]:
+    """``bfcl:CATEGORY`` or a case file (with an optional answers file): a name and its cases."""
+    if (suite is None) == (cases is None):
+        raise ConfigError(
+            "give either --suite bfcl:CATEGORY or --cases FILE", hint="e.g. --suite bfcl:simple_python"
+        )
+    if cases is not None:
+        return cases.stem, load_case_file(cases, answers)
+    assert suite is not None
+    source, _, category = suite.partition(":")
+    if source != "bfcl" or not category:
+        raise ConfigError(f"unknown suite {suite!r}", hint="Suites are bfcl:CATEGORY, e.g. bfcl:multiple.")
+    return f"bfcl_{category}", load_category(category)
+
+
+def sample(cases: Sequence[Case], limit: int | None, seed: int) -> list[Case]:
+    """``limit`` cases drawn with ``seed`` (the same for every policy), in file order."""
+    if limit is None or limit >= len(cases):
+        return list(cases)
+    chosen = set(random.Random(seed).sample(range(len(cases)), limit))
+    return [case for index, case in enumerate(cases) if index in chosen]
+
+
+def suite_file_name(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", name) + ".json"
+
+
+def evaluate_tools(
+    name: str,
+    cases: Sequence[Case],
+    tiers: Tiers,
+    policies: dict[str, TierPolicy],
+    store: TraceStore,
+    *,
+    seed: int,
+    out_dir: Path,
+    settings: dict[str, Any],
+    on_item: Callable[[str, int, ItemResult], None] | None = None,
+) -> tuple[Path, dict[str, Any]]:
+    """Run every policy on the same cases; merge into the suite's result file after each."""
+    path = out_dir / suite_file_name(name)
+    ids = [case.id for case in cases]
+    tiers.load(*{tier for policy in policies.values() for tier in policy.tiers_used()})
+    for label, policy in policies.items():
+        items = run_cases(
+            cases,
+            tiers,
+            policy,
+            store,
+            on_item=(lambda item, label=label: on_item(label, len(cases), item)) if on_item else None,
+        )
+        data = read_results(path)
+        data.setdefault("policies", {})
+        data.update(suite=name, kind="tool_calls")
+        data["policies"][label] = {
+            "policy": policy.model_dump(),
+            "seed": seed,
+            "case_ids": ids,
+            "metrics": summarize_items(items),
+            "environment": environment(settings, {"slm": tiers.slm.name, "llm": tiers.llm.name}),
+            "items": [item.to_dict() for item in items],
+        }
+        write_results(path, data, tools_markdown(data))
+    return path, read_results(path)
+
+
+POLICY_ORDER = ("slm", "tiered", "llm")
+
+
+def _ordered(policies: dict[str, Any]) -> list[str]:
+    return sorted(policies, key=lambda p: (POLICY_ORDER.index(p) if p in POLICY_ORDER else 9, p))
+
+
+def tools_rows(data: dict[str, Any]) -> list[list[str]]:
+    rows = []
+    for label in _ordered(data.get("policies", {})):
+        m = data["policies"][label]["metrics"]
+        rows.append(
+            [
+                label,
+                str(m["items"]),
+                fmt(m["accuracy"], "%"),
+                fmt(m["valid_call_rate"], "%"),
+                fmt(m["escalation_rate"], "%"),
+                fmt(m["slm_share"], "%"),
+                f"{m['llm_prompt_tokens']} + {m['llm_completion_tokens']}",
+                fmt(m["latency_ms_p50"], "s"),
+                fmt(m["latency_ms_p95"], "s"),
+            ]
+        )
+    return rows
+
+
+TOOLS_HEADERS = (
+    "policy",
+    "items",
+    "accuracy",
+    "valid calls",
+    "escalated",
+    "SLM share",
+    "LLM tokens (prompt + completion)",
+    "p50",
+    "p95",
+)
+
+
+def tools_markdown(data: dict[str, Any]) -> str:
+    lines = [f"# {data.get('suite')}: tool calls by tier policy\n"]
+    lines.append(markdown_table(TOOLS_HEADERS, tools_rows(data)))
+    for label in _ordered(data.get("policies", {})):
+        entry = data["policies"][label]
+        env = entry["environment"]
+        errors = ", ".join(f"{k} {v}" for k, v in entry["metrics"]["error_types"].items()) or "none"
+        reasons = ", ".join(f"{k} {v}" for k, v in entry["metrics"]["escalation_reasons"].items()) or "none"
+        lines.append(
+            f"- **{label}**: checker errors: {errors}; escalation reasons: {reasons}. "
+            f"Models {env['models'].get('slm')} / {env['models'].get('llm')}, commit "
+            f"{(env['git_commit'] or '?')[:10]}{' (dirty)' if env['git_dirty'] else ''}, "
+            f"{env['machine']['cores']} cores, {env['created_at']}."
+        )
+    return "\n".join(lines) + "\n"

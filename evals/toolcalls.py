@@ -1,0 +1,200 @@
+"""Running tool-call cases through tierflow's own graph, and what a policy scored.
+
+Every case is one run of ``build_tool_call_graph`` (the task graph's select_tool and
+extract_args nodes, with their escalation) on the case's functions, traced to a
+``TraceStore`` like any other run. Nothing here prompts a model directly.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from tierflow.agents.tiers import Tiers
+from tierflow.errors import TierflowError
+from tierflow.evals.bfcl import Case, check, registry_for, request_text
+from tierflow.graphs.context import TaskContext
+from tierflow.graphs.task import build_tool_call_graph, tool_call_input
+from tierflow.memory.recorder import RunRecorder
+from tierflow.memory.traces import TraceStore
+from tierflow.settings import TierPolicy
+
+__all__ = ["CallRecord", "ItemResult", "run_cases", "summarize_items", "percentile"]
+
+
+@dataclass
+class CallRecord:
+    node: str
+    tier: str
+    prompt_tokens: int
+    completion_tokens: int
+    latency_ms: float
+    escalated: bool
+    reason: str | None
+    confidence: float | None
+
+
+@dataclass
+class ItemResult:
+    id: str
+    category: str
+    correct: bool
+    valid: bool  # a call whose arguments passed the tool's schema, or a deliberate "no tool"
+    output: list[dict[str, Any]]
+    error_type: str | None
+    detail: str
+    latency_ms: float
+    run_id: str
+    calls: list[CallRecord] = field(default_factory=list)
+    select_confidence: float | None = None  # the SLM's confidence in its tool choice, if it chose
+
+    @property
+    def escalated(self) -> bool:
+        return any(call.escalated for call in self.calls)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class _Collecting(RunRecorder):
+    """A recorder that also keeps this item's model calls for the metrics."""
+
+    def __init__(self, store: TraceStore, run_id: str) -> None:
+        super().__init__(store, run_id)
+        self.calls: list[dict[str, Any]] = []
+        self.ids: list[int] = []
+
+    def model_call(self, **fields: Any) -> int:
+        call_id = super().model_call(**fields)
+        self.calls.append(fields)
+        self.ids.append(call_id)
+        return call_id
+
+    def mark_escalated(self, call_id: int, reason: str) -> None:
+        super().mark_escalated(call_id, reason)
+        self.calls[self.ids.index(call_id)].update(escalated=True, escalation_reason=reason)
+
+
+def run_case(case: Case, tiers: Tiers, policy: TierPolicy, store: TraceStore, graph: Any) -> ItemResult:
+    request = request_text(case)
+    run_id = store.start_run(
+        request,
+        graph="tool_call",
+        policy=policy.model_dump(),
+        slm_model=tiers.slm.name,
+        llm_model=tiers.llm.name,
+        settings={"eval_case": case.id},
+    )
+    recorder = _Collecting(store, run_id)
+    context = TaskContext(tiers=tiers, tools=registry_for(case), policy=policy, recorder=recorder)
+    started = time.perf_counter()
+    status, output, error = "failed", [], None
+    try:
+        final = graph.invoke(tool_call_input(request), context=context)
+        status = "succeeded"
+    except TierflowError as exc:  # a case the tiers cannot serve (e.g. too long) counts as wrong
+        final, error = {}, exc.message
+    finally:
+        store.finish_run(run_id, status, error=error)
+    latency_ms = (time.perf_counter() - started) * 1000
+    tool, arguments = final.get("tool"), final.get("arguments")
+    if tool and arguments is not None:
+        output = [{tool: arguments}]
+    observations = final.get("observations") or []
+    deliberate_none = (
+        bool(observations) and observations[-1]["tool"] is None and not observations[-1]["error"]
+    )
+    verdict = check(case, output)
+    calls = [
+        CallRecord(
+            node=c["node"],
+            tier=c["tier"],
+            prompt_tokens=int(c.get("prompt_tokens") or 0),
+            completion_tokens=int(c.get("completion_tokens") or 0),
+            latency_ms=float(c.get("latency_ms") or 0.0),
+            escalated=bool(c.get("escalated")),
+            reason=c.get("escalation_reason") or c.get("error"),
+            confidence=c.get("confidence"),
+        )
+        for c in recorder.calls
+    ]
+    first_select = next((c for c in calls if c.node == "select_tool" and c.tier == "slm"), None)
+    return ItemResult(
+        id=case.id,
+        category=case.category,
+        correct=verdict.correct,
+        valid=bool(output) or deliberate_none,
+        output=output,
+        error_type=verdict.error_type if error is None else "tier_error",
+        detail=verdict.detail if error is None else error,
+        latency_ms=latency_ms,
+        run_id=run_id,
+        calls=calls,
+        select_confidence=first_select.confidence if first_select else None,
+    )
+
+
+def run_cases(
+    cases: Sequence[Case],
+    tiers: Tiers,
+    policy: TierPolicy,
+    store: TraceStore,
+    *,
+    on_item: Callable[[ItemResult], None] | None = None,
+) -> list[ItemResult]:
+    graph = build_tool_call_graph()
+    results = []
+    for case in cases:
+        result = run_case(case, tiers, policy, store, graph)
+        results.append(result)
+        if on_item is not None:
+            on_item(result)
+    return results
+
+
+def percentile(values: Sequence[float], q: float) -> float | None:
+    """The ``q`` quantile (0–1) by linear interpolation; ``None`` for no values."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    position = (len(ordered) - 1) * q
+    low = int(position)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
+
+
+def _rate(part: int, whole: int) -> float | None:
+    return part / whole if whole else None
+
+
+def summarize_items(items: Sequence[ItemResult]) -> dict[str, Any]:
+    """The metrics of one policy on a set of items.
+
+    ``slm_share`` counts decisions: a node's accepted output came from the SLM (an SLM
+    attempt that was escalated counts for the LLM that replaced it).
+    """
+    calls = [call for item in items for call in item.calls]
+    decisions = [call for call in calls if not call.escalated]
+    llm = [call for call in calls if call.tier == "llm"]
+    latencies = [item.latency_ms for item in items]
+    reasons = Counter((call.reason or "").split(":")[0] for call in calls if call.escalated)
+    return {
+        "items": len(items),
+        "accuracy": _rate(sum(item.correct for item in items), len(items)),
+        "valid_call_rate": _rate(sum(item.valid for item in items), len(items)),
+        "escalation_rate": _rate(sum(item.escalated for item in items), len(items)),
+        "slm_share": _rate(sum(call.tier == "slm" for call in decisions), len(decisions)),
+        "model_calls": len(calls),
+        "llm_calls": len(llm),
+        "llm_prompt_tokens": sum(call.prompt_tokens for call in llm),
+        "llm_completion_tokens": sum(call.completion_tokens for call in llm),
+        "latency_ms_p50": percentile(latencies, 0.5),
+        "latency_ms_p95": percentile(latencies, 0.95),
+        "latency_ms_mean": statistics.fmean(latencies) if latencies else None,
+        "error_types": dict(Counter(item.error_type for item in items if item.error_type).most_common()),
+        "escalation_reasons": dict(reasons.most_common()),
+    }

@@ -1,0 +1,51 @@
+"""Tools described by a JSON schema rather than a Python signature (OpenAI-style function
+specs, BFCL's function docs): a pydantic model built from the schema validates the
+arguments the same way as for typed Python functions.
+
+Supported: ``string``, ``integer``, ``number``, ``boolean``, ``array`` (with ``items``),
+``object`` (with ``properties``, or free-form), ``enum``, ``required`` and ``default``.
+A property without a known type accepts any JSON value.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, create_model
+
+__all__ = ["model_from_schema"]
+
+_SCALARS: dict[str, Any] = {"string": str, "integer": int, "number": float, "boolean": bool}
+
+
+def _python_type(schema: dict[str, Any], name: str) -> Any:
+    enum = schema.get("enum")
+    if isinstance(enum, list) and enum and all(isinstance(v, str | int | bool) for v in enum):
+        return Literal[tuple(enum)]
+    kind = schema.get("type")
+    if kind in _SCALARS:
+        return _SCALARS[kind]
+    if kind == "array":
+        items = schema.get("items")
+        return list[_python_type(items, f"{name}_item")] if isinstance(items, dict) else list[Any]
+    if kind == "object":
+        if isinstance(schema.get("properties"), dict) and schema["properties"]:
+            return model_from_schema(name, schema)
+        return dict[str, Any]
+    return Any
+
+
+def model_from_schema(name: str, schema: dict[str, Any]) -> type[BaseModel]:
+    """A pydantic model that accepts exactly the objects ``schema`` describes (extra keys refused)."""
+    required = set(schema.get("required") or [])
+    fields: dict[str, Any] = {}
+    for prop, prop_schema in (schema.get("properties") or {}).items():
+        annotation = _python_type(prop_schema, f"{name}_{prop}")
+        description = prop_schema.get("description")
+        if prop in required:
+            fields[prop] = (annotation, Field(..., description=description))
+        else:
+            fields[prop] = (annotation | None, Field(prop_schema.get("default"), description=description))
+    model_name = re.sub(r"\W", "_", name)
+    return create_model(model_name, __config__=ConfigDict(extra="forbid"), **fields)
