@@ -10,6 +10,7 @@ import json
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
+from tierflow.agents.confidence import choice_field
 from tierflow.agents.protocol import Completion, Message, Tier
 
 __all__ = ["ScriptedModel", "Reply"]
@@ -18,7 +19,9 @@ Reply = str | dict[str, Any] | BaseException | Callable[[Sequence[Message]], str
 
 
 class ScriptedModel:
-    """Replies in order; ``by_node`` picks a queue by the prompt's first line instead."""
+    """Replies in order; ``by_node`` picks a queue by the prompt's first line instead.
+
+    ``confidence`` is reported for every choice among fixed options, as the SLM does."""
 
     def __init__(
         self,
@@ -28,12 +31,14 @@ class ScriptedModel:
         name: str = "scripted",
         by_node: dict[str, list[Reply]] | None = None,
         finish_reason: str = "stop",
+        confidence: float | None = None,
     ) -> None:
         self.tier = tier
         self.name = name
         self._queue = list(replies)
         self._by_node = {key: list(value) for key, value in (by_node or {}).items()}
         self._finish_reason = finish_reason
+        self._confidence = confidence
         self.calls: list[dict[str, Any]] = []
 
     def _next(self, messages: Sequence[Message]) -> Reply:
@@ -59,6 +64,9 @@ class ScriptedModel:
         text = reply(messages) if callable(reply) else reply
         if isinstance(text, dict):
             text = json.dumps(text)
+        extra: dict[str, Any] = {}
+        if self._confidence is not None and choice_field(schema) is not None:
+            extra["confidence"] = self._confidence
         return Completion(
             text=text,
             model=self.name,
@@ -67,4 +75,5 @@ class ScriptedModel:
             completion_tokens=len(text.split()),
             latency_ms=0.0,
             finish_reason=self._finish_reason,
+            extra=extra,
         )

@@ -333,6 +333,89 @@ def eval_tools(
     err.print(f"[dim]results: {path} (items traced in {trace_path})[/]")
 
 
+@eval_app.command("confidence")
+def eval_confidence(
+    results: Annotated[
+        list[Path],
+        typer.Argument(help="Suite result files with slm and llm policies (default: BFCL's three)."),
+    ] = [],  # noqa: B006
+    out_dir: OutOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Calibrate the confidence threshold for escalation and draw the share/accuracy curve."""
+    from tierflow.evals.curve import confidence_markdown, confidence_report
+    from tierflow.evals.report import RESULTS_DIR, write_results
+
+    directory = out_dir or RESULTS_DIR
+    paths = results or [RESULTS_DIR / f"bfcl_{c}.json" for c in ("simple_python", "multiple", "irrelevance")]
+    try:
+        report = confidence_report(paths)
+    except TierflowError as exc:
+        fail(exc)
+    markdown = confidence_markdown(report)
+    write_results(directory / "confidence.json", report, markdown)
+    if as_json:
+        emit_json(report)
+    else:
+        out.print(markdown, markup=False)
+
+
+@eval_app.command("tasks")
+def eval_tasks(
+    policy: PolicyOption = [],  # noqa: B006
+    limit: Annotated[int | None, typer.Option(min=1, help="Run only the first N tasks.")] = None,
+    only: Annotated[str | None, typer.Option(help="Only tasks of this category.")] = None,
+    out_dir: OutOption = None,
+    traces: Annotated[Path | None, typer.Option(help="SQLite file for the runs' traces.")] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """The end-to-end task suite through the real task graph, checked by code."""
+    from tierflow.app import App
+    from tierflow.evals.report import RESULTS_DIR, environment, record_policy
+    from tierflow.evals.tasks import load_tasks, run_tasks, summarize_tasks, tasks_markdown
+    from tierflow.render import EvalProgress
+
+    try:
+        suite = load_tasks()
+        tasks = [t for t in suite.tasks if only is None or t.category == only][:limit]
+        if not tasks:
+            raise ConfigError(
+                f"no tasks of category {only!r}",
+                hint="Categories: " + ", ".join(sorted({t.category for t in suite.tasks})),
+            )
+        policies = _policies(policy)
+        conf = settings()
+        store, trace_path = _eval_store(conf, traces)
+        path = (out_dir or RESULTS_DIR) / "tasks.json"
+        with App(conf, progress=_pull_progress()) as tierflow_app, EvalProgress(err) as progress:
+            tiers = tierflow_app.tiers
+            tiers.load(*{tier for p in policies.values() for tier in p.tiers_used()})
+            for label, chosen in policies.items():
+                items = run_tasks(
+                    suite,
+                    tasks,
+                    tiers,
+                    chosen,
+                    store,
+                    on_item=lambda item, label=label: progress.item(label, len(tasks), item),
+                )
+                entry = {
+                    "policy": chosen.model_dump(),
+                    "task_ids": [t.id for t in tasks],
+                    "metrics": summarize_tasks(items),
+                    "environment": environment(conf.masked(), {"slm": tiers.slm.name, "llm": tiers.llm.name}),
+                    "items": [item.to_dict() for item in items],
+                }
+                data = record_policy(path, "tasks", "tasks", label, entry, tasks_markdown)
+    except TierflowError as exc:
+        fail(exc)
+    if as_json:
+        emit_json({label: data["policies"][label]["metrics"] for label in policies})
+    else:
+        out.print(tasks_markdown(data), markup=False)
+    err.print(f"[dim]results: {path} (runs traced in {trace_path})[/]")
+
+
 def main() -> None:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # lets runs close their trace
     try:

@@ -172,5 +172,5 @@ class EvalProgress:
             self._tasks[label] = self._bars.add_task(label, total=total, score="")
             self._seen[label] = []
         scores = self._seen[label]
-        scores.append(bool(getattr(item, "correct", False)))
+        scores.append(bool(getattr(item, "correct", getattr(item, "passed", False))))
         self._bars.update(self._tasks[label], advance=1, score=f"{sum(scores)}/{len(scores)} correct")

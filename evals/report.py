@@ -8,7 +8,7 @@ import os
 import platform
 import subprocess
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
@@ -16,7 +16,16 @@ from typing import Any
 
 from tierflow.errors import TierflowError
 
-__all__ = ["RESULTS_DIR", "environment", "write_results", "read_results", "markdown_table", "fmt"]
+__all__ = [
+    "RESULTS_DIR",
+    "environment",
+    "write_results",
+    "read_results",
+    "record_policy",
+    "ordered_policies",
+    "markdown_table",
+    "fmt",
+]
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 
@@ -123,3 +132,27 @@ def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str
     lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
     lines += ["| " + " | ".join(row) + " |" for row in rows]
     return "\n".join(lines) + "\n"
+
+
+def record_policy(
+    path: Path,
+    suite: str,
+    kind: str,
+    label: str,
+    entry: dict[str, Any],
+    markdown: Callable[[dict[str, Any]], str],
+) -> dict[str, Any]:
+    """Put one policy's results into a suite's file, keeping the other policies' entries."""
+    data = read_results(path)
+    data.update(suite=suite, kind=kind)
+    data.setdefault("policies", {})[label] = entry
+    write_results(path, data, markdown(data))
+    return data
+
+
+POLICY_ORDER = ("slm", "tiered", "llm")
+
+
+def ordered_policies(policies: dict[str, Any]) -> list[str]:
+    """Policy labels cheapest first: slm, tiered, llm, then any others."""
+    return sorted(policies, key=lambda p: (POLICY_ORDER.index(p) if p in POLICY_ORDER else 9, p))

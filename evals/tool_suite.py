@@ -12,7 +12,14 @@ from typing import Any
 from tierflow.agents.tiers import Tiers
 from tierflow.errors import ConfigError
 from tierflow.evals.bfcl import Case, load_case_file, load_category
-from tierflow.evals.report import environment, fmt, markdown_table, read_results, write_results
+from tierflow.evals.report import (
+    environment,
+    fmt,
+    markdown_table,
+    ordered_policies,
+    read_results,
+    record_policy,
+)
 from tierflow.evals.toolcalls import ItemResult, run_cases, summarize_items
 from tierflow.memory.traces import TraceStore
 from tierflow.settings import TierPolicy
@@ -71,10 +78,7 @@ def evaluate_tools(
             store,
             on_item=(lambda item, label=label: on_item(label, len(cases), item)) if on_item else None,
         )
-        data = read_results(path)
-        data.setdefault("policies", {})
-        data.update(suite=name, kind="tool_calls")
-        data["policies"][label] = {
+        entry = {
             "policy": policy.model_dump(),
             "seed": seed,
             "case_ids": ids,
@@ -82,20 +86,13 @@ def evaluate_tools(
             "environment": environment(settings, {"slm": tiers.slm.name, "llm": tiers.llm.name}),
             "items": [item.to_dict() for item in items],
         }
-        write_results(path, data, tools_markdown(data))
+        record_policy(path, name, "tool_calls", label, entry, tools_markdown)
     return path, read_results(path)
-
-
-POLICY_ORDER = ("slm", "tiered", "llm")
-
-
-def _ordered(policies: dict[str, Any]) -> list[str]:
-    return sorted(policies, key=lambda p: (POLICY_ORDER.index(p) if p in POLICY_ORDER else 9, p))
 
 
 def tools_rows(data: dict[str, Any]) -> list[list[str]]:
     rows = []
-    for label in _ordered(data.get("policies", {})):
+    for label in ordered_policies(data.get("policies", {})):
         m = data["policies"][label]["metrics"]
         rows.append(
             [
@@ -129,7 +126,7 @@ TOOLS_HEADERS = (
 def tools_markdown(data: dict[str, Any]) -> str:
     lines = [f"# {data.get('suite')}: tool calls by tier policy\n"]
     lines.append(markdown_table(TOOLS_HEADERS, tools_rows(data)))
-    for label in _ordered(data.get("policies", {})):
+    for label in ordered_policies(data.get("policies", {})):
         entry = data["policies"][label]
         env = entry["environment"]
         errors = ", ".join(f"{k} {v}" for k, v in entry["metrics"]["error_types"].items()) or "none"

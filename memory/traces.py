@@ -282,6 +282,7 @@ def _model_call(call: ModelCall) -> dict[str, Any]:
         "completion_tokens": call.completion_tokens,
         "latency_ms": round(call.latency_ms, 1),
         "finish_reason": call.finish_reason,
+        "confidence": call.confidence,
         "escalated": call.escalated,
         "escalation_reason": call.escalation_reason,
         "error": call.error,

@@ -35,6 +35,33 @@ def test_grammar_really_constrains_the_choice(slm: LlamaCppModel) -> None:
     assert reply.tier == "slm" and reply.prompt_tokens > 0 and reply.completion_tokens > 0
 
 
+def test_choices_come_with_a_distribution_over_the_options(slm: LlamaCppModel) -> None:
+    options = ["calculator", "unit_convert", "read_file", "none"]
+    schema = {
+        "type": "object",
+        "properties": {"tool": {"type": "string", "enum": options}},
+        "required": ["tool"],
+    }
+    system = {
+        "role": "system",
+        "content": "Pick the tool for the request. calculator: arithmetic. unit_convert: convert units. "
+        'read_file: read a file. none: no tool fits. Reply {"tool": "..."}.',
+    }
+    sure = slm.complete([system, *ask("What is 1234 * 5678?")], schema=schema, max_tokens=20)
+    probabilities = sure.extra["choice_probabilities"]
+    assert set(probabilities) == set(options) and sum(probabilities.values()) == pytest.approx(1.0)
+    chosen = json.loads(sure.text)["tool"]
+    assert chosen == max(probabilities, key=probabilities.get)  # the reply is the most probable option
+    assert sure.extra["confidence"] == probabilities[chosen] and chosen == "calculator"
+    # Scoring leaves the KV cache usable: the same call again gives the same choice. (llama.cpp's
+    # numbers shift slightly with how the prompt is split into batches, hence the tolerance.)
+    again = slm.complete([system, *ask("What is 1234 * 5678?")], schema=schema, max_tokens=20)
+    assert again.text == sure.text
+    assert again.extra["choice_probabilities"] == pytest.approx(probabilities, abs=0.03)
+    unsure = slm.complete([system, *ask("Tell me a poem about autumn.")], schema=schema, max_tokens=20)
+    assert unsure.extra["confidence"] < sure.extra["confidence"]
+
+
 def test_tool_arguments_follow_the_schema(slm: LlamaCppModel) -> None:
     schema = {
         "type": "object",

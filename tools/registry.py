@@ -110,11 +110,13 @@ class Tool:
 
     def arguments(self, arguments: Mapping[str, Any]) -> dict[str, Any]:
         """The validated arguments as plain JSON values: the ones given, defaults left out."""
-        dumped: dict[str, Any] = self.validate(arguments).model_dump(exclude_unset=True)
+        dumped: dict[str, Any] = self.validate(arguments).model_dump(exclude_unset=True, by_alias=True)
         return dumped
 
     def call(self, arguments: Mapping[str, Any]) -> str:
         """Validate, run, and return the result as text for the model."""
+        if self.input_schema is not None:  # fields are aliased: pass the schema's names
+            return format_result(self.function(**self.arguments(arguments)))
         values = self.validate(arguments)
         return format_result(self.function(**dict(values)))
 

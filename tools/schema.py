@@ -37,15 +37,20 @@ def _python_type(schema: dict[str, Any], name: str) -> Any:
 
 
 def model_from_schema(name: str, schema: dict[str, Any]) -> type[BaseModel]:
-    """A pydantic model that accepts exactly the objects ``schema`` describes (extra keys refused)."""
+    """A pydantic model that accepts exactly the objects ``schema`` describes (extra keys refused).
+
+    Dump it with ``by_alias=True`` to get the schema's property names back."""
     required = set(schema.get("required") or [])
     fields: dict[str, Any] = {}
-    for prop, prop_schema in (schema.get("properties") or {}).items():
-        annotation = _python_type(prop_schema, f"{name}_{prop}")
+    # Property names need not be Python names ("_class", "max-results", "schema"): every field
+    # gets a safe name and the property's name as its alias; dump with by_alias=True.
+    for index, (prop, prop_schema) in enumerate((schema.get("properties") or {}).items()):
+        annotation = _python_type(prop_schema, f"{name}_{index}")
         description = prop_schema.get("description")
         if prop in required:
-            fields[prop] = (annotation, Field(..., description=description))
+            fields[f"p{index}"] = (annotation, Field(..., alias=prop, description=description))
         else:
-            fields[prop] = (annotation | None, Field(prop_schema.get("default"), description=description))
+            default = prop_schema.get("default")
+            fields[f"p{index}"] = (annotation | None, Field(default, alias=prop, description=description))
     model_name = re.sub(r"\W", "_", name)
     return create_model(model_name, __config__=ConfigDict(extra="forbid"), **fields)

@@ -1,0 +1,184 @@
+"""The task suite's data and checks, the confidence curve, result files, and the CLI's
+answers to bad evaluation input."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from tierflow.agents.confidence import ChoiceField, choice_field, rechoose
+from tierflow.evals.curve import Paired, calibrate, curve, split
+from tierflow.evals.report import environment, record_policy
+from tierflow.evals.tasks import load_tasks, passes
+from tierflow.tools.builtins import default_registry
+from tierflow.tools.schema import model_from_schema
+
+
+# The task suite ---------------------------------------------------------------------------
+def test_the_task_suite_is_large_varied_and_well_formed() -> None:
+    suite = load_tasks()
+    assert len(suite.tasks) >= 40
+    categories = {task.category for task in suite.tasks}
+    assert {"arithmetic", "units", "files", "dates", "no_tool"} <= categories
+    assert suite.workspace.is_dir()
+
+
+def test_file_task_answers_agree_with_the_fixture_workspace() -> None:
+    """The expected values of the file tasks are facts about the fixture, checked here."""
+    suite = load_tasks()
+    tools = default_registry(suite.workspace)
+    expected = {task.id: task.check for task in suite.tasks}
+    counts = json.loads(tools.get("word_count").call({"path": "notes.txt"}))  # type: ignore[union-attr]
+    assert expected["files-1"]["value"] == counts["words"]
+    counts = json.loads(tools.get("word_count").call({"path": "report.md"}))  # type: ignore[union-attr]
+    assert expected["files-2"]["value"] == counts["words"]
+    rows = dict(
+        line.split(",")[:2] for line in (suite.workspace / "inventory.csv").read_text().splitlines()[1:]
+    )
+    assert expected["files-6"]["value"] == int(rows["bolts"])
+    assert expected["files-9"]["value"] == int(rows["bolts"]) + int(rows["nuts"])
+    readings = (suite.workspace / "data" / "readings.txt").read_text().split()
+    assert expected["files-10"]["value"] == pytest.approx(sum(map(float, readings)))
+    assert suite.clock.strftime("%A") == "Saturday" and "Saturday" in expected["date-1"]["values"]
+
+
+@pytest.mark.parametrize(
+    ("check", "answer", "ok"),
+    [
+        ({"type": "number", "value": 20736, "rel_tol": 0.01}, "That makes 20,736 cans.", True),
+        ({"type": "number", "value": 8.04672, "rel_tol": 0.01}, "5 miles is about 8.05 km", True),
+        ({"type": "number", "value": 88, "rel_tol": 0}, "It has 87 words.", False),
+        ({"type": "number", "value": -3, "rel_tol": 0}, "The result is -3.", True),
+        ({"type": "number", "value": 42, "rel_tol": 0}, "no number here", False),
+        ({"type": "contains_any", "values": ["Au"]}, "It is Au.", True),
+        ({"type": "contains_any", "values": ["Au"]}, "because of gold", False),
+        ({"type": "contains_all", "values": ["a.txt", "b.txt"]}, "Files: a.txt, b.txt", True),
+        ({"type": "contains_all", "values": ["a.txt", "b.txt"]}, "Files: a.txt", False),
+    ],
+)
+def test_answer_checks(check: dict[str, object], answer: str, ok: bool) -> None:
+    assert passes(check, answer) is ok
+
+
+def test_a_broken_task_file_says_what_is_wrong(tmp_path: Path) -> None:
+    path = tmp_path / "tasks.json"
+    path.write_text(json.dumps({"clock": "2026-01-01T00:00:00+00:00", "tasks": [{"id": "a"}]}))
+    with pytest.raises(Exception, match="cannot read the task suite"):
+        load_tasks(path)
+    bad_check = {"id": "a", "category": "x", "task": "t", "check": {"type": "regex"}}
+    path.write_text(json.dumps({"clock": "2026-01-01T00:00:00+00:00", "tasks": [bad_check]}))
+    with pytest.raises(Exception, match="check must be an object with type"):
+        load_tasks(path)
+
+
+# The confidence curve ---------------------------------------------------------------------
+def paired(n: int) -> list[Paired]:
+    """The SLM is right exactly when it is confident (>= 0.5); the LLM is always right."""
+    items = []
+    for i in range(n):
+        confidence = (i % 10) / 10
+        items.append(Paired(f"c{i}", "s", confidence, slm_correct=confidence >= 0.5, llm_correct=True))
+    return items
+
+
+def test_curve_endpoints_and_random_baseline() -> None:
+    points = {p["threshold"]: p for p in curve(paired(100))}
+    assert points[0.0]["slm_share"] == 1.0 and points[0.0]["accuracy"] == 0.5
+    assert points[1.0]["slm_share"] == 0.0 and points[1.0]["accuracy"] == 1.0
+    middle = points[0.5]
+    assert middle["slm_share"] == 0.5 and middle["accuracy"] == 1.0
+    assert middle["random_routing_accuracy"] == pytest.approx(0.5 * 0.5 + 0.5 * 1.0)
+
+
+def test_calibration_picks_the_cheapest_threshold_near_llm_accuracy() -> None:
+    assert 0.4 < calibrate(paired(200)) <= 0.5  # keeps exactly the confident half
+    hopeless = [Paired(f"h{i}", "s", 0.9, slm_correct=False, llm_correct=True) for i in range(10)]
+    assert calibrate(hopeless) == 0.95  # everything must go to the LLM
+
+
+def test_split_is_stable_and_disjoint() -> None:
+    items = paired(100)
+    first, second = split(items)
+    assert split(items) == (first, second)
+    assert {p.id for p in first}.isdisjoint({p.id for p in second}) and len(first) + len(second) == 100
+    assert 25 < len(first) < 75
+
+
+# Confidence plumbing ----------------------------------------------------------------------
+def test_choice_fields_and_rechoosing() -> None:
+    schema = {"type": "object", "properties": {"tool": {"type": "string", "enum": ["a", "b", "none"]}}}
+    assert choice_field(schema) == ChoiceField("tool", ("a", "b", "none"))
+    assert choice_field({"type": "object", "properties": {"x": {"type": "string"}}}) is None
+    assert choice_field(None) is None
+    field = ChoiceField("tool", ("a", "b", "none"))
+    assert rechoose('{"tool": "a"}', field, {"a": 0.2, "b": 0.7, "none": 0.1}) == ('{"tool": "b"}', "a")
+    assert rechoose('{"tool": "b"}', field, {"a": 0.2, "b": 0.7, "none": 0.1}) == ('{"tool": "b"}', "b")
+
+
+def test_models_from_json_schema_keep_odd_property_names() -> None:
+    model = model_from_schema(
+        "t",
+        {
+            "type": "object",
+            "properties": {
+                "_class": {"type": "string"},
+                "from": {"type": "integer"},
+                "Content-Type": {"type": "string", "enum": ["json", "xml"]},
+                "box": {"type": "object", "properties": {"w": {"type": "number"}}, "required": ["w"]},
+            },
+            "required": ["_class"],
+        },
+    )
+    value = model.model_validate({"_class": "x", "from": 3, "Content-Type": "xml", "box": {"w": 2}})
+    assert value.model_dump(by_alias=True, exclude_unset=True) == {
+        "_class": "x",
+        "from": 3,
+        "Content-Type": "xml",
+        "box": {"w": 2.0},
+    }
+    for bad in ({"from": 3}, {"_class": "x", "Content-Type": "csv"}, {"_class": "x", "box": {}}):
+        with pytest.raises(ValueError):
+            model.model_validate(bad)
+
+
+# Result files -----------------------------------------------------------------------------
+def test_results_record_their_origin_and_keep_other_policies(tmp_path: Path) -> None:
+    env = environment({"slm_model": "m"}, {"slm": "m"})
+    assert env["machine"]["cores"] and env["git_commit"] and env["models"] == {"slm": "m"}
+    path = tmp_path / "suite.json"
+
+    def markdown(data: dict[str, object]) -> str:
+        return "policies: " + ", ".join(sorted(data["policies"]))  # type: ignore[arg-type]
+
+    record_policy(path, "suite", "tool_calls", "slm", {"metrics": {"accuracy": 0.5}}, markdown)
+    data = record_policy(path, "suite", "tool_calls", "llm", {"metrics": {"accuracy": 0.9}}, markdown)
+    assert set(data["policies"]) == {"slm", "llm"}
+    assert json.loads(path.read_text())["policies"]["slm"]["metrics"]["accuracy"] == 0.5
+    assert path.with_suffix(".md").read_text() == "policies: llm, slm"
+
+
+# The CLI ----------------------------------------------------------------------------------
+def tierflow(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "tierflow", *args], capture_output=True, text=True, timeout=120, check=False
+    )
+
+
+def test_eval_cli_answers_bad_input_without_loading_models(tmp_path: Path) -> None:
+    cases = tmp_path / "mine.jsonl"
+    cases.write_text(
+        '{"id": "a", "question": [[{"role": "user", "content": "hi"}]], "function": [], "category": "irrelevance"}\n{oops\n'
+    )
+    done = tierflow("eval", "tools", "--cases", str(cases), "--policy", "slm", "--out", str(tmp_path))
+    assert done.returncode == 1
+    assert f"{cases}, line 2: not valid JSON" in done.stderr and "Traceback" not in done.stderr
+    done = tierflow("eval", "tools", "--suite", "bfcl:nope", "--out", str(tmp_path))
+    assert done.returncode == 1 and "unknown or multi-turn BFCL category 'nope'" in done.stderr
+    done = tierflow("eval", "tasks", "--only", "poetry", "--out", str(tmp_path))
+    assert done.returncode == 1 and "no tasks of category 'poetry'" in done.stderr
+    done = tierflow("eval", "confidence", str(tmp_path / "none.json"), "--out", str(tmp_path))
+    assert done.returncode == 1 and "lacks the slm or llm policy" in done.stderr
+    assert not list(tmp_path.glob("*.md"))  # nothing half-written
