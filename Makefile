@@ -6,7 +6,11 @@ DEMO_TASK ?= What is 17 * 23 + 4?
 # llama-cpp-python compiles llama.cpp from source (7-10 minutes on 2 cores, once).
 export CMAKE_BUILD_PARALLEL_LEVEL ?= $(shell nproc 2>/dev/null || echo 2)
 
-.PHONY: setup models run test lint clean
+# BFCL's data and checker; --no-deps because its requirements name every vendor SDK.
+BFCL_EVAL ?= bfcl-eval==2026.3.23
+QUICK ?= 10
+
+.PHONY: setup models run test lint eval eval-full bench results-table clean
 
 setup: $(VENV)/.installed
 
@@ -14,6 +18,7 @@ $(VENV)/.installed: pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet --no-deps '$(BFCL_EVAL)'
 	@touch $@
 
 models: setup
@@ -30,6 +35,31 @@ test: models lint
 lint: setup
 	$(BIN)/ruff check .
 	cd "$$(.ci/typecheck-tree)" && $(CURDIR)/$(BIN)/mypy -p tierflow
+
+# A quick look (minutes): QUICK items of each BFCL category and a few tasks, every policy.
+eval: models
+	for c in simple_python multiple irrelevance; do \
+	  $(BIN)/tierflow eval tools --suite bfcl:$$c --limit $(QUICK) --policy slm --policy tiered --policy llm \
+	    --out evals/results/quick || exit 1; done
+	$(BIN)/tierflow eval tasks --limit $(QUICK) --policy tiered --out evals/results/quick
+
+# The committed results (hours on 2 cores): 100 items per category, the curve, tasks, summaries.
+eval-full: models
+	for c in simple_python multiple irrelevance; do \
+	  $(BIN)/tierflow eval tools --suite bfcl:$$c --limit 100 --policy slm --policy llm || exit 1; done
+	$(BIN)/tierflow eval confidence
+	for c in simple_python multiple irrelevance; do \
+	  $(BIN)/tierflow eval tools --suite bfcl:$$c --limit 100 --policy tiered || exit 1; done
+	$(BIN)/tierflow eval tasks --policy slm --policy tiered --policy llm
+	$(BIN)/tierflow eval summaries
+	$(MAKE) results-table
+
+bench: models
+	$(BIN)/tierflow eval bench
+	$(MAKE) results-table
+
+results-table: setup
+	$(BIN)/tierflow eval readme
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache .mypy_cache

@@ -32,7 +32,7 @@ def _model_name(spec: str) -> str:
     return spec if spec in CATALOG else spec.rsplit("/", 1)[-1].removesuffix(".gguf")
 
 
-def _model_file(settings: Settings, spec: str, setting: str, progress: Progress | None) -> Path:
+def model_file(settings: Settings, spec: str, setting: str, progress: Progress | None) -> Path:
     return resolve_model(
         spec,
         settings.resolved_models_dir(),
@@ -43,7 +43,7 @@ def _model_file(settings: Settings, spec: str, setting: str, progress: Progress 
 
 
 def build_slm(settings: Settings, progress: Progress | None = None) -> LlamaCppModel:
-    path = _model_file(settings, settings.slm_model, "TIERFLOW_SLM_MODEL", progress)
+    path = model_file(settings, settings.slm_model, "TIERFLOW_SLM_MODEL", progress)
     return LlamaCppModel(
         path,
         name=_model_name(settings.slm_model),
@@ -76,7 +76,7 @@ def build_llm(settings: Settings, progress: Progress | None = None) -> ChatModel
             response_format="json_schema" if fmt == "auto" else fmt,
             seed=settings.seed,
         )
-    path = _model_file(settings, settings.embedded_llm_model, "TIERFLOW_EMBEDDED_LLM_MODEL", progress)
+    path = model_file(settings, settings.embedded_llm_model, "TIERFLOW_EMBEDDED_LLM_MODEL", progress)
     server = EmbeddedServer(
         path,
         alias=settings.llm_model or _model_name(settings.embedded_llm_model),

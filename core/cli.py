@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import signal
 import sys
+from functools import partial
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
@@ -75,8 +76,10 @@ def _options(
 
 
 def _parse_tiers(preset: str, overrides: list[str]) -> TierPolicy:
-    policy = TierPolicy.preset(preset) if preset != "settings" else settings().policy
+    configured = settings().policy
+    policy = TierPolicy.preset(preset) if preset != "settings" else configured
     values = policy.model_dump()
+    values["min_confidence"] = configured.min_confidence  # a setting of its own, kept by every preset
     for item in overrides:
         node, sep, tier = item.partition("=")
         if not sep or node not in NODES or tier not in POLICY_PRESETS:
@@ -397,7 +400,7 @@ def eval_tasks(
                     tiers,
                     chosen,
                     store,
-                    on_item=lambda item, label=label: progress.item(label, len(tasks), item),
+                    on_item=partial(progress.item, label, len(tasks)),
                 )
                 entry = {
                     "policy": chosen.model_dump(),
@@ -414,6 +417,100 @@ def eval_tasks(
     else:
         out.print(tasks_markdown(data), markup=False)
     err.print(f"[dim]results: {path} (runs traced in {trace_path})[/]")
+
+
+@eval_app.command("summaries")
+def eval_summaries(
+    limit: Annotated[int | None, typer.Option(min=1, help="Only the first N documents.")] = None,
+    prepare: Annotated[
+        bool, typer.Option("--prepare", help="Rebuild the documents from python3.11-doc first.")
+    ] = False,
+    out_dir: OutOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """SLM and LLM summaries of long documents: key-fact coverage, faithfulness, length, ROUGE-L."""
+    from tierflow.app import App
+    from tierflow.evals.report import RESULTS_DIR, environment, write_results
+    from tierflow.evals.summaries import (
+        evaluate_summaries,
+        load_documents,
+        prepare_documents,
+        summaries_markdown,
+        summaries_results,
+    )
+    from tierflow.render import EvalProgress
+
+    try:
+        if prepare:
+            prepare_documents()
+        documents = load_documents()[:limit]
+        conf = settings()
+        with App(conf, progress=_pull_progress()) as tierflow_app, EvalProgress(err) as progress:
+            tiers = tierflow_app.tiers
+            tiers.load()
+            scores = evaluate_summaries(tiers, documents, on_item=progress.item)
+            env = environment(conf.masked(), {"slm": tiers.slm.name, "llm": tiers.llm.name})
+        data = summaries_results(scores, documents, env)
+        path = (out_dir or RESULTS_DIR) / "summaries.json"
+        write_results(path, data, summaries_markdown(data))
+    except TierflowError as exc:
+        fail(exc)
+    if as_json:
+        emit_json(data["metrics"])
+    else:
+        out.print(summaries_markdown(data), markup=False)
+    err.print(f"[dim]results: {path}[/]")
+
+
+@eval_app.command("bench")
+def eval_bench(
+    runs: Annotated[int, typer.Option(min=5, help="Scripted task runs for the overhead measure.")] = 60,
+    out_dir: OutOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Benchmarks: orchestration overhead, SLM throughput, tool-selection latency, peak memory."""
+    from tierflow.app import model_file
+    from tierflow.evals import bench
+    from tierflow.evals.report import RESULTS_DIR, environment, write_results
+
+    try:
+        conf = settings()
+        slm_path = model_file(conf, conf.slm_model, "TIERFLOW_SLM_MODEL", _pull_progress())
+        data: dict[str, Any] = {}
+        with err.status("orchestration overhead …"):
+            data["orchestration"] = bench.orchestration_overhead(runs)
+        with err.status("SLM throughput …"):
+            data["slm_throughput"] = bench.slm_throughput(slm_path, n_threads=conf.slm_threads)
+        with err.status("tool-selection latency …"):
+            data["selection"] = bench.selection_latency(slm_path, n_threads=conf.slm_threads)
+        with err.status("peak memory of a task run …"):
+            data["memory"] = bench.peak_memory()
+        data["environment"] = environment(
+            conf.masked(), {"slm": conf.slm_model, "llm": conf.embedded_llm_model}
+        )
+        path = (out_dir or RESULTS_DIR) / "bench.json"
+        write_results(path, data, bench.bench_markdown(data))
+    except TierflowError as exc:
+        fail(exc)
+    if as_json:
+        emit_json(data)
+    else:
+        out.print(bench.bench_markdown(data), markup=False)
+    err.print(f"[dim]results: {path}[/]")
+
+
+@eval_app.command("readme")
+def eval_readme(
+    readme: Annotated[Path, typer.Option(help="The README to update.")] = Path("README.md"),
+) -> None:
+    """Regenerate the README's results tables from evals/results/."""
+    from tierflow.evals.readme import update_readme
+
+    try:
+        update_readme(readme)
+    except TierflowError as exc:
+        fail(exc)
+    err.print(f"[dim]updated the results section of {readme}[/]")
 
 
 def main() -> None:

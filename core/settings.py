@@ -44,7 +44,7 @@ class TierPolicy(BaseModel):
     summarize: TierChoice = "tiered"
     answer: TierChoice = "tiered"
     min_confidence: float = Field(
-        DEFAULT_MIN_CONFIDENCE,
+        default=DEFAULT_MIN_CONFIDENCE,
         ge=0.0,
         le=1.0,
         description="a tiered node escalates an SLM choice (which tool, or none) less sure than this",

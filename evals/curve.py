@@ -76,7 +76,8 @@ def paired_items(paths: Sequence[Path]) -> list[Paired]:
 
 def split(items: Sequence[Paired]) -> tuple[list[Paired], list[Paired]]:
     """(calibration, test): a stable half each, by a hash of the item id."""
-    calibration, test = [], []
+    calibration: list[Paired] = []
+    test: list[Paired] = []
     for item in items:
         digest = hashlib.sha256(f"{item.suite}/{item.id}".encode()).digest()
         (calibration if digest[0] % 2 == 0 else test).append(item)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import random
 import re
 from collections.abc import Callable, Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -76,7 +77,7 @@ def evaluate_tools(
             tiers,
             policy,
             store,
-            on_item=(lambda item, label=label: on_item(label, len(cases), item)) if on_item else None,
+            on_item=partial(on_item, label, len(cases)) if on_item else None,
         )
         entry = {
             "policy": policy.model_dump(),

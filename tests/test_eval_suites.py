@@ -170,7 +170,8 @@ def tierflow(*args: str) -> subprocess.CompletedProcess[str]:
 def test_eval_cli_answers_bad_input_without_loading_models(tmp_path: Path) -> None:
     cases = tmp_path / "mine.jsonl"
     cases.write_text(
-        '{"id": "a", "question": [[{"role": "user", "content": "hi"}]], "function": [], "category": "irrelevance"}\n{oops\n'
+        '{"id": "a", "question": [[{"role": "user", "content": "hi"}]], "function": [], '
+        '"category": "irrelevance"}\n{oops\n'
     )
     done = tierflow("eval", "tools", "--cases", str(cases), "--policy", "slm", "--out", str(tmp_path))
     assert done.returncode == 1

@@ -22,13 +22,16 @@ _SCALARS: dict[str, Any] = {"string": str, "integer": int, "number": float, "boo
 def _python_type(schema: dict[str, Any], name: str) -> Any:
     enum = schema.get("enum")
     if isinstance(enum, list) and enum and all(isinstance(v, str | int | bool) for v in enum):
-        return Literal[tuple(enum)]
+        literal: Any = Literal  # a Literal of runtime values
+        return literal[tuple(enum)]
     kind = schema.get("type")
     if kind in _SCALARS:
         return _SCALARS[kind]
     if kind == "array":
         items = schema.get("items")
-        return list[_python_type(items, f"{name}_item")] if isinstance(items, dict) else list[Any]
+        item_type = _python_type(items, f"{name}_item") if isinstance(items, dict) else Any
+        generic: Any = list
+        return generic[item_type]
     if kind == "object":
         if isinstance(schema.get("properties"), dict) and schema["properties"]:
             return model_from_schema(name, schema)

@@ -1,0 +1,332 @@
+"""``make bench``: what tierflow itself costs, measured side by side in one run.
+
+1. Orchestration overhead: the task graph (tracing to SQLite, prompts rendered, outputs
+   parsed, a real calculator call) on zero-latency scripted models, against a bare LangGraph
+   graph of the same shape whose nodes return fixed updates; per node and as a ratio.
+2. SLM throughput: the same prompts through tierflow's SLM adapter and through
+   ``llama_cpp.Llama.create_chat_completion`` directly, on one loaded model, cache reset
+   before every call; tokens per second and the ratio.
+3. Tool-selection latency (p50/p95) with 5 and with 20 registered tools, through the real
+   select_tool node on the SLM, with llama.cpp's prompt-prefix cache warm (the tool list is
+   the prompt's prefix, so it is reused between calls) and cold (cache reset per call).
+4. Peak memory (RSS high-water mark) of a task run with the default models, for the
+   tierflow process and for the embedded LLM server.
+"""
+
+from __future__ import annotations
+
+import gc
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+from langgraph.checkpoint.memory import InMemorySaver
+from langgraph.graph import START, StateGraph
+from tierflow.agents.scripted import Reply, ScriptedModel
+from tierflow.agents.slm import LlamaCppModel
+from tierflow.agents.tiers import Tiers
+from tierflow.evals.report import fmt, markdown_table
+from tierflow.evals.toolcalls import percentile
+from tierflow.graphs import nodes
+from tierflow.graphs.context import TaskContext
+from tierflow.graphs.runner import TaskRunner
+from tierflow.graphs.state import TaskState
+from tierflow.memory.recorder import RunRecorder
+from tierflow.memory.traces import TraceStore
+from tierflow.settings import TierPolicy
+from tierflow.tools.builtins import default_registry
+from tierflow.tools.registry import Tool, ToolRegistry
+
+__all__ = ["orchestration_overhead", "slm_throughput", "selection_latency", "peak_memory", "bench_markdown"]
+
+# One task through every node: plan (1 step) → select_tool → extract_args → act → answer.
+_SCRIPT: dict[str, list[Reply]] = {
+    "planner": [{"steps": ["multiply 17 by 23 and add 4"], "answer": ""}],
+    "Choose the tool": [{"tool": "calculator"}],
+    "Write the arguments": [{"expression": "17 * 23 + 4"}],
+    "Answer the user's task": ["395"],
+}
+_NODES_PER_RUN = 5
+
+
+def _scripted_tiers(runs: int) -> Tiers:
+    script = {marker: replies * runs for marker, replies in _SCRIPT.items()}
+    return Tiers(ScriptedModel(tier="slm", by_node=script), ScriptedModel(tier="llm", by_node=script))
+
+
+def _bare_graph() -> Any:
+    """The task graph's shape with nodes that only return their update: LangGraph alone."""
+    updates: dict[str, Callable[[TaskState], dict[str, Any]]] = {
+        "plan": lambda s: {"steps": ["multiply"], "step_index": 0, "observations": []},
+        "select_tool": lambda s: {"tool": "calculator"},
+        "extract_args": lambda s: {"arguments": {"expression": "17 * 23 + 4"}},
+        "act": lambda s: {
+            "observations": [{"step": "multiply", "tool": "calculator", "result": "395"}],
+            "step_index": 1,
+            "tool": None,
+        },
+        "answer": lambda s: {"answer": "395"},
+    }
+    graph: Any = StateGraph(TaskState)
+    for name, update in updates.items():
+        graph.add_node(name, update)
+    graph.add_edge(START, "plan")
+    graph.add_edge("plan", "select_tool")
+    graph.add_edge("select_tool", "extract_args")
+    graph.add_edge("extract_args", "act")
+    graph.add_edge("act", "answer")
+    return graph.compile(checkpointer=InMemorySaver())
+
+
+def _timed(function: Callable[[int], None], runs: int) -> list[float]:
+    gc.collect()
+    times = []
+    for index in range(runs):
+        started = time.perf_counter()
+        function(index)
+        times.append((time.perf_counter() - started) * 1000)
+    return times
+
+
+def _offset(function: Callable[[int], None], index: int, _: int) -> None:
+    function(index)
+
+
+def orchestration_overhead(runs: int = 60, warmup: int = 5) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory() as tmp:
+        store = TraceStore.from_url(f"sqlite:///{Path(tmp) / 'bench.db'}")
+        runner = TaskRunner(
+            _scripted_tiers(runs + warmup),
+            default_registry(Path(tmp)),
+            store,
+            policy=TierPolicy(),
+            checkpointer=InMemorySaver(),
+        )
+        bare = _bare_graph()
+
+        def tierflow_run(_: int) -> None:
+            assert runner.run("What is 17 * 23 + 4?").answer == "395"
+
+        def bare_run(index: int) -> None:
+            bare.invoke({"task": "What is 17 * 23 + 4?"}, {"configurable": {"thread_id": str(index)}})
+
+        for index in range(warmup):
+            tierflow_run(index)
+            bare_run(index)
+        tierflow_ms, bare_ms = [], []
+        for index in range(runs):  # interleaved, so drift affects both alike
+            tierflow_ms += _timed(tierflow_run, 1)
+            bare_ms += _timed(partial(_offset, bare_run, 1000 + index), 1)
+        store.engine.dispose()
+    t, b = statistics.median(tierflow_ms), statistics.median(bare_ms)
+    return {
+        "runs": runs,
+        "nodes_per_run": _NODES_PER_RUN,
+        "tierflow_ms_per_run": t,
+        "bare_langgraph_ms_per_run": b,
+        "overhead_ms_per_node": (t - b) / _NODES_PER_RUN,
+        "ratio": t / b,
+    }
+
+
+_PROMPTS = [
+    "Explain in three sentences what a hash table is.",
+    "Write a Python function that reverses a string.",
+    "List four uses of a spreadsheet.",
+    "What is the difference between TCP and UDP? Answer briefly.",
+    "Describe the water cycle for a child.",
+]
+
+
+def slm_throughput(model_path: Path, *, n_threads: int | None = None, max_tokens: int = 96) -> dict[str, Any]:
+    slm = LlamaCppModel(model_path, n_threads=n_threads)
+    llama = slm.load()
+    totals = {"tierflow": [0, 0.0], "raw": [0, 0.0]}
+    for prompt in _PROMPTS:
+        messages = [{"role": "user", "content": prompt}]
+        for label in ("raw", "tierflow"):
+            llama.reset()
+            started = time.perf_counter()
+            if label == "raw":
+                response = llama.create_chat_completion(
+                    messages=messages, max_tokens=max_tokens, temperature=0.0, seed=0
+                )
+                tokens = response["usage"]["completion_tokens"]
+            else:
+                tokens = slm.complete(messages, max_tokens=max_tokens).completion_tokens  # type: ignore[arg-type]
+            totals[label][0] += tokens
+            totals[label][1] += time.perf_counter() - started
+    raw = totals["raw"][0] / totals["raw"][1]
+    ours = totals["tierflow"][0] / totals["tierflow"][1]
+    return {
+        "model": model_path.name,
+        "prompts": len(_PROMPTS),
+        "max_tokens": max_tokens,
+        "raw_tokens_per_s": raw,
+        "tierflow_tokens_per_s": ours,
+        "ratio": ours / raw,
+    }
+
+
+_REQUESTS = [
+    "What is 45 times 12?",
+    "Convert 3 miles to kilometers.",
+    "What time is it in Berlin?",
+    "Show me what is in notes.txt.",
+    "How many words are in report.md?",
+    "Which files are in the workspace?",
+    "Who painted the Mona Lisa?",
+    "What is the square root of 2?",
+]
+
+
+def _extra_tools(count: int) -> list[Tool]:
+    subjects = [
+        ("weather_forecast", "The weather forecast for a city.", {"city": "string"}),
+        ("send_email", "Send an email to a recipient.", {"to": "string", "body": "string"}),
+        ("search_web", "Search the web for a query.", {"query": "string"}),
+        ("stock_price", "The latest price of a stock ticker.", {"ticker": "string"}),
+        ("translate_text", "Translate text into another language.", {"text": "string", "language": "string"}),
+        ("create_calendar_event", "Create a calendar event.", {"title": "string", "date": "string"}),
+        ("currency_convert", "Convert money between currencies.", {"amount": "number", "to": "string"}),
+        ("lookup_contact", "Find a contact's phone number.", {"name": "string"}),
+        ("play_music", "Play a song or artist.", {"query": "string"}),
+        ("set_timer", "Set a timer for some minutes.", {"minutes": "integer"}),
+        ("book_flight", "Book a flight between two cities.", {"origin": "string", "destination": "string"}),
+        ("order_food", "Order food from a restaurant.", {"restaurant": "string", "dish": "string"}),
+        ("get_news", "Today's news headlines on a topic.", {"topic": "string"}),
+        ("create_ticket", "Open a support ticket.", {"title": "string", "priority": "string"}),
+        ("check_package", "Track a parcel by its number.", {"tracking_number": "string"}),
+    ]
+    return [
+        Tool.from_schema(
+            name,
+            description,
+            {
+                "type": "object",
+                "properties": {k: {"type": v} for k, v in params.items()},
+                "required": list(params),
+            },
+        )
+        for name, description, params in subjects[:count]
+    ]
+
+
+def selection_latency(model_path: Path, *, n_threads: int | None = None) -> dict[str, Any]:
+    slm = LlamaCppModel(model_path, n_threads=n_threads)
+    llama = slm.load()
+    tiers = Tiers(slm, slm)
+    results: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        store = TraceStore.from_url(f"sqlite:///{Path(tmp) / 'bench.db'}")
+        builtins = list(default_registry(Path(tmp)))
+        for count in (5, 20):
+            registry = ToolRegistry(builtins[:5] + _extra_tools(count - 5))
+            assert len(registry) == count
+            for cache in ("warm", "cold"):
+                run_id = store.start_run("bench", graph="bench")
+                context = TaskContext(
+                    tiers=tiers,
+                    tools=registry,
+                    policy=TierPolicy.preset("slm"),
+                    recorder=RunRecorder(store, run_id),
+                )
+                latencies = []
+                nodes.select_tool({"task": _REQUESTS[0], "steps": [_REQUESTS[0]], "step_index": 0}, context)
+                for request in _REQUESTS:
+                    if cache == "cold":
+                        llama.reset()
+                    state: TaskState = {
+                        "task": request,
+                        "steps": [request],
+                        "step_index": 0,
+                        "observations": [],
+                    }
+                    started = time.perf_counter()
+                    nodes.select_tool(state, context)
+                    latencies.append((time.perf_counter() - started) * 1000)
+                results[f"{count}_tools_{cache}"] = {
+                    "calls": len(latencies),
+                    "p50_ms": percentile(latencies, 0.5),
+                    "p95_ms": percentile(latencies, 0.95),
+                }
+        store.engine.dispose()
+    return results
+
+
+_MEMORY_SCRIPT = """
+import json, sys
+from pathlib import Path
+from tierflow.app import App
+from tierflow.settings import load_settings
+
+def hwm(pid="self"):
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+    return None
+
+with App(load_settings()) as app:
+    result = app.runner.run("What is 17 * 23 + 4?")
+    server = getattr(app.tiers.llm, "server", None)
+    process = getattr(server, "_process", None)
+    print(json.dumps({"status": result.status, "tierflow_bytes": hwm(),
+                      "llm_server_bytes": hwm(process.pid) if process else None}))
+"""
+
+
+def peak_memory() -> dict[str, Any]:
+    import json
+    import subprocess
+
+    done = subprocess.run(
+        [sys.executable, "-c", _MEMORY_SCRIPT], capture_output=True, text=True, timeout=900, check=False
+    )
+    if done.returncode != 0:
+        return {"error": done.stderr.strip()[-500:]}
+    data: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    return {
+        "task": "What is 17 * 23 + 4?",
+        "status": data["status"],
+        "tierflow_mib": data["tierflow_bytes"] / 2**20,
+        "llm_server_mib": data["llm_server_bytes"] / 2**20 if data["llm_server_bytes"] else None,
+    }
+
+
+def bench_markdown(data: dict[str, Any]) -> str:
+    o, s, sel, mem = data["orchestration"], data["slm_throughput"], data["selection"], data["memory"]
+    rows = [
+        ["task graph on scripted models (per run)", f"{o['tierflow_ms_per_run']:.2f} ms"],
+        ["bare LangGraph, same shape (per run)", f"{o['bare_langgraph_ms_per_run']:.2f} ms"],
+        ["overhead per node (graph + tracing)", f"{o['overhead_ms_per_node']:.2f} ms"],
+        ["ratio tierflow / bare", f"{o['ratio']:.1f}×"],
+        ["SLM tokens/s, raw llama-cpp-python", f"{s['raw_tokens_per_s']:.1f}"],
+        ["SLM tokens/s, through tierflow", f"{s['tierflow_tokens_per_s']:.1f}"],
+        ["SLM throughput ratio tierflow / raw", f"{s['ratio']:.3f}"],
+    ]
+    for key, value in sel.items():
+        count, _, cache = key.split("_")
+        rows.append(
+            [
+                f"select_tool with {count} tools, cache {cache}: p50 / p95",
+                f"{fmt(value['p50_ms'], 's')} / {fmt(value['p95_ms'], 's')}",
+            ]
+        )
+    if "error" in mem:
+        rows.append(["peak RSS", f"failed: {mem['error']}"])
+    else:
+        rows.append(["peak RSS, tierflow process (SLM in process)", f"{mem['tierflow_mib']:.0f} MiB"])
+        if mem.get("llm_server_mib"):
+            rows.append(["peak RSS, embedded LLM server", f"{mem['llm_server_mib']:.0f} MiB"])
+    env = data["environment"]
+    return (
+        "# Benchmarks\n\n"
+        f"{env['machine']['cores']} cores ({env['machine']['cpu']}), models {env['models'].get('slm')} / "
+        f"{env['models'].get('llm')}, commit {(env['git_commit'] or '?')[:10]}, {env['created_at']}.\n\n"
+        + markdown_table(["measure", "value"], rows)
+    )
