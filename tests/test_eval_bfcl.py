@@ -322,3 +322,12 @@ def test_metrics_count_decisions_tokens_and_latency() -> None:
     assert m["error_types"] == {"value_error:string": 1}
     assert m["escalation_reasons"] == {"low_confidence": 1}
     assert percentile([], 0.5) is None
+
+
+def test_the_example_case_file_in_the_docs_loads() -> None:
+    path = Path(__file__).parents[1] / "evals" / "data" / "example_cases.jsonl"
+    cases = load_case_file(path)
+    assert [c.category for c in cases] == ["multiple", "multiple", "irrelevance"]
+    refund = cases[1]
+    assert check(refund, [{"billing.refund": {"invoice_id": "INV-1042", "amount": 25.5}}]).correct
+    assert not check(refund, [{"billing.refund": {"invoice_id": "INV-1042"}}]).correct

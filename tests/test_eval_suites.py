@@ -10,8 +10,11 @@ from pathlib import Path
 
 import pytest
 from tierflow.agents.confidence import ChoiceField, choice_field, rechoose
+from tierflow.evals.bench import orchestration_overhead
 from tierflow.evals.curve import Paired, calibrate, curve, split
+from tierflow.evals.readme import END, START, results_section
 from tierflow.evals.report import environment, record_policy
+from tierflow.evals.summaries import load_documents, rouge_l, sentences
 from tierflow.evals.tasks import load_tasks, passes
 from tierflow.tools.builtins import default_registry
 from tierflow.tools.schema import model_from_schema
@@ -183,3 +186,40 @@ def test_eval_cli_answers_bad_input_without_loading_models(tmp_path: Path) -> No
     done = tierflow("eval", "confidence", str(tmp_path / "none.json"), "--out", str(tmp_path))
     assert done.returncode == 1 and "lacks the slm or llm policy" in done.stderr
     assert not list(tmp_path.glob("*.md"))  # nothing half-written
+
+
+# Summaries, benchmarks and the README ------------------------------------------------------
+def test_rouge_l_and_sentence_splitting() -> None:
+    assert rouge_l("the cat sat on the mat", "the cat sat on the mat") == pytest.approx(1.0)
+    assert rouge_l("the cat sat", "a dog ran") == 0.0
+    # LCS "the cat the mat" = 4 words of 6 and of 5: F1 = 2 * (4/6) * (4/5) / (4/6 + 4/5)
+    assert rouge_l("the cat sat on the mat", "the cat and the mat") == pytest.approx(
+        2 * (4 / 6) * (4 / 5) / (4 / 6 + 4 / 5)
+    )
+    assert sentences("Sockets are old. They connect hosts over a network! Ok. Use them well.") == [
+        "Sockets are old.",
+        "They connect hosts over a network!",
+        "Use them well.",
+    ]
+
+
+def test_the_documents_are_long_public_texts_with_their_sources() -> None:
+    documents = load_documents()
+    assert len(documents) >= 10
+    assert all(len(d.text) > 4000 and d.title for d in documents)
+    assert sum(d.abstract is not None for d in documents) >= 5
+    assert all("Abstract" not in d.text[:200] for d in documents)  # the reference is not in the input
+
+
+def test_the_orchestration_benchmark_runs_the_real_graph() -> None:
+    result = orchestration_overhead(runs=5, warmup=1)
+    assert result["tierflow_ms_per_run"] > 0 and result["bare_langgraph_ms_per_run"] > 0
+    assert result["ratio"] == pytest.approx(
+        result["tierflow_ms_per_run"] / result["bare_langgraph_ms_per_run"]
+    )
+
+
+def test_readme_results_are_generated_from_the_result_files() -> None:
+    readme = (Path(__file__).parents[1] / "README.md").read_text(encoding="utf-8")
+    block = readme.split(START, 1)[1].split(END, 1)[0]
+    assert block.strip() == results_section().strip(), "run `make results-table` after updating evals/results"
