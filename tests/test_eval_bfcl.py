@@ -12,6 +12,7 @@ from tierflow.agents.scripted import ScriptedModel
 from tierflow.agents.tiers import Tiers
 from tierflow.errors import ToolError
 from tierflow.evals.bfcl import (
+    SINGLE_TURN,
     Case,
     CaseFileError,
     check,
@@ -331,3 +332,32 @@ def test_the_example_case_file_in_the_docs_loads() -> None:
     refund = cases[1]
     assert check(refund, [{"billing.refund": {"invoice_id": "INV-1042", "amount": 25.5}}]).correct
     assert not check(refund, [{"billing.refund": {"invoice_id": "INV-1042"}}]).correct
+
+
+def first_choices(params: dict[str, Any]) -> dict[str, Any]:
+    """A call built from the first accepted value of every parameter of a BFCL answer."""
+    chosen = {}
+    for key, options in params.items():
+        if options and options[0] != "":
+            value = options[0]
+            chosen[key] = first_choices(value) if isinstance(value, dict) else value
+    return chosen
+
+
+@pytest.mark.parametrize("category", SINGLE_TURN)
+def test_every_single_turn_category_loads_and_scores(category: str, store: TraceStore) -> None:
+    cases = load_category(category)[:3]
+    for item in cases:
+        registry_for(item)
+        if not item.ground_truth:
+            continue
+        calls = [{name: first_choices(params)} for call in item.ground_truth for name, params in call.items()]
+        verdict = check(item, calls)
+        if item.language == "python":  # Java/JS answers must be written as strings in that syntax
+            assert verdict.correct, (item.id, verdict)
+    # and they run through the tool-call graph (a scripted SLM that never calls a tool)
+    tiers = Tiers(
+        ScriptedModel(tier="slm", by_node={SELECT: [{"tool": "none"}] * 3}), ScriptedModel(tier="llm")
+    )
+    results = run_cases(cases, tiers, TierPolicy.preset("slm"), store)
+    assert [r.correct for r in results] == [c.category.endswith("irrelevance") for c in cases]
