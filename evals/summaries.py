@@ -1,10 +1,7 @@
 """The summarization evaluation: real, long public documents summarized by each tier with
 tierflow's summarize prompt, scored without reference summaries.
 
-- **Documents**: Python HOWTOs from Debian's ``python3.11-doc`` (PSF licence), converted from
-  their reStructuredText sources to plain text once (``prepare_documents``) and kept in
-  ``evals/data/documents/`` with their source. A document's own abstract, where it has one,
-  is removed from the text and kept as a human-written reference for ROUGE-L.
+- **Documents**: Python HOWTOs (``tierflow.evals.documents``).
 - **Key facts**: extracted once per document by the LLM tier and stored in
   ``facts.json`` with the model that produced them (re-extracted only when a text changes).
 - **Scores**: key-fact coverage (share of facts the summary states, judged by the LLM),
@@ -15,7 +12,6 @@ tierflow's summarize prompt, scored without reference summaries.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 import statistics
@@ -31,152 +27,18 @@ from tierflow.agents.prompting import render_messages
 from tierflow.agents.protocol import ChatModel, Completion, Message, Tier
 from tierflow.agents.tiers import Tiers
 from tierflow.errors import TierflowError
+from tierflow.evals.documents import DOCUMENTS_DIR, Document, digest
 from tierflow.evals.report import fmt, markdown_table
 
 __all__ = [
-    "DOCUMENTS_DIR",
-    "HOWTOS",
-    "prepare_documents",
-    "load_documents",
     "rouge_l",
     "sentences",
     "evaluate_summaries",
     "summaries_markdown",
+    "summaries_results",
 ]
 
-DOCUMENTS_DIR = Path(__file__).resolve().parent / "data" / "documents"
-HOWTO_SOURCES = Path("/usr/share/doc/python3.11/html/_sources/howto")
-HOWTOS = (
-    "annotations",
-    "clinic",
-    "curses",
-    "descriptor",
-    "isolating-extensions",
-    "pyporting",
-    "regex",
-    "sockets",
-    "sorting",
-    "argparse",
-)
-MAX_CHARS = 6000
-"""Each document is cut at a paragraph boundary below this (about 1,500 tokens), so that it
-fits the SLM's context with its prompt and summary; longer inputs are the batch job's work."""
-
 SUMMARY_TASK = "Summarize this document for a reader who has not seen it."
-
-
-# Documents ------------------------------------------------------------------------------
-def _rst_to_text(source: str) -> tuple[str, str | None, str]:
-    """(title, abstract, body) of a reStructuredText HOWTO, as plain text."""
-    lines = source.splitlines()
-    abstract: list[str] = []
-    body: list[str] = []
-    title = ""
-    in_abstract = False
-    for i, line in enumerate(lines):
-        if (
-            re.match(r"^\.\. topic:: Abstract", line)
-            or line.strip() == "Abstract"
-            and i + 1 < len(lines)
-            and set(lines[i + 1].strip()) <= set("=-*^~")
-        ):
-            in_abstract = True
-            continue
-        if in_abstract:
-            if line.strip() and not line.startswith((" ", "\t")) and not set(line.strip()) <= set("=-*^~"):
-                in_abstract = False
-            elif line.strip() and not set(line.strip()) <= set("=-*^~"):
-                abstract.append(line.strip())
-                continue
-            else:
-                continue
-        if re.match(r"^\s*\.\. ", line) or re.match(r"^:[A-Za-z][\w ]*:(\s|$)", line):
-            continue  # directives, labels, field lists (author, release)
-        if line.strip() and set(line.strip()) <= set("=-*^~#'\"`"):
-            continue  # section underlines
-        if not title and line.strip():
-            title = line.strip()
-        body.append(line)
-    return title, (_plain(" ".join(abstract)) or None), _plain("\n".join(body))
-
-
-def _plain(text: str) -> str:
-    """Inline reStructuredText markup as plain text."""
-    text = re.sub(r":[\w:]+:`~?([^`<]*?)(?:\s*<[^>]*>)?`", r"\1", text)  # :role:`text <target>`
-    text = re.sub(r"``([^`]*)``", r"\1", text)
-    text = re.sub(r"`([^`<]*?)(?:\s*<[^>]*>)?`_+", r"\1", text)
-    return re.sub(r"\n{3,}", "\n\n", text).strip()
-
-
-def _cut(text: str, limit: int) -> str:
-    if len(text) <= limit:
-        return text
-    cut = text.rfind("\n\n", 0, limit)
-    return text[: cut if cut > limit // 2 else limit].rstrip()
-
-
-def prepare_documents(source: Path = HOWTO_SOURCES, out: Path = DOCUMENTS_DIR) -> list[dict[str, Any]]:
-    """Convert the HOWTOs to the evaluation's plain-text documents and index them."""
-    if not source.is_dir():
-        raise TierflowError(
-            f"{source} does not exist",
-            hint="Install Debian's python3.11-doc (apt-get install python3.11-doc).",
-        )
-    out.mkdir(parents=True, exist_ok=True)
-    index = []
-    for name in HOWTOS:
-        title, abstract, body = _rst_to_text((source / f"{name}.rst.txt").read_text(encoding="utf-8"))
-        text = _cut(body, MAX_CHARS)
-        (out / f"{name}.txt").write_text(text + "\n", encoding="utf-8")
-        index.append(
-            {
-                "name": name,
-                "title": title,
-                "source": f"python3.11-doc: {source / (name + '.rst.txt')}",
-                "license": "PSF-2.0 (Python documentation)",
-                "abstract": abstract,
-                "chars": len(text),
-                "full_chars": len(body),
-            }
-        )
-    (out / "index.json").write_text(json.dumps(index, indent=1) + "\n", encoding="utf-8")
-    return index
-
-
-@dataclass(frozen=True)
-class Document:
-    name: str
-    title: str
-    text: str
-    abstract: str | None
-
-    @property
-    def digest(self) -> str:
-        return _digest(self.text)
-
-
-def _digest(*parts: str) -> str:
-    return hashlib.sha256("\x00".join(parts).encode()).hexdigest()[:16]
-
-
-def load_documents(directory: Path = DOCUMENTS_DIR) -> list[Document]:
-    try:
-        index = json.loads((directory / "index.json").read_text(encoding="utf-8"))
-        return [
-            Document(
-                e["name"],
-                e["title"],
-                (directory / f"{e['name']}.txt").read_text(encoding="utf-8").strip(),
-                e["abstract"],
-            )
-            for e in index
-        ]
-    except (OSError, json.JSONDecodeError, KeyError) as exc:
-        raise TierflowError(
-            f"the evaluation documents in {directory} cannot be read: {exc}",
-            hint="Recreate them with `tierflow eval summaries --prepare` (needs python3.11-doc).",
-        ) from None
-
 
 # Scores -----------------------------------------------------------------------------------
 _WORD = re.compile(r"\w+")
@@ -371,13 +233,13 @@ def evaluate_summaries(
             summary = completion.text.strip()
             key_facts = facts[document.name]
             covered = judgements.get_or(
-                f"coverage/{judge.name}/{_digest(*key_facts, summary)}",
+                f"coverage/{judge.name}/{digest(*key_facts, summary)}",
                 partial(judge_coverage, judge, key_facts, summary),
             )
             claims = sentences(summary)
             supported = (
                 judgements.get_or(
-                    f"faithfulness/{judge.name}/{_digest(document.text, *claims)}",
+                    f"faithfulness/{judge.name}/{digest(document.text, *claims)}",
                     partial(judge_faithfulness, judge, document, claims),
                 )
                 if claims

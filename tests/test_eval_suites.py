@@ -12,9 +12,10 @@ import pytest
 from tierflow.agents.confidence import ChoiceField, choice_field, rechoose
 from tierflow.evals.bench import orchestration_overhead
 from tierflow.evals.curve import Paired, calibrate, curve, split
+from tierflow.evals.documents import load_documents
 from tierflow.evals.readme import END, START, results_section
 from tierflow.evals.report import environment, record_policy
-from tierflow.evals.summaries import load_documents, rouge_l, sentences
+from tierflow.evals.summaries import rouge_l, sentences
 from tierflow.evals.tasks import load_tasks, passes
 from tierflow.tools.builtins import default_registry
 from tierflow.tools.schema import model_from_schema

@@ -1,0 +1,260 @@
+"""``tierflow eval ...``: evaluations and benchmarks; results go to ``evals/results/``."""
+
+from __future__ import annotations
+
+from functools import partial
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from tierflow.cli_support import (
+    JsonOption,
+    emit_json,
+    err,
+    fail,
+    out,
+    parse_tiers,
+    pull_progress,
+    settings,
+)
+from tierflow.errors import ConfigError, TierflowError
+from tierflow.settings import Settings, TierPolicy
+
+__all__ = ["eval_app"]
+
+eval_app = typer.Typer(no_args_is_help=True, help="Evaluations; results go to evals/results/.")
+
+PolicyOption = Annotated[
+    list[str],
+    typer.Option("--policy", help="slm | llm | tiered; repeat to compare several on the same items."),
+]
+OutOption = Annotated[Path | None, typer.Option("--out", help="Results directory (default: evals/results).")]
+
+
+def _policies(names: list[str]) -> dict[str, TierPolicy]:
+    return {name: parse_tiers(name, []) for name in (names or ["tiered"])}
+
+
+def _eval_store(conf: Settings, traces: Path | None) -> Any:
+    from tierflow.memory.traces import TraceStore
+
+    path = traces or conf.resolved_data_dir() / "eval-traces.db"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return TraceStore.from_url(f"sqlite:///{path}", secrets=conf.secrets()), path
+
+
+@eval_app.command("tools")
+def eval_tools(
+    suite: Annotated[str | None, typer.Option(help="bfcl:CATEGORY, e.g. bfcl:simple_python.")] = None,
+    cases: Annotated[Path | None, typer.Option(help="Your own cases: BFCL-format JSON lines.")] = None,
+    answers: Annotated[Path | None, typer.Option(help="Answers for --cases, if not inline.")] = None,
+    policy: PolicyOption = [],  # noqa: B006
+    limit: Annotated[int | None, typer.Option(min=1, help="Evaluate N cases drawn with --seed.")] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the --limit draw.")] = 0,
+    out_dir: OutOption = None,
+    traces: Annotated[Path | None, typer.Option(help="SQLite file for the items' traces.")] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Tool selection and argument extraction on BFCL (or your cases), scored by BFCL's checker."""
+    from tierflow.app import App
+    from tierflow.evals.report import RESULTS_DIR
+    from tierflow.evals.tool_suite import evaluate_tools, load_suite, sample, tools_markdown
+    from tierflow.render import EvalProgress
+
+    try:
+        name, loaded = load_suite(suite, cases, answers)
+        chosen = sample(loaded, limit, seed)
+        policies = _policies(policy)
+        conf = settings()
+        store, trace_path = _eval_store(conf, traces)
+        with App(conf, progress=pull_progress()) as tierflow_app, EvalProgress(err) as progress:
+            path, data = evaluate_tools(
+                name,
+                chosen,
+                tierflow_app.tiers,
+                policies,
+                store,
+                seed=seed,
+                out_dir=out_dir or RESULTS_DIR,
+                settings=conf.masked(),
+                on_item=progress.item,
+            )
+    except TierflowError as exc:
+        fail(exc)
+    if as_json:
+        emit_json({label: data["policies"][label]["metrics"] for label in policies})
+    else:
+        out.print(tools_markdown(data), markup=False)
+    err.print(f"[dim]results: {path} (items traced in {trace_path})[/]")
+
+
+@eval_app.command("confidence")
+def eval_confidence(
+    results: Annotated[
+        list[Path],
+        typer.Argument(help="Suite result files with slm and llm policies (default: BFCL's three)."),
+    ] = [],  # noqa: B006
+    out_dir: OutOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Calibrate the confidence threshold for escalation and draw the share/accuracy curve."""
+    from tierflow.evals.curve import confidence_markdown, confidence_report
+    from tierflow.evals.report import RESULTS_DIR, write_results
+
+    directory = out_dir or RESULTS_DIR
+    paths = results or [RESULTS_DIR / f"bfcl_{c}.json" for c in ("simple_python", "multiple", "irrelevance")]
+    try:
+        report = confidence_report(paths)
+    except TierflowError as exc:
+        fail(exc)
+    markdown = confidence_markdown(report)
+    write_results(directory / "confidence.json", report, markdown)
+    if as_json:
+        emit_json(report)
+    else:
+        out.print(markdown, markup=False)
+
+
+@eval_app.command("tasks")
+def eval_tasks(
+    policy: PolicyOption = [],  # noqa: B006
+    limit: Annotated[int | None, typer.Option(min=1, help="Run only the first N tasks.")] = None,
+    only: Annotated[str | None, typer.Option(help="Only tasks of this category.")] = None,
+    out_dir: OutOption = None,
+    traces: Annotated[Path | None, typer.Option(help="SQLite file for the runs' traces.")] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """The end-to-end task suite through the real task graph, checked by code."""
+    from tierflow.app import App
+    from tierflow.evals.report import RESULTS_DIR, environment, record_policy
+    from tierflow.evals.tasks import load_tasks, run_tasks, summarize_tasks, tasks_markdown
+    from tierflow.render import EvalProgress
+
+    try:
+        suite = load_tasks()
+        tasks = [t for t in suite.tasks if only is None or t.category == only][:limit]
+        if not tasks:
+            raise ConfigError(
+                f"no tasks of category {only!r}",
+                hint="Categories: " + ", ".join(sorted({t.category for t in suite.tasks})),
+            )
+        policies = _policies(policy)
+        conf = settings()
+        store, trace_path = _eval_store(conf, traces)
+        path = (out_dir or RESULTS_DIR) / "tasks.json"
+        with App(conf, progress=pull_progress()) as tierflow_app, EvalProgress(err) as progress:
+            tiers = tierflow_app.tiers
+            tiers.load(*{tier for p in policies.values() for tier in p.tiers_used()})
+            for label, chosen in policies.items():
+                items = run_tasks(
+                    suite,
+                    tasks,
+                    tiers,
+                    chosen,
+                    store,
+                    on_item=partial(progress.item, label, len(tasks)),
+                )
+                entry = {
+                    "policy": chosen.model_dump(),
+                    "task_ids": [t.id for t in tasks],
+                    "metrics": summarize_tasks(items),
+                    "environment": environment(conf.masked(), {"slm": tiers.slm.name, "llm": tiers.llm.name}),
+                    "items": [item.to_dict() for item in items],
+                }
+                data = record_policy(path, "tasks", "tasks", label, entry, tasks_markdown)
+    except TierflowError as exc:
+        fail(exc)
+    if as_json:
+        emit_json({label: data["policies"][label]["metrics"] for label in policies})
+    else:
+        out.print(tasks_markdown(data), markup=False)
+    err.print(f"[dim]results: {path} (runs traced in {trace_path})[/]")
+
+
+@eval_app.command("summaries")
+def eval_summaries(
+    limit: Annotated[int | None, typer.Option(min=1, help="Only the first N documents.")] = None,
+    prepare: Annotated[
+        bool, typer.Option("--prepare", help="Rebuild the documents from python3.11-doc first.")
+    ] = False,
+    out_dir: OutOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """SLM and LLM summaries of long documents: key-fact coverage, faithfulness, length, ROUGE-L."""
+    from tierflow.app import App
+    from tierflow.evals.documents import load_documents, prepare_documents
+    from tierflow.evals.report import RESULTS_DIR, environment, write_results
+    from tierflow.evals.summaries import evaluate_summaries, summaries_markdown, summaries_results
+    from tierflow.render import EvalProgress
+
+    try:
+        if prepare:
+            prepare_documents()
+        documents = load_documents()[:limit]
+        conf = settings()
+        with App(conf, progress=pull_progress()) as tierflow_app, EvalProgress(err) as progress:
+            tiers = tierflow_app.tiers
+            tiers.load()
+            scores = evaluate_summaries(tiers, documents, on_item=progress.item)
+            env = environment(conf.masked(), {"slm": tiers.slm.name, "llm": tiers.llm.name})
+        data = summaries_results(scores, documents, env)
+        path = (out_dir or RESULTS_DIR) / "summaries.json"
+        write_results(path, data, summaries_markdown(data))
+    except TierflowError as exc:
+        fail(exc)
+    if as_json:
+        emit_json(data["metrics"])
+    else:
+        out.print(summaries_markdown(data), markup=False)
+    err.print(f"[dim]results: {path}[/]")
+
+
+@eval_app.command("bench")
+def eval_bench(
+    runs: Annotated[int, typer.Option(min=5, help="Scripted task runs for the overhead measure.")] = 60,
+    out_dir: OutOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Benchmarks: orchestration overhead, SLM throughput, tool-selection latency, peak memory."""
+    from tierflow.app import model_file
+    from tierflow.evals import bench
+    from tierflow.evals.report import RESULTS_DIR, environment, write_results
+
+    try:
+        conf = settings()
+        slm_path = model_file(conf, conf.slm_model, "TIERFLOW_SLM_MODEL", pull_progress())
+        data: dict[str, Any] = {}
+        with err.status("orchestration overhead …"):
+            data["orchestration"] = bench.orchestration_overhead(runs)
+        with err.status("SLM throughput …"):
+            data["slm_throughput"] = bench.slm_throughput(slm_path, n_threads=conf.slm_threads)
+        with err.status("tool-selection latency …"):
+            data["selection"] = bench.selection_latency(slm_path, n_threads=conf.slm_threads)
+        with err.status("peak memory of a task run …"):
+            data["memory"] = bench.peak_memory()
+        data["environment"] = environment(
+            conf.masked(), {"slm": conf.slm_model, "llm": conf.embedded_llm_model}
+        )
+        path = (out_dir or RESULTS_DIR) / "bench.json"
+        write_results(path, data, bench.bench_markdown(data))
+    except TierflowError as exc:
+        fail(exc)
+    if as_json:
+        emit_json(data)
+    else:
+        out.print(bench.bench_markdown(data), markup=False)
+    err.print(f"[dim]results: {path}[/]")
+
+
+@eval_app.command("readme")
+def eval_readme(
+    readme: Annotated[Path, typer.Option(help="The README to update.")] = Path("README.md"),
+) -> None:
+    """Regenerate the README's results tables from evals/results/."""
+    from tierflow.evals.readme import update_readme
+
+    try:
+        update_readme(readme)
+    except TierflowError as exc:
+        fail(exc)
+    err.print(f"[dim]updated the results section of {readme}[/]")

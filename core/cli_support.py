@@ -1,0 +1,86 @@
+"""What every ``tierflow`` command shares: the consoles, settings read once, error exit,
+JSON output, tier-policy parsing and model-download progress."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Annotated, Any, NoReturn
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, DownloadColumn, Progress, TaskID, TextColumn
+from tierflow.errors import ConfigError, TierflowError
+from tierflow.settings import NODES, POLICY_PRESETS, Settings, TierPolicy, load_settings
+
+__all__ = [
+    "out",
+    "err",
+    "state",
+    "JsonOption",
+    "fail",
+    "settings",
+    "emit_json",
+    "parse_tiers",
+    "pull_progress",
+]
+
+# Piped output is read by people and scripts alike: do not squeeze it to 80 columns.
+out = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 160)
+err = Console(stderr=True, highlight=False, width=None if sys.stderr.isatty() else 160)
+
+state: dict[str, Any] = {}
+JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout.")]
+
+
+def fail(exc: TierflowError, code: int = 1) -> NoReturn:
+    err.print(f"[bold red]error:[/] {exc.message}", markup=True, highlight=False)
+    if exc.hint:
+        err.print(f"[dim]{exc.hint}[/]")
+    raise typer.Exit(code)
+
+
+def settings(**overrides: Any) -> Settings:
+    if "settings" not in state or overrides:
+        state["settings"] = load_settings(state.get("config_file"), **overrides)
+    result: Settings = state["settings"]
+    return result
+
+
+def emit_json(data: Any) -> None:
+    sys.stdout.write(json.dumps(data, ensure_ascii=False, indent=2, default=str) + "\n")
+
+
+def parse_tiers(preset: str, overrides: list[str]) -> TierPolicy:
+    configured = settings().policy
+    policy = TierPolicy.preset(preset) if preset != "settings" else configured
+    values = policy.model_dump()
+    values["min_confidence"] = configured.min_confidence  # a setting of its own, kept by every preset
+    for item in overrides:
+        node, sep, tier = item.partition("=")
+        if not sep or node not in NODES or tier not in POLICY_PRESETS:
+            raise ConfigError(
+                f"--tier {item!r} is not NODE=TIER",
+                hint=f"Nodes: {', '.join(NODES)}; tiers: slm, llm, tiered.",
+            )
+        values[node] = tier
+    return TierPolicy(**values)
+
+
+def pull_progress() -> Any:
+    """A progress callback that draws download and assembly bars on stderr."""
+    bars = Progress(
+        TextColumn("{task.description}"), BarColumn(), DownloadColumn(), console=err, transient=True
+    )
+    tasks: dict[str, TaskID] = {}
+
+    def progress(stage: str, done: int, total: int) -> None:
+        if stage not in tasks:
+            bars.start()
+            label = "downloading parts" if stage == "download" else "assembling"
+            tasks[stage] = bars.add_task(label, total=total or None)
+        bars.update(tasks[stage], completed=done, total=total or None)
+        if total and done >= total and stage == "assemble":
+            bars.stop()
+
+    return progress
