@@ -10,7 +10,7 @@ export CMAKE_BUILD_PARALLEL_LEVEL ?= $(shell nproc 2>/dev/null || echo 2)
 BFCL_EVAL ?= bfcl-eval==2026.3.23
 QUICK ?= 10
 
-.PHONY: setup models run test lint eval eval-full bench results-table clean
+.PHONY: setup models run demo browser test lint eval eval-full bench results-table clean
 
 setup: $(VENV)/.installed
 
@@ -25,11 +25,22 @@ models: setup
 	$(BIN)/tierflow models pull qwen2.5-coder-0.5b
 	$(BIN)/tierflow models pull qwen2.5-coder-1.5b
 
+# The task console on http://127.0.0.1:8501 (models load on first use, once per process).
 run: models
+	$(BIN)/tierflow ui
+
+# One task on the command line, then its trace.
+demo: models
 	$(BIN)/tierflow run "$(DEMO_TASK)"
 	$(BIN)/tierflow runs show last
 
-test: models lint
+# The console's end-to-end test drives Debian's Chromium (Playwright's own download is blocked here).
+browser:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  echo "installing chromium with apt-get (for the console's browser test)"; \
+	  apt-get update -qq && apt-get install -y -qq chromium; }
+
+test: models browser lint
 	$(BIN)/python -m pytest
 
 lint: setup

@@ -11,6 +11,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import logging
+import queue
 import signal
 import socket
 import subprocess
@@ -19,7 +20,9 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +49,40 @@ def _die_with_parent() -> None:  # runs in the child between fork and exec
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
     except OSError:
         pass
+
+
+class _Spawner:
+    """Starts child processes from one long-lived thread.
+
+    ``PR_SET_PDEATHSIG`` fires when the *thread* that forked the child ends, not the process:
+    a server started from a short-lived thread (a Streamlit script run, a worker) would be
+    killed when that thread returns. This daemon thread lives as long as the process.
+    """
+
+    def __init__(self) -> None:
+        self._requests: queue.Queue[tuple[Callable[[], Any], Future[Any]]] = queue.Queue()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+
+    def _serve(self) -> None:
+        while True:
+            call, future = self._requests.get()
+            try:
+                future.set_result(call())
+            except BaseException as exc:  # handed to the caller
+                future.set_exception(exc)
+
+    def run(self, call: Callable[[], Any]) -> Any:
+        with self._lock:
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._serve, name="tierflow-spawner", daemon=True)
+                self._thread.start()
+        future: Future[Any] = Future()
+        self._requests.put((call, future))
+        return future.result()
+
+
+_spawner = _Spawner()
 
 
 class EmbeddedServer:
@@ -108,12 +145,15 @@ class EmbeddedServer:
             self.log_path.parent.mkdir(parents=True, exist_ok=True)
             log.info("starting the embedded LLM server (%s) on %s", self.alias, self.base_url)
             with self.log_path.open("ab") as log_file:
-                self._process = subprocess.Popen(
-                    command,
-                    stdout=log_file,
-                    stderr=subprocess.STDOUT,
-                    stdin=subprocess.DEVNULL,
-                    preexec_fn=_die_with_parent if sys.platform == "linux" else None,
+                self._process = _spawner.run(
+                    partial(
+                        subprocess.Popen,
+                        command,
+                        stdout=log_file,
+                        stderr=subprocess.STDOUT,
+                        stdin=subprocess.DEVNULL,
+                        preexec_fn=_die_with_parent if sys.platform == "linux" else None,
+                    )
                 )
             atexit.register(self.stop)
             self._wait_healthy()
@@ -174,8 +214,13 @@ class EmbeddedLLM:
         self._timeout = timeout
         self._seed = seed
         self._model: OpenAIChatModel | None = None
+        self._lock = threading.Lock()
 
     def _client_model(self) -> OpenAIChatModel:
+        with self._lock:  # a second thread waits until the server answers, then shares it
+            return self._client_model_locked()
+
+    def _client_model_locked(self) -> OpenAIChatModel:
         if self._model is None or not self.server.running:
             import openai
 

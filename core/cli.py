@@ -220,6 +220,44 @@ def models_pull(
     out.print(str(path))
 
 
+@app.command()
+def ui(
+    host: Annotated[
+        str | None, typer.Option(help="Address to bind (default 127.0.0.1: this machine only).")
+    ] = None,
+    port: Annotated[int | None, typer.Option(min=1, max=65535, help="Port (default 8501).")] = None,
+) -> None:
+    """Serve the task console (Streamlit) and print its address."""
+    import os
+    import subprocess
+
+    import tierflow.ui
+
+    try:
+        conf = settings()
+    except TierflowError as exc:
+        fail(exc)
+    address, number = host or conf.ui_host, port or conf.ui_port
+    if address not in ("127.0.0.1", "localhost", "::1"):
+        err.print(f"[yellow]warning:[/] the console will be reachable from other machines on {address}.")
+    script = Path(tierflow.ui.__file__).parent / "app.py"
+    env = dict(os.environ)
+    if state.get("config_file"):
+        env["TIERFLOW_CONFIG"] = str(Path(state["config_file"]).resolve())
+    command = [
+        sys.executable, "-m", "streamlit", "run", str(script),
+        "--server.address", address, "--server.port", str(number), "--server.headless", "true",
+        "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none",
+        "--client.toolbarMode", "minimal", "--global.developmentMode", "false",
+    ]  # fmt: skip
+    err.print(f"tierflow console on http://{address}:{number} (Ctrl-C stops it)")
+    try:
+        code = subprocess.run(command, env=env, check=False).returncode
+    except KeyboardInterrupt:
+        code = 0
+    raise typer.Exit(code)
+
+
 def main() -> None:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # lets runs close their trace
     try:

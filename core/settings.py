@@ -110,6 +110,12 @@ class Settings(BaseSettings):
     workspace: Path | None = Field(None, description="tools' sandbox; default: current directory")
     policy: TierPolicy = Field(default_factory=TierPolicy)
     max_steps: int = Field(6, ge=1, le=50)
+    # What the console's cost view prices LLM tokens at (US$ per million tokens).
+    llm_price_prompt_per_mtok: float = Field(2.5, ge=0)
+    llm_price_completion_per_mtok: float = Field(10.0, ge=0)
+    # The console (``tierflow ui``): loopback only unless told otherwise.
+    ui_host: str = "127.0.0.1"
+    ui_port: int = Field(8501, ge=1, le=65535)
     summarize_over_chars: int = Field(1200, ge=100)
 
     @classmethod

@@ -71,6 +71,7 @@ def ask(
         "model": model.name,
         "messages": list(messages),
         "output_schema": schema,
+        "max_tokens": max_tokens,
     }
     try:
         completion = model.complete(messages, schema=schema, max_tokens=max_tokens)

@@ -89,8 +89,11 @@ class TaskRunner:
         *,
         policy: TierPolicy | None = None,
         on_event: Callable[[Event], None] | None = None,
+        max_steps: int | None = None,
     ) -> RunResult:
-        """Run ``task``; tier and model failures come back as a ``failed`` result."""
+        """Run ``task``; tier and model failures come back as a ``failed`` result.
+
+        ``max_steps`` caps the plan's steps for this run (the runner's default otherwise)."""
         text = check_task(task)
         chosen = policy or self.policy
         run_id = self.store.start_run(
@@ -101,17 +104,18 @@ class TaskRunner:
             settings=self._settings_snapshot,
         )
         recorder = RunRecorder(self.store, run_id, on_event=on_event)
+        steps = max_steps or self.max_steps
         context = TaskContext(
             tiers=self.tiers,
             tools=self.tools,
             policy=chosen,
             recorder=recorder,
-            max_steps=self.max_steps,
+            max_steps=steps,
             summarize_over_chars=self.summarize_over_chars,
         )
         config: RunnableConfig = {
             "configurable": {"thread_id": run_id},
-            "recursion_limit": 12 + 10 * self.max_steps,
+            "recursion_limit": 12 + 10 * steps,
         }
         result = RunResult(run_id, "interrupted", error="the run was interrupted")
         recorder.emit("run_started", task=text)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from sqlalchemy import Connection, text
+from sqlalchemy import Connection, inspect, text
 from sqlalchemy.engine import Engine
 from sqlmodel import SQLModel
 from tierflow.memory import tables
@@ -19,15 +19,24 @@ def _m001_initial(connection: Connection) -> None:
     )
 
 
+def _add_column(connection: Connection, table: str, column: str, sql_type: str) -> None:
+    columns = {column["name"] for column in inspect(connection).get_columns(table)}
+    if column not in columns:  # a database created by m001 of a later release already has it
+        connection.execute(text(f"ALTER TABLE {table} ADD COLUMN {column} {sql_type}"))
+
+
 def _m002_model_call_confidence(connection: Connection) -> None:
-    columns = {row[1] for row in connection.execute(text("PRAGMA table_info(model_calls)"))}
-    if "confidence" not in columns:  # a database created by m001 of this release already has it
-        connection.execute(text("ALTER TABLE model_calls ADD COLUMN confidence FLOAT"))
+    _add_column(connection, "model_calls", "confidence", "FLOAT")
+
+
+def _m003_model_call_max_tokens(connection: Connection) -> None:
+    _add_column(connection, "model_calls", "max_tokens", "INTEGER")
 
 
 MIGRATIONS: list[tuple[str, Callable[[Connection], None]]] = [
     ("m001_initial", _m001_initial),
     ("m002_model_call_confidence", _m002_model_call_confidence),
+    ("m003_model_call_max_tokens", _m003_model_call_max_tokens),
 ]
 
 

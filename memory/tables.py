@@ -65,6 +65,7 @@ class ModelCall(SQLModel, table=True):
     latency_ms: float = 0.0
     finish_reason: str | None = None
     confidence: float | None = None
+    max_tokens: int | None = None
     escalated: bool = False
     escalation_reason: str | None = Field(default=None, sa_column=Column(Text))
     error: str | None = Field(default=None, sa_column=Column(Text))

@@ -61,6 +61,11 @@ class RunSummary:
     llm_prompt_tokens: int
     llm_completion_tokens: int
     escalations: int
+    graph: str = "task"
+    policy: dict[str, Any] | None = None
+    parent_run_id: str | None = None
+    slm_prompt_tokens: int = 0
+    slm_completion_tokens: int = 0
 
     @property
     def slm_share(self) -> float | None:
@@ -149,6 +154,13 @@ class TraceStore:
                 call.escalated, call.escalation_reason = True, self.scrub(reason)
                 session.commit()
 
+    def get_model_call(self, call_id: int) -> dict[str, Any]:
+        with Session(self.engine) as session:
+            call = session.get(ModelCall, call_id)
+        if call is None:
+            raise RunNotFoundError(f"no model call {call_id}")
+        return _model_call(call)
+
     def record_tool_call(self, **fields: Any) -> int:
         row: ToolCall = self._add(ToolCall(**self.scrub(fields)))
         assert row.id is not None
@@ -174,11 +186,26 @@ class TraceStore:
             )
         raise RunNotFoundError(f"{run_id!r} matches several runs", hint="Give more characters of the run id.")
 
-    def list_runs(self, *, limit: int = 20, status: str | None = None) -> list[RunSummary]:
+    def list_runs(
+        self,
+        *,
+        limit: int = 20,
+        status: str | None = None,
+        search: str | None = None,
+        graph: str | None = None,
+        since: datetime | None = None,
+    ) -> list[RunSummary]:
+        """Runs newest first; ``search`` matches the task text (any case), ``since`` the start."""
         with Session(self.engine) as session:
             query = select(Run).order_by(col(Run.created_at).desc()).limit(limit)
             if status:
                 query = query.where(Run.status == status)
+            if search:
+                query = query.where(func.lower(Run.task).contains(search.lower()))
+            if graph:
+                query = query.where(Run.graph == graph)
+            if since is not None:
+                query = query.where(col(Run.created_at) >= since)
             runs = session.exec(query).all()
             ids = [run.id for run in runs]
             calls = session.exec(select(ModelCall).where(col(ModelCall.run_id).in_(ids))).all()
@@ -270,11 +297,18 @@ def _summary(run: Run, calls: list[ModelCall]) -> RunSummary:
         llm_prompt_tokens=sum(c.prompt_tokens for c in llm),
         llm_completion_tokens=sum(c.completion_tokens for c in llm),
         escalations=sum(1 for c in calls if c.escalated),
+        graph=run.graph,
+        policy=run.policy,
+        parent_run_id=run.parent_run_id,
+        slm_prompt_tokens=sum(c.prompt_tokens for c in calls if c.tier == "slm"),
+        slm_completion_tokens=sum(c.completion_tokens for c in calls if c.tier == "slm"),
     )
 
 
 def _model_call(call: ModelCall) -> dict[str, Any]:
     return {
+        "id": call.id,
+        "run_id": call.run_id,
         "node": call.node,
         "tier": call.tier,
         "model": call.model,
@@ -283,6 +317,7 @@ def _model_call(call: ModelCall) -> dict[str, Any]:
         "latency_ms": round(call.latency_ms, 1),
         "finish_reason": call.finish_reason,
         "confidence": call.confidence,
+        "max_tokens": call.max_tokens,
         "escalated": call.escalated,
         "escalation_reason": call.escalation_reason,
         "error": call.error,

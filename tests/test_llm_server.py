@@ -2,6 +2,8 @@
 
 import json
 import socket
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -84,3 +86,33 @@ def test_a_rejected_response_format_points_at_the_setting(server: EmbeddedServer
     with pytest.raises(LLMUnavailableError, match="failed the request") as info:
         model.complete([{"role": "user", "content": "Pick one."}], schema=CHOICE, max_tokens=20)
     assert "TIERFLOW_LLM_RESPONSE_FORMAT=llamacpp" in info.value.hint
+
+
+def test_concurrent_first_calls_share_one_server_that_outlives_their_threads(
+    slm_path: Path, tmp_path: Path
+) -> None:
+    """Threads that come and go (Streamlit sessions) start the server once; it survives them."""
+    server = EmbeddedServer(slm_path, alias="shared", log_path=tmp_path / "log", n_ctx=1024, n_threads=2)
+    llm = EmbeddedLLM(server)
+    replies: list[str] = []
+    errors: list[BaseException] = []
+
+    def ask() -> None:
+        try:
+            replies.append(llm.complete([{"role": "user", "content": "Say hi."}], max_tokens=4).text)
+        except BaseException as exc:  # noqa: BLE001 - reported by the assertion below
+            errors.append(exc)
+
+    try:
+        threads = [threading.Thread(target=ask) for _ in range(2)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=300)
+        assert not errors and len(replies) == 2
+        pid = server._process.pid if server._process else None
+        time.sleep(1.0)  # the threads that started it are gone
+        assert server.running and server._process is not None and server._process.pid == pid
+        assert llm.complete([{"role": "user", "content": "Again."}], max_tokens=4).completion_tokens > 0
+    finally:
+        llm.close()

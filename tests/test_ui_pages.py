@@ -1,0 +1,196 @@
+"""Every console page under Streamlit's AppTest, on scripted tiers and a real SQLite trace
+store (the browser test in test_ui_browser.py drives the real server and models)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from langgraph.checkpoint.memory import InMemorySaver
+from streamlit.testing.v1 import AppTest
+from tierflow.agents.scripted import ScriptedModel
+from tierflow.agents.tiers import Tiers
+from tierflow.app import App
+from tierflow.settings import load_settings
+from tierflow.tools.builtins import default_registry
+from tierflow.ui.graph import node_tiers, run_graph_dot
+from tierflow.ui.resources import SESSION_KEY
+from tierflow.ui.views import timeline_chart
+
+from tests.scripted import ANSWER, EXTRACT, PLAN, SELECT
+
+APP = str(Path(__file__).parents[1] / "ui" / "app.py")
+INJECTION = "<b>bold</b> <script>alert('x')</script> **not bold**"
+
+
+def scripted(runs: int = 3, answer: str = "395") -> Tiers:
+    llm = {
+        PLAN: [{"steps": ["compute 17 * 23 + 4"], "answer": ""}] * runs,
+        SELECT: [{"tool": "calculator"}] * runs,
+    }
+    slm = {
+        SELECT: [{"tool": "nonexistent"}] * runs,  # rejected: escalates select_tool to the LLM
+        EXTRACT: [{"expression": "17 * 23 + 4"}] * runs,
+        ANSWER: [answer] * runs,
+    }
+    return Tiers(
+        ScriptedModel(tier="slm", name="tiny", by_node=slm),
+        ScriptedModel(tier="llm", name="big", by_node=llm),
+    )
+
+
+@pytest.fixture
+def app(tmp_path: Path) -> App:
+    tierflow_app = App(load_settings(workspace=tmp_path))
+    tierflow_app.__dict__.update(
+        tiers=scripted(),
+        tools=default_registry(tmp_path),
+        checkpointer=InMemorySaver(),
+    )
+    return tierflow_app
+
+
+def page(app: App, path: str | None = None, **query: str) -> AppTest:
+    at = AppTest.from_file(APP, default_timeout=60)
+    at.session_state[SESSION_KEY] = app
+    for key, value in query.items():
+        at.query_params[key] = value
+    at.run()
+    if path is not None:
+        at.switch_page(path)
+        at.run()
+    assert not at.exception, at.exception
+    return at
+
+
+def texts(at: AppTest) -> str:
+    return "\n".join([t.value for t in at.text] + [c.value for c in at.code] + [m.value for m in at.markdown])
+
+
+def run_task(app: App, task: str) -> str:
+    return app.runner.run(task).run_id
+
+
+def test_run_a_task_shows_steps_status_and_answer(app: App) -> None:
+    at = page(app)
+    at.text_area[0].input("What is 17 * 23 + 4?")
+    at.button[0].click()  # the form's Run button
+    at.run()
+    assert not at.exception, at.exception
+    shown = texts(at)
+    assert "395" in shown and "calculator" in shown
+    assert any("succeeded" in s.label and "1 escalated" in s.label for s in at.status)
+    (run,) = app.store.list_runs()
+    assert run.status == "succeeded" and run.escalations == 1
+
+
+def test_an_empty_task_is_refused_with_a_message(app: App) -> None:
+    at = page(app)
+    at.text_area[0].input("   ")
+    at.button[0].click()
+    at.run()
+    assert at.error and "empty" in at.error[0].value.lower()
+    assert app.store.list_runs() == []
+
+
+def test_runs_page_lists_and_filters(app: App) -> None:
+    run_task(app, "What is 17 * 23 + 4?")
+    run_task(app, "Multiply 17 by 23, add 4")
+    at = page(app, "pages/runs.py")
+    frame = at.dataframe[0].value
+    assert len(frame) == 2 and set(frame["status"]) == {"succeeded"} and set(frame["policy"]) == {"tiered"}
+    at.text_input[0].input("multiply")
+    at.run()
+    assert list(at.dataframe[0].value["task"]) == ["Multiply 17 by 23, add 4"]
+    at.multiselect[0].select("failed")
+    at.run()
+    assert not at.dataframe and at.info
+
+
+def test_run_detail_shows_graph_timeline_and_calls(app: App) -> None:
+    run_id = run_task(app, "What is 17 * 23 + 4?")
+    at = page(app, "pages/run_detail.py", run=run_id)
+    assert at.selectbox[0].value == run_id
+    labels = [e.label for e in at.expander]
+    assert any(label.startswith("select_tool · SLM") and "escalated" in label for label in labels)
+    assert any(label.startswith("plan · LLM") for label in labels)
+    shown = texts(at)
+    assert "unknown_tool" in shown  # the escalation reason
+    assert "17 * 23 + 4" in shown  # the tool call's arguments
+
+
+def test_replay_on_the_other_tier_is_stored_and_linked(app: App) -> None:
+    run_id = run_task(app, "What is 17 * 23 + 4?")
+    app.tiers.llm._by_node[ANSWER] = ["three hundred ninety-five"]  # type: ignore[attr-defined]
+    at = page(app, "pages/run_detail.py", run=run_id)
+    keys = [b.key for b in at.button if b.label == "Replay this call on the LLM"]
+    at.button(keys[-1]).click()  # the last SLM call: answer
+    at.run()
+    assert not at.exception, at.exception
+    replays = app.store.list_runs(graph="replay")
+    assert len(replays) == 1 and replays[0].parent_run_id == run_id
+    assert "three hundred ninety-five" in texts(at)
+
+
+def test_cost_page_counts_avoided_tokens(app: App) -> None:
+    run_task(app, "What is 17 * 23 + 4?")
+    at = page(app, "pages/costs.py")
+    metrics = {m.label: m.value for m in at.metric}
+    # plan (LLM), select_tool (SLM, escalated), select_tool (LLM), extract_args (SLM), answer (SLM)
+    assert metrics["SLM share of calls"] == "60%"
+    assert int(metrics["LLM tokens used"].replace(",", "")) > 0
+    assert int(metrics["LLM tokens avoided"].replace(",", "")) > 0
+
+
+def test_compare_page_needs_two_runs_then_shows_both(app: App) -> None:
+    at = page(app, "pages/compare.py")
+    assert at.info
+    run_task(app, "What is 17 * 23 + 4?")
+    run_task(app, "Compute 17 * 23 + 4 please")
+    at = page(app, "pages/compare.py")
+    assert len(at.dataframe) == 2
+    assert "Compute 17 * 23 + 4 please" in texts(at) and "What is 17 * 23 + 4?" in texts(at)
+
+
+def test_evaluations_page_reads_result_files(app: App, tmp_path: Path) -> None:
+    at = page(app, "pages/evals.py", results=str(tmp_path / "nothing"))
+    assert at.info
+    at = page(app, "pages/evals.py")  # the committed results
+    assert at.dataframe
+
+
+def test_model_output_and_task_text_are_never_rendered_as_html(app: App) -> None:
+    app.__dict__["tiers"] = scripted(answer=INJECTION)
+    run_id = run_task(app, f"Echo {INJECTION}")
+    for path in ("pages/run_detail.py", "pages/runs.py", "pages/compare.py"):
+        at = page(app, path, run=run_id)
+        for markdown in at.markdown:
+            assert "<script>" not in markdown.value and "<b>" not in markdown.value
+    at = page(app, "pages/run_detail.py", run=run_id)
+    assert INJECTION in [t.value for t in at.text]  # shown literally, as text
+
+
+def test_graph_dot_colours_nodes_by_the_tier_that_served_them(app: App) -> None:
+    trace = app.store.get_run(run_task(app, "What is 17 * 23 + 4?"))
+    assert node_tiers(trace) == {
+        "plan": "llm",
+        "select_tool": "both",
+        "extract_args": "slm",
+        "act": "tool",
+        "answer": "slm",
+    }
+    dot = run_graph_dot(trace)
+    assert dot.startswith("digraph run {") and dot.rstrip().endswith("}")
+    assert '"select_tool" [label="select_tool\\nboth ×2"' in dot
+    assert '"summarize" [label="summarize", fillcolor="#cfd8dc"' in dot  # not visited
+    assert '"plan" -> "plan" [style=dashed, label="retry on LLM"]' in dot
+
+
+def test_timeline_has_a_bar_per_step(app: App) -> None:
+    trace = app.store.get_run(run_task(app, "What is 17 * 23 + 4?"))
+    chart = timeline_chart(trace)
+    assert chart is not None
+    rows = chart.data.to_dict("records")  # type: ignore[union-attr]
+    assert [row["step"].split()[-1] for row in rows] == [step["node"] for step in trace["steps"]]
+    assert all(row["end_s"] >= row["start_s"] >= 0 for row in rows)
+    assert [row["tier"] for row in rows] == ["llm", "slm", "llm", "slm", "tool", "slm"]  # select escalated

@@ -1,0 +1,117 @@
+"""Evaluation results from evals/results/, as tables and charts (if present)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import altair as alt
+import pandas as pd
+import streamlit as st
+from tierflow.evals.report import RESULTS_DIR, ordered_policies
+from tierflow.evals.tool_suite import TOOLS_HEADERS, tools_rows
+
+st.title("Evaluations")
+directory = Path(st.query_params.get("results") or RESULTS_DIR)
+st.caption(f"From {directory}. Produce them with `make eval`, `make eval-full` and `make bench`.")
+
+
+def load(name: str) -> dict[str, Any]:
+    try:
+        data = json.loads((directory / name).read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+suites = sorted(p.name for p in directory.glob("bfcl_*.json")) if directory.is_dir() else []
+if not suites and not (directory / "tasks.json").exists():
+    st.info("No evaluation results yet.")
+    st.stop()
+
+if suites:
+    st.subheader("Tool calls (BFCL)")
+    rows = []
+    for name in suites:
+        data = load(name)
+        rows += [[data.get("suite", name), *row] for row in tools_rows(data)]
+    frame = pd.DataFrame(rows, columns=["suite", *TOOLS_HEADERS])
+    st.dataframe(frame, hide_index=True, width="stretch")
+    accuracy = frame.assign(accuracy_pct=frame["accuracy"].str.rstrip("%").astype(float))
+    st.altair_chart(
+        alt.Chart(accuracy)
+        .mark_bar()
+        .encode(
+            x=alt.X("policy:N", sort=["slm", "tiered", "llm"], title=None),
+            y=alt.Y("accuracy_pct:Q", title="accuracy %"),
+            color=alt.Color("policy:N", sort=["slm", "tiered", "llm"]),
+            column=alt.Column("suite:N", title=None),
+        ),
+    )
+
+confidence = load("confidence.json")
+if confidence:
+    st.subheader("Confidence routing")
+    test = confidence["test"]
+    chosen, items = test["at_threshold"], confidence["items"]
+    pct = {key: f"{100 * value['accuracy']:.1f}%" for key, value in test.items() if key != "per_suite"}
+    st.caption(
+        f"Threshold {confidence['threshold']:.2f}, chosen on {items['calibration']} items, measured on "
+        f"{items['test']}: SLM share {100 * chosen['slm_share']:.0f}%, accuracy {pct['at_threshold']} "
+        f"(all-LLM {pct['all_llm']}, all-SLM {pct['all_slm']})."
+    )
+    curve = pd.DataFrame(confidence["curve_test"])
+    long = pd.concat(
+        [
+            curve.assign(routing="by confidence", acc=curve["accuracy"]),
+            curve.assign(routing="random, same share", acc=curve["random_routing_accuracy"]),
+        ]
+    )
+    st.altair_chart(
+        alt.Chart(long)
+        .mark_line(point=True)
+        .encode(
+            x=alt.X("slm_share:Q", title="share of items kept on the SLM", axis=alt.Axis(format="%")),
+            y=alt.Y("acc:Q", title="accuracy", axis=alt.Axis(format="%"), scale=alt.Scale(zero=False)),
+            color="routing:N",
+            tooltip=["threshold", "slm_share", "acc"],
+        ),
+        width="stretch",
+    )
+
+tasks = load("tasks.json")
+if tasks.get("policies"):
+    st.subheader("End-to-end tasks")
+    task_rows: list[dict[str, Any]] = []
+    for label in ordered_policies(tasks["policies"]):
+        metrics = tasks["policies"][label]["metrics"]
+        task_rows.append(
+            {
+                "policy": label,
+                "tasks": metrics["tasks"],
+                "success": metrics["success_rate"],
+                "SLM share": metrics["slm_share"],
+                "LLM tokens / task": metrics["llm_tokens_per_task"],
+                "seconds / task": (metrics["wall_ms_mean"] or 0) / 1000,
+                **{f"{k}": v for k, v in metrics["success_by_category"].items()},
+            }
+        )
+    st.dataframe(pd.DataFrame(task_rows), hide_index=True, width="stretch")
+
+summaries = load("summaries.json")
+if summaries.get("metrics"):
+    st.subheader("Summaries")
+    st.dataframe(pd.DataFrame(summaries["metrics"]).T, width="stretch")
+
+bench = load("bench.json")
+if bench:
+    st.subheader("Benchmarks")
+    st.json(
+        {
+            key: bench[key]
+            for key in ("orchestration", "slm_throughput", "selection", "memory")
+            if key in bench
+        },
+        expanded=False,
+    )

@@ -1,0 +1,193 @@
+"""Pieces the console's pages share. Model output and task text are always shown as text
+(``st.text``, ``st.code``, ``st.json``, data frames), never as Markdown or HTML, so a task
+that contains HTML or Markdown shows up literally."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from typing import Any
+
+import altair as alt
+import pandas as pd
+import streamlit as st
+from tierflow.memory.traces import RunSummary
+from tierflow.ui.graph import TIER_COLOURS
+
+__all__ = [
+    "policy_label",
+    "runs_frame",
+    "run_options",
+    "tier_badges",
+    "show_model_call",
+    "show_tool_call",
+    "timeline_chart",
+    "cost_of",
+]
+
+_BADGE = {"slm": ":green-badge[SLM]", "llm": ":violet-badge[LLM]"}
+STATUS_BADGE = {
+    "succeeded": ":green-badge[succeeded]",
+    "failed": ":red-badge[failed]",
+    "interrupted": ":orange-badge[interrupted]",
+    "running": ":blue-badge[running]",
+}
+
+
+def policy_label(policy: dict[str, Any] | None) -> str:
+    """``slm``, ``llm`` or ``tiered`` for the presets, ``custom`` otherwise."""
+    if not policy:
+        return "–"
+    choices = {value for key, value in policy.items() if key != "min_confidence"}
+    if choices == {"slm"} or choices == {"llm"}:
+        return str(choices.pop())
+    defaults = {
+        "plan": "llm",
+        "select_tool": "tiered",
+        "extract_args": "tiered",
+        "summarize": "tiered",
+        "answer": "tiered",
+    }
+    return "tiered" if all(policy.get(k) == v for k, v in defaults.items()) else "custom"
+
+
+def runs_frame(runs: list[RunSummary]) -> pd.DataFrame:
+    return pd.DataFrame(
+        [
+            {
+                "run": run.id,
+                "started": run.created_at,
+                "status": run.status,
+                "policy": policy_label(run.policy),
+                "task": run.task,
+                "SLM share": run.slm_share,
+                "LLM tokens": run.llm_prompt_tokens + run.llm_completion_tokens,
+                "escalations": run.escalations,
+                "seconds": (run.duration_ms or 0) / 1000,
+            }
+            for run in runs
+        ],
+        columns=[
+            "run",
+            "started",
+            "status",
+            "policy",
+            "task",
+            "SLM share",
+            "LLM tokens",
+            "escalations",
+            "seconds",
+        ],
+    )
+
+
+def run_options(runs: list[RunSummary]) -> dict[str, str]:
+    """run id -> a one-line label for select boxes (labels are plain text there)."""
+    return {run.id: f"{run.id[:8]} · {run.status} · {' '.join(run.task.split())[:70]}" for run in runs}
+
+
+def tier_badges(tiers: list[str]) -> str:
+    """Markdown badges for tiers; only our own fixed labels ever go through Markdown."""
+    return " ".join(_BADGE.get(tier, "") for tier in tiers)
+
+
+def _messages_text(messages: list[dict[str, Any]]) -> str:
+    return "\n\n".join(f"[{m.get('role')}]\n{m.get('content')}" for m in messages)
+
+
+def show_model_call(call: dict[str, Any], *, key: str, expanded: bool = False) -> None:
+    tokens = f"{call['prompt_tokens']} → {call['completion_tokens']} tokens"
+    seconds = f"{call['latency_ms'] / 1000:.2f} s"
+    title = f"{call['node']} · {call['tier'].upper()} · {call['model']} · {tokens} · {seconds}"
+    if call.get("escalated"):
+        title += " · escalated"
+    with st.expander(title, expanded=expanded):
+        if call.get("escalated") or call.get("error"):
+            st.caption("Escalation reason" if call.get("escalated") else "Error")
+            st.code(call.get("escalation_reason") or call.get("error") or "", language=None, wrap_lines=True)
+        columns = st.columns(4)
+        columns[0].metric("prompt tokens", call["prompt_tokens"])
+        columns[1].metric("completion tokens", call["completion_tokens"])
+        columns[2].metric("latency", f"{call['latency_ms'] / 1000:.2f} s")
+        confidence = call.get("confidence")
+        columns[3].metric("confidence", f"{confidence:.2f}" if confidence is not None else "–")
+        st.caption("Prompt (exact messages)")
+        st.code(_messages_text(call.get("messages") or []), language=None, wrap_lines=True)
+        if call.get("output_schema"):
+            st.caption("Output schema (grammar)")
+            st.json(call["output_schema"], expanded=False)
+        st.caption(f"Raw output (finish: {call.get('finish_reason') or '–'})")
+        st.code(call.get("raw_output") or "", language=None, wrap_lines=True)
+        st.caption("Parsed output")
+        if isinstance(call.get("parsed"), dict | list):
+            st.json(call["parsed"])
+        else:
+            st.code("" if call.get("parsed") is None else str(call["parsed"]), language=None, wrap_lines=True)
+
+
+def show_tool_call(call: dict[str, Any]) -> None:
+    st.caption(f"tool {call['tool']} · {call['latency_ms']:.0f} ms")
+    st.code(json.dumps(call["arguments"], ensure_ascii=False, indent=1), language="json")
+    st.code(
+        call["error"] if call.get("error") else (call.get("result") or ""), language=None, wrap_lines=True
+    )
+
+
+def _parse_time(value: str | None) -> datetime | None:
+    return datetime.fromisoformat(value.replace("Z", "+00:00")) if value else None
+
+
+def timeline_chart(trace: dict[str, Any]) -> alt.Chart | None:
+    """One bar per step from its start to its end, coloured by the tier that served it."""
+    started = _parse_time(trace.get("created_at"))
+    rows = []
+    for step in trace["steps"]:
+        begin = _parse_time(step.get("started_at"))
+        if started is None or begin is None or step.get("duration_ms") is None:
+            continue
+        offset = (begin - started).total_seconds()
+        tiers = {call["tier"] for call in step["model_calls"]}
+        rows.append(
+            {
+                "step": f"{step['seq']:>2} {step['node']}",
+                "start_s": offset,
+                "end_s": offset + step["duration_ms"] / 1000,
+                "tier": ("both" if len(tiers) > 1 else next(iter(tiers))) if tiers else "tool",
+            }
+        )
+    if not rows:
+        return None
+    domain = list(TIER_COLOURS)
+    chart: alt.Chart = (
+        alt.Chart(pd.DataFrame(rows))
+        .mark_bar()
+        .encode(
+            y=alt.Y("step:N", sort=None, title=None),
+            x=alt.X("start_s:Q", title="seconds since the run started"),
+            x2="end_s:Q",
+            color=alt.Color(
+                "tier:N", scale=alt.Scale(domain=domain, range=[TIER_COLOURS[d] for d in domain])
+            ),
+            tooltip=[
+                "step",
+                "tier",
+                alt.Tooltip("start_s:Q", format=".2f"),
+                alt.Tooltip("end_s:Q", format=".2f"),
+            ],
+        )
+    )
+    return chart
+
+
+def cost_of(summary: RunSummary, prompt_price: float, completion_price: float) -> dict[str, float]:
+    """LLM tokens used and those the SLM served instead, in tokens and dollars (prices per
+    million tokens). The avoided figure assumes the LLM would have read and written about as
+    many tokens as the SLM did for the same calls."""
+    used = summary.llm_prompt_tokens * prompt_price + summary.llm_completion_tokens * completion_price
+    avoided = summary.slm_prompt_tokens * prompt_price + summary.slm_completion_tokens * completion_price
+    return {
+        "llm_tokens": summary.llm_prompt_tokens + summary.llm_completion_tokens,
+        "avoided_tokens": summary.slm_prompt_tokens + summary.slm_completion_tokens,
+        "cost": used / 1e6,
+        "avoided_cost": avoided / 1e6,
+    }
