@@ -342,8 +342,13 @@ def check(case: Case, calls: list[dict[str, dict[str, Any]]]) -> Verdict:
     if not calls:
         return Verdict(False, "no_call", "no function was called")
     ast_checker, language = _ast_checker()
+    functions = copy.deepcopy(case.functions)
+    for function in functions:  # the checker needs both keys; case files may leave them out
+        parameters = function.setdefault("parameters", {})
+        parameters.setdefault("properties", {})
+        parameters.setdefault("required", [])
     result = ast_checker(
-        copy.deepcopy(case.functions),
+        functions,
         copy.deepcopy(calls),
         copy.deepcopy(case.ground_truth or []),
         language(case.language),

@@ -98,6 +98,8 @@ def run_case(case: Case, tiers: Tiers, policy: TierPolicy, store: TraceStore, gr
         status = "succeeded"
     except TierflowError as exc:  # a case the tiers cannot serve (e.g. too long) counts as wrong
         final, error = {}, exc.message
+    except Exception as exc:  # a bug of ours on one case: counted and shown, the run goes on
+        final, error = {}, f"internal error: {type(exc).__name__}: {exc}"
     finally:
         store.finish_run(run_id, status, error=error)
     latency_ms = (time.perf_counter() - started) * 1000
@@ -129,13 +131,17 @@ def run_case(case: Case, tiers: Tiers, policy: TierPolicy, store: TraceStore, gr
         correct=verdict.correct,
         valid=bool(output) or deliberate_none,
         output=output,
-        error_type=verdict.error_type if error is None else "tier_error",
+        error_type=verdict.error_type if error is None else _error_kind(error),
         detail=verdict.detail if error is None else error,
         latency_ms=latency_ms,
         run_id=run_id,
         calls=calls,
         select_confidence=first_select.confidence if first_select else None,
     )
+
+
+def _error_kind(error: str) -> str:
+    return "internal_error" if error.startswith("internal error:") else "tier_error"
 
 
 def run_cases(

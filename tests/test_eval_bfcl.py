@@ -361,3 +361,38 @@ def test_every_single_turn_category_loads_and_scores(category: str, store: Trace
     )
     results = run_cases(cases, tiers, TierPolicy.preset("slm"), store)
     assert [r.correct for r in results] == [c.category.endswith("irrelevance") for c in cases]
+
+
+def test_parameters_without_descriptions_or_required_lists(store: TraceStore) -> None:
+    bare = {
+        "name": "ping",
+        "description": "Ping a host.",
+        "parameters": {"type": "dict", "properties": {"host": {"type": "string"}}},
+    }
+    item = Case(
+        "multiple_9",
+        "multiple",
+        [{"role": "user", "content": "Ping example.org"}],
+        [bare],
+        [{"ping": {"host": ["example.org"]}}],
+    )
+    tiers = Tiers(
+        ScriptedModel(tier="slm", by_node={SELECT: [{"tool": "ping"}], EXTRACT: [{"host": "example.org"}]}),
+        ScriptedModel(tier="llm"),
+    )
+    (result,) = run_cases([item], tiers, TierPolicy.preset("slm"), store)
+    assert result.correct, result.detail
+
+
+def test_an_internal_error_on_one_case_is_counted_and_the_run_goes_on(store: TraceStore) -> None:
+    def explode(messages: object) -> str:
+        raise RuntimeError("boom")
+
+    tiers = Tiers(
+        ScriptedModel(tier="slm", by_node={SELECT: [explode, {"tool": "none"}]}), ScriptedModel(tier="llm")
+    )
+    first, second = run_cases(
+        [case(id="a"), case("irrelevance", id="b", ground_truth=None)], tiers, TierPolicy.preset("slm"), store
+    )
+    assert first.error_type == "internal_error" and "boom" in first.detail and not first.correct
+    assert second.correct
