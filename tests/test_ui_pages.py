@@ -102,6 +102,13 @@ def test_runs_page_lists_and_filters(app: App) -> None:
     at.text_input[0].input("multiply")
     at.run()
     assert list(at.dataframe[0].value["task"]) == ["Multiply 17 by 23, add 4"]
+    at.slider[0].set_value((0.5, 0.7))  # SLM share: these runs have 60%
+    at.run()
+    assert len(at.dataframe[0].value) == 1
+    at.slider[0].set_value((0.9, 1.0))
+    at.run()
+    assert not at.dataframe and at.info
+    at.slider[0].set_value((0.0, 1.0))
     at.multiselect[0].select("failed")
     at.run()
     assert not at.dataframe and at.info
@@ -194,3 +201,13 @@ def test_timeline_has_a_bar_per_step(app: App) -> None:
     assert [row["step"].split()[-1] for row in rows] == [step["node"] for step in trace["steps"]]
     assert all(row["end_s"] >= row["start_s"] >= 0 for row in rows)
     assert [row["tier"] for row in rows] == ["llm", "slm", "llm", "slm", "tool", "slm"]  # select escalated
+
+
+def test_a_missing_model_is_explained_not_a_traceback(tmp_path: Path) -> None:
+    broken = App(load_settings(workspace=tmp_path, slm_model=str(tmp_path / "missing.gguf")))
+    at = page(broken)
+    at.text_area[0].input("What is 2 + 2?")
+    at.button[0].click()
+    at.run()
+    assert not at.exception
+    assert at.error and "missing.gguf" in at.error[0].value and "does not exist" in at.error[0].value

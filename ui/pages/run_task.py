@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import streamlit as st
-from tierflow.errors import TaskInputError
+from tierflow.errors import TaskInputError, TierflowError
 from tierflow.graphs.runner import check_task
 from tierflow.settings import POLICY_PRESETS, TierPolicy
 from tierflow.ui.resources import current_app
@@ -44,7 +44,14 @@ if submitted:
             elif event["kind"] == "step_failed":
                 st.text(f"{event['node']} failed: {event.get('error')}")
 
-        result = app.runner.run(task, policy=policy, on_event=on_event, max_steps=int(max_steps))
+        try:
+            result = app.runner.run(task, policy=policy, on_event=on_event, max_steps=int(max_steps))
+        except TierflowError as exc:  # the tiers could not even be set up (a missing model, ...)
+            status.update(label="The run could not start", state="error")
+            st.error(exc.message)
+            if exc.hint:
+                st.caption(exc.hint)
+            st.stop()
         trace = app.store.get_run(result.run_id)
         escalations = trace["stats"]["escalations"]
         label = f"Run {result.run_id} {result.status}" + (f", {escalations} escalated" if escalations else "")

@@ -16,7 +16,9 @@ text = search.text_input("Search the task text")
 statuses = status.multiselect("Status", ["succeeded", "failed", "interrupted", "running"])
 policies = policy.multiselect("Policy", ["tiered", "slm", "llm", "custom"])
 day = since.date_input("Since", value=None)
-limit = st.slider("How many, newest first", 10, 1000, 200, step=10)
+share_column, limit_column = st.columns(2)
+share = share_column.slider("SLM share of calls", 0.0, 1.0, (0.0, 1.0), step=0.05)
+limit = limit_column.slider("How many, newest first", 10, 1000, 200, step=10)
 
 runs = app.store.list_runs(
     limit=limit,
@@ -29,6 +31,8 @@ if statuses:
     frame = frame[frame["status"].isin(statuses)]
 if policies:
     frame = frame[frame["policy"].isin(policies)]
+if share != (0.0, 1.0):
+    frame = frame[frame["SLM share"].between(share[0], share[1])]
 
 if frame.empty:
     st.info("No runs match. Run a task first, or loosen the filters.")
