@@ -57,9 +57,11 @@ columns = st.columns(4)
 columns[0].metric("SLM share of calls", f"{100 * slm / calls:.0f}%" if calls else "–")
 columns[1].metric("LLM tokens used", f"{int(frame['LLM tokens'].sum()):,}")
 columns[2].metric("LLM tokens avoided", f"{int(frame['LLM tokens avoided'].sum()):,}")
+avoided, total = frame["avoided $"].sum(), (frame["cost $"] + frame["avoided $"]).sum()
 columns[3].metric(
-    "avoided / all-LLM cost",
-    f"${frame['avoided $'].sum():.4f} / ${(frame['cost $'] + frame['avoided $']).sum():.4f}",
+    "LLM cost avoided",
+    f"${avoided:.4f}",
+    help=f"of US\\${total:.4f} had every call gone to the LLM ({100 * avoided / total:.0f}%)" if total else None,
 )
 
 st.subheader("Tokens per run")
@@ -79,4 +81,4 @@ columns[0].metric(
 )
 columns[1].metric("LLM tokens", int(one["LLM tokens"]))
 columns[2].metric("LLM tokens avoided", int(one["LLM tokens avoided"]))
-columns[3].metric("cost / avoided", f"${one['cost $']:.5f} / ${one['avoided $']:.5f}")
+columns[3].metric("LLM cost / avoided", f"${one['cost $']:.4f} / ${one['avoided $']:.4f}")
