@@ -58,10 +58,11 @@ columns[0].metric("SLM share of calls", f"{100 * slm / calls:.0f}%" if calls els
 columns[1].metric("LLM tokens used", f"{int(frame['LLM tokens'].sum()):,}")
 columns[2].metric("LLM tokens avoided", f"{int(frame['LLM tokens avoided'].sum()):,}")
 avoided, total = frame["avoided $"].sum(), (frame["cost $"] + frame["avoided $"]).sum()
+share_avoided = f" ({100 * avoided / total:.0f}%)" if total else ""
 columns[3].metric(
     "LLM cost avoided",
     f"${avoided:.4f}",
-    help=f"of US\\${total:.4f} had every call gone to the LLM ({100 * avoided / total:.0f}%)" if total else None,
+    help=f"of US\\${total:.4f} had every call gone to the LLM{share_avoided}",  # \$: not LaTeX
 )
 
 st.subheader("Tokens per run")
