@@ -6,7 +6,14 @@ from __future__ import annotations
 from pathlib import Path
 
 from tierflow.errors import TierflowError
-from tierflow.evals.report import RESULTS_DIR, fmt, markdown_table, ordered_policies, read_results
+from tierflow.evals.report import (
+    RESULTS_DIR,
+    fmt,
+    markdown_table,
+    ordered_policies,
+    read_results,
+    shown_policy,
+)
 
 __all__ = ["results_section", "update_readme", "START", "END"]
 
@@ -24,7 +31,7 @@ def _bfcl(directory: Path) -> str:
             rows.append(
                 [
                     category,
-                    label,
+                    shown_policy(label, data["policies"][label]),
                     str(m["items"]),
                     fmt(m["accuracy"], "%"),
                     fmt(m["valid_call_rate"], "%"),

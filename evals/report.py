@@ -23,6 +23,7 @@ __all__ = [
     "read_results",
     "record_policy",
     "ordered_policies",
+    "shown_policy",
     "markdown_table",
     "fmt",
 ]
@@ -156,3 +157,9 @@ POLICY_ORDER = ("slm", "tiered", "llm")
 def ordered_policies(policies: dict[str, Any]) -> list[str]:
     """Policy labels cheapest first: slm, tiered, llm, then any others."""
     return sorted(policies, key=lambda p: (POLICY_ORDER.index(p) if p in POLICY_ORDER else 9, p))
+
+
+def shown_policy(label: str, entry: dict[str, Any]) -> str:
+    """A policy's label for tables, with its confidence threshold when it has one."""
+    threshold = (entry.get("policy") or {}).get("min_confidence") or 0
+    return f"{label} (confidence ≥ {threshold:.2f})" if threshold else label

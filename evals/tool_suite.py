@@ -20,6 +20,7 @@ from tierflow.evals.report import (
     ordered_policies,
     read_results,
     record_policy,
+    shown_policy,
 )
 from tierflow.evals.toolcalls import ItemResult, run_cases, summarize_items
 from tierflow.memory.traces import TraceStore
@@ -94,10 +95,11 @@ def evaluate_tools(
 def tools_rows(data: dict[str, Any]) -> list[list[str]]:
     rows = []
     for label in ordered_policies(data.get("policies", {})):
-        m = data["policies"][label]["metrics"]
+        entry = data["policies"][label]
+        m = entry["metrics"]
         rows.append(
             [
-                label,
+                shown_policy(label, entry),
                 str(m["items"]),
                 fmt(m["accuracy"], "%"),
                 fmt(m["valid_call_rate"], "%"),
