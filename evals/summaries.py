@@ -93,6 +93,18 @@ FACTS_SCHEMA = {
 }
 
 
+def _complete_strings(text: str) -> list[str]:
+    """The complete JSON strings of a reply cut off inside a list (the last one is dropped)."""
+    body = text.split("[", 1)[1] if "[" in text else ""
+    found = []
+    for match in re.finditer(r'"((?:[^"\\]|\\.)*)"', body):
+        try:
+            found.append(json.loads(f'"{match.group(1)}"'))
+        except json.JSONDecodeError:
+            continue
+    return found
+
+
 def extract_facts(model: ChatModel, document: Document) -> list[str]:
     messages: list[Message] = [
         {
@@ -103,10 +115,15 @@ def extract_facts(model: ChatModel, document: Document) -> list[str]:
         },
         {"role": "user", "content": f"Document: {document.title}\n\n{document.text}"},
     ]
-    data = _ask_json(model, messages, FACTS_SCHEMA, 512)
-    facts = (
-        [str(f).strip() for f in data.get("facts", []) if str(f).strip()] if isinstance(data, dict) else []
-    )
+    completion = model.complete(messages, schema=FACTS_SCHEMA, max_tokens=1024)
+    try:
+        data = parse_json(completion)
+        listed = data.get("facts", []) if isinstance(data, dict) else []
+    except Rejected:
+        if not completion.truncated:
+            raise TierflowError(f"the LLM's key facts for {document.name} were not JSON") from None
+        listed = _complete_strings(completion.text)  # cut off: keep the facts written in full
+    facts = [str(f).strip() for f in listed if str(f).strip()]
     if not facts:
         raise TierflowError(f"the LLM listed no key facts for {document.name}")
     return facts[:8]

@@ -224,3 +224,10 @@ def test_readme_results_are_generated_from_the_result_files() -> None:
     readme = (Path(__file__).parents[1] / "README.md").read_text(encoding="utf-8")
     block = readme.split(START, 1)[1].split(END, 1)[0]
     assert block.strip() == results_section().strip(), "run `make results-table` after updating evals/results"
+
+
+def test_key_facts_cut_off_by_the_token_cap_keep_the_complete_ones() -> None:
+    from tierflow.evals.summaries import _complete_strings
+
+    cut = '{"facts": ["Sockets connect hosts.", "A \\"server\\" socket listens.", "Non-blocking so'
+    assert _complete_strings(cut) == ["Sockets connect hosts.", 'A "server" socket listens.']
