@@ -109,6 +109,21 @@ def test_runs_page_lists_and_filters(app: App) -> None:
     at.run()
     assert not at.dataframe and at.info
     at.slider[0].set_value((0.0, 1.0))
+    at.text_input[0].input("")
+    at.run()
+    tokens = at.dataframe[0].value["LLM tokens"]
+    assert tokens.min() > 0  # plan and the escalated select_tool ran on the LLM
+    at.number_input[0].set_value(int(tokens.max()))  # LLM tokens at most
+    at.run()
+    assert len(at.dataframe[0].value) == 2
+    at.number_input[0].set_value(int(tokens.min()) - 1)
+    at.run()
+    assert not at.dataframe and at.info
+    at.number_input[0].set_value(None)
+    at.number_input[1].set_value(0.0)  # seconds at most: no run takes no time at all
+    at.run()
+    assert not at.dataframe and at.info
+    at.number_input[1].set_value(None)
     at.multiselect[0].select("failed")
     at.run()
     assert not at.dataframe and at.info

@@ -16,8 +16,10 @@ text = search.text_input("Search the task text")
 statuses = status.multiselect("Status", ["succeeded", "failed", "interrupted", "running"])
 policies = policy.multiselect("Policy", ["tiered", "slm", "llm", "custom"])
 day = since.date_input("Since", value=None)
-share_column, limit_column = st.columns(2)
+share_column, tokens_column, seconds_column, limit_column = st.columns([3, 2, 2, 2])
 share = share_column.slider("SLM share of calls", 0.0, 1.0, (0.0, 1.0), step=0.05)
+max_tokens = tokens_column.number_input("LLM tokens at most", min_value=0, value=None, step=100)
+max_seconds = seconds_column.number_input("Seconds at most", min_value=0.0, value=None, step=1.0)
 limit = limit_column.slider("How many, newest first", 10, 1000, 200, step=10)
 
 runs = app.store.list_runs(
@@ -33,6 +35,10 @@ if policies:
     frame = frame[frame["policy"].isin(policies)]
 if share != (0.0, 1.0):
     frame = frame[frame["SLM share"].between(share[0], share[1])]
+if max_tokens is not None:
+    frame = frame[frame["LLM tokens"] <= max_tokens]
+if max_seconds is not None:
+    frame = frame[frame["seconds"] <= max_seconds]
 
 if frame.empty:
     st.info("No runs match. Run a task first, or loosen the filters.")
