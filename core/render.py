@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from typing import Any
 
 from rich.console import Console
@@ -144,9 +145,14 @@ def print_run(console: Console, run: dict[str, Any], *, full: bool = False) -> N
 
 
 class EvalProgress:
-    """A progress bar per policy for evaluations, with the accuracy so far (on stderr)."""
+    """Progress per policy for evaluations, with the score so far (on stderr).
+
+    On a terminal it is a live bar per policy; elsewhere (a log file, CI, `nohup`) rich
+    would only draw the bars at the end, so each finished item prints one plain line."""
 
     def __init__(self, console: Console) -> None:
+        self._console = console
+        self._live = console.is_terminal
         self._bars = Progress(
             TextColumn("{task.description}"),
             BarColumn(),
@@ -159,13 +165,16 @@ class EvalProgress:
         )
         self._tasks: dict[str, TaskID] = {}
         self._seen: dict[str, list[bool]] = {}
+        self._started = time.monotonic()
 
     def __enter__(self) -> EvalProgress:
-        self._bars.start()
+        if self._live:
+            self._bars.start()
         return self
 
     def __exit__(self, *exc_info: object) -> None:
-        self._bars.stop()
+        if self._live:
+            self._bars.stop()
 
     def item(self, label: str, total: int, item: Any) -> None:
         if label not in self._tasks:
@@ -173,4 +182,10 @@ class EvalProgress:
             self._seen[label] = []
         scores = self._seen[label]
         scores.append(bool(getattr(item, "correct", getattr(item, "passed", False))))
-        self._bars.update(self._tasks[label], advance=1, score=f"{sum(scores)}/{len(scores)} correct")
+        score = f"{sum(scores)}/{len(scores)} correct"
+        self._bars.update(self._tasks[label], advance=1, score=score)
+        if not self._live:
+            elapsed = time.monotonic() - self._started
+            self._console.print(
+                f"{label} {len(scores)}/{total} · {score} · {elapsed:.0f} s", markup=False, highlight=False
+            )

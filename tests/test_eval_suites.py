@@ -3,12 +3,15 @@ answers to bad evaluation input."""
 
 from __future__ import annotations
 
+import io
 import json
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
+from rich.console import Console
 from tierflow.agents.confidence import ChoiceField, choice_field, rechoose
 from tierflow.evals.bench import orchestration_overhead
 from tierflow.evals.curve import Paired, calibrate, curve, split
@@ -17,6 +20,7 @@ from tierflow.evals.readme import END, START, results_section
 from tierflow.evals.report import environment, record_policy
 from tierflow.evals.summaries import rouge_l, sentences
 from tierflow.evals.tasks import load_tasks, passes
+from tierflow.render import EvalProgress
 from tierflow.tools.builtins import default_registry
 from tierflow.tools.schema import model_from_schema
 
@@ -187,6 +191,20 @@ def test_eval_cli_answers_bad_input_without_loading_models(tmp_path: Path) -> No
     done = tierflow("eval", "confidence", str(tmp_path / "none.json"), "--out", str(tmp_path))
     assert done.returncode == 1 and "lacks the slm or llm policy" in done.stderr
     assert not list(tmp_path.glob("*.md"))  # nothing half-written
+
+
+def test_eval_progress_prints_a_line_per_item_when_not_on_a_terminal() -> None:
+    """In a log file rich draws no live bars, so progress must come as plain lines."""
+    log = io.StringIO()
+    with EvalProgress(Console(file=log, force_terminal=False)) as progress:
+        for correct in (True, False, True):
+            progress.item("tiered", 3, SimpleNamespace(correct=correct))
+    lines = log.getvalue().splitlines()
+    assert [line.split(" · ")[:2] for line in lines] == [
+        ["tiered 1/3", "1/1 correct"],
+        ["tiered 2/3", "1/2 correct"],
+        ["tiered 3/3", "2/3 correct"],
+    ]
 
 
 # Summaries, benchmarks and the README ------------------------------------------------------
