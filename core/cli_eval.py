@@ -146,6 +146,7 @@ def eval_tasks(
             tiers = tierflow_app.tiers
             tiers.load(*{tier for p in policies.values() for tier in p.tiers_used()})
             for label, chosen in policies.items():
+                env = environment(conf.masked(), {"slm": tiers.slm.name, "llm": tiers.llm.name})
                 items = run_tasks(
                     suite,
                     tasks,
@@ -158,7 +159,7 @@ def eval_tasks(
                     "policy": chosen.model_dump(),
                     "task_ids": [t.id for t in tasks],
                     "metrics": summarize_tasks(items),
-                    "environment": environment(conf.masked(), {"slm": tiers.slm.name, "llm": tiers.llm.name}),
+                    "environment": env,
                     "items": [item.to_dict() for item in items],
                 }
                 data = record_policy(path, "tasks", "tasks", label, entry, tasks_markdown)
@@ -195,8 +196,8 @@ def eval_summaries(
         with App(conf, progress=pull_progress()) as tierflow_app, EvalProgress(err) as progress:
             tiers = tierflow_app.tiers
             tiers.load()
-            scores = evaluate_summaries(tiers, documents, on_item=progress.item)
             env = environment(conf.masked(), {"slm": tiers.slm.name, "llm": tiers.llm.name})
+            scores = evaluate_summaries(tiers, documents, on_item=progress.item)
         data = summaries_results(scores, documents, env)
         path = (out_dir or RESULTS_DIR) / "summaries.json"
         write_results(path, data, summaries_markdown(data))

@@ -31,11 +31,9 @@ __all__ = [
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 
 
-def _git(*args: str) -> str | None:
+def _git(*args: str, cwd: Path = Path(__file__).parent) -> str | None:
     try:
-        done = subprocess.run(
-            ["git", *args], capture_output=True, text=True, timeout=10, cwd=Path(__file__).parent, check=True
-        )
+        done = subprocess.run(["git", *args], capture_output=True, text=True, timeout=10, cwd=cwd, check=True)
     except (OSError, subprocess.SubprocessError):
         return None
     return done.stdout.strip()
@@ -66,16 +64,27 @@ def _version(package: str) -> str | None:
         return None
 
 
+_RESULT_PATHS = (":(top)", ":(top,exclude)evals/results", ":(top,exclude)README.md")
+
+
+def git_dirty(cwd: Path = Path(__file__).parent) -> bool | None:
+    """Whether tracked files other than results differ from the commit (None: not a checkout).
+
+    Results and the README generated from them change while a series of evaluations runs;
+    only a change elsewhere (code, prompts, data) makes a result's commit inexact."""
+    status = _git("status", "--porcelain", "--untracked-files=no", "--", *_RESULT_PATHS, cwd=cwd)
+    return bool(status) if status is not None else None
+
+
 def environment(
     settings: dict[str, Any] | None = None, models: dict[str, Any] | None = None
 ) -> dict[str, Any]:
     """What produced a result: commit, models, settings, machine and library versions."""
-    status = _git("status", "--porcelain", "--untracked-files=no")
     return {
         "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "command": " ".join(["tierflow", *sys.argv[1:]]) if sys.argv else None,
         "git_commit": _git("rev-parse", "HEAD"),
-        "git_dirty": bool(status) if status is not None else None,
+        "git_dirty": git_dirty(),
         "models": models or {},
         "settings": settings or {},
         "machine": {

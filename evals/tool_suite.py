@@ -73,6 +73,8 @@ def evaluate_tools(
     ids = [case.id for case in cases]
     tiers.load(*{tier for policy in policies.values() for tier in policy.tiers_used()})
     for label, policy in policies.items():
+        # Taken before the items run: the commit and settings that produced them.
+        env = environment(settings, {"slm": tiers.slm.name, "llm": tiers.llm.name})
         items = run_cases(
             cases,
             tiers,
@@ -85,7 +87,7 @@ def evaluate_tools(
             "seed": seed,
             "case_ids": ids,
             "metrics": summarize_items(items),
-            "environment": environment(settings, {"slm": tiers.slm.name, "llm": tiers.llm.name}),
+            "environment": env,
             "items": [item.to_dict() for item in items],
         }
         record_policy(path, name, "tool_calls", label, entry, tools_markdown)

@@ -17,7 +17,7 @@ from tierflow.evals.bench import orchestration_overhead
 from tierflow.evals.curve import Paired, calibrate, curve, split
 from tierflow.evals.documents import load_documents
 from tierflow.evals.readme import END, START, results_section
-from tierflow.evals.report import environment, record_policy
+from tierflow.evals.report import environment, git_dirty, record_policy
 from tierflow.evals.summaries import rouge_l, sentences
 from tierflow.evals.tasks import load_tasks, passes
 from tierflow.render import EvalProgress
@@ -166,6 +166,26 @@ def test_results_record_their_origin_and_keep_other_policies(tmp_path: Path) -> 
     assert set(data["policies"]) == {"slm", "llm"}
     assert json.loads(path.read_text())["policies"]["slm"]["metrics"]["accuracy"] == 0.5
     assert path.with_suffix(".md").read_text() == "policies: llm, slm"
+
+
+def test_a_result_is_dirty_only_when_code_changed_not_results(tmp_path: Path) -> None:
+    def git(*args: str) -> None:
+        subprocess.run(["git", *args], cwd=tmp_path, check=True, capture_output=True)
+
+    assert git_dirty(tmp_path) is None  # not a checkout
+    git("init", "-q")
+    for name in ("evals/results/tools.json", "README.md", "agents/slm.py"):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text("first\n")
+    git("add", ".")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "first")
+    assert git_dirty(tmp_path) is False
+    (tmp_path / "evals/results/tools.json").write_text("second\n")
+    (tmp_path / "README.md").write_text("second\n")
+    (tmp_path / "scratch.txt").write_text("untracked\n")
+    assert git_dirty(tmp_path / "evals") is False  # results written by an earlier suite
+    (tmp_path / "agents/slm.py").write_text("second\n")
+    assert git_dirty(tmp_path / "evals") is True
 
 
 # The CLI ----------------------------------------------------------------------------------
