@@ -99,12 +99,13 @@ def eval_confidence(
 ) -> None:
     """Calibrate the confidence threshold for escalation and draw the share/accuracy curve."""
     from tierflow.evals.curve import confidence_markdown, confidence_report
-    from tierflow.evals.report import RESULTS_DIR, write_results
+    from tierflow.evals.report import RESULTS_DIR, environment, write_results
 
     directory = out_dir or RESULTS_DIR
     paths = results or [RESULTS_DIR / f"bfcl_{c}.json" for c in ("simple_python", "multiple", "irrelevance")]
     try:
         report = confidence_report(paths)
+        report["environment"] = environment(settings().masked())
     except TierflowError as exc:
         fail(exc)
     markdown = confidence_markdown(report)

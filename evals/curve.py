@@ -117,7 +117,22 @@ def calibrate(items: Sequence[Paired], thresholds: Sequence[float] = THRESHOLDS)
     return best["threshold"]
 
 
+def _sources(paths: Sequence[Path]) -> list[dict[str, Any]]:
+    """Which runs the curve was computed from: each file's slm and llm commit and models."""
+    sources = []
+    for path in paths:
+        data = read_results(path)
+        runs = {}
+        for label in ("slm", "llm"):
+            env = data["policies"][label].get("environment", {})
+            runs[label] = {key: env.get(key) for key in ("created_at", "git_commit", "git_dirty", "models")}
+        sources.append({"file": path.name, "suite": data.get("suite"), **runs})
+    return sources
+
+
 def confidence_report(paths: Sequence[Path]) -> dict[str, Any]:
+    """The calibrated threshold, its held-out result, and the curves (the caller adds the
+    environment of this computation)."""
     items = paired_items(paths)
     calibration, test = split(items)
     threshold = calibrate(calibration)
@@ -128,7 +143,7 @@ def confidence_report(paths: Sequence[Path]) -> dict[str, Any]:
         if subset:
             per_suite[suite] = {**_point(subset, threshold), "items": len(subset)}
     return {
-        "suites": [str(p) for p in paths],
+        "sources": _sources(paths),
         "items": {"calibration": len(calibration), "test": len(test)},
         "threshold": threshold,
         "max_accuracy_loss": MAX_ACCURACY_LOSS,

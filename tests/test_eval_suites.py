@@ -13,8 +13,9 @@ from types import SimpleNamespace
 import pytest
 from rich.console import Console
 from tierflow.agents.confidence import ChoiceField, choice_field, rechoose
+from tierflow.errors import TierflowError
 from tierflow.evals.bench import orchestration_overhead
-from tierflow.evals.curve import Paired, calibrate, curve, split
+from tierflow.evals.curve import Paired, calibrate, confidence_report, curve, split
 from tierflow.evals.documents import load_documents
 from tierflow.evals.readme import END, START, results_section
 from tierflow.evals.report import environment, git_dirty, record_policy
@@ -113,6 +114,26 @@ def test_split_is_stable_and_disjoint() -> None:
     assert split(items) == (first, second)
     assert {p.id for p in first}.isdisjoint({p.id for p in second}) and len(first) + len(second) == 100
     assert 25 < len(first) < 75
+
+
+def test_the_confidence_report_pairs_result_files_and_names_its_sources(tmp_path: Path) -> None:
+    path = tmp_path / "bfcl_mine.json"
+    for label, correct in (("slm", lambda c: c >= 0.5), ("llm", lambda c: True)):
+        items = [
+            {"id": f"c{i}", "select_confidence": (i % 10) / 10, "correct": correct((i % 10) / 10)}
+            for i in range(60)
+        ]
+        entry = {"items": items, "environment": environment(models={"slm": "tiny", "llm": "big"})}
+        record_policy(path, "bfcl:mine", "tool_calls", label, entry, lambda data: "")
+    report = confidence_report([path])
+    assert report["items"]["calibration"] + report["items"]["test"] == 60
+    assert report["test"]["all_llm"]["accuracy"] == 1.0 and report["test"]["all_slm"]["slm_share"] == 1.0
+    (source,) = report["sources"]
+    assert source["file"] == "bfcl_mine.json" and source["suite"] == "bfcl:mine"
+    assert source["slm"]["models"] == {"slm": "tiny", "llm": "big"} and "git_commit" in source["llm"]
+    record_policy(tmp_path / "bfcl_half.json", "bfcl:half", "tool_calls", "slm", entry, lambda data: "")
+    with pytest.raises(TierflowError, match="lacks the slm or llm policy"):
+        confidence_report([tmp_path / "bfcl_half.json"])
 
 
 # Confidence plumbing ----------------------------------------------------------------------
