@@ -4,6 +4,7 @@ by hand): ``tierflow eval readme`` rewrites the block between the two markers.""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from tierflow.errors import TierflowError
 from tierflow.evals.report import (
@@ -97,8 +98,24 @@ def _tasks(directory: Path) -> str:
         )
     if not rows:
         return ""
-    return "### End-to-end tasks\n\n" + markdown_table(
+    table = markdown_table(
         ["policy", "tasks", "success", "SLM share of calls", "LLM tokens / task", "time / task"], rows
+    )
+    return "### End-to-end tasks\n\n" + table + _tiered_vs_llm(policies)
+
+
+def _tiered_vs_llm(policies: dict[str, Any]) -> str:
+    """The headline: what the tiered policy keeps of all-LLM quality, and at what cost."""
+    if "tiered" not in policies or "llm" not in policies:
+        return ""
+    tiered, llm = policies["tiered"]["metrics"], policies["llm"]["metrics"]
+    if not llm["success_rate"] or not llm["llm_tokens_per_task"] or not llm["wall_ms_mean"]:
+        return ""
+    return (
+        f"\nOn these tasks the tiered policy reaches {tiered['success_rate'] / llm['success_rate']:.0%} "
+        f"of the all-LLM success rate with {tiered['slm_share']:.0%} of model calls served locally, "
+        f"{tiered['llm_tokens_per_task'] / llm['llm_tokens_per_task']:.0%} of the LLM tokens "
+        f"and {tiered['wall_ms_mean'] / llm['wall_ms_mean']:.0%} of the time per task.\n"
     )
 
 

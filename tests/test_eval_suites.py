@@ -285,6 +285,28 @@ def test_readme_results_are_generated_from_the_result_files() -> None:
     assert block.strip() == results_section().strip(), "run `make results-table` after updating evals/results"
 
 
+def test_the_tiered_headline_is_computed_from_both_policies(tmp_path: Path) -> None:
+    def metrics(success: float, share: float, tokens: float, wall_ms: float) -> dict[str, object]:
+        return {
+            "metrics": {
+                "tasks": 10,
+                "success_rate": success,
+                "slm_share": share,
+                "llm_tokens_per_task": tokens,
+                "wall_ms_mean": wall_ms,
+            }
+        }
+
+    path = tmp_path / "tasks.json"
+    record_policy(path, "tasks", "tasks", "tiered", metrics(0.6, 0.75, 300, 9000), lambda data: "")
+    assert "of the all-LLM success rate" not in results_section(tmp_path)  # no llm run to compare
+    record_policy(path, "tasks", "tasks", "llm", metrics(0.8, 0.0, 1200, 12000), lambda data: "")
+    assert (
+        "reaches 75% of the all-LLM success rate with 75% of model calls served locally, "
+        "25% of the LLM tokens and 75% of the time per task"
+    ) in results_section(tmp_path)
+
+
 def test_key_facts_cut_off_by_the_token_cap_keep_the_complete_ones() -> None:
     from tierflow.evals.summaries import _complete_strings
 
