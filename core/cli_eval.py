@@ -225,6 +225,7 @@ def eval_bench(
     try:
         conf = settings()
         slm_path = model_file(conf, conf.slm_model, "TIERFLOW_SLM_MODEL", pull_progress())
+        env = environment(conf.masked(), {"slm": conf.slm_model, "llm": conf.embedded_llm_model})
         data: dict[str, Any] = {}
         with err.status("orchestration overhead …"):
             data["orchestration"] = bench.orchestration_overhead(runs)
@@ -234,9 +235,7 @@ def eval_bench(
             data["selection"] = bench.selection_latency(slm_path, n_threads=conf.slm_threads)
         with err.status("peak memory of a task run …"):
             data["memory"] = bench.peak_memory()
-        data["environment"] = environment(
-            conf.masked(), {"slm": conf.slm_model, "llm": conf.embedded_llm_model}
-        )
+        data["environment"] = env
         path = (out_dir or RESULTS_DIR) / "bench.json"
         write_results(path, data, bench.bench_markdown(data))
     except TierflowError as exc:
