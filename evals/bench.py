@@ -42,7 +42,14 @@ from tierflow.settings import TierPolicy
 from tierflow.tools.builtins import default_registry
 from tierflow.tools.registry import Tool, ToolRegistry
 
-__all__ = ["orchestration_overhead", "slm_throughput", "selection_latency", "peak_memory", "bench_markdown"]
+__all__ = [
+    "orchestration_overhead",
+    "slm_throughput",
+    "selection_latency",
+    "peak_memory",
+    "bench_rows",
+    "bench_markdown",
+]
 
 # One task through every node: plan (1 step) → select_tool → extract_args → act → answer.
 _SCRIPT: dict[str, list[Reply]] = {
@@ -298,7 +305,8 @@ def peak_memory() -> dict[str, Any]:
     }
 
 
-def bench_markdown(data: dict[str, Any]) -> str:
+def bench_rows(data: dict[str, Any]) -> list[list[str]]:
+    """(measure, value) rows, shared by the Markdown summary and the console."""
     o, s, sel, mem = data["orchestration"], data["slm_throughput"], data["selection"], data["memory"]
     rows = [
         ["task graph on scripted models (per run)", f"{o['tierflow_ms_per_run']:.2f} ms"],
@@ -323,6 +331,11 @@ def bench_markdown(data: dict[str, Any]) -> str:
         rows.append(["peak RSS, tierflow process (SLM in process)", f"{mem['tierflow_mib']:.0f} MiB"])
         if mem.get("llm_server_mib"):
             rows.append(["peak RSS, embedded LLM server", f"{mem['llm_server_mib']:.0f} MiB"])
+    return rows
+
+
+def bench_markdown(data: dict[str, Any]) -> str:
+    rows = bench_rows(data)
     env = data["environment"]
     return (
         "# Benchmarks\n\n"

@@ -178,7 +178,15 @@ def test_evaluations_page_reads_result_files(app: App, tmp_path: Path) -> None:
     at = page(app, "pages/evals.py", results=str(tmp_path / "nothing"))
     assert at.info
     at = page(app, "pages/evals.py")  # the committed results
-    assert at.dataframe
+    sections = {"Tool calls (BFCL)", "End-to-end tasks", "Summaries", "Benchmarks"}
+    assert sections <= {h.value for h in at.subheader}
+    frames = [frame.value for frame in at.dataframe]
+    tasks = next(f for f in frames if "success" in f.columns)
+    assert set(tasks["policy"]) >= {"slm", "tiered"} and tasks["success"].between(0, 1).all()
+    summaries = next(f for f in frames if "coverage" in f.columns)
+    assert "seconds" in summaries.columns and summaries["seconds"].gt(0).all()
+    bench = next(f for f in frames if "measure" in f.columns)
+    assert bench["measure"].str.contains("overhead per node").any()
 
 
 def test_model_output_and_task_text_are_never_rendered_as_html(app: App) -> None:

@@ -9,6 +9,7 @@ from typing import Any
 import altair as alt
 import pandas as pd
 import streamlit as st
+from tierflow.evals.bench import bench_rows
 from tierflow.evals.report import RESULTS_DIR, ordered_policies
 from tierflow.evals.tool_suite import TOOLS_HEADERS, tools_rows
 
@@ -97,21 +98,47 @@ if tasks.get("policies"):
                 **{f"{k}": v for k, v in metrics["success_by_category"].items()},
             }
         )
-    st.dataframe(pd.DataFrame(task_rows), hide_index=True, width="stretch")
+    categories = sorted(tasks["policies"][task_rows[0]["policy"]]["metrics"]["success_by_category"])
+    percent = {
+        name: st.column_config.NumberColumn(name, format="percent")
+        for name in ("success", "SLM share", *categories)
+    }
+    st.dataframe(
+        pd.DataFrame(task_rows),
+        hide_index=True,
+        width="stretch",
+        column_config={
+            **percent,
+            "LLM tokens / task": st.column_config.NumberColumn("LLM tokens / task", format="%.0f"),
+            "seconds / task": st.column_config.NumberColumn("seconds / task", format="%.1f"),
+        },
+    )
 
 summaries = load("summaries.json")
 if summaries.get("metrics"):
     st.subheader("Summaries")
-    st.dataframe(pd.DataFrame(summaries["metrics"]).T, width="stretch")
+    frame = pd.DataFrame(summaries["metrics"]).T
+    if "latency_ms_mean" in frame:
+        frame["seconds"] = frame.pop("latency_ms_mean").astype(float) / 1000
+    st.dataframe(
+        frame,
+        width="stretch",
+        column_config={
+            **{
+                name: st.column_config.NumberColumn(name, format="percent")
+                for name in ("coverage", "faithfulness", "length_ratio")
+            },
+            "rouge_l": st.column_config.NumberColumn("ROUGE-L", format="%.3f"),
+            "seconds": st.column_config.NumberColumn("seconds", format="%.1f"),
+        },
+    )
 
 bench = load("bench.json")
 if bench:
     st.subheader("Benchmarks")
-    st.json(
-        {
-            key: bench[key]
-            for key in ("orchestration", "slm_throughput", "selection", "memory")
-            if key in bench
-        },
-        expanded=False,
-    )
+    try:
+        rows = bench_rows(bench)
+    except (KeyError, TypeError, ValueError) as exc:
+        st.warning(f"bench.json is not in the expected shape ({exc!r}); run `make bench` again.")
+    else:
+        st.dataframe(pd.DataFrame(rows, columns=["measure", "value"]), hide_index=True, width="stretch")
