@@ -43,6 +43,21 @@ def _eval_store(conf: Settings, traces: Path | None) -> Any:
     return TraceStore.from_url(f"sqlite:///{path}", secrets=conf.secrets()), path
 
 
+def _metrics(data: dict[str, Any], policies: dict[str, TierPolicy]) -> dict[str, Any]:
+    return {label: data["policies"][label]["metrics"] for label in policies}
+
+
+def _show(as_json: bool, document: Any, markdown: str, results: str | None = None) -> None:
+    """With --json one JSON document on stdout, else the Markdown summary; then, on stderr,
+    where the results were written."""
+    if as_json:
+        emit_json(document)
+    else:
+        out.print(markdown, markup=False)
+    if results:
+        err.print(f"[dim]results: {results}[/]")
+
+
 @eval_app.command("tools")
 def eval_tools(
     suite: Annotated[str | None, typer.Option(help="bfcl:CATEGORY, e.g. bfcl:simple_python.")] = None,
@@ -81,11 +96,7 @@ def eval_tools(
             )
     except TierflowError as exc:
         fail(exc)
-    if as_json:
-        emit_json({label: data["policies"][label]["metrics"] for label in policies})
-    else:
-        out.print(tools_markdown(data), markup=False)
-    err.print(f"[dim]results: {path} (items traced in {trace_path})[/]")
+    _show(as_json, _metrics(data, policies), tools_markdown(data), f"{path} (items traced in {trace_path})")
 
 
 @eval_app.command("confidence")
@@ -110,10 +121,7 @@ def eval_confidence(
         fail(exc)
     markdown = confidence_markdown(report)
     write_results(directory / "confidence.json", report, markdown)
-    if as_json:
-        emit_json(report)
-    else:
-        out.print(markdown, markup=False)
+    _show(as_json, report, markdown)
 
 
 @eval_app.command("tasks")
@@ -127,8 +135,8 @@ def eval_tasks(
 ) -> None:
     """The end-to-end task suite through the real task graph, checked by code."""
     from tierflow.app import App
-    from tierflow.evals.report import RESULTS_DIR, environment, record_policy
-    from tierflow.evals.tasks import load_tasks, run_tasks, summarize_tasks, tasks_markdown
+    from tierflow.evals.report import RESULTS_DIR, evaluate_policies
+    from tierflow.evals.tasks import TaskResult, load_tasks, run_tasks, summarize_tasks, tasks_markdown
     from tierflow.render import EvalProgress
 
     try:
@@ -145,32 +153,26 @@ def eval_tasks(
         path = (out_dir or RESULTS_DIR) / "tasks.json"
         with App(conf, progress=pull_progress()) as tierflow_app, EvalProgress(err) as progress:
             tiers = tierflow_app.tiers
-            tiers.load(*{tier for p in policies.values() for tier in p.tiers_used()})
-            for label, chosen in policies.items():
-                env = environment(conf.masked(), {"slm": tiers.slm.name, "llm": tiers.llm.name})
-                items = run_tasks(
-                    suite,
-                    tasks,
-                    tiers,
-                    chosen,
-                    store,
-                    on_item=partial(progress.item, label, len(tasks)),
-                )
-                entry = {
-                    "policy": chosen.model_dump(),
-                    "task_ids": [t.id for t in tasks],
-                    "metrics": summarize_tasks(items),
-                    "environment": env,
-                    "items": [item.to_dict() for item in items],
-                }
-                data = record_policy(path, "tasks", "tasks", label, entry, tasks_markdown)
+
+            def run(label: str, chosen: TierPolicy) -> list[TaskResult]:
+                on_item = partial(progress.item, label, len(tasks))
+                return run_tasks(suite, tasks, tiers, chosen, store, on_item=on_item)
+
+            data = evaluate_policies(
+                path,
+                "tasks",
+                "tasks",
+                tiers,
+                policies,
+                run=run,
+                summarize=summarize_tasks,
+                fields={"task_ids": [t.id for t in tasks]},
+                settings=conf.masked(),
+                markdown=tasks_markdown,
+            )
     except TierflowError as exc:
         fail(exc)
-    if as_json:
-        emit_json({label: data["policies"][label]["metrics"] for label in policies})
-    else:
-        out.print(tasks_markdown(data), markup=False)
-    err.print(f"[dim]results: {path} (runs traced in {trace_path})[/]")
+    _show(as_json, _metrics(data, policies), tasks_markdown(data), f"{path} (runs traced in {trace_path})")
 
 
 @eval_app.command("summaries")
@@ -185,7 +187,7 @@ def eval_summaries(
     """SLM and LLM summaries of long documents: key-fact coverage, faithfulness, length, ROUGE-L."""
     from tierflow.app import App
     from tierflow.evals.documents import load_documents, prepare_documents
-    from tierflow.evals.report import RESULTS_DIR, environment, write_results
+    from tierflow.evals.report import RESULTS_DIR, environment, tier_models, write_results
     from tierflow.evals.summaries import evaluate_summaries, summaries_markdown, summaries_results
     from tierflow.render import EvalProgress
 
@@ -197,18 +199,14 @@ def eval_summaries(
         with App(conf, progress=pull_progress()) as tierflow_app, EvalProgress(err) as progress:
             tiers = tierflow_app.tiers
             tiers.load()
-            env = environment(conf.masked(), {"slm": tiers.slm.name, "llm": tiers.llm.name})
+            env = environment(conf.masked(), tier_models(tiers))
             scores = evaluate_summaries(tiers, documents, on_item=progress.item)
         data = summaries_results(scores, documents, env)
         path = (out_dir or RESULTS_DIR) / "summaries.json"
         write_results(path, data, summaries_markdown(data))
     except TierflowError as exc:
         fail(exc)
-    if as_json:
-        emit_json(data["metrics"])
-    else:
-        out.print(summaries_markdown(data), markup=False)
-    err.print(f"[dim]results: {path}[/]")
+    _show(as_json, data["metrics"], summaries_markdown(data), str(path))
 
 
 @eval_app.command("bench")
@@ -240,11 +238,7 @@ def eval_bench(
         write_results(path, data, bench.bench_markdown(data))
     except TierflowError as exc:
         fail(exc)
-    if as_json:
-        emit_json(data)
-    else:
-        out.print(bench.bench_markdown(data), markup=False)
-    err.print(f"[dim]results: {path}[/]")
+    _show(as_json, data, bench.bench_markdown(data), str(path))
 
 
 @eval_app.command("readme")

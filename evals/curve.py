@@ -49,8 +49,11 @@ class Paired:
     llm_correct: bool
 
 
-def paired_items(paths: Sequence[Path]) -> list[Paired]:
+def paired_items(paths: Sequence[Path]) -> tuple[list[Paired], list[dict[str, Any]]]:
+    """The items both policies ran, and where they came from: each file's slm and llm
+    commit and models (each file is read once)."""
     items: list[Paired] = []
+    sources: list[dict[str, Any]] = []
     for path in paths:
         data = read_results(path)
         policies = data.get("policies", {})
@@ -59,6 +62,11 @@ def paired_items(paths: Sequence[Path]) -> list[Paired]:
                 f"{path} lacks the slm or llm policy's results",
                 hint="Run `tierflow eval tools --suite ... --policy slm --policy llm` first.",
             )
+        runs = {}
+        for label in ("slm", "llm"):
+            env = policies[label].get("environment", {})
+            runs[label] = {key: env.get(key) for key in ("created_at", "git_commit", "git_dirty", "models")}
+        sources.append({"file": path.name, "suite": data.get("suite"), **runs})
         llm = {item["id"]: item for item in policies["llm"]["items"]}
         for item in policies["slm"]["items"]:
             if item["id"] in llm:
@@ -71,7 +79,7 @@ def paired_items(paths: Sequence[Path]) -> list[Paired]:
                         llm_correct=bool(llm[item["id"]]["correct"]),
                     )
                 )
-    return items
+    return items, sources
 
 
 def split(items: Sequence[Paired]) -> tuple[list[Paired], list[Paired]]:
@@ -117,23 +125,10 @@ def calibrate(items: Sequence[Paired], thresholds: Sequence[float] = THRESHOLDS)
     return best["threshold"]
 
 
-def _sources(paths: Sequence[Path]) -> list[dict[str, Any]]:
-    """Which runs the curve was computed from: each file's slm and llm commit and models."""
-    sources = []
-    for path in paths:
-        data = read_results(path)
-        runs = {}
-        for label in ("slm", "llm"):
-            env = data["policies"][label].get("environment", {})
-            runs[label] = {key: env.get(key) for key in ("created_at", "git_commit", "git_dirty", "models")}
-        sources.append({"file": path.name, "suite": data.get("suite"), **runs})
-    return sources
-
-
 def confidence_report(paths: Sequence[Path]) -> dict[str, Any]:
     """The calibrated threshold, its held-out result, and the curves (the caller adds the
     environment of this computation)."""
-    items = paired_items(paths)
+    items, sources = paired_items(paths)
     calibration, test = split(items)
     threshold = calibrate(calibration)
     chosen = _point(test, threshold)
@@ -143,7 +138,7 @@ def confidence_report(paths: Sequence[Path]) -> dict[str, Any]:
         if subset:
             per_suite[suite] = {**_point(subset, threshold), "items": len(subset)}
     return {
-        "sources": _sources(paths),
+        "sources": sources,
         "items": {"calibration": len(calibration), "test": len(test)},
         "threshold": threshold,
         "max_accuracy_loss": MAX_ACCURACY_LOSS,

@@ -12,9 +12,13 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from tierflow.errors import TierflowError
+
+if TYPE_CHECKING:
+    from tierflow.agents.tiers import Tiers
+    from tierflow.settings import TierPolicy
 
 __all__ = [
     "RESULTS_DIR",
@@ -22,6 +26,8 @@ __all__ = [
     "write_results",
     "read_results",
     "record_policy",
+    "evaluate_policies",
+    "tier_models",
     "ordered_policies",
     "shown_policy",
     "markdown_table",
@@ -157,6 +163,50 @@ def record_policy(
     data.update(suite=suite, kind=kind)
     data.setdefault("policies", {})[label] = entry
     write_results(path, data, markdown(data))
+    return data
+
+
+class _ItemResult(Protocol):
+    def to_dict(self) -> dict[str, Any]: ...
+
+
+R = TypeVar("R", bound=_ItemResult)
+
+
+def tier_models(tiers: Tiers) -> dict[str, str]:
+    return {"slm": tiers.slm.name, "llm": tiers.llm.name}
+
+
+def evaluate_policies(
+    path: Path,
+    suite: str,
+    kind: str,
+    tiers: Tiers,
+    policies: dict[str, TierPolicy],
+    *,
+    run: Callable[[str, TierPolicy], list[R]],
+    summarize: Callable[[list[R]], dict[str, Any]],
+    fields: dict[str, Any],
+    settings: dict[str, Any],
+    markdown: Callable[[dict[str, Any]], str],
+) -> dict[str, Any]:
+    """Run every policy on the same items (``run(label, policy)``) and merge each policy's
+    entry into the suite's file as soon as it finishes, so an interrupted series keeps the
+    policies already done. ``fields`` describe the items (seed, ids) in every entry."""
+    tiers.load(*{tier for policy in policies.values() for tier in policy.tiers_used()})
+    data: dict[str, Any] = {}
+    for label, policy in policies.items():
+        # Taken before the items run: the commit and settings that produced them.
+        env = environment(settings, tier_models(tiers))
+        items = run(label, policy)
+        entry = {
+            "policy": policy.model_dump(),
+            **fields,
+            "metrics": summarize(items),
+            "environment": env,
+            "items": [item.to_dict() for item in items],
+        }
+        data = record_policy(path, suite, kind, label, entry, markdown)
     return data
 
 

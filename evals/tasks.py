@@ -33,7 +33,16 @@ from tierflow.memory.traces import TraceStore
 from tierflow.settings import TierPolicy
 from tierflow.tools.builtins import default_registry
 
-__all__ = ["TASKS_FILE", "Task", "TaskSuite", "load_tasks", "passes", "run_tasks", "summarize_tasks"]
+__all__ = [
+    "TASKS_FILE",
+    "Task",
+    "TaskResult",
+    "TaskSuite",
+    "load_tasks",
+    "passes",
+    "run_tasks",
+    "summarize_tasks",
+]
 
 TASKS_FILE = Path(__file__).resolve().parent / "data" / "tasks.json"
 

@@ -14,12 +14,10 @@ from tierflow.agents.tiers import Tiers
 from tierflow.errors import ConfigError
 from tierflow.evals.bfcl import Case, load_case_file, load_category
 from tierflow.evals.report import (
-    environment,
+    evaluate_policies,
     fmt,
     markdown_table,
     ordered_policies,
-    read_results,
-    record_policy,
     shown_policy,
 )
 from tierflow.evals.toolcalls import ItemResult, run_cases, summarize_items
@@ -70,28 +68,24 @@ def evaluate_tools(
 ) -> tuple[Path, dict[str, Any]]:
     """Run every policy on the same cases; merge into the suite's result file after each."""
     path = out_dir / suite_file_name(name)
-    ids = [case.id for case in cases]
-    tiers.load(*{tier for policy in policies.values() for tier in policy.tiers_used()})
-    for label, policy in policies.items():
-        # Taken before the items run: the commit and settings that produced them.
-        env = environment(settings, {"slm": tiers.slm.name, "llm": tiers.llm.name})
-        items = run_cases(
-            cases,
-            tiers,
-            policy,
-            store,
-            on_item=partial(on_item, label, len(cases)) if on_item else None,
-        )
-        entry = {
-            "policy": policy.model_dump(),
-            "seed": seed,
-            "case_ids": ids,
-            "metrics": summarize_items(items),
-            "environment": env,
-            "items": [item.to_dict() for item in items],
-        }
-        record_policy(path, name, "tool_calls", label, entry, tools_markdown)
-    return path, read_results(path)
+
+    def run(label: str, policy: TierPolicy) -> list[ItemResult]:
+        progress = partial(on_item, label, len(cases)) if on_item else None
+        return run_cases(cases, tiers, policy, store, on_item=progress)
+
+    data = evaluate_policies(
+        path,
+        name,
+        "tool_calls",
+        tiers,
+        policies,
+        run=run,
+        summarize=summarize_items,
+        fields={"seed": seed, "case_ids": [case.id for case in cases]},
+        settings=settings,
+        markdown=tools_markdown,
+    )
+    return path, data
 
 
 def tools_rows(data: dict[str, Any]) -> list[list[str]]:
