@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, TypedDict, runtime_checkable
 
-__all__ = ["Tier", "Message", "Completion", "ChatModel"]
+__all__ = ["Tier", "Message", "Completion", "ChatModel", "CURRENT_NODE"]
 
 Tier = Literal["slm", "llm"]
+
+
+CURRENT_NODE: ContextVar[str | None] = ContextVar("tierflow_current_node", default=None)
+"""The graph node on whose behalf a model is being called (set by ``ask``): scripted test
+models answer by it, and logs can name it."""
 
 
 class Message(TypedDict):

@@ -1,7 +1,10 @@
 """A deterministic ``ChatModel`` for tests and examples: it answers from a script.
 
-Each reply is a string, or a function of the messages that returns one. A reply may also
-be an exception instance, which is raised (to simulate an unreachable endpoint).
+Replies are picked by the graph node that asks (``by_node``), never by the prompt's
+wording, so rewording a prompt cannot break a test; replies without a node come from one
+queue in order. Each reply is a string, a dict (sent as JSON), or a function of the
+messages that returns one. A reply may also be an exception instance, which is raised (to
+simulate an unreachable endpoint).
 """
 
 from __future__ import annotations
@@ -11,7 +14,7 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from tierflow.agents.confidence import choice_field
-from tierflow.agents.protocol import Completion, Message, Tier
+from tierflow.agents.protocol import CURRENT_NODE, Completion, Message, Tier
 
 __all__ = ["ScriptedModel", "Reply"]
 
@@ -19,7 +22,7 @@ Reply = str | dict[str, Any] | BaseException | Callable[[Sequence[Message]], str
 
 
 class ScriptedModel:
-    """Replies in order; ``by_node`` picks a queue by the prompt's first line instead.
+    """Replies in order; ``by_node`` keeps a queue per node name (``CURRENT_NODE``).
 
     ``confidence`` is reported for every choice among fixed options, as the SLM does."""
 
@@ -41,13 +44,13 @@ class ScriptedModel:
         self._confidence = confidence
         self.calls: list[dict[str, Any]] = []
 
-    def _next(self, messages: Sequence[Message]) -> Reply:
-        system = messages[0]["content"] if messages else ""
-        for marker, queue in self._by_node.items():
-            if marker in system and queue:
-                return queue.pop(0)
+    def _next(self) -> Reply:
+        node = CURRENT_NODE.get()
+        queue = self._by_node.get(node or "")
+        if queue:
+            return queue.pop(0)
         if not self._queue:
-            raise AssertionError(f"{self.name}: script exhausted at {system[:60]!r}")
+            raise AssertionError(f"{self.name}: no scripted reply left for node {node!r}")
         return self._queue.pop(0)
 
     def complete(
@@ -57,8 +60,15 @@ class ScriptedModel:
         schema: dict[str, Any] | None = None,
         max_tokens: int,
     ) -> Completion:
-        self.calls.append({"messages": list(messages), "schema": schema, "max_tokens": max_tokens})
-        reply = self._next(messages)
+        self.calls.append(
+            {
+                "node": CURRENT_NODE.get(),
+                "messages": list(messages),
+                "schema": schema,
+                "max_tokens": max_tokens,
+            }
+        )
+        reply = self._next()
         if isinstance(reply, BaseException):
             raise reply
         text = reply(messages) if callable(reply) else reply

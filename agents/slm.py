@@ -67,6 +67,17 @@ class LlamaCppModel:
         self._llama = llama
         self._lock = threading.Lock()
 
+    @property
+    def n_ctx(self) -> int:
+        """The context size in tokens: prompt and reply together."""
+        return self._n_ctx
+
+    def count_tokens(self, text: str) -> int:
+        """How many tokens ``text`` is for this model (loads it)."""
+        with self._lock:
+            llama = self._load_locked()
+            return len(llama.tokenize(text.encode("utf-8"), add_bos=False, special=False))
+
     def load(self) -> Any:
         """Load the model now (idempotent); raises ``ModelFileError`` if llama.cpp refuses it."""
         with self._lock:

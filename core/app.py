@@ -8,10 +8,12 @@ the SLM loads on first use, the embedded LLM server starts on the first LLM call
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Mapping
 from functools import cached_property
 from pathlib import Path
 from typing import Any
 
+from tierflow.agents.budget import Prices
 from tierflow.agents.catalog import CATALOG, Progress, resolve_model
 from tierflow.agents.llm import OpenAIChatModel
 from tierflow.agents.protocol import ChatModel
@@ -20,6 +22,7 @@ from tierflow.agents.slm import LlamaCppModel
 from tierflow.agents.tiers import Tiers
 from tierflow.errors import ConfigError
 from tierflow.graphs.runner import TaskRunner
+from tierflow.graphs.running import GraphResult, run_graph
 from tierflow.memory.traces import TraceStore
 from tierflow.settings import Settings
 from tierflow.tools.builtins import default_registry
@@ -126,7 +129,17 @@ class App:
             max_steps=self.settings.max_steps,
             summarize_over_chars=self.settings.summarize_over_chars,
             settings_snapshot=self.settings.masked(),
+            prices=self.prices,
         )
+
+    @property
+    def prices(self) -> Prices:
+        return Prices(self.settings.llm_price_prompt_per_mtok, self.settings.llm_price_completion_per_mtok)
+
+    def run_graph(self, graph: Any, input: Mapping[str, Any], **options: Any) -> GraphResult:
+        """``tierflow.run_graph`` on this app's tiers, store and settings (the models stay
+        loaded between runs)."""
+        return run_graph(graph, input, settings=self.settings, tiers=self.tiers, store=self.store, **options)
 
     def close(self) -> None:
         tiers = self.__dict__.get("tiers")

@@ -11,7 +11,7 @@ import json
 import signal
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from tierflow import __version__
@@ -27,9 +27,12 @@ from tierflow.cli_support import (
     settings,
     state,
 )
-from tierflow.errors import TaskInputError, TierflowError
+from tierflow.errors import GraphError, TaskInputError, TierflowError
 from tierflow.render import ProgressPrinter, print_run, runs_table, stats_line
-from tierflow.settings import NODES
+
+if TYPE_CHECKING:
+    from tierflow.graphs.runner import RunResult
+    from tierflow.graphs.running import GraphResult
 
 __all__ = ["app", "main"]
 
@@ -60,34 +63,73 @@ def _options(
 
 @app.command()
 def run(
-    task: Annotated[str, typer.Argument(help="What to do, in plain language.")],
+    task: Annotated[str | None, typer.Argument(help="What to do, in plain language.")] = None,
     as_json: JsonOption = False,
+    graph: Annotated[
+        str | None, typer.Option(help="Run your own graph instead: MODULE:ATTR (a compiled graph).")
+    ] = None,
+    input_: Annotated[
+        str | None, typer.Option("--input", help="The graph's input: JSON, or @FILE with JSON.")
+    ] = None,
     policy: Annotated[str, typer.Option(help="tiered | slm | llm, or 'settings'.")] = "settings",
     tier: Annotated[list[str], typer.Option(help="Override one node: NODE=slm|llm|tiered.")] = [],  # noqa: B006
     workspace: Annotated[Path | None, typer.Option(help="Directory the file tools may read.")] = None,
+    local_only: Annotated[bool, typer.Option(help="Keep every step on the local SLM.")] = False,
+    redact: Annotated[
+        bool, typer.Option(help="Replace e-mails, phones, IBANs, cards, IDs and names before LLM calls.")
+    ] = False,
+    max_llm_tokens: Annotated[
+        int | None, typer.Option(min=0, help="Stop the run before it uses more.")
+    ] = None,
+    max_cost: Annotated[
+        float | None, typer.Option(min=0, help="Stop the run before it costs more (US$).")
+    ] = None,
 ) -> None:
-    """Run a task through the tiered task graph and print the answer."""
+    """Run a task through the tiered task graph (or your own graph) and print the answer."""
+    from tierflow.agents.budget import Budget
     from tierflow.app import App
     from tierflow.graphs.runner import check_task
 
     try:
-        check_task(task)  # before any model loads
+        if (graph is None) == (task is None):
+            raise TaskInputError(
+                "give a TASK, or --graph MODULE:ATTR with --input",
+                hint='e.g. tierflow run "What is 2 + 2?", or '
+                "tierflow run --graph pkg.mod:graph --input @in.json",
+            )
+        if graph is None and input_ is not None:
+            raise TaskInputError("--input goes with --graph", hint="Give the task as the argument instead.")
+        loaded, data = _load_graph_input(graph, input_) if graph else (None, None)
+        if task is not None:
+            check_task(task)  # before any model loads
         conf = settings(**({"workspace": workspace} if workspace else {}))
         chosen = parse_tiers(policy, tier)
+        budget = Budget(max_llm_tokens=max_llm_tokens, max_cost_usd=max_cost)
+        options: dict[str, Any] = {"budget": budget, "local_only": local_only, "redact": redact}
         with App(conf, progress=pull_progress()) as tierflow_app:
-            if any(chosen.for_node(node) != "llm" for node in NODES):
+            if local_only or "slm" in chosen.tiers_used():
                 with err.status("loading the SLM …"):
-                    tierflow_app.tiers.slm.load()  # type: ignore[attr-defined]
-            result = tierflow_app.runner.run(task, policy=chosen, on_event=ProgressPrinter(err))
+                    tierflow_app.tiers.load("slm")
+            printer = ProgressPrinter(err)
+            result: RunResult | GraphResult
+            if loaded is not None:
+                result = tierflow_app.run_graph(
+                    loaded, data or {}, policy=chosen, name=graph, on_event=printer, **options
+                )
+                answer = _state_text(result.state)
+            else:
+                assert task is not None
+                result = tierflow_app.runner.run(task, policy=chosen, on_event=printer, **options)
+                answer = result.answer or ""
             trace = tierflow_app.store.get_run(result.run_id)
-    except TaskInputError as exc:
+    except (TaskInputError, GraphError) as exc:
         fail(exc, code=2)
     except TierflowError as exc:
         fail(exc)
     if as_json:
         emit_json({**result.to_dict(), "stats": trace["stats"], "duration_ms": trace["duration_ms"]})
     elif result.status == "succeeded":
-        out.print(result.answer, markup=False)
+        out.print(answer, markup=False)
     err.print(
         f"[dim]run {result.run_id} {result.status}: {stats_line(trace)}. "
         f"Details: tierflow runs show {result.run_id}[/]"
@@ -98,6 +140,37 @@ def run(
             if result.hint:
                 err.print(f"[dim]{result.hint}[/]")
         raise typer.Exit(1)
+
+
+def _load_graph_input(reference: str, text: str | None) -> tuple[Any, dict[str, Any]]:
+    from tierflow.graphs.introspect import check_input, load_graph
+
+    loaded = load_graph(reference)
+    if text is None:
+        raise TaskInputError("--graph needs --input", hint="Give the input as JSON, or @FILE.")
+    source = "--input"
+    if text.startswith("@"):
+        path = Path(text[1:]).expanduser()
+        source = str(path)
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise TaskInputError(f"cannot read {path}: {exc}", hint="Give a UTF-8 JSON file.") from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise TaskInputError(
+            f"{source} is not valid JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}",
+            hint='Give a JSON object, e.g. --input \'{"text": "..."}\'',
+        ) from None
+    check_input(loaded, data)
+    return loaded, data
+
+
+def _state_text(state: dict[str, Any]) -> str:
+    from pydantic_core import to_jsonable_python
+
+    return json.dumps(to_jsonable_python(state, fallback=str), ensure_ascii=False, indent=2)
 
 
 @runs_app.command("list")

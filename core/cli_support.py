@@ -11,7 +11,7 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TaskID, TextColumn
 from tierflow.errors import ConfigError, TierflowError
-from tierflow.settings import NODES, POLICY_PRESETS, Settings, TierPolicy, load_settings
+from tierflow.settings import POLICY_PRESETS, Settings, TierChoice, TierPolicy, load_settings
 
 __all__ = [
     "out",
@@ -52,19 +52,24 @@ def emit_json(data: Any) -> None:
 
 
 def parse_tiers(preset: str, overrides: list[str]) -> TierPolicy:
+    """The policy of ``--policy PRESET`` (or ``settings``) with ``--tier NODE=TIER`` overrides;
+    the graph that runs checks that the nodes exist."""
     configured = settings().policy
-    policy = TierPolicy.preset(preset) if preset != "settings" else configured
-    values = policy.model_dump()
-    values["min_confidence"] = configured.min_confidence  # a setting of its own, kept by every preset
+    policy = (
+        configured
+        if preset == "settings"
+        else TierPolicy.preset(preset, min_confidence=configured.min_confidence)
+    )
+    values: dict[str, TierChoice] = {}
     for item in overrides:
         node, sep, tier = item.partition("=")
-        if not sep or node not in NODES or tier not in POLICY_PRESETS:
+        if not sep or not node or tier not in POLICY_PRESETS:
             raise ConfigError(
                 f"--tier {item!r} is not NODE=TIER",
-                hint=f"Nodes: {', '.join(NODES)}; tiers: slm, llm, tiered.",
+                hint="TIER is one of slm, llm, tiered; NODE is a node of the graph (e.g. answer).",
             )
         values[node] = tier
-    return TierPolicy(**values)
+    return policy.with_overrides(values)
 
 
 def pull_progress() -> Any:

@@ -26,6 +26,9 @@ __all__ = [
     "ServerStartError",
     "SchemaError",
     "RunNotFoundError",
+    "BudgetExceededError",
+    "GraphError",
+    "StepOutputError",
     "ToolError",
     "SandboxError",
 ]
@@ -77,6 +80,22 @@ class SchemaError(TierflowError):
 
 class RunNotFoundError(TierflowError):
     """No stored run matches the given id."""
+
+
+class BudgetExceededError(TierflowError):
+    """The next LLM call would take the run past its token or cost cap; the run stops
+    with status ``budget_exceeded`` and keeps everything done so far."""
+
+
+class GraphError(TierflowError):
+    """A graph cannot be run as given: a module path that does not import, an attribute
+    that is not a compiled graph, input that does not match its input schema, or a policy
+    that names a node the graph does not have."""
+
+
+class StepOutputError(TierflowError):
+    """A step got no usable output from the last tier it could use (the reason is the
+    validation error); the run fails with it."""
 
 
 class ToolError(Exception):

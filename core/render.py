@@ -19,13 +19,19 @@ from rich.progress import (
 )
 from rich.table import Table
 from rich.text import Text
-from tierflow.memory.recorder import Event
+from tierflow.memory.records import Event, StepFailed, StepFinished, StepStarted
 from tierflow.memory.traces import RunSummary
 
 __all__ = ["EvalProgress", "ProgressPrinter", "print_run", "runs_table", "stats_line", "TIER_STYLE"]
 
 TIER_STYLE = {"slm": "green", "llm": "magenta"}
-STATUS_STYLE = {"succeeded": "green", "failed": "red", "interrupted": "yellow", "running": "cyan"}
+STATUS_STYLE = {
+    "succeeded": "green",
+    "failed": "red",
+    "interrupted": "yellow",
+    "budget_exceeded": "yellow",
+    "running": "cyan",
+}
 
 
 def _short(text: Any, limit: int = 100) -> str:
@@ -41,23 +47,19 @@ class ProgressPrinter:
         self._status: Any = None
 
     def __call__(self, event: Event) -> None:
-        kind = event["kind"]
-        if kind == "step_started":
+        if isinstance(event, StepStarted):
             self._stop()
-            self._status = self.console.status(f"{event['node']} …", spinner="dots")
+            self._status = self.console.status(f"{event.node} …", spinner="dots")
             self._status.start()
             return
         self._stop()
-        if kind == "step_finished":
-            used = event.get("tiers", [])
-            tiers = " ".join(f"[{TIER_STYLE.get(t, 'white')}]{t}[/]" for t in used)
-            padding = " " * max(0, 8 - len(" ".join(used)))  # markup takes no columns
-            summary = escape(_short(event.get("summary") or ""))
-            self.console.print(f"  [bold]{event['node']:<13}[/] {tiers}{padding} {summary}", highlight=False)
-        elif kind == "step_failed":
-            self.console.print(
-                f"  [bold]{event['node']:<13}[/] [red]failed[/] {escape(_short(event['error']))}"
-            )
+        if isinstance(event, StepFinished):
+            tiers = " ".join(f"[{TIER_STYLE.get(t, 'white')}]{t}[/]" for t in event.tiers)
+            padding = " " * max(0, 8 - len(" ".join(event.tiers)))  # markup takes no columns
+            summary = escape(_short(event.summary or ""))
+            self.console.print(f"  [bold]{event.node:<13}[/] {tiers}{padding} {summary}", highlight=False)
+        elif isinstance(event, StepFailed):
+            self.console.print(f"  [bold]{event.node:<13}[/] [red]failed[/] {escape(_short(event.error))}")
 
     def _stop(self) -> None:
         if self._status is not None:

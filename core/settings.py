@@ -13,7 +13,7 @@ import os
 from pathlib import Path
 from typing import Any, Literal, cast
 
-from pydantic import BaseModel, Field, SecretStr
+from pydantic import Field, SecretStr
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -21,62 +21,10 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 from tierflow import paths
+from tierflow.agents.policy import POLICY_PRESETS, TierChoice, TierPolicy
 from tierflow.errors import ConfigError, describe_validation_error
 
-__all__ = ["Settings", "TierPolicy", "TierChoice", "NODES", "load_settings", "POLICY_PRESETS"]
-
-TierChoice = Literal["slm", "llm", "tiered"]
-"""``slm``: the local model only. ``llm``: the large model only. ``tiered``: the SLM first,
-retried once on the LLM when its output fails validation."""
-
-NODES = ("plan", "select_tool", "extract_args", "summarize", "answer")
-
-DEFAULT_MIN_CONFIDENCE = 0.0
-"""Off by default: calibrated on BFCL with the default models (evals/results/confidence.md),
-the threshold came out at 0.90 and did no better than random routing at the same SLM share
-on held-out items. Calibrate for your own models with ``tierflow eval confidence``."""
-
-
-class TierPolicy(BaseModel):
-    """Which tier serves each model-backed node of the task graph."""
-
-    plan: TierChoice = "llm"
-    select_tool: TierChoice = "tiered"
-    extract_args: TierChoice = "tiered"
-    summarize: TierChoice = "tiered"
-    answer: TierChoice = "tiered"
-    min_confidence: float = Field(
-        default=DEFAULT_MIN_CONFIDENCE,
-        ge=0.0,
-        le=1.0,
-        description="a tiered node escalates an SLM choice (which tool, or none) less sure than this",
-    )
-
-    def tiers_used(self) -> set[Literal["slm", "llm"]]:
-        """The tiers some node may call under this policy."""
-        used: set[Literal["slm", "llm"]] = set()
-        for node in NODES:
-            choice = self.for_node(node)
-            used |= {"slm", "llm"} if choice == "tiered" else {choice}
-        return used
-
-    def for_node(self, node: str) -> TierChoice:
-        if node not in NODES:
-            raise ValueError(f"unknown node {node!r}; nodes are {', '.join(NODES)}")
-        value: TierChoice = getattr(self, node)
-        return value
-
-    @classmethod
-    def preset(cls, name: str) -> TierPolicy:
-        """``tiered`` (the default mix), ``slm`` (everything local) or ``llm`` (everything remote)."""
-        if name == "tiered":
-            return cls()
-        if name in ("slm", "llm"):
-            return cls.model_validate({node: name for node in NODES})
-        raise ConfigError(f"unknown policy {name!r}", hint=f"Use one of: {', '.join(POLICY_PRESETS)}.")
-
-
-POLICY_PRESETS = ("tiered", "slm", "llm")
+__all__ = ["Settings", "TierPolicy", "TierChoice", "load_settings", "POLICY_PRESETS"]
 
 
 class Settings(BaseSettings):

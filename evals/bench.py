@@ -33,10 +33,11 @@ from tierflow.agents.tiers import Tiers
 from tierflow.evals.report import fmt, markdown_table
 from tierflow.evals.toolcalls import percentile
 from tierflow.graphs import nodes
-from tierflow.graphs.context import TaskContext
+from tierflow.graphs.nodes import TaskContext
 from tierflow.graphs.runner import TaskRunner
 from tierflow.graphs.state import TaskState
-from tierflow.memory.recorder import RunRecorder
+from tierflow.graphs.steps import StepScope
+from tierflow.memory.recorder import RunRecorder, StepHandle
 from tierflow.memory.traces import TraceStore
 from tierflow.settings import TierPolicy
 from tierflow.tools.builtins import default_registry
@@ -53,10 +54,10 @@ __all__ = [
 
 # One task through every node: plan (1 step) → select_tool → extract_args → act → answer.
 _SCRIPT: dict[str, list[Reply]] = {
-    "planner": [{"steps": ["multiply 17 by 23 and add 4"], "answer": ""}],
-    "Choose the tool": [{"tool": "calculator"}],
-    "Write the arguments": [{"expression": "17 * 23 + 4"}],
-    "Answer the user's task": ["395"],
+    "plan": [{"steps": ["multiply 17 by 23 and add 4"], "answer": ""}],
+    "select_tool": [{"tool": "calculator"}],
+    "extract_args": [{"expression": "17 * 23 + 4"}],
+    "answer": ["395"],
 }
 _NODES_PER_RUN = 5
 
@@ -224,6 +225,11 @@ def _extra_tools(count: int) -> list[Tool]:
     ]
 
 
+def _select(state: TaskState, context: TaskContext) -> None:
+    """The select_tool node alone, outside a graph (its step is not stored)."""
+    nodes.select_tool(state, StepScope(context, StepHandle(0, "select_tool")))
+
+
 def selection_latency(model_path: Path, *, n_threads: int | None = None) -> dict[str, Any]:
     slm = LlamaCppModel(model_path, n_threads=n_threads)
     llama = slm.load()
@@ -244,7 +250,7 @@ def selection_latency(model_path: Path, *, n_threads: int | None = None) -> dict
                     recorder=RunRecorder(store, run_id),
                 )
                 latencies = []
-                nodes.select_tool({"task": _REQUESTS[0], "steps": [_REQUESTS[0]], "step_index": 0}, context)
+                _select({"task": _REQUESTS[0], "steps": [_REQUESTS[0]], "step_index": 0}, context)
                 for request in _REQUESTS:
                     if cache == "cold":
                         llama.reset()
@@ -255,7 +261,7 @@ def selection_latency(model_path: Path, *, n_threads: int | None = None) -> dict
                         "observations": [],
                     }
                     started = time.perf_counter()
-                    nodes.select_tool(state, context)
+                    _select(state, context)
                     latencies.append((time.perf_counter() - started) * 1000)
                 results[f"{count}_tools_{cache}"] = {
                     "calls": len(latencies),

@@ -14,14 +14,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from tierflow.agents.budget import BudgetMeter
+from tierflow.agents.policy import TierPolicy
 from tierflow.agents.tiers import Tiers
-from tierflow.errors import TierflowError
 from tierflow.evals.bfcl import Case, check, registry_for, request_text
-from tierflow.graphs.context import TaskContext
+from tierflow.graphs.running import execute
 from tierflow.graphs.task import build_tool_call_graph, tool_call_input
-from tierflow.memory.recorder import RunRecorder
 from tierflow.memory.traces import TraceStore
-from tierflow.settings import TierPolicy
 
 __all__ = ["CallRecord", "ItemResult", "run_cases", "summarize_items", "percentile"]
 
@@ -60,48 +59,28 @@ class ItemResult:
         return asdict(self)
 
 
-class _Collecting(RunRecorder):
-    """A recorder that also keeps this item's model calls for the metrics."""
-
-    def __init__(self, store: TraceStore, run_id: str) -> None:
-        super().__init__(store, run_id)
-        self.calls: list[dict[str, Any]] = []
-        self.ids: list[int] = []
-
-    def model_call(self, **fields: Any) -> int:
-        call_id = super().model_call(**fields)
-        self.calls.append(fields)
-        self.ids.append(call_id)
-        return call_id
-
-    def mark_escalated(self, call_id: int, reason: str) -> None:
-        super().mark_escalated(call_id, reason)
-        self.calls[self.ids.index(call_id)].update(escalated=True, escalation_reason=reason)
-
-
 def run_case(case: Case, tiers: Tiers, policy: TierPolicy, store: TraceStore, graph: Any) -> ItemResult:
     request = request_text(case)
-    run_id = store.start_run(
-        request,
-        graph="tool_call",
-        policy=policy.model_dump(),
-        slm_model=tiers.slm.name,
-        llm_model=tiers.llm.name,
-        settings={"eval_case": case.id},
-    )
-    recorder = _Collecting(store, run_id)
-    context = TaskContext(tiers=tiers, tools=registry_for(case), policy=policy, recorder=recorder)
     started = time.perf_counter()
-    status, output, error = "failed", [], None
-    try:
-        final = graph.invoke(tool_call_input(request), context=context)
-        status = "succeeded"
-    except TierflowError as exc:  # a case the tiers cannot serve (e.g. too long) counts as wrong
-        final, error = {}, exc.message
-    except Exception as exc:  # a bug of ours on one case: counted and shown, the run goes on
-        final, error = {}, f"internal error: {type(exc).__name__}: {exc}"
-    finally:
-        store.finish_run(run_id, status, error=error)
+    result = execute(
+        graph,
+        dict(tool_call_input(request)),
+        tiers=tiers,
+        store=store,
+        policy=policy,
+        meter=BudgetMeter(),
+        local_only=False,
+        redactor=None,
+        name="tool_call",
+        task=request,
+        context={"tools": registry_for(case)},
+        config=None,
+        on_event=None,
+        snapshot={"eval_case": case.id},
+        raise_bugs=False,  # a bug of ours on one case is counted and shown; the eval goes on
+    )
+    run_id, final, error = result.run_id, result.state, result.error
+    output: list[dict[str, Any]] = []
     latency_ms = (time.perf_counter() - started) * 1000
     tool, arguments = final.get("tool"), final.get("arguments")
     if tool and arguments is not None:
@@ -111,6 +90,7 @@ def run_case(case: Case, tiers: Tiers, policy: TierPolicy, store: TraceStore, gr
         bool(observations) and observations[-1]["tool"] is None and not observations[-1]["error"]
     )
     verdict = check(case, output)
+    stored = [c for step in store.get_run(run_id)["steps"] for c in step["model_calls"]]
     calls = [
         CallRecord(
             node=c["node"],
@@ -122,7 +102,7 @@ def run_case(case: Case, tiers: Tiers, policy: TierPolicy, store: TraceStore, gr
             reason=c.get("escalation_reason") or c.get("error"),
             confidence=c.get("confidence"),
         )
-        for c in recorder.calls
+        for c in stored
     ]
     first_select = next((c for c in calls if c.node == "select_tool" and c.tier == "slm"), None)
     return ItemResult(

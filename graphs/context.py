@@ -1,111 +1,195 @@
-"""What a task-graph run depends on, injected per run as LangGraph's ``Runtime.context``,
-and ``ask``: the one way a node calls a model (tier choice, parsing, tracing, escalation)."""
+"""What a run depends on, injected per run as LangGraph's ``Runtime.context``, and ``ask``:
+the one way a step calls a model (tier choice, escalation, privacy, budget, tracing).
+
+A step whose tier choice is ``tiered`` runs on the SLM first; when the output is rejected
+(it does not parse, fails validation, or the SLM was not sure enough of a choice), the same
+messages go to the LLM within the same step and the trace records why. Local-only steps
+never reach the LLM: an escalation they would have made is refused and recorded. Before
+every LLM call the run's budget is checked, and with redaction on, personal values are
+replaced by placeholders and restored in the reply.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
-from tierflow.agents.escalation import Rejected, can_escalate, choose_tier
-from tierflow.agents.protocol import Completion, Message, Tier
+from pydantic import BaseModel
+from tierflow.agents.budget import BudgetMeter
+from tierflow.agents.escalation import Rejected
+from tierflow.agents.policy import TierChoice, TierPolicy
+from tierflow.agents.protocol import CURRENT_NODE, Completion, Message, Tier
+from tierflow.agents.redaction import Redactor
 from tierflow.agents.tiers import Tiers
 from tierflow.errors import TierflowError
-from tierflow.graphs.state import Escalation, TaskState
-from tierflow.memory.recorder import RunRecorder
-from tierflow.settings import TierPolicy
-from tierflow.tools.registry import ToolRegistry
+from tierflow.memory.recorder import RunRecorder, StepHandle
+from tierflow.memory.records import CallRef, ModelCallRecord
 
-__all__ = ["TaskContext", "Answer", "ask"]
+__all__ = ["TierContext", "Answer", "ask", "LOCAL_ONLY"]
 
 T = TypeVar("T")
 
+LOCAL_ONLY = "local_only"
 
-@dataclass(frozen=True)
-class TaskContext:
+
+@dataclass(frozen=True, kw_only=True)
+class TierContext:
+    """A run's tiers, policy, trace recorder, budget and privacy; ``run_graph`` builds it."""
+
     tiers: Tiers
-    tools: ToolRegistry
-    policy: TierPolicy
     recorder: RunRecorder
-    max_steps: int = 6
-    summarize_over_chars: int = 1200
+    policy: TierPolicy = field(default_factory=TierPolicy)
+    local_only: bool = False
+    redactor: Redactor | None = None
+    meter: BudgetMeter = field(default_factory=BudgetMeter)
 
 
 @dataclass(frozen=True)
 class Answer(Generic[T]):
-    """A node's model call: the parsed value, or why it was rejected and whether to escalate."""
+    """A step's model call: the parsed value, or why the last tier's output was rejected."""
 
     value: T | None
     tier: Tier
     completion: Completion
-    call_id: int
+    ref: CallRef
+    record: ModelCallRecord
     rejection: Rejected | None = None
-    escalate: bool = False
+    escalated: bool = False  # the SLM's answer was rejected and this one is the LLM's
 
     @property
     def reason(self) -> str:
         return self.rejection.reason if self.rejection else ""
 
-    def escalation(self, node: str) -> dict[str, Escalation]:
-        return {"escalation": Escalation(node=node, reason=self.reason)}
-
 
 def ask(
-    ctx: TaskContext,
-    node: str,
-    state: TaskState,
+    ctx: TierContext,
+    step: StepHandle,
     messages: Sequence[Message],
     parse: Callable[[Completion], T],
     *,
     max_tokens: int,
     schema: dict[str, Any] | None = None,
+    prefer: TierChoice | None = None,
+    tier: Tier | None = None,
+    local_only: bool = False,
+    redact: bool | None = None,
 ) -> Answer[T]:
-    """Call the model that serves ``node`` now, parse its reply, record the call."""
-    choice = ctx.policy.for_node(node)
-    pending = state.get("escalation")
-    tier = choose_tier(choice, escalated=pending is not None and pending["node"] == node)
-    model = ctx.tiers.model(tier)
-    record: dict[str, Any] = {
-        "node": node,
-        "tier": tier,
-        "model": model.name,
-        "messages": list(messages),
-        "output_schema": schema,
-        "max_tokens": max_tokens,
-    }
-    try:
-        completion = model.complete(messages, schema=schema, max_tokens=max_tokens)
-    except TierflowError as exc:
-        ctx.recorder.model_call(**record, error=str(exc))
-        raise
-    record.update(
-        model=completion.model,
-        raw_output=completion.text,
-        prompt_tokens=completion.prompt_tokens,
-        completion_tokens=completion.completion_tokens,
-        latency_ms=completion.latency_ms,
-        finish_reason=completion.finish_reason,
-    )
-    try:
-        value = parse(completion)
-    except Rejected as rejection:
-        escalate = can_escalate(choice, tier)
-        call_id = ctx.recorder.model_call(
-            **record,
-            escalated=escalate,
-            escalation_reason=rejection.reason if escalate else None,
-            error=rejection.reason,
+    """Call the model that serves ``step`` now, parse its reply, escalate if it is rejected.
+
+    ``prefer``: where the step belongs under the ``tiered`` default. ``tier``: this call's
+    tier regardless of the policy (a later step asked for the LLM). ``local_only`` and
+    ``redact`` tighten the run's own privacy settings for this step.
+    """
+    choice: TierChoice = tier or ctx.policy.for_node(step.node, prefer)
+    local = local_only or ctx.local_only
+    call = _Call(ctx, step, messages, parse, max_tokens, schema, redact)
+    if choice == "llm":
+        if not local:
+            return call.attempt("llm", may_escalate=False)
+        first = call.attempt("slm", may_escalate=False)
+        first.record.escalation_refused = LOCAL_ONLY
+        first.record.escalation_reason = "the policy sends this step to the LLM"
+        return first
+    first = call.attempt("slm", may_escalate=choice == "tiered")
+    if first.rejection is None or choice != "tiered":
+        return first
+    first.record.escalation_reason = first.reason
+    if local:
+        first.record.escalation_refused = LOCAL_ONLY
+        return first
+    first.record.escalated = True
+    return dataclasses.replace(call.attempt("llm", may_escalate=False), escalated=True)
+
+
+@dataclass
+class _Call:
+    ctx: TierContext
+    step: StepHandle
+    messages: Sequence[Message]
+    parse: Callable[[Completion], Any]
+    max_tokens: int
+    schema: dict[str, Any] | None
+    redact: bool | None
+
+    def _outbound(self, tier: Tier) -> tuple[list[Message], list[str]]:
+        """The messages as sent to ``tier``: for the LLM, redacted and within budget."""
+        messages = list(self.messages)
+        if tier == "slm":
+            return messages, []
+        redactor = self.ctx.redactor if self.redact is not False else None
+        if redactor is None and self.redact:
+            redactor = Redactor()
+        kinds: list[str] = []
+        if redactor is not None:
+            find = self._find_names if redactor.wants_names else None
+            messages, kinds = redactor.redact(messages, find)
+        self.ctx.meter.check(self.step.node, messages, self.max_tokens)
+        return messages, kinds
+
+    def _find_names(self, text: str) -> list[str]:
+        from tierflow.agents.escalation import parse_model
+
+        names = _Names.model_json_schema()
+        got = _Call(self.ctx, self.step, _names_prompt(text), parse_model(_Names), 128, names, False)
+        answer = got.attempt("slm", may_escalate=False)
+        answer.record.node = f"{self.step.node}:find_names"
+        return answer.value.names if answer.value is not None else []
+
+    def attempt(self, tier: Tier, *, may_escalate: bool) -> Answer[Any]:
+        model = self.ctx.tiers.model(tier)
+        messages, kinds = self._outbound(tier)
+        record = ModelCallRecord(
+            node=self.step.node,
+            tier=tier,
+            model=model.name,
+            messages=messages,
+            output_schema=self.schema,
+            max_tokens=self.max_tokens,
+            redacted=kinds,
         )
-        return Answer(None, tier, completion, call_id, rejection, escalate)
-    parsed = value.model_dump() if hasattr(value, "model_dump") else value
-    confidence = completion.extra.get("confidence")
-    record.update(parsed=parsed, confidence=confidence)
-    if confidence is not None and can_escalate(choice, tier) and confidence < ctx.policy.min_confidence:
-        unsure = Rejected(
-            "low_confidence",
-            f"the SLM gave its choice probability {confidence:.2f}, below {ctx.policy.min_confidence:.2f}",
+        ref = self.step.model_call(record)
+        token = CURRENT_NODE.set(self.step.node)
+        try:
+            completion = model.complete(messages, schema=self.schema, max_tokens=self.max_tokens)
+        except TierflowError as exc:
+            record.error = str(exc)
+            raise
+        finally:
+            CURRENT_NODE.reset(token)
+        if tier == "llm":
+            self.ctx.meter.add(completion)
+        record.model, record.raw_output = completion.model, completion.text
+        record.prompt_tokens, record.completion_tokens = (
+            completion.prompt_tokens,
+            completion.completion_tokens,
         )
-        call_id = ctx.recorder.model_call(**record, escalated=True, escalation_reason=unsure.reason)
-        return Answer(None, tier, completion, call_id, unsure, escalate=True)
-    call_id = ctx.recorder.model_call(**record)
-    return Answer(value, tier, completion, call_id)
+        record.latency_ms, record.finish_reason = completion.latency_ms, completion.finish_reason
+        record.confidence = completion.extra.get("confidence")
+        if kinds and self.ctx.redactor is not None:
+            completion = dataclasses.replace(completion, text=self.ctx.redactor.restore(completion.text))
+        try:
+            value = self.parse(completion)
+        except Rejected as rejection:
+            record.error = rejection.reason
+            return Answer(None, tier, completion, ref, record, rejection)
+        record.parsed = value.model_dump() if isinstance(value, BaseModel) else value
+        floor = self.ctx.policy.min_confidence
+        if may_escalate and record.confidence is not None and record.confidence < floor:
+            unsure = Rejected(
+                "low_confidence",
+                f"the SLM gave its choice probability {record.confidence:.2f}, below {floor:.2f}",
+            )
+            return Answer(value, tier, completion, ref, record, unsure)  # kept if it cannot escalate
+        return Answer(value, tier, completion, ref, record)
+
+
+class _Names(BaseModel):
+    names: list[str]
+
+
+def _names_prompt(text: str) -> list[Message]:
+    from tierflow.agents.prompting import render_messages
+
+    return render_messages("find_names", text=text)

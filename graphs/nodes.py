@@ -1,29 +1,54 @@
-"""The task graph's nodes: ``(state, context) -> partial update``, at most one model call each.
+"""The task graph's nodes: ``(state, scope) -> partial update``, at most one model call each
+(two when the SLM's output is rejected and the step escalates to the LLM).
 
-A node whose model output is rejected either asks to be run again on the LLM (its policy is
-``tiered`` and this was the SLM) or degrades gracefully and records why; model-caused
-problems never crash a run. Failures of the tiers themselves (an unreachable endpoint)
-propagate and fail the run with their message.
+A node whose model output is rejected by every tier it may use degrades gracefully and
+records why; model-caused problems never crash a run. Failures of the tiers themselves
+(an unreachable endpoint) propagate and fail the run with their message.
 """
 
 from __future__ import annotations
 
 import json
 import time
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, cast
 
 from pydantic import BaseModel, Field, field_validator, model_validator
 from tierflow.agents.escalation import Rejected, parse_json, parse_model, parse_text
 from tierflow.agents.prompting import render_messages
 from tierflow.agents.protocol import Completion
 from tierflow.errors import ToolError
-from tierflow.graphs.context import TaskContext, ask
+from tierflow.graphs.context import LOCAL_ONLY, TierContext
 from tierflow.graphs.state import Observation, TaskState
-from tierflow.tools.registry import Tool
+from tierflow.graphs.steps import StepScope
+from tierflow.memory.records import CallRef, ToolCallRecord
+from tierflow.tools.registry import Tool, ToolRegistry
 
-__all__ = ["plan", "select_tool", "extract_args", "act", "summarize", "answer", "result_lines"]
+__all__ = [
+    "TaskContext",
+    "plan",
+    "select_tool",
+    "extract_args",
+    "act",
+    "summarize",
+    "answer",
+    "result_lines",
+]
 
 Update = dict[str, Any]
+
+
+@dataclass(frozen=True, kw_only=True)
+class TaskContext(TierContext):
+    """The run context of the task graph: the tiering kit's, plus the tools and limits."""
+
+    tools: ToolRegistry
+    max_steps: int = 6
+    summarize_over_chars: int = 1200
+
+
+def _ctx(scope: StepScope) -> TaskContext:
+    return cast(TaskContext, scope.ctx)
 
 
 class PlanOutput(BaseModel):
@@ -61,7 +86,7 @@ def _advance(state: TaskState, observation: Observation) -> Update:
         "tool": None,
         "arguments": None,
         "args_tier": None,
-        "args_call_id": None,
+        "args_call": None,
         "escalation": None,
     }
 
@@ -82,24 +107,19 @@ def result_lines(state: TaskState) -> list[str]:
     return lines
 
 
-def plan(state: TaskState, ctx: TaskContext) -> Update:
+def plan(state: TaskState, scope: StepScope) -> Update:
+    ctx = _ctx(scope)
     messages = render_messages("plan", tools=list(ctx.tools), task=state["task"], max_steps=ctx.max_steps)
-    got = ask(ctx, "plan", state, messages, parse_model(PlanOutput), max_tokens=512, schema=PLAN_SCHEMA)
-    if got.escalate:
-        return got.escalation("plan")
+    got = scope.ask(messages, parse_model(PlanOutput), max_tokens=512, schema=PLAN_SCHEMA, prefer="llm")
     if got.value is None:  # no usable plan even from the last tier: treat the task as one step
-        return {"steps": [state["task"]], "step_index": 0, "observations": [], "escalation": None}
+        return {"steps": [state["task"]], "step_index": 0, "observations": []}
     if not got.value.steps:
-        return {"steps": [], "answer": got.value.answer.strip(), "escalation": None}
-    return {
-        "steps": got.value.steps[: ctx.max_steps],
-        "step_index": 0,
-        "observations": [],
-        "escalation": None,
-    }
+        return {"steps": [], "answer": got.value.answer.strip()}
+    return {"steps": got.value.steps[: ctx.max_steps], "step_index": 0, "observations": []}
 
 
-def select_tool(state: TaskState, ctx: TaskContext) -> Update:
+def select_tool(state: TaskState, scope: StepScope) -> Update:
+    ctx = _ctx(scope)
     step, names = _current_step(state), ctx.tools.names()
     schema = {
         "type": "object",
@@ -114,13 +134,11 @@ def select_tool(state: TaskState, ctx: TaskContext) -> Update:
         return choice
 
     messages = render_messages("select_tool", tools=list(ctx.tools), task=state["task"], step=step)
-    got = ask(ctx, "select_tool", state, messages, parse, max_tokens=32, schema=schema)
-    if got.escalate:
-        return got.escalation("select_tool")
+    got = scope.ask(messages, parse, max_tokens=32, schema=schema)
     if got.value is None or got.value.tool == "none":
         error = None if got.value else f"no tool could be chosen ({got.reason})"
         return _advance(state, Observation(step=step, tool=None, arguments=None, result=None, error=error))
-    return {"tool": got.value.tool, "arguments": None, "escalation": None}
+    return {"tool": got.value.tool, "arguments": None}
 
 
 def _parse_arguments(tool: Tool) -> Any:
@@ -136,32 +154,28 @@ def _parse_arguments(tool: Tool) -> Any:
     return parse
 
 
-def extract_args(state: TaskState, ctx: TaskContext) -> Update:
-    step, tool = _current_step(state), ctx.tools.get(state["tool"] or "")
+def _retrying(state: TaskState, node: str) -> bool:
+    pending = state.get("escalation")
+    return pending is not None and pending["node"] == node
+
+
+def extract_args(state: TaskState, scope: StepScope) -> Update:
+    step, tool = _current_step(state), _ctx(scope).tools.get(state["tool"] or "")
     assert tool is not None, "select_tool only routes here with a registered tool"
     messages = render_messages(
         "extract_args", tool=tool, task=state["task"], step=step, results=result_lines(state)
     )
-    got = ask(
-        ctx, "extract_args", state, messages, _parse_arguments(tool), max_tokens=256, schema=tool.parameters
-    )
-    if got.escalate:
-        return got.escalation("extract_args")
+    retry = "llm" if _retrying(state, "extract_args") else None  # the tool refused the SLM's arguments
+    got = scope.ask(messages, _parse_arguments(tool), max_tokens=256, schema=tool.parameters, tier=retry)
     if got.value is None:
-        return _advance(
-            state,
-            Observation(
-                step=step,
-                tool=tool.name,
-                arguments=None,
-                result=None,
-                error=f"no usable arguments ({got.reason})",
-            ),
-        )
-    return {"arguments": got.value, "args_tier": got.tier, "args_call_id": got.call_id, "escalation": None}
+        error = f"no usable arguments ({got.reason})"
+        observation = Observation(step=step, tool=tool.name, arguments=None, result=None, error=error)
+        return _advance(state, observation)
+    return {"arguments": got.value, "args_tier": got.tier, "args_call": str(got.ref), "escalation": None}
 
 
-def act(state: TaskState, ctx: TaskContext) -> Update:
+def act(state: TaskState, scope: StepScope) -> Update:
+    ctx = _ctx(scope)
     step, name, arguments = _current_step(state), state["tool"] or "", state["arguments"] or {}
     tool = ctx.tools.get(name)
     assert tool is not None
@@ -173,13 +187,8 @@ def act(state: TaskState, ctx: TaskContext) -> Update:
         error = str(exc)
     except Exception as exc:  # a tool's own bug is recorded and shown, not raised
         error = f"{type(exc).__name__}: {exc}"
-    ctx.recorder.tool_call(
-        tool=name,
-        arguments=arguments,
-        result=result,
-        error=error,
-        latency_ms=(time.perf_counter() - started) * 1000,
-    )
+    latency_ms = (time.perf_counter() - started) * 1000
+    scope.tool_call(ToolCallRecord(name, arguments, result, error, latency_ms))
     retry = (
         error is not None
         and state.get("args_tier") == "slm"
@@ -187,9 +196,14 @@ def act(state: TaskState, ctx: TaskContext) -> Update:
     )
     if retry:
         reason = f"tool_rejected_arguments: {error}"
-        if state.get("args_call_id") is not None:
-            ctx.recorder.mark_escalated(state["args_call_id"], reason)  # type: ignore[arg-type]
-        return {"escalation": {"node": "extract_args", "reason": reason}}
+        written_by = state.get("args_call")
+        ref = CallRef.parse(written_by) if written_by else None
+        if not ctx.local_only:
+            if ref is not None:
+                ctx.recorder.mark_call(ref, escalation_reason=reason)
+            return {"escalation": {"node": "extract_args", "reason": reason}}
+        if ref is not None:
+            ctx.recorder.mark_call(ref, escalation_reason=reason, refused=LOCAL_ONLY)
     update = _advance(
         state, Observation(step=step, tool=name, arguments=arguments, result=result, error=error)
     )
@@ -197,25 +211,22 @@ def act(state: TaskState, ctx: TaskContext) -> Update:
     return update
 
 
-def summarize(state: TaskState, ctx: TaskContext) -> Update:
+def summarize(state: TaskState, scope: StepScope) -> Update:
+    ctx = _ctx(scope)
     observations = list(state["observations"])
     last = observations[-1]
     output = last["result"] or ""
     messages = render_messages(
         "summarize", task=state["task"], tool=last["tool"], output=output, max_sentences=5
     )
-    got = ask(ctx, "summarize", state, messages, parse_text, max_tokens=256)
-    if got.escalate:
-        return got.escalation("summarize")
+    got = scope.ask(messages, parse_text, max_tokens=256)
     short = got.value or output[: ctx.summarize_over_chars] + " [...]"
     observations[-1] = Observation(**{**last, "result": short})
-    return {"observations": observations, "pending_summary": False, "escalation": None}
+    return {"observations": observations, "pending_summary": False}
 
 
-def answer(state: TaskState, ctx: TaskContext) -> Update:
+def answer(state: TaskState, scope: StepScope) -> Update:
     messages = render_messages("answer", task=state["task"], results=result_lines(state))
-    got = ask(ctx, "answer", state, messages, parse_text, max_tokens=384)
-    if got.escalate:
-        return got.escalation("answer")
+    got = scope.ask(messages, parse_text, max_tokens=384)
     text = got.value or got.completion.text.strip() or "\n".join(result_lines(state))
-    return {"answer": text, "escalation": None}
+    return {"answer": text}

@@ -8,10 +8,11 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from tierflow.agents.protocol import Tier
+from tierflow.agents.protocol import CURRENT_NODE, Tier
 from tierflow.agents.tiers import Tiers
 from tierflow.errors import TierflowError
 from tierflow.memory.recorder import RunRecorder
+from tierflow.memory.records import ModelCallRecord
 from tierflow.memory.traces import TraceStore
 
 __all__ = ["Replay", "replay_call", "other_tier"]
@@ -55,38 +56,35 @@ def replay_call(store: TraceStore, tiers: Tiers, call_id: int, tier: Tier | None
     )
     recorder = RunRecorder(store, run_id)
     schema = original["output_schema"]
-    record: dict[str, Any] = {
-        "node": original["node"],
-        "tier": target,
-        "model": model.name,
-        "messages": original["messages"],
-        "output_schema": schema,
-        "max_tokens": original["max_tokens"] or DEFAULT_MAX_TOKENS,
-    }
+    record = ModelCallRecord(
+        node=original["node"],
+        tier=target,
+        model=model.name,
+        messages=original["messages"],
+        output_schema=schema,
+        max_tokens=original["max_tokens"] or DEFAULT_MAX_TOKENS,
+    )
     status, error = "failed", None
     try:
         with recorder.step(original["node"]) as step:
+            step.model_call(record)
+            token = CURRENT_NODE.set(record.node)
             try:
-                completion = model.complete(
-                    original["messages"], schema=schema, max_tokens=record["max_tokens"]
-                )
+                completion = model.complete(record.messages, schema=schema, max_tokens=record.max_tokens or 0)
             except TierflowError as exc:
-                error = exc.message
-                recorder.model_call(**record, error=error)
+                error = record.error = exc.message
                 step.summary = f"failed: {error}"
             else:
-                recorder.model_call(
-                    **{**record, "model": completion.model},
-                    raw_output=completion.text,
-                    parsed=_parsed(completion.text, schema),
-                    prompt_tokens=completion.prompt_tokens,
-                    completion_tokens=completion.completion_tokens,
-                    latency_ms=completion.latency_ms,
-                    finish_reason=completion.finish_reason,
-                    confidence=completion.extra.get("confidence"),
-                )
+                record.model, record.raw_output = completion.model, completion.text
+                record.parsed = _parsed(completion.text, schema)
+                record.prompt_tokens = completion.prompt_tokens
+                record.completion_tokens = completion.completion_tokens
+                record.latency_ms, record.finish_reason = completion.latency_ms, completion.finish_reason
+                record.confidence = completion.extra.get("confidence")
                 step.summary = completion.text[:300]
                 status = "succeeded"
+            finally:
+                CURRENT_NODE.reset(token)
     finally:
         store.finish_run(run_id, status, answer=None, error=error)
     trace = store.get_run(run_id)

@@ -1,26 +1,24 @@
-"""Running one task through the task graph, with its trace written as it goes.
-
-The run row is created before the first node and closed in ``finally``: a finished run is
-``succeeded``; a failure of a tier or of the configuration is ``failed`` with its message;
-Ctrl-C leaves it ``interrupted``. Every step already done stays in the trace.
-"""
+"""Running one task through the task graph, as ``run_graph`` runs any graph: traced as it
+goes, with the same statuses (``succeeded``, ``failed``, ``budget_exceeded``,
+``interrupted``), every finished step kept."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.base import BaseCheckpointSaver
+from tierflow.agents.budget import Budget, BudgetMeter, Prices
+from tierflow.agents.policy import TierPolicy
 from tierflow.agents.tiers import Tiers
-from tierflow.errors import TaskInputError, TierflowError
-from tierflow.graphs.context import TaskContext
+from tierflow.errors import TaskInputError
+from tierflow.graphs.introspect import check_policy
+from tierflow.graphs.running import execute, redactor_for
 from tierflow.graphs.state import TaskInput
 from tierflow.graphs.task import build_task_graph
-from tierflow.memory.recorder import Event, RunRecorder
+from tierflow.memory.records import Event, RunStatus
 from tierflow.memory.traces import TraceStore
-from tierflow.settings import TierPolicy
 from tierflow.tools.registry import ToolRegistry
 
 __all__ = ["TaskRunner", "RunResult", "MAX_TASK_CHARS", "check_task"]
@@ -31,7 +29,7 @@ MAX_TASK_CHARS = 20_000
 @dataclass(frozen=True)
 class RunResult:
     run_id: str
-    status: str  # succeeded | failed | interrupted
+    status: RunStatus
     answer: str | None = None
     error: str | None = None
     hint: str | None = None
@@ -60,7 +58,7 @@ def check_task(task: str) -> str:
 
 
 class TaskRunner:
-    """Runs tasks on one compiled graph; safe to share between threads."""
+    """Runs tasks on one compiled task graph; safe to share between threads."""
 
     def __init__(
         self,
@@ -73,6 +71,7 @@ class TaskRunner:
         max_steps: int = 6,
         summarize_over_chars: int = 1200,
         settings_snapshot: dict[str, Any] | None = None,
+        prices: Prices | None = None,
     ) -> None:
         self.tiers = tiers
         self.tools = tools
@@ -80,6 +79,7 @@ class TaskRunner:
         self.policy = policy or TierPolicy()
         self.max_steps = max_steps
         self.summarize_over_chars = summarize_over_chars
+        self.prices = prices or Prices()
         self._settings_snapshot = settings_snapshot or {}
         self.graph = build_task_graph(checkpointer)
 
@@ -90,44 +90,36 @@ class TaskRunner:
         policy: TierPolicy | None = None,
         on_event: Callable[[Event], None] | None = None,
         max_steps: int | None = None,
+        budget: Budget | None = None,
+        local_only: bool = False,
+        redact: bool | Iterable[str] = False,
     ) -> RunResult:
         """Run ``task``; tier and model failures come back as a ``failed`` result.
 
         ``max_steps`` caps the plan's steps for this run (the runner's default otherwise)."""
         text = check_task(task)
         chosen = policy or self.policy
-        run_id = self.store.start_run(
-            text,
-            policy=chosen.model_dump(),
-            slm_model=self.tiers.slm.name,
-            llm_model=self.tiers.llm.name,
-            settings=self._settings_snapshot,
-        )
-        recorder = RunRecorder(self.store, run_id, on_event=on_event)
+        check_policy(self.graph, chosen)
         steps = max_steps or self.max_steps
-        context = TaskContext(
+        result = execute(
+            self.graph,
+            dict(TaskInput(task=text)),
             tiers=self.tiers,
-            tools=self.tools,
+            store=self.store,
             policy=chosen,
-            recorder=recorder,
-            max_steps=steps,
-            summarize_over_chars=self.summarize_over_chars,
+            meter=BudgetMeter(budget, self.prices),
+            local_only=local_only,
+            redactor=redactor_for(redact),
+            name="task",
+            task=text,
+            context={
+                "tools": self.tools,
+                "max_steps": steps,
+                "summarize_over_chars": self.summarize_over_chars,
+            },
+            config={"recursion_limit": 12 + 10 * steps},
+            on_event=on_event,
+            snapshot=self._settings_snapshot,
         )
-        config: RunnableConfig = {
-            "configurable": {"thread_id": run_id},
-            "recursion_limit": 12 + 10 * steps,
-        }
-        result = RunResult(run_id, "interrupted", error="the run was interrupted")
-        recorder.emit("run_started", task=text)
-        try:
-            final = self.graph.invoke(TaskInput(task=text), config, context=context)
-            result = RunResult(run_id, "succeeded", answer=final.get("answer") or "")
-        except TierflowError as exc:
-            result = RunResult(run_id, "failed", error=exc.message, hint=exc.hint or None)
-        except Exception as exc:  # a bug of ours: keep the trace, then let it surface
-            result = RunResult(run_id, "failed", error=f"internal error: {type(exc).__name__}: {exc}")
-            raise
-        finally:
-            self.store.finish_run(run_id, result.status, answer=result.answer, error=result.error)
-            recorder.emit("run_finished", status=result.status, answer=result.answer, error=result.error)
-        return result
+        answer = (result.state.get("answer") or "") if result.ok else None
+        return RunResult(result.run_id, result.status, answer=answer, error=result.error, hint=result.hint)

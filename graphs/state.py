@@ -31,8 +31,8 @@ class TaskState(TypedDict, total=False):
     tool: str | None  # the current step's tool, once chosen
     arguments: dict[str, Any] | None  # its arguments, once extracted
     args_tier: str | None  # the tier that wrote them
-    args_call_id: int | None  # the model call that wrote them (marked if the tool rejects them)
+    args_call: str | None  # the model call that wrote them, as a CallRef (marked if the tool rejects them)
     observations: list[Observation]
     pending_summary: bool
-    escalation: Escalation | None  # a node to run again on the LLM, and why
+    escalation: Escalation | None  # extract_args to run again on the LLM (the tool refused), and why
     answer: str | None

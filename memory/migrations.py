@@ -33,10 +33,16 @@ def _m003_model_call_max_tokens(connection: Connection) -> None:
     _add_column(connection, "model_calls", "max_tokens", "INTEGER")
 
 
+def _m004_privacy(connection: Connection) -> None:
+    _add_column(connection, "model_calls", "escalation_refused", "VARCHAR")
+    _add_column(connection, "model_calls", "redacted", "JSON")
+
+
 MIGRATIONS: list[tuple[str, Callable[[Connection], None]]] = [
     ("m001_initial", _m001_initial),
     ("m002_model_call_confidence", _m002_model_call_confidence),
     ("m003_model_call_max_tokens", _m003_model_call_max_tokens),
+    ("m004_privacy", _m004_privacy),
 ]
 
 

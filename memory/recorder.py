@@ -1,67 +1,88 @@
-"""One run's trace writer: the step being executed, its model and tool calls, and events
-for whoever shows progress (the CLI's spinner, the console's live view)."""
+"""One run's trace writer. A step collects its model and tool calls as typed records and
+writes them with the step in one transaction when it ends, so a crash keeps every finished
+step; events go to whoever shows progress. Safe for steps that run in parallel (``Send``)."""
 
 from __future__ import annotations
 
 import contextlib
+import itertools
+import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from datetime import datetime
 
+from tierflow.memory.records import (
+    CallRef,
+    Event,
+    ModelCallRecord,
+    StepFailed,
+    StepFinished,
+    StepStarted,
+    ToolCallRecord,
+)
+from tierflow.memory.tables import utcnow
 from tierflow.memory.traces import TraceStore
 
-__all__ = ["RunRecorder", "StepHandle", "Event"]
-
-Event = dict[str, Any]
+__all__ = ["RunRecorder", "StepHandle"]
 
 
 @dataclass
 class StepHandle:
-    id: int
+    """The step being executed: its calls so far, and the summary shown for it."""
+
+    seq: int
     node: str
+    started_at: datetime = field(default_factory=utcnow)
     summary: str | None = None
-    data: dict[str, Any] = field(default_factory=dict)
+    calls: list[ModelCallRecord] = field(default_factory=list)
+    tools: list[ToolCallRecord] = field(default_factory=list)
+
+    def model_call(self, record: ModelCallRecord) -> CallRef:
+        self.calls.append(record)
+        return CallRef(self.seq, len(self.calls) - 1)
+
+    def tool_call(self, record: ToolCallRecord) -> None:
+        self.tools.append(record)
 
 
 class RunRecorder:
     def __init__(
-        self, store: TraceStore, run_id: str, *, on_event: Callable[[Event], None] | None = None
+        self,
+        store: TraceStore,
+        run_id: str,
+        *,
+        on_event: Callable[[Event], None] | None = None,
+        first_seq: int = 1,
     ) -> None:
         self.store = store
         self.run_id = run_id
         self._on_event = on_event
-        self._step: StepHandle | None = None
+        self._seq = itertools.count(first_seq)
+        self._lock = threading.Lock()
 
-    def emit(self, kind: str, **data: Any) -> None:
+    def emit(self, event: Event) -> None:
         if self._on_event is not None:
-            self._on_event({"kind": kind, "run_id": self.run_id, **data})
+            self._on_event(event)
 
     @contextlib.contextmanager
     def step(self, node: str) -> Iterator[StepHandle]:
-        handle = StepHandle(self.store.start_step(self.run_id, node), node)
-        self._step = handle
-        self.emit("step_started", node=node)
+        with self._lock:
+            handle = StepHandle(next(self._seq), node)
+        self.emit(StepStarted(self.run_id, node))
         try:
             yield handle
         except BaseException as exc:
-            self.store.finish_step(handle.id, status="error", error=f"{type(exc).__name__}: {exc}")
-            self.emit("step_failed", node=node, error=str(exc))
+            error = f"{type(exc).__name__}: {exc}"
+            self.store.write_step(self.run_id, handle, status="error", error=error)
+            self.emit(StepFailed(self.run_id, node, str(exc)))
             raise
-        finally:
-            self._step = None
-        self.store.finish_step(handle.id, summary=handle.summary)
-        self.emit("step_finished", node=node, summary=handle.summary, **handle.data)
+        self.store.write_step(self.run_id, handle)
+        tiers = tuple(call.tier for call in handle.calls)
+        self.emit(StepFinished(self.run_id, node, handle.summary, tiers))
 
-    def model_call(self, **fields: Any) -> int:
-        step_id = self._step.id if self._step else None
-        call_id = self.store.record_model_call(run_id=self.run_id, step_id=step_id, **fields)
-        if self._step is not None:
-            self._step.data.setdefault("tiers", []).append(fields.get("tier"))
-        return call_id
-
-    def mark_escalated(self, call_id: int, reason: str) -> None:
-        self.store.mark_escalated(call_id, reason)
-
-    def tool_call(self, **fields: Any) -> int:
-        step_id = self._step.id if self._step else None
-        return self.store.record_tool_call(run_id=self.run_id, step_id=step_id, **fields)
+    def mark_call(
+        self, ref: CallRef, *, escalation_reason: str | None = None, refused: str | None = None
+    ) -> None:
+        """Mark a stored model call whose output a later step rejected (a tool refused the
+        arguments): escalated with ``escalation_reason``, or its escalation ``refused``."""
+        self.store.mark_call(self.run_id, ref, escalation_reason=escalation_reason, refused=refused)

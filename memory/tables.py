@@ -20,7 +20,7 @@ class Run(SQLModel, table=True):
 
     id: str = Field(primary_key=True)
     task: str = Field(sa_column=Column(Text, nullable=False))
-    status: str = Field(default="running", index=True)  # running|succeeded|failed|interrupted
+    status: str = Field(default="running", index=True)  # running|succeeded|failed|interrupted|budget_exceeded
     answer: str | None = Field(default=None, sa_column=Column(Text))
     error: str | None = Field(default=None, sa_column=Column(Text))
     graph: str = "task"
@@ -68,6 +68,8 @@ class ModelCall(SQLModel, table=True):
     max_tokens: int | None = None
     escalated: bool = False
     escalation_reason: str | None = Field(default=None, sa_column=Column(Text))
+    escalation_refused: str | None = None
+    redacted: list[str] | None = Field(default=None, sa_column=Column(JSON))
     error: str | None = Field(default=None, sa_column=Column(Text))
     created_at: datetime = Field(default_factory=utcnow)
 

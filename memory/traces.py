@@ -1,26 +1,33 @@
 """Run traces, written as each step happens so that a crash still leaves a readable trace.
 
-Every write is its own committed transaction. Strings pass through ``scrub`` first, so the
-values of secrets (API keys) never reach the database even when an error message quotes them.
+A step is written with its model and tool calls in one transaction when it ends. Strings
+pass through ``scrub`` first, so the values of secrets (API keys) never reach the database
+even when an error message quotes them.
 """
 
 from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, fields
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import event, func
 from sqlalchemy.engine import Engine, make_url
 from sqlmodel import Session, col, create_engine, select
 from tierflow.errors import ConfigError, RunNotFoundError
 from tierflow.memory.migrations import migrate
+from tierflow.memory.records import CallRef, ModelCallRecord
 from tierflow.memory.tables import ModelCall, Run, Step, ToolCall, utcnow
 
+if TYPE_CHECKING:
+    from tierflow.memory.recorder import StepHandle
+
 __all__ = ["TraceStore", "RunSummary", "open_engine"]
+
+_CALL_FIELDS = tuple(f.name for f in fields(ModelCallRecord) if f.name not in ("id", "run_id"))
 
 
 def open_engine(url: str) -> Engine:
@@ -118,41 +125,65 @@ class TraceStore:
             run.finished_at = utcnow()
             session.commit()
 
-    def start_step(self, run_id: str, node: str) -> int:
-        with Session(self.engine) as session:
-            seq = session.exec(select(func.count()).select_from(Step).where(Step.run_id == run_id)).one()
-        step: Step = self._add(Step(run_id=run_id, seq=int(seq) + 1, node=node))
-        assert step.id is not None
-        return step.id
-
-    def finish_step(
-        self,
-        step_id: int,
-        *,
-        status: str = "ok",
-        summary: str | None = None,
-        error: str | None = None,
-    ) -> None:
-        with Session(self.engine) as session:
-            step = session.get(Step, step_id)
-            if step is None:
-                return
-            step.status, step.summary, step.error = status, self.scrub(summary), self.scrub(error)
-            step.finished_at = utcnow()
+    def write_step(
+        self, run_id: str, step: StepHandle, *, status: str = "ok", error: str | None = None
+    ) -> int:
+        """Store a finished step with its model and tool calls, in one transaction."""
+        with Session(self.engine, expire_on_commit=False) as session:
+            row = Step(
+                run_id=run_id,
+                seq=step.seq,
+                node=step.node,
+                status=status,
+                summary=self.scrub(step.summary),
+                error=self.scrub(error),
+                started_at=step.started_at,
+                finished_at=utcnow(),
+            )
+            session.add(row)
+            session.flush()
+            calls = [ModelCall(run_id=run_id, step_id=row.id, **self._fields(c)) for c in step.calls]
+            session.add_all(calls)
+            session.add_all(
+                ToolCall(run_id=run_id, step_id=row.id, **self.scrub(asdict(t))) for t in step.tools
+            )
             session.commit()
+            for record, stored in zip(step.calls, calls, strict=True):
+                record.id, record.run_id = stored.id, run_id
+            assert row.id is not None
+            return row.id
 
-    def record_model_call(self, **fields: Any) -> int:
-        row: ModelCall = self._add(ModelCall(**self.scrub(fields)))
-        assert row.id is not None
-        return row.id
+    def _fields(self, record: ModelCallRecord) -> dict[str, Any]:
+        fields = {name: getattr(record, name) for name in _CALL_FIELDS}
+        return {name: self.scrub(value) for name, value in fields.items()}
 
-    def mark_escalated(self, call_id: int, reason: str) -> None:
-        """Mark a model call whose output was rejected after the fact (by the tool it fed)."""
+    def mark_call(
+        self,
+        run_id: str,
+        ref: CallRef,
+        *,
+        escalation_reason: str | None = None,
+        refused: str | None = None,
+    ) -> None:
+        """Mark a stored model call after the fact: escalated with a reason (the tool it fed
+        rejected its output), or the escalation it would have made ``refused``."""
         with Session(self.engine) as session:
-            call = session.get(ModelCall, call_id)
-            if call is not None:
-                call.escalated, call.escalation_reason = True, self.scrub(reason)
-                session.commit()
+            call = session.exec(
+                select(ModelCall)
+                .join(Step, col(ModelCall.step_id) == col(Step.id))
+                .where(Step.run_id == run_id, Step.seq == ref.step_seq)
+                .order_by(col(ModelCall.id))
+                .offset(ref.index)
+                .limit(1)
+            ).first()
+            if call is None:
+                return
+            if escalation_reason is not None:
+                call.escalated, call.escalation_reason = refused is None, self.scrub(escalation_reason)
+            if refused is not None:
+                call.escalation_refused = refused
+            session.add(call)
+            session.commit()
 
     def get_model_call(self, call_id: int) -> dict[str, Any]:
         with Session(self.engine) as session:
@@ -160,11 +191,6 @@ class TraceStore:
         if call is None:
             raise RunNotFoundError(f"no model call {call_id}")
         return _model_call(call)
-
-    def record_tool_call(self, **fields: Any) -> int:
-        row: ToolCall = self._add(ToolCall(**self.scrub(fields)))
-        assert row.id is not None
-        return row.id
 
     # Reading ------------------------------------------------------------------------
     def resolve_id(self, run_id: str) -> str:
@@ -320,6 +346,8 @@ def _model_call(call: ModelCall) -> dict[str, Any]:
         "max_tokens": call.max_tokens,
         "escalated": call.escalated,
         "escalation_reason": call.escalation_reason,
+        "escalation_refused": call.escalation_refused,
+        "redacted": call.redacted or [],
         "error": call.error,
         "messages": call.messages,
         "output_schema": call.output_schema,

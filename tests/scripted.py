@@ -13,14 +13,8 @@ from tierflow.memory import TraceStore
 from tierflow.settings import TierPolicy
 from tierflow.tools import default_registry
 
-# The first words of each node's system prompt, to script replies per node.
-PLAN, SELECT, EXTRACT, SUMMARIZE, ANSWER = (
-    "planner",
-    "Choose the tool",
-    "Write the arguments",
-    "Summarize the tool output",
-    "Answer the user's task",
-)
+# The task graph's node names: scripted models answer by node, never by prompt wording.
+PLAN, SELECT, EXTRACT, SUMMARIZE, ANSWER = ("plan", "select_tool", "extract_args", "summarize", "answer")
 
 
 def scripted_runner(

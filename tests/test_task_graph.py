@@ -224,7 +224,7 @@ def test_unreachable_llm_fails_the_run_and_keeps_the_trace(store: TraceStore, tm
     assert result.hint == "Start it."
     trace = store.get_run(result.run_id)
     assert trace["status"] == "failed" and "could not reach" in trace["error"]
-    assert [s["status"] for s in trace["steps"]] == ["ok", "ok", "error"]
+    assert [s["status"] for s in trace["steps"]] == ["ok", "error"]  # select_tool escalated, then failed
     assert model_calls(trace)[-1]["error"].startswith("could not reach")
 
 
@@ -271,13 +271,11 @@ def test_graph_topology() -> None:
     }
     assert edges == {
         ("__start__", "plan"),
-        ("plan", "plan"),
         ("plan", "select_tool"),
         ("plan", "__end__"),
-        ("select_tool", "select_tool"),
+        ("select_tool", "select_tool"),  # no tool for this step: the next step
         ("select_tool", "extract_args"),
         ("select_tool", "answer"),
-        ("extract_args", "extract_args"),
         ("extract_args", "act"),
         ("extract_args", "select_tool"),
         ("extract_args", "answer"),
@@ -285,9 +283,7 @@ def test_graph_topology() -> None:
         ("act", "summarize"),
         ("act", "select_tool"),
         ("act", "answer"),
-        ("summarize", "summarize"),
         ("summarize", "select_tool"),
         ("summarize", "answer"),
-        ("answer", "answer"),
         ("answer", "__end__"),
     }

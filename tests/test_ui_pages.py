@@ -211,9 +211,9 @@ def test_graph_dot_colours_nodes_by_the_tier_that_served_them(app: App) -> None:
     }
     dot = run_graph_dot(trace)
     assert dot.startswith("digraph run {") and dot.rstrip().endswith("}")
-    assert '"select_tool" [label="select_tool\\nboth ×2"' in dot
+    assert '"select_tool" [label="select_tool\\nboth ×1"' in dot  # escalated within its step
     assert '"summarize" [label="summarize", fillcolor="#cfd8dc"' in dot  # not visited
-    assert '"plan" -> "plan" [style=dashed, label="retry on LLM"]' in dot
+    assert '"act" -> "extract_args" [style=dashed]' in dot  # a tool refusing the SLM's arguments
 
 
 def test_timeline_has_a_bar_per_step(app: App) -> None:
@@ -223,7 +223,7 @@ def test_timeline_has_a_bar_per_step(app: App) -> None:
     rows = chart.data.to_dict("records")  # type: ignore[union-attr]
     assert [row["step"].split()[-1] for row in rows] == [step["node"] for step in trace["steps"]]
     assert all(row["end_s"] >= row["start_s"] >= 0 for row in rows)
-    assert [row["tier"] for row in rows] == ["llm", "slm", "llm", "slm", "tool", "slm"]  # select escalated
+    assert [row["tier"] for row in rows] == ["llm", "both", "slm", "tool", "slm"]  # select escalated
 
 
 def test_a_missing_model_is_explained_not_a_traceback(tmp_path: Path) -> None:

@@ -22,12 +22,12 @@ import json
 import re
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any, get_type_hints
+from typing import Any, get_type_hints, overload
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 from tierflow.errors import ToolError, describe_validation_error
 
-__all__ = ["Tool", "ToolRegistry", "format_result"]
+__all__ = ["Tool", "ToolRegistry", "format_result", "tool"]
 
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,63}$")
 
@@ -96,6 +96,10 @@ class Tool:
         schema.setdefault("required", [])
         return schema
 
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        """A tool made with ``@tool`` is still the function it was."""
+        return self.function(*args, **kwargs)
+
     def spec(self) -> dict[str, Any]:
         """The OpenAI-style function description."""
         return {"name": self.name, "description": self.description, "parameters": self.parameters}
@@ -119,6 +123,27 @@ class Tool:
             return format_result(self.function(**self.arguments(arguments)))
         values = self.validate(arguments)
         return format_result(self.function(**dict(values)))
+
+
+@overload
+def tool(function: Callable[..., Any], /) -> Tool: ...
+
+
+@overload
+def tool(*, name: str | None = None) -> Callable[[Callable[..., Any]], Tool]: ...
+
+
+def tool(
+    function: Callable[..., Any] | None = None, /, *, name: str | None = None
+) -> Tool | Callable[[Callable[..., Any]], Tool]:
+    """Make a typed function a tool: ``@tool`` or ``@tool(name="lookup")``. The schema comes
+    from the type hints, the descriptions from the docstring's ``Args:``; the result can
+    still be called as the function, and goes into a ``ToolRegistry``."""
+
+    def build(fn: Callable[..., Any]) -> Tool:
+        return Tool.from_function(fn, name=name)
+
+    return build(function) if function is not None else build
 
 
 def format_result(value: Any) -> str:

@@ -1,5 +1,5 @@
-"""The task graph of a run as Graphviz DOT, from LangGraph's own structure, each node
-coloured by the tier that served it in that run. Rendered in the browser
+"""The graph of a run as Graphviz DOT, from LangGraph's own structure, each node coloured
+by the tier that served it in that run (``both``: the SLM's output escalated to the LLM). Rendered in the browser
 (``st.graphviz_chart``): no web service is called."""
 
 from __future__ import annotations
@@ -36,8 +36,37 @@ def _quote(text: str) -> str:
     return f'"{escaped}"'
 
 
+def _structure(trace: dict[str, Any]) -> Any:
+    """The run's graph: a built-in one, the user's graph when its ``MODULE:ATTR`` imports
+    here, or else the path the run took through its nodes."""
+    name = str(trace.get("graph") or "task")
+    if name == "task":
+        return build_task_graph().get_graph()
+    if name == "tool_call":
+        return build_tool_call_graph().get_graph()
+    if ":" in name:
+        from tierflow.errors import GraphError
+        from tierflow.graphs.introspect import load_graph
+
+        try:
+            return load_graph(name).get_graph()
+        except GraphError:
+            pass
+    return _path_graph([step["node"] for step in trace["steps"]])
+
+
+def _path_graph(path: list[str]) -> Any:
+    from langchain_core.runnables.graph import Edge, Graph, Node
+
+    order = ["__start__", *dict.fromkeys(path), "__end__"]
+    nodes = {node: Node(node, node, None, None) for node in order}
+    hops = list(zip(["__start__", *path], [*path, "__end__"], strict=True))
+    edges = [Edge(a, b, None, False) for a, b in dict.fromkeys(hops)]
+    return Graph(nodes=nodes, edges=edges)
+
+
 def run_graph_dot(trace: dict[str, Any]) -> str:
-    graph = (build_tool_call_graph() if trace.get("graph") == "tool_call" else build_task_graph()).get_graph()
+    graph = _structure(trace)
     tiers = node_tiers(trace)
     counts: dict[str, int] = {}
     for step in trace["steps"]:
@@ -62,7 +91,6 @@ def run_graph_dot(trace: dict[str, Any]) -> str:
         )
     for edge in graph.edges:
         style = "dashed" if edge.conditional else "solid"
-        extra = ', label="retry on LLM"' if edge.source == edge.target else ""
-        lines.append(f"  {_quote(edge.source)} -> {_quote(edge.target)} [style={style}{extra}];")
+        lines.append(f"  {_quote(edge.source)} -> {_quote(edge.target)} [style={style}];")
     lines.append("}")
     return "\n".join(lines)

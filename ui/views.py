@@ -11,6 +11,7 @@ from typing import Any
 import altair as alt
 import pandas as pd
 import streamlit as st
+from tierflow.agents.policy import TierPolicy
 from tierflow.memory.traces import RunSummary
 from tierflow.ui.graph import TIER_COLOURS
 
@@ -30,6 +31,7 @@ STATUS_BADGE = {
     "succeeded": ":green-badge[succeeded]",
     "failed": ":red-badge[failed]",
     "interrupted": ":orange-badge[interrupted]",
+    "budget_exceeded": ":orange-badge[budget exceeded]",
     "running": ":blue-badge[running]",
 }
 
@@ -38,17 +40,10 @@ def policy_label(policy: dict[str, Any] | None) -> str:
     """``slm``, ``llm`` or ``tiered`` for the presets, ``custom`` otherwise."""
     if not policy:
         return "–"
-    choices = {value for key, value in policy.items() if key != "min_confidence"}
-    if choices == {"slm"} or choices == {"llm"}:
-        return str(choices.pop())
-    defaults = {
-        "plan": "llm",
-        "select_tool": "tiered",
-        "extract_args": "tiered",
-        "summarize": "tiered",
-        "answer": "tiered",
-    }
-    return "tiered" if all(policy.get(k) == v for k, v in defaults.items()) else "custom"
+    try:
+        return TierPolicy.model_validate(policy).label()
+    except ValueError:
+        return "custom"
 
 
 def runs_frame(runs: list[RunSummary]) -> pd.DataFrame:

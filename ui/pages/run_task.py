@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import streamlit as st
 from tierflow.errors import TaskInputError, TierflowError
 from tierflow.graphs.runner import check_task
+from tierflow.memory.records import Event, StepFailed, StepFinished
 from tierflow.settings import POLICY_PRESETS, TierPolicy
 from tierflow.ui.resources import current_app
 from tierflow.ui.views import STATUS_BADGE, tier_badges
@@ -31,18 +30,16 @@ if submitted:
     except TaskInputError as exc:
         st.error(exc.message)
         st.stop()
-    policy = TierPolicy.preset(preset).model_copy(
-        update={"min_confidence": app.settings.policy.min_confidence}
-    )
+    policy = TierPolicy.preset(preset, min_confidence=app.settings.policy.min_confidence)
     with st.status("Running …", expanded=True) as status:
 
-        def on_event(event: dict[str, Any]) -> None:
-            if event["kind"] == "step_finished":
+        def on_event(event: Event) -> None:
+            if isinstance(event, StepFinished):
                 name, summary = st.columns([1, 4])
-                name.markdown(f"**{event['node']}** {tier_badges(event.get('tiers', []))}")
-                summary.text(event.get("summary") or "")
-            elif event["kind"] == "step_failed":
-                st.text(f"{event['node']} failed: {event.get('error')}")
+                name.markdown(f"**{event.node}** {tier_badges(list(event.tiers))}")
+                summary.text(event.summary or "")
+            elif isinstance(event, StepFailed):
+                st.text(f"{event.node} failed: {event.error}")
 
         try:
             result = app.runner.run(task, policy=policy, on_event=on_event, max_steps=int(max_steps))

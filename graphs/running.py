@@ -1,0 +1,210 @@
+"""``run_graph``: run any compiled LangGraph graph with tierflow's tiers, policy, budget,
+privacy and tracing, stored as a run like the built-in ones (console, ``runs list/show``,
+replay).
+
+The run row is created before the first node and closed in ``finally``: a finished run is
+``succeeded``; a failure of a tier, a step or the configuration is ``failed`` with its
+message; a run stopped by its budget is ``budget_exceeded``; Ctrl-C leaves it
+``interrupted``. Every finished step stays in the trace, and the state reached so far is
+returned whatever the outcome.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field, fields
+from typing import TYPE_CHECKING, Any
+
+from langchain_core.runnables import RunnableConfig
+from pydantic_core import to_jsonable_python
+from tierflow.agents.budget import Budget, BudgetMeter, Prices
+from tierflow.agents.policy import TierPolicy
+from tierflow.agents.redaction import REDACTION_KINDS, Redactor
+from tierflow.agents.tiers import Tiers
+from tierflow.errors import BudgetExceededError, TierflowError
+from tierflow.graphs.context import TierContext
+from tierflow.graphs.introspect import check_graph, check_input, check_policy
+from tierflow.memory.recorder import RunRecorder
+from tierflow.memory.records import Event, RunFinished, RunStarted, RunStatus
+from tierflow.memory.traces import TraceStore
+
+if TYPE_CHECKING:
+    from tierflow.settings import Settings
+
+__all__ = ["run_graph", "GraphResult"]
+
+
+@dataclass(frozen=True)
+class GraphResult:
+    """What a run ended with: its id and status, the state reached, and why it stopped."""
+
+    run_id: str
+    status: RunStatus
+    state: dict[str, Any] = field(default_factory=dict)
+    error: str | None = None
+    hint: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "succeeded"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "run_id": self.run_id,
+            "status": self.status,
+            "state": to_jsonable_python(self.state, fallback=str),
+            "error": self.error,
+            "hint": self.hint,
+        }
+
+
+def _answer_text(state: Mapping[str, Any]) -> str:
+    answer = state.get("answer")
+    if isinstance(answer, str):
+        return answer
+    return json.dumps(to_jsonable_python(dict(state), fallback=str), ensure_ascii=False, indent=1)
+
+
+def redactor_for(redact: bool | Iterable[str]) -> Redactor | None:
+    if redact is False:
+        return None
+    return Redactor(REDACTION_KINDS if redact is True else redact)
+
+
+def run_graph(
+    graph: Any,
+    input: Mapping[str, Any],
+    *,
+    settings: Settings | None = None,
+    policy: TierPolicy | str | None = None,
+    budget: Budget | None = None,
+    local_only: bool = False,
+    redact: bool | Iterable[str] = False,
+    tiers: Tiers | None = None,
+    store: TraceStore | None = None,
+    name: str | None = None,
+    task: str | None = None,
+    context: Mapping[str, Any] | None = None,
+    config: RunnableConfig | None = None,
+    on_event: Callable[[Event], None] | None = None,
+) -> GraphResult:
+    """Run compiled ``graph`` on ``input`` as a traced tierflow run.
+
+    ``settings`` default to ``load_settings()``; ``tiers`` and ``store`` default to the
+    ones the settings describe (pass your own to share them between runs, or scripted ones
+    in tests). ``policy``: a ``TierPolicy`` or a preset name (default: the settings').
+    ``budget`` caps LLM tokens or cost; ``local_only`` keeps every step on the SLM;
+    ``redact`` (True, or kinds such as ``["email", "name"]``) replaces personal values
+    before any LLM call. ``context``: values for extra fields of the graph's own context
+    class (a ``TierContext`` subclass). ``name`` and ``task`` label the run in the trace.
+    """
+    check_graph(graph)
+    check_input(graph, input)
+    if isinstance(policy, str):
+        policy = TierPolicy.preset(policy)
+    owned = None
+    if tiers is None or store is None or settings is None:
+        from tierflow.app import App
+        from tierflow.settings import load_settings
+
+        settings = settings or load_settings()
+        owned = App(settings)
+        tiers, store = tiers or owned.tiers, store or owned.store
+    chosen = policy or settings.policy
+    check_policy(graph, chosen)
+    prices = Prices(settings.llm_price_prompt_per_mtok, settings.llm_price_completion_per_mtok)
+    try:
+        return execute(
+            graph,
+            dict(input),
+            tiers=tiers,
+            store=store,
+            policy=chosen,
+            meter=BudgetMeter(budget, prices),
+            local_only=local_only,
+            redactor=redactor_for(redact),
+            name=name or getattr(graph, "name", None) or "graph",
+            task=task,
+            context=context or {},
+            config=config,
+            on_event=on_event,
+            snapshot=settings.masked(),
+        )
+    finally:
+        if owned is not None:
+            owned.close()
+
+
+def _context_class(graph: Any) -> type[TierContext]:
+    schema = getattr(graph, "context_schema", None)
+    return schema if isinstance(schema, type) and issubclass(schema, TierContext) else TierContext
+
+
+def execute(
+    graph: Any,
+    input: dict[str, Any],
+    *,
+    tiers: Tiers,
+    store: TraceStore,
+    policy: TierPolicy,
+    meter: BudgetMeter,
+    local_only: bool,
+    redactor: Redactor | None,
+    name: str,
+    task: str | None,
+    context: Mapping[str, Any],
+    config: RunnableConfig | None,
+    on_event: Callable[[Event], None] | None,
+    snapshot: dict[str, Any],
+    raise_bugs: bool = True,
+) -> GraphResult:
+    """Run ``graph`` as a stored run with a ready context; ``raise_bugs=False`` returns an
+    error in a node's own code as a failed result instead of raising it."""
+    text = (
+        task if task is not None else json.dumps(to_jsonable_python(input, fallback=str), ensure_ascii=False)
+    )
+    budget = {k: v for k, v in meter.budget.model_dump().items() if v is not None}
+    run_id = store.start_run(
+        text,
+        graph=name,
+        policy=policy.model_dump(),
+        slm_model=tiers.slm.name,
+        llm_model=tiers.llm.name,
+        settings={**snapshot, "run": {"local_only": local_only, "redact": bool(redactor), "budget": budget}},
+    )
+    recorder = RunRecorder(store, run_id, on_event=on_event)
+    cls = _context_class(graph)
+    known = {f.name for f in fields(cls)}
+    ctx = cls(
+        tiers=tiers,
+        recorder=recorder,
+        policy=policy,
+        local_only=local_only,
+        redactor=redactor,
+        meter=meter,
+        **{k: v for k, v in context.items() if k in known},
+    )
+    run_config: RunnableConfig = {**(config or {})}
+    run_config["configurable"] = {"thread_id": run_id, **(run_config.get("configurable") or {})}
+    state: dict[str, Any] = dict(input)
+    result = GraphResult(run_id, "interrupted", state, error="the run was interrupted")
+    recorder.emit(RunStarted(run_id, text))
+    try:
+        for values in graph.stream(input, run_config, context=ctx, stream_mode="values"):
+            if isinstance(values, dict):
+                state = values
+        result = GraphResult(run_id, "succeeded", state)
+    except BudgetExceededError as exc:
+        result = GraphResult(run_id, "budget_exceeded", state, error=exc.message, hint=exc.hint or None)
+    except TierflowError as exc:
+        result = GraphResult(run_id, "failed", state, error=exc.message, hint=exc.hint or None)
+    except Exception as exc:  # a bug in a node: keep the trace, then let it surface
+        result = GraphResult(run_id, "failed", state, error=f"internal error: {type(exc).__name__}: {exc}")
+        if raise_bugs:
+            raise
+    finally:
+        answer = _answer_text(result.state) if result.status == "succeeded" else None
+        store.finish_run(run_id, result.status, answer=answer, error=result.error)
+        recorder.emit(RunFinished(run_id, result.status, answer, result.error))
+    return result

@@ -1,0 +1,291 @@
+"""Step builders: plain LangGraph nodes that call a model through the tiering kit.
+
+Each reads the state keys the user names and writes one key. The node's name in the graph
+is the name the policy, the trace and the console use. The run context (tiers, policy,
+recorder, budget, privacy) comes from LangGraph's ``Runtime``, so the user's state needs no
+tierflow keys, and the nodes work in subgraphs, under ``Send`` fan-out, behind conditional
+edges and with any checkpointer.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from langchain_core.runnables import RunnableConfig
+from langgraph.runtime import Runtime
+from pydantic import BaseModel
+from pydantic_core import to_jsonable_python
+from tierflow.agents.escalation import Rejected, parse_model, parse_text
+from tierflow.agents.policy import TierChoice
+from tierflow.agents.prompting import render_messages
+from tierflow.agents.protocol import Completion, Message
+from tierflow.errors import GraphError, StepOutputError
+from tierflow.graphs.context import Answer, TierContext, ask
+from tierflow.memory.recorder import StepHandle
+from tierflow.memory.records import ToolCallRecord
+
+__all__ = ["StepScope", "tiered_node", "extract", "choose", "summarize", "reason", "Keys"]
+
+M = TypeVar("M", bound=BaseModel)
+T = TypeVar("T")
+Keys = str | Sequence[str]
+Update = dict[str, Any]
+Node = Callable[[Any, Runtime[Any], RunnableConfig], Update]
+
+
+@dataclass(frozen=True)
+class StepScope:
+    """What a node function receives besides its state: the run context and its step."""
+
+    ctx: TierContext
+    handle: StepHandle
+
+    @property
+    def node(self) -> str:
+        return self.handle.node
+
+    def ask(self, messages: Sequence[Message], parse: Callable[[Completion], T], **options: Any) -> Answer[T]:
+        """``tierflow.graphs.context.ask`` for this step."""
+        return ask(self.ctx, self.handle, messages, parse, **options)
+
+    def tool_call(self, record: ToolCallRecord) -> None:
+        self.handle.tool_call(record)
+
+    def summarize_as(self, text: str) -> None:
+        """The one line the trace and the progress display show for this step."""
+        self.handle.summary = text[:300]
+
+
+def tiered_node(
+    function: Callable[[Any, StepScope], Update], *, describe: Callable[[Update], str] | None = None
+) -> Node:
+    """Turn ``function(state, scope) -> update`` into a traced LangGraph node."""
+
+    def node(state: Any, runtime: Runtime[Any], config: RunnableConfig) -> Update:
+        ctx = runtime.context
+        if not isinstance(ctx, TierContext):
+            raise GraphError(
+                "this graph's tiered steps need tierflow's run context",
+                hint="Run it with tierflow.run_graph(graph, input), or invoke it with "
+                "context=TierContext(...).",
+            )
+        name = (config.get("metadata") or {}).get("langgraph_node") or function.__name__
+        with ctx.recorder.step(str(name)) as handle:
+            update = function(state, StepScope(ctx, handle))
+            if handle.summary is None and describe is not None:
+                handle.summary = describe(update)[:300]
+        return update
+
+    node.__name__ = getattr(function, "__name__", "tiered_node")
+    node.__doc__ = function.__doc__
+    return node
+
+
+def _keys(keys: Keys) -> list[str]:
+    return [keys] if isinstance(keys, str) else list(keys)
+
+
+def _as_text(value: Any) -> str:
+    if isinstance(value, str):
+        return value
+    return json.dumps(to_jsonable_python(value), ensure_ascii=False, indent=1)
+
+
+def _inputs(state: Mapping[str, Any], keys: list[str], node: str) -> list[tuple[str, str]]:
+    missing = [key for key in keys if key not in state]
+    if missing:
+        raise GraphError(
+            f"step {node!r} reads state key(s) {', '.join(map(repr, missing))}, which the state lacks",
+            hint="Give them in the run's input, or have an earlier node write them.",
+        )
+    return [(key, _as_text(state[key])) for key in keys]
+
+
+def _fields(model: type[BaseModel]) -> list[tuple[str, str]]:
+    return [(name, info.description or "") for name, info in model.model_fields.items()]
+
+
+def _value(got: Answer[T], node: str) -> T:
+    if got.value is None:
+        raise StepOutputError(
+            f"step {node!r} got no usable output from the {got.tier.upper()}: {got.reason}",
+            hint="Look at the step's model calls (tierflow runs show RUN_ID --full); a clearer "
+            "instruction or a simpler output model usually helps.",
+        )
+    return got.value
+
+
+def extract(
+    output: type[M],
+    *,
+    inputs: Keys,
+    into: str,
+    instructions: str = "",
+    max_tokens: int = 512,
+    prefer: TierChoice | None = None,
+    local_only: bool = False,
+    redact: bool | None = None,
+) -> Node:
+    """A node that extracts ``output`` (a pydantic model) from the state's ``inputs`` into ``into``.
+
+    Grammar-forced on the SLM, validated with pydantic, escalated with the recorded reason
+    when invalid (under ``tiered``)."""
+
+    def run(state: Mapping[str, Any], scope: StepScope) -> Update:
+        messages = render_messages(
+            "step_extract",
+            instructions=instructions,
+            fields=_fields(output),
+            inputs=_inputs(state, _keys(inputs), scope.node),
+        )
+        got = scope.ask(
+            messages,
+            parse_model(output),
+            max_tokens=max_tokens,
+            schema=output.model_json_schema(),
+            prefer=prefer,
+            local_only=local_only,
+            redact=redact,
+        )
+        value = _value(got, scope.node)
+        scope.summarize_as(value.model_dump_json())
+        return {into: value}
+
+    run.__name__ = f"extract_{output.__name__}"
+    return tiered_node(run)
+
+
+def choose(
+    options: Sequence[str] | Mapping[str, str],
+    *,
+    inputs: Keys,
+    into: str,
+    instructions: str = "",
+    confidence_into: str | None = None,
+    prefer: TierChoice | None = None,
+    local_only: bool = False,
+    redact: bool | None = None,
+) -> Node:
+    """A node that chooses one of ``options`` (labels, or labels with descriptions) for the
+    state's ``inputs`` and writes the label to ``into``; with ``confidence_into``, also the
+    SLM's probability of its choice (``None`` when the LLM chose)."""
+    described = dict(options) if isinstance(options, Mapping) else {label: "" for label in options}
+    labels = list(described)
+    if len(labels) < 2:
+        raise ValueError("choose() needs at least two options")
+    schema = {
+        "type": "object",
+        "properties": {"label": {"type": "string", "enum": labels}},
+        "required": ["label"],
+    }
+
+    def parse(completion: Completion) -> str:
+        data = parse_model(_Label)(completion)
+        if data.label not in described:
+            raise Rejected("schema_validation", f"{data.label!r} is not one of: {', '.join(labels)}")
+        return data.label
+
+    def run(state: Mapping[str, Any], scope: StepScope) -> Update:
+        messages = render_messages(
+            "step_choose",
+            instructions=instructions,
+            options=list(described.items()),
+            field="label",
+            inputs=_inputs(state, _keys(inputs), scope.node),
+        )
+        got = scope.ask(
+            messages, parse, max_tokens=32, schema=schema, prefer=prefer, local_only=local_only, redact=redact
+        )
+        label = _value(got, scope.node)
+        scope.summarize_as(label)
+        update: Update = {into: label}
+        if confidence_into is not None:
+            update[confidence_into] = got.record.confidence if got.tier == "slm" else None
+        return update
+
+    run.__name__ = "choose"
+    return tiered_node(run)
+
+
+class _Label(BaseModel):
+    label: str
+
+
+def summarize(
+    *,
+    inputs: Keys,
+    into: str,
+    instructions: str = "",
+    max_sentences: int = 5,
+    max_tokens: int = 256,
+    prefer: TierChoice | None = None,
+    local_only: bool = False,
+    redact: bool | None = None,
+) -> Node:
+    """A node that summarizes the state's ``inputs`` into ``into`` (plain text).
+
+    It never sends the SLM more than its context holds: a longer text is cut into pieces
+    that fit, each is summarized, and the summaries are summarized in turn."""
+    from tierflow.graphs.fitting import fit_and_summarize
+
+    def run(state: Mapping[str, Any], scope: StepScope) -> Update:
+        parts = _inputs(state, _keys(inputs), scope.node)
+        text = "\n\n".join(value if len(parts) == 1 else f"{key}:\n{value}" for key, value in parts)
+
+        def once(piece: str) -> str:
+            messages = render_messages(
+                "step_summarize", instructions=instructions, max_sentences=max_sentences, text=piece
+            )
+            options = {"prefer": prefer, "local_only": local_only, "redact": redact}
+            return _value(scope.ask(messages, parse_text, max_tokens=max_tokens, **options), scope.node)
+
+        overhead = render_messages("step_summarize", instructions=instructions, max_sentences=1, text="")
+        summary = fit_and_summarize(scope.ctx.tiers.slm, text, once, overhead=overhead, max_tokens=max_tokens)
+        scope.summarize_as(summary)
+        return {into: summary}
+
+    run.__name__ = "summarize"
+    return tiered_node(run)
+
+
+def reason(
+    instructions: str,
+    *,
+    inputs: Keys,
+    into: str,
+    output: type[BaseModel] | None = None,
+    max_tokens: int = 768,
+    prefer: TierChoice | None = "llm",
+    local_only: bool = False,
+    redact: bool | None = None,
+) -> Node:
+    """A node for planning and cross-domain reasoning: on the LLM under ``tiered`` (the
+    policy may move it). Writes plain text to ``into``, or an ``output`` model."""
+
+    def run(state: Mapping[str, Any], scope: StepScope) -> Update:
+        messages = render_messages(
+            "step_reason",
+            instructions=instructions,
+            fields=_fields(output) if output else [],
+            inputs=_inputs(state, _keys(inputs), scope.node),
+        )
+        parse: Callable[[Completion], Any] = parse_model(output) if output else parse_text
+        schema = output.model_json_schema() if output else None
+        got = scope.ask(
+            messages,
+            parse,
+            max_tokens=max_tokens,
+            schema=schema,
+            prefer=prefer,
+            local_only=local_only,
+            redact=redact,
+        )
+        value = _value(got, scope.node)
+        scope.summarize_as(value.model_dump_json() if isinstance(value, BaseModel) else str(value))
+        return {into: value}
+
+    run.__name__ = "reason"
+    return tiered_node(run)
