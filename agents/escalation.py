@@ -77,7 +77,7 @@ def parse_json(completion: Completion) -> object:
     """The JSON value of a reply (code fences tolerated); ``Rejected`` if there is none."""
     text = _strip_fences(completion.text)
     try:
-        return json.loads(text)
+        return json.loads(text, strict=False)  # a raw newline inside a string is harmless
     except json.JSONDecodeError as exc:
         cut = " (the reply was cut off at max_tokens)" if completion.truncated else ""
         raise Rejected("invalid_json", f"{exc.msg} at character {exc.pos}{cut}") from None

@@ -42,6 +42,15 @@ def luhn_valid(number: str) -> bool:
     return len(digits) >= 13 and total % 10 == 0
 
 
+def _plausible(kind: str, value: str) -> bool:
+    """Rules match shapes; these checks drop shapes that are not what they look like."""
+    if kind == "card":
+        return luhn_valid(value)
+    if kind == "phone":
+        return 7 <= sum(ch.isdigit() for ch in value) <= 13
+    return True
+
+
 class Redactor:
     """Replaces values of the chosen ``kinds`` with placeholders such as ``[EMAIL_1]``."""
 
@@ -86,7 +95,7 @@ class Redactor:
 
                 def swap(match: re.Match[str], kind: str = kind) -> str:
                     value = match.group(0)
-                    if _PLACEHOLDER.fullmatch(value) or (kind == "card" and not luhn_valid(value)):
+                    if _PLACEHOLDER.fullmatch(value) or not _plausible(kind, value):
                         return value
                     found.add(kind)
                     return self._placeholder(kind, value)

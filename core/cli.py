@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import signal
 import sys
+from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -104,6 +105,10 @@ def run(
             check_task(task)  # before any model loads
         conf = settings(**({"workspace": workspace} if workspace else {}))
         chosen = parse_tiers(policy, tier)
+        if loaded is not None:
+            from tierflow.graphs.introspect import check_policy
+
+            check_policy(loaded, chosen)  # before any model loads
         budget = Budget(max_llm_tokens=max_llm_tokens, max_cost_usd=max_cost)
         options: dict[str, Any] = {"budget": budget, "local_only": local_only, "redact": redact}
         with App(conf, progress=pull_progress()) as tierflow_app:
@@ -127,7 +132,7 @@ def run(
     except TierflowError as exc:
         fail(exc)
     if as_json:
-        emit_json({**result.to_dict(), "stats": trace["stats"], "duration_ms": trace["duration_ms"]})
+        emit_json({**result.to_dict(), "stats": asdict(trace.stats), "duration_ms": trace.duration_ms})
     elif result.status == "succeeded":
         out.print(answer, markup=False)
     err.print(
@@ -223,7 +228,7 @@ def runs_show(
     except TierflowError as exc:
         fail(exc)
     if as_json:
-        emit_json(trace)
+        emit_json(trace.to_json())
     else:
         print_run(out, trace, full=full)
 

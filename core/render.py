@@ -19,7 +19,7 @@ from rich.progress import (
 )
 from rich.table import Table
 from rich.text import Text
-from tierflow.memory.records import Event, StepFailed, StepFinished, StepStarted
+from tierflow.memory.records import Event, RunTrace, StepFailed, StepFinished, StepStarted
 from tierflow.memory.traces import RunSummary
 
 __all__ = ["EvalProgress", "ProgressPrinter", "print_run", "runs_table", "stats_line", "TIER_STYLE"]
@@ -67,14 +67,14 @@ class ProgressPrinter:
             self._status = None
 
 
-def stats_line(run: dict[str, Any]) -> str:
-    stats = run["stats"]
-    share = f"{stats['slm_share']:.0%}" if stats["slm_share"] is not None else "–"
-    seconds = f"{run['duration_ms'] / 1000:.1f} s" if run["duration_ms"] is not None else "–"
+def stats_line(run: RunTrace) -> str:
+    stats = run.stats
+    share = f"{stats.slm_share:.0%}" if stats.slm_share is not None else "–"
+    seconds = f"{run.duration_ms / 1000:.1f} s" if run.duration_ms is not None else "–"
     return (
-        f"{stats['model_calls']} model calls, {stats['slm_calls']} on the SLM ({share}), "
-        f"{stats['escalations']} escalated; LLM tokens {stats['llm_prompt_tokens']} in / "
-        f"{stats['llm_completion_tokens']} out; {seconds}"
+        f"{stats.model_calls} model calls, {stats.slm_calls} on the SLM ({share}), "
+        f"{stats.escalations} escalated; LLM tokens {stats.llm_prompt_tokens} in / "
+        f"{stats.llm_completion_tokens} out; {seconds}"
     )
 
 
@@ -98,52 +98,48 @@ def runs_table(runs: list[RunSummary]) -> Table:
     return table
 
 
-def print_run(console: Console, run: dict[str, Any], *, full: bool = False) -> None:
+def print_run(console: Console, run: RunTrace, *, full: bool = False) -> None:
     """The trace of one run: its steps, model calls (tier, tokens, latency, escalation), tools."""
-    style = STATUS_STYLE.get(run["status"], "")
-    console.print(Text.assemble(("run ", "bold"), run["run_id"], "  ", (run["status"], style)))
-    console.print(Text.assemble(("task   ", "bold"), run["task"]))
-    if run["answer"]:
-        console.print(Text.assemble(("answer ", "bold"), run["answer"]))
-    if run["error"]:
-        console.print(Text.assemble(("error  ", "bold red"), run["error"]))
-    console.print(
-        Text(f"models SLM {run['slm_model']}, LLM {run['llm_model']}; " + stats_line(run), style="dim")
-    )
-    for step in run["steps"]:
+    style = STATUS_STYLE.get(run.status, "")
+    console.print(Text.assemble(("run ", "bold"), run.run_id, "  ", (run.status, style)))
+    console.print(Text.assemble(("task   ", "bold"), run.task))
+    if run.answer:
+        console.print(Text.assemble(("answer ", "bold"), run.answer))
+    if run.error:
+        console.print(Text.assemble(("error  ", "bold red"), run.error))
+    console.print(Text(f"models SLM {run.slm_model}, LLM {run.llm_model}; " + stats_line(run), style="dim"))
+    for step in run.steps:
         head = Text.assemble(
-            (f"{step['seq']:>3} {step['node']}", "bold"),
-            (f"  {step['status']}", "red" if step["status"] == "error" else "dim"),
+            (f"{step.seq:>3} {step.node}", "bold"),
+            (f"  {step.status}", "red" if step.status == "error" else "dim"),
         )
         console.print(head)
-        for call in step["model_calls"]:
+        for call in step.model_calls:
             line = Text.assemble(
                 "      ",
-                (call["tier"], TIER_STYLE.get(call["tier"], "")),
-                f" {call['model']}  ",
-                f"{call['prompt_tokens']}+{call['completion_tokens']} tokens  {call['latency_ms']:.0f} ms",
+                (call.tier, TIER_STYLE.get(call.tier, "")),
+                f" {call.model}  ",
+                f"{call.prompt_tokens}+{call.completion_tokens} tokens  {call.latency_ms:.0f} ms",
             )
-            if call["escalated"]:
-                line.append(f"  escalated: {call['escalation_reason']}", style="yellow")
-            elif call["error"]:
-                line.append(f"  rejected: {call['error']}", style="red")
+            if call.escalated:
+                line.append(f"  escalated: {call.escalation_reason}", style="yellow")
+            elif call.error:
+                line.append(f"  rejected: {call.error}", style="red")
             console.print(line)
             if full:
-                for message in call["messages"]:
+                for message in call.messages:
                     console.print(Text(f"        [{message['role']}] {message['content']}", style="dim"))
-                console.print(Text(f"        [output] {call['raw_output']}", style="dim"))
-        for tool in step["tool_calls"]:
-            args = json.dumps(tool["arguments"], ensure_ascii=False)
+                console.print(Text(f"        [output] {call.raw_output}", style="dim"))
+        for tool in step.tool_calls:
+            args = json.dumps(tool.arguments, ensure_ascii=False)
             outcome = (
-                Text(f"error: {tool['error']}", style="red")
-                if tool["error"]
-                else Text(_short(tool["result"], 200))
+                Text(f"error: {tool.error}", style="red") if tool.error else Text(_short(tool.result, 200))
             )
-            console.print(Text.assemble("      tool ", (tool["tool"], "cyan"), f"({args}) -> ", outcome))
-        if step["summary"] and not step["tool_calls"]:
-            console.print(Text(f"      {_short(step['summary'], 200)}", style="dim"))
-        if step["error"]:
-            console.print(Text(f"      {step['error']}", style="red"))
+            console.print(Text.assemble("      tool ", (tool.tool, "cyan"), f"({args}) -> ", outcome))
+        if step.summary and not step.tool_calls:
+            console.print(Text(f"      {_short(step.summary, 200)}", style="dim"))
+        if step.error:
+            console.print(Text(f"      {step.error}", style="red"))
 
 
 class EvalProgress:

@@ -153,8 +153,8 @@ def run_tasks(
         result = runner.run(task.task)
         wall_ms = (time.perf_counter() - started) * 1000
         trace = store.get_run(result.run_id)
-        calls = [call for step in trace["steps"] for call in step["model_calls"]]
-        llm = [call for call in calls if call["tier"] == "llm"]
+        calls = [call for step in trace.steps for call in step.model_calls]
+        llm = [call for call in calls if call.tier == "llm"]
         item = TaskResult(
             id=task.id,
             category=task.category,
@@ -166,10 +166,10 @@ def run_tasks(
             run_id=result.run_id,
             model_calls=len(calls),
             slm_calls=len(calls) - len(llm),
-            llm_prompt_tokens=sum(call["prompt_tokens"] for call in llm),
-            llm_completion_tokens=sum(call["completion_tokens"] for call in llm),
+            llm_prompt_tokens=sum(call.prompt_tokens for call in llm),
+            llm_completion_tokens=sum(call.completion_tokens for call in llm),
             escalation_reasons=[
-                (call["escalation_reason"] or "").split(":")[0] for call in calls if call["escalated"]
+                (call.escalation_reason or "").split(":")[0] for call in calls if call.escalated
             ],
         )
         results.append(item)

@@ -90,17 +90,17 @@ def run_case(case: Case, tiers: Tiers, policy: TierPolicy, store: TraceStore, gr
         bool(observations) and observations[-1]["tool"] is None and not observations[-1]["error"]
     )
     verdict = check(case, output)
-    stored = [c for step in store.get_run(run_id)["steps"] for c in step["model_calls"]]
+    stored = [c for step in store.get_run(run_id).steps for c in step.model_calls]
     calls = [
         CallRecord(
-            node=c["node"],
-            tier=c["tier"],
-            prompt_tokens=int(c.get("prompt_tokens") or 0),
-            completion_tokens=int(c.get("completion_tokens") or 0),
-            latency_ms=float(c.get("latency_ms") or 0.0),
-            escalated=bool(c.get("escalated")),
-            reason=c.get("escalation_reason") or c.get("error"),
-            confidence=c.get("confidence"),
+            node=c.node,
+            tier=c.tier,
+            prompt_tokens=c.prompt_tokens,
+            completion_tokens=c.completion_tokens,
+            latency_ms=c.latency_ms,
+            escalated=c.escalated,
+            reason=c.escalation_reason or c.error,
+            confidence=c.confidence,
         )
         for c in stored
     ]

@@ -112,6 +112,10 @@ class _Call:
     max_tokens: int
     schema: dict[str, Any] | None
     redact: bool | None
+    node: str = ""  # the name the call is traced under; the step's node by default
+
+    def __post_init__(self) -> None:
+        self.node = self.node or self.step.node
 
     def _outbound(self, tier: Tier) -> tuple[list[Message], list[str]]:
         """The messages as sent to ``tier``: for the LLM, redacted and within budget."""
@@ -125,23 +129,25 @@ class _Call:
         if redactor is not None:
             find = self._find_names if redactor.wants_names else None
             messages, kinds = redactor.redact(messages, find)
-        self.ctx.meter.check(self.step.node, messages, self.max_tokens)
+        self.ctx.meter.check(self.node, messages, self.max_tokens)
         return messages, kinds
 
     def _find_names(self, text: str) -> list[str]:
         from tierflow.agents.escalation import parse_model
 
-        names = _Names.model_json_schema()
-        got = _Call(self.ctx, self.step, _names_prompt(text), parse_model(_Names), 128, names, False)
-        answer = got.attempt("slm", may_escalate=False)
-        answer.record.node = f"{self.step.node}:find_names"
+        schema = _Names.model_json_schema()
+        prompt = _names_prompt(text)
+        call = _Call(
+            self.ctx, self.step, prompt, parse_model(_Names), 128, schema, False, f"{self.node}:find_names"
+        )
+        answer = call.attempt("slm", may_escalate=False)
         return answer.value.names if answer.value is not None else []
 
     def attempt(self, tier: Tier, *, may_escalate: bool) -> Answer[Any]:
         model = self.ctx.tiers.model(tier)
         messages, kinds = self._outbound(tier)
         record = ModelCallRecord(
-            node=self.step.node,
+            node=self.node,
             tier=tier,
             model=model.name,
             messages=messages,
@@ -150,7 +156,7 @@ class _Call:
             redacted=kinds,
         )
         ref = self.step.model_call(record)
-        token = CURRENT_NODE.set(self.step.node)
+        token = CURRENT_NODE.set(self.node)
         try:
             completion = model.complete(messages, schema=self.schema, max_tokens=self.max_tokens)
         except TierflowError as exc:

@@ -84,9 +84,8 @@ def check_policy(graph: Any, policy: TierPolicy) -> None:
 
 
 def _input_schema(graph: Any) -> Any:
-    return getattr(graph, "input_schema", None) or getattr(
-        getattr(graph, "builder", None), "input_schema", None
-    )
+    """The type the graph's builder declared for its input (a TypedDict or pydantic model)."""
+    return getattr(getattr(graph, "builder", None), "input_schema", None)
 
 
 def _check_value(key: str, expected: Any, value: Any) -> str | None:

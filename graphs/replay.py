@@ -12,7 +12,7 @@ from tierflow.agents.protocol import CURRENT_NODE, Tier
 from tierflow.agents.tiers import Tiers
 from tierflow.errors import TierflowError
 from tierflow.memory.recorder import RunRecorder
-from tierflow.memory.records import ModelCallRecord
+from tierflow.memory.records import ModelCallRecord, StoredModelCall
 from tierflow.memory.traces import TraceStore
 
 __all__ = ["Replay", "replay_call", "other_tier"]
@@ -27,8 +27,8 @@ def other_tier(tier: str) -> Tier:
 @dataclass(frozen=True)
 class Replay:
     run_id: str
-    original: dict[str, Any]
-    replayed: dict[str, Any]
+    original: StoredModelCall
+    replayed: StoredModelCall
 
 
 def _parsed(text: str, schema: dict[str, Any] | None) -> Any:
@@ -43,30 +43,30 @@ def _parsed(text: str, schema: dict[str, Any] | None) -> Any:
 def replay_call(store: TraceStore, tiers: Tiers, call_id: int, tier: Tier | None = None) -> Replay:
     """Send model call ``call_id`` again, to ``tier`` (default: the other one), and trace it."""
     original = store.get_model_call(call_id)
-    target: Tier = tier or other_tier(original["tier"])
+    target: Tier = tier or other_tier(original.tier)
     model = tiers.model(target)
     run_id = store.start_run(
-        f"replay of {original['node']} (call {call_id}) on the {target}",
+        f"replay of {original.node} (call {call_id}) on the {target}",
         graph="replay",
-        parent_run_id=original["run_id"],
-        policy={original["node"]: target},
+        parent_run_id=original.run_id,
+        policy={original.node: target},
         slm_model=tiers.slm.name,
         llm_model=tiers.llm.name,
         settings={"replayed_call_id": call_id},
     )
     recorder = RunRecorder(store, run_id)
-    schema = original["output_schema"]
+    schema = original.output_schema
     record = ModelCallRecord(
-        node=original["node"],
+        node=original.node,
         tier=target,
         model=model.name,
-        messages=original["messages"],
+        messages=original.messages,
         output_schema=schema,
-        max_tokens=original["max_tokens"] or DEFAULT_MAX_TOKENS,
+        max_tokens=original.max_tokens or DEFAULT_MAX_TOKENS,
     )
     status, error = "failed", None
     try:
-        with recorder.step(original["node"]) as step:
+        with recorder.step(original.node) as step:
             step.model_call(record)
             token = CURRENT_NODE.set(record.node)
             try:
@@ -87,6 +87,5 @@ def replay_call(store: TraceStore, tiers: Tiers, call_id: int, tier: Tier | None
                 CURRENT_NODE.reset(token)
     finally:
         store.finish_run(run_id, status, answer=None, error=error)
-    trace = store.get_run(run_id)
-    replayed = trace["steps"][0]["model_calls"][0]
+    replayed = store.get_run(run_id).steps[0].model_calls[0]
     return Replay(run_id, original, replayed)

@@ -124,7 +124,7 @@ def run_graph(
             meter=BudgetMeter(budget, prices),
             local_only=local_only,
             redactor=redactor_for(redact),
-            name=name or getattr(graph, "name", None) or "graph",
+            name=name or _graph_name(graph),
             task=task,
             context=context or {},
             config=config,
@@ -134,6 +134,12 @@ def run_graph(
     finally:
         if owned is not None:
             owned.close()
+
+
+def _graph_name(graph: Any) -> str:
+    """The graph's own name (``compile(name=...)``), or ``graph`` for LangGraph's default."""
+    named = getattr(graph, "name", None)
+    return str(named) if named and named != "LangGraph" else "graph"
 
 
 def _context_class(graph: Any) -> type[TierContext]:

@@ -1,10 +1,11 @@
 """Step builders: plain LangGraph nodes that call a model through the tiering kit.
 
-Each reads the state keys the user names and writes one key. The node's name in the graph
-is the name the policy, the trace and the console use. The run context (tiers, policy,
-recorder, budget, privacy) comes from LangGraph's ``Runtime``, so the user's state needs no
-tierflow keys, and the nodes work in subgraphs, under ``Send`` fan-out, behind conditional
-edges and with any checkpointer.
+Each reads the state keys the user names and writes one key (``append=True`` writes the
+value as a one-item list, for a key whose reducer collects results, as under ``Send``).
+The node's name in the graph is the name the policy, the trace and the console use. The
+run context (tiers, policy, recorder, budget, privacy) comes from LangGraph's ``Runtime``,
+so the user's state needs no tierflow keys, and the nodes work in subgraphs, under
+``Send`` fan-out, behind conditional edges and with any checkpointer.
 """
 
 from __future__ import annotations
@@ -12,10 +13,10 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from langchain_core.runnables import RunnableConfig
-from langgraph.runtime import Runtime
+from langgraph.runtime import get_runtime
 from pydantic import BaseModel
 from pydantic_core import to_jsonable_python
 from tierflow.agents.escalation import Rejected, parse_model, parse_text
@@ -33,7 +34,12 @@ M = TypeVar("M", bound=BaseModel)
 T = TypeVar("T")
 Keys = str | Sequence[str]
 Update = dict[str, Any]
-Node = Callable[[Any, Runtime[Any], RunnableConfig], Update]
+
+
+class Node(Protocol):
+    """A plain LangGraph node (LangGraph passes ``config`` by name)."""
+
+    def __call__(self, state: Any, config: RunnableConfig) -> Update: ...
 
 
 @dataclass(frozen=True)
@@ -64,8 +70,8 @@ def tiered_node(
 ) -> Node:
     """Turn ``function(state, scope) -> update`` into a traced LangGraph node."""
 
-    def node(state: Any, runtime: Runtime[Any], config: RunnableConfig) -> Update:
-        ctx = runtime.context
+    def node(state: Any, config: RunnableConfig) -> Update:
+        ctx = get_runtime().context
         if not isinstance(ctx, TierContext):
             raise GraphError(
                 "this graph's tiered steps need tierflow's run context",
@@ -128,6 +134,7 @@ def extract(
     prefer: TierChoice | None = None,
     local_only: bool = False,
     redact: bool | None = None,
+    append: bool = False,
 ) -> Node:
     """A node that extracts ``output`` (a pydantic model) from the state's ``inputs`` into ``into``.
 
@@ -152,7 +159,7 @@ def extract(
         )
         value = _value(got, scope.node)
         scope.summarize_as(value.model_dump_json())
-        return {into: value}
+        return {into: [value] if append else value}
 
     run.__name__ = f"extract_{output.__name__}"
     return tiered_node(run)
@@ -168,6 +175,7 @@ def choose(
     prefer: TierChoice | None = None,
     local_only: bool = False,
     redact: bool | None = None,
+    append: bool = False,
 ) -> Node:
     """A node that chooses one of ``options`` (labels, or labels with descriptions) for the
     state's ``inputs`` and writes the label to ``into``; with ``confidence_into``, also the
@@ -201,7 +209,7 @@ def choose(
         )
         label = _value(got, scope.node)
         scope.summarize_as(label)
-        update: Update = {into: label}
+        update: Update = {into: [label] if append else label}
         if confidence_into is not None:
             update[confidence_into] = got.record.confidence if got.tier == "slm" else None
         return update
@@ -224,6 +232,7 @@ def summarize(
     prefer: TierChoice | None = None,
     local_only: bool = False,
     redact: bool | None = None,
+    append: bool = False,
 ) -> Node:
     """A node that summarizes the state's ``inputs`` into ``into`` (plain text).
 
@@ -245,7 +254,7 @@ def summarize(
         overhead = render_messages("step_summarize", instructions=instructions, max_sentences=1, text="")
         summary = fit_and_summarize(scope.ctx.tiers.slm, text, once, overhead=overhead, max_tokens=max_tokens)
         scope.summarize_as(summary)
-        return {into: summary}
+        return {into: [summary] if append else summary}
 
     run.__name__ = "summarize"
     return tiered_node(run)
@@ -261,6 +270,7 @@ def reason(
     prefer: TierChoice | None = "llm",
     local_only: bool = False,
     redact: bool | None = None,
+    append: bool = False,
 ) -> Node:
     """A node for planning and cross-domain reasoning: on the LLM under ``tiered`` (the
     policy may move it). Writes plain text to ``into``, or an ``output`` model."""
@@ -285,7 +295,7 @@ def reason(
         )
         value = _value(got, scope.node)
         scope.summarize_as(value.model_dump_json() if isinstance(value, BaseModel) else str(value))
-        return {into: value}
+        return {into: [value] if append else value}
 
     run.__name__ = "reason"
     return tiered_node(run)

@@ -1,9 +1,11 @@
-"""The typed records a run's trace is made of, from ``ask`` to the store, and the live
-events whoever shows progress receives (the CLI's step lines, the console's live view)."""
+"""The typed records a run's trace is made of, from ``ask`` to the store, the trace as it is
+read back (``TraceStore.get_run``), and the live events whoever shows progress receives (the
+CLI's step lines, the console's live view)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 from tierflow.agents.protocol import Message, Tier
@@ -12,6 +14,10 @@ __all__ = [
     "ModelCallRecord",
     "ToolCallRecord",
     "CallRef",
+    "StoredModelCall",
+    "StepTrace",
+    "RunStats",
+    "RunTrace",
     "RunStatus",
     "RUN_STATUSES",
     "Event",
@@ -76,6 +82,99 @@ class CallRef:
     def parse(cls, text: str) -> CallRef:
         seq, _, index = text.partition(":")
         return cls(int(seq), int(index))
+
+
+# Read back from the store ------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class StoredModelCall:
+    """A stored model call: what ``ModelCallRecord`` held, with its id and run (latency in ms,
+    rounded to 0.1)."""
+
+    id: int
+    run_id: str
+    node: str
+    tier: Tier
+    model: str
+    prompt_tokens: int
+    completion_tokens: int
+    latency_ms: float
+    finish_reason: str | None
+    confidence: float | None
+    max_tokens: int | None
+    escalated: bool
+    escalation_reason: str | None
+    escalation_refused: str | None
+    redacted: list[str]
+    error: str | None
+    messages: list[Message]
+    output_schema: dict[str, Any] | None
+    raw_output: str | None
+    parsed: Any
+
+
+@dataclass(frozen=True, slots=True)
+class StepTrace:
+    """One stored step (``status`` is ``ok`` or ``error``) with its model and tool calls."""
+
+    seq: int
+    node: str
+    status: str
+    summary: str | None
+    error: str | None
+    started_at: datetime
+    duration_ms: float | None
+    model_calls: list[StoredModelCall]
+    tool_calls: list[ToolCallRecord]
+
+
+@dataclass(frozen=True, slots=True)
+class RunStats:
+    """What a run cost: calls per tier, the SLM's share of them, LLM tokens, escalations."""
+
+    model_calls: int
+    slm_calls: int
+    llm_calls: int
+    slm_share: float | None  # None for a run without model calls
+    llm_prompt_tokens: int
+    llm_completion_tokens: int
+    escalations: int
+
+
+@dataclass(frozen=True, slots=True)
+class RunTrace:
+    """The whole trace of one run, as ``TraceStore.get_run`` reads it back."""
+
+    run_id: str
+    task: str
+    status: str  # one of RUN_STATUSES
+    answer: str | None
+    error: str | None
+    graph: str
+    policy: dict[str, Any] | None
+    slm_model: str
+    llm_model: str
+    parent_run_id: str | None
+    created_at: datetime
+    finished_at: datetime | None
+    duration_ms: float | None
+    stats: RunStats
+    steps: list[StepTrace]
+
+    def to_json(self) -> dict[str, Any]:
+        """The trace as JSON data (what ``runs show --json`` prints); times are UTC ISO
+        strings with milliseconds, e.g. ``2025-01-31T09:00:00.123Z``."""
+        return {key: _jsonable(value) for key, value in asdict(self).items()}
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, datetime):
+        aware = value if value.tzinfo else value.replace(tzinfo=UTC)
+        return aware.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    if isinstance(value, dict):
+        return {key: _jsonable(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_jsonable(item) for item in value]
+    return value
 
 
 # Live events ------------------------------------------------------------------------------

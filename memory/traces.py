@@ -12,14 +12,23 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, fields
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from sqlalchemy import event, func
 from sqlalchemy.engine import Engine, make_url
 from sqlmodel import Session, col, create_engine, select
+from tierflow.agents.protocol import Message, Tier
 from tierflow.errors import ConfigError, RunNotFoundError
 from tierflow.memory.migrations import migrate
-from tierflow.memory.records import CallRef, ModelCallRecord
+from tierflow.memory.records import (
+    CallRef,
+    ModelCallRecord,
+    RunStats,
+    RunTrace,
+    StepTrace,
+    StoredModelCall,
+    ToolCallRecord,
+)
 from tierflow.memory.tables import ModelCall, Run, Step, ToolCall, utcnow
 
 if TYPE_CHECKING:
@@ -185,7 +194,7 @@ class TraceStore:
             session.add(call)
             session.commit()
 
-    def get_model_call(self, call_id: int) -> dict[str, Any]:
+    def get_model_call(self, call_id: int) -> StoredModelCall:
         with Session(self.engine) as session:
             call = session.get(ModelCall, call_id)
         if call is None:
@@ -240,8 +249,8 @@ class TraceStore:
             by_run.setdefault(call.run_id, []).append(call)
         return [_summary(run, by_run.get(run.id, [])) for run in runs]
 
-    def get_run(self, run_id: str) -> dict[str, Any]:
-        """The whole trace of one run as plain data (what ``runs show --json`` prints)."""
+    def get_run(self, run_id: str) -> RunTrace:
+        """The whole trace of one run (``trace.to_json()`` is what ``runs show --json`` prints)."""
         full_id = self.resolve_id(run_id)
         with Session(self.engine) as session:
             run = session.get(Run, full_id)
@@ -254,50 +263,44 @@ class TraceStore:
                 select(ToolCall).where(ToolCall.run_id == full_id).order_by(col(ToolCall.id))
             ).all()
         summary = _summary(run, list(calls))
-        return {
-            "run_id": run.id,
-            "task": run.task,
-            "status": run.status,
-            "answer": run.answer,
-            "error": run.error,
-            "graph": run.graph,
-            "policy": run.policy,
-            "slm_model": run.slm_model,
-            "llm_model": run.llm_model,
-            "parent_run_id": run.parent_run_id,
-            "created_at": _iso(run.created_at),
-            "finished_at": _iso(run.finished_at),
-            "duration_ms": summary.duration_ms,
-            "stats": {
-                "model_calls": summary.model_calls,
-                "slm_calls": summary.slm_calls,
-                "llm_calls": summary.model_calls - summary.slm_calls,
-                "slm_share": summary.slm_share,
-                "llm_prompt_tokens": summary.llm_prompt_tokens,
-                "llm_completion_tokens": summary.llm_completion_tokens,
-                "escalations": summary.escalations,
-            },
-            "steps": [
-                {
-                    "seq": step.seq,
-                    "node": step.node,
-                    "status": step.status,
-                    "summary": step.summary,
-                    "error": step.error,
-                    "started_at": _iso(step.started_at),
-                    "duration_ms": _ms(step.started_at, step.finished_at),
-                    "model_calls": [_model_call(c) for c in calls if c.step_id == step.id],
-                    "tool_calls": [_tool_call(t) for t in tools if t.step_id == step.id],
-                }
+        return RunTrace(
+            run_id=run.id,
+            task=run.task,
+            status=run.status,
+            answer=run.answer,
+            error=run.error,
+            graph=run.graph,
+            policy=run.policy,
+            slm_model=run.slm_model,
+            llm_model=run.llm_model,
+            parent_run_id=run.parent_run_id,
+            created_at=_aware(run.created_at),
+            finished_at=_aware(run.finished_at) if run.finished_at else None,
+            duration_ms=summary.duration_ms,
+            stats=RunStats(
+                model_calls=summary.model_calls,
+                slm_calls=summary.slm_calls,
+                llm_calls=summary.model_calls - summary.slm_calls,
+                slm_share=summary.slm_share,
+                llm_prompt_tokens=summary.llm_prompt_tokens,
+                llm_completion_tokens=summary.llm_completion_tokens,
+                escalations=summary.escalations,
+            ),
+            steps=[
+                StepTrace(
+                    seq=step.seq,
+                    node=step.node,
+                    status=step.status,
+                    summary=step.summary,
+                    error=step.error,
+                    started_at=_aware(step.started_at),
+                    duration_ms=_ms(step.started_at, step.finished_at),
+                    model_calls=[_model_call(c) for c in calls if c.step_id == step.id],
+                    tool_calls=[_tool_call(t) for t in tools if t.step_id == step.id],
+                )
                 for step in steps
             ],
-        }
-
-
-def _iso(moment: datetime | None) -> str | None:
-    if moment is None:
-        return None
-    return _aware(moment).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+        )
 
 
 def _aware(moment: datetime) -> datetime:
@@ -331,36 +334,37 @@ def _summary(run: Run, calls: list[ModelCall]) -> RunSummary:
     )
 
 
-def _model_call(call: ModelCall) -> dict[str, Any]:
-    return {
-        "id": call.id,
-        "run_id": call.run_id,
-        "node": call.node,
-        "tier": call.tier,
-        "model": call.model,
-        "prompt_tokens": call.prompt_tokens,
-        "completion_tokens": call.completion_tokens,
-        "latency_ms": round(call.latency_ms, 1),
-        "finish_reason": call.finish_reason,
-        "confidence": call.confidence,
-        "max_tokens": call.max_tokens,
-        "escalated": call.escalated,
-        "escalation_reason": call.escalation_reason,
-        "escalation_refused": call.escalation_refused,
-        "redacted": call.redacted or [],
-        "error": call.error,
-        "messages": call.messages,
-        "output_schema": call.output_schema,
-        "raw_output": call.raw_output,
-        "parsed": call.parsed,
-    }
+def _model_call(call: ModelCall) -> StoredModelCall:
+    assert call.id is not None  # a stored row
+    return StoredModelCall(
+        id=call.id,
+        run_id=call.run_id,
+        node=call.node,
+        tier=cast(Tier, call.tier),  # written from ModelCallRecord.tier
+        model=call.model,
+        prompt_tokens=call.prompt_tokens,
+        completion_tokens=call.completion_tokens,
+        latency_ms=round(call.latency_ms, 1),
+        finish_reason=call.finish_reason,
+        confidence=call.confidence,
+        max_tokens=call.max_tokens,
+        escalated=call.escalated,
+        escalation_reason=call.escalation_reason,
+        escalation_refused=call.escalation_refused,
+        redacted=call.redacted or [],
+        error=call.error,
+        messages=cast(list[Message], call.messages),  # written from ModelCallRecord.messages
+        output_schema=call.output_schema,
+        raw_output=call.raw_output,
+        parsed=call.parsed,
+    )
 
 
-def _tool_call(call: ToolCall) -> dict[str, Any]:
-    return {
-        "tool": call.tool,
-        "arguments": call.arguments,
-        "result": call.result,
-        "error": call.error,
-        "latency_ms": round(call.latency_ms, 1),
-    }
+def _tool_call(call: ToolCall) -> ToolCallRecord:
+    return ToolCallRecord(
+        tool=call.tool,
+        arguments=call.arguments,
+        result=call.result,
+        error=call.error,
+        latency_ms=round(call.latency_ms, 1),
+    )

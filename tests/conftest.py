@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from tierflow.agents.catalog import CATALOG, cached_path, is_pulled
@@ -28,6 +29,25 @@ def isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
     monkeypatch.setenv("TIERFLOW_AUTO_PULL", "false")
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
     return data
+
+
+@pytest.fixture(autouse=True)
+def real_models_only_when_marked(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A test that would load a GGUF or start the LLM server fails unless it is marked as a
+    real-model test: unit tests must not depend on models (or pay for them) by accident."""
+    from tierflow.agents.server import EmbeddedServer
+    from tierflow.agents.slm import LlamaCppModel
+
+    def refuse(marker: str) -> Any:
+        def blocked(*args: Any, **kwargs: Any) -> Any:
+            raise AssertionError(f"this test reached a real model: mark it @pytest.mark.{marker}")
+
+        return blocked
+
+    if request.node.get_closest_marker("real_slm") is None:
+        monkeypatch.setattr(LlamaCppModel, "_load_locked", refuse("real_slm"))
+    if request.node.get_closest_marker("real_llm") is None:
+        monkeypatch.setattr(EmbeddedServer, "start", refuse("real_llm"))
 
 
 @pytest.fixture

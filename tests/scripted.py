@@ -10,6 +10,7 @@ from tierflow.agents.scripted import Reply, ScriptedModel
 from tierflow.agents.tiers import Tiers
 from tierflow.graphs import TaskRunner
 from tierflow.memory import TraceStore
+from tierflow.memory.records import RunTrace, StoredModelCall, ToolCallRecord
 from tierflow.settings import TierPolicy
 from tierflow.tools import default_registry
 
@@ -40,13 +41,13 @@ def scripted_runner(
     return runner, small, large
 
 
-def model_calls(trace: dict[str, Any]) -> list[dict[str, Any]]:
-    return [call for step in trace["steps"] for call in step["model_calls"]]
+def model_calls(trace: RunTrace) -> list[StoredModelCall]:
+    return [call for step in trace.steps for call in step.model_calls]
 
 
-def tool_calls(trace: dict[str, Any]) -> list[dict[str, Any]]:
-    return [call for step in trace["steps"] for call in step["tool_calls"]]
+def tool_calls(trace: RunTrace) -> list[ToolCallRecord]:
+    return [call for step in trace.steps for call in step.tool_calls]
 
 
-def nodes(trace: dict[str, Any]) -> list[str]:
-    return [step["node"] for step in trace["steps"]]
+def nodes(trace: RunTrace) -> list[str]:
+    return [step.node for step in trace.steps]

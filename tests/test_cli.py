@@ -78,7 +78,7 @@ def test_unreachable_llm_is_stored_as_failed(slm_path: Path) -> None:
     output = json.loads(result.stdout)
     assert output["status"] == "failed" and "could not reach the LLM" in output["error"]
     stored = TraceStore.from_url(load_settings().resolved_database_url()).get_run(output["run_id"])
-    assert stored["status"] == "failed" and "could not reach the LLM" in stored["error"]
+    assert stored.status == "failed" and "could not reach the LLM" in (stored.error or "")
 
 
 @pytest.mark.parametrize(
@@ -125,3 +125,77 @@ def test_models_list_and_empty_runs_list() -> None:
     assert {m["name"] for m in models} >= {"qwen2.5-coder-0.5b", "qwen2.5-coder-1.5b"}
     assert next(m for m in models if m["name"] == "qwen2.5-coder-0.5b")["pulled"] is True
     assert json.loads(tierflow("runs", "list", "--json").stdout) == []
+
+
+def _write(tmp_path: Path, name: str, data: object) -> str:
+    path = tmp_path / name
+    path.write_text(json.dumps(data))
+    return f"@{path}"
+
+
+TRIAGE = "tierflow.graphs.examples.triage:graph"
+REPORT = {"report": "The dashboard shows a blank page since this morning for our whole team."}
+
+
+@pytest.mark.real_slm
+@pytest.mark.real_llm
+def test_run_a_graph_on_the_embedded_default(tmp_path: Path) -> None:
+    result = tierflow("run", "--graph", TRIAGE, "--input", _write(tmp_path, "report.json", REPORT), "--json")
+    no_traceback(result)
+    assert result.returncode == 0, result.stderr
+    output = json.loads(result.stdout)
+    assert output["status"] == "succeeded" and output["state"]["reply"]
+    shown = json.loads(tierflow("runs", "show", output["run_id"], "--json").stdout)
+    calls = {(c["node"], c["tier"]) for s in shown["steps"] for c in s["model_calls"]}
+    assert {("classify", "slm"), ("extract_fields", "slm"), ("draft_reply", "llm")} <= calls
+    assert shown["graph"] == TRIAGE
+
+
+DEAD_LLM = {"TIERFLOW_LLM_BASE_URL": "http://127.0.0.1:9/v1", "TIERFLOW_LLM_MODEL": "nobody"}
+
+
+@pytest.mark.real_slm
+def test_local_only_runs_with_no_llm_at_all(tmp_path: Path) -> None:
+    arguments = ["--input", _write(tmp_path, "report.json", REPORT), "--local-only", "--json"]
+    result = tierflow("run", "--graph", TRIAGE, *arguments, env=DEAD_LLM)
+    no_traceback(result)
+    assert result.returncode == 0, result.stderr
+    output = json.loads(result.stdout)
+    assert output["stats"]["llm_calls"] == 0 and output["state"]["reply"]
+    shown = json.loads(tierflow("runs", "show", output["run_id"], "--json").stdout)
+    refused = [c for s in shown["steps"] for c in s["model_calls"] if c["escalation_refused"]]
+    assert [c["node"] for c in refused] == ["draft_reply"]
+    assert refused[0]["escalation_refused"] == "local_only"
+
+
+@pytest.mark.real_slm
+def test_a_budget_of_one_token_stops_the_task_and_keeps_its_steps() -> None:
+    result = tierflow("run", "What is 17 * 23 + 4?", "--max-llm-tokens", "1", "--json", env=DEAD_LLM)
+    no_traceback(result)
+    assert result.returncode == 1
+    output = json.loads(result.stdout)
+    assert output["status"] == "budget_exceeded" and "'plan'" in output["error"]
+    shown = json.loads(tierflow("runs", "show", output["run_id"], "--json").stdout)
+    assert shown["status"] == "budget_exceeded" and [s["node"] for s in shown["steps"]] == ["plan"]
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        (["--graph", "no.such.module:graph", "--input", "{}"], "does not import"),
+        (["--graph", "tierflow.graphs.examples.triage:nothing", "--input", "{}"], "has no attribute"),
+        (["--graph", "tierflow.graphs.examples.triage:CATEGORIES", "--input", "{}"], "not a compiled"),
+        (["--graph", "tierflow.graphs.examples.triage", "--input", "{}"], "MODULE:ATTR"),
+        (["--graph", TRIAGE, "--input", "{not json"], "not valid JSON"),
+        (["--graph", TRIAGE, "--input", '{"text": "x"}'], "missing report"),
+        (["--graph", TRIAGE, "--input", "@/nonexistent/in.json"], "cannot read"),
+        (["--graph", TRIAGE], "needs --input"),
+        (["--graph", TRIAGE, "--input", '{"report": "x"}', "--tier", "drafting=slm"], "'drafting'"),
+        (["What is 2 + 2?", "--graph", TRIAGE, "--input", "{}"], "give a TASK, or --graph"),
+    ],
+)
+def test_bad_graph_runs_exit_2_and_say_why(arguments: list[str], message: str) -> None:
+    result = tierflow("run", *arguments, env=DEAD_LLM)
+    no_traceback(result)
+    assert result.returncode == 2, result.stderr
+    assert message in result.stderr

@@ -250,7 +250,7 @@ def test_a_case_runs_through_select_and_extract(store: TraceStore) -> None:
     )
     assert result.correct and result.valid and result.output == [{"weather.get": {"city": "Paris"}}]
     assert [(c.node, c.tier) for c in result.calls] == [("select_tool", "slm"), ("extract_args", "slm")]
-    assert store.get_run(result.run_id)["graph"] == "tool_call"
+    assert store.get_run(result.run_id).graph == "tool_call"
 
 
 def test_low_confidence_choice_escalates_to_the_llm(store: TraceStore) -> None:

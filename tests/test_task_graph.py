@@ -35,26 +35,25 @@ def test_happy_path_uses_both_tiers_and_traces_every_step(store: TraceStore, tmp
     assert (result.status, result.answer) == ("succeeded", "395")
     trace = store.get_run(result.run_id)
     assert nodes(trace) == ["plan", "select_tool", "extract_args", "act", "answer"]
-    assert [(c["node"], c["tier"]) for c in model_calls(trace)] == [
+    assert [(c.node, c.tier) for c in model_calls(trace)] == [
         ("plan", "llm"),
         ("select_tool", "slm"),
         ("extract_args", "slm"),
         ("answer", "slm"),
     ]
-    assert tool_calls(trace) == [
-        {
-            "tool": "calculator",
-            "arguments": {"expression": "17 * 23 + 4"},
-            "result": "395",
-            "error": None,
-            "latency_ms": pytest.approx(0, abs=50),
-        }
-    ]
-    assert trace["stats"]["slm_share"] == 0.75 and trace["stats"]["escalations"] == 0
+    [tool] = tool_calls(trace)
+    assert (tool.tool, tool.arguments, tool.result, tool.error) == (
+        "calculator",
+        {"expression": "17 * 23 + 4"},
+        "395",
+        None,
+    )
+    assert tool.latency_ms == pytest.approx(0, abs=50)
+    assert trace.stats.slm_share == 0.75 and trace.stats.escalations == 0
     # the exact prompt is stored, and the grammar schema sent to the SLM is the tool list + none
     select_call = model_calls(trace)[1]
-    assert "Step: Compute 17 * 23 + 4" in select_call["messages"][1]["content"]
-    assert select_call["output_schema"]["properties"]["tool"]["enum"][-1] == "none"
+    assert "Step: Compute 17 * 23 + 4" in select_call.messages[1]["content"]
+    assert select_call.output_schema["properties"]["tool"]["enum"][-1] == "none"
     assert "395" in small.calls[-1]["messages"][1]["content"]  # the answer saw the tool result
     # the checkpointer keeps the run's final state under its run id
     state = runner.graph.get_state({"configurable": {"thread_id": result.run_id}})
@@ -113,13 +112,13 @@ def test_each_rejection_escalates_once_to_the_llm(
     result = runner.run("What is 17 * 23 + 4?")
     assert (result.status, result.answer) == ("succeeded", "395")
     calls = model_calls(store.get_run(result.run_id))
-    escalated = [c for c in calls if c["escalated"]]
+    escalated = [c for c in calls if c.escalated]
     assert len(escalated) == 1
-    assert escalated[0]["node"] == node and escalated[0]["tier"] == "slm"
-    assert escalated[0]["escalation_reason"].startswith(reason + ": ")
+    assert escalated[0].node == node and escalated[0].tier == "slm"
+    assert escalated[0].escalation_reason.startswith(reason + ": ")
     retry = calls[calls.index(escalated[0]) + 1]
-    assert (retry["node"], retry["tier"]) == (node, "llm")
-    assert tool_calls(store.get_run(result.run_id))[-1]["result"] == "395"
+    assert (retry.node, retry.tier) == (node, "llm")
+    assert tool_calls(store.get_run(result.run_id))[-1].result == "395"
 
 
 def test_empty_or_cut_off_text_escalates(store: TraceStore, tmp_path: Path) -> None:
@@ -134,10 +133,10 @@ def test_empty_or_cut_off_text_escalates(store: TraceStore, tmp_path: Path) -> N
     result = runner_cut.run("Say something")
     calls = model_calls(store.get_run(result.run_id))
     plan_call = calls[0]
-    assert plan_call["error"].startswith("schema_validation") and not plan_call["escalated"]
-    answer_calls = [c for c in calls if c["node"] == "answer"]
-    assert [(c["tier"], c["escalated"]) for c in answer_calls] == [("slm", True), ("llm", False)]
-    assert answer_calls[0]["escalation_reason"].startswith("truncated")
+    assert plan_call.error.startswith("schema_validation") and not plan_call.escalated
+    answer_calls = [c for c in calls if c.node == "answer"]
+    assert [(c.tier, c.escalated) for c in answer_calls] == [("slm", True), ("llm", False)]
+    assert answer_calls[0].escalation_reason.startswith("truncated")
     assert result.answer == "full answer"
 
 
@@ -151,9 +150,9 @@ def test_slm_only_policy_never_calls_the_llm(store: TraceStore, tmp_path: Path) 
     result = runner.run("What is 2+2?")
     trace = store.get_run(result.run_id)
     assert result.status == "succeeded" and large.calls == []
-    select_call = [c for c in model_calls(trace) if c["node"] == "select_tool"][0]
-    assert not select_call["escalated"] and select_call["error"].startswith("invalid_json")
-    assert trace["stats"]["slm_share"] == 1.0
+    select_call = [c for c in model_calls(trace) if c.node == "select_tool"][0]
+    assert not select_call.escalated and select_call.error.startswith("invalid_json")
+    assert trace.stats.slm_share == 1.0
 
 
 def test_tool_errors_after_the_llm_are_shown_to_the_answer(store: TraceStore, tmp_path: Path) -> None:
@@ -169,7 +168,7 @@ def test_tool_errors_after_the_llm_are_shown_to_the_answer(store: TraceStore, tm
     )
     result = runner.run("What is 1/0?")
     tools = tool_calls(store.get_run(result.run_id))
-    assert [t["error"] for t in tools] == ["division by zero", "division by zero"]
+    assert [t.error for t in tools] == ["division by zero", "division by zero"]
     assert "error: division by zero" in small.calls[-1]["messages"][1]["content"]
     assert result.status == "succeeded"
 
@@ -223,9 +222,9 @@ def test_unreachable_llm_fails_the_run_and_keeps_the_trace(store: TraceStore, tm
     assert result.status == "failed" and "could not reach" in (result.error or "")
     assert result.hint == "Start it."
     trace = store.get_run(result.run_id)
-    assert trace["status"] == "failed" and "could not reach" in trace["error"]
-    assert [s["status"] for s in trace["steps"]] == ["ok", "error"]  # select_tool escalated, then failed
-    assert model_calls(trace)[-1]["error"].startswith("could not reach")
+    assert trace.status == "failed" and "could not reach" in trace.error
+    assert [s.status for s in trace.steps] == ["ok", "error"]  # select_tool escalated, then failed
+    assert model_calls(trace)[-1].error.startswith("could not reach")
 
 
 def test_interrupted_and_crashed_runs_are_stored(store: TraceStore, tmp_path: Path) -> None:
@@ -233,12 +232,12 @@ def test_interrupted_and_crashed_runs_are_stored(store: TraceStore, tmp_path: Pa
     with pytest.raises(KeyboardInterrupt):
         runner.run("What is 17 * 23 + 4?")
     interrupted = store.get_run("last")
-    assert interrupted["status"] == "interrupted" and nodes(interrupted) == ["plan", "select_tool"]
+    assert interrupted.status == "interrupted" and nodes(interrupted) == ["plan", "select_tool"]
     runner, _, _ = scripted_runner(store, tmp_path, llm=ONE_STEP, slm={SELECT: [RuntimeError("bug")]})
     with pytest.raises(RuntimeError):
         runner.run("What is 17 * 23 + 4?")
     crashed = store.get_run(store.list_runs(limit=1)[0].id)
-    assert crashed["status"] == "failed" and "internal error: RuntimeError: bug" in crashed["error"]
+    assert crashed.status == "failed" and "internal error: RuntimeError: bug" in crashed.error
 
 
 def test_secrets_never_reach_the_trace(store: TraceStore, tmp_path: Path) -> None:

@@ -151,7 +151,7 @@ def test_two_sessions_run_tasks_at_the_same_time(console: Console) -> None:
     runs = {run.task: run for run in store.list_runs(limit=10)}
     for task, answer in tasks.items():
         trace = store.get_run(runs[task].id)
-        assert trace["status"] == "succeeded" and answer in (trace["answer"] or "")
-        tool_calls = [call for step in trace["steps"] for call in step["tool_calls"]]
-        assert tool_calls and all(answer in (call["result"] or "") for call in tool_calls)
+        assert trace.status == "succeeded" and answer in (trace.answer or "")
+        tool_calls = [call for step in trace.steps for call in step.tool_calls]
+        assert tool_calls and all(answer in (call.result or "") for call in tool_calls)
     store.engine.dispose()

@@ -221,7 +221,7 @@ def test_timeline_has_a_bar_per_step(app: App) -> None:
     chart = timeline_chart(trace)
     assert chart is not None
     rows = chart.data.to_dict("records")  # type: ignore[union-attr]
-    assert [row["step"].split()[-1] for row in rows] == [step["node"] for step in trace["steps"]]
+    assert [row["step"].split()[-1] for row in rows] == [step.node for step in trace.steps]
     assert all(row["end_s"] >= row["start_s"] >= 0 for row in rows)
     assert [row["tier"] for row in rows] == ["llm", "both", "slm", "tool", "slm"]  # select escalated
 

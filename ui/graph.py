@@ -1,12 +1,13 @@
 """The graph of a run as Graphviz DOT, from LangGraph's own structure, each node coloured
-by the tier that served it in that run (``both``: the SLM's output escalated to the LLM). Rendered in the browser
-(``st.graphviz_chart``): no web service is called."""
+by the tier that served it in that run (``both``: the SLM's output escalated to the LLM).
+Rendered in the browser (``st.graphviz_chart``): no web service is called."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from tierflow.graphs.task import build_task_graph, build_tool_call_graph
+from tierflow.memory.records import RunTrace
 
 __all__ = ["run_graph_dot", "node_tiers", "TIER_COLOURS"]
 
@@ -19,12 +20,12 @@ TIER_COLOURS = {
 }
 
 
-def node_tiers(trace: dict[str, Any]) -> dict[str, str]:
+def node_tiers(trace: RunTrace) -> dict[str, str]:
     """node -> ``slm``, ``llm``, ``both`` (escalated) or ``tool`` for the nodes the run visited."""
     served: dict[str, set[str]] = {}
-    for step in trace["steps"]:
-        tiers = served.setdefault(step["node"], set())
-        tiers.update(call["tier"] for call in step["model_calls"])
+    for step in trace.steps:
+        tiers = served.setdefault(step.node, set())
+        tiers.update(call.tier for call in step.model_calls)
     return {
         node: ("both" if len(tiers) > 1 else next(iter(tiers))) if tiers else "tool"
         for node, tiers in served.items()
@@ -36,10 +37,10 @@ def _quote(text: str) -> str:
     return f'"{escaped}"'
 
 
-def _structure(trace: dict[str, Any]) -> Any:
+def _structure(trace: RunTrace) -> Any:
     """The run's graph: a built-in one, the user's graph when its ``MODULE:ATTR`` imports
     here, or else the path the run took through its nodes."""
-    name = str(trace.get("graph") or "task")
+    name = trace.graph or "task"
     if name == "task":
         return build_task_graph().get_graph()
     if name == "tool_call":
@@ -52,7 +53,7 @@ def _structure(trace: dict[str, Any]) -> Any:
             return load_graph(name).get_graph()
         except GraphError:
             pass
-    return _path_graph([step["node"] for step in trace["steps"]])
+    return _path_graph([step.node for step in trace.steps])
 
 
 def _path_graph(path: list[str]) -> Any:
@@ -65,12 +66,12 @@ def _path_graph(path: list[str]) -> Any:
     return Graph(nodes=nodes, edges=edges)
 
 
-def run_graph_dot(trace: dict[str, Any]) -> str:
+def run_graph_dot(trace: RunTrace) -> str:
     graph = _structure(trace)
     tiers = node_tiers(trace)
     counts: dict[str, int] = {}
-    for step in trace["steps"]:
-        counts[step["node"]] = counts.get(step["node"], 0) + 1
+    for step in trace.steps:
+        counts[step.node] = counts.get(step.node, 0) + 1
     lines = [
         "digraph run {",
         '  rankdir=TB; bgcolor="transparent";',

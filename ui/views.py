@@ -5,13 +5,14 @@ that contains HTML or Markdown shows up literally."""
 from __future__ import annotations
 
 import json
-from datetime import datetime
 from typing import Any
 
 import altair as alt
 import pandas as pd
 import streamlit as st
 from tierflow.agents.policy import TierPolicy
+from tierflow.agents.protocol import Message
+from tierflow.memory.records import RunTrace, StoredModelCall, ToolCallRecord
 from tierflow.memory.traces import RunSummary
 from tierflow.ui.graph import TIER_COLOURS
 
@@ -86,67 +87,58 @@ def tier_badges(tiers: list[str]) -> str:
     return " ".join(_BADGE.get(tier, "") for tier in tiers)
 
 
-def _messages_text(messages: list[dict[str, Any]]) -> str:
-    return "\n\n".join(f"[{m.get('role')}]\n{m.get('content')}" for m in messages)
+def _messages_text(messages: list[Message]) -> str:
+    return "\n\n".join(f"[{m['role']}]\n{m['content']}" for m in messages)
 
 
-def show_model_call(call: dict[str, Any], *, key: str, expanded: bool = False) -> None:
-    tokens = f"{call['prompt_tokens']} → {call['completion_tokens']} tokens"
-    seconds = f"{call['latency_ms'] / 1000:.2f} s"
-    title = f"{call['node']} · {call['tier'].upper()} · {call['model']} · {tokens} · {seconds}"
-    if call.get("escalated"):
+def show_model_call(call: StoredModelCall, *, key: str, expanded: bool = False) -> None:
+    tokens = f"{call.prompt_tokens} → {call.completion_tokens} tokens"
+    seconds = f"{call.latency_ms / 1000:.2f} s"
+    title = f"{call.node} · {call.tier.upper()} · {call.model} · {tokens} · {seconds}"
+    if call.escalated:
         title += " · escalated"
     with st.expander(title, expanded=expanded):
-        if call.get("escalated") or call.get("error"):
-            st.caption("Escalation reason" if call.get("escalated") else "Error")
-            st.code(call.get("escalation_reason") or call.get("error") or "", language=None, wrap_lines=True)
+        if call.escalated or call.error:
+            st.caption("Escalation reason" if call.escalated else "Error")
+            st.code(call.escalation_reason or call.error or "", language=None, wrap_lines=True)
         columns = st.columns(4)
-        columns[0].metric("prompt tokens", call["prompt_tokens"])
-        columns[1].metric("completion tokens", call["completion_tokens"])
-        columns[2].metric("latency", f"{call['latency_ms'] / 1000:.2f} s")
-        confidence = call.get("confidence")
-        columns[3].metric("confidence", f"{confidence:.2f}" if confidence is not None else "–")
+        columns[0].metric("prompt tokens", call.prompt_tokens)
+        columns[1].metric("completion tokens", call.completion_tokens)
+        columns[2].metric("latency", f"{call.latency_ms / 1000:.2f} s")
+        columns[3].metric("confidence", f"{call.confidence:.2f}" if call.confidence is not None else "–")
         st.caption("Prompt (exact messages)")
-        st.code(_messages_text(call.get("messages") or []), language=None, wrap_lines=True)
-        if call.get("output_schema"):
+        st.code(_messages_text(call.messages), language=None, wrap_lines=True)
+        if call.output_schema:
             st.caption("Output schema (grammar)")
-            st.json(call["output_schema"], expanded=False)
-        st.caption(f"Raw output (finish: {call.get('finish_reason') or '–'})")
-        st.code(call.get("raw_output") or "", language=None, wrap_lines=True)
+            st.json(call.output_schema, expanded=False)
+        st.caption(f"Raw output (finish: {call.finish_reason or '–'})")
+        st.code(call.raw_output or "", language=None, wrap_lines=True)
         st.caption("Parsed output")
-        if isinstance(call.get("parsed"), dict | list):
-            st.json(call["parsed"])
+        if isinstance(call.parsed, dict | list):
+            st.json(call.parsed)
         else:
-            st.code("" if call.get("parsed") is None else str(call["parsed"]), language=None, wrap_lines=True)
+            st.code("" if call.parsed is None else str(call.parsed), language=None, wrap_lines=True)
 
 
-def show_tool_call(call: dict[str, Any]) -> None:
-    st.caption(f"tool {call['tool']} · {call['latency_ms']:.0f} ms")
-    st.code(json.dumps(call["arguments"], ensure_ascii=False, indent=1), language="json")
-    st.code(
-        call["error"] if call.get("error") else (call.get("result") or ""), language=None, wrap_lines=True
-    )
+def show_tool_call(call: ToolCallRecord) -> None:
+    st.caption(f"tool {call.tool} · {call.latency_ms:.0f} ms")
+    st.code(json.dumps(call.arguments, ensure_ascii=False, indent=1), language="json")
+    st.code(call.error if call.error else (call.result or ""), language=None, wrap_lines=True)
 
 
-def _parse_time(value: str | None) -> datetime | None:
-    return datetime.fromisoformat(value.replace("Z", "+00:00")) if value else None
-
-
-def timeline_chart(trace: dict[str, Any]) -> alt.Chart | None:
+def timeline_chart(trace: RunTrace) -> alt.Chart | None:
     """One bar per step from its start to its end, coloured by the tier that served it."""
-    started = _parse_time(trace.get("created_at"))
     rows = []
-    for step in trace["steps"]:
-        begin = _parse_time(step.get("started_at"))
-        if started is None or begin is None or step.get("duration_ms") is None:
+    for step in trace.steps:
+        if step.duration_ms is None:
             continue
-        offset = (begin - started).total_seconds()
-        tiers = {call["tier"] for call in step["model_calls"]}
+        offset = (step.started_at - trace.created_at).total_seconds()
+        tiers = {call.tier for call in step.model_calls}
         rows.append(
             {
-                "step": f"{step['seq']:>2} {step['node']}",
+                "step": f"{step.seq:>2} {step.node}",
                 "start_s": offset,
-                "end_s": offset + step["duration_ms"] / 1000,
+                "end_s": offset + step.duration_ms / 1000,
                 "tier": ("both" if len(tiers) > 1 else next(iter(tiers))) if tiers else "tool",
             }
         )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pandas as pd
 import streamlit as st
+from tierflow.memory.records import RunTrace
 from tierflow.ui.resources import current_app
 from tierflow.ui.views import policy_label, run_options
 
@@ -23,17 +24,17 @@ if first is None or second is None:
     st.stop()
 
 
-def steps_frame(trace: dict[str, object]) -> pd.DataFrame:
+def steps_frame(trace: RunTrace) -> pd.DataFrame:
     rows = []
-    for step in trace["steps"]:  # type: ignore[attr-defined]
-        calls = step["model_calls"]
+    for step in trace.steps:
+        calls = step.model_calls
         rows.append(
             {
-                "step": f"{step['seq']}. {step['node']}",
-                "tiers": " → ".join(call["tier"] for call in calls) or "tool",
-                "output": step["summary"] or "",
-                "tokens": sum(call["prompt_tokens"] + call["completion_tokens"] for call in calls),
-                "ms": step["duration_ms"],
+                "step": f"{step.seq}. {step.node}",
+                "tiers": " → ".join(call.tier for call in calls) or "tool",
+                "output": step.summary or "",
+                "tokens": sum(call.prompt_tokens + call.completion_tokens for call in calls),
+                "ms": step.duration_ms,
             }
         )
     return pd.DataFrame(rows, columns=["step", "tiers", "output", "tokens", "ms"])
@@ -41,14 +42,14 @@ def steps_frame(trace: dict[str, object]) -> pd.DataFrame:
 
 for column, run_id in zip(st.columns(2), (first, second), strict=True):
     trace = app.store.get_run(run_id)
-    stats = trace["stats"]
+    stats = trace.stats
     with column:
-        st.caption(f"run {run_id} · {trace['status']} · policy {policy_label(trace['policy'])}")
-        st.text(trace["task"])
+        st.caption(f"run {run_id} · {trace.status} · policy {policy_label(trace.policy)}")
+        st.text(trace.task)
         st.caption("Answer")
-        st.text(trace["answer"] or trace["error"] or "")
+        st.text(trace.answer or trace.error or "")
         metrics = st.columns(3)
-        metrics[0].metric("SLM share", f"{100 * (stats['slm_share'] or 0):.0f}%")
-        metrics[1].metric("LLM tokens", stats["llm_prompt_tokens"] + stats["llm_completion_tokens"])
-        metrics[2].metric("time", f"{(trace['duration_ms'] or 0) / 1000:.1f} s")
+        metrics[0].metric("SLM share", f"{100 * (stats.slm_share or 0):.0f}%")
+        metrics[1].metric("LLM tokens", stats.llm_prompt_tokens + stats.llm_completion_tokens)
+        metrics[2].metric("time", f"{(trace.duration_ms or 0) / 1000:.1f} s")
         st.dataframe(steps_frame(trace), hide_index=True, width="stretch")

@@ -50,7 +50,7 @@ if submitted:
                 st.caption(exc.hint)
             st.stop()
         trace = app.store.get_run(result.run_id)
-        escalations = trace["stats"]["escalations"]
+        escalations = trace.stats.escalations
         label = f"Run {result.run_id} {result.status}" + (f", {escalations} escalated" if escalations else "")
         status.update(
             label=label, state="complete" if result.status == "succeeded" else "error", expanded=True
@@ -62,17 +62,17 @@ if submitted:
 last = st.session_state.get("last_run")
 if last:
     trace = app.store.get_run(last)
-    st.markdown(STATUS_BADGE.get(trace["status"], "unknown"))
-    if trace["status"] == "succeeded":
+    st.markdown(STATUS_BADGE.get(trace.status, "unknown"))
+    if trace.status == "succeeded":
         st.subheader("Answer")
-        st.text(trace["answer"] or "")
+        st.text(trace.answer or "")
     else:
-        st.error(trace["error"] or "the run failed")
-    stats = trace["stats"]
+        st.error(trace.error or "the run failed")
+    stats = trace.stats
     columns = st.columns(4)
-    columns[0].metric("model calls", stats["model_calls"])
-    columns[1].metric("SLM share", f"{100 * (stats['slm_share'] or 0):.0f}%")
-    columns[2].metric("LLM tokens", stats["llm_prompt_tokens"] + stats["llm_completion_tokens"])
-    columns[3].metric("time", f"{(trace['duration_ms'] or 0) / 1000:.1f} s")
+    columns[0].metric("model calls", stats.model_calls)
+    columns[1].metric("SLM share", f"{100 * (stats.slm_share or 0):.0f}%")
+    columns[2].metric("LLM tokens", stats.llm_prompt_tokens + stats.llm_completion_tokens)
+    columns[3].metric("time", f"{(trace.duration_ms or 0) / 1000:.1f} s")
     if st.button("Open the run's detail"):
         st.switch_page("pages/run_detail.py", query_params={"run": last})
