@@ -10,7 +10,7 @@ export CMAKE_BUILD_PARALLEL_LEVEL ?= $(shell nproc 2>/dev/null || echo 2)
 BFCL_EVAL ?= bfcl-eval==2026.3.23
 QUICK ?= 10
 
-.PHONY: setup models run demo browser test lint eval eval-full bench results-table clean
+.PHONY: setup models run demo browser test check lint eval eval-full bench results-table clean
 
 setup: $(VENV)/.installed
 
@@ -42,6 +42,10 @@ browser:
 
 test: models browser lint
 	$(BIN)/python -m pytest
+
+# Lint, types and the fast tests (no real model, no browser): a couple of minutes.
+check: lint
+	$(BIN)/python -m pytest -q -m "not real_slm and not real_llm"
 
 lint: setup
 	$(BIN)/ruff check .

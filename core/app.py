@@ -92,6 +92,9 @@ def build_llm(settings: Settings, progress: Progress | None = None) -> ChatModel
 
 
 class App:
+    """Tiers, tools, trace store and task runner built from ``Settings``; models load on
+    first use and ``close()`` (or leaving ``with App(...)``) stops the embedded server."""
+
     def __init__(self, settings: Settings, *, progress: Progress | None = None) -> None:
         self.settings = settings
         self._progress = progress

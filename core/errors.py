@@ -29,6 +29,7 @@ __all__ = [
     "BudgetExceededError",
     "GraphError",
     "StepOutputError",
+    "LocalOnlyError",
     "ToolError",
     "SandboxError",
 ]
@@ -96,6 +97,10 @@ class GraphError(TierflowError):
 class StepOutputError(TierflowError):
     """A step got no usable output from the last tier it could use (the reason is the
     validation error); the run fails with it."""
+
+
+class LocalOnlyError(TierflowError):
+    """Something would send a local-only run's data to the LLM (e.g. replaying its call)."""
 
 
 class ToolError(Exception):

@@ -28,6 +28,9 @@ __all__ = ["Settings", "TierPolicy", "TierChoice", "load_settings", "POLICY_PRES
 
 
 class Settings(BaseSettings):
+    """Every setting, from keyword arguments, ``TIERFLOW_*`` variables and a TOML file;
+    build it once with ``load_settings()`` at an entry point and pass it down."""
+
     model_config = SettingsConfigDict(
         env_prefix="TIERFLOW_", env_nested_delimiter="__", extra="forbid", validate_default=True
     )

@@ -10,7 +10,7 @@ from typing import Any
 
 from tierflow.agents.protocol import CURRENT_NODE, Tier
 from tierflow.agents.tiers import Tiers
-from tierflow.errors import TierflowError
+from tierflow.errors import LocalOnlyError, TierflowError
 from tierflow.memory.recorder import RunRecorder
 from tierflow.memory.records import ModelCallRecord, StoredModelCall
 from tierflow.memory.traces import TraceStore
@@ -44,6 +44,11 @@ def replay_call(store: TraceStore, tiers: Tiers, call_id: int, tier: Tier | None
     """Send model call ``call_id`` again, to ``tier`` (default: the other one), and trace it."""
     original = store.get_model_call(call_id)
     target: Tier = tier or other_tier(original.tier)
+    if target == "llm" and store.is_local_only(original.run_id):
+        raise LocalOnlyError(
+            f"run {original.run_id} was local-only: its prompts may not be sent to the LLM",
+            hint="Replay it on the SLM, or run the task again without --local-only.",
+        )
     model = tiers.model(target)
     run_id = store.start_run(
         f"replay of {original.node} (call {call_id}) on the {target}",

@@ -201,6 +201,13 @@ class TraceStore:
             raise RunNotFoundError(f"no model call {call_id}")
         return _model_call(call)
 
+    def is_local_only(self, run_id: str) -> bool:
+        """Whether the run was made local-only (its data must never reach the LLM)."""
+        with Session(self.engine) as session:
+            run = session.get(Run, run_id)
+        options = ((run.settings or {}).get("run") or {}) if run is not None else {}
+        return bool(options.get("local_only"))
+
     # Reading ------------------------------------------------------------------------
     def resolve_id(self, run_id: str) -> str:
         """A full run id from an id, a unique prefix, or ``last``."""
@@ -229,6 +236,7 @@ class TraceStore:
         search: str | None = None,
         graph: str | None = None,
         since: datetime | None = None,
+        exclude_graphs: Sequence[str] = (),
     ) -> list[RunSummary]:
         """Runs newest first; ``search`` matches the task text (any case), ``since`` the start."""
         with Session(self.engine) as session:
@@ -239,6 +247,8 @@ class TraceStore:
                 query = query.where(func.lower(Run.task).contains(search.lower()))
             if graph:
                 query = query.where(Run.graph == graph)
+            if exclude_graphs:
+                query = query.where(col(Run.graph).not_in(list(exclude_graphs)))
             if since is not None:
                 query = query.where(col(Run.created_at) >= since)
             runs = session.exec(query).all()

@@ -233,3 +233,13 @@ def test_send_with_a_kit_node_reads_the_sent_state(store: TraceStore) -> None:
     tiers = scripted_tiers({"tag": [{"label": "x"}, {"label": "y"}, {"label": "x"}]})
     result = run_graph(graph.compile(), {"text": "all"}, tiers=tiers, store=store)
     assert sorted(result.state["labels"]) == ["x", "x", "y"]
+
+
+def test_an_unmarked_test_cannot_reach_a_real_model(tmp_path: Path) -> None:
+    from tierflow.agents.server import EmbeddedServer
+    from tierflow.agents.slm import LlamaCppModel
+
+    with pytest.raises(AssertionError, match="real_slm"):
+        LlamaCppModel(tmp_path / "model.gguf").load()
+    with pytest.raises(AssertionError, match="real_llm"):
+        EmbeddedServer(tmp_path / "model.gguf", alias="x", log_path=tmp_path / "log").start()

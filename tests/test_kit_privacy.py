@@ -126,3 +126,18 @@ def test_a_cost_budget_allows_calls_until_the_cap(store: TraceStore) -> None:
     result = run_graph(triage.graph, {"report": REPORT}, tiers=tiers, store=store, budget=tiny)
     assert result.status == "budget_exceeded" and "$" in (result.error or "")
     assert len(client.requests) == 1
+
+
+def test_a_local_only_run_cannot_be_replayed_on_the_llm(store: TraceStore) -> None:
+    import pytest
+    from tierflow.errors import LocalOnlyError
+    from tierflow.graphs.replay import replay_call
+
+    llm, client = recording_llm(lambda request: "never")
+    tiers = Tiers(slm_script(draft_reply=["Thanks."]).slm, llm)
+    result = run_graph(triage.graph, {"report": REPORT}, tiers=tiers, store=store, local_only=True)
+    call = calls(store.get_run(result.run_id))[0]
+    assert call.id is not None
+    with pytest.raises(LocalOnlyError, match="local-only"):
+        replay_call(store, tiers, call.id, "llm")
+    assert client.requests == []

@@ -234,3 +234,27 @@ def test_a_missing_model_is_explained_not_a_traceback(tmp_path: Path) -> None:
     at.run()
     assert not at.exception
     assert at.error and "missing.gguf" in at.error[0].value and "does not exist" in at.error[0].value
+
+
+def test_a_graph_run_is_listed_and_its_detail_shows_refused_escalations(app: App) -> None:
+    from tierflow.graphs.examples import triage
+
+    from tests.kit_support import scripted_tiers
+
+    app.__dict__["tiers"] = scripted_tiers(
+        {"classify": [{"label": "bug"}], "extract_fields": [triage_fields()], "draft_reply": ["Thanks!"]}
+    )
+    result = app.run_graph(triage.graph, {"report": "The export crashes."}, local_only=True)
+    assert result.ok, result.error
+    at = page(app, "pages/runs.py")
+    frame = at.dataframe[0].value
+    assert list(frame[frame["run"] == result.run_id]["graph"]) == ["triage"]
+    at = page(app, "pages/run_detail.py", run=result.run_id)
+    assert not at.exception, at.exception
+    titles = [e.label for e in at.expander]
+    assert any("draft_reply · SLM" in t and "escalation refused (local_only)" in t for t in titles)
+    assert '"draft_reply"' in run_graph_dot(app.store.get_run(result.run_id))  # drawn from its path
+
+
+def triage_fields() -> dict[str, str]:
+    return {"product": "export", "severity": "high", "summary": "The export crashes."}

@@ -55,6 +55,7 @@ def runs_frame(runs: list[RunSummary]) -> pd.DataFrame:
                 "started": run.created_at,
                 "status": run.status,
                 "policy": policy_label(run.policy),
+                "graph": run.graph,
                 "task": run.task,
                 "SLM share": run.slm_share,
                 "LLM tokens": run.llm_prompt_tokens + run.llm_completion_tokens,
@@ -68,6 +69,7 @@ def runs_frame(runs: list[RunSummary]) -> pd.DataFrame:
             "started",
             "status",
             "policy",
+            "graph",
             "task",
             "SLM share",
             "LLM tokens",
@@ -97,10 +99,23 @@ def show_model_call(call: StoredModelCall, *, key: str, expanded: bool = False) 
     title = f"{call.node} · {call.tier.upper()} · {call.model} · {tokens} · {seconds}"
     if call.escalated:
         title += " · escalated"
+    if call.escalation_refused:
+        title += f" · escalation refused ({call.escalation_refused})"
+    if call.redacted:
+        title += " · redacted"
     with st.expander(title, expanded=expanded):
-        if call.escalated or call.error:
-            st.caption("Escalation reason" if call.escalated else "Error")
+        if call.escalated or call.escalation_refused or call.error:
+            label = (
+                "Escalation reason"
+                if call.escalated
+                else "Escalation refused"
+                if call.escalation_refused
+                else "Error"
+            )
+            st.caption(label)
             st.code(call.escalation_reason or call.error or "", language=None, wrap_lines=True)
+        if call.redacted:
+            st.caption("Redacted before sending: " + ", ".join(call.redacted))
         columns = st.columns(4)
         columns[0].metric("prompt tokens", call.prompt_tokens)
         columns[1].metric("completion tokens", call.completion_tokens)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, time
 
 import streamlit as st
+from tierflow.memory.records import RUN_STATUSES
 from tierflow.ui.resources import current_app
 from tierflow.ui.views import runs_frame
 
@@ -13,7 +14,7 @@ st.title("Runs")
 
 search, status, policy, since = st.columns([3, 2, 2, 2])
 text = search.text_input("Search the task text")
-statuses = status.multiselect("Status", ["succeeded", "failed", "interrupted", "running"])
+statuses = status.multiselect("Status", list(RUN_STATUSES))
 policies = policy.multiselect("Policy", ["tiered", "slm", "llm", "custom"])
 day = since.date_input("Since", value=None)
 share_column, tokens_column, seconds_column, limit_column = st.columns([3, 2, 2, 2])
@@ -25,7 +26,7 @@ limit = limit_column.slider("How many, newest first", 10, 1000, 200, step=10)
 runs = app.store.list_runs(
     limit=limit,
     search=text or None,
-    graph="task",
+    exclude_graphs=("replay",),  # a replay is shown with the run it replays
     since=datetime.combine(day, time.min, tzinfo=UTC) if day else None,
 )
 frame = runs_frame(runs)
