@@ -74,6 +74,8 @@ def node_names(graph: Any) -> set[str]:
 
 
 def check_policy(graph: Any, policy: TierPolicy) -> None:
+    if not policy.nodes:
+        return
     unknown = sorted(set(policy.nodes) - node_names(graph))
     if unknown:
         known = sorted(n for n in node_names(graph) if ":" not in n)

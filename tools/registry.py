@@ -22,6 +22,7 @@ import json
 import re
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any, get_type_hints, overload
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
@@ -84,9 +85,9 @@ class Tool:
         model = model_from_schema(f"{name}_arguments", parameters)
         return cls(name, description or name, function or described_only, model, parameters)
 
-    @property
+    @cached_property
     def parameters(self) -> dict[str, Any]:
-        """The arguments' JSON schema, flat and without titles."""
+        """The arguments' JSON schema, flat and without titles (built once per tool)."""
         if self.input_schema is not None:
             return self.input_schema
         schema = self.arguments_model.model_json_schema()
