@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from contextvars import ContextVar
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Literal, Protocol, TypedDict, runtime_checkable
 
-__all__ = ["Tier", "Message", "Completion", "ChatModel", "CURRENT_NODE"]
+__all__ = ["Tier", "Message", "Completion", "ChoiceScores", "ChatModel", "CURRENT_NODE"]
 
 Tier = Literal["slm", "llm"]
 
@@ -23,6 +23,15 @@ class Message(TypedDict):
 
 
 @dataclass(frozen=True)
+class ChoiceScores:
+    """How the SLM scored every option of a choice, by teacher forcing on the cached prompt."""
+
+    probabilities: dict[str, float]
+    greedy_choice: str  # what greedy grammar decoding had chosen before rescoring
+    scoring_ms: float
+
+
+@dataclass(frozen=True)
 class Completion:
     """What a model returned for one call, with what it cost."""
 
@@ -33,7 +42,8 @@ class Completion:
     completion_tokens: int
     latency_ms: float
     finish_reason: str = "stop"
-    extra: dict[str, Any] = field(default_factory=dict)
+    confidence: float | None = None  # a choice among fixed options: the chosen option's probability
+    choice_scores: ChoiceScores | None = None
 
     @property
     def truncated(self) -> bool:

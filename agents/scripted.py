@@ -74,9 +74,7 @@ class ScriptedModel:
         text = reply(messages) if callable(reply) else reply
         if isinstance(text, dict):
             text = json.dumps(text)
-        extra: dict[str, Any] = {}
-        if self._confidence is not None and choice_field(schema) is not None:
-            extra["confidence"] = self._confidence
+        choosing = self._confidence is not None and choice_field(schema) is not None
         return Completion(
             text=text,
             model=self.name,
@@ -85,5 +83,5 @@ class ScriptedModel:
             completion_tokens=len(text.split()),
             latency_ms=0.0,
             finish_reason=self._finish_reason,
-            extra=extra,
+            confidence=self._confidence if choosing else None,
         )

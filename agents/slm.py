@@ -17,7 +17,7 @@ from typing import Any
 
 from tierflow.agents.confidence import choice_field, choice_probabilities, rechoose
 from tierflow.agents.grammar import build_grammar
-from tierflow.agents.protocol import Completion, Message, Tier
+from tierflow.agents.protocol import ChoiceScores, Completion, Message, Tier
 from tierflow.errors import ModelFileError, ModelNotFoundError
 
 __all__ = ["LlamaCppModel", "check_gguf"]
@@ -128,19 +128,15 @@ class LlamaCppModel:
             choice = response["choices"][0]
             usage = response.get("usage") or {}
             text = choice["message"].get("content") or ""
-            extra: dict[str, Any] = {}
+            scores: ChoiceScores | None = None
             field = choice_field(schema)
             if field is not None:  # a choice among fixed options: how sure was the model?
                 scoring = time.perf_counter()
                 probabilities = choice_probabilities(llama, int(usage.get("prompt_tokens", 0)), text, field)
                 if probabilities is not None:
                     text, greedy = rechoose(text, field, probabilities)
-                    extra.update(
-                        choice_probabilities=probabilities,
-                        confidence=max(probabilities.values()),
-                        greedy_choice=greedy,
-                        scoring_ms=(time.perf_counter() - scoring) * 1000,
-                    )
+                    elapsed_ms = (time.perf_counter() - scoring) * 1000
+                    scores = ChoiceScores(probabilities, greedy, elapsed_ms)
         return Completion(
             text=text,
             model=self.name,
@@ -149,5 +145,6 @@ class LlamaCppModel:
             completion_tokens=int(usage.get("completion_tokens", 0)),
             latency_ms=latency_ms,
             finish_reason=choice.get("finish_reason") or "stop",
-            extra=extra,
+            confidence=max(scores.probabilities.values()) if scores else None,
+            choice_scores=scores,
         )

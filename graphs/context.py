@@ -172,7 +172,7 @@ class _Call:
             completion.completion_tokens,
         )
         record.latency_ms, record.finish_reason = completion.latency_ms, completion.finish_reason
-        record.confidence = completion.extra.get("confidence")
+        record.confidence = completion.confidence
         if kinds and self.ctx.redactor is not None:
             completion = dataclasses.replace(completion, text=self.ctx.redactor.restore(completion.text))
         try:

@@ -85,7 +85,7 @@ def replay_call(store: TraceStore, tiers: Tiers, call_id: int, tier: Tier | None
                 record.prompt_tokens = completion.prompt_tokens
                 record.completion_tokens = completion.completion_tokens
                 record.latency_ms, record.finish_reason = completion.latency_ms, completion.finish_reason
-                record.confidence = completion.extra.get("confidence")
+                record.confidence = completion.confidence
                 step.summary = completion.text[:300]
                 status = "succeeded"
             finally:
