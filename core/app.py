@@ -95,9 +95,23 @@ class App:
     """Tiers, tools, trace store and task runner built from ``Settings``; models load on
     first use and ``close()`` (or leaving ``with App(...)``) stops the embedded server."""
 
-    def __init__(self, settings: Settings, *, progress: Progress | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        progress: Progress | None = None,
+        tiers: Tiers | None = None,
+        tools: ToolRegistry | None = None,
+        store: TraceStore | None = None,
+        checkpointer: Any | None = None,
+    ) -> None:
+        """Parts given here are used as they are (scripted tiers in tests, a shared store);
+        the others are built from ``settings`` on first use."""
         self.settings = settings
         self._progress = progress
+        given = {"tiers": tiers, "tools": tools, "store": store, "checkpointer": checkpointer}
+        self._given = {name: part for name, part in given.items() if part is not None}
+        self.__dict__.update(self._given)
 
     @cached_property
     def store(self) -> TraceStore:
@@ -145,11 +159,13 @@ class App:
         return run_graph(graph, input, settings=self.settings, tiers=self.tiers, store=self.store, **options)
 
     def close(self) -> None:
+        """Stop what this app started (the embedded server, the checkpoint database); parts
+        given to it belong to the caller and are left as they are."""
         tiers = self.__dict__.get("tiers")
-        if tiers is not None and isinstance(tiers.llm, EmbeddedLLM):
+        if "tiers" not in self._given and tiers is not None and isinstance(tiers.llm, EmbeddedLLM):
             tiers.llm.close()
         checkpointer = self.__dict__.get("checkpointer")
-        if checkpointer is not None:
+        if "checkpointer" not in self._given and checkpointer is not None:
             checkpointer.conn.close()
 
     def __enter__(self) -> App:

@@ -41,13 +41,12 @@ def scripted(runs: int = 3, answer: str = "395") -> Tiers:
 
 @pytest.fixture
 def app(tmp_path: Path) -> App:
-    tierflow_app = App(load_settings(workspace=tmp_path))
-    tierflow_app.__dict__.update(
+    return App(
+        load_settings(workspace=tmp_path),
         tiers=scripted(),
         tools=default_registry(tmp_path),
         checkpointer=InMemorySaver(),
     )
-    return tierflow_app
 
 
 def page(app: App, path: str | None = None, **query: str) -> AppTest:
