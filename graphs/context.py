@@ -117,11 +117,12 @@ class _Call:
     def __post_init__(self) -> None:
         self.node = self.node or self.step.node
 
-    def _outbound(self, tier: Tier) -> tuple[list[Message], list[str]]:
-        """The messages as sent to ``tier``: for the LLM, redacted and within budget."""
+    def _outbound(self, tier: Tier) -> tuple[list[Message], list[str], Redactor | None]:
+        """The messages as sent to ``tier``: for the LLM, redacted and within budget; the
+        kinds replaced, and the redactor that can put them back."""
         messages = list(self.messages)
         if tier == "slm":
-            return messages, []
+            return messages, [], None
         redactor = self.ctx.redactor if self.redact is not False else None
         if redactor is None and self.redact:
             redactor = Redactor()
@@ -130,7 +131,7 @@ class _Call:
             find = self._find_names if redactor.wants_names else None
             messages, kinds = redactor.redact(messages, find)
         self.ctx.meter.check(self.node, messages, self.max_tokens)
-        return messages, kinds
+        return messages, kinds, redactor
 
     def _find_names(self, text: str) -> list[str]:
         from tierflow.agents.escalation import parse_model
@@ -145,7 +146,7 @@ class _Call:
 
     def attempt(self, tier: Tier, *, may_escalate: bool) -> Answer[Any]:
         model = self.ctx.tiers.model(tier)
-        messages, kinds = self._outbound(tier)
+        messages, kinds, redactor = self._outbound(tier)
         record = ModelCallRecord(
             node=self.node,
             tier=tier,
@@ -173,8 +174,8 @@ class _Call:
         )
         record.latency_ms, record.finish_reason = completion.latency_ms, completion.finish_reason
         record.confidence = completion.confidence
-        if kinds and self.ctx.redactor is not None:
-            completion = dataclasses.replace(completion, text=self.ctx.redactor.restore(completion.text))
+        if kinds and redactor is not None:
+            completion = dataclasses.replace(completion, text=redactor.restore(completion.text))
         try:
             value = self.parse(completion)
         except Rejected as rejection:

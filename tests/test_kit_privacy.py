@@ -141,3 +141,19 @@ def test_a_local_only_run_cannot_be_replayed_on_the_llm(store: TraceStore) -> No
     with pytest.raises(LocalOnlyError, match="local-only"):
         replay_call(store, tiers, call.id, "llm")
     assert client.requests == []
+
+
+def test_one_step_can_redact_when_the_run_does_not(store: TraceStore) -> None:
+    from langgraph.graph import START, StateGraph
+    from tierflow import TierContext, reason
+
+    from tests.test_kit import Item
+
+    llm, client = recording_llm(lambda request: "We will write to [EMAIL_1].")
+    graph = StateGraph(Item, context_schema=TierContext)
+    graph.add_node("reply", reason("Reply.", inputs="text", into="label", redact=True))
+    graph.add_edge(START, "reply")
+    tiers = Tiers(scripted_tiers({"reply:find_names": [{"names": []}]}).slm, llm)
+    result = run_graph(graph.compile(), {"text": "mail me at ana.lima@example.org"}, tiers=tiers, store=store)
+    assert result.state["label"] == "We will write to ana.lima@example.org."
+    assert "ana.lima@example.org" not in client.sent_text()
