@@ -58,3 +58,14 @@ def test_lecture_notes_on_the_real_slm(slm: LlamaCppModel, store: TraceStore) ->
     assert result.state["cross_topic"].questions
     trace = store.get_run(result.run_id)
     assert {c.tier for s in trace.steps for c in s.model_calls} == {"slm"}
+
+
+def test_redaction_finds_names_with_the_real_slm(slm: LlamaCppModel, store: TraceStore) -> None:
+    from tests.kit_support import recording_llm
+
+    llm, client = recording_llm(lambda request: "Thanks [NAME_1], we refund you.")
+    result = run_graph(triage.graph, {"report": REPORT}, tiers=Tiers(slm, llm), store=store, redact=True)
+    assert result.ok, result.error
+    sent = client.sent_text()
+    assert "Jo Park" not in sent and "jo.park@example.com" not in sent
+    assert result.state["reply"] == "Thanks Jo Park, we refund you."
