@@ -7,6 +7,8 @@ from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol, TypedDict, runtime_checkable
 
+from tierflow.agents.signals import TokenSignals
+
 __all__ = ["Tier", "Message", "Completion", "ChoiceScores", "ChatModel", "CURRENT_NODE"]
 
 Tier = Literal["slm", "llm"]
@@ -44,6 +46,7 @@ class Completion:
     finish_reason: str = "stop"
     confidence: float | None = None  # a choice among fixed options: the chosen option's probability
     choice_scores: ChoiceScores | None = None
+    signals: TokenSignals | None = None  # log-probabilities of the generated JSON values
 
     @property
     def truncated(self) -> bool:

@@ -18,6 +18,7 @@ from typing import Any
 from tierflow.agents.confidence import choice_field, choice_probabilities, rechoose
 from tierflow.agents.grammar import build_grammar
 from tierflow.agents.protocol import ChoiceScores, Completion, Message, Tier
+from tierflow.agents.signals import TokenTrace, token_signals
 from tierflow.errors import ModelFileError, ModelNotFoundError
 
 __all__ = ["LlamaCppModel", "check_gguf"]
@@ -116,6 +117,10 @@ class LlamaCppModel:
         grammar = build_grammar(schema) if schema is not None else None
         with self._lock:
             llama = self._load_locked()
+            from llama_cpp import LogitsProcessorList
+
+            field = choice_field(schema)
+            trace = TokenTrace() if grammar is not None and field is None else None
             started = time.perf_counter()
             response = llama.create_chat_completion(
                 messages=list(messages),
@@ -123,13 +128,16 @@ class LlamaCppModel:
                 max_tokens=max_tokens,
                 temperature=0.0,
                 seed=self._seed,
+                logits_processor=LogitsProcessorList([trace]) if trace is not None else None,
             )
             latency_ms = (time.perf_counter() - started) * 1000
             choice = response["choices"][0]
             usage = response.get("usage") or {}
             text = choice["message"].get("content") or ""
             scores: ChoiceScores | None = None
-            field = choice_field(schema)
+            signals = None
+            if trace is not None:  # how sure was the model of each value it wrote?
+                signals = token_signals(trace, lambda token: llama.detokenize([token]), text)
             if field is not None:  # a choice among fixed options: how sure was the model?
                 scoring = time.perf_counter()
                 probabilities = choice_probabilities(llama, int(usage.get("prompt_tokens", 0)), text, field)
@@ -147,4 +155,5 @@ class LlamaCppModel:
             finish_reason=choice.get("finish_reason") or "stop",
             confidence=max(scores.probabilities.values()) if scores else None,
             choice_scores=scores,
+            signals=signals,
         )

@@ -173,7 +173,7 @@ class _Call:
             completion.completion_tokens,
         )
         record.latency_ms, record.finish_reason = completion.latency_ms, completion.finish_reason
-        record.confidence = completion.confidence
+        record.confidence, record.signals = completion.confidence, completion.signals
         if kinds and redactor is not None:
             completion = dataclasses.replace(completion, text=redactor.restore(completion.text))
         try:

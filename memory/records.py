@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 
 from tierflow.agents.protocol import Message, Tier
+from tierflow.agents.signals import TokenSignals
 
 __all__ = [
     "ModelCallRecord",
@@ -53,6 +54,7 @@ class ModelCallRecord:
     escalation_reason: str | None = None
     escalation_refused: str | None = None  # why an escalation was not made (e.g. local_only)
     redacted: list[str] = field(default_factory=list)  # kinds of values replaced before sending
+    signals: TokenSignals | None = None  # log-probabilities of the SLM's generated values
     error: str | None = None
     id: int | None = None  # set once stored
     run_id: str | None = None
@@ -110,6 +112,7 @@ class StoredModelCall:
     output_schema: dict[str, Any] | None
     raw_output: str | None
     parsed: Any
+    signals: TokenSignals | None = None
 
 
 @dataclass(frozen=True, slots=True)

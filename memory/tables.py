@@ -70,6 +70,7 @@ class ModelCall(SQLModel, table=True):
     escalation_reason: str | None = Field(default=None, sa_column=Column(Text))
     escalation_refused: str | None = None
     redacted: list[str] | None = Field(default=None, sa_column=Column(JSON))
+    signals: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON))
     error: str | None = Field(default=None, sa_column=Column(Text))
     created_at: datetime = Field(default_factory=utcnow)
 

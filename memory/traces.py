@@ -18,6 +18,7 @@ from sqlalchemy import event, func, insert
 from sqlalchemy.engine import Engine, make_url
 from sqlmodel import Session, col, create_engine, select
 from tierflow.agents.protocol import Message, Tier
+from tierflow.agents.signals import TokenSignals
 from tierflow.errors import ConfigError, RunNotFoundError
 from tierflow.memory.migrations import migrate
 from tierflow.memory.records import (
@@ -175,6 +176,7 @@ class TraceStore:
 
     def _fields(self, record: ModelCallRecord) -> dict[str, Any]:
         fields = {name: getattr(record, name) for name in _CALL_FIELDS}
+        fields["signals"] = record.signals.to_json() if record.signals else None
         return {name: self.scrub(value) for name, value in fields.items()}
 
     def mark_call(
@@ -378,6 +380,7 @@ def _model_call(call: ModelCall) -> StoredModelCall:
         output_schema=call.output_schema,
         raw_output=call.raw_output,
         parsed=call.parsed,
+        signals=TokenSignals(**call.signals) if call.signals else None,
     )
 
 

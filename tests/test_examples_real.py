@@ -47,6 +47,8 @@ def test_triage_on_the_real_slm(slm: LlamaCppModel, store: TraceStore) -> None:
     classify = next(c for s in trace.steps for c in s.model_calls if s.node == "classify")
     assert classify.tier == "slm" and classify.confidence is not None  # the choice is scored
     assert 0.0 < classify.confidence <= 1.0
+    extraction = next(c for s in trace.steps for c in s.model_calls if s.node == "extract_fields")
+    assert extraction.signals is not None and extraction.signals.tokens > 0  # stored with the call
 
 
 def test_lecture_notes_on_the_real_slm(slm: LlamaCppModel, store: TraceStore) -> None:

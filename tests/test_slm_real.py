@@ -132,3 +132,20 @@ def test_missing_and_corrupt_files_are_clear(tmp_path: Path) -> None:
     truncated.write_bytes(b"GGUF" + b"\x00" * 64)
     with pytest.raises(ModelFileError, match="could not load"):
         LlamaCppModel(truncated).load()
+
+
+def test_token_signals_see_a_value_the_grammar_forced(slm: LlamaCppModel) -> None:
+    messages = [
+        {"role": "system", "content": "Extract the arguments for get_weather(city, unit). Reply with JSON."},
+        {"role": "user", "content": "What's the weather in Paris in fahrenheit?"},
+    ]
+    unit = {"type": "string", "enum": ["celsius", "fahrenheit"]}
+    free = {"type": "object", "properties": {"city": {"type": "string"}, "unit": unit}, "required": ["city"]}
+    forced = {**free, "properties": {"city": {"type": "string", "enum": ["Zzyzx"]}, "unit": unit}}
+    natural = slm.complete(messages, schema=free, max_tokens=40)  # type: ignore[arg-type]
+    unlikely = slm.complete(messages, schema=forced, max_tokens=40)  # type: ignore[arg-type]
+    assert "Paris" in natural.text and "Zzyzx" in unlikely.text
+    assert natural.signals is not None and unlikely.signals is not None
+    assert natural.signals.forced_tokens == 0 and unlikely.signals.forced_tokens >= 1
+    assert unlikely.signals.min_logprob < natural.signals.min_logprob - 5
+    assert natural.signals.min_logprob > -3  # the model was sure of "Paris"
