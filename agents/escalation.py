@@ -1,10 +1,7 @@
-"""When a step leaves the SLM for the LLM, and why.
+"""Why a model's reply is rejected: ``Rejected`` and the parsers that raise it.
 
-A node whose policy is ``tiered`` runs on the SLM first. If the output is rejected (it does
-not parse, fails validation, names a tool that does not exist, the tool refuses the
-arguments, or a text reply is empty or cut off), or the SLM was not sure enough of a choice
-(its confidence is below ``TierPolicy.min_confidence``), the node runs once more on the LLM
-and the trace records the reason. ``slm`` and ``llm`` nodes never escalate.
+A rejection on the SLM of a ``tiered`` step is what sends the step to the LLM
+(``tierflow.graphs.context.ask``), and its reason is what the trace records.
 """
 
 from __future__ import annotations
@@ -14,15 +11,12 @@ from collections.abc import Callable
 from typing import Literal, TypeVar
 
 from pydantic import BaseModel, ValidationError
-from tierflow.agents.protocol import Completion, Tier
+from tierflow.agents.protocol import Completion
 from tierflow.errors import describe_validation_error
-from tierflow.settings import TierChoice
 
 __all__ = [
     "RejectionCode",
     "Rejected",
-    "choose_tier",
-    "can_escalate",
     "parse_json",
     "parse_model",
     "parse_text",
@@ -52,17 +46,6 @@ class Rejected(Exception):  # noqa: N818 - it is an outcome, not a failure of ou
     @property
     def reason(self) -> str:
         return f"{self.code}: {self.detail}"
-
-
-def choose_tier(choice: TierChoice, *, escalated: bool) -> Tier:
-    """The tier that serves a node with policy ``choice`` on this attempt."""
-    if choice == "tiered":
-        return "llm" if escalated else "slm"
-    return choice
-
-
-def can_escalate(choice: TierChoice, tier: Tier) -> bool:
-    return choice == "tiered" and tier == "slm"
 
 
 def _strip_fences(text: str) -> str:

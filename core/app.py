@@ -13,7 +13,6 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-from tierflow.agents.budget import Prices
 from tierflow.agents.catalog import CATALOG, Progress, resolve_model
 from tierflow.agents.llm import OpenAIChatModel
 from tierflow.agents.protocol import ChatModel
@@ -146,12 +145,8 @@ class App:
             max_steps=self.settings.max_steps,
             summarize_over_chars=self.settings.summarize_over_chars,
             settings_snapshot=self.settings.masked(),
-            prices=self.prices,
+            prices=self.settings.prices(),
         )
-
-    @property
-    def prices(self) -> Prices:
-        return Prices(self.settings.llm_price_prompt_per_mtok, self.settings.llm_price_completion_per_mtok)
 
     def run_graph(self, graph: Any, input: Mapping[str, Any], **options: Any) -> GraphResult:
         """``tierflow.run_graph`` on this app's tiers, store and settings (the models stay

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any, Literal, cast
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 from pydantic import Field, SecretStr
 from pydantic_settings import (
@@ -23,6 +23,9 @@ from pydantic_settings import (
 from tierflow import paths
 from tierflow.agents.policy import POLICY_PRESETS, TierChoice, TierPolicy
 from tierflow.errors import ConfigError, describe_validation_error
+
+if TYPE_CHECKING:
+    from tierflow.agents.budget import Prices
 
 __all__ = ["Settings", "TierPolicy", "TierChoice", "load_settings", "POLICY_PRESETS"]
 
@@ -102,6 +105,12 @@ class Settings(BaseSettings):
 
     def resolved_workspace(self) -> Path:
         return (self.workspace or Path.cwd()).resolve()
+
+    def prices(self) -> Prices:
+        """What an LLM token costs, for budgets and the console's cost view."""
+        from tierflow.agents.budget import Prices
+
+        return Prices(self.llm_price_prompt_per_mtok, self.llm_price_completion_per_mtok)
 
     def secrets(self) -> list[str]:
         """Values that must never reach a trace or a log."""

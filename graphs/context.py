@@ -18,8 +18,9 @@ from typing import Any, Generic, TypeVar
 
 from pydantic import BaseModel
 from tierflow.agents.budget import BudgetMeter
-from tierflow.agents.escalation import Rejected
+from tierflow.agents.escalation import Rejected, parse_model
 from tierflow.agents.policy import TierChoice, TierPolicy
+from tierflow.agents.prompting import render_messages
 from tierflow.agents.protocol import CURRENT_NODE, Completion, Message, Tier
 from tierflow.agents.redaction import Redactor
 from tierflow.agents.tiers import Tiers
@@ -134,13 +135,9 @@ class _Call:
         return messages, kinds, redactor
 
     def _find_names(self, text: str) -> list[str]:
-        from tierflow.agents.escalation import parse_model
-
-        schema = _Names.model_json_schema()
-        prompt = _names_prompt(text)
-        call = _Call(
-            self.ctx, self.step, prompt, parse_model(_Names), 128, schema, False, f"{self.node}:find_names"
-        )
+        prompt = render_messages("find_names", text=text)
+        node = f"{self.node}:find_names"
+        call = _Call(self.ctx, self.step, prompt, parse_model(_Names), 128, _NAMES_SCHEMA, False, node)
         answer = call.attempt("slm", may_escalate=False)
         return answer.value.names if answer.value is not None else []
 
@@ -196,7 +193,4 @@ class _Names(BaseModel):
     names: list[str]
 
 
-def _names_prompt(text: str) -> list[Message]:
-    from tierflow.agents.prompting import render_messages
-
-    return render_messages("find_names", text=text)
+_NAMES_SCHEMA = _Names.model_json_schema()

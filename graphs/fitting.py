@@ -33,12 +33,12 @@ def context_budget(model: Any, overhead: Sequence[Message], max_tokens: int) -> 
     return n_ctx - max_tokens - fixed - MARGIN_TOKENS
 
 
-def _split(text: str, limit: int, fits: Callable[[str], bool], level: int = 0) -> list[str]:
+def _split(text: str, fits: Callable[[str], bool], level: int = 0) -> list[str]:
     if fits(text) or len(text) <= 1:
         return [text]
     if level >= len(_BREAKS):  # no separator left: cut by characters
         half = len(text) // 2
-        return _split(text[:half], limit, fits, level) + _split(text[half:], limit, fits, level)
+        return _split(text[:half], fits, level) + _split(text[half:], fits, level)
     pieces: list[str] = []
     current = ""
     for part in _BREAKS[level].split(text):
@@ -51,7 +51,7 @@ def _split(text: str, limit: int, fits: Callable[[str], bool], level: int = 0) -
         if fits(part):
             current = part
         else:
-            pieces += _split(part, limit, fits, level + 1)
+            pieces += _split(part, fits, level + 1)
             current = ""
     if current:
         pieces.append(current)
@@ -66,7 +66,7 @@ def split_to_fit(model: Any, text: str, budget: int) -> list[str]:
             f"the SLM's context leaves {budget} tokens for text",
             hint="Raise TIERFLOW_SLM_N_CTX or lower the step's max_tokens.",
         )
-    return [piece for piece in _split(text, budget, lambda t: count_tokens(model, t) <= budget) if piece]
+    return [piece for piece in _split(text, lambda t: count_tokens(model, t) <= budget) if piece]
 
 
 def fit_and_summarize(

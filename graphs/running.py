@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from langchain_core.runnables import RunnableConfig
 from pydantic_core import to_jsonable_python
-from tierflow.agents.budget import Budget, BudgetMeter, Prices
+from tierflow.agents.budget import Budget, BudgetMeter
 from tierflow.agents.policy import TierPolicy
 from tierflow.agents.redaction import REDACTION_KINDS, Redactor
 from tierflow.agents.tiers import Tiers
@@ -103,17 +103,18 @@ def run_graph(
     check_input(graph, input)
     if isinstance(policy, str):
         policy = TierPolicy.preset(policy)
-    owned = None
-    if tiers is None or store is None or settings is None:
-        from tierflow.app import App
+    if settings is None:
         from tierflow.settings import load_settings
 
-        settings = settings or load_settings()
-        owned = App(settings)
-        tiers, store = tiers or owned.tiers, store or owned.store
+        settings = load_settings()
     chosen = policy or settings.policy
     check_policy(graph, chosen)
-    prices = Prices(settings.llm_price_prompt_per_mtok, settings.llm_price_completion_per_mtok)
+    owned = None
+    if tiers is None or store is None:
+        from tierflow.app import App
+
+        owned = App(settings)
+        tiers, store = tiers or owned.tiers, store or owned.store
     try:
         return execute(
             graph,
@@ -121,7 +122,7 @@ def run_graph(
             tiers=tiers,
             store=store,
             policy=chosen,
-            meter=BudgetMeter(budget, prices),
+            meter=BudgetMeter(budget, settings.prices()),
             local_only=local_only,
             redactor=redactor_for(redact),
             name=name or _graph_name(graph),

@@ -114,6 +114,11 @@ def _fields(model: type[BaseModel]) -> list[tuple[str, str]]:
     return [(name, info.description or "") for name, info in model.model_fields.items()]
 
 
+def _routing(prefer: TierChoice | None, local_only: bool, redact: bool | None) -> dict[str, Any]:
+    """The keyword arguments every builder passes on to ``ask``."""
+    return {"prefer": prefer, "local_only": local_only, "redact": redact}
+
+
 def _value(got: Answer[T], node: str) -> T:
     if got.value is None:
         raise StepOutputError(
@@ -141,6 +146,8 @@ def extract(
     Grammar-forced on the SLM, validated with pydantic, escalated with the recorded reason
     when invalid (under ``tiered``)."""
 
+    schema, routing = output.model_json_schema(), _routing(prefer, local_only, redact)
+
     def run(state: Mapping[str, Any], scope: StepScope) -> Update:
         messages = render_messages(
             "step_extract",
@@ -148,15 +155,7 @@ def extract(
             fields=_fields(output),
             inputs=_inputs(state, _keys(inputs), scope.node),
         )
-        got = scope.ask(
-            messages,
-            parse_model(output),
-            max_tokens=max_tokens,
-            schema=output.model_json_schema(),
-            prefer=prefer,
-            local_only=local_only,
-            redact=redact,
-        )
+        got = scope.ask(messages, parse_model(output), max_tokens=max_tokens, schema=schema, **routing)
         value = _value(got, scope.node)
         scope.summarize_as(value.model_dump_json())
         return {into: [value] if append else value}
@@ -189,6 +188,7 @@ def choose(
         "properties": {"label": {"type": "string", "enum": labels}},
         "required": ["label"],
     }
+    routing = _routing(prefer, local_only, redact)
 
     def parse(completion: Completion) -> str:
         data = parse_model(_Label)(completion)
@@ -204,9 +204,7 @@ def choose(
             field="label",
             inputs=_inputs(state, _keys(inputs), scope.node),
         )
-        got = scope.ask(
-            messages, parse, max_tokens=32, schema=schema, prefer=prefer, local_only=local_only, redact=redact
-        )
+        got = scope.ask(messages, parse, max_tokens=32, schema=schema, **routing)
         label = _value(got, scope.node)
         scope.summarize_as(label)
         update: Update = {into: [label] if append else label}
@@ -240,6 +238,9 @@ def summarize(
     that fit, each is summarized, and the summaries are summarized in turn."""
     from tierflow.graphs.fitting import fit_and_summarize
 
+    routing = _routing(prefer, local_only, redact)
+    overhead = render_messages("step_summarize", instructions=instructions, max_sentences=1, text="")
+
     def run(state: Mapping[str, Any], scope: StepScope) -> Update:
         parts = _inputs(state, _keys(inputs), scope.node)
         text = "\n\n".join(value if len(parts) == 1 else f"{key}:\n{value}" for key, value in parts)
@@ -248,10 +249,8 @@ def summarize(
             messages = render_messages(
                 "step_summarize", instructions=instructions, max_sentences=max_sentences, text=piece
             )
-            options = {"prefer": prefer, "local_only": local_only, "redact": redact}
-            return _value(scope.ask(messages, parse_text, max_tokens=max_tokens, **options), scope.node)
+            return _value(scope.ask(messages, parse_text, max_tokens=max_tokens, **routing), scope.node)
 
-        overhead = render_messages("step_summarize", instructions=instructions, max_sentences=1, text="")
         summary = fit_and_summarize(scope.ctx.tiers.slm, text, once, overhead=overhead, max_tokens=max_tokens)
         scope.summarize_as(summary)
         return {into: [summary] if append else summary}
@@ -275,24 +274,19 @@ def reason(
     """A node for planning and cross-domain reasoning: on the LLM under ``tiered`` (the
     policy may move it). Writes plain text to ``into``, or an ``output`` model."""
 
+    parse: Callable[[Completion], Any] = parse_model(output) if output else parse_text
+    schema = output.model_json_schema() if output else None
+    fields = _fields(output) if output else []
+    routing = _routing(prefer, local_only, redact)
+
     def run(state: Mapping[str, Any], scope: StepScope) -> Update:
         messages = render_messages(
             "step_reason",
             instructions=instructions,
-            fields=_fields(output) if output else [],
+            fields=fields,
             inputs=_inputs(state, _keys(inputs), scope.node),
         )
-        parse: Callable[[Completion], Any] = parse_model(output) if output else parse_text
-        schema = output.model_json_schema() if output else None
-        got = scope.ask(
-            messages,
-            parse,
-            max_tokens=max_tokens,
-            schema=schema,
-            prefer=prefer,
-            local_only=local_only,
-            redact=redact,
-        )
+        got = scope.ask(messages, parse, max_tokens=max_tokens, schema=schema, **routing)
         value = _value(got, scope.node)
         scope.summarize_as(value.model_dump_json() if isinstance(value, BaseModel) else str(value))
         return {into: [value] if append else value}
