@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from tierflow import __version__
 from tierflow.cli_eval import eval_app
+from tierflow.cli_export import export_app
 from tierflow.cli_support import (
     JsonOption,
     emit_json,
@@ -48,6 +49,7 @@ models_app = typer.Typer(no_args_is_help=True, help="The model catalog.")
 app.add_typer(runs_app, name="runs")
 app.add_typer(models_app, name="models")
 app.add_typer(eval_app, name="eval")
+app.add_typer(export_app, name="export")
 
 
 @app.callback()
