@@ -7,6 +7,9 @@ DEMO_TASK ?= What is 17 * 23 + 4?
 export CMAKE_BUILD_PARALLEL_LEVEL ?= $(shell nproc 2>/dev/null || echo 2)
 
 # BFCL's data and checker; --no-deps because its requirements name every vendor SDK.
+# onnxruntime (the decision memory's embeddings) writes ~/.cache/Microsoft and queues usage
+# events for upload unless this is set before it is imported; tierflow's CLI sets it too.
+export ORT_DISABLE_TELEMETRY ?= 1
 BFCL_EVAL ?= bfcl-eval==2026.3.23
 QUICK ?= 10
 
@@ -24,6 +27,7 @@ $(VENV)/.installed: pyproject.toml
 models: setup
 	$(BIN)/tierflow models pull qwen2.5-coder-0.5b
 	$(BIN)/tierflow models pull qwen2.5-coder-1.5b
+	$(BIN)/tierflow models pull minilm
 
 # The task console on http://127.0.0.1:8501 (models load on first use, once per process).
 run: models

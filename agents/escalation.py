@@ -30,6 +30,7 @@ RejectionCode = Literal[
     "empty_output",
     "truncated",
     "low_confidence",
+    "escalation_score",
 ]
 
 M = TypeVar("M", bound=BaseModel)

@@ -19,7 +19,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-__all__ = ["TierChoice", "TierPolicy", "POLICY_PRESETS", "DEFAULT_MIN_CONFIDENCE"]
+__all__ = ["TierChoice", "TierPolicy", "POLICY_PRESETS", "DEFAULT_MIN_CONFIDENCE", "DEFAULT_MAX_LOSS"]
 
 TierChoice = Literal["slm", "llm", "tiered"]
 """``slm``: the local model only. ``llm``: the large model only. ``tiered``: the SLM first,
@@ -32,7 +32,12 @@ DEFAULT_MIN_CONFIDENCE = 0.0
 the threshold came out at 0.90 and did no better than random routing at the same SLM share
 on held-out items. Calibrate for your own models with ``tierflow eval confidence``."""
 
-_FIELDS = frozenset({"default", "nodes", "min_confidence"})
+DEFAULT_MAX_LOSS = 0.05
+"""The accuracy a ``tiered`` tool-call decision may lose against the LLM's, at most, to stay
+on the SLM: the escalation score's thresholds are calibrated for it per node
+(evals/results/routing.md)."""
+
+_FIELDS = frozenset({"default", "nodes", "min_confidence", "max_loss"})
 
 
 class TierPolicy(BaseModel):
@@ -54,6 +59,12 @@ class TierPolicy(BaseModel):
         ge=0.0,
         le=1.0,
         description="a tiered step escalates an SLM choice less sure than this",
+    )
+    max_loss: float = Field(
+        default=DEFAULT_MAX_LOSS,
+        ge=0.0,
+        le=1.0,
+        description="the accuracy a tiered tool-call decision may lose against the LLM's to stay local",
     )
 
     @model_validator(mode="before")

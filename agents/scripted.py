@@ -14,7 +14,8 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from tierflow.agents.confidence import choice_field
-from tierflow.agents.protocol import CURRENT_NODE, Completion, Message, Tier
+from tierflow.agents.protocol import CURRENT_NODE, ChoiceScores, Completion, Message, Tier
+from tierflow.agents.signals import TokenSignals
 
 __all__ = ["ScriptedModel", "Reply"]
 
@@ -24,7 +25,9 @@ Reply = str | dict[str, Any] | BaseException | Callable[[Sequence[Message]], str
 class ScriptedModel:
     """Replies in order; ``by_node`` keeps a queue per node name (``CURRENT_NODE``).
 
-    ``confidence`` is reported for every choice among fixed options, as the SLM does."""
+    ``confidence`` is reported for every choice among fixed options, as the SLM does;
+    ``choices`` (option probabilities) and ``signals`` (token log-probabilities of the values
+    of other structured replies) stand in for what the real SLM measures of its output."""
 
     def __init__(
         self,
@@ -35,6 +38,8 @@ class ScriptedModel:
         by_node: dict[str, list[Reply]] | None = None,
         finish_reason: str = "stop",
         confidence: float | None = None,
+        choices: dict[str, float] | None = None,
+        signals: TokenSignals | None = None,
     ) -> None:
         self.tier = tier
         self.name = name
@@ -42,6 +47,8 @@ class ScriptedModel:
         self._by_node = {key: list(value) for key, value in (by_node or {}).items()}
         self._finish_reason = finish_reason
         self._confidence = confidence
+        self._choices = choices
+        self._signals = signals
         self.calls: list[dict[str, Any]] = []
 
     def _next(self) -> Reply:
@@ -74,7 +81,11 @@ class ScriptedModel:
         text = reply(messages) if callable(reply) else reply
         if isinstance(text, dict):
             text = json.dumps(text)
-        choosing = self._confidence is not None and choice_field(schema) is not None
+        is_choice = choice_field(schema) is not None
+        choosing = self._confidence is not None and is_choice
+        scores = None
+        if self._choices is not None and is_choice:
+            scores = ChoiceScores(self._choices, str(json.loads(text).get("tool")), 0.0)
         return Completion(
             text=text,
             model=self.name,
@@ -84,4 +95,6 @@ class ScriptedModel:
             latency_ms=0.0,
             finish_reason=self._finish_reason,
             confidence=self._confidence if choosing else None,
+            choice_scores=scores,
+            signals=self._signals if schema is not None and not is_choice else None,
         )

@@ -11,7 +11,7 @@ import sqlite3
 from collections.abc import Mapping
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tierflow.agents.catalog import CATALOG, Progress, resolve_model
 from tierflow.agents.llm import OpenAIChatModel
@@ -26,6 +26,9 @@ from tierflow.memory.traces import TraceStore
 from tierflow.settings import Settings
 from tierflow.tools.builtins import default_registry
 from tierflow.tools.registry import ToolRegistry
+
+if TYPE_CHECKING:
+    from tierflow.graphs.recall import Recall
 
 __all__ = ["App", "build_slm", "build_llm"]
 
@@ -90,6 +93,25 @@ def build_llm(settings: Settings, progress: Progress | None = None) -> ChatModel
     return EmbeddedLLM(server, timeout=settings.llm_timeout, seed=settings.seed)
 
 
+def open_recall(settings: Settings, progress: Progress | None = None, *, learn: bool | None = None) -> Recall:
+    """The decision memory in ``settings.resolved_memory_dir()``, with the offline embedding
+    model (pulled first when missing and ``auto_pull`` is on)."""
+    from tierflow.graphs.recall import Recall
+    from tierflow.memory.decisions import DecisionMemory
+    from tierflow.memory.embeddings import (
+        OfflineEmbeddings,
+        embedding_model_dir,
+        is_embedding_model_pulled,
+        pull_embedding_model,
+    )
+
+    directory = embedding_model_dir(settings.resolved_models_dir())
+    if settings.auto_pull and not is_embedding_model_pulled(directory):
+        pull_embedding_model(directory, progress)
+    memory = DecisionMemory.open(settings.resolved_memory_dir() / "decisions", OfflineEmbeddings(directory))
+    return Recall(memory, learn=settings.learn if learn is None else learn, examples=settings.memory_examples)
+
+
 class App:
     """Tiers, tools, trace store and task runner built from ``Settings``; models load on
     first use and ``close()`` (or leaving ``with App(...)``) stops the embedded server."""
@@ -135,6 +157,13 @@ class App:
         return SqliteSaver(sqlite3.connect(path, check_same_thread=False))
 
     @cached_property
+    def recall(self) -> Recall | None:
+        """The memory of verified decisions as task runs use it (None with ``memory`` off)."""
+        if not self.settings.memory:
+            return None
+        return open_recall(self.settings, self._progress)
+
+    @cached_property
     def runner(self) -> TaskRunner:
         return TaskRunner(
             self.tiers,
@@ -146,6 +175,8 @@ class App:
             summarize_over_chars=self.settings.summarize_over_chars,
             settings_snapshot=self.settings.masked(),
             prices=self.settings.prices(),
+            recall=self.recall,
+            plan_reuse_similarity=self.settings.plan_reuse_similarity,
         )
 
     def run_graph(self, graph: Any, input: Mapping[str, Any], **options: Any) -> GraphResult:

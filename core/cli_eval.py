@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Annotated, Any
@@ -253,3 +254,67 @@ def eval_readme(
     except TierflowError as exc:
         fail(exc)
     err.print(f"[dim]updated the results section of {readme}[/]")
+
+
+@dataclass(frozen=True)
+class _Verdict:
+    correct: bool
+
+
+@eval_app.command("routing")
+def eval_routing(
+    collect: Annotated[
+        bool, typer.Option("--collect", help="Run the SLM (and on calib/test the LLM) on items not yet run.")
+    ] = False,
+    train: Annotated[
+        bool, typer.Option("--train", help="Refit the escalation score and its thresholds.")
+    ] = False,
+    max_loss: Annotated[
+        float | None, typer.Option(min=0.0, max=1.0, help="Report at this max_loss (default: the policy's).")
+    ] = None,
+    runs_file: Annotated[Path | None, typer.Option("--runs", help="The paired runs (JSON lines).")] = None,
+    scorer_file: Annotated[
+        Path | None, typer.Option("--scorer", help="The scorer file to write or read.")
+    ] = None,
+    out_dir: OutOption = None,
+    traces: Annotated[Path | None, typer.Option(help="SQLite file for the collected runs' traces.")] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """The escalation score on paired SLM/LLM runs of BFCL: AUROC per node, share/accuracy curves."""
+    from tierflow.agents.scoring import SCORER_FILE, EscalationScorer
+    from tierflow.evals.report import RESULTS_DIR, git_commit, write_results
+    from tierflow.evals.routing import routing_markdown, routing_report, score_runs, train_scorer
+    from tierflow.evals.routing_data import RUNS_FILE, collect_runs, routing_cases
+
+    runs_path, scorer_path = runs_file or RUNS_FILE, scorer_file or SCORER_FILE
+    try:
+        conf = settings()
+        cases = {case.id: case for case in routing_cases()}
+        if collect:
+            store, trace_path = _eval_store(conf, traces)
+            from tierflow.app import App
+            from tierflow.render import EvalProgress
+
+            with App(conf, progress=pull_progress()) as tierflow_app, EvalProgress(err) as progress:
+                collect_runs(
+                    list(cases.values()),
+                    tierflow_app.tiers,
+                    store,
+                    path=runs_path,
+                    on_item=lambda _, total, line: progress.item("runs", total, _Verdict(line["correct"])),
+                )
+            err.print(f"[dim]runs: {runs_path} (traced in {trace_path})[/]")
+        if train:
+            scorer, scored = train_scorer(cases, runs_path=runs_path, commit=git_commit())
+            scorer.save(scorer_path)
+            err.print(f"[dim]scorer: {scorer_path}[/]")
+        else:
+            scorer = EscalationScorer.load(scorer_path)
+            scored = score_runs(scorer, cases, runs_path)
+        report = routing_report(scorer, scored, conf.policy.max_loss if max_loss is None else max_loss)
+        markdown = routing_markdown(report)
+        path = (out_dir or RESULTS_DIR) / "routing.json"
+        write_results(path, report, markdown)
+    except TierflowError as exc:
+        fail(exc)
+    _show(as_json, {k: report[k] for k in ("auroc", "groups", "thresholds")}, markdown, str(path))

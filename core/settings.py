@@ -73,6 +73,14 @@ class Settings(BaseSettings):
     ui_host: str = "127.0.0.1"
     ui_port: int = Field(8501, ge=1, le=65535)
     summarize_over_chars: int = Field(1200, ge=100)
+    # The memory of verified decisions (chromadb; offline embeddings from the models folder).
+    memory: bool = Field(True, description="show the SLM similar verified decisions; shortlist many tools")
+    learn: bool = Field(True, description="store the decisions runs verify (online learning)")
+    memory_dir: Path | None = Field(None, description="default: <data dir>/memory")
+    memory_examples: int = Field(3, ge=0, le=10, description="past decisions shown per prompt")
+    plan_reuse_similarity: float = Field(
+        0.93, ge=0.0, le=1.0, description="reuse the plan of a past task at least this similar (1: never)"
+    )
 
     @classmethod
     def settings_customise_sources(
@@ -91,6 +99,9 @@ class Settings(BaseSettings):
     # Derived locations ---------------------------------------------------------------
     def resolved_data_dir(self) -> Path:
         return self.data_dir or paths.data_dir()
+
+    def resolved_memory_dir(self) -> Path:
+        return self.memory_dir or self.resolved_data_dir() / "memory"
 
     def resolved_models_dir(self) -> Path:
         return self.models_dir or paths.cache_dir() / "models"

@@ -30,6 +30,7 @@ __all__ = [
     "Verdict",
     "bfcl_data_dir",
     "load_category",
+    "reserved_ids",
     "load_case_file",
     "to_json_schema",
     "registry_for",
@@ -228,8 +229,18 @@ def load_case_file(path: Path, answers: Path | None = None, *, category: str | N
     return cases
 
 
+RESERVED_IDS_FILE = Path(__file__).parent / "data" / "reserved-bfcl-ids.txt"
+
+
+def reserved_ids() -> frozenset[str]:
+    """BFCL items kept for independent checks of tierflow: never trained, tuned, used to seed
+    memory or choose thresholds, or reported on (``evals/data/reserved-bfcl-ids.txt``)."""
+    lines = RESERVED_IDS_FILE.read_text(encoding="utf-8").splitlines()
+    return frozenset(line.strip() for line in lines if line.strip() and not line.startswith("#"))
+
+
 def load_category(category: str) -> list[Case]:
-    """All cases of one BFCL single-turn category, with their answers."""
+    """The cases of one BFCL single-turn category, with their answers, less the reserved ones."""
     if category not in SINGLE_TURN:
         raise TierflowError(
             f"unknown or multi-turn BFCL category {category!r}",
@@ -238,7 +249,9 @@ def load_category(category: str) -> list[Case]:
     data = bfcl_data_dir()
     questions = data / f"BFCL_v4_{category}.json"
     answers = data / "possible_answer" / f"BFCL_v4_{category}.json"
-    return load_case_file(questions, answers if answers.exists() else None, category=category)
+    cases = load_case_file(questions, answers if answers.exists() else None, category=category)
+    reserved = reserved_ids()
+    return [case for case in cases if case.id not in reserved]
 
 
 # Function descriptions as tools ---------------------------------------------------------

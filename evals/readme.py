@@ -80,6 +80,44 @@ def _confidence(directory: Path) -> str:
     )
 
 
+def _routing(directory: Path) -> str:
+    data = read_results(directory / "routing.json")
+    if not data:
+        return ""
+    rows = []
+    for name, row in data["groups"].items():
+        rows.append(
+            [
+                name,
+                str(row["items"]),
+                fmt(row["slm"], "%"),
+                fmt(row["tiered"], "%"),
+                fmt(row["tiered_slm_share"], "%"),
+                fmt(row["llm"], "%"),
+                fmt(row["gap_closed"], "%"),
+                fmt(row["random_same_share"], "%"),
+            ]
+        )
+    auc = data["auroc"]
+    headers = [
+        "test items",
+        "n",
+        "slm",
+        "tiered",
+        "tiered's SLM share",
+        "llm",
+        "gap closed",
+        "random, same share",
+    ]
+    return (
+        f"### The escalation score (held-out test split, max_loss {data['max_loss']}; curves in "
+        "`evals/results/routing.md`)\n\n"
+        f'AUROC for "the SLM\'s decision is wrong": select_tool {auc["select_tool"]:.2f}, '
+        f"extract_args {auc['extract_args']:.2f}, whole decision {auc['decision']:.2f}.\n\n"
+        + markdown_table(headers, rows)
+    )
+
+
 def _tasks(directory: Path) -> str:
     data = read_results(directory / "tasks.json")
     policies = data.get("policies", {})
@@ -187,6 +225,7 @@ def results_section(directory: Path = RESULTS_DIR) -> str:
             _origin(directory),
             _bfcl(directory),
             _confidence(directory),
+            _routing(directory),
             _tasks(directory),
             _summaries(directory),
             _bench(directory),

@@ -23,6 +23,7 @@ if TYPE_CHECKING:
 __all__ = [
     "RESULTS_DIR",
     "environment",
+    "git_commit",
     "write_results",
     "read_results",
     "record_policy",
@@ -73,6 +74,11 @@ def _version(package: str) -> str | None:
 _RESULT_PATHS = (":(top)", ":(top,exclude)evals/results", ":(top,exclude)README.md")
 
 
+def git_commit() -> str | None:
+    """The checkout's commit (None: not a checkout)."""
+    return _git("rev-parse", "HEAD")
+
+
 def git_dirty(cwd: Path = Path(__file__).parent) -> bool | None:
     """Whether tracked files other than results differ from the commit (None: not a checkout).
 
@@ -89,7 +95,7 @@ def environment(
     return {
         "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "command": " ".join(["tierflow", *sys.argv[1:]]) if sys.argv else None,
-        "git_commit": _git("rev-parse", "HEAD"),
+        "git_commit": git_commit(),
         "git_dirty": git_dirty(),
         "models": models or {},
         "settings": settings or {},

@@ -12,7 +12,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tierflow.agents.budget import BudgetMeter
 from tierflow.agents.policy import TierPolicy
@@ -21,6 +21,9 @@ from tierflow.evals.bfcl import Case, check, registry_for, request_text
 from tierflow.graphs.running import execute
 from tierflow.graphs.task import build_tool_call_graph, tool_call_input
 from tierflow.memory.traces import TraceStore
+
+if TYPE_CHECKING:
+    from tierflow.graphs.recall import Recall
 
 __all__ = ["CallRecord", "ItemResult", "run_cases", "summarize_items", "percentile"]
 
@@ -59,7 +62,9 @@ class ItemResult:
         return asdict(self)
 
 
-def run_case(case: Case, tiers: Tiers, policy: TierPolicy, store: TraceStore, graph: Any) -> ItemResult:
+def run_case(
+    case: Case, tiers: Tiers, policy: TierPolicy, store: TraceStore, graph: Any, recall: Recall | None = None
+) -> ItemResult:
     request = request_text(case)
     started = time.perf_counter()
     result = execute(
@@ -73,7 +78,7 @@ def run_case(case: Case, tiers: Tiers, policy: TierPolicy, store: TraceStore, gr
         redactor=None,
         name="tool_call",
         task=request,
-        context={"tools": registry_for(case)},
+        context={"tools": registry_for(case), "recall": recall},
         config=None,
         on_event=None,
         snapshot={"eval_case": case.id},

@@ -28,7 +28,7 @@ from tierflow.errors import TierflowError
 from tierflow.memory.recorder import RunRecorder, StepHandle
 from tierflow.memory.records import CallRef, ModelCallRecord
 
-__all__ = ["TierContext", "Answer", "ask", "LOCAL_ONLY"]
+__all__ = ["TierContext", "Answer", "Judgement", "Judge", "ask", "LOCAL_ONLY"]
 
 T = TypeVar("T")
 
@@ -45,6 +45,28 @@ class TierContext:
     local_only: bool = False
     redactor: Redactor | None = None
     meter: BudgetMeter = field(default_factory=BudgetMeter)
+
+
+@dataclass(frozen=True)
+class Judgement:
+    """The escalation score of an SLM output: P(wrong), and the node's threshold."""
+
+    p_wrong: float
+    threshold: float
+
+    @property
+    def escalate(self) -> bool:
+        return self.p_wrong > self.threshold
+
+    def rejection(self) -> Rejected:
+        return Rejected(
+            "escalation_score",
+            f"P(wrong) {self.p_wrong:.2f} is above this node's threshold {self.threshold:.2f}",
+        )
+
+
+Judge = Callable[[Any, Completion], Judgement | None]
+"""Scores a parsed SLM output of a ``tiered`` step (``None``: nothing to judge it by)."""
 
 
 @dataclass(frozen=True)
@@ -76,16 +98,19 @@ def ask(
     tier: Tier | None = None,
     local_only: bool = False,
     redact: bool | None = None,
+    judge: Judge | None = None,
 ) -> Answer[T]:
     """Call the model that serves ``step`` now, parse its reply, escalate if it is rejected.
 
     ``prefer``: where the step belongs under the ``tiered`` default. ``tier``: this call's
     tier regardless of the policy (a later step asked for the LLM). ``local_only`` and
-    ``redact`` tighten the run's own privacy settings for this step.
+    ``redact`` tighten the run's own privacy settings for this step. ``judge`` scores a
+    parsed SLM output of a tiered step; one it judges likely wrong escalates like a rejected
+    one (and is kept when it cannot escalate).
     """
     choice: TierChoice = tier or ctx.policy.for_node(step.node, prefer)
     local = local_only or ctx.local_only
-    call = _Call(ctx, step, messages, parse, max_tokens, schema, redact)
+    call = _Call(ctx, step, messages, parse, max_tokens, schema, redact, judge)
     if choice == "llm":
         if not local:
             return call.attempt("llm", may_escalate=False)
@@ -113,6 +138,7 @@ class _Call:
     max_tokens: int
     schema: dict[str, Any] | None
     redact: bool | None
+    judge: Judge | None = None
     node: str = ""  # the name the call is traced under; the step's node by default
 
     def __post_init__(self) -> None:
@@ -137,7 +163,7 @@ class _Call:
     def _find_names(self, text: str) -> list[str]:
         prompt = render_messages("find_names", text=text)
         node = f"{self.node}:find_names"
-        call = _Call(self.ctx, self.step, prompt, parse_model(_Names), 128, _NAMES_SCHEMA, False, node)
+        call = _Call(self.ctx, self.step, prompt, parse_model(_Names), 128, _NAMES_SCHEMA, False, node=node)
         answer = call.attempt("slm", may_escalate=False)
         return answer.value.names if answer.value is not None else []
 
@@ -171,6 +197,7 @@ class _Call:
         )
         record.latency_ms, record.finish_reason = completion.latency_ms, completion.finish_reason
         record.confidence, record.signals = completion.confidence, completion.signals
+        record.choice_scores = completion.choice_scores
         if kinds and redactor is not None:
             completion = dataclasses.replace(completion, text=redactor.restore(completion.text))
         try:
@@ -186,6 +213,11 @@ class _Call:
                 f"the SLM gave its choice probability {record.confidence:.2f}, below {floor:.2f}",
             )
             return Answer(value, tier, completion, ref, record, unsure)  # kept if it cannot escalate
+        judgement = self.judge(value, completion) if may_escalate and self.judge else None
+        if judgement is not None:
+            record.score = judgement.p_wrong
+            if judgement.escalate:
+                return Answer(value, tier, completion, ref, record, judgement.rejection())
         return Answer(value, tier, completion, ref, record)
 
 

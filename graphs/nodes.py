@@ -11,18 +11,24 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from pydantic import BaseModel, Field, field_validator, model_validator
 from tierflow.agents.escalation import Rejected, parse_json, parse_model, parse_text
 from tierflow.agents.prompting import render_messages
 from tierflow.agents.protocol import Completion
+from tierflow.agents.scoring import EscalationScorer, default_scorer
 from tierflow.errors import ToolError
-from tierflow.graphs.context import LOCAL_ONLY, TierContext
+from tierflow.graphs.context import LOCAL_ONLY, Answer, TierContext
+from tierflow.graphs.judging import judge_arguments, select_judge
 from tierflow.graphs.state import Observation, TaskState
 from tierflow.graphs.steps import StepScope
-from tierflow.memory.records import CallRef, ToolCallRecord
+from tierflow.memory.records import CallRef, ModelCallRecord, ToolCallRecord
 from tierflow.tools.registry import Tool, ToolRegistry
+
+if TYPE_CHECKING:
+    from tierflow.graphs.recall import Example, Recall
+    from tierflow.memory.decisions import Provenance
 
 __all__ = [
     "TaskContext",
@@ -45,6 +51,11 @@ class TaskContext(TierContext):
     tools: ToolRegistry
     max_steps: int = 6
     summarize_over_chars: int = 1200
+    scorer: EscalationScorer | None = None  # the escalation score; the shipped one by default
+    recall: Recall | None = None  # the memory of verified decisions: examples, shortlist, learning
+
+    def escalation_scorer(self) -> EscalationScorer:
+        return self.scorer or default_scorer()
 
 
 def _ctx(scope: StepScope) -> TaskContext:
@@ -88,6 +99,9 @@ def _advance(state: TaskState, observation: Observation) -> Update:
         "args_tier": None,
         "args_call": None,
         "escalation": None,
+        "choice_features": None,
+        "choice_call": None,
+        "call_on_llm": False,
     }
 
 
@@ -109,6 +123,18 @@ def result_lines(state: TaskState) -> list[str]:
 
 def plan(state: TaskState, scope: StepScope) -> Update:
     ctx = _ctx(scope)
+    past = ctx.recall.reusable_plan(state["task"]) if ctx.recall else None
+    if past is not None:  # a successful plan for a task this close: no model call
+        scope.summarize_as(
+            f"reused the plan of run {past.run_id} (similarity {past.similarity:.2f}): "
+            + " | ".join(past.steps)
+        )
+        return {
+            "steps": past.steps[: ctx.max_steps],
+            "step_index": 0,
+            "observations": [],
+            "plan_reused": True,
+        }
     messages = render_messages("plan", tools=list(ctx.tools), task=state["task"], max_steps=ctx.max_steps)
     got = scope.ask(messages, parse_model(PlanOutput), max_tokens=512, schema=PLAN_SCHEMA, prefer="llm")
     if got.value is None:  # no usable plan even from the last tier: treat the task as one step
@@ -120,7 +146,9 @@ def plan(state: TaskState, scope: StepScope) -> Update:
 
 def select_tool(state: TaskState, scope: StepScope) -> Update:
     ctx = _ctx(scope)
-    step, names = _current_step(state), ctx.tools.names()
+    step, recall = _current_step(state), ctx.recall
+    offered = recall.shortlist(step, list(ctx.tools)) if recall else list(ctx.tools)
+    names = [tool.name for tool in offered]
     schema = {
         "type": "object",
         "properties": {"tool": {"type": "string", "enum": [*names, "none"]}},
@@ -133,12 +161,65 @@ def select_tool(state: TaskState, scope: StepScope) -> Update:
             raise Rejected("unknown_tool", f"{choice.tool!r} is not one of: {', '.join(names)}")
         return choice
 
-    messages = render_messages("select_tool", tools=list(ctx.tools), task=state["task"], step=step)
-    got = scope.ask(messages, parse, max_tokens=32, schema=schema)
+    examples = recall.for_choice(step, offered) if recall else []
+    messages = render_messages("select_tool", tools=offered, task=state["task"], step=step, examples=examples)
+    retry = "llm" if _retrying(state, "select_tool") else None  # the call it led to was judged wrong
+    features: list[list[float]] = []
+    judge = None
+    if retry is None and ctx.policy.for_node("select_tool") == "tiered":
+        judge = select_judge(ctx, ctx.escalation_scorer(), step, offered, features)
+    got = scope.ask(messages, parse, max_tokens=32, schema=schema, tier=retry, judge=judge)
+    if recall is not None:
+        got.record.recall = _recall_note(examples, len(offered), len(ctx.tools))
     if got.value is None or got.value.tool == "none":
+        if got.value is not None and got.tier == "llm":
+            _learn(scope, got, state, None, None, _provenance(bool(retry) or got.escalated))
         error = None if got.value else f"no tool could be chosen ({got.reason})"
         return _advance(state, Observation(step=step, tool=None, arguments=None, result=None, error=error))
-    return {"tool": got.value.tool, "arguments": None}
+    on_slm = got.tier == "slm"
+    return {
+        "tool": got.value.tool,
+        "arguments": None,
+        "escalation": None,
+        "choice_features": features[0] if on_slm and features else None,
+        "choice_call": str(got.ref) if on_slm else None,
+        "call_on_llm": retry is not None or got.escalated,
+    }
+
+
+def _recall_note(examples: list[Example], offered: int, tools: int) -> dict[str, Any]:
+    """What the memory gave a step's prompt, for its trace."""
+    note: dict[str, Any] = {"examples": len(examples)}
+    if examples:
+        note["nearest"] = examples[0].similarity
+    if offered < tools:
+        note["shortlist"] = f"{offered} of {tools} tools"
+    return note
+
+
+def _provenance(corrected: bool) -> Provenance:
+    return "llm_corrected" if corrected else "llm"
+
+
+def _learn(
+    scope: StepScope,
+    got: Answer[Any] | None,
+    state: TaskState,
+    tool: str | None,
+    arguments: dict[str, Any] | None,
+    provenance: Provenance,
+) -> None:
+    """Remember a verified decision; a memory that cannot be written is noted, never raised."""
+    ctx = _ctx(scope)
+    if ctx.recall is None:
+        return
+    problem = ctx.recall.remember(
+        _current_step(state), ctx.tools.names(), tool, arguments, provenance, ctx.recorder.run_id
+    )
+    if problem is not None and got is not None:
+        got.record.recall = {**(got.record.recall or {}), "learning_skipped": problem}
+    elif problem is not None:
+        scope.summarize_as(f"{tool} ran; learning skipped: {problem}")
 
 
 def _parse_arguments(tool: Tool) -> Any:
@@ -162,16 +243,60 @@ def _retrying(state: TaskState, node: str) -> bool:
 def extract_args(state: TaskState, scope: StepScope) -> Update:
     step, tool = _current_step(state), _ctx(scope).tools.get(state["tool"] or "")
     assert tool is not None, "select_tool only routes here with a registered tool"
+    recall = _ctx(scope).recall
+    examples = recall.for_call(step, tool) if recall else []
     messages = render_messages(
-        "extract_args", tool=tool, task=state["task"], step=step, results=result_lines(state)
+        "extract_args",
+        tool=tool,
+        task=state["task"],
+        step=step,
+        results=result_lines(state),
+        examples=examples,
     )
-    retry = "llm" if _retrying(state, "extract_args") else None  # the tool refused the SLM's arguments
+    # The tool refused the SLM's arguments, or the LLM chose the tool: the LLM writes the call.
+    retry = "llm" if _retrying(state, "extract_args") or state.get("call_on_llm") else None
     got = scope.ask(messages, _parse_arguments(tool), max_tokens=256, schema=tool.parameters, tier=retry)
+    if recall is not None:
+        got.record.recall = _recall_note(examples, 1, 1)
     if got.value is None:
         error = f"no usable arguments ({got.reason})"
         observation = Observation(step=step, tool=tool.name, arguments=None, result=None, error=error)
         return _advance(state, observation)
+    if got.tier == "slm" and retry is None and _escalate_call(state, scope, tool, got):
+        reason = got.record.escalation_reason or ""
+        return {"tool": None, "arguments": None, "escalation": {"node": "select_tool", "reason": reason}}
+    if got.tier == "llm":
+        _learn(scope, got, state, tool.name, got.value, _provenance(bool(retry) or got.escalated))
     return {"arguments": got.value, "args_tier": got.tier, "args_call": str(got.ref), "escalation": None}
+
+
+def _escalate_call(state: TaskState, scope: StepScope, tool: Tool, got: Answer[dict[str, Any]]) -> bool:
+    """Judge the call the SLM wrote; True when the LLM is to decide it again, tool and all
+    (the SLM's choice and arguments are then marked escalated). Local-only runs keep it."""
+    ctx = _ctx(scope)
+    if ctx.policy.for_node("extract_args") != "tiered" or ctx.policy.for_node("select_tool") == "slm":
+        return False
+    choice = state.get("choice_features")
+    judgement = judge_arguments(
+        ctx, ctx.escalation_scorer(), _current_step(state), tool, got.value or {}, got.completion, choice
+    )
+    if judgement is None:
+        return False
+    got.record.score = judgement.p_wrong
+    if not judgement.escalate:
+        return False
+    reason = judgement.rejection().reason
+    got.record.escalation_reason = reason
+    chosen_by = state.get("choice_call")
+    if ctx.local_only:
+        got.record.escalation_refused = LOCAL_ONLY
+        return False
+    got.record.escalated = True
+    if chosen_by:
+        ctx.recorder.mark_call(
+            CallRef.parse(chosen_by), escalation_reason=f"its call was judged wrong: {reason}"
+        )
+    return True
 
 
 def act(state: TaskState, scope: StepScope) -> Update:
@@ -189,6 +314,8 @@ def act(state: TaskState, scope: StepScope) -> Update:
         error = f"{type(exc).__name__}: {exc}"
     latency_ms = (time.perf_counter() - started) * 1000
     scope.tool_call(ToolCallRecord(name, arguments, result, error, latency_ms))
+    if error is None and state.get("args_tier") == "slm" and not state.get("call_on_llm"):
+        _learn(scope, None, state, name, arguments, "slm_confirmed")  # the tool accepted the SLM's call
     retry = (
         error is not None
         and state.get("args_tier") == "slm"
@@ -229,4 +356,17 @@ def answer(state: TaskState, scope: StepScope) -> Update:
     messages = render_messages("answer", task=state["task"], results=result_lines(state))
     got = scope.ask(messages, parse_text, max_tokens=384)
     text = got.value or got.completion.text.strip() or "\n".join(result_lines(state))
+    _remember_plan(state, scope, got.record)
     return {"answer": text}
+
+
+def _remember_plan(state: TaskState, scope: StepScope, record: ModelCallRecord) -> None:
+    """A plan whose every step used a tool without error is kept for similar tasks."""
+    ctx = _ctx(scope)
+    observations = state.get("observations") or []
+    worked = bool(observations) and all(obs["tool"] and not obs["error"] for obs in observations)
+    if ctx.recall is None or state.get("plan_reused") or not worked:
+        return
+    problem = ctx.recall.remember_plan(state["task"], state.get("steps") or [], ctx.recorder.run_id)
+    if problem is not None:
+        record.recall = {**(record.recall or {}), "learning_skipped": problem}

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from langgraph.checkpoint.base import BaseCheckpointSaver
 from tierflow.agents.budget import Budget, BudgetMeter, Prices
@@ -20,6 +20,9 @@ from tierflow.graphs.task import build_task_graph
 from tierflow.memory.records import Event, RunStatus
 from tierflow.memory.traces import TraceStore
 from tierflow.tools.registry import ToolRegistry
+
+if TYPE_CHECKING:
+    from tierflow.graphs.recall import Recall
 
 __all__ = ["TaskRunner", "RunResult", "MAX_TASK_CHARS", "check_task"]
 
@@ -72,8 +75,13 @@ class TaskRunner:
         summarize_over_chars: int = 1200,
         settings_snapshot: dict[str, Any] | None = None,
         prices: Prices | None = None,
+        recall: Recall | None = None,
+        plan_reuse_similarity: float | None = None,
     ) -> None:
         self.tiers = tiers
+        self.recall = recall
+        if recall is not None and plan_reuse_similarity is not None:
+            recall.plan_reuse_similarity = plan_reuse_similarity
         self.tools = tools
         self.store = store
         self.policy = policy or TierPolicy()
@@ -116,6 +124,7 @@ class TaskRunner:
                 "tools": self.tools,
                 "max_steps": steps,
                 "summarize_over_chars": self.summarize_over_chars,
+                "recall": self.recall,
             },
             config={"recursion_limit": 12 + 10 * steps},
             on_event=on_event,

@@ -34,5 +34,9 @@ class TaskState(TypedDict, total=False):
     args_call: str | None  # the model call that wrote them, as a CallRef (marked if the tool rejects them)
     observations: list[Observation]
     pending_summary: bool
-    escalation: Escalation | None  # extract_args to run again on the LLM (the tool refused), and why
+    escalation: Escalation | None  # a node to run again on the LLM, and why
+    choice_features: list[float] | None  # what the escalation score read of the SLM's tool choice
+    choice_call: str | None  # the model call that chose the tool, as a CallRef
+    call_on_llm: bool  # the LLM took this step's decision over: it writes the call too
+    plan_reused: bool  # the steps are a past successful run's plan (no model planned them)
     answer: str | None

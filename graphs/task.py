@@ -63,6 +63,9 @@ def after_select_tool(state: TaskState) -> Literal["extract_args", "select_tool"
 
 
 def after_extract_args(state: TaskState) -> Literal["act", "select_tool", "answer"]:
+    pending = state.get("escalation")
+    if pending is not None and pending["node"] == "select_tool":  # the SLM's call was judged wrong
+        return "select_tool"
     return "act" if state.get("arguments") is not None else _next_step(state)
 
 
@@ -79,6 +82,11 @@ def after_summarize(state: TaskState) -> Literal["select_tool", "answer"]:
 
 def after_select_only(state: TaskState) -> Literal["extract_args", "__end__"]:
     return "extract_args" if state.get("tool") else END
+
+
+def after_extract_args_only(state: TaskState) -> Literal["select_tool", "__end__"]:
+    pending = state.get("escalation")
+    return "select_tool" if pending is not None and pending["node"] == "select_tool" else END
 
 
 # Tracing -----------------------------------------------------------------------------
@@ -139,5 +147,5 @@ def build_tool_call_graph() -> CompiledStateGraph[TaskState, TaskContext, TaskSt
         graph.add_node(name, _node(name))
     graph.add_edge(START, "select_tool")
     graph.add_conditional_edges("select_tool", after_select_only)
-    graph.add_edge("extract_args", END)
+    graph.add_conditional_edges("extract_args", after_extract_args_only)
     return graph.compile()

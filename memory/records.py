@@ -8,7 +8,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from tierflow.agents.protocol import Message, Tier
+from tierflow.agents.protocol import ChoiceScores, Message, Tier
 from tierflow.agents.signals import TokenSignals
 
 __all__ = [
@@ -55,6 +55,9 @@ class ModelCallRecord:
     escalation_refused: str | None = None  # why an escalation was not made (e.g. local_only)
     redacted: list[str] = field(default_factory=list)  # kinds of values replaced before sending
     signals: TokenSignals | None = None  # log-probabilities of the SLM's generated values
+    choice_scores: ChoiceScores | None = None  # a choice among fixed options: every option scored
+    score: float | None = None  # the escalation score, P(this SLM output is wrong), when judged
+    recall: dict[str, Any] | None = None  # what the memory of decisions gave the prompt (or why not)
     error: str | None = None
     id: int | None = None  # set once stored
     run_id: str | None = None
@@ -113,6 +116,9 @@ class StoredModelCall:
     raw_output: str | None
     parsed: Any
     signals: TokenSignals | None = None
+    choice_probabilities: dict[str, float] | None = None  # the most probable options of a choice
+    score: float | None = None  # the escalation score, P(this SLM output is wrong), when judged
+    recall: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True, slots=True)

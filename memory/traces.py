@@ -18,6 +18,7 @@ from sqlalchemy import event, func, insert
 from sqlalchemy.engine import Engine, make_url
 from sqlmodel import Session, col, create_engine, select
 from tierflow.agents.protocol import Message, Tier
+from tierflow.agents.scoring import top_options
 from tierflow.agents.signals import TokenSignals
 from tierflow.errors import ConfigError, RunNotFoundError
 from tierflow.memory.migrations import migrate
@@ -176,7 +177,7 @@ class TraceStore:
 
     def _fields(self, record: ModelCallRecord) -> dict[str, Any]:
         fields = {name: getattr(record, name) for name in _CALL_FIELDS}
-        fields["signals"] = record.signals.to_json() if record.signals else None
+        fields["signals"] = _signals_json(record)
         return {name: self.scrub(value) for name, value in fields.items()}
 
     def mark_call(
@@ -380,8 +381,32 @@ def _model_call(call: ModelCall) -> StoredModelCall:
         output_schema=call.output_schema,
         raw_output=call.raw_output,
         parsed=call.parsed,
-        signals=TokenSignals(**call.signals) if call.signals else None,
+        signals=_token_signals(call.signals),
+        choice_probabilities=(call.signals or {}).get("choice"),
+        score=(call.signals or {}).get("score"),
+        recall=(call.signals or {}).get("recall"),
     )
+
+
+def _signals_json(record: ModelCallRecord) -> dict[str, Any] | None:
+    """The ``signals`` column: the token signals' fields, and ``choice`` (the most probable
+    options of a choice with their probabilities) when the call was one."""
+    stored: dict[str, Any] = record.signals.to_json() if record.signals else {}
+    if record.choice_scores is not None:
+        kept = top_options(record.choice_scores.probabilities)
+        stored["choice"] = {option: round(p, 5) for option, p in kept.items()}
+        stored["greedy_choice"] = record.choice_scores.greedy_choice
+    if record.score is not None:
+        stored["score"] = round(record.score, 4)
+    if record.recall:
+        stored["recall"] = record.recall
+    return stored or None
+
+
+def _token_signals(stored: dict[str, Any] | None) -> TokenSignals | None:
+    if not stored or "tokens" not in stored:
+        return None
+    return TokenSignals(**{name: stored[name] for name in TokenSignals.__dataclass_fields__})
 
 
 def _tool_call(call: ToolCall) -> ToolCallRecord:

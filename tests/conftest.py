@@ -13,9 +13,11 @@ from typing import Any
 import pytest
 from tierflow.agents.catalog import CATALOG, cached_path, is_pulled
 from tierflow.memory import TraceStore
+from tierflow.memory.embeddings import OfflineEmbeddings, embedding_model_dir, pull_embedding_model
 from tierflow.paths import cache_dir
 
 MODELS_DIR = cache_dir() / "models"
+os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")  # before chromadb imports onnxruntime
 
 
 @pytest.fixture(autouse=True)
@@ -67,3 +69,14 @@ def catalog_model_path(name: str) -> Path:
 @pytest.fixture(scope="session")
 def slm_path() -> Path:
     return catalog_model_path("qwen2.5-coder-0.5b")
+
+
+@pytest.fixture(scope="session")
+def model_dir() -> Path:
+    """The real model, pulled once into the user cache (a no-op when it is there)."""
+    return pull_embedding_model(embedding_model_dir(MODELS_DIR))
+
+
+@pytest.fixture(scope="session")
+def embeddings(model_dir: Path) -> OfflineEmbeddings:
+    return OfflineEmbeddings(model_dir)

@@ -259,15 +259,15 @@ def test_low_confidence_choice_escalates_to_the_llm(store: TraceStore) -> None:
         store,
         policy,
         slm={SELECT: [{"tool": "none"}], EXTRACT: [{"city": "Paris"}]},
-        llm={SELECT: [{"tool": "weather.get"}]},
+        llm={SELECT: [{"tool": "weather.get"}], EXTRACT: [{"city": "Paris"}]},
         confidence=0.3,
     )
     assert unsure.correct and unsure.escalated and unsure.select_confidence == 0.3
     assert unsure.calls[0].reason is not None and unsure.calls[0].reason.startswith("low_confidence")
-    assert [(c.node, c.tier) for c in unsure.calls] == [
+    assert [(c.node, c.tier) for c in unsure.calls] == [  # the LLM took the choice: it writes the call
         ("select_tool", "slm"),
         ("select_tool", "llm"),
-        ("extract_args", "slm"),
+        ("extract_args", "llm"),
     ]
     sure = run_one(store, policy, slm={SELECT: [{"tool": "none"}]}, llm={}, confidence=0.9)
     assert not sure.escalated and not sure.correct and sure.valid and sure.output == []

@@ -74,13 +74,13 @@ def test_direct_answer_skips_the_tools(store: TraceStore, tmp_path: Path) -> Non
     [
         (
             {SELECT: ["calculator please"]},
-            {SELECT: ['{"tool": "calculator"}']},
+            {SELECT: ['{"tool": "calculator"}'], EXTRACT: ['{"expression": "17*23+4"}']},
             "select_tool",
             "invalid_json",
         ),
         (
             {SELECT: ['{"tool": "abacus"}']},
-            {SELECT: ['{"tool": "calculator"}']},
+            {SELECT: ['{"tool": "calculator"}'], EXTRACT: ['{"expression": "17*23+4"}']},
             "select_tool",
             "unknown_tool",
         ),

@@ -27,10 +27,10 @@ def scripted(runs: int = 3, answer: str = "395") -> Tiers:
     llm = {
         PLAN: [{"steps": ["compute 17 * 23 + 4"], "answer": ""}] * runs,
         SELECT: [{"tool": "calculator"}] * runs,
+        EXTRACT: [{"expression": "17 * 23 + 4"}] * runs,  # the LLM chose the tool: it writes the call
     }
     slm = {
         SELECT: [{"tool": "nonexistent"}] * runs,  # rejected: escalates select_tool to the LLM
-        EXTRACT: [{"expression": "17 * 23 + 4"}] * runs,
         ANSWER: [answer] * runs,
     }
     return Tiers(
@@ -101,7 +101,7 @@ def test_runs_page_lists_and_filters(app: App) -> None:
     at.text_input[0].input("multiply")
     at.run()
     assert list(at.dataframe[0].value["task"]) == ["Multiply 17 by 23, add 4"]
-    at.slider[0].set_value((0.5, 0.7))  # SLM share: these runs have 60%
+    at.slider[0].set_value((0.3, 0.5))  # SLM share: these runs have 40%
     at.run()
     assert len(at.dataframe[0].value) == 1
     at.slider[0].set_value((0.9, 1.0))
@@ -158,7 +158,7 @@ def test_cost_page_counts_avoided_tokens(app: App) -> None:
     at = page(app, "pages/costs.py")
     metrics = {m.label: m.value for m in at.metric}
     # plan (LLM), select_tool (SLM, escalated), select_tool (LLM), extract_args (SLM), answer (SLM)
-    assert metrics["SLM share of calls"] == "60%"
+    assert metrics["SLM share of calls"] == "40%"
     assert int(metrics["LLM tokens used"].replace(",", "")) > 0
     assert int(metrics["LLM tokens avoided"].replace(",", "")) > 0
 
@@ -204,7 +204,7 @@ def test_graph_dot_colours_nodes_by_the_tier_that_served_them(app: App) -> None:
     assert node_tiers(trace) == {
         "plan": "llm",
         "select_tool": "both",
-        "extract_args": "slm",
+        "extract_args": "llm",
         "act": "tool",
         "answer": "slm",
     }
@@ -222,7 +222,7 @@ def test_timeline_has_a_bar_per_step(app: App) -> None:
     rows = chart.data.to_dict("records")  # type: ignore[union-attr]
     assert [row["step"].split()[-1] for row in rows] == [step.node for step in trace.steps]
     assert all(row["end_s"] >= row["start_s"] >= 0 for row in rows)
-    assert [row["tier"] for row in rows] == ["llm", "both", "slm", "tool", "slm"]  # select escalated
+    assert [row["tier"] for row in rows] == ["llm", "both", "llm", "tool", "slm"]  # select escalated: the LLM wrote the call
 
 
 def test_a_missing_model_is_explained_not_a_traceback(tmp_path: Path) -> None:

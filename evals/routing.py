@@ -1,0 +1,449 @@
+"""Training, calibrating and reporting the escalation score on paired SLM/LLM runs.
+
+The runs file (``evals/routing_data.py``) holds, per BFCL item, the SLM's decision with its
+signals and whether BFCL's checker accepted it, and on the calib and test splits the LLM's
+verdict too. From it:
+
+* ``train``: a logistic regression per node (select_tool, extract_args) for "the SLM's
+  decision is wrong", fitted on the train split;
+* ``calibrate``: per node, the thresholds that keep the most decisions on the SLM with an
+  accuracy at most ``max_loss`` below the LLM's, chosen on the calib split;
+* ``routing_report``: on the test split, per node AUROC, the SLM-share/accuracy curve of the
+  score against random routing and the perfect router, and the policy at each max_loss.
+
+Routing replays what the ``tiered`` task graph does: the SLM chooses; a choice scored above
+the select_tool threshold goes to the LLM, which then decides the whole call; otherwise the
+SLM writes the arguments, and a call scored above the extract_args threshold goes to the LLM
+whole. The LLM's decision is the one its own run made on the same prompts.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tierflow.agents.scoring import (
+    ARGS_FEATURES,
+    SELECT_FEATURES,
+    EscalationScorer,
+    NodeScorer,
+    ToolText,
+    args_features,
+    select_features,
+)
+from tierflow.agents.signals import TokenSignals
+from tierflow.errors import TierflowError
+from tierflow.evals.bfcl import Case, registry_for, request_text
+from tierflow.evals.routing_data import LIVE, RUNS_FILE, read_runs
+
+__all__ = [
+    "MAX_LOSSES",
+    "Example",
+    "examples_from_runs",
+    "fit_scorer",
+    "route",
+    "routing_report",
+    "routing_markdown",
+    "score_runs",
+    "train_scorer",
+]
+
+MAX_LOSSES = (0.0, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.15, 0.2)
+"""The accuracy losses (against all-LLM) a threshold is calibrated for."""
+
+
+@dataclass(frozen=True)
+class Example:
+    """One item: the SLM decision's features and verdict, and the LLM's verdict if run."""
+
+    id: str
+    category: str
+    split: str
+    chose_none: bool
+    select: tuple[float, ...]
+    args: tuple[float, ...] | None  # None when the SLM chose no tool
+    slm_correct: bool
+    llm_correct: bool | None
+
+
+def tools_of(case: Case) -> list[ToolText]:
+    return [ToolText(t.name, t.description, t.parameters) for t in registry_for(case)]
+
+
+def _call(run: Mapping[str, Any], node: str) -> Mapping[str, Any] | None:
+    return next((c for c in run["calls"] if c["node"] == node and c["tier"] == "slm"), None)
+
+
+def example_features(case: Case, run: Mapping[str, Any]) -> tuple[bool, list[float], list[float] | None]:
+    """The features the tiered graph computes at run time, from a stored SLM run."""
+    request, tools = request_text(case), tools_of(case)
+    select_call = _call(run, "select_tool")
+    parsed = (select_call or {}).get("parsed") or {}
+    choice = str(parsed.get("tool") or "none")
+    select = select_features(request, tools, choice, (select_call or {}).get("choice"))
+    if choice == "none":
+        return True, select, None
+    tool = next((t for t in tools if t.name == choice), None)
+    args_call = _call(run, "extract_args")
+    if tool is None or args_call is None:
+        return False, select, args_features(request, tools[0], None, None, select)
+    stored = args_call.get("signals")
+    signals = TokenSignals(**stored) if stored else None
+    arguments = args_call.get("parsed") if isinstance(args_call.get("parsed"), dict) else None
+    return False, select, args_features(request, tool, arguments, signals, select)
+
+
+def examples_from_runs(
+    runs: Sequence[Mapping[str, Any]], cases: Mapping[str, Case], policy: str = "slm"
+) -> list[Example]:
+    """The SLM runs of ``policy`` (``slm``, or ``slm_memory`` with a warm memory), paired
+    with the LLM's verdicts where the LLM ran."""
+    llm = {run["id"]: bool(run["correct"]) for run in runs if run["policy"] == "llm"}
+    examples = []
+    for run in runs:
+        if run["policy"] != policy or run["id"] not in cases:
+            continue
+        none, select, args = example_features(cases[run["id"]], run)
+        examples.append(
+            Example(
+                id=run["id"],
+                category=run["category"],
+                split=run["split"],
+                chose_none=none,
+                select=tuple(select),
+                args=tuple(args) if args is not None else None,
+                slm_correct=bool(run["correct"]),
+                llm_correct=llm.get(run["id"]),
+            )
+        )
+    return examples
+
+
+# Fitting ------------------------------------------------------------------------------
+def _fit(rows: Sequence[Sequence[float]], wrong: Sequence[bool], features: tuple[str, ...]) -> NodeScorer:
+    from sklearn.linear_model import LogisticRegression
+
+    x = np.asarray(rows, dtype=float)
+    y = np.asarray(wrong, dtype=int)
+    if len(set(y.tolist())) < 2:
+        raise TierflowError(
+            "the training split has only right or only wrong SLM decisions: nothing to learn",
+            hint="Collect more runs: `tierflow eval routing --collect`.",
+        )
+    mean = x.mean(axis=0)
+    scale = x.std(axis=0)
+    scale[scale == 0] = 1.0
+    model = LogisticRegression(C=0.5, max_iter=2000).fit((x - mean) / scale, y)
+    return NodeScorer(
+        features=features,
+        mean=tuple(float(v) for v in mean),
+        scale=tuple(float(v) for v in scale),
+        coef=tuple(float(v) for v in model.coef_[0]),
+        intercept=float(model.intercept_[0]),
+        thresholds=((0.0, 0.5),),
+    )
+
+
+def fit_scorer(examples: Sequence[Example]) -> dict[str, NodeScorer]:
+    """Per node, a scorer of "the SLM's decision is wrong" fitted on the train split."""
+    train = [e for e in examples if e.split == "train"]
+    with_args = [e for e in train if e.args is not None]
+    return {
+        "select_tool": _fit([e.select for e in train], [not e.slm_correct for e in train], SELECT_FEATURES),
+        "extract_args": _fit(
+            [e.args for e in with_args if e.args], [not e.slm_correct for e in with_args], ARGS_FEATURES
+        ),
+    }
+
+
+# Routing ------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Scored:
+    example: Example
+    select: float  # P(wrong) at select_tool
+    args: float | None  # P(wrong) at extract_args, when the SLM chose a tool
+
+
+def score(examples: Sequence[Example], nodes: Mapping[str, NodeScorer]) -> list[Scored]:
+    return [
+        Scored(
+            e,
+            nodes["select_tool"].p_wrong(e.select),
+            nodes["extract_args"].p_wrong(e.args) if e.args is not None else None,
+        )
+        for e in examples
+    ]
+
+
+def route(item: Scored, select_threshold: float, args_threshold: float) -> bool:
+    """Does the decision stay on the SLM?"""
+    if item.select > select_threshold:
+        return False
+    return item.args is None or item.args <= args_threshold
+
+
+def _router(select_threshold: float, args_threshold: float) -> Callable[[Scored], bool]:
+    return lambda item: route(item, select_threshold, args_threshold)
+
+
+def _below(threshold: float) -> Callable[[Scored], bool]:
+    return lambda item: _decision_score(item) <= threshold
+
+
+def _outcome(items: Sequence[Scored], keep: Callable[[Scored], bool]) -> tuple[float, float]:
+    """(accuracy, SLM share) when ``keep`` says which decisions stay on the SLM."""
+    right = local = 0
+    for item in items:
+        stays = keep(item)
+        local += stays
+        right += item.example.slm_correct if stays else bool(item.example.llm_correct)
+    return right / len(items), local / len(items)
+
+
+def _paired(items: Sequence[Scored]) -> list[Scored]:
+    return [item for item in items if item.example.llm_correct is not None]
+
+
+def calibrate(
+    items: Sequence[Scored], max_losses: Sequence[float] = MAX_LOSSES
+) -> dict[float, tuple[float, float]]:
+    """Per max_loss, the (select, args) thresholds with the largest SLM share whose accuracy
+    is at most max_loss below all-LLM on ``items`` (ties: the more accurate)."""
+    paired = _paired(items)
+    llm_accuracy = sum(bool(i.example.llm_correct) for i in paired) / len(paired)
+    grid = [round(t, 3) for t in np.linspace(0, 1, 101)]
+    outcomes = [(s, a, *_outcome(paired, _router(s, a))) for s in grid for a in grid]
+    chosen: dict[float, tuple[float, float]] = {}
+    for loss in max_losses:
+        fine = [o for o in outcomes if o[2] >= llm_accuracy - loss - 1e-9]
+        pool = fine or [max(outcomes, key=lambda o: o[2])]
+        s, a, _, _ = max(pool, key=lambda o: (o[3], o[2], -o[0] - o[1]))
+        chosen[loss] = (s, a)
+    return chosen
+
+
+def with_thresholds(
+    nodes: Mapping[str, NodeScorer], table: Mapping[float, tuple[float, float]]
+) -> dict[str, NodeScorer]:
+    from dataclasses import replace
+
+    return {
+        node: replace(nodes[node], thresholds=tuple((loss, pair[i]) for loss, pair in table.items()))
+        for i, node in enumerate(("select_tool", "extract_args"))
+    }
+
+
+def auroc(scores: Sequence[float], wrong: Sequence[bool]) -> float | None:
+    from sklearn.metrics import roc_auc_score
+
+    if len(set(wrong)) < 2:
+        return None
+    return float(roc_auc_score(np.asarray(wrong, dtype=int), np.asarray(scores, dtype=float)))
+
+
+def _decision_score(item: Scored) -> float:
+    return max(item.select, item.args if item.args is not None else 0.0)
+
+
+def curve(items: Sequence[Scored]) -> list[dict[str, float]]:
+    """SLM share against accuracy as one threshold on the decision's score moves, with random
+    routing at the same share and the perfect router's best accuracy at that share."""
+    paired = _paired(items)
+    if not paired:
+        return []
+    slm = sum(i.example.slm_correct for i in paired) / len(paired)
+    llm = sum(bool(i.example.llm_correct) for i in paired) / len(paired)
+    points = []
+    for threshold in [round(t, 2) for t in np.linspace(0, 1, 21)]:
+        accuracy, share = _outcome(paired, _below(threshold))
+        points.append(
+            {
+                "threshold": threshold,
+                "slm_share": share,
+                "accuracy": accuracy,
+                "random": share * slm + (1 - share) * llm,
+                "perfect": _perfect_at(paired, share),
+            }
+        )
+    return points
+
+
+def _perfect_at(items: Sequence[Scored], share: float) -> float:
+    """The best accuracy any router reaches keeping ``share`` of the decisions on the SLM."""
+    n = len(items)
+    keep = round(share * n)
+    gain = sorted(
+        (int(i.example.slm_correct) - int(bool(i.example.llm_correct)) for i in items), reverse=True
+    )
+    llm_right = sum(bool(i.example.llm_correct) for i in items)
+    return (llm_right + sum(gain[:keep])) / n
+
+
+def _perfect_router(items: Sequence[Scored]) -> dict[str, float]:
+    """Escalate exactly the items the SLM gets wrong and the LLM gets right."""
+    n = len(items)
+    right = sum(i.example.slm_correct or bool(i.example.llm_correct) for i in items)
+    escalated = sum((not i.example.slm_correct) and bool(i.example.llm_correct) for i in items)
+    return {"accuracy": right / n, "slm_share": 1 - escalated / n}
+
+
+def _summary(items: Sequence[Scored], select_t: float, args_t: float) -> dict[str, Any]:
+    paired = _paired(items)
+    n = len(paired)
+    slm = sum(i.example.slm_correct for i in paired) / n
+    llm = sum(bool(i.example.llm_correct) for i in paired) / n
+    accuracy, share = _outcome(paired, lambda item: route(item, select_t, args_t))
+    gap = llm - slm
+    return {
+        "items": n,
+        "slm": slm,
+        "llm": llm,
+        "tiered": accuracy,
+        "tiered_slm_share": share,
+        "gap_closed": (accuracy - slm) / gap if gap > 0 else None,
+        "random_same_share": share * slm + (1 - share) * llm,
+        "perfect": _perfect_router(paired),
+    }
+
+
+def file_digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def train_scorer(
+    cases: Mapping[str, Case], *, runs_path: Path = RUNS_FILE, commit: str | None = None
+) -> tuple[EscalationScorer, list[Scored]]:
+    """Fit on train, calibrate on calib; the scorer and every item scored."""
+    runs = read_runs(runs_path)
+    examples = examples_from_runs(runs, cases)
+    nodes = fit_scorer(examples)
+    scored = score(examples, nodes)
+    table = calibrate([s for s in scored if s.example.split == "calib"])
+    trained_on = {
+        "runs_file": str(runs_path.name),
+        "runs_sha256": file_digest(runs_path),
+        "commit": commit,
+        "train_items": sum(e.split == "train" for e in examples),
+        "calib_items": sum(e.split == "calib" and e.llm_correct is not None for e in examples),
+        "models": sorted({c["model"] for r in runs for c in r["calls"]}),
+    }
+    return EscalationScorer(with_thresholds(nodes, table), trained_on), scored
+
+
+def score_runs(
+    scorer: EscalationScorer, cases: Mapping[str, Case], runs_path: Path = RUNS_FILE, policy: str = "slm"
+) -> list[Scored]:
+    """Every item of the runs file scored by an existing scorer."""
+    return score(examples_from_runs(read_runs(runs_path), cases, policy), scorer.nodes)
+
+
+def routing_report(
+    scorer: EscalationScorer,
+    scored: Sequence[Scored],
+    max_loss: float,
+    warm: Sequence[Scored] = (),
+    memory_size: int = 0,
+) -> dict[str, Any]:
+    """Held-out results on the test split: AUROC per node, the curve, the chosen policy."""
+    test = [s for s in scored if s.example.split == "test"]
+    with_args = [s for s in test if s.args is not None]
+    select_t = scorer.nodes["select_tool"].threshold(max_loss)
+    args_t = scorer.nodes["extract_args"].threshold(max_loss)
+    groups: dict[str, list[Scored]] = {"live (all three)": [s for s in test if s.example.category in LIVE]}
+    for category in sorted({s.example.category for s in test}):
+        groups[category] = [s for s in test if s.example.category == category]
+    groups["all"] = list(test)
+    warm_live = [s for s in warm if s.example.split == "test" and s.example.category in LIVE]
+    if _paired(warm_live):
+        groups[f"live, warm memory ({memory_size} LLM decisions from calib)"] = warm_live
+    return {
+        "max_loss": max_loss,
+        "thresholds": {"select_tool": select_t, "extract_args": args_t},
+        "auroc": {
+            "select_tool": auroc([s.select for s in test], [not s.example.slm_correct for s in test]),
+            "extract_args": auroc(
+                [s.args or 0.0 for s in with_args], [not s.example.slm_correct for s in with_args]
+            ),
+            "decision": auroc([_decision_score(s) for s in test], [not s.example.slm_correct for s in test]),
+        },
+        "groups": {
+            name: _summary(items, select_t, args_t) for name, items in groups.items() if _paired(items)
+        },
+        "by_max_loss": {
+            str(loss): _summary(
+                [s for s in test if s.example.category in LIVE],
+                scorer.nodes["select_tool"].threshold(loss),
+                scorer.nodes["extract_args"].threshold(loss),
+            )
+            for loss in MAX_LOSSES
+        },
+        "curves": {name: curve(items) for name, items in groups.items() if _paired(items)},
+        "trained_on": dict(scorer.trained_on),
+    }
+
+
+def _pct(value: float | None) -> str:
+    return "–" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{100 * value:.1f}%"
+
+
+def routing_markdown(report: Mapping[str, Any]) -> str:
+    auc = report["auroc"]
+    lines = [
+        "# Escalation score: routing between the SLM and the LLM",
+        "",
+        f"Held-out test split; thresholds calibrated on the calib split for max_loss "
+        f"{report['max_loss']} (select_tool {report['thresholds']['select_tool']:.2f}, "
+        f"extract_args {report['thresholds']['extract_args']:.2f}). AUROC for \"the SLM's decision "
+        f'is wrong": select_tool {auc["select_tool"]:.3f}, extract_args {auc["extract_args"]:.3f}, '
+        f"the whole decision {auc['decision']:.3f}.",
+        "",
+        "| items | n | slm | tiered | tiered's SLM share | llm | gap closed | random, same share "
+        "| perfect router (SLM share) |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name, row in report["groups"].items():
+        perfect = row["perfect"]
+        lines.append(
+            f"| {name} | {row['items']} | {_pct(row['slm'])} | {_pct(row['tiered'])} | "
+            f"{_pct(row['tiered_slm_share'])} | {_pct(row['llm'])} | {_pct(row['gap_closed'])} | "
+            f"{_pct(row['random_same_share'])} | {_pct(perfect['accuracy'])} ({_pct(perfect['slm_share'])}) |"
+        )
+    lines += [
+        "",
+        "## Live items at each max_loss",
+        "",
+        "| max_loss | tiered | SLM share | gap closed |",
+        "|---|---|---|---|",
+    ]
+    for loss, row in report["by_max_loss"].items():
+        lines.append(
+            f"| {loss} | {_pct(row['tiered'])} | {_pct(row['tiered_slm_share'])} "
+            f"| {_pct(row['gap_closed'])} |"
+        )
+    for name, points in report["curves"].items():
+        lines += [
+            "",
+            f"## Curve: {name}",
+            "",
+            "| threshold | SLM share | accuracy | random routing | perfect router |",
+            "|---|---|---|---|---|",
+        ]
+        for p in points:
+            lines.append(
+                f"| {p['threshold']:.2f} | {_pct(p['slm_share'])} | {_pct(p['accuracy'])} | "
+                f"{_pct(p['random'])} | {_pct(p['perfect'])} |"
+            )
+    trained = report["trained_on"]
+    lines += [
+        "",
+        f"Trained on {trained.get('train_items')} items, calibrated on {trained.get('calib_items')} "
+        f"({trained.get('runs_file')}, sha256 {str(trained.get('runs_sha256'))[:12]}, commit "
+        f"{trained.get('commit')}); models {', '.join(trained.get('models') or [])}. No reserved BFCL "
+        "item is in any split. Memory: none (the SLM's prompts carry no examples).",
+    ]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,311 @@
+"""A memory of verified tool-call decisions, in chromadb, for the SLM to learn from.
+
+Each decision is stored once (its id is a hash of the request, the tools offered and the
+call), embedded by its request, with scalar metadata only (lists and dicts as JSON). A store
+that cannot be opened or read raises ``MemoryStoreError``; a failed write raises
+``MemoryWriteError``, which callers catch to keep the run going without learning from it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal, cast, get_args
+
+import chromadb
+import numpy as np
+import numpy.typing as npt
+from chromadb.api import ClientAPI
+from chromadb.api.models.Collection import Collection
+from chromadb.api.types import Embeddable, EmbeddingFunction
+from chromadb.config import Settings
+from tierflow.errors import TierflowError
+from tierflow.memory.embeddings import OfflineEmbeddings, cosine_similarities
+
+__all__ = [
+    "COLLECTION",
+    "Provenance",
+    "VerifiedDecision",
+    "Match",
+    "DecisionMemory",
+    "MemoryStoreError",
+    "MemoryWriteError",
+    "PlanMemory",
+    "PastPlan",
+]
+
+COLLECTION = "tierflow_decisions"
+Provenance = Literal["llm", "llm_corrected", "slm_confirmed"]
+"""``llm``: the LLM made it; ``llm_corrected``: the LLM replaced an SLM decision;
+``slm_confirmed``: an SLM decision that a check confirmed."""
+_TOOL_CACHE_LIMIT = 4096
+
+
+class MemoryStoreError(TierflowError):
+    """The decision memory's store cannot be opened or read (corrupt, unreadable)."""
+
+
+class MemoryWriteError(TierflowError):
+    """A decision could not be stored; the run goes on without learning from it."""
+
+
+@dataclass(frozen=True)
+class VerifiedDecision:
+    """A tool call (or "no tool fits": ``tool=None``) known to be right for ``request``."""
+
+    request: str
+    tools: tuple[str, ...]  # the tool names offered
+    tool: str | None
+    arguments: dict[str, Any] | None
+    provenance: Provenance
+    run_id: str | None = None
+    created_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "tools", tuple(self.tools))
+        if self.provenance not in get_args(Provenance):
+            raise ValueError(f"provenance must be one of {get_args(Provenance)}, not {self.provenance!r}")
+        if self.tool is not None and self.tool not in self.tools:
+            raise ValueError(f"tool {self.tool!r} is not among the tools offered {self.tools}")
+        if self.tool is None and self.arguments is not None:
+            raise ValueError("a decision with no tool has no arguments")
+
+    @property
+    def id(self) -> str:
+        """The same request, tools offered (in any order) and call give the same id."""
+        key = [self.request, sorted(set(self.tools)), self.tool, self.arguments]
+        return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:32]
+
+    def metadata(self) -> dict[str, str]:
+        return {
+            "tools": json.dumps(list(self.tools)),
+            "tool": self.tool or "",
+            "arguments": json.dumps(self.arguments, sort_keys=True),
+            "provenance": self.provenance,
+            "run_id": self.run_id or "",
+            "created_at": self.created_at.isoformat(),
+        }
+
+    @classmethod
+    def from_stored(cls, request: str, metadata: dict[str, Any]) -> VerifiedDecision:
+        return cls(
+            request=request,
+            tools=tuple(json.loads(metadata["tools"])),
+            tool=metadata["tool"] or None,
+            arguments=json.loads(metadata["arguments"]),
+            provenance=metadata["provenance"],
+            run_id=metadata["run_id"] or None,
+            created_at=datetime.fromisoformat(metadata["created_at"]),
+        )
+
+
+@dataclass(frozen=True)
+class Match:
+    """A past decision near a request. ``shared_tools``: the decision's tools that are also
+    offered now (empty when no tools were given to ``similar``)."""
+
+    decision: VerifiedDecision
+    similarity: float  # cosine, 1.0 = same direction
+    shared_tools: frozenset[str] = frozenset()
+
+    @property
+    def tool_offered(self) -> bool:
+        """Whether the past call could be made again now: no tool, or its tool is offered."""
+        return self.decision.tool is None or self.decision.tool in self.shared_tools
+
+
+class DecisionMemory:
+    """Verified decisions in a chromadb collection (cosine space), embedded by request."""
+
+    def __init__(
+        self,
+        client: ClientAPI,
+        embeddings: OfflineEmbeddings,
+        *,
+        collection: str = COLLECTION,
+        location: Path | None = None,  # the store's folder, named in messages
+    ) -> None:
+        self._client = client
+        self._embeddings = embeddings
+        self._name = collection
+        self._location = str(location) if location else "the chromadb client given"
+        self._fix = _fix(location)
+        self._tool_vectors: dict[str, npt.NDArray[np.float32]] = {}
+        try:
+            self._collection = self._open_collection()
+        except Exception as exc:  # noqa: BLE001 - chromadb raises many kinds; all mean "unusable"
+            raise _store_error(self._location, self._fix, "cannot be opened", exc) from exc
+
+    @classmethod
+    def open(
+        cls, directory: Path, embeddings: OfflineEmbeddings, *, collection: str = COLLECTION
+    ) -> DecisionMemory:
+        """The memory persisted in ``directory`` (created when missing)."""
+        try:
+            directory.mkdir(parents=True, exist_ok=True)
+            client = chromadb.PersistentClient(path=directory, settings=Settings(anonymized_telemetry=False))
+        except Exception as exc:  # noqa: BLE001 - see __init__
+            raise _store_error(str(directory), _fix(directory), "cannot be opened", exc) from exc
+        return cls(client, embeddings, collection=collection, location=directory)
+
+    def _open_collection(self) -> Collection:
+        # chromadb types collections' functions as taking documents or images; this one takes documents
+        function = cast("EmbeddingFunction[Embeddable]", self._embeddings)
+        return self._client.get_or_create_collection(
+            self._name, embedding_function=function, configuration={"hnsw": {"space": "cosine"}}
+        )
+
+    def add(self, decision: VerifiedDecision) -> str:
+        """Store ``decision`` unless it is there already (the first copy stays); return its id."""
+        vector = self._embeddings.embed([decision.request])
+        try:
+            if not self._collection.get(ids=[decision.id], include=[])["ids"]:
+                self._collection.add(
+                    ids=[decision.id],
+                    documents=[decision.request],
+                    embeddings=vector,
+                    metadatas=[decision.metadata()],
+                )
+        except Exception as exc:  # noqa: BLE001 - any storage failure means "not learned"
+            raise MemoryWriteError(
+                f"could not store a decision in the memory at {self._location} ({type(exc).__name__}: {exc})",
+                hint="The run goes on without learning from this decision; "
+                f"check that {self._location} is writable and has free space.",
+            ) from exc
+        return decision.id
+
+    def similar(self, request: str, k: int = 3, tools: Sequence[str] | None = None) -> list[Match]:
+        """The ``k`` stored decisions whose requests are nearest to ``request``, nearest first.
+
+        With ``tools``, each match says which of its tools are offered now; filtering is the
+        caller's choice.
+        """
+        vector = self._embeddings.embed([request])
+        try:
+            size = self._collection.count()
+            if size == 0 or k < 1:
+                return []
+            found = self._collection.query(
+                query_embeddings=vector,
+                n_results=min(k, size),
+                include=["documents", "metadatas", "distances"],
+            )
+        except Exception as exc:  # noqa: BLE001 - see __init__
+            raise _store_error(self._location, self._fix, "cannot be read", exc) from exc
+        offered = frozenset(tools or ())
+        documents, metadatas, distances = found["documents"], found["metadatas"], found["distances"]
+        assert documents is not None and metadatas is not None and distances is not None
+        matches = []
+        for request_text, metadata, distance in zip(documents[0], metadatas[0], distances[0], strict=True):
+            decision = VerifiedDecision.from_stored(request_text, cast(dict[str, Any], metadata))
+            shared = offered.intersection(decision.tools)
+            matches.append(Match(decision, 1.0 - float(distance), shared))
+        return matches
+
+    def count(self) -> int:
+        try:
+            return self._collection.count()
+        except Exception as exc:  # noqa: BLE001 - see __init__
+            raise _store_error(self._location, self._fix, "cannot be read", exc) from exc
+
+    def clear(self) -> None:
+        """Forget every decision."""
+        try:
+            self._client.delete_collection(self._name)
+            self._collection = self._open_collection()
+        except Exception as exc:  # noqa: BLE001 - see add
+            raise MemoryWriteError(
+                f"could not clear the memory at {self._location} ({type(exc).__name__}: {exc})",
+                hint=self._fix,
+            ) from exc
+
+    def shortlist(self, request: str, tools: Sequence[tuple[str, str]], k: int) -> list[str]:
+        """The names of the ``k`` tools whose ``name: description`` is nearest to ``request``."""
+        if not tools or k < 1:
+            return []
+        texts = [f"{name}: {description}" for name, description in tools]
+        unique = list(dict.fromkeys(texts))
+        if len(self._tool_vectors) + len(unique) > _TOOL_CACHE_LIMIT:
+            self._tool_vectors.clear()
+        missing = [text for text in unique if text not in self._tool_vectors]
+        if missing:
+            self._tool_vectors.update(zip(missing, self._embeddings.embed(missing), strict=True))
+        scores = cosine_similarities(
+            self._embeddings.embed([request])[0], np.stack([self._tool_vectors[text] for text in texts])
+        )
+        ranked = sorted(range(len(tools)), key=lambda i: -float(scores[i]))  # stable: ties keep order
+        return [tools[i][0] for i in ranked[:k]]
+
+
+def _fix(location: Path | None) -> str:
+    return f"Move {location} aside; tierflow starts a new memory there." if location else ""
+
+
+def _store_error(location: str, fix: str, what: str, exc: Exception) -> MemoryStoreError:
+    return MemoryStoreError(
+        f"the decision memory at {location} {what} ({type(exc).__name__}: {exc})", hint=fix
+    )
+
+
+PLAN_COLLECTION = "tierflow_plans"
+
+
+@dataclass(frozen=True)
+class PastPlan:
+    """A successful run's plan, near a new task."""
+
+    task: str
+    steps: list[str]
+    run_id: str | None
+    similarity: float
+
+
+class PlanMemory:
+    """The plans of successful task runs, embedded by task, in the decision memory's store."""
+
+    def __init__(self, memory: DecisionMemory) -> None:
+        self._memory = memory
+        self._location, self._fix = memory._location, memory._fix
+        try:
+            function = cast("EmbeddingFunction[Embeddable]", memory._embeddings)
+            self._collection = memory._client.get_or_create_collection(
+                PLAN_COLLECTION, embedding_function=function, configuration={"hnsw": {"space": "cosine"}}
+            )
+        except Exception as exc:  # noqa: BLE001 - see DecisionMemory.__init__
+            raise _store_error(self._location, self._fix, "cannot be opened", exc) from exc
+
+    def add(self, task: str, steps: Sequence[str], run_id: str | None) -> None:
+        """Store a plan (once per task and steps); ``MemoryWriteError`` if it cannot be."""
+        key = hashlib.sha256(json.dumps([task, list(steps)]).encode()).hexdigest()[:32]
+        vector = self._memory._embeddings.embed([task])
+        try:
+            if not self._collection.get(ids=[key], include=[])["ids"]:
+                metadata = {"steps": json.dumps(list(steps)), "run_id": run_id or ""}
+                self._collection.add(ids=[key], documents=[task], embeddings=vector, metadatas=[metadata])
+        except Exception as exc:  # noqa: BLE001 - see DecisionMemory.add
+            raise MemoryWriteError(
+                f"could not store a plan in the memory at {self._location} ({type(exc).__name__}: {exc})",
+                hint=f"The run goes on; check that {self._location} is writable and has free space.",
+            ) from exc
+
+    def nearest(self, task: str) -> PastPlan | None:
+        vector = self._memory._embeddings.embed([task])
+        try:
+            if self._collection.count() == 0:
+                return None
+            found = self._collection.query(
+                query_embeddings=vector, n_results=1, include=["documents", "metadatas", "distances"]
+            )
+        except Exception as exc:  # noqa: BLE001 - see DecisionMemory.similar
+            raise _store_error(self._location, self._fix, "cannot be read", exc) from exc
+        documents, metadatas, distances = found["documents"], found["metadatas"], found["distances"]
+        assert documents is not None and metadatas is not None and distances is not None
+        if not documents[0]:
+            return None
+        metadata = cast(dict[str, Any], metadatas[0][0])
+        steps = json.loads(str(metadata["steps"]))
+        return PastPlan(documents[0][0], steps, str(metadata["run_id"]) or None, 1.0 - float(distances[0][0]))

@@ -1,0 +1,237 @@
+"""The escalation score: its features, its file, and what the tool-call graph does with it
+(scripted tiers standing in for models that report choice probabilities and token signals)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from tierflow.agents.budget import BudgetMeter
+from tierflow.agents.policy import TierPolicy
+from tierflow.agents.scoring import (
+    ARGS_FEATURES,
+    SELECT_FEATURES,
+    EscalationScorer,
+    NodeScorer,
+    ToolText,
+    args_features,
+    select_features,
+)
+from tierflow.agents.scripted import ScriptedModel
+from tierflow.agents.signals import TokenSignals
+from tierflow.agents.tiers import Tiers
+from tierflow.errors import ConfigError
+from tierflow.evals.bfcl import Case, registry_for
+from tierflow.graphs.running import execute
+from tierflow.graphs.task import build_tool_call_graph, tool_call_input
+from tierflow.memory.traces import TraceStore
+
+from tests.scripted import EXTRACT, SELECT
+
+WEATHER = ToolText(
+    "weather_get",
+    "The current weather in a city.",
+    {
+        "type": "object",
+        "properties": {
+            "city": {"type": "string"},
+            "days": {"type": "integer", "minimum": 1, "maximum": 14},
+            "unit": {"type": "string", "enum": ["C", "F"]},
+        },
+        "required": ["city"],
+    },
+)
+STOCKS = ToolText("stock_price", "The latest price of a stock ticker.", {"type": "object", "properties": {}})
+REQUEST = "What's the weather in Paris for the next 3 days?"
+
+
+def feature(values: list[float], name: str, names: tuple[str, ...] = ARGS_FEATURES) -> float:
+    return values[names.index(name)]
+
+
+def test_select_features_read_the_choice_and_the_request() -> None:
+    chose = select_features(
+        REQUEST, [WEATHER, STOCKS], "weather_get", {"weather_get": 0.7, "stock_price": 0.2, "none": 0.1}
+    )
+    assert len(chose) == len(SELECT_FEATURES)
+    assert feature(chose, "p_choice", SELECT_FEATURES) == pytest.approx(0.7)
+    assert feature(chose, "margin", SELECT_FEATURES) == pytest.approx(0.5)
+    assert feature(chose, "name_overlap", SELECT_FEATURES) == 1.0  # "weather" is in the request
+    assert feature(chose, "chosen_is_best_overlap", SELECT_FEATURES) == 1.0
+    wrong = select_features(
+        REQUEST, [WEATHER, STOCKS], "stock_price", {"weather_get": 0.4, "stock_price": 0.6}
+    )
+    assert feature(wrong, "chosen_is_best_overlap", SELECT_FEATURES) == 0.0
+    assert feature(wrong, "best_other_overlap", SELECT_FEATURES) > feature(
+        wrong, "description_overlap", SELECT_FEATURES
+    )
+    none = select_features(REQUEST, [WEATHER], "none", {"none": 0.9, "weather_get": 0.1})
+    assert (
+        feature(none, "chose_none", SELECT_FEATURES) == 1.0
+        and feature(none, "p_none", SELECT_FEATURES) == 0.9
+    )
+
+
+def test_argument_features_check_values_against_the_request_and_schema() -> None:
+    select = select_features(REQUEST, [WEATHER], "weather_get", {"weather_get": 1.0})
+    signals = TokenSignals(tokens=4, min_logprob=-3.5, mean_logprob=-1.0, forced_tokens=1)
+    grounded = args_features(REQUEST, WEATHER, {"city": "paris", "days": 3}, signals, select)
+    assert len(grounded) == len(ARGS_FEATURES)
+    assert feature(grounded, "strings_grounded") == 1.0 and feature(grounded, "numbers_grounded") == 1.0
+    assert feature(grounded, "value_min_logprob") == -3.5 and feature(grounded, "range_violations") == 0
+    invented = args_features(REQUEST, WEATHER, {"city": "London", "days": 30, "unit": "K"}, signals, select)
+    assert feature(invented, "strings_ungrounded") == 2  # London and K are not in the request
+    assert feature(invented, "numbers_ungrounded") == 1
+    assert feature(invented, "range_violations") == 2  # 30 > 14, and K is not in the enum
+    assert feature(invented, "optional_filled") == 1.0
+
+
+def logistic(features: tuple[str, ...], weights: dict[str, float], intercept: float) -> NodeScorer:
+    return NodeScorer(
+        features=features,
+        mean=tuple(0.0 for _ in features),
+        scale=tuple(1.0 for _ in features),
+        coef=tuple(weights.get(name, 0.0) for name in features),
+        intercept=intercept,
+        thresholds=((0.0, 0.2), (0.05, 0.5), (0.1, 0.8)),
+    )
+
+
+def scorer() -> EscalationScorer:
+    """Keeps every choice; judges a call wrong when one of its strings is not in the request."""
+    return EscalationScorer(
+        {
+            "select_tool": logistic(SELECT_FEATURES, {}, -5.0),
+            "extract_args": logistic(ARGS_FEATURES, {"strings_ungrounded": 6.0}, -3.0),
+        },
+        {"runs_file": "test"},
+    )
+
+
+def test_thresholds_follow_max_loss_and_the_file_round_trips(tmp_path: Path) -> None:
+    node = scorer().nodes["extract_args"]
+    assert [node.threshold(loss) for loss in (0.0, 0.03, 0.05, 0.2)] == [0.2, 0.2, 0.5, 0.8]
+    assert node.p_wrong([0.0] * len(ARGS_FEATURES)) == pytest.approx(1 / (1 + 2.718281828**3), rel=1e-6)
+    path = tmp_path / "scorer.json"
+    scorer().save(path)
+    loaded = EscalationScorer.load(path)
+    assert loaded.nodes == scorer().nodes and loaded.trained_on == {"runs_file": "test"}
+
+
+def test_a_missing_or_corrupt_scorer_names_the_file_and_the_command(tmp_path: Path) -> None:
+    missing = tmp_path / "none.json"
+    with pytest.raises(ConfigError, match="none.json") as raised:
+        EscalationScorer.load(missing)
+    assert "tierflow eval routing --train" in (raised.value.hint or "")
+    corrupt = tmp_path / "corrupt.json"
+    corrupt.write_text("{not json")
+    with pytest.raises(ConfigError, match="corrupt.json"):
+        EscalationScorer.load(corrupt)
+    stale = tmp_path / "stale.json"
+    document = json.loads(
+        json.dumps({"trained_on": {}, "nodes": {"select_tool": scorer().nodes["select_tool"].to_json()}})
+    )
+    document["nodes"]["select_tool"]["features"] = ["old_feature"]
+    stale.write_text(json.dumps(document))
+    with pytest.raises(ConfigError, match="other features"):
+        EscalationScorer.load(stale)
+
+
+def test_the_shipped_scorer_loads_with_a_threshold_per_node() -> None:
+    from tierflow.agents.scoring import default_scorer
+
+    shipped = default_scorer()
+    assert set(shipped.nodes) == {"select_tool", "extract_args"}
+    assert shipped.trained_on["train_items"] > 0 and shipped.trained_on["runs_sha256"]
+    for node in shipped.nodes.values():
+        assert 0.0 <= node.threshold(TierPolicy().max_loss) <= 1.0
+
+
+# In the tool-call graph -----------------------------------------------------------------
+REQUEST_PARIS = "Weather in Paris?"
+SIGNALS = TokenSignals(tokens=3, min_logprob=-0.5, mean_logprob=-0.2, forced_tokens=0)
+CASE = Case(
+    id="weather_0",
+    category="simple_python",
+    messages=[{"role": "user", "content": REQUEST_PARIS}],
+    functions=[
+        {
+            "name": "weather.get",
+            "description": "The weather in a city.",
+            "parameters": {"type": "dict", "properties": {"city": {"type": "string"}}, "required": ["city"]},
+        }
+    ],
+    ground_truth=[{"weather.get": {"city": ["Paris"]}}],
+)
+
+
+def run(
+    store: TraceStore, slm_args: dict[str, Any], *, local_only: bool = False
+) -> tuple[Any, list[Any], Tiers]:
+    """The tool-call graph on the request, with the SLM's arguments ``slm_args``."""
+    tiers = Tiers(
+        ScriptedModel(
+            tier="slm",
+            by_node={SELECT: [{"tool": "weather.get"}], EXTRACT: [slm_args]},
+            choices={"weather.get": 0.9, "none": 0.1},
+            signals=SIGNALS,
+        ),
+        ScriptedModel(tier="llm", by_node={SELECT: [{"tool": "weather.get"}], EXTRACT: [{"city": "Paris"}]}),
+    )
+    result = execute(
+        build_tool_call_graph(),
+        dict(tool_call_input(REQUEST_PARIS)),
+        tiers=tiers,
+        store=store,
+        policy=TierPolicy(max_loss=0.05),
+        meter=BudgetMeter(),
+        local_only=local_only,
+        redactor=None,
+        name="tool_call",
+        task=REQUEST_PARIS,
+        context={"tools": registry_for(CASE), "scorer": scorer()},
+        config=None,
+        on_event=None,
+        snapshot={},
+        raise_bugs=True,
+    )
+    calls = [c for step in store.get_run(result.run_id).steps for c in step.model_calls]
+    return result.state, calls, tiers
+
+
+def test_a_call_judged_right_stays_on_the_slm(store: TraceStore) -> None:
+    final, calls, tiers = run(store, {"city": "Paris"})
+    assert (final["tool"], final["arguments"]) == ("weather.get", {"city": "Paris"})
+    assert [(c.node, c.tier, c.escalated) for c in calls] == [
+        ("select_tool", "slm", False),
+        ("extract_args", "slm", False),
+    ]
+    assert calls[1].score is not None and calls[1].score < 0.5
+    assert calls[0].choice_probabilities == {"weather.get": 0.9, "none": 0.1}
+    assert not tiers.model("llm").calls  # type: ignore[attr-defined]
+
+
+def test_a_call_judged_wrong_goes_to_the_llm_whole(store: TraceStore) -> None:
+    final, calls, _ = run(store, {"city": "Lyon"})  # Lyon is nowhere in the request
+    assert (final["tool"], final["arguments"]) == ("weather.get", {"city": "Paris"})
+    assert [(c.node, c.tier, c.escalated) for c in calls] == [
+        ("select_tool", "slm", True),
+        ("extract_args", "slm", True),
+        ("select_tool", "llm", False),
+        ("extract_args", "llm", False),
+    ]
+    assert calls[1].escalation_reason.startswith("escalation_score")
+    assert calls[0].escalation_reason.startswith("its call was judged wrong")
+    assert calls[1].score is not None and calls[1].score > 0.5
+
+
+def test_local_only_keeps_the_slm_call_and_records_the_refusal(store: TraceStore) -> None:
+    final, calls, tiers = run(store, {"city": "Lyon"}, local_only=True)
+    assert final["arguments"] == {"city": "Lyon"}
+    assert [(c.node, c.tier, c.escalated, c.escalation_refused) for c in calls] == [
+        ("select_tool", "slm", False, None),
+        ("extract_args", "slm", False, "local_only"),
+    ]
+    assert not tiers.model("llm").calls  # type: ignore[attr-defined]
