@@ -69,6 +69,12 @@ def eval_tools(
     seed: Annotated[int, typer.Option(help="Seed of the --limit draw.")] = 0,
     out_dir: OutOption = None,
     traces: Annotated[Path | None, typer.Option(help="SQLite file for the items' traces.")] = None,
+    learn: Annotated[
+        bool,
+        typer.Option(
+            "--learn", help="Online learning: each policy starts from an empty memory and learns as it goes."
+        ),
+    ] = False,
     as_json: JsonOption = False,
 ) -> None:
     """Tool selection and argument extraction on BFCL (or your cases), scored by BFCL's checker."""
@@ -81,6 +87,8 @@ def eval_tools(
         name, loaded = load_suite(suite, cases, answers)
         chosen = sample(loaded, limit, seed)
         policies = _policies(policy)
+        if learn:
+            policies = {f"{label}+learn": chosen for label, chosen in policies.items()}
         conf = settings()
         store, trace_path = _eval_store(conf, traces)
         with App(conf, progress=pull_progress()) as tierflow_app, EvalProgress(err) as progress:
@@ -94,10 +102,22 @@ def eval_tools(
                 out_dir=out_dir or RESULTS_DIR,
                 settings=conf.masked(),
                 on_item=progress.item,
+                memory_for=partial(_fresh_memory, conf, name) if learn else None,
             )
     except TierflowError as exc:
         fail(exc)
     _show(as_json, _metrics(data, policies), tools_markdown(data), f"{path} (items traced in {trace_path})")
+
+
+def _fresh_memory(conf: Settings, suite: str, label: str) -> Any:
+    """An empty, learning memory for one policy of an evaluation (in the data directory)."""
+    import shutil
+
+    from tierflow.app import open_recall
+
+    directory = conf.resolved_data_dir() / "eval-memory" / f"{suite}-{label}".replace(":", "_")
+    shutil.rmtree(directory, ignore_errors=True)
+    return open_recall(conf.model_copy(update={"memory_dir": directory}), pull_progress(), learn=True)
 
 
 @eval_app.command("confidence")

@@ -121,6 +121,8 @@ def print_run(console: Console, run: RunTrace, *, full: bool = False) -> None:
                 f" {call.model}  ",
                 f"{call.prompt_tokens}+{call.completion_tokens} tokens  {call.latency_ms:.0f} ms",
             )
+            if call.score is not None:
+                line.append(f"  P(wrong) {call.score:.2f}", style="dim")
             if call.escalated:
                 line.append(f"  escalated: {call.escalation_reason}", style="yellow")
             elif call.error:

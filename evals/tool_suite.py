@@ -8,7 +8,7 @@ import re
 from collections.abc import Callable, Sequence
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tierflow.agents.tiers import Tiers
 from tierflow.errors import ConfigError
@@ -23,6 +23,9 @@ from tierflow.evals.report import (
 from tierflow.evals.toolcalls import ItemResult, run_cases, summarize_items
 from tierflow.memory.traces import TraceStore
 from tierflow.settings import TierPolicy
+
+if TYPE_CHECKING:
+    from tierflow.graphs.recall import Recall
 
 __all__ = ["load_suite", "sample", "suite_file_name", "evaluate_tools", "tools_markdown"]
 
@@ -65,13 +68,17 @@ def evaluate_tools(
     out_dir: Path,
     settings: dict[str, Any],
     on_item: Callable[[str, int, ItemResult], None] | None = None,
+    memory_for: Callable[[str], Recall] | None = None,
 ) -> tuple[Path, dict[str, Any]]:
-    """Run every policy on the same cases; merge into the suite's result file after each."""
+    """Run every policy on the same cases; merge into the suite's result file after each.
+
+    ``memory_for(label)``: online learning, each policy from its own empty memory."""
     path = out_dir / suite_file_name(name)
 
     def run(label: str, policy: TierPolicy) -> list[ItemResult]:
         progress = partial(on_item, label, len(cases)) if on_item else None
-        return run_cases(cases, tiers, policy, store, on_item=progress)
+        recall = memory_for(label) if memory_for else None
+        return run_cases(cases, tiers, policy, store, on_item=progress, recall=recall)
 
     data = evaluate_policies(
         path,
@@ -81,7 +88,11 @@ def evaluate_tools(
         policies,
         run=run,
         summarize=summarize_items,
-        fields={"seed": seed, "case_ids": [case.id for case in cases]},
+        fields={
+            "seed": seed,
+            "case_ids": [case.id for case in cases],
+            "memory": "online learning from an empty memory" if memory_for else "none",
+        },
         settings=settings,
         markdown=tools_markdown,
     )

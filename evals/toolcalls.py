@@ -136,11 +136,14 @@ def run_cases(
     store: TraceStore,
     *,
     on_item: Callable[[ItemResult], None] | None = None,
+    recall: Recall | None = None,
 ) -> list[ItemResult]:
+    """Run each case in order; with ``recall`` (learning on), later cases see the decisions
+    the earlier ones verified."""
     graph = build_tool_call_graph()
     results = []
     for case in cases:
-        result = run_case(case, tiers, policy, store, graph)
+        result = run_case(case, tiers, policy, store, graph, recall)
         results.append(result)
         if on_item is not None:
             on_item(result)

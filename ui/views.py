@@ -116,11 +116,17 @@ def show_model_call(call: StoredModelCall, *, key: str, expanded: bool = False) 
             st.code(call.escalation_reason or call.error or "", language=None, wrap_lines=True)
         if call.redacted:
             st.caption("Redacted before sending: " + ", ".join(call.redacted))
-        columns = st.columns(4)
+        columns = st.columns(5)
         columns[0].metric("prompt tokens", call.prompt_tokens)
         columns[1].metric("completion tokens", call.completion_tokens)
         columns[2].metric("latency", f"{call.latency_ms / 1000:.2f} s")
         columns[3].metric("confidence", f"{call.confidence:.2f}" if call.confidence is not None else "–")
+        columns[4].metric("P(wrong)", f"{call.score:.2f}" if call.score is not None else "–")
+        if call.choice_probabilities:
+            ranked = ", ".join(f"{option} {p:.2f}" for option, p in call.choice_probabilities.items())
+            st.caption(f"Choice probabilities: {ranked}")
+        if call.recall:
+            st.caption("Memory: " + ", ".join(f"{key} {value}" for key, value in call.recall.items()))
         st.caption("Prompt (exact messages)")
         st.code(_messages_text(call.messages), language=None, wrap_lines=True)
         if call.output_schema:

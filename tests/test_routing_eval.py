@@ -1,0 +1,90 @@
+"""``tierflow eval routing``'s arithmetic on made-up items: routing, threshold calibration for
+a max_loss, the curve against random and perfect routing, the splits and the reserved ids."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from tierflow.evals.bfcl import load_category, reserved_ids
+from tierflow.evals.routing import Example, Scored, _perfect_at, calibrate, curve, route
+from tierflow.evals.routing_data import _jobs, read_runs, split_of
+
+
+def item(
+    slm: bool, llm: bool | None, select: float, args: float | None = None, split: str = "calib"
+) -> Scored:
+    example = Example("x", "live_simple", split, args is None, (), None, slm, llm)
+    return Scored(example, select, args)
+
+
+# Four kinds of items: both right, only the LLM right, only the SLM right, both wrong.
+ITEMS = [
+    *[item(True, True, 0.1, 0.1) for _ in range(4)],
+    *[item(False, True, 0.2, 0.9) for _ in range(4)],  # the score sees these
+    *[item(True, False, 0.1, 0.2) for _ in range(1)],
+    *[item(False, False, 0.8, None) for _ in range(1)],
+]
+
+
+def test_a_decision_stays_on_the_slm_only_below_both_thresholds() -> None:
+    assert route(item(True, True, 0.3, 0.3), 0.5, 0.5)
+    assert not route(item(True, True, 0.6, 0.3), 0.5, 0.5)
+    assert not route(item(True, True, 0.3, 0.6), 0.5, 0.5)
+    assert route(item(True, True, 0.3, None), 0.5, 0.0)  # no call written: only the choice is judged
+
+
+def test_calibration_keeps_the_most_on_the_slm_within_max_loss() -> None:
+    thresholds = calibrate(ITEMS, max_losses=(0.0, 0.5))
+    strict = thresholds[0.0]
+    kept = [route(i, *strict) for i in ITEMS]
+    accuracy = (
+        sum(
+            i.example.slm_correct if k else bool(i.example.llm_correct)
+            for i, k in zip(ITEMS, kept, strict=True)
+        )
+        / 10
+    )
+    assert accuracy >= 0.8  # all-LLM accuracy on these items is 8/10
+    assert sum(kept) == 6  # both-right, only-SLM-right and both-wrong stay; what the LLM fixes escalates
+    loose = thresholds[0.5]
+    assert sum(route(i, *loose) for i in ITEMS) == 10  # a loss of 0.5 allows everything on the SLM
+
+
+def test_the_curve_runs_from_all_llm_to_all_slm_and_brackets_random_and_perfect() -> None:
+    points = curve(ITEMS)
+    assert points[0]["slm_share"] == 0.0 and points[0]["accuracy"] == pytest.approx(0.8)
+    assert points[-1]["slm_share"] == 1.0 and points[-1]["accuracy"] == pytest.approx(0.5)
+    for point in points:
+        assert point["perfect"] >= point["accuracy"] - 1e-9
+        assert point["perfect"] >= point["random"] - 1e-9
+
+
+def test_the_perfect_router_escalates_only_what_the_llm_fixes() -> None:
+    assert _perfect_at(ITEMS, 0.6) == pytest.approx(0.9)  # 6 local: both-right, only-SLM, both-wrong
+    assert _perfect_at(ITEMS, 1.0) == pytest.approx(0.5)
+
+
+def test_splits_are_fixed_by_id_and_the_llm_runs_only_where_results_need_it() -> None:
+    cases = load_category("live_simple")[:40]
+    assert [split_of(c.id) for c in cases] == [split_of(c.id) for c in cases]
+    assert {split_of(c.id) for c in cases} == {"train", "calib", "test"}
+    jobs = _jobs(cases, ("slm", "llm"))
+    assert all(split_of(case.id) != "train" for case, policy in jobs if policy == "llm")
+    assert len([j for j in jobs if j[1] == "slm"]) == len(cases)
+
+
+def test_no_reserved_item_is_ever_loaded_or_in_the_runs_file() -> None:
+    reserved = reserved_ids()
+    assert len(reserved) == 300
+    for category in ("live_simple", "live_multiple", "live_irrelevance"):
+        assert not {case.id for case in load_category(category)} & reserved
+    assert not {run["id"] for run in read_runs()} & reserved
+
+
+def test_runs_file_lines_are_complete(tmp_path: Path) -> None:
+    for run in read_runs()[:50]:
+        assert {"id", "category", "split", "policy", "correct", "calls"} <= set(run)
+        assert run["split"] == split_of(run["id"])
+        json.dumps(run)
