@@ -222,7 +222,8 @@ def test_timeline_has_a_bar_per_step(app: App) -> None:
     rows = chart.data.to_dict("records")  # type: ignore[union-attr]
     assert [row["step"].split()[-1] for row in rows] == [step.node for step in trace.steps]
     assert all(row["end_s"] >= row["start_s"] >= 0 for row in rows)
-    assert [row["tier"] for row in rows] == ["llm", "both", "llm", "tool", "slm"]  # select escalated: the LLM wrote the call
+    # select_tool escalated, so the LLM also wrote the call
+    assert [row["tier"] for row in rows] == ["llm", "both", "llm", "tool", "slm"]
 
 
 def test_a_missing_model_is_explained_not_a_traceback(tmp_path: Path) -> None:
