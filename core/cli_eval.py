@@ -252,6 +252,8 @@ def eval_bench(
             data["slm_throughput"] = bench.slm_throughput(slm_path, n_threads=conf.slm_threads)
         with err.status("tool-selection latency …"):
             data["selection"] = bench.selection_latency(slm_path, n_threads=conf.slm_threads)
+        with err.status("escalation score and memory recall …"):
+            data["decision_costs"] = bench.decision_costs(conf.resolved_models_dir())
         with err.status("peak memory of a task run …"):
             data["memory"] = bench.peak_memory()
         data["environment"] = env

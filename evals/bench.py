@@ -272,6 +272,67 @@ def selection_latency(model_path: Path, *, n_threads: int | None = None) -> dict
     return results
 
 
+def decision_costs(models_dir: Path, decisions: int = 500, requests: int = 40) -> dict[str, Any]:
+    """What the escalation score and the memory of decisions add to a tool-call step, without
+    the model calls: computing the features and P(wrong), and recalling examples (embedding
+    the request, querying a memory of ``decisions`` past decisions) for select_tool and
+    extract_args; the memory the embedding model takes."""
+    import chromadb
+    from chromadb.config import Settings as ChromaSettings
+    from tierflow.agents.scoring import args_features, default_scorer, select_features
+    from tierflow.agents.signals import TokenSignals
+    from tierflow.graphs.judging import tool_texts
+    from tierflow.graphs.recall import Recall
+    from tierflow.memory.decisions import DecisionMemory
+    from tierflow.memory.embeddings import OfflineEmbeddings, embedding_model_dir
+
+    before = _rss_bytes()
+    embeddings = OfflineEmbeddings(embedding_model_dir(models_dir))
+    embeddings.embed(["warm up"])
+    model_mib = (_rss_bytes() - before) / 2**20
+    tools = _extra_tools(12)[:5]
+    names = [tool.name for tool in tools]
+    client = chromadb.EphemeralClient(settings=ChromaSettings(anonymized_telemetry=False))
+    memory = DecisionMemory(client, embeddings, collection=f"bench{time.time_ns()}")
+    recall = Recall(memory)
+    for index in range(decisions):
+        tool = tools[index % len(tools)]
+        city = f"city number {index}"
+        recall.remember(
+            f"{tool.description} for {city}, please", names, tool.name, {"city": city}, "llm", None
+        )
+    scorer = default_scorer()
+    signals = TokenSignals(tokens=6, min_logprob=-2.0, mean_logprob=-0.4, forced_tokens=0)
+    probabilities = {name: 1 / (len(names) + 1) for name in [*names, "none"]}
+    recall_ms, score_ms = [], []
+    for index in range(requests):
+        request = f"Could you get me the {tools[index % len(tools)].description.lower()} for town {index}?"
+        started = time.perf_counter()
+        recall.for_choice(request, tools)
+        recall.for_call(request, tools[index % len(tools)])
+        recall_ms.append((time.perf_counter() - started) * 1000)
+        started = time.perf_counter()
+        chosen = select_features(request, tool_texts(tools), names[0], probabilities)
+        scorer.nodes["select_tool"].p_wrong(chosen)
+        row = args_features(request, tool_texts(tools)[0], {"city": "town"}, signals, chosen)
+        scorer.nodes["extract_args"].p_wrong(row)
+        score_ms.append((time.perf_counter() - started) * 1000)
+    return {
+        "decisions_in_memory": decisions,
+        "recall_ms_p50": percentile(recall_ms, 0.5),
+        "recall_ms_p95": percentile(recall_ms, 0.95),
+        "score_ms_p50": percentile(score_ms, 0.5),
+        "embedding_model_mib": model_mib,
+    }
+
+
+def _rss_bytes() -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
 _MEMORY_SCRIPT = """
 import json, sys
 from pathlib import Path
@@ -331,6 +392,18 @@ def bench_rows(data: dict[str, Any]) -> list[list[str]]:
                 f"{fmt(value['p50_ms'], 's')} / {fmt(value['p95_ms'], 's')}",
             ]
         )
+    if costs := data.get("decision_costs"):
+        rows += [
+            [
+                f"recall for select_tool and extract_args ({costs['decisions_in_memory']} decisions)",
+                f"{costs['recall_ms_p50']:.1f} ms p50, {costs['recall_ms_p95']:.1f} ms p95",
+            ],
+            [
+                "escalation score of a choice and a call (features + P(wrong))",
+                f"{costs['score_ms_p50']:.3f} ms",
+            ],
+            ["memory of the embedding model (MiniLM int8)", f"{costs['embedding_model_mib']:.0f} MiB"],
+        ]
     if "error" in mem:
         rows.append(["peak RSS", f"failed: {mem['error']}"])
     else:
