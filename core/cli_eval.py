@@ -291,6 +291,14 @@ def eval_routing(
     train: Annotated[
         bool, typer.Option("--train", help="Refit the escalation score and its thresholds.")
     ] = False,
+    warm: Annotated[
+        bool,
+        typer.Option(
+            "--warm-memory",
+            help="With --collect: also run the SLM on the live test items with a memory of the LLM's "
+            "decisions on the calib split.",
+        ),
+    ] = False,
     max_loss: Annotated[
         float | None, typer.Option(min=0.0, max=1.0, help="Report at this max_loss (default: the policy's).")
     ] = None,
@@ -306,7 +314,14 @@ def eval_routing(
     from tierflow.agents.scoring import SCORER_FILE, EscalationScorer
     from tierflow.evals.report import RESULTS_DIR, git_commit, write_results
     from tierflow.evals.routing import routing_markdown, routing_report, score_runs, train_scorer
-    from tierflow.evals.routing_data import RUNS_FILE, collect_runs, routing_cases
+    from tierflow.evals.routing_data import (
+        MEMORY_POLICY,
+        RUNS_FILE,
+        collect_runs,
+        read_runs,
+        routing_cases,
+        seed_memory,
+    )
 
     runs_path, scorer_path = runs_file or RUNS_FILE, scorer_file or SCORER_FILE
     try:
@@ -325,6 +340,22 @@ def eval_routing(
                     path=runs_path,
                     on_item=lambda _, total, line: progress.item("runs", total, _Verdict(line["correct"])),
                 )
+                if warm:
+                    recall = _fresh_memory(conf, "routing", "warm")
+                    seeded = seed_memory(recall, cases, runs_path)
+                    recall.learn = False  # a fixed memory: test items must not teach each other
+                    err.print(f"[dim]memory: {seeded} LLM decisions from the calib split[/]")
+                    collect_runs(
+                        list(cases.values()),
+                        tierflow_app.tiers,
+                        store,
+                        path=runs_path,
+                        policies=(MEMORY_POLICY,),
+                        recall=recall,
+                        on_item=lambda _, total, line: progress.item(
+                            "warm", total, _Verdict(line["correct"])
+                        ),
+                    )
             err.print(f"[dim]runs: {runs_path} (traced in {trace_path})[/]")
         if train:
             scorer, scored = train_scorer(cases, runs_path=runs_path, commit=git_commit())
@@ -333,7 +364,12 @@ def eval_routing(
         else:
             scorer = EscalationScorer.load(scorer_path)
             scored = score_runs(scorer, cases, runs_path)
-        report = routing_report(scorer, scored, conf.policy.max_loss if max_loss is None else max_loss)
+        warm_scored = score_runs(scorer, cases, runs_path, MEMORY_POLICY)
+        memory_size = sum(
+            1 for run in read_runs(runs_path) if run["policy"] == "llm" and run["split"] == "calib"
+        )
+        chosen_loss = conf.policy.max_loss if max_loss is None else max_loss
+        report = routing_report(scorer, scored, chosen_loss, warm_scored, memory_size)
         markdown = routing_markdown(report)
         path = (out_dir or RESULTS_DIR) / "routing.json"
         write_results(path, report, markdown)

@@ -226,3 +226,46 @@ def test_a_close_successful_task_reuses_its_plan(
     other = runner.run("What is 12 * 9?")  # close, but another number: planned anew
     assert nodes(store.get_run(other.run_id))[0] == "plan"
     assert [c["node"] for c in large.calls] == [PLAN, PLAN]
+
+
+@pytest.mark.real_slm
+def test_on_the_real_slm_the_examples_are_in_the_prompt_and_the_call_is_scored(
+    store: TraceStore, embeddings: OfflineEmbeddings, slm_path: Path
+) -> None:
+    from tierflow.agents.slm import LlamaCppModel
+
+    recall = Recall(memory(embeddings))
+    tools = registry()
+    recall.remember(
+        "How much is 50 US dollars in euros?",
+        tools.names(),
+        "convert_currency",
+        {"amount": 50, "source": "USD", "target": "EUR"},
+        "llm",
+        None,
+    )
+    slm = LlamaCppModel(slm_path, name="qwen2.5-coder-0.5b", n_ctx=2048, n_threads=2)
+    request = "How much is 80 British pounds in Japanese yen?"
+    result = execute(
+        build_tool_call_graph(),
+        dict(tool_call_input(request)),
+        tiers=Tiers(slm, ScriptedModel(tier="llm")),  # an LLM call would fail: none is expected
+        store=store,
+        policy=TierPolicy.preset("slm"),
+        meter=BudgetMeter(),
+        local_only=False,
+        redactor=None,
+        name="tool_call",
+        task=request,
+        context={"tools": tools, "recall": recall},
+        config=None,
+        on_event=None,
+        snapshot={},
+        raise_bugs=True,
+    )
+    calls = model_calls(store.get_run(result.run_id))
+    assert [(c.node, c.tier) for c in calls] == [(SELECT, "slm"), (EXTRACT, "slm")]
+    assert "How much is 50 US dollars in euros?" in calls[0].messages[0]["content"]
+    assert '"source": "USD"' in calls[1].messages[0]["content"]
+    assert calls[0].choice_probabilities and calls[1].signals is not None  # what the score reads
+    assert result.state["tool"] == "convert_currency" and result.state["arguments"]["amount"] == 80
