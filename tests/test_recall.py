@@ -11,13 +11,11 @@ from typing import Any
 import chromadb
 import pytest
 from chromadb.config import Settings as ChromaSettings
-from tierflow.agents.budget import BudgetMeter
 from tierflow.agents.policy import TierPolicy
 from tierflow.agents.scripted import ScriptedModel
 from tierflow.agents.tiers import Tiers
+from tierflow.evals.toolcalls import decide_call
 from tierflow.graphs.recall import Recall, specifics
-from tierflow.graphs.running import execute
-from tierflow.graphs.task import build_tool_call_graph, tool_call_input
 from tierflow.memory.decisions import DecisionMemory, MemoryWriteError, VerifiedDecision
 from tierflow.memory.embeddings import OfflineEmbeddings
 from tierflow.memory.traces import TraceStore
@@ -69,23 +67,7 @@ def run(
         ScriptedModel(tier="slm", by_node=scripts.get("slm", {})),
         ScriptedModel(tier="llm", by_node=scripts.get("llm", {})),
     )
-    result = execute(
-        build_tool_call_graph(),
-        dict(tool_call_input(request)),
-        tiers=tiers,
-        store=store,
-        policy=TierPolicy.preset(policy),
-        meter=BudgetMeter(),
-        local_only=False,
-        redactor=None,
-        name="tool_call",
-        task=request,
-        context={"tools": tools, "recall": recall},
-        config=None,
-        on_event=None,
-        snapshot={},
-        raise_bugs=True,
-    )
+    result = decide_call(request, tools, tiers, store, TierPolicy.preset(policy), context={"recall": recall})
     assert result.ok, result.error
     return {"run_id": result.run_id, **result.state}, tiers
 
@@ -246,23 +228,9 @@ def test_on_the_real_slm_the_examples_are_in_the_prompt_and_the_call_is_scored(
     )
     slm = LlamaCppModel(slm_path, name="qwen2.5-coder-0.5b", n_ctx=2048, n_threads=2)
     request = "How much is 80 British pounds in Japanese yen?"
-    result = execute(
-        build_tool_call_graph(),
-        dict(tool_call_input(request)),
-        tiers=Tiers(slm, ScriptedModel(tier="llm")),  # an LLM call would fail: none is expected
-        store=store,
-        policy=TierPolicy.preset("slm"),
-        meter=BudgetMeter(),
-        local_only=False,
-        redactor=None,
-        name="tool_call",
-        task=request,
-        context={"tools": tools, "recall": recall},
-        config=None,
-        on_event=None,
-        snapshot={},
-        raise_bugs=True,
-    )
+    llm = ScriptedModel(tier="llm")  # an LLM call would fail: none is expected
+    tiers = Tiers(slm, llm)
+    result = decide_call(request, tools, tiers, store, TierPolicy.preset("slm"), context={"recall": recall})
     calls = model_calls(store.get_run(result.run_id))
     assert [(c.node, c.tier) for c in calls] == [(SELECT, "slm"), (EXTRACT, "slm")]
     assert "How much is 50 US dollars in euros?" in calls[0].messages[0]["content"]

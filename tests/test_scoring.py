@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from tierflow.agents.budget import BudgetMeter
 from tierflow.agents.policy import TierPolicy
 from tierflow.agents.scoring import (
     ARGS_FEATURES,
@@ -24,8 +23,7 @@ from tierflow.agents.signals import TokenSignals
 from tierflow.agents.tiers import Tiers
 from tierflow.errors import ConfigError
 from tierflow.evals.bfcl import Case, registry_for
-from tierflow.graphs.running import execute
-from tierflow.graphs.task import build_tool_call_graph, tool_call_input
+from tierflow.evals.toolcalls import decide_call
 from tierflow.memory.traces import TraceStore
 
 from tests.scripted import EXTRACT, SELECT
@@ -180,22 +178,14 @@ def run(
         ),
         ScriptedModel(tier="llm", by_node={SELECT: [{"tool": "weather.get"}], EXTRACT: [{"city": "Paris"}]}),
     )
-    result = execute(
-        build_tool_call_graph(),
-        dict(tool_call_input(REQUEST_PARIS)),
-        tiers=tiers,
-        store=store,
-        policy=TierPolicy(max_loss=0.05),
-        meter=BudgetMeter(),
+    result = decide_call(
+        REQUEST_PARIS,
+        registry_for(CASE),
+        tiers,
+        store,
+        TierPolicy(max_loss=0.05),
+        context={"scorer": scorer()},
         local_only=local_only,
-        redactor=None,
-        name="tool_call",
-        task=REQUEST_PARIS,
-        context={"tools": registry_for(CASE), "scorer": scorer()},
-        config=None,
-        on_event=None,
-        snapshot={},
-        raise_bugs=True,
     )
     calls = [c for step in store.get_run(result.run_id).steps for c in step.model_calls]
     return result.state, calls, tiers
