@@ -36,6 +36,7 @@ __all__ = [
     "ARGS_FEATURES",
     "ToolText",
     "select_features",
+    "tool_line",
     "args_features",
     "NodeScorer",
     "EscalationScorer",
@@ -63,6 +64,12 @@ SELECT_FEATURES = (
     "chosen_is_best_overlap",
     "max_overlap",
     "request_words_log",
+    "non_ascii_share",
+    "none_x_max_overlap",
+    "chosen_similarity",
+    "max_similarity",
+    "chosen_is_most_similar",
+    "none_x_max_similarity",
 )
 ARGS_FEATURES = (
     *SELECT_FEATURES,
@@ -77,6 +84,9 @@ ARGS_FEATURES = (
     "empty_values",
     "optional_filled",
     "range_violations",
+    "strings_from_schema",
+    "request_numbers_unused",
+    "required_params",
 )
 
 _WORD = re.compile(r"[a-z0-9]+")
@@ -108,10 +118,20 @@ def _overlap(request: set[str], text: str) -> float:
     return len(words & request) / len(words) if words else 0.0
 
 
+def tool_line(tool: ToolText) -> str:
+    """The text a tool is embedded as, for its similarity to a request."""
+    return f"{tool.name}: {tool.description}"
+
+
 def select_features(
-    request: str, tools: Sequence[ToolText], choice: str, probabilities: Mapping[str, float] | None
+    request: str,
+    tools: Sequence[ToolText],
+    choice: str,
+    probabilities: Mapping[str, float] | None,
+    similarities: Sequence[float] | None,
 ) -> list[float]:
-    """The select_tool features of choosing ``choice`` (a tool name, or ``none``)."""
+    """The select_tool features of choosing ``choice`` (a tool name, or ``none``).
+    ``similarities``: the request's embedding similarity to each tool's ``tool_line``."""
     asked = _words(request)
     probs = top_options(probabilities or {choice: 1.0})
     ranked = sorted(probs.values(), reverse=True)
@@ -136,7 +156,20 @@ def select_features(
         float(choice != "none" and chosen >= best_other),
         max(text_scores.values(), default=0.0),
         math.log1p(len(_WORD.findall(request.lower()))),
+        sum(1 for character in request if ord(character) > 127) / max(len(request), 1),
+        float(choice == "none") * max(text_scores.values(), default=0.0),
+        *_similarity_features(tools, choice, similarities),
     ]
+
+
+def _similarity_features(
+    tools: Sequence[ToolText], choice: str, similarities: Sequence[float] | None
+) -> list[float]:
+    if not similarities or len(similarities) != len(tools):
+        return [0.0, 0.0, 0.0, 0.0]
+    by_name = {tool.name: value for tool, value in zip(tools, similarities, strict=True)}
+    chosen, best = by_name.get(choice, 0.0), max(similarities)
+    return [chosen, best, float(choice in by_name and chosen >= best), float(choice == "none") * best]
 
 
 def top_options(probabilities: Mapping[str, float], keep: int = OPTIONS_KEPT) -> dict[str, float]:
@@ -180,12 +213,16 @@ def args_features(
     select: Sequence[float],
 ) -> list[float]:
     """The extract_args features: the decision's select features, then the arguments'."""
+    properties = tool.parameters.get("properties") or {}
+    required = set(tool.parameters.get("required") or [])
     if arguments is None:
-        return [*select, -20.0, -20.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0]
+        return [*select, -20.0, -20.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, len(required)]
     request_normal = _normal(request)
     request_words = set(request_normal.split())
     request_numbers = {float(n.replace(",", ".")) for n in _NUMBER.findall(request)}
-    strings = grounded_strings = numbers = grounded_numbers = empty = 0
+    schema_text = _normal(f"{tool.description} {json.dumps(tool.parameters, ensure_ascii=False)}")
+    strings = grounded_strings = numbers = grounded_numbers = empty = from_schema = 0
+    used_numbers: set[float] = set()
     for leaf in _leaves(dict(arguments)):
         if isinstance(leaf, bool) or leaf is None:
             continue
@@ -194,13 +231,16 @@ def args_features(
                 empty += 1
                 continue
             strings += 1
-            grounded_strings += _string_grounded(leaf, request_normal, request_words)
+            used_numbers |= {float(n.replace(",", ".")) for n in _NUMBER.findall(leaf)}
+            if _string_grounded(leaf, request_normal, request_words):
+                grounded_strings += 1
+            elif _normal(leaf) and _normal(leaf) in schema_text:  # copied from the tool's description
+                from_schema += 1
         elif isinstance(leaf, int | float):
             numbers += 1
+            used_numbers.add(float(leaf))
             grounded_numbers += _number_grounded(float(leaf), request_numbers)
     empty += sum(1 for value in arguments.values() if value in ([], {}))
-    properties = tool.parameters.get("properties") or {}
-    required = set(tool.parameters.get("required") or [])
     optional = [name for name in properties if name not in required]
     filled = sum(1 for name in optional if name in arguments)
     violations = sum(_range_violations(arguments.get(name), spec) for name, spec in properties.items())
@@ -219,6 +259,9 @@ def args_features(
         float(empty),
         filled / len(optional) if optional else 0.0,
         float(violations),
+        float(from_schema),
+        float(len(request_numbers - used_numbers)),
+        float(len(required)),
     ]
 
 

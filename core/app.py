@@ -8,7 +8,7 @@ the SLM loads on first use, the embedded LLM server starts on the first LLM call
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -29,6 +29,7 @@ from tierflow.tools.registry import ToolRegistry
 
 if TYPE_CHECKING:
     from tierflow.graphs.recall import Recall
+    from tierflow.memory.embeddings import OfflineEmbeddings, Relevance
 
 __all__ = ["App", "build_slm", "build_llm"]
 
@@ -93,11 +94,8 @@ def build_llm(settings: Settings, progress: Progress | None = None) -> ChatModel
     return EmbeddedLLM(server, timeout=settings.llm_timeout, seed=settings.seed)
 
 
-def open_recall(settings: Settings, progress: Progress | None = None, *, learn: bool | None = None) -> Recall:
-    """The decision memory in ``settings.resolved_memory_dir()``, with the offline embedding
-    model (pulled first when missing and ``auto_pull`` is on)."""
-    from tierflow.graphs.recall import Recall
-    from tierflow.memory.decisions import DecisionMemory
+def load_embeddings(settings: Settings, progress: Progress | None = None) -> OfflineEmbeddings:
+    """The offline sentence embeddings (pulled first when missing and ``auto_pull`` is on)."""
     from tierflow.memory.embeddings import (
         OfflineEmbeddings,
         embedding_model_dir,
@@ -108,8 +106,28 @@ def open_recall(settings: Settings, progress: Progress | None = None, *, learn: 
     directory = embedding_model_dir(settings.resolved_models_dir())
     if settings.auto_pull and not is_embedding_model_pulled(directory):
         pull_embedding_model(directory, progress)
-    memory = DecisionMemory.open(settings.resolved_memory_dir() / "decisions", OfflineEmbeddings(directory))
-    return Recall(memory, learn=settings.learn if learn is None else learn, examples=settings.memory_examples)
+    return OfflineEmbeddings(directory)
+
+
+def open_recall(
+    settings: Settings,
+    progress: Progress | None = None,
+    *,
+    learn: bool | None = None,
+    embeddings: OfflineEmbeddings | None = None,
+) -> Recall:
+    """The decision memory in ``settings.resolved_memory_dir()``."""
+    from tierflow.graphs.recall import Recall
+    from tierflow.memory.decisions import DecisionMemory
+
+    memory = DecisionMemory.open(
+        settings.resolved_memory_dir() / "decisions", embeddings or load_embeddings(settings, progress)
+    )
+    recall = Recall(
+        memory, learn=settings.learn if learn is None else learn, examples=settings.memory_examples
+    )
+    recall.plan_reuse_similarity = settings.plan_reuse_similarity
+    return recall
 
 
 class App:
@@ -132,6 +150,7 @@ class App:
         self._progress = progress
         given = {"tiers": tiers, "tools": tools, "store": store, "checkpointer": checkpointer}
         self._given = {name: part for name, part in given.items() if part is not None}
+        self._relevance: Relevance | None = None
         self.__dict__.update(self._given)
 
     @cached_property
@@ -157,11 +176,24 @@ class App:
         return SqliteSaver(sqlite3.connect(path, check_same_thread=False))
 
     @cached_property
+    def embeddings(self) -> OfflineEmbeddings:
+        return load_embeddings(self.settings, self._progress)
+
+    @cached_property
     def recall(self) -> Recall | None:
         """The memory of verified decisions as task runs use it (None with ``memory`` off)."""
         if not self.settings.memory:
             return None
-        return open_recall(self.settings, self._progress)
+        return open_recall(self.settings, self._progress, embeddings=self.embeddings)
+
+    def relevance(self, request: str, texts: Sequence[str]) -> list[float]:
+        """A request's embedding similarity to each text (the escalation score reads it of
+        the tools); the embedding model loads on first use."""
+        if self._relevance is None:
+            from tierflow.memory.embeddings import Relevance
+
+            self._relevance = Relevance(self.embeddings)
+        return self._relevance(request, texts)
 
     @cached_property
     def runner(self) -> TaskRunner:
@@ -176,7 +208,7 @@ class App:
             settings_snapshot=self.settings.masked(),
             prices=self.settings.prices(),
             recall=self.recall,
-            plan_reuse_similarity=self.settings.plan_reuse_similarity,
+            relevance=self.relevance,
         )
 
     def run_graph(self, graph: Any, input: Mapping[str, Any], **options: Any) -> GraphResult:

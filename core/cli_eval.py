@@ -103,6 +103,7 @@ def eval_tools(
                 settings=conf.masked(),
                 on_item=progress.item,
                 memory_for=partial(_fresh_memory, conf, name) if learn else None,
+                relevance=tierflow_app.relevance,
             )
     except TierflowError as exc:
         fail(exc)
@@ -357,14 +358,18 @@ def eval_routing(
                         ),
                     )
             err.print(f"[dim]runs: {runs_path} (traced in {trace_path})[/]")
+        from tierflow.app import load_embeddings
+        from tierflow.memory.embeddings import Relevance
+
+        relevance = Relevance(load_embeddings(conf, pull_progress()))
         if train:
-            scorer, scored = train_scorer(cases, runs_path=runs_path, commit=git_commit())
+            scorer, scored = train_scorer(cases, relevance, runs_path=runs_path, commit=git_commit())
             scorer.save(scorer_path)
             err.print(f"[dim]scorer: {scorer_path}[/]")
         else:
             scorer = EscalationScorer.load(scorer_path)
-            scored = score_runs(scorer, cases, runs_path)
-        warm_scored = score_runs(scorer, cases, runs_path, MEMORY_POLICY)
+            scored = score_runs(scorer, cases, relevance, runs_path)
+        warm_scored = score_runs(scorer, cases, relevance, runs_path, MEMORY_POLICY)
         memory_size = sum(
             1 for run in read_runs(runs_path) if run["policy"] == "llm" and run["split"] == "calib"
         )

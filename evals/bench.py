@@ -279,7 +279,7 @@ def decision_costs(models_dir: Path, decisions: int = 500, requests: int = 40) -
     extract_args; the memory the embedding model takes."""
     import chromadb
     from chromadb.config import Settings as ChromaSettings
-    from tierflow.agents.scoring import args_features, default_scorer, select_features
+    from tierflow.agents.scoring import args_features, default_scorer, select_features, tool_line
     from tierflow.agents.signals import TokenSignals
     from tierflow.graphs.judging import tool_texts
     from tierflow.graphs.recall import Recall
@@ -312,9 +312,11 @@ def decision_costs(models_dir: Path, decisions: int = 500, requests: int = 40) -
         recall.for_call(request, tools[index % len(tools)])
         recall_ms.append((time.perf_counter() - started) * 1000)
         started = time.perf_counter()
-        chosen = select_features(request, tool_texts(tools), names[0], probabilities)
+        texts = tool_texts(tools)
+        similarities = memory.relevance(request, [tool_line(text) for text in texts])
+        chosen = select_features(request, texts, names[0], probabilities, similarities)
         scorer.nodes["select_tool"].p_wrong(chosen)
-        row = args_features(request, tool_texts(tools)[0], {"city": "town"}, signals, chosen)
+        row = args_features(request, texts[0], {"city": "town"}, signals, chosen)
         scorer.nodes["extract_args"].p_wrong(row)
         score_ms.append((time.perf_counter() - started) * 1000)
     return {
@@ -399,7 +401,7 @@ def bench_rows(data: dict[str, Any]) -> list[list[str]]:
                 f"{costs['recall_ms_p50']:.1f} ms p50, {costs['recall_ms_p95']:.1f} ms p95",
             ],
             [
-                "escalation score of a choice and a call (features + P(wrong))",
+                "escalation score of a choice and a call (features, tool similarity, P(wrong))",
                 f"{costs['score_ms_p50']:.3f} ms",
             ],
             ["memory of the embedding model (MiniLM int8)", f"{costs['embedding_model_mib']:.0f} MiB"],

@@ -35,6 +35,7 @@ from tierflow.agents.scoring import (
     ToolText,
     args_features,
     select_features,
+    tool_line,
 )
 from tierflow.agents.signals import TokenSignals
 from tierflow.errors import TierflowError
@@ -79,13 +80,19 @@ def _call(run: Mapping[str, Any], node: str) -> Mapping[str, Any] | None:
     return next((c for c in run["calls"] if c["node"] == node and c["tier"] == "slm"), None)
 
 
-def example_features(case: Case, run: Mapping[str, Any]) -> tuple[bool, list[float], list[float] | None]:
+Relevance = Callable[[str, Sequence[str]], list[float]]
+
+
+def example_features(
+    case: Case, run: Mapping[str, Any], relevance: Relevance
+) -> tuple[bool, list[float], list[float] | None]:
     """The features the tiered graph computes at run time, from a stored SLM run."""
     request, tools = request_text(case), tools_of(case)
     select_call = _call(run, "select_tool")
     parsed = (select_call or {}).get("parsed") or {}
     choice = str(parsed.get("tool") or "none")
-    select = select_features(request, tools, choice, (select_call or {}).get("choice"))
+    similarities = relevance(request, [tool_line(tool) for tool in tools])
+    select = select_features(request, tools, choice, (select_call or {}).get("choice"), similarities)
     if choice == "none":
         return True, select, None
     tool = next((t for t in tools if t.name == choice), None)
@@ -99,7 +106,7 @@ def example_features(case: Case, run: Mapping[str, Any]) -> tuple[bool, list[flo
 
 
 def examples_from_runs(
-    runs: Sequence[Mapping[str, Any]], cases: Mapping[str, Case], policy: str = "slm"
+    runs: Sequence[Mapping[str, Any]], cases: Mapping[str, Case], relevance: Relevance, policy: str = "slm"
 ) -> list[Example]:
     """The SLM runs of ``policy`` (``slm``, or ``slm_memory`` with a warm memory), paired
     with the LLM's verdicts where the LLM ran."""
@@ -108,7 +115,7 @@ def examples_from_runs(
     for run in runs:
         if run["policy"] != policy or run["id"] not in cases:
             continue
-        none, select, args = example_features(cases[run["id"]], run)
+        none, select, args = example_features(cases[run["id"]], run, relevance)
         examples.append(
             Example(
                 id=run["id"],
@@ -316,11 +323,11 @@ def file_digest(path: Path) -> str:
 
 
 def train_scorer(
-    cases: Mapping[str, Case], *, runs_path: Path = RUNS_FILE, commit: str | None = None
+    cases: Mapping[str, Case], relevance: Relevance, *, runs_path: Path = RUNS_FILE, commit: str | None = None
 ) -> tuple[EscalationScorer, list[Scored]]:
     """Fit on train, calibrate on calib; the scorer and every item scored."""
     runs = read_runs(runs_path)
-    examples = examples_from_runs(runs, cases)
+    examples = examples_from_runs(runs, cases, relevance)
     nodes = fit_scorer(examples)
     scored = score(examples, nodes)
     table = calibrate([s for s in scored if s.example.split == "calib"])
@@ -336,10 +343,14 @@ def train_scorer(
 
 
 def score_runs(
-    scorer: EscalationScorer, cases: Mapping[str, Case], runs_path: Path = RUNS_FILE, policy: str = "slm"
+    scorer: EscalationScorer,
+    cases: Mapping[str, Case],
+    relevance: Relevance,
+    runs_path: Path = RUNS_FILE,
+    policy: str = "slm",
 ) -> list[Scored]:
     """Every item of the runs file scored by an existing scorer."""
-    return score(examples_from_runs(read_runs(runs_path), cases, policy), scorer.nodes)
+    return score(examples_from_runs(read_runs(runs_path), cases, relevance, policy), scorer.nodes)
 
 
 def routing_report(

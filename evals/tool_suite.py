@@ -69,6 +69,7 @@ def evaluate_tools(
     settings: dict[str, Any],
     on_item: Callable[[str, int, ItemResult], None] | None = None,
     memory_for: Callable[[str], Recall] | None = None,
+    relevance: Callable[[str, Sequence[str]], list[float]] | None = None,
 ) -> tuple[Path, dict[str, Any]]:
     """Run every policy on the same cases; merge into the suite's result file after each.
 
@@ -78,7 +79,7 @@ def evaluate_tools(
     def run(label: str, policy: TierPolicy) -> list[ItemResult]:
         progress = partial(on_item, label, len(cases)) if on_item else None
         recall = memory_for(label) if memory_for else None
-        return run_cases(cases, tiers, policy, store, on_item=progress, recall=recall)
+        return run_cases(cases, tiers, policy, store, on_item=progress, recall=recall, relevance=relevance)
 
     data = evaluate_policies(
         path,

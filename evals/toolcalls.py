@@ -98,7 +98,13 @@ def decide_call(
 
 
 def run_case(
-    case: Case, tiers: Tiers, policy: TierPolicy, store: TraceStore, graph: Any, recall: Recall | None = None
+    case: Case,
+    tiers: Tiers,
+    policy: TierPolicy,
+    store: TraceStore,
+    graph: Any,
+    recall: Recall | None = None,
+    relevance: Callable[[str, Sequence[str]], list[float]] | None = None,
 ) -> ItemResult:
     request = request_text(case)
     started = time.perf_counter()
@@ -109,7 +115,7 @@ def run_case(
         store,
         policy,
         graph=graph,
-        context={"recall": recall},
+        context={"recall": recall, "relevance": relevance},
         snapshot={"eval_case": case.id},
         raise_bugs=False,  # a bug of ours on one case is counted and shown; the eval goes on
     )
@@ -166,13 +172,14 @@ def run_cases(
     *,
     on_item: Callable[[ItemResult], None] | None = None,
     recall: Recall | None = None,
+    relevance: Callable[[str, Sequence[str]], list[float]] | None = None,
 ) -> list[ItemResult]:
     """Run each case in order; with ``recall`` (learning on), later cases see the decisions
     the earlier ones verified."""
     graph = build_tool_call_graph()
     results = []
     for case in cases:
-        result = run_case(case, tiers, policy, store, graph, recall)
+        result = run_case(case, tiers, policy, store, graph, recall, relevance)
         results.append(result)
         if on_item is not None:
             on_item(result)

@@ -11,11 +11,11 @@ or scripted SLM) nothing is judged and the output is kept.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from tierflow.agents.protocol import Completion
-from tierflow.agents.scoring import EscalationScorer, ToolText, args_features, select_features
+from tierflow.agents.scoring import EscalationScorer, ToolText, args_features, select_features, tool_line
 from tierflow.graphs.context import Judge, Judgement, TierContext
 from tierflow.tools.registry import Tool
 
@@ -32,16 +32,24 @@ def _judgement(scorer: EscalationScorer, node: str, max_loss: float, features: S
 
 
 def select_judge(
-    ctx: TierContext, scorer: EscalationScorer, request: str, tools: Sequence[Tool], keep: list[list[float]]
+    ctx: TierContext,
+    scorer: EscalationScorer,
+    request: str,
+    tools: Sequence[Tool],
+    keep: list[list[float]],
+    relevance: Callable[[str, Sequence[str]], list[float]] | None,
 ) -> Judge:
-    """A judge of select_tool's choice; the features it computed go into ``keep``."""
+    """A judge of select_tool's choice; the features it computed go into ``keep``.
+    ``relevance``: the request's similarity to texts (the tools' ``tool_line``)."""
     texts = tool_texts(tools)
 
     def judge(value: Any, completion: Completion) -> Judgement | None:
         if completion.choice_scores is None:
             return None
         choice = str(getattr(value, "tool", "none"))
-        features = select_features(request, texts, choice, completion.choice_scores.probabilities)
+        similarities = relevance(request, [tool_line(t) for t in texts]) if relevance else None
+        probabilities = completion.choice_scores.probabilities
+        features = select_features(request, texts, choice, probabilities, similarities)
         keep.append(features)
         return _judgement(scorer, "select_tool", ctx.policy.max_loss, features)
 

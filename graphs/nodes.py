@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, cast
 
@@ -53,6 +54,8 @@ class TaskContext(TierContext):
     summarize_over_chars: int = 1200
     scorer: EscalationScorer | None = None  # the escalation score; the shipped one by default
     recall: Recall | None = None  # the memory of verified decisions: examples, shortlist, learning
+    # A request's embedding similarity to texts; the escalation score reads it of the tools.
+    relevance: Callable[[str, Sequence[str]], list[float]] | None = None
 
     def escalation_scorer(self) -> EscalationScorer:
         return self.scorer or default_scorer()
@@ -167,7 +170,7 @@ def select_tool(state: TaskState, scope: StepScope) -> Update:
     features: list[list[float]] = []
     judge = None
     if retry is None and ctx.policy.for_node("select_tool") == "tiered":
-        judge = select_judge(ctx, ctx.escalation_scorer(), step, offered, features)
+        judge = select_judge(ctx, ctx.escalation_scorer(), step, offered, features, ctx.relevance)
     got = scope.ask(messages, parse, max_tokens=32, schema=schema, tier=retry, judge=judge)
     if recall is not None:
         got.record.recall = _recall_note(examples, len(offered), len(ctx.tools))

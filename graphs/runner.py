@@ -4,7 +4,7 @@ goes, with the same statuses (``succeeded``, ``failed``, ``budget_exceeded``,
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -76,12 +76,11 @@ class TaskRunner:
         settings_snapshot: dict[str, Any] | None = None,
         prices: Prices | None = None,
         recall: Recall | None = None,
-        plan_reuse_similarity: float | None = None,
+        relevance: Callable[[str, Sequence[str]], list[float]] | None = None,
     ) -> None:
         self.tiers = tiers
         self.recall = recall
-        if recall is not None and plan_reuse_similarity is not None:
-            recall.plan_reuse_similarity = plan_reuse_similarity
+        self.relevance = relevance
         self.tools = tools
         self.store = store
         self.policy = policy or TierPolicy()
@@ -125,6 +124,7 @@ class TaskRunner:
                 "max_steps": steps,
                 "summarize_over_chars": self.summarize_over_chars,
                 "recall": self.recall,
+                "relevance": self.relevance,
             },
             config={"recursion_limit": 12 + 10 * steps},
             on_event=on_event,

@@ -17,14 +17,12 @@ from pathlib import Path
 from typing import Any, Literal, cast, get_args
 
 import chromadb
-import numpy as np
-import numpy.typing as npt
 from chromadb.api import ClientAPI
 from chromadb.api.models.Collection import Collection
 from chromadb.api.types import Embeddable, EmbeddingFunction
 from chromadb.config import Settings
 from tierflow.errors import TierflowError
-from tierflow.memory.embeddings import OfflineEmbeddings, cosine_similarities
+from tierflow.memory.embeddings import OfflineEmbeddings, Relevance
 
 __all__ = [
     "COLLECTION",
@@ -42,7 +40,6 @@ COLLECTION = "tierflow_decisions"
 Provenance = Literal["llm", "llm_corrected", "slm_confirmed"]
 """``llm``: the LLM made it; ``llm_corrected``: the LLM replaced an SLM decision;
 ``slm_confirmed``: an SLM decision that a check confirmed."""
-_TOOL_CACHE_LIMIT = 4096
 
 
 class MemoryStoreError(TierflowError):
@@ -134,7 +131,7 @@ class DecisionMemory:
         self._name = collection
         self._location = str(location) if location else "the chromadb client given"
         self._fix = _fix(location)
-        self._tool_vectors: dict[str, npt.NDArray[np.float32]] = {}
+        self.relevance = Relevance(embeddings)
         try:
             self._collection = self._open_collection()
         except Exception as exc:  # noqa: BLE001 - chromadb raises many kinds; all mean "unusable"
@@ -227,17 +224,8 @@ class DecisionMemory:
         """The names of the ``k`` tools whose ``name: description`` is nearest to ``request``."""
         if not tools or k < 1:
             return []
-        texts = [f"{name}: {description}" for name, description in tools]
-        unique = list(dict.fromkeys(texts))
-        if len(self._tool_vectors) + len(unique) > _TOOL_CACHE_LIMIT:
-            self._tool_vectors.clear()
-        missing = [text for text in unique if text not in self._tool_vectors]
-        if missing:
-            self._tool_vectors.update(zip(missing, self._embeddings.embed(missing), strict=True))
-        scores = cosine_similarities(
-            self._embeddings.embed([request])[0], np.stack([self._tool_vectors[text] for text in texts])
-        )
-        ranked = sorted(range(len(tools)), key=lambda i: -float(scores[i]))  # stable: ties keep order
+        scores = self.relevance(request, [f"{name}: {description}" for name, description in tools])
+        ranked = sorted(range(len(tools)), key=lambda i: -scores[i])  # stable: ties keep order
         return [tools[i][0] for i in ranked[:k]]
 
 

