@@ -47,8 +47,10 @@ app = typer.Typer(
 )
 runs_app = typer.Typer(no_args_is_help=True, help="Inspect stored runs.")
 models_app = typer.Typer(no_args_is_help=True, help="The model catalog.")
+memory_app = typer.Typer(no_args_is_help=True, help="The memory of verified decisions.")
 app.add_typer(runs_app, name="runs")
 app.add_typer(models_app, name="models")
+app.add_typer(memory_app, name="memory")
 app.add_typer(eval_app, name="eval")
 app.add_typer(export_app, name="export")
 
@@ -306,6 +308,42 @@ def models_pull(
     except TierflowError as exc:
         fail(exc)
     out.print(str(path))
+
+
+@memory_app.command("rebuild")
+def memory_rebuild(
+    fresh: Annotated[
+        bool, typer.Option("--fresh", help="Move the current memory aside first (e.g. a corrupt one).")
+    ] = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Refill the memory of verified decisions from the stored runs' traces."""
+    import time
+
+    from tierflow.app import open_recall
+    from tierflow.memory.rebuild import rebuild_decisions
+    from tierflow.memory.traces import TraceStore
+
+    try:
+        conf = settings()
+        folder = conf.resolved_memory_dir() / "decisions"
+        moved = None
+        if fresh and folder.exists():
+            moved = folder.with_name(f"decisions.moved-{time.strftime('%Y%m%d-%H%M%S')}")
+            folder.rename(moved)
+        recall = open_recall(conf, pull_progress(), learn=True)
+        store = TraceStore.from_url(conf.resolved_database_url())
+        runs, added = rebuild_decisions(store, recall.memory)
+    except TierflowError as exc:
+        fail(exc)
+    summary = {"runs": runs, "added": added, "decisions": recall.memory.count(), "memory": str(folder)}
+    if moved is not None:
+        summary["moved_aside"] = str(moved)
+    if as_json:
+        emit_json(summary)
+    else:
+        aside = f" (the old one is in {moved})" if moved else ""
+        out.print(f"{added} decisions added from {runs} runs; {summary['decisions']} in {folder}{aside}")
 
 
 @app.command()

@@ -230,7 +230,12 @@ class DecisionMemory:
 
 
 def _fix(location: Path | None) -> str:
-    return f"Move {location} aside; tierflow starts a new memory there." if location else ""
+    if location is None:
+        return ""
+    return (
+        f"Run `tierflow memory rebuild --fresh`: it moves {location} aside and refills a new memory "
+        "from the stored runs."
+    )
 
 
 def _store_error(location: str, fix: str, what: str, exc: Exception) -> MemoryStoreError:

@@ -199,3 +199,19 @@ def test_bad_graph_runs_exit_2_and_say_why(arguments: list[str], message: str) -
     no_traceback(result)
     assert result.returncode == 2, result.stderr
     assert message in result.stderr
+
+
+def test_a_corrupt_memory_names_its_path_and_the_command_that_rebuilds_it(isolated_env: Path) -> None:
+    folder = isolated_env / "memory" / "decisions"
+    folder.mkdir(parents=True)
+    (folder / "chroma.sqlite3").write_bytes(b"this is not a database" * 100)
+    broken = tierflow("memory", "rebuild")
+    no_traceback(broken)
+    assert broken.returncode == 1
+    assert str(folder) in broken.stderr and "tierflow memory rebuild --fresh" in broken.stderr
+    fresh = tierflow("memory", "rebuild", "--fresh", "--json")
+    no_traceback(fresh)
+    assert fresh.returncode == 0, fresh.stderr
+    summary = json.loads(fresh.stdout)
+    assert summary["decisions"] == 0 and "decisions.moved-" in summary["moved_aside"]
+    assert (Path(summary["moved_aside"]) / "chroma.sqlite3").exists()  # nothing deleted

@@ -359,7 +359,7 @@ def test_a_corrupt_store_names_its_folder_and_the_fix(tmp_path: Path, embeddings
     (store / "chroma.sqlite3").write_bytes(b"this is not a sqlite database\n" * 200)
     with pytest.raises(MemoryStoreError) as corrupt:
         DecisionMemory.open(store, embeddings)
-    assert str(store) in corrupt.value.message and f"Move {store} aside" in corrupt.value.hint
+    assert str(store) in corrupt.value.message and "tierflow memory rebuild --fresh" in corrupt.value.hint
     a_file = tmp_path / "not-a-folder"
     a_file.write_text("")
     with pytest.raises(MemoryStoreError, match="not-a-folder"):

@@ -237,3 +237,36 @@ def test_on_the_real_slm_the_examples_are_in_the_prompt_and_the_call_is_scored(
     assert '"source": "USD"' in calls[1].messages[0]["content"]
     assert calls[0].choice_probabilities and calls[1].signals is not None  # what the score reads
     assert result.state["tool"] == "convert_currency" and result.state["arguments"]["amount"] == 80
+
+
+def test_the_memory_is_rebuilt_from_the_stored_runs(
+    store: TraceStore, tmp_path: Path, embeddings: OfflineEmbeddings
+) -> None:
+    from tierflow.memory.rebuild import decisions_in, rebuild_decisions
+
+    plan = {"steps": ["Compute 12 * 7 with the calculator"], "answer": ""}
+    runner, _, _ = scripted_runner(
+        store,
+        tmp_path,
+        slm={SELECT: ['{"tool": "calculator"}'], EXTRACT: [{"expression": "12 * 7"}], ANSWER: ["84"]},
+        llm={PLAN: [plan]},
+    )
+    confirmed = runner.run("What is 12 * 7?")
+    tools = registry()
+    llm = {SELECT: [{"tool": "weather"}], EXTRACT: [{"city": "Lima"}]}
+    final, _ = run(
+        store, Recall(memory(embeddings), learn=False), "Weather in Lima?", tools=tools, policy="llm", llm=llm
+    )
+    assert [(d.tool, d.provenance) for d in decisions_in(store.get_run(confirmed.run_id))] == [
+        ("calculator", "slm_confirmed")  # the SLM's call, accepted by the tool
+    ]
+    fresh = memory(embeddings)
+    runs, added = rebuild_decisions(store, fresh)
+    assert (runs, added) == (2, 2)
+    (match,) = fresh.similar("Lima weather", k=1)
+    assert (match.decision.request, match.decision.tool, match.decision.provenance) == (
+        "Weather in Lima?",
+        "weather",
+        "llm",
+    )
+    assert rebuild_decisions(store, fresh) == (2, 0)  # idempotent
