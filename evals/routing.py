@@ -393,6 +393,14 @@ def routing_report(
             )
             for loss in MAX_LOSSES
         },
+        "calibration": {
+            str(loss): _summary(
+                [s for s in scored if s.example.split == "calib"],
+                scorer.nodes["select_tool"].threshold(loss),
+                scorer.nodes["extract_args"].threshold(loss),
+            )
+            for loss in MAX_LOSSES
+        },
         "curves": {name: curve(items) for name, items in groups.items() if _paired(items)},
         "trained_on": dict(scorer.trained_on),
     }
@@ -435,6 +443,18 @@ def routing_markdown(report: Mapping[str, Any]) -> str:
         lines.append(
             f"| {loss} | {_pct(row['tiered'])} | {_pct(row['tiered_slm_share'])} "
             f"| {_pct(row['gap_closed'])} |"
+        )
+    lines += [
+        "",
+        "## Calibration split (where the thresholds and the default max_loss were chosen)",
+        "",
+        "| max_loss | items | slm | tiered | SLM share | llm |",
+        "|---|---|---|---|---|---|",
+    ]
+    for loss, row in report["calibration"].items():
+        lines.append(
+            f"| {loss} | {row['items']} | {_pct(row['slm'])} | {_pct(row['tiered'])} "
+            f"| {_pct(row['tiered_slm_share'])} | {_pct(row['llm'])} |"
         )
     for name, points in report["curves"].items():
         lines += [

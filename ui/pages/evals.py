@@ -81,6 +81,53 @@ if confidence:
         width="stretch",
     )
 
+routing = load("routing.json")
+if routing:
+    st.subheader("The escalation score")
+    auc = routing["auroc"]
+    st.caption(
+        f'Held-out test split, max_loss {routing["max_loss"]}. AUROC for "the SLM\'s decision is wrong": '
+        f"select_tool {auc['select_tool']:.2f}, extract_args {auc['extract_args']:.2f}."
+    )
+    st.dataframe(
+        pd.DataFrame(
+            [
+                {
+                    "items": name,
+                    "n": row["items"],
+                    "slm": f"{100 * row['slm']:.1f}%",
+                    "tiered": f"{100 * row['tiered']:.1f}%",
+                    "tiered's SLM share": f"{100 * row['tiered_slm_share']:.1f}%",
+                    "llm": f"{100 * row['llm']:.1f}%",
+                }
+                for name, row in routing["groups"].items()
+            ]
+        ),
+        hide_index=True,
+        width="stretch",
+    )
+    live = next(iter(routing["curves"].values()), [])
+    if live:
+        points = pd.DataFrame(live)
+        long = pd.concat(
+            [
+                points.assign(routing="escalation score", acc=points["accuracy"]),
+                points.assign(routing="random, same share", acc=points["random"]),
+                points.assign(routing="perfect router", acc=points["perfect"]),
+            ]
+        )
+        st.altair_chart(
+            alt.Chart(long)
+            .mark_line(point=True)
+            .encode(
+                x=alt.X("slm_share:Q", title="share of decisions kept on the SLM", axis=alt.Axis(format="%")),
+                y=alt.Y("acc:Q", title="accuracy", axis=alt.Axis(format="%"), scale=alt.Scale(zero=False)),
+                color="routing:N",
+                tooltip=["threshold", "slm_share", "acc"],
+            ),
+            width="stretch",
+        )
+
 tasks = load("tasks.json")
 if tasks.get("policies"):
     st.subheader("End-to-end tasks")
