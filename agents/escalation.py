@@ -31,6 +31,7 @@ RejectionCode = Literal[
     "truncated",
     "low_confidence",
     "escalation_score",
+    "none_unconfirmed",
 ]
 
 M = TypeVar("M", bound=BaseModel)

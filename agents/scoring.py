@@ -289,6 +289,7 @@ class NodeScorer:
     coef: tuple[float, ...]
     intercept: float
     thresholds: tuple[tuple[float, float], ...]  # (max_loss, threshold), max_loss ascending
+    none_gate: float | None = None  # select_tool: "none" stands only below this tool similarity
 
     def p_wrong(self, values: Sequence[float]) -> float:
         if len(values) != len(self.features):
@@ -297,6 +298,16 @@ class NodeScorer:
             c * (v - m) / s for c, v, m, s in zip(self.coef, values, self.mean, self.scale, strict=True)
         )
         return 1.0 / (1.0 + math.exp(-max(min(z, 50.0), -50.0)))
+
+    def none_confirmed(self, features: Sequence[float]) -> bool:
+        """Whether a "none" answer is confirmed by more than the SLM's word: the request is
+        not close to any tool (embedding similarity below the gate learned on train)."""
+        if self.none_gate is None:
+            return True
+        if "max_similarity" not in self.features:
+            return False
+        similarity = features[self.features.index("max_similarity")]
+        return similarity != 0.0 and similarity < self.none_gate
 
     def threshold(self, max_loss: float) -> float:
         """The calibrated threshold for an accuracy loss of at most ``max_loss`` (the
@@ -315,6 +326,7 @@ class NodeScorer:
             "coef": list(self.coef),
             "intercept": self.intercept,
             "thresholds": [list(pair) for pair in self.thresholds],
+            **({"none_gate": self.none_gate} if self.none_gate is not None else {}),
         }
 
     @classmethod
@@ -326,6 +338,7 @@ class NodeScorer:
             coef=tuple(float(v) for v in data["coef"]),
             intercept=float(data["intercept"]),
             thresholds=tuple((float(a), float(b)) for a, b in data["thresholds"]),
+            none_gate=float(data["none_gate"]) if data.get("none_gate") is not None else None,
         )
 
 

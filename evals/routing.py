@@ -22,7 +22,7 @@ from __future__ import annotations
 import hashlib
 import math
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -174,22 +174,38 @@ class Scored:
     example: Example
     select: float  # P(wrong) at select_tool
     args: float | None  # P(wrong) at extract_args, when the SLM chose a tool
+    none_confirmed: bool = True  # a "none" the relevance gate confirms (always True for a tool)
 
 
 def score(examples: Sequence[Example], nodes: Mapping[str, NodeScorer]) -> list[Scored]:
+    select = nodes["select_tool"]
     return [
         Scored(
             e,
-            nodes["select_tool"].p_wrong(e.select),
+            select.p_wrong(e.select),
             nodes["extract_args"].p_wrong(e.args) if e.args is not None else None,
+            not e.chose_none or select.none_confirmed(e.select),
         )
         for e in examples
     ]
 
 
+def fit_none_gate(examples: Sequence[Example]) -> float:
+    """The tool-similarity gate under which the SLM's "none" stands, on the train split:
+    the one that accepts the most more right "none" answers than wrong ones."""
+    index = SELECT_FEATURES.index("max_similarity")
+    nones = [e for e in examples if e.split == "train" and e.chose_none]
+    gates = [round(g, 2) for g in np.linspace(0.1, 0.9, 81)]
+
+    def net(gate: float) -> int:
+        return sum((1 if e.slm_correct else -1) for e in nones if e.select[index] < gate)
+
+    return float(max(gates, key=lambda gate: (net(gate), -gate)))
+
+
 def route(item: Scored, select_threshold: float, args_threshold: float) -> bool:
     """Does the decision stay on the SLM?"""
-    if item.select > select_threshold:
+    if item.select > select_threshold or not item.none_confirmed:
         return False
     return item.args is None or item.args <= args_threshold
 
@@ -237,8 +253,6 @@ def calibrate(
 def with_thresholds(
     nodes: Mapping[str, NodeScorer], table: Mapping[float, tuple[float, float]]
 ) -> dict[str, NodeScorer]:
-    from dataclasses import replace
-
     return {
         node: replace(nodes[node], thresholds=tuple((loss, pair[i]) for loss, pair in table.items()))
         for i, node in enumerate(("select_tool", "extract_args"))
@@ -254,6 +268,8 @@ def auroc(scores: Sequence[float], wrong: Sequence[bool]) -> float | None:
 
 
 def _decision_score(item: Scored) -> float:
+    if not item.none_confirmed:
+        return 1.0
     return max(item.select, item.args if item.args is not None else 0.0)
 
 
@@ -329,6 +345,7 @@ def train_scorer(
     runs = read_runs(runs_path)
     examples = examples_from_runs(runs, cases, relevance)
     nodes = fit_scorer(examples)
+    nodes["select_tool"] = replace(nodes["select_tool"], none_gate=fit_none_gate(examples))
     scored = score(examples, nodes)
     table = calibrate([s for s in scored if s.example.split == "calib"])
     trained_on = {

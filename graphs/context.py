@@ -53,12 +53,18 @@ class Judgement:
 
     p_wrong: float
     threshold: float
+    unconfirmed_none: bool = False  # "no tool fits", with the request close to a tool
 
     @property
     def escalate(self) -> bool:
-        return self.p_wrong > self.threshold
+        return self.unconfirmed_none or self.p_wrong > self.threshold
 
     def rejection(self) -> Rejected:
+        if self.unconfirmed_none:
+            return Rejected(
+                "none_unconfirmed",
+                f"the SLM said no tool fits, but the request is close to one (P(wrong) {self.p_wrong:.2f})",
+            )
         return Rejected(
             "escalation_score",
             f"P(wrong) {self.p_wrong:.2f} is above this node's threshold {self.threshold:.2f}",

@@ -11,6 +11,7 @@ or scripted SLM) nothing is judged and the output is kept.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -51,7 +52,10 @@ def select_judge(
         probabilities = completion.choice_scores.probabilities
         features = select_features(request, texts, choice, probabilities, similarities)
         keep.append(features)
-        return _judgement(scorer, "select_tool", ctx.policy.max_loss, features)
+        judgement = _judgement(scorer, "select_tool", ctx.policy.max_loss, features)
+        if choice == "none" and not scorer.nodes["select_tool"].none_confirmed(features):
+            return dataclasses.replace(judgement, unconfirmed_none=True)  # never on the SLM's word alone
+        return judgement
 
     return judge
 

@@ -235,3 +235,29 @@ def test_local_only_keeps_the_slm_call_and_records_the_refusal(store: TraceStore
         ("extract_args", "slm", False, "local_only"),
     ]
     assert not tiers.model("llm").calls  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize(("similarity", "escalated"), [(0.8, True), (0.1, False)])
+def test_no_tool_fits_is_never_taken_on_the_slms_word(
+    store: TraceStore, similarity: float, escalated: bool
+) -> None:
+    from dataclasses import replace
+
+    gated = scorer()
+    gated = EscalationScorer(
+        {**gated.nodes, "select_tool": replace(gated.nodes["select_tool"], none_gate=0.5)}, {}
+    )
+    tiers = Tiers(
+        ScriptedModel(
+            tier="slm", by_node={SELECT: [{"tool": "none"}]}, choices={"none": 0.95, "weather.get": 0.05}
+        ),
+        ScriptedModel(tier="llm", by_node={SELECT: [{"tool": "weather.get"}], EXTRACT: [{"city": "Paris"}]}),
+    )
+    context = {"scorer": gated, "relevance": lambda request, texts: [similarity] * len(texts)}
+    result = decide_call(REQUEST_PARIS, registry_for(CASE), tiers, store, TierPolicy(), context=context)
+    calls = [c for step in store.get_run(result.run_id).steps for c in step.model_calls]
+    if escalated:  # the request is close to a tool: the LLM decides
+        assert calls[0].escalation_reason.startswith("none_unconfirmed")
+        assert result.state["tool"] == "weather.get"
+    else:  # the request is far from every tool: the SLM's "none" stands
+        assert [(c.node, c.tier, c.escalated) for c in calls] == [("select_tool", "slm", False)]
