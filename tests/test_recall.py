@@ -211,7 +211,7 @@ def test_a_close_successful_task_reuses_its_plan(
 
 
 @pytest.mark.real_slm
-def test_on_the_real_slm_the_examples_are_in_the_prompt_and_the_call_is_scored(
+def test_on_the_real_slm_the_past_call_is_in_its_prompt_and_its_signals_are_kept(
     store: TraceStore, embeddings: OfflineEmbeddings, slm_path: Path
 ) -> None:
     from tierflow.agents.slm import LlamaCppModel
@@ -228,15 +228,15 @@ def test_on_the_real_slm_the_examples_are_in_the_prompt_and_the_call_is_scored(
     )
     slm = LlamaCppModel(slm_path, name="qwen2.5-coder-0.5b", n_ctx=2048, n_threads=2)
     request = "How much is 80 British pounds in Japanese yen?"
-    llm = ScriptedModel(tier="llm")  # an LLM call would fail: none is expected
-    tiers = Tiers(slm, llm)
-    result = decide_call(request, tools, tiers, store, TierPolicy.preset("slm"), context={"recall": recall})
+    chooser = ScriptedModel(tier="llm", by_node={SELECT: [{"tool": "convert_currency"}]})
+    policy = TierPolicy(default="slm", nodes={SELECT: "llm"})  # the real SLM writes the call
+    result = decide_call(request, tools, Tiers(slm, chooser), store, policy, context={"recall": recall})
     calls = model_calls(store.get_run(result.run_id))
-    assert [(c.node, c.tier) for c in calls] == [(SELECT, "slm"), (EXTRACT, "slm")]
+    assert [(c.node, c.tier) for c in calls] == [(SELECT, "llm"), (EXTRACT, "slm")]
     assert "How much is 50 US dollars in euros?" in calls[0].messages[0]["content"]
-    assert '"source": "USD"' in calls[1].messages[0]["content"]
-    assert calls[0].choice_probabilities and calls[1].signals is not None  # what the score reads
-    assert result.state["tool"] == "convert_currency" and result.state["arguments"]["amount"] == 80
+    assert '"source": "USD"' in calls[1].messages[0]["content"]  # the past call, in the SLM's prompt
+    assert calls[1].signals is not None and calls[1].signals.tokens > 0  # what the score reads
+    assert result.state["arguments"]["amount"] == 80
 
 
 def test_the_memory_is_rebuilt_from_the_stored_runs(
