@@ -106,7 +106,7 @@ if routing:
         hide_index=True,
         width="stretch",
     )
-    live = next(iter(routing["curves"].values()), [])
+    live: list[dict[str, float]] = next(iter(routing["curves"].values()), [])
     if live:
         points = pd.DataFrame(live)
         long = pd.concat(
