@@ -51,6 +51,23 @@ if suites:
         ),
     )
 
+
+def share_curve(points: pd.DataFrame, lines: dict[str, str]) -> None:
+    """Accuracy against the share of decisions kept on the SLM, one line per routing."""
+    long = pd.concat([points.assign(routing=name, acc=points[column]) for name, column in lines.items()])
+    st.altair_chart(
+        alt.Chart(long)
+        .mark_line(point=True)
+        .encode(
+            x=alt.X("slm_share:Q", title="share of decisions kept on the SLM", axis=alt.Axis(format="%")),
+            y=alt.Y("acc:Q", title="accuracy", axis=alt.Axis(format="%"), scale=alt.Scale(zero=False)),
+            color="routing:N",
+            tooltip=["threshold", "slm_share", "acc"],
+        ),
+        width="stretch",
+    )
+
+
 confidence = load("confidence.json")
 if confidence:
     st.subheader("Confidence routing")
@@ -62,23 +79,9 @@ if confidence:
         f"{items['test']}: SLM share {100 * chosen['slm_share']:.0f}%, accuracy {pct['at_threshold']} "
         f"(all-LLM {pct['all_llm']}, all-SLM {pct['all_slm']})."
     )
-    curve = pd.DataFrame(confidence["curve_test"])
-    long = pd.concat(
-        [
-            curve.assign(routing="by confidence", acc=curve["accuracy"]),
-            curve.assign(routing="random, same share", acc=curve["random_routing_accuracy"]),
-        ]
-    )
-    st.altair_chart(
-        alt.Chart(long)
-        .mark_line(point=True)
-        .encode(
-            x=alt.X("slm_share:Q", title="share of items kept on the SLM", axis=alt.Axis(format="%")),
-            y=alt.Y("acc:Q", title="accuracy", axis=alt.Axis(format="%"), scale=alt.Scale(zero=False)),
-            color="routing:N",
-            tooltip=["threshold", "slm_share", "acc"],
-        ),
-        width="stretch",
+    share_curve(
+        pd.DataFrame(confidence["curve_test"]),
+        {"by confidence": "accuracy", "random, same share": "random_routing_accuracy"},
     )
 
 routing = load("routing.json")
@@ -108,24 +111,9 @@ if routing:
     )
     live: list[dict[str, float]] = next(iter(routing["curves"].values()), [])
     if live:
-        points = pd.DataFrame(live)
-        long = pd.concat(
-            [
-                points.assign(routing="escalation score", acc=points["accuracy"]),
-                points.assign(routing="random, same share", acc=points["random"]),
-                points.assign(routing="perfect router", acc=points["perfect"]),
-            ]
-        )
-        st.altair_chart(
-            alt.Chart(long)
-            .mark_line(point=True)
-            .encode(
-                x=alt.X("slm_share:Q", title="share of decisions kept on the SLM", axis=alt.Axis(format="%")),
-                y=alt.Y("acc:Q", title="accuracy", axis=alt.Axis(format="%"), scale=alt.Scale(zero=False)),
-                color="routing:N",
-                tooltip=["threshold", "slm_share", "acc"],
-            ),
-            width="stretch",
+        share_curve(
+            pd.DataFrame(live),
+            {"escalation score": "accuracy", "random, same share": "random", "perfect router": "perfect"},
         )
 
 tasks = load("tasks.json")
