@@ -46,6 +46,7 @@ __all__ = [
 
 EMBEDDING_MODEL = "minilm"
 PULL_COMMAND = f"tierflow models pull {EMBEDDING_MODEL}"
+_RECENT = 32  # single texts whose vectors are kept
 DIMENSIONS = 384
 _STALE_PULL_S = 3600
 _STAMP = "SHA256SUMS"
@@ -218,6 +219,7 @@ class OfflineEmbeddings(ONNXMiniLM_L6_V2):
         super().__init__(preferred_providers=providers)  # imports onnxruntime
         self.ort.disable_telemetry_events()
         self.DOWNLOAD_PATH = Path(directory)
+        self._recent: dict[str, npt.NDArray[np.float32]] = {}
         # so chromadb can read the collection's config back in a new process
         register_embedding_function(OfflineEmbeddings)  # type: ignore[no-untyped-call]
 
@@ -265,11 +267,19 @@ class OfflineEmbeddings(ONNXMiniLM_L6_V2):
             )
 
     def embed(self, texts: Sequence[str]) -> npt.NDArray[np.float32]:
-        """One L2-normalised float32 row of 384 numbers per text."""
+        """One L2-normalised float32 row of 384 numbers per text. A single text is kept for
+        a while: one step embeds its request for the examples, the shortlist and the score."""
         if not texts:
             self._download_model_if_not_exists()
             return np.zeros((0, DIMENSIONS), dtype=np.float32)
-        return np.asarray(self(list(texts)), dtype=np.float32)
+        if len(texts) == 1 and texts[0] in self._recent:
+            return self._recent[texts[0]]
+        vectors = np.asarray(self(list(texts)), dtype=np.float32)
+        if len(texts) == 1:
+            if len(self._recent) >= _RECENT:
+                self._recent.pop(next(iter(self._recent)))
+            self._recent[texts[0]] = vectors
+        return vectors
 
 
 def cosine_similarities(query: npt.ArrayLike, candidates: npt.ArrayLike) -> npt.NDArray[np.float32]:
