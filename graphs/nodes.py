@@ -21,7 +21,7 @@ from tierflow.agents.protocol import Completion
 from tierflow.agents.scoring import EscalationScorer, default_scorer
 from tierflow.errors import ToolError
 from tierflow.graphs.context import LOCAL_ONLY, Answer, TierContext
-from tierflow.graphs.judging import judge_arguments, select_judge
+from tierflow.graphs.judging import default_relevance, judge_arguments, select_judge
 from tierflow.graphs.state import Observation, TaskState
 from tierflow.graphs.steps import StepScope
 from tierflow.memory.records import CallRef, ModelCallRecord, ToolCallRecord
@@ -59,6 +59,12 @@ class TaskContext(TierContext):
 
     def escalation_scorer(self) -> EscalationScorer:
         return self.scorer or default_scorer()
+
+    def escalation_relevance(self) -> Callable[[str, Sequence[str]], list[float]]:
+        """The request-to-tool similarity the score reads: the given one, else the offline
+        embedding model from the settings' models folder (never zeros: the score was trained
+        with real similarities)."""
+        return self.relevance or default_relevance()
 
 
 def _ctx(scope: StepScope) -> TaskContext:
@@ -170,7 +176,9 @@ def select_tool(state: TaskState, scope: StepScope) -> Update:
     features: list[list[float]] = []
     judge = None
     if retry is None and ctx.policy.for_node("select_tool") == "tiered":
-        judge = select_judge(ctx, ctx.escalation_scorer(), step, offered, features, ctx.relevance)
+        judge = select_judge(
+            ctx, ctx.escalation_scorer(), step, offered, features, ctx.escalation_relevance()
+        )
     got = scope.ask(messages, parse, max_tokens=32, schema=schema, tier=retry, judge=judge)
     if recall is not None:
         got.record.recall = _recall_note(examples, len(offered), len(ctx.tools))
