@@ -261,3 +261,25 @@ def test_no_tool_fits_is_never_taken_on_the_slms_word(
         assert result.state["tool"] == "weather.get"
     else:  # the request is far from every tool: the SLM's "none" stands
         assert [(c.node, c.tier, c.escalated) for c in calls] == [("select_tool", "slm", False)]
+
+
+def test_without_a_given_relevance_the_score_reads_real_similarities(store: TraceStore) -> None:
+    """A runner built without embeddings must not feed the score zeros: it would look as if
+    every tool were unrelated to the request."""
+    reads_similarity = EscalationScorer(
+        {
+            "select_tool": logistic(SELECT_FEATURES, {"max_similarity": 20.0}, -5.0),
+            "extract_args": logistic(ARGS_FEATURES, {}, -5.0),
+        },
+        {},
+    )
+    tiers = Tiers(
+        ScriptedModel(tier="slm", by_node={SELECT: [{"tool": "weather.get"}]}, choices={"weather.get": 1.0}),
+        ScriptedModel(tier="llm", by_node={SELECT: [{"tool": "weather.get"}], EXTRACT: [{"city": "Paris"}]}),
+    )
+    policy = TierPolicy(max_loss=0.05)
+    result = decide_call(
+        REQUEST_PARIS, registry_for(CASE), tiers, store, policy, context={"scorer": reads_similarity}
+    )
+    (choice, *_) = [c for step in store.get_run(result.run_id).steps for c in step.model_calls]
+    assert choice.score is not None and choice.score > 0.5  # P(wrong) = sigmoid(20 * similarity - 5)
