@@ -61,12 +61,14 @@ eval: models
 	  $(BIN)/tierflow eval tools --suite bfcl:$$c --limit $(QUICK) --policy slm --policy tiered --policy llm \
 	    --out evals/results/quick || exit 1; done
 	$(BIN)/tierflow eval tasks --limit $(QUICK) --policy tiered --out evals/results/quick
+	$(BIN)/tierflow eval routing --out evals/results/quick
 
 # The committed results (hours on 2 cores): 100 items per category, the curve, tasks, summaries.
 eval-full: models
 	for c in simple_python multiple irrelevance; do \
 	  $(BIN)/tierflow eval tools --suite bfcl:$$c --limit 100 --policy slm --policy llm || exit 1; done
 	$(BIN)/tierflow eval confidence
+	$(BIN)/tierflow eval routing --collect --warm-memory --train
 	for c in simple_python multiple irrelevance; do \
 	  $(BIN)/tierflow eval tools --suite bfcl:$$c --limit 100 --policy tiered || exit 1; done
 	$(BIN)/tierflow eval tasks --policy slm --policy tiered --policy llm
