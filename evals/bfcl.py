@@ -11,12 +11,14 @@ with ``pip install --no-deps bfcl-eval``; ``make setup`` does).
 from __future__ import annotations
 
 import copy
+import hashlib
 import importlib.util
 import json
 import sys
 import types
 from collections.abc import Iterable
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +32,8 @@ __all__ = [
     "Verdict",
     "bfcl_data_dir",
     "load_category",
-    "reserved_ids",
+    "reserved_digests",
+    "is_reserved",
     "load_case_file",
     "to_json_schema",
     "registry_for",
@@ -229,14 +232,20 @@ def load_case_file(path: Path, answers: Path | None = None, *, category: str | N
     return cases
 
 
-RESERVED_IDS_FILE = Path(__file__).parent / "data" / "reserved-bfcl-ids.txt"
+RESERVED_IDS_FILE = Path(__file__).parent / "data" / "reserved-bfcl-ids.sha256"
 
 
-def reserved_ids() -> frozenset[str]:
-    """BFCL items kept for independent checks of tierflow: never trained, tuned, used to seed
-    memory or choose thresholds, or reported on (``evals/data/reserved-bfcl-ids.txt``)."""
+@cache
+def reserved_digests() -> frozenset[str]:
+    """The sha256 of each BFCL item kept for independent checks of tierflow: never trained,
+    tuned, used to seed memory or choose thresholds, or reported on. Only the digests are
+    stored (``evals/data/reserved-bfcl-ids.sha256``), so the ids stay out of the repository."""
     lines = RESERVED_IDS_FILE.read_text(encoding="utf-8").splitlines()
     return frozenset(line.strip() for line in lines if line.strip() and not line.startswith("#"))
+
+
+def is_reserved(case_id: str) -> bool:
+    return hashlib.sha256(case_id.encode()).hexdigest() in reserved_digests()
 
 
 def load_category(category: str) -> list[Case]:
@@ -250,8 +259,7 @@ def load_category(category: str) -> list[Case]:
     questions = data / f"BFCL_v4_{category}.json"
     answers = data / "possible_answer" / f"BFCL_v4_{category}.json"
     cases = load_case_file(questions, answers if answers.exists() else None, category=category)
-    reserved = reserved_ids()
-    return [case for case in cases if case.id not in reserved]
+    return [case for case in cases if not is_reserved(case.id)]
 
 
 # Function descriptions as tools ---------------------------------------------------------
