@@ -123,11 +123,12 @@ def open_recall(
     memory = DecisionMemory.open(
         settings.resolved_memory_dir() / "decisions", embeddings or load_embeddings(settings, progress)
     )
-    recall = Recall(
-        memory, learn=settings.learn if learn is None else learn, examples=settings.memory_examples
+    return Recall(
+        memory,
+        learn=settings.learn if learn is None else learn,
+        examples=settings.memory_examples,
+        plan_reuse_similarity=settings.plan_reuse_similarity,
     )
-    recall.plan_reuse_similarity = settings.plan_reuse_similarity
-    return recall
 
 
 class App:

@@ -32,7 +32,6 @@ from tierflow.agents.scoring import (
     SELECT_FEATURES,
     EscalationScorer,
     NodeScorer,
-    ToolText,
     args_features,
     select_features,
     tool_line,
@@ -41,6 +40,7 @@ from tierflow.agents.signals import TokenSignals
 from tierflow.errors import TierflowError
 from tierflow.evals.bfcl import Case, registry_for, request_text
 from tierflow.evals.routing_data import LIVE, RUNS_FILE, read_runs
+from tierflow.graphs.judging import tool_texts
 
 __all__ = [
     "MAX_LOSSES",
@@ -72,10 +72,6 @@ class Example:
     llm_correct: bool | None
 
 
-def tools_of(case: Case) -> list[ToolText]:
-    return [ToolText(t.name, t.description, t.parameters) for t in registry_for(case)]
-
-
 def _call(run: Mapping[str, Any], node: str) -> Mapping[str, Any] | None:
     return next((c for c in run["calls"] if c["node"] == node and c["tier"] == "slm"), None)
 
@@ -87,7 +83,7 @@ def example_features(
     case: Case, run: Mapping[str, Any], relevance: Relevance
 ) -> tuple[bool, list[float], list[float] | None]:
     """The features the tiered graph computes at run time, from a stored SLM run."""
-    request, tools = request_text(case), tools_of(case)
+    request, tools = request_text(case), tool_texts(list(registry_for(case)))
     select_call = _call(run, "select_tool")
     parsed = (select_call or {}).get("parsed") or {}
     choice = str(parsed.get("tool") or "none")

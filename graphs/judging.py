@@ -50,17 +50,19 @@ def select_judge(
     request: str,
     tools: Sequence[Tool],
     keep: list[list[float]],
-    relevance: Callable[[str, Sequence[str]], list[float]] | None,
+    relevance: Callable[[], Callable[[str, Sequence[str]], list[float]]],
 ) -> Judge:
     """A judge of select_tool's choice; the features it computed go into ``keep``.
-    ``relevance``: the request's similarity to texts (the tools' ``tool_line``)."""
+    ``relevance()`` gives the request's similarity to texts (the tools' ``tool_line``); it is
+    asked only when there is a choice to judge, so an SLM without choice scores never loads
+    the embedding model."""
     texts = tool_texts(tools)
 
     def judge(value: Any, completion: Completion) -> Judgement | None:
         if completion.choice_scores is None:
             return None
         choice = str(getattr(value, "tool", "none"))
-        similarities = relevance(request, [tool_line(t) for t in texts]) if relevance else None
+        similarities = relevance()(request, [tool_line(t) for t in texts])
         probabilities = completion.choice_scores.probabilities
         features = select_features(request, texts, choice, probabilities, similarities)
         keep.append(features)

@@ -176,9 +176,7 @@ def select_tool(state: TaskState, scope: StepScope) -> Update:
     features: list[list[float]] = []
     judge = None
     if retry is None and ctx.policy.for_node("select_tool") == "tiered":
-        judge = select_judge(
-            ctx, ctx.escalation_scorer(), step, offered, features, ctx.escalation_relevance()
-        )
+        judge = select_judge(ctx, ctx.escalation_scorer(), step, offered, features, ctx.escalation_relevance)
     got = scope.ask(messages, parse, max_tokens=32, schema=schema, tier=retry, judge=judge)
     if recall is not None:
         got.record.recall = _recall_note(examples, len(offered), len(ctx.tools))
@@ -228,7 +226,7 @@ def _learn(
         _current_step(state), ctx.tools.names(), tool, arguments, provenance, ctx.recorder.run_id
     )
     if problem is not None and got is not None:
-        got.record.recall = {**(got.record.recall or {}), "learning_skipped": problem}
+        _note_skipped(got.record, problem)
     elif problem is not None:
         scope.summarize_as(f"{tool} ran; learning skipped: {problem}")
 
@@ -380,4 +378,9 @@ def _remember_plan(state: TaskState, scope: StepScope, record: ModelCallRecord) 
         return
     problem = ctx.recall.remember_plan(state["task"], state.get("steps") or [], ctx.recorder.run_id)
     if problem is not None:
-        record.recall = {**(record.recall or {}), "learning_skipped": problem}
+        _note_skipped(record, problem)
+
+
+def _note_skipped(record: ModelCallRecord, problem: str) -> None:
+    """The memory could not learn from this step: say so in the call's trace."""
+    record.recall = {**(record.recall or {}), "learning_skipped": problem}

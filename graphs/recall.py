@@ -69,7 +69,6 @@ class Recall:
     shortlist_over: int = 8  # more tools than this: offer the SLM a shortlist
     shortlist_keep: int = 6
     plan_reuse_similarity: float = 0.93  # 1.0: never reuse a plan
-    skipped: list[str] = field(default_factory=list)  # why learning was skipped, for the trace
     _plans: PlanMemory | None = field(default=None, repr=False)
 
     def _near(self, request: str, tools: Sequence[str]) -> list[Match]:
@@ -102,10 +101,6 @@ class Recall:
         )
         return [tool for tool in tools if tool.name in keep]
 
-    def nearest(self, request: str, tools: Sequence[str]) -> Match | None:
-        near = self._near(request, tools)
-        return near[0] if near else None
-
     @property
     def plans(self) -> PlanMemory:
         if self._plans is None:
@@ -128,7 +123,6 @@ class Recall:
         try:
             self.plans.add(task, steps, run_id)
         except MemoryWriteError as exc:
-            self.skipped.append(str(exc))
             return str(exc)
         return None
 
@@ -148,6 +142,5 @@ class Recall:
         try:
             self.memory.add(decision)
         except MemoryWriteError as exc:
-            self.skipped.append(str(exc))
             return str(exc)
         return None

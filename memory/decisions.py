@@ -127,15 +127,12 @@ class DecisionMemory:
         location: Path | None = None,  # the store's folder, named in messages
     ) -> None:
         self._client = client
-        self._embeddings = embeddings
+        self.embeddings = embeddings
         self._name = collection
-        self._location = str(location) if location else "the chromadb client given"
-        self._fix = _fix(location)
+        self.location = str(location) if location else "the chromadb client given"
+        self.fix = _fix(location)
         self.relevance = Relevance(embeddings)
-        try:
-            self._collection = self._open_collection()
-        except Exception as exc:  # noqa: BLE001 - chromadb raises many kinds; all mean "unusable"
-            raise _store_error(self._location, self._fix, "cannot be opened", exc) from exc
+        self._collection = self.open_collection(collection)
 
     @classmethod
     def open(
@@ -149,16 +146,21 @@ class DecisionMemory:
             raise _store_error(str(directory), _fix(directory), "cannot be opened", exc) from exc
         return cls(client, embeddings, collection=collection, location=directory)
 
-    def _open_collection(self) -> Collection:
+    def open_collection(self, name: str) -> Collection:
+        """A cosine-space collection of this store, embedded like the decisions (the plans
+        live in one too); ``MemoryStoreError`` if it cannot be opened."""
         # chromadb types collections' functions as taking documents or images; this one takes documents
-        function = cast("EmbeddingFunction[Embeddable]", self._embeddings)
-        return self._client.get_or_create_collection(
-            self._name, embedding_function=function, configuration={"hnsw": {"space": "cosine"}}
-        )
+        function = cast("EmbeddingFunction[Embeddable]", self.embeddings)
+        try:
+            return self._client.get_or_create_collection(
+                name, embedding_function=function, configuration={"hnsw": {"space": "cosine"}}
+            )
+        except Exception as exc:  # noqa: BLE001 - chromadb raises many kinds; all mean "unusable"
+            raise _store_error(self.location, self.fix, "cannot be opened", exc) from exc
 
     def add(self, decision: VerifiedDecision) -> str:
         """Store ``decision`` unless it is there already (the first copy stays); return its id."""
-        vector = self._embeddings.embed([decision.request])
+        vector = self.embeddings.embed([decision.request])
         try:
             if not self._collection.get(ids=[decision.id], include=[])["ids"]:
                 self._collection.add(
@@ -168,11 +170,7 @@ class DecisionMemory:
                     metadatas=[decision.metadata()],
                 )
         except Exception as exc:  # noqa: BLE001 - any storage failure means "not learned"
-            raise MemoryWriteError(
-                f"could not store a decision in the memory at {self._location} ({type(exc).__name__}: {exc})",
-                hint="The run goes on without learning from this decision; "
-                f"check that {self._location} is writable and has free space.",
-            ) from exc
+            raise self.write_error("a decision", exc) from exc
         return decision.id
 
     def similar(self, request: str, k: int = 3, tools: Sequence[str] | None = None) -> list[Match]:
@@ -181,7 +179,7 @@ class DecisionMemory:
         With ``tools``, each match says which of its tools are offered now; filtering is the
         caller's choice.
         """
-        vector = self._embeddings.embed([request])
+        vector = self.embeddings.embed([request])
         try:
             size = self._collection.count()
             if size == 0 or k < 1:
@@ -192,7 +190,7 @@ class DecisionMemory:
                 include=["documents", "metadatas", "distances"],
             )
         except Exception as exc:  # noqa: BLE001 - see __init__
-            raise _store_error(self._location, self._fix, "cannot be read", exc) from exc
+            raise _store_error(self.location, self.fix, "cannot be read", exc) from exc
         offered = frozenset(tools or ())
         documents, metadatas, distances = found["documents"], found["metadatas"], found["distances"]
         assert documents is not None and metadatas is not None and distances is not None
@@ -207,18 +205,26 @@ class DecisionMemory:
         try:
             return self._collection.count()
         except Exception as exc:  # noqa: BLE001 - see __init__
-            raise _store_error(self._location, self._fix, "cannot be read", exc) from exc
+            raise _store_error(self.location, self.fix, "cannot be read", exc) from exc
 
     def clear(self) -> None:
         """Forget every decision."""
         try:
             self._client.delete_collection(self._name)
-            self._collection = self._open_collection()
+            self._collection = self.open_collection(self._name)
         except Exception as exc:  # noqa: BLE001 - see add
             raise MemoryWriteError(
-                f"could not clear the memory at {self._location} ({type(exc).__name__}: {exc})",
-                hint=self._fix,
+                f"could not clear the memory at {self.location} ({type(exc).__name__}: {exc})",
+                hint=self.fix,
             ) from exc
+
+    def write_error(self, what: str, exc: Exception) -> MemoryWriteError:
+        """Storing ``what`` failed: the run goes on without learning it."""
+        return MemoryWriteError(
+            f"could not store {what} in the memory at {self.location} ({type(exc).__name__}: {exc})",
+            hint=f"The run goes on without learning it; check that {self.location} is writable "
+            "and has free space.",
+        )
 
     def shortlist(self, request: str, tools: Sequence[tuple[str, str]], k: int) -> list[str]:
         """The names of the ``k`` tools whose ``name: description`` is nearest to ``request``."""
@@ -262,31 +268,21 @@ class PlanMemory:
 
     def __init__(self, memory: DecisionMemory) -> None:
         self._memory = memory
-        self._location, self._fix = memory._location, memory._fix
-        try:
-            function = cast("EmbeddingFunction[Embeddable]", memory._embeddings)
-            self._collection = memory._client.get_or_create_collection(
-                PLAN_COLLECTION, embedding_function=function, configuration={"hnsw": {"space": "cosine"}}
-            )
-        except Exception as exc:  # noqa: BLE001 - see DecisionMemory.__init__
-            raise _store_error(self._location, self._fix, "cannot be opened", exc) from exc
+        self._collection = memory.open_collection(PLAN_COLLECTION)
 
     def add(self, task: str, steps: Sequence[str], run_id: str | None) -> None:
         """Store a plan (once per task and steps); ``MemoryWriteError`` if it cannot be."""
         key = hashlib.sha256(json.dumps([task, list(steps)]).encode()).hexdigest()[:32]
-        vector = self._memory._embeddings.embed([task])
+        vector = self._memory.embeddings.embed([task])
         try:
             if not self._collection.get(ids=[key], include=[])["ids"]:
                 metadata = {"steps": json.dumps(list(steps)), "run_id": run_id or ""}
                 self._collection.add(ids=[key], documents=[task], embeddings=vector, metadatas=[metadata])
         except Exception as exc:  # noqa: BLE001 - see DecisionMemory.add
-            raise MemoryWriteError(
-                f"could not store a plan in the memory at {self._location} ({type(exc).__name__}: {exc})",
-                hint=f"The run goes on; check that {self._location} is writable and has free space.",
-            ) from exc
+            raise self._memory.write_error("a plan", exc) from exc
 
     def nearest(self, task: str) -> PastPlan | None:
-        vector = self._memory._embeddings.embed([task])
+        vector = self._memory.embeddings.embed([task])
         try:
             if self._collection.count() == 0:
                 return None
@@ -294,7 +290,7 @@ class PlanMemory:
                 query_embeddings=vector, n_results=1, include=["documents", "metadatas", "distances"]
             )
         except Exception as exc:  # noqa: BLE001 - see DecisionMemory.similar
-            raise _store_error(self._location, self._fix, "cannot be read", exc) from exc
+            raise _store_error(self._memory.location, self._memory.fix, "cannot be read", exc) from exc
         documents, metadatas, distances = found["documents"], found["metadatas"], found["distances"]
         assert documents is not None and metadatas is not None and distances is not None
         if not documents[0]:
