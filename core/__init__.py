@@ -48,6 +48,7 @@ _EXPORTS = {
     "tool": "tierflow.tools.registry",
     "Tool": "tierflow.tools.registry",
     "ToolRegistry": "tierflow.tools.registry",
+    "ToolLimits": "tierflow.tools.limits",
     # errors
     "TierflowError": "tierflow.errors",
     "ConfigError": "tierflow.errors",
@@ -86,6 +87,7 @@ __all__ = [
     "load_settings",
     "tool",
     "Tool",
+    "ToolLimits",
     "ToolRegistry",
     "TierflowError",
     "ConfigError",
@@ -120,6 +122,7 @@ if TYPE_CHECKING:
     from tierflow.graphs.running import GraphResult, run_graph
     from tierflow.graphs.steps import StepScope, choose, extract, reason, summarize, tiered_node
     from tierflow.settings import Settings, load_settings
+    from tierflow.tools.limits import ToolLimits
     from tierflow.tools.registry import Tool, ToolRegistry, tool
 
 

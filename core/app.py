@@ -206,6 +206,7 @@ class App:
             checkpointer=self.checkpointer,
             max_steps=self.settings.max_steps,
             summarize_over_chars=self.settings.summarize_over_chars,
+            tool_limits=self.settings.tool_limits(),
             settings_snapshot=self.settings.masked(),
             prices=self.settings.prices(),
             recall=self.recall,

@@ -23,6 +23,7 @@ from pydantic_settings import (
 from tierflow import paths
 from tierflow.agents.policy import POLICY_PRESETS, TierChoice, TierPolicy
 from tierflow.errors import ConfigError, describe_validation_error
+from tierflow.tools.limits import ToolLimits
 
 if TYPE_CHECKING:
     from tierflow.agents.budget import Prices
@@ -73,6 +74,10 @@ class Settings(BaseSettings):
     ui_host: str = "127.0.0.1"
     ui_port: int = Field(8501, ge=1, le=65535)
     summarize_over_chars: int = Field(1200, ge=100)
+    # Every tool call runs under these limits (a tool may set its own with @tool(timeout_s=...)).
+    tool_timeout_s: float = Field(10.0, gt=0, le=3600, description="a tool call past it is stopped")
+    tool_max_result_chars: int = Field(200_000, ge=100, description="a longer tool result is an error")
+    tool_memory_mb: int = Field(1024, ge=16, description="memory a tool call may add")
     # The memory of verified decisions (chromadb; offline embeddings from the models folder).
     memory: bool = Field(True, description="show the SLM similar verified decisions; shortlist many tools")
     learn: bool = Field(True, description="store the decisions runs verify (online learning)")
@@ -95,6 +100,13 @@ class Settings(BaseSettings):
         if settings_cls.model_config.get("toml_file"):
             sources.append(TomlConfigSettingsSource(settings_cls))
         return tuple(sources)
+
+    def tool_limits(self) -> ToolLimits:
+        return ToolLimits(
+            timeout_s=self.tool_timeout_s,
+            max_result_chars=self.tool_max_result_chars,
+            memory_mb=self.tool_memory_mb,
+        )
 
     # Derived locations ---------------------------------------------------------------
     def resolved_data_dir(self) -> Path:

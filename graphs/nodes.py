@@ -25,6 +25,7 @@ from tierflow.graphs.judging import default_relevance, judge_arguments, select_j
 from tierflow.graphs.state import Observation, TaskState
 from tierflow.graphs.steps import StepScope
 from tierflow.memory.records import CallRef, ModelCallRecord, ToolCallRecord
+from tierflow.tools.limits import DEFAULT_LIMITS, ToolLimits
 from tierflow.tools.registry import Tool, ToolRegistry
 
 if TYPE_CHECKING:
@@ -52,6 +53,7 @@ class TaskContext(TierContext):
     tools: ToolRegistry
     max_steps: int = 6
     summarize_over_chars: int = 1200
+    tool_limits: ToolLimits = DEFAULT_LIMITS  # each tool call's time, memory and result size
     scorer: EscalationScorer | None = None  # the escalation score; the shipped one by default
     recall: Recall | None = None  # the memory of verified decisions: examples, shortlist, learning
     # A request's embedding similarity to texts; the escalation score reads it of the tools.
@@ -316,7 +318,7 @@ def act(state: TaskState, scope: StepScope) -> Update:
     started = time.perf_counter()
     result, error = None, None
     try:
-        result = tool.call(arguments)
+        result = tool.call(arguments, ctx.tool_limits)
     except ToolError as exc:
         error = str(exc)
     except Exception as exc:  # a tool's own bug is recorded and shown, not raised

@@ -19,6 +19,7 @@ from tierflow.graphs.state import TaskInput
 from tierflow.graphs.task import build_task_graph
 from tierflow.memory.records import Event, RunStatus
 from tierflow.memory.traces import TraceStore
+from tierflow.tools.limits import DEFAULT_LIMITS, ToolLimits
 from tierflow.tools.registry import ToolRegistry
 
 if TYPE_CHECKING:
@@ -73,6 +74,7 @@ class TaskRunner:
         checkpointer: BaseCheckpointSaver[Any] | None = None,
         max_steps: int = 6,
         summarize_over_chars: int = 1200,
+        tool_limits: ToolLimits = DEFAULT_LIMITS,
         settings_snapshot: dict[str, Any] | None = None,
         prices: Prices | None = None,
         recall: Recall | None = None,
@@ -86,6 +88,7 @@ class TaskRunner:
         self.policy = policy or TierPolicy()
         self.max_steps = max_steps
         self.summarize_over_chars = summarize_over_chars
+        self.tool_limits = tool_limits
         self.prices = prices or Prices()
         self._settings_snapshot = settings_snapshot or {}
         self.graph = build_task_graph(checkpointer)
@@ -123,6 +126,7 @@ class TaskRunner:
                 "tools": self.tools,
                 "max_steps": steps,
                 "summarize_over_chars": self.summarize_over_chars,
+                "tool_limits": self.tool_limits,
                 "recall": self.recall,
                 "relevance": self.relevance,
             },

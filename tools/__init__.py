@@ -2,15 +2,18 @@
 
 from tierflow.tools.builtins import builtin_tools, default_registry
 from tierflow.tools.calculator import evaluate
-from tierflow.tools.registry import Tool, ToolRegistry, format_result
+from tierflow.tools.limits import ToolLimits
+from tierflow.tools.registry import Tool, ToolRegistry, format_result, tool
 from tierflow.tools.workspace import Workspace
 
 __all__ = [
     "Tool",
+    "ToolLimits",
     "ToolRegistry",
     "Workspace",
     "builtin_tools",
     "default_registry",
     "evaluate",
     "format_result",
+    "tool",
 ]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import codecs
 import fnmatch
 import os
 from collections.abc import Callable
@@ -12,13 +13,15 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from tierflow.errors import ToolError
 from tierflow.tools.calculator import calculator
 from tierflow.tools.registry import Tool, ToolRegistry
-from tierflow.tools.units import unit_convert
+from tierflow.tools.units import prepare_units, unit_convert
 from tierflow.tools.workspace import Workspace
 
 __all__ = ["builtin_tools", "default_registry"]
 
 _MAX_LISTED = 200
 _MAX_READ = 100_000
+_COUNT_BLOCK = 1 << 20
+_LINE_BREAKS = frozenset("\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029")  # what str.splitlines splits on
 
 
 def _current_datetime(clock: Callable[[], datetime]) -> Callable[..., str]:
@@ -38,18 +41,52 @@ def _current_datetime(clock: Callable[[], datetime]) -> Callable[..., str]:
     return current_datetime
 
 
-def _read_text(workspace: Workspace, path: str, limit: int) -> tuple[str, bool]:
+def _text_file(workspace: Workspace, path: str) -> Path:
     target = workspace.resolve(path)
     if not target.exists():
         raise ToolError(f"{path!r} does not exist in the workspace")
     if not target.is_file():
         raise ToolError(f"{path!r} is not a file")
+    return target
+
+
+def _read_text(workspace: Workspace, path: str, limit: int) -> tuple[str, bool]:
+    target = _text_file(workspace, path)
     with target.open("rb") as handle:
         data = handle.read(limit * 4 + 1)
     if b"\x00" in data[:8192]:
         raise ToolError(f"{path!r} is a binary file")
     text = data.decode("utf-8", errors="replace")
     return text[:limit], len(text) > limit or target.stat().st_size > len(data)
+
+
+def _count_file(workspace: Workspace, path: str) -> dict[str, int]:
+    """Words, lines and characters of a whole file, read in blocks (any size, bounded memory),
+    counted as ``str.split`` and ``str.splitlines`` count them on the whole text."""
+    target = _text_file(workspace, path)
+    decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+    words = breaks = characters = 0
+    in_word = ends_with_break = after_cr = False
+    with target.open("rb") as handle:
+        first = True
+        while True:
+            block = handle.read(_COUNT_BLOCK)
+            if first and b"\x00" in block[:8192]:
+                raise ToolError(f"{path!r} is a binary file")
+            first = False
+            text = decoder.decode(block, final=not block)
+            if text:
+                words += len(text.split()) - (in_word and not text[0].isspace())
+                pieces = text.splitlines(keepends=True)
+                breaks += sum(piece[-1] in _LINE_BREAKS for piece in pieces)
+                breaks -= after_cr and text[0] == "\n"  # a \r\n split across two blocks
+                characters += len(text)
+                in_word, ends_with_break = not text[-1].isspace(), text[-1] in _LINE_BREAKS
+                after_cr = text[-1] == "\r"
+            if not block:
+                break
+    lines = breaks + (characters > 0 and not ends_with_break)
+    return {"words": words, "lines": lines, "characters": characters}
 
 
 def _file_tools(workspace: Workspace) -> list[Callable[..., object]]:
@@ -98,8 +135,8 @@ def _file_tools(workspace: Workspace) -> list[Callable[..., object]]:
             path: a workspace file to count instead of text
         """
         if path:
-            text, _ = _read_text(workspace, path, _MAX_READ * 10)
-        elif not text:
+            return _count_file(workspace, path)
+        if not text:
             raise ToolError("give either text or path")
         return {"words": len(text.split()), "lines": len(text.splitlines()), "characters": len(text)}
 
@@ -110,11 +147,12 @@ def builtin_tools(workspace: Workspace, *, clock: Callable[[], datetime] | None 
     """calculator, unit_convert, current_datetime, read_file, list_files, word_count."""
     functions: list[Callable[..., object]] = [
         calculator,
-        unit_convert,
         _current_datetime(clock or (lambda: datetime.now(UTC))),
         *_file_tools(workspace),
     ]
-    return [Tool.from_function(function) for function in functions]
+    tools = [Tool.from_function(function) for function in functions]
+    tools.insert(1, Tool.from_function(unit_convert, prepare=prepare_units))
+    return tools
 
 
 def default_registry(workspace: Path, *, clock: Callable[[], datetime] | None = None) -> ToolRegistry:

@@ -17,6 +17,7 @@ Number = int | float
 _MAX_EXPRESSION = 500
 _MAX_INT_BITS = 4096
 _MAX_FACTORIAL = 500
+_MAX_ROUND_DIGITS = 308  # beyond a float's range, round(1, -10**9) would compute 10**(10**9)
 
 _BINARY: dict[type[ast.operator], Callable[[Any, Any], Any]] = {
     ast.Add: operator.add,
@@ -37,10 +38,20 @@ def _factorial(n: Number) -> int:
     return math.factorial(int(n))
 
 
+def _round(number: Number, digits: Number | None = None) -> Number:
+    if digits is None:
+        return round(number)
+    if not float(digits).is_integer() or abs(digits) > _MAX_ROUND_DIGITS:
+        raise ToolError(
+            f"round takes a whole number of digits from -{_MAX_ROUND_DIGITS} to {_MAX_ROUND_DIGITS}"
+        )
+    return round(number, int(digits))
+
+
 _FUNCTIONS: dict[str, Callable[..., Number]] = {
     "sqrt": math.sqrt,
     "abs": abs,
-    "round": round,
+    "round": _round,
     "min": min,
     "max": max,
     "floor": math.floor,

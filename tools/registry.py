@@ -20,13 +20,16 @@ from __future__ import annotations
 import inspect
 import json
 import re
+import threading
+import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cached_property
 from typing import Any, get_type_hints, overload
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 from tierflow.errors import ToolError, describe_validation_error
+from tierflow.tools.limits import DEFAULT_LIMITS, ToolLimits, run_limited
 
 __all__ = ["Tool", "ToolRegistry", "format_result", "tool"]
 
@@ -41,9 +44,21 @@ class Tool:
     arguments_model: type[BaseModel]
     input_schema: dict[str, Any] | None = None
     """The JSON schema the tool was described with, when it was not a typed function."""
+    limit_overrides: tuple[tuple[str, Any], ...] = ()
+    """The tool's own limits (``@tool(timeout_s=60)``) over the run's ``ToolLimits``."""
+    prepare: Callable[[], Any] | None = None
+    """Run once in the caller's process before the first call (load data, build a registry),
+    so that the child process each call runs in inherits it instead of rebuilding it."""
 
     @classmethod
-    def from_function(cls, function: Callable[..., Any], *, name: str | None = None) -> Tool:
+    def from_function(
+        cls,
+        function: Callable[..., Any],
+        *,
+        name: str | None = None,
+        prepare: Callable[[], Any] | None = None,
+        **limits: Any,
+    ) -> Tool:
         """Build a tool; every parameter needs a type hint, the docstring gives descriptions."""
         tool_name = name or function.__name__
         if not _NAME.match(tool_name):
@@ -62,7 +77,8 @@ class Tool:
                 Field(default, description=arg_docs.get(param.name)),
             )
         model = create_model(f"{tool_name}_arguments", __config__=ConfigDict(extra="forbid"), **fields)
-        return cls(tool_name, summary or tool_name, function, model)
+        described = summary or tool_name
+        return cls(tool_name, described, function, model, limit_overrides=_overrides(limits), prepare=prepare)
 
     @classmethod
     def from_schema(
@@ -118,12 +134,20 @@ class Tool:
         dumped: dict[str, Any] = self.validate(arguments).model_dump(exclude_unset=True, by_alias=True)
         return dumped
 
-    def call(self, arguments: Mapping[str, Any]) -> str:
-        """Validate, run, and return the result as text for the model."""
+    def limits(self, default: ToolLimits = DEFAULT_LIMITS) -> ToolLimits:
+        """The limits a call runs under: ``default`` (the run's), with the tool's own over it."""
+        return replace(default, **dict(self.limit_overrides)) if self.limit_overrides else default
+
+    def call(self, arguments: Mapping[str, Any], limits: ToolLimits = DEFAULT_LIMITS) -> str:
+        """Validate, run under ``limits`` (see ``tierflow.tools.limits``), and return the
+        result as text for the model; a ``ToolError`` says what went wrong."""
         if self.input_schema is not None:  # fields are aliased: pass the schema's names
-            return format_result(self.function(**self.arguments(arguments)))
-        values = self.validate(arguments)
-        return format_result(self.function(**dict(values)))
+            values = self.arguments(arguments)
+        else:
+            values = dict(self.validate(arguments))
+        if self.prepare is not None:
+            _prepared(self.prepare)
+        return run_limited(self.name, lambda: format_result(self.function(**values)), self.limits(limits))
 
 
 @overload
@@ -131,20 +155,66 @@ def tool(function: Callable[..., Any], /) -> Tool: ...
 
 
 @overload
-def tool(*, name: str | None = None) -> Callable[[Callable[..., Any]], Tool]: ...
+def tool(
+    *,
+    name: str | None = None,
+    timeout_s: float | None = None,
+    max_result_chars: int | None = None,
+    memory_mb: int | None = None,
+    isolate: bool | None = None,
+) -> Callable[[Callable[..., Any]], Tool]: ...
 
 
 def tool(
-    function: Callable[..., Any] | None = None, /, *, name: str | None = None
+    function: Callable[..., Any] | None = None,
+    /,
+    *,
+    name: str | None = None,
+    timeout_s: float | None = None,
+    max_result_chars: int | None = None,
+    memory_mb: int | None = None,
+    isolate: bool | None = None,
 ) -> Tool | Callable[[Callable[..., Any]], Tool]:
-    """Make a typed function a tool: ``@tool`` or ``@tool(name="lookup")``. The schema comes
-    from the type hints, the descriptions from the docstring's ``Args:``; the result can
-    still be called as the function, and goes into a ``ToolRegistry``."""
+    """Make a typed function a tool: ``@tool`` or ``@tool(name="lookup", timeout_s=60)``. The
+    schema comes from the type hints, the descriptions from the docstring's ``Args:``; the
+    result can still be called as the function, and goes into a ``ToolRegistry``.
+
+    Each call runs under the run's limits (``tool_timeout_s``, ``tool_max_result_chars``,
+    ``tool_memory_mb`` in the settings) in a child process; the keyword arguments set this
+    tool's own. ``isolate=False`` runs it in the caller's process (for a tool that changes
+    the caller's objects): its time limit then stops the waiting, not the tool."""
+    limits: dict[str, Any] = {
+        "timeout_s": timeout_s,
+        "max_result_chars": max_result_chars,
+        "memory_mb": memory_mb,
+        "isolate": isolate,
+    }
 
     def build(fn: Callable[..., Any]) -> Tool:
-        return Tool.from_function(fn, name=name)
+        return Tool.from_function(fn, name=name, **limits)
 
     return build(function) if function is not None else build
+
+
+_PREPARED: weakref.WeakSet[Callable[[], Any]] = weakref.WeakSet()
+_PREPARING = threading.Lock()
+
+
+def _prepared(prepare: Callable[[], Any]) -> None:
+    with _PREPARING:
+        if prepare not in _PREPARED:
+            prepare()
+            _PREPARED.add(prepare)
+
+
+def _overrides(limits: Mapping[str, Any]) -> tuple[tuple[str, Any], ...]:
+    known = set(ToolLimits.__dataclass_fields__)
+    unknown = set(limits) - known
+    if unknown:
+        raise TypeError(f"unknown tool limits {sorted(unknown)}; known: {sorted(known)}")
+    given = tuple((key, value) for key, value in limits.items() if value is not None)
+    replace(DEFAULT_LIMITS, **dict(given))  # a ValueError now, not at the first call
+    return given
 
 
 def format_result(value: Any) -> str:

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import re
 import threading
 from functools import lru_cache
 from typing import Any
 
 from tierflow.errors import ToolError
 
-__all__ = ["unit_convert"]
+__all__ = ["unit_convert", "prepare_units"]
 
 _ALIASES = {
     "c": "degC",
@@ -34,12 +35,22 @@ def _registry() -> Any:
     return pint.UnitRegistry(autoconvert_offset_to_baseunit=True)
 
 
+_MAX_UNIT = 64
+# pint evaluates a unit as an expression: "9**9**9*m" would compute 9**387420489.
+_NUMBER_POWER = re.compile(r"[\d.)]\s*(\*\*|\^)")
+_LONG_NUMBER = re.compile(r"\d{7,}")
+
+
 def _unit(registry: Any, text: str) -> Any:
     import pint
 
     name = _ALIASES.get(text.strip().lower(), text.strip())
     if not name:
         raise ToolError("a unit is empty")
+    if len(name) > _MAX_UNIT:
+        raise ToolError(f"a unit is longer than {_MAX_UNIT} characters")
+    if _NUMBER_POWER.search(name) or _LONG_NUMBER.search(name):
+        raise ToolError(f"{text[:_MAX_UNIT]!r} is not a unit: numbers and their powers belong in value")
     try:
         return registry.parse_units(name)
     except (
@@ -50,7 +61,15 @@ def _unit(registry: Any, text: str) -> Any:
         TypeError,
         KeyError,
     ):
-        raise ToolError(f"unknown unit {text!r}; use names like km, mile, kg, lb, degC, L") from None
+        raise ToolError(
+            f"unknown unit {text[:_MAX_UNIT]!r}; use names like km, mile, kg, lb, degC, L"
+        ) from None
+
+
+def prepare_units() -> None:
+    """Build pint's registry (about a second) once, in the process that calls the tool."""
+    with _lock:
+        _registry()
 
 
 def unit_convert(value: float, from_unit: str, to_unit: str) -> str:
