@@ -16,6 +16,7 @@ import openai
 from tierflow.agents.grammar import grammar_schema
 from tierflow.agents.protocol import Completion, Message, Tier
 from tierflow.errors import LLMUnavailableError
+from tierflow.secrets import scrub
 
 __all__ = ["OpenAIChatModel", "ResponseFormat"]
 
@@ -100,6 +101,13 @@ class OpenAIChatModel:
 
 
 def _unavailable(exc: openai.APIError, base_url: str, model: str) -> LLMUnavailableError:
+    """The endpoint's failure as a clear error, with no secret in it (an error body may
+    quote the key; the URL may hold a password)."""
+    described = _describe(exc, scrub(base_url), model)
+    return LLMUnavailableError(scrub(described.message), hint=scrub(described.hint))
+
+
+def _describe(exc: openai.APIError, base_url: str, model: str) -> LLMUnavailableError:
     if isinstance(exc, openai.APITimeoutError):
         return LLMUnavailableError(
             f"the LLM at {base_url} did not answer in time",

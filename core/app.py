@@ -7,7 +7,6 @@ the SLM loads on first use, the embedded LLM server starts on the first LLM call
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Mapping, Sequence
 from functools import cached_property
 from pathlib import Path
@@ -170,11 +169,9 @@ class App:
 
     @cached_property
     def checkpointer(self) -> Any:
-        from langgraph.checkpoint.sqlite import SqliteSaver
+        from tierflow.memory.checkpoints import open_checkpointer
 
-        path = self.settings.checkpoint_path()
-        path.parent.mkdir(parents=True, exist_ok=True)
-        return SqliteSaver(sqlite3.connect(path, check_same_thread=False))
+        return open_checkpointer(self.settings.checkpoint_path())
 
     @cached_property
     def embeddings(self) -> OfflineEmbeddings:

@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import json
 import sys
-from typing import Annotated, Any, NoReturn
+from typing import Annotated, Any, NoReturn, TextIO, cast
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, DownloadColumn, Progress, TaskID, TextColumn
 from tierflow.errors import ConfigError, TierflowError
+from tierflow.secrets import scrub, scrub_value
 from tierflow.settings import POLICY_PRESETS, Settings, TierChoice, TierPolicy, load_settings
 
 __all__ = [
@@ -25,18 +27,49 @@ __all__ = [
     "pull_progress",
 ]
 
+
+class _Scrubbed:
+    """A text stream that scrubs secrets from everything written to it (the last line of
+    defence: messages are scrubbed where they are made too)."""
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+
+    @property
+    def _stream(self) -> TextIO:
+        stream: TextIO = getattr(sys, self._name)  # looked up each time: tests swap sys.stdout
+        return stream
+
+    def write(self, text: str) -> int:
+        self._stream.write(scrub(text))
+        return len(text)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
+
+
 # Piped output is read by people and scripts alike: do not squeeze it to 80 columns.
-out = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 160)
-err = Console(stderr=True, highlight=False, width=None if sys.stderr.isatty() else 160)
+def _console(name: str) -> Console:
+    stream = getattr(sys, name)
+    return Console(
+        file=cast(TextIO, _Scrubbed(name)),
+        stderr=name == "stderr",
+        highlight=False,
+        soft_wrap=True,
+        width=None if stream.isatty() else 160,
+    )
+
+
+out, err = _console("stdout"), _console("stderr")
 
 state: dict[str, Any] = {}
 JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout.")]
 
 
 def fail(exc: TierflowError, code: int = 1) -> NoReturn:
-    err.print(f"[bold red]error:[/] {exc.message}", markup=True, highlight=False)
+    err.print(f"[bold red]error:[/] {escape(scrub(exc.message))}", markup=True, highlight=False)
     if exc.hint:
-        err.print(f"[dim]{exc.hint}[/]")
+        err.print(f"[dim]{escape(scrub(exc.hint))}[/]")
     raise typer.Exit(code)
 
 
@@ -48,7 +81,7 @@ def settings(**overrides: Any) -> Settings:
 
 
 def emit_json(data: Any) -> None:
-    sys.stdout.write(json.dumps(data, ensure_ascii=False, indent=2, default=str) + "\n")
+    sys.stdout.write(json.dumps(scrub_value(data), ensure_ascii=False, indent=2, default=str) + "\n")
 
 
 def parse_tiers(preset: str, overrides: list[str]) -> TierPolicy:

@@ -23,6 +23,7 @@ from pydantic_settings import (
 from tierflow import paths
 from tierflow.agents.policy import POLICY_PRESETS, TierChoice, TierPolicy
 from tierflow.errors import ConfigError, describe_validation_error
+from tierflow.secrets import install_log_scrubbing, register, scrub, secret_env_values, url_password
 from tierflow.tools.limits import ToolLimits
 
 if TYPE_CHECKING:
@@ -136,15 +137,21 @@ class Settings(BaseSettings):
         return Prices(self.llm_price_prompt_per_mtok, self.llm_price_completion_per_mtok)
 
     def secrets(self) -> list[str]:
-        """Values that must never reach a trace or a log."""
+        """Values that must never reach a trace, a checkpoint, a log or the screen: the API
+        key, passwords in the endpoint's and the database's URLs, and the values of
+        environment variables named like secrets (``tierflow.secrets``)."""
         key = self.llm_api_key.get_secret_value() if self.llm_api_key else ""
-        return [key] if len(key) >= 4 else []
+        passwords = [url_password(self.llm_base_url), url_password(self.database_url)]
+        found = [key, *(p for p in passwords if p), *secret_env_values()]
+        return [value for value in dict.fromkeys(found) if len(value) >= 4]
 
     def masked(self) -> dict[str, Any]:
         """The effective settings as plain data, secrets masked, for display and traces."""
         data: dict[str, Any] = json.loads(self.model_dump_json())
         data["llm_api_key"] = _mask(self.llm_api_key)
-        data["llm_base_url"] = self.llm_base_url or "(embedded llama.cpp server)"
+        data["llm_base_url"] = (
+            scrub(self.llm_base_url) if self.llm_base_url else "(embedded llama.cpp server)"
+        )
         data["database_url"] = _mask_url_password(self.resolved_database_url())
         data["data_dir"] = str(self.resolved_data_dir())
         data["models_dir"] = str(self.resolved_models_dir())
@@ -174,7 +181,7 @@ def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings
         config = SettingsConfigDict(**{**Settings.model_config, "toml_file": chosen})
         settings_cls = cast(type[Settings], type("Settings", (Settings,), {"model_config": config}))
     try:
-        return settings_cls(**overrides)
+        loaded = settings_cls(**overrides)
     except ValidationError as exc:
         problems = describe_validation_error(exc, "settings")
         where = f" (config file {chosen})" if chosen else ""
@@ -183,6 +190,9 @@ def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings
             hint="Fix the TIERFLOW_* environment variable or config entry named above; "
             "`tierflow config` shows the effective values.",
         ) from None
+    register(loaded.secrets())
+    install_log_scrubbing()
+    return loaded
 
 
 def _mask(secret: SecretStr | None) -> str | None:

@@ -28,6 +28,7 @@ from tierflow.memory.decisions import (
     Provenance,
     VerifiedDecision,
 )
+from tierflow.secrets import scrub, scrub_value
 from tierflow.tools.registry import Tool
 
 __all__ = ["Recall", "Example", "specifics"]
@@ -121,7 +122,7 @@ class Recall:
         if not self.learn or not steps:
             return None
         try:
-            self.plans.add(task, steps, run_id)
+            self.plans.add(scrub(task), [scrub(step) for step in steps], run_id)
         except MemoryWriteError as exc:
             return str(exc)
         return None
@@ -138,7 +139,9 @@ class Recall:
         """Store a verified decision; returns why it could not be stored, if it could not."""
         if not self.learn:
             return None
-        decision = VerifiedDecision(request, tuple(tools), tool, arguments, provenance, run_id)
+        decision = VerifiedDecision(
+            scrub(request), tuple(tools), tool, scrub_value(arguments), provenance, run_id
+        )
         try:
             self.memory.add(decision)
         except MemoryWriteError as exc:

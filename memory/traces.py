@@ -32,6 +32,7 @@ from tierflow.memory.records import (
     ToolCallRecord,
 )
 from tierflow.memory.tables import ModelCall, Run, Step, ToolCall, utcnow
+from tierflow.secrets import register, scrub_value
 
 if TYPE_CHECKING:
     from tierflow.memory.recorder import StepHandle
@@ -94,7 +95,7 @@ class RunSummary:
 class TraceStore:
     def __init__(self, engine: Engine, *, secrets: Sequence[str] = ()) -> None:
         self.engine = engine
-        self._secrets = [s for s in secrets if s]
+        register(secrets)
         migrate(engine)
 
     @classmethod
@@ -103,16 +104,9 @@ class TraceStore:
 
     # Writing ------------------------------------------------------------------------
     def scrub(self, value: Any) -> Any:
-        """``value`` with every secret replaced by ``[REDACTED]`` (recursively)."""
-        if isinstance(value, str):
-            for secret in self._secrets:
-                value = value.replace(secret, "[REDACTED]")
-            return value
-        if isinstance(value, dict):
-            return {key: self.scrub(item) for key, item in value.items()}
-        if isinstance(value, list | tuple):
-            return [self.scrub(item) for item in value]
-        return value
+        """``value`` with every secret replaced by ``[REDACTED]`` (recursively; see
+        ``tierflow.secrets``)."""
+        return scrub_value(value)
 
     def _add(self, row: Any) -> Any:
         with Session(self.engine, expire_on_commit=False) as session:
