@@ -41,6 +41,9 @@ class OpenAIChatModel:
         self._response_format = response_format
         self._seed = seed
 
+    def _malformed(self, what: str) -> LLMUnavailableError:
+        return _malformed_error(str(self.client.base_url), what)
+
     def _format(self, schema: dict[str, Any]) -> dict[str, Any] | None:
         if self._response_format == "json_schema":
             return {
@@ -86,18 +89,39 @@ class OpenAIChatModel:
                     "or none."
                 )
             raise error from exc
+        except ValueError as exc:  # a 200 whose body is not JSON
+            raise self._malformed(f"a body that is not JSON ({exc})") from None
         latency_ms = (time.perf_counter() - started) * 1000
-        choice = response.choices[0]
-        usage = response.usage
+        choices = getattr(response, "choices", None)
+        if not isinstance(choices, list) or not choices:
+            raise self._malformed("no choices (not a chat completion)")
+        choice = choices[0]
+        message = getattr(choice, "message", None)
+        content = getattr(message, "content", None)
+        if message is None or (content is not None and not isinstance(content, str)):
+            raise self._malformed("a choice without a text message")
+        usage = (
+            response.usage
+            if isinstance(getattr(response, "usage", None), openai.types.CompletionUsage)
+            else None
+        )
         return Completion(
-            text=choice.message.content or "",
-            model=response.model or self.name,
+            text=content or "",
+            model=response.model if isinstance(response.model, str) and response.model else self.name,
             tier=self.tier,
             prompt_tokens=usage.prompt_tokens if usage else 0,
             completion_tokens=usage.completion_tokens if usage else 0,
             latency_ms=latency_ms,
-            finish_reason=choice.finish_reason or "stop",
+            finish_reason=choice.finish_reason if isinstance(choice.finish_reason, str) else "stop",
         )
+
+
+def _malformed_error(base_url: str, what: str) -> LLMUnavailableError:
+    return LLMUnavailableError(
+        scrub(f"the LLM at {base_url} answered with {what}"),
+        hint="Check that TIERFLOW_LLM_BASE_URL is the endpoint's OpenAI-compatible API (it usually "
+        "ends in /v1) and not a proxy or web page; the run was stored as failed with this reason.",
+    )
 
 
 def _unavailable(exc: openai.APIError, base_url: str, model: str) -> LLMUnavailableError:
@@ -108,6 +132,8 @@ def _unavailable(exc: openai.APIError, base_url: str, model: str) -> LLMUnavaila
 
 
 def _describe(exc: openai.APIError, base_url: str, model: str) -> LLMUnavailableError:
+    if isinstance(exc, openai.APIResponseValidationError):
+        return _malformed_error(base_url, f"a response of the wrong shape ({exc.message})")
     if isinstance(exc, openai.APITimeoutError):
         return LLMUnavailableError(
             f"the LLM at {base_url} did not answer in time",
@@ -115,7 +141,9 @@ def _describe(exc: openai.APIError, base_url: str, model: str) -> LLMUnavailable
         )
     if isinstance(exc, openai.APIConnectionError):
         return LLMUnavailableError(
-            f"could not reach the LLM at {base_url}: {exc.__cause__ or exc}",
+            f"the connection to the LLM at {base_url} broke mid-answer: {exc.__cause__}"
+            if "peer closed" in str(exc.__cause__ or "")
+            else f"could not reach the LLM at {base_url}: {exc.__cause__ or exc}",
             hint="Start the server or fix TIERFLOW_LLM_BASE_URL; unset it to use the embedded local model.",
         )
     if isinstance(exc, openai.AuthenticationError | openai.PermissionDeniedError):
