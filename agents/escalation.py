@@ -32,6 +32,7 @@ RejectionCode = Literal[
     "low_confidence",
     "escalation_score",
     "none_unconfirmed",
+    "context_overflow",
 ]
 
 M = TypeVar("M", bound=BaseModel)

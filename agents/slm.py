@@ -19,7 +19,7 @@ from tierflow.agents.confidence import choice_field, choice_probabilities, recho
 from tierflow.agents.grammar import build_grammar
 from tierflow.agents.protocol import ChoiceScores, Completion, Message, Tier
 from tierflow.agents.signals import TokenTrace, token_signals
-from tierflow.errors import ModelFileError, ModelNotFoundError
+from tierflow.errors import ContextOverflowError, ModelFileError, ModelNotFoundError
 
 __all__ = ["LlamaCppModel", "check_gguf"]
 
@@ -122,14 +122,23 @@ class LlamaCppModel:
             field = choice_field(schema)
             trace = TokenTrace() if grammar is not None and field is None else None
             started = time.perf_counter()
-            response = llama.create_chat_completion(
-                messages=list(messages),
-                grammar=grammar,
-                max_tokens=max_tokens,
-                temperature=0.0,
-                seed=self._seed,
-                logits_processor=LogitsProcessorList([trace]) if trace is not None else None,
-            )
+            try:
+                response = llama.create_chat_completion(
+                    messages=list(messages),
+                    grammar=grammar,
+                    max_tokens=max_tokens,
+                    temperature=0.0,
+                    seed=self._seed,
+                    logits_processor=LogitsProcessorList([trace]) if trace is not None else None,
+                )
+            except ValueError as exc:
+                if "exceed context window" not in str(exc):
+                    raise
+                raise ContextOverflowError(
+                    f"the prompt does not fit the SLM's context ({exc})",
+                    hint="Tiered steps send it to the LLM; otherwise shorten the input or raise "
+                    "TIERFLOW_SLM_N_CTX (the model's own limit permitting).",
+                ) from None
             latency_ms = (time.perf_counter() - started) * 1000
             choice = response["choices"][0]
             usage = response.get("usage") or {}

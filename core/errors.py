@@ -18,6 +18,7 @@ __all__ = [
     "describe_validation_error",
     "TierflowError",
     "ConfigError",
+    "ContextOverflowError",
     "TaskInputError",
     "ModelNotFoundError",
     "ModelFileError",
@@ -69,6 +70,11 @@ class ModelPullError(TierflowError):
 
 class LLMUnavailableError(TierflowError):
     """The LLM endpoint could not be reached or refused the request."""
+
+
+class ContextOverflowError(TierflowError):
+    """A prompt does not fit the model's context window. A tiered step escalates it to the
+    LLM; elsewhere the run fails with this error."""
 
 
 class ServerStartError(TierflowError):

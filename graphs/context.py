@@ -24,7 +24,7 @@ from tierflow.agents.prompting import render_messages
 from tierflow.agents.protocol import CURRENT_NODE, Completion, Message, Tier
 from tierflow.agents.redaction import Redactor
 from tierflow.agents.tiers import Tiers
-from tierflow.errors import TierflowError
+from tierflow.errors import ContextOverflowError, TierflowError
 from tierflow.memory.recorder import RunRecorder, StepHandle
 from tierflow.memory.records import CallRef, ModelCallRecord
 
@@ -189,6 +189,12 @@ class _Call:
         token = CURRENT_NODE.set(self.node)
         try:
             completion = model.complete(messages, schema=self.schema, max_tokens=self.max_tokens)
+        except ContextOverflowError as exc:
+            record.error = exc.message
+            if not may_escalate:
+                raise
+            overflow = Rejected("context_overflow", exc.message)
+            return Answer(None, tier, Completion("", model.name, tier, 0, 0, 0.0), ref, record, overflow)
         except TierflowError as exc:
             record.error = str(exc)
             raise
