@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import fcntl
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
 
 from sqlalchemy import Connection, inspect, text
 from sqlalchemy.engine import Engine
@@ -51,10 +54,32 @@ MIGRATIONS: list[tuple[str, Callable[[Connection], None]]] = [
 ]
 
 
+_ADVISORY_LOCK = 7_421_913  # PostgreSQL: one migrator at a time, across processes
+
+
+@contextmanager
+def _one_migrator(engine: Engine) -> Iterator[None]:
+    """Processes that start together on an empty database take turns: without this, two of
+    them read "nothing applied" and both create the tables ("table ... already exists")."""
+    database = engine.url.database
+    if engine.dialect.name != "sqlite" or not database or database == ":memory:":
+        yield
+        return
+    lock_path = Path(database).expanduser().with_name(Path(database).name + ".migrate-lock")
+    with open(lock_path, "a+b") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 def migrate(engine: Engine) -> list[str]:
-    """Apply the migrations not yet applied; return their names."""
+    """Apply the migrations not yet applied, one process at a time; return their names."""
     applied_now: list[str] = []
-    with engine.begin() as connection:
+    with _one_migrator(engine), engine.begin() as connection:
+        if engine.dialect.name == "postgresql":
+            connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _ADVISORY_LOCK})
         connection.execute(
             text(
                 "CREATE TABLE IF NOT EXISTS schema_migrations (name VARCHAR PRIMARY KEY, applied_at VARCHAR)"
