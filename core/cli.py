@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
+from rich.markup import escape
 from tierflow import __version__
 from tierflow.cli_eval import eval_app
 from tierflow.cli_export import export_app
@@ -392,3 +393,29 @@ def main() -> None:
     except KeyboardInterrupt:
         err.print("[yellow]interrupted[/]: the run so far is stored (tierflow runs list).")
         sys.exit(130)
+    except TierflowError as exc:  # raised outside a command's own handling
+        fail(exc)
+    except Exception as exc:  # noqa: BLE001 - a bug of ours: a clear line, the traceback in a file
+        where = _crash_report(exc)
+        err.print(f"[bold red]internal error:[/] {escape(type(exc).__name__)}: {escape(str(exc))}")
+        err.print(f"[dim]This is a bug in tierflow. The details are in {where}; please report them.[/]")
+        sys.exit(70)
+
+
+def _crash_report(exc: BaseException) -> str:
+    """Write the traceback (secrets scrubbed) to a file and return where, or say why not."""
+    import tempfile
+    import traceback
+
+    from tierflow.secrets import scrub
+
+    text = scrub("".join(traceback.format_exception(exc)))
+    try:
+        handle = tempfile.NamedTemporaryFile(
+            "w", prefix="tierflow-crash-", suffix=".txt", delete=False, encoding="utf-8"
+        )
+        with handle:
+            handle.write(text)
+        return handle.name
+    except OSError:
+        return "(no file could be written)"

@@ -13,7 +13,14 @@ from rich.markup import escape
 from rich.progress import BarColumn, DownloadColumn, Progress, TaskID, TextColumn
 from tierflow.errors import ConfigError, TierflowError
 from tierflow.secrets import scrub, scrub_value
-from tierflow.settings import POLICY_PRESETS, Settings, TierChoice, TierPolicy, load_settings
+from tierflow.settings import (
+    POLICY_PRESETS,
+    Settings,
+    TierChoice,
+    TierPolicy,
+    load_settings,
+    unknown_env,
+)
 
 __all__ = [
     "out",
@@ -76,6 +83,10 @@ def fail(exc: TierflowError, code: int = 1) -> NoReturn:
 def settings(**overrides: Any) -> Settings:
     if "settings" not in state or overrides:
         state["settings"] = load_settings(state.get("config_file"), **overrides)
+        if not state.get("warned"):
+            state["warned"] = True
+            for problem in unknown_env():
+                err.print(f"[yellow]warning:[/] {escape(problem)}; it is ignored.")
     result: Settings = state["settings"]
     return result
 

@@ -8,8 +8,11 @@ with ``__``, e.g. ``TIERFLOW_POLICY__ANSWER=llm``), then a TOML config file
 
 from __future__ import annotations
 
+import difflib
 import json
 import os
+import tomllib
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, cast
 
@@ -20,6 +23,7 @@ from pydantic_settings import (
     SettingsConfigDict,
     TomlConfigSettingsSource,
 )
+from pydantic_settings.exceptions import SettingsError
 from tierflow import paths
 from tierflow.agents.policy import POLICY_PRESETS, TierChoice, TierPolicy
 from tierflow.errors import ConfigError, describe_validation_error
@@ -159,6 +163,27 @@ class Settings(BaseSettings):
         return data
 
 
+_NOT_FIELDS = frozenset({"TIERFLOW_CONFIG", "TIERFLOW_UI_TOKEN"})
+"""Variables tierflow reads that are not settings fields."""
+
+
+def unknown_env(environ: Mapping[str, str] | None = None) -> list[str]:
+    """``TIERFLOW_*`` variables that set nothing (misspelled?), each with a suggestion."""
+    source = os.environ if environ is None else environ
+    known = {f"TIERFLOW_{name.upper()}" for name in Settings.model_fields} | _NOT_FIELDS
+    policy_fields = {f"TIERFLOW_POLICY__{name.upper()}" for name in TierPolicy.model_fields}
+    problems = []
+    for name in sorted(source):
+        upper = name.upper()
+        if not upper.startswith("TIERFLOW_") or upper in known or upper in policy_fields:
+            continue
+        if upper.startswith("TIERFLOW_POLICY__"):  # TIERFLOW_POLICY__<NODE>: any node name
+            continue
+        close = difflib.get_close_matches(upper, sorted(known | policy_fields), n=1, cutoff=0.75)
+        problems.append(f"{name} is not a setting" + (f" (did you mean {close[0]}?)" if close else ""))
+    return problems
+
+
 def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:
     """Build the settings at an entry point (CLI, UI, job).
 
@@ -182,6 +207,21 @@ def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings
         settings_cls = cast(type[Settings], type("Settings", (Settings,), {"model_config": config}))
     try:
         loaded = settings_cls(**overrides)
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(
+            f"config file {chosen} is not valid TOML: {exc}",
+            hint="Fix the file (a TOML table of settings, UTF-8), or point --config / TIERFLOW_CONFIG "
+            "at another one.",
+        ) from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {chosen}: {exc.strerror or exc}") from None
+    except SettingsError as exc:  # a complex value (TIERFLOW_POLICY) that is not JSON
+        cause = exc.__cause__
+        raise ConfigError(
+            f"invalid settings: {exc}" + (f" ({cause})" if cause else ""),
+            hint="Complex settings such as TIERFLOW_POLICY take JSON, e.g. "
+            'TIERFLOW_POLICY=\'{"default": "tiered"}\', or set one field: TIERFLOW_POLICY__DEFAULT=slm.',
+        ) from None
     except ValidationError as exc:
         problems = describe_validation_error(exc, "settings")
         where = f" (config file {chosen})" if chosen else ""

@@ -51,6 +51,13 @@ class RunResult:
 def check_task(task: str) -> str:
     """The task, stripped; ``TaskInputError`` when it is empty or too long."""
     text = task.strip()
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise TaskInputError(
+            "the task is not valid UTF-8 text (it holds bytes of another encoding)",
+            hint="Give the task as UTF-8, e.g. convert it with iconv -t utf-8.",
+        ) from None
     if not text:
         raise TaskInputError("the task is empty", hint='Give a task, e.g. tierflow run "What is 2 + 2?"')
     if len(text) > MAX_TASK_CHARS:

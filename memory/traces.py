@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 from sqlalchemy import event, func, insert
 from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.exc import DatabaseError, OperationalError
 from sqlmodel import Session, col, create_engine, select
 from tierflow.agents.protocol import Message, Tier
 from tierflow.agents.scoring import top_options
@@ -54,7 +55,14 @@ def open_engine(url: str) -> Engine:
     if parsed.get_backend_name() == "sqlite":
         database = parsed.database
         if database and database != ":memory:":
-            Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+            folder = Path(database).expanduser().parent
+            try:
+                folder.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise ConfigError(
+                    f"cannot create the database's folder {folder}: {exc.strerror or exc}",
+                    hint="Set TIERFLOW_DATA_DIR (or TIERFLOW_DATABASE_URL) to a place you can write.",
+                ) from None
         engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
 
         @event.listens_for(engine, "connect")
@@ -66,7 +74,13 @@ def open_engine(url: str) -> Engine:
             cursor.close()
 
         return engine
-    return create_engine(url, pool_pre_ping=True)
+    try:
+        return create_engine(url, pool_pre_ping=True)
+    except ModuleNotFoundError as exc:
+        raise ConfigError(
+            f"the database URL needs the {exc.name} driver, which is not installed",
+            hint="Install it (PostgreSQL: pip install 'psycopg[binary]'), or use SQLite.",
+        ) from None
 
 
 @dataclass(frozen=True)
@@ -96,7 +110,15 @@ class TraceStore:
     def __init__(self, engine: Engine, *, secrets: Sequence[str] = ()) -> None:
         self.engine = engine
         register(secrets)
-        migrate(engine)
+        try:
+            migrate(engine)
+        except (OperationalError, DatabaseError) as exc:
+            where = engine.url.render_as_string(hide_password=True)
+            raise ConfigError(
+                f"cannot open the trace database {where}: {exc.orig or exc}",
+                hint="Check TIERFLOW_DATABASE_URL / TIERFLOW_DATA_DIR: the server must be reachable, "
+                "the file writable, and it must be a tierflow database.",
+            ) from None
 
     @classmethod
     def from_url(cls, url: str, *, secrets: Sequence[str] = ()) -> TraceStore:
