@@ -353,22 +353,44 @@ def ui(
         str | None, typer.Option(help="Address to bind (default 127.0.0.1: this machine only).")
     ] = None,
     port: Annotated[int | None, typer.Option(min=1, max=65535, help="Port (default 8501).")] = None,
+    remote: Annotated[
+        bool,
+        typer.Option(
+            "--remote",
+            help="Allow an address other machines can reach; every session must then give the "
+            "access token (TIERFLOW_UI_TOKEN, or a random one printed here).",
+        ),
+    ] = False,
 ) -> None:
     """Serve the task console (Streamlit) and print its address."""
     import os
+    import secrets
     import subprocess
 
     import tierflow.ui
+    from tierflow.ui.auth import TOKEN_VARIABLE
 
     try:
         conf = settings()
     except TierflowError as exc:
         fail(exc)
     address, number = host or conf.ui_host, port or conf.ui_port
-    if address not in ("127.0.0.1", "localhost", "::1"):
-        err.print(f"[yellow]warning:[/] the console will be reachable from other machines on {address}.")
-    script = Path(tierflow.ui.__file__).parent / "app.py"
     env = dict(os.environ)
+    token = ""
+    if address not in ("127.0.0.1", "localhost", "::1"):
+        if not remote:
+            fail(
+                TaskInputError(
+                    f"{address} would let other machines reach the console",
+                    hint="Add --remote to allow it (each session then needs the access token), "
+                    "or leave --host out to stay on 127.0.0.1.",
+                ),
+                code=2,
+            )
+        token = env.get(TOKEN_VARIABLE) or secrets.token_urlsafe(24)
+        env[TOKEN_VARIABLE] = token
+        err.print(f"[yellow]warning:[/] the console is reachable from other machines on {address}.")
+    script = Path(tierflow.ui.__file__).parent / "app.py"
     if state.get("config_file"):
         env["TIERFLOW_CONFIG"] = str(Path(state["config_file"]).resolve())
     command = [
@@ -376,8 +398,12 @@ def ui(
         "--server.address", address, "--server.port", str(number), "--server.headless", "true",
         "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none",
         "--client.toolbarMode", "minimal", "--global.developmentMode", "false",
+        "--client.showErrorDetails", "none",  # tracebacks go to the server's log, never the browser
     ]  # fmt: skip
     err.print(f"tierflow console on http://{address}:{number} (Ctrl-C stops it)")
+    if token and not os.environ.get(TOKEN_VARIABLE):
+        # printed once, to the person who started it; never logged or traced
+        sys.stderr.write(f"access token: {token}  (open http://{address}:{number}/?token={token})\n")
     try:
         code = subprocess.run(command, env=env, check=False).returncode
     except KeyboardInterrupt:

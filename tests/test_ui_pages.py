@@ -95,7 +95,7 @@ def test_an_empty_task_is_refused_with_a_message(app: App) -> None:
 def test_runs_page_lists_and_filters(app: App) -> None:
     run_task(app, "What is 17 * 23 + 4?")
     run_task(app, "Multiply 17 by 23, add 4")
-    at = page(app, "pages/runs.py")
+    at = page(app, "screens/runs.py")
     frame = at.dataframe[0].value
     assert len(frame) == 2 and set(frame["status"]) == {"succeeded"} and set(frame["policy"]) == {"tiered"}
     at.text_input[0].input("multiply")
@@ -130,7 +130,7 @@ def test_runs_page_lists_and_filters(app: App) -> None:
 
 def test_run_detail_shows_graph_timeline_and_calls(app: App) -> None:
     run_id = run_task(app, "What is 17 * 23 + 4?")
-    at = page(app, "pages/run_detail.py", run=run_id)
+    at = page(app, "screens/run_detail.py", run=run_id)
     assert at.selectbox[0].value == run_id
     labels = [e.label for e in at.expander]
     assert any(label.startswith("select_tool · SLM") and "escalated" in label for label in labels)
@@ -143,7 +143,7 @@ def test_run_detail_shows_graph_timeline_and_calls(app: App) -> None:
 def test_replay_on_the_other_tier_is_stored_and_linked(app: App) -> None:
     run_id = run_task(app, "What is 17 * 23 + 4?")
     app.tiers.llm._by_node[ANSWER] = ["three hundred ninety-five"]  # type: ignore[attr-defined]
-    at = page(app, "pages/run_detail.py", run=run_id)
+    at = page(app, "screens/run_detail.py", run=run_id)
     keys = [b.key for b in at.button if b.label == "Replay this call on the LLM"]
     at.button(keys[-1]).click()  # the last SLM call: answer
     at.run()
@@ -155,7 +155,7 @@ def test_replay_on_the_other_tier_is_stored_and_linked(app: App) -> None:
 
 def test_cost_page_counts_avoided_tokens(app: App) -> None:
     run_task(app, "What is 17 * 23 + 4?")
-    at = page(app, "pages/costs.py")
+    at = page(app, "screens/costs.py")
     metrics = {m.label: m.value for m in at.metric}
     # plan (LLM), select_tool (SLM, escalated), select_tool (LLM), extract_args (SLM), answer (SLM)
     assert metrics["SLM share of calls"] == "40%"
@@ -164,19 +164,19 @@ def test_cost_page_counts_avoided_tokens(app: App) -> None:
 
 
 def test_compare_page_needs_two_runs_then_shows_both(app: App) -> None:
-    at = page(app, "pages/compare.py")
+    at = page(app, "screens/compare.py")
     assert at.info
     run_task(app, "What is 17 * 23 + 4?")
     run_task(app, "Compute 17 * 23 + 4 please")
-    at = page(app, "pages/compare.py")
+    at = page(app, "screens/compare.py")
     assert len(at.dataframe) == 2
     assert "Compute 17 * 23 + 4 please" in texts(at) and "What is 17 * 23 + 4?" in texts(at)
 
 
 def test_evaluations_page_reads_result_files(app: App, tmp_path: Path) -> None:
-    at = page(app, "pages/evals.py", results=str(tmp_path / "nothing"))
+    at = page(app, "screens/evals.py", results=str(tmp_path / "nothing"))
     assert at.info
-    at = page(app, "pages/evals.py")  # the committed results
+    at = page(app, "screens/evals.py")  # the committed results
     sections = {"Tool calls (BFCL)", "End-to-end tasks", "Summaries", "Benchmarks"}
     assert sections <= {h.value for h in at.subheader}
     frames = [frame.value for frame in at.dataframe]
@@ -191,11 +191,11 @@ def test_evaluations_page_reads_result_files(app: App, tmp_path: Path) -> None:
 def test_model_output_and_task_text_are_never_rendered_as_html(app: App) -> None:
     app.__dict__["tiers"] = scripted(answer=INJECTION)
     run_id = run_task(app, f"Echo {INJECTION}")
-    for path in ("pages/run_detail.py", "pages/runs.py", "pages/compare.py"):
+    for path in ("screens/run_detail.py", "screens/runs.py", "screens/compare.py"):
         at = page(app, path, run=run_id)
         for markdown in at.markdown:
             assert "<script>" not in markdown.value and "<b>" not in markdown.value
-    at = page(app, "pages/run_detail.py", run=run_id)
+    at = page(app, "screens/run_detail.py", run=run_id)
     assert INJECTION in [t.value for t in at.text]  # shown literally, as text
 
 
@@ -246,10 +246,10 @@ def test_a_graph_run_is_listed_and_its_detail_shows_refused_escalations(app: App
     )
     result = app.run_graph(triage.graph, {"report": "The export crashes."}, local_only=True)
     assert result.ok, result.error
-    at = page(app, "pages/runs.py")
+    at = page(app, "screens/runs.py")
     frame = at.dataframe[0].value
     assert list(frame[frame["run"] == result.run_id]["graph"]) == ["triage"]
-    at = page(app, "pages/run_detail.py", run=result.run_id)
+    at = page(app, "screens/run_detail.py", run=result.run_id)
     assert not at.exception, at.exception
     titles = [e.label for e in at.expander]
     assert any("draft_reply · SLM" in t and "escalation refused (local_only)" in t for t in titles)
