@@ -287,7 +287,7 @@ class _Verdict:
 @eval_app.command("routing")
 def eval_routing(
     collect: Annotated[
-        bool, typer.Option("--collect", help="Run the SLM (and on calib/test the LLM) on items not yet run.")
+        bool, typer.Option("--collect", help="Run the SLM and the LLM on items not yet run.")
     ] = False,
     train: Annotated[
         bool, typer.Option("--train", help="Refit the escalation score and its thresholds.")
@@ -297,7 +297,15 @@ def eval_routing(
         typer.Option(
             "--warm-memory",
             help="With --collect: also run the SLM on the live test items with a memory of the LLM's "
-            "decisions on the calib split.",
+            "decisions on the train and calib splits.",
+        ),
+    ] = False,
+    fresh: Annotated[
+        bool,
+        typer.Option(
+            "--fresh",
+            help="With --collect: also run both tiers on a second draw of live items outside the "
+            "routing set (reported, never trained or calibrated on).",
         ),
     ] = False,
     max_loss: Annotated[
@@ -316,9 +324,11 @@ def eval_routing(
     from tierflow.evals.report import RESULTS_DIR, git_commit, write_results
     from tierflow.evals.routing import routing_markdown, routing_report, score_runs, train_scorer
     from tierflow.evals.routing_data import (
+        FRESH_FILE,
         MEMORY_POLICY,
         RUNS_FILE,
         collect_runs,
+        fresh_cases,
         read_runs,
         routing_cases,
         seed_memory,
@@ -345,7 +355,7 @@ def eval_routing(
                     recall = _fresh_memory(conf, "routing", "warm")
                     seeded = seed_memory(recall, cases, runs_path)
                     recall.learn = False  # a fixed memory: test items must not teach each other
-                    err.print(f"[dim]memory: {seeded} LLM decisions from the calib split[/]")
+                    err.print(f"[dim]memory: {seeded} LLM decisions from the train and calib splits[/]")
                     collect_runs(
                         list(cases.values()),
                         tierflow_app.tiers,
@@ -355,6 +365,17 @@ def eval_routing(
                         recall=recall,
                         on_item=lambda _, total, line: progress.item(
                             "warm", total, _Verdict(line["correct"])
+                        ),
+                    )
+                if fresh:
+                    collect_runs(
+                        fresh_cases(),
+                        tierflow_app.tiers,
+                        store,
+                        path=FRESH_FILE,
+                        split="fresh",
+                        on_item=lambda _, total, line: progress.item(
+                            "fresh", total, _Verdict(line["correct"])
                         ),
                     )
             err.print(f"[dim]runs: {runs_path} (traced in {trace_path})[/]")
@@ -370,11 +391,16 @@ def eval_routing(
             scorer = EscalationScorer.load(scorer_path)
             scored = score_runs(scorer, cases, relevance, runs_path)
         warm_scored = score_runs(scorer, cases, relevance, runs_path, MEMORY_POLICY)
+        fresh_scored = (
+            score_runs(scorer, {case.id: case for case in fresh_cases()}, relevance, FRESH_FILE)
+            if FRESH_FILE.exists() and runs_file is None
+            else []
+        )
         memory_size = sum(
-            1 for run in read_runs(runs_path) if run["policy"] == "llm" and run["split"] == "calib"
+            1 for run in read_runs(runs_path) if run["policy"] == "llm" and run["split"] != "test"
         )
         chosen_loss = conf.policy.max_loss if max_loss is None else max_loss
-        report = routing_report(scorer, scored, chosen_loss, warm_scored, memory_size)
+        report = routing_report(scorer, scored, chosen_loss, warm_scored, memory_size, fresh_scored)
         markdown = routing_markdown(report)
         path = (out_dir or RESULTS_DIR) / "routing.json"
         write_results(path, report, markdown)

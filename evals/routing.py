@@ -1,13 +1,14 @@
 """Training, calibrating and reporting the escalation score on paired SLM/LLM runs.
 
 The runs file (``evals/routing_data.py``) holds, per BFCL item, the SLM's decision with its
-signals and whether BFCL's checker accepted it, and on the calib and test splits the LLM's
-verdict too. From it:
+signals and whether BFCL's checker accepted it, and the LLM's verdict on the same item.
+From it:
 
-* ``train``: a logistic regression per node (select_tool, extract_args) for "the SLM's
-  decision is wrong", fitted on the train split;
+* ``fit_scorer``: a logistic regression per node (select_tool, extract_args) for "the SLM's
+  decision is wrong", fitted on the development splits (train and calib);
 * ``calibrate``: per node, the thresholds that keep the most decisions on the SLM with an
-  accuracy at most ``max_loss`` below the LLM's, chosen on the calib split;
+  accuracy at most ``max_loss`` below the LLM's, chosen on the development items' out-of-fold
+  scores (each scored by a fit that did not see it), so no item is both fitted and judged;
 * ``routing_report``: on the test split, per node AUROC, the SLM-share/accuracy curve of the
   score against random routing and the perfect router, and the policy at each max_loss.
 
@@ -43,6 +44,10 @@ from tierflow.evals.routing_data import LIVE, RUNS_FILE, read_runs
 from tierflow.graphs.judging import tool_texts
 
 __all__ = [
+    "DEVELOPMENT",
+    "FOLDS",
+    "fold_of",
+    "out_of_fold",
     "MAX_LOSSES",
     "Example",
     "examples_from_runs",
@@ -152,16 +157,43 @@ def _fit(rows: Sequence[Sequence[float]], wrong: Sequence[bool], features: tuple
     )
 
 
+DEVELOPMENT = ("train", "calib")
+"""The splits the score is fitted and its thresholds chosen on; ``test`` is only reported."""
+
+FOLDS = 5
+
+
+def _development(examples: Sequence[Example]) -> list[Example]:
+    return [e for e in examples if e.split in DEVELOPMENT]
+
+
 def fit_scorer(examples: Sequence[Example]) -> dict[str, NodeScorer]:
-    """Per node, a scorer of "the SLM's decision is wrong" fitted on the train split."""
-    train = [e for e in examples if e.split == "train"]
-    with_args = [e for e in train if e.args is not None]
+    """Per node, a scorer of "the SLM's decision is wrong" fitted on ``examples``, with the
+    "none" gate learned on the same items."""
+    with_args = [e for e in examples if e.args is not None]
+    select = _fit([e.select for e in examples], [not e.slm_correct for e in examples], SELECT_FEATURES)
     return {
-        "select_tool": _fit([e.select for e in train], [not e.slm_correct for e in train], SELECT_FEATURES),
+        "select_tool": replace(select, none_gate=fit_none_gate(examples)),
         "extract_args": _fit(
             [e.args for e in with_args if e.args], [not e.slm_correct for e in with_args], ARGS_FEATURES
         ),
     }
+
+
+def fold_of(case_id: str, folds: int = FOLDS) -> int:
+    """A fixed fold per item, independent of the train/calib/test split's hash."""
+    return int(hashlib.sha256(f"fold:{case_id}".encode()).hexdigest(), 16) % folds
+
+
+def out_of_fold(examples: Sequence[Example], folds: int = FOLDS) -> list[Scored]:
+    """Every example scored by a scorer fitted without its fold (cross-fitting): scores as
+    honest as a held-out split's, on every item, so thresholds are chosen on all of them."""
+    scored: list[Scored] = []
+    for fold in range(folds):
+        held = [e for e in examples if fold_of(e.id, folds) == fold]
+        if held:
+            scored += score(held, fit_scorer([e for e in examples if fold_of(e.id, folds) != fold]))
+    return scored
 
 
 # Routing ------------------------------------------------------------------------------
@@ -187,10 +219,10 @@ def score(examples: Sequence[Example], nodes: Mapping[str, NodeScorer]) -> list[
 
 
 def fit_none_gate(examples: Sequence[Example]) -> float:
-    """The tool-similarity gate under which the SLM's "none" stands, on the train split:
-    the one that accepts the most more right "none" answers than wrong ones."""
+    """The tool-similarity gate under which the SLM's "none" stands: the one that accepts
+    the most more right "none" answers than wrong ones among ``examples``."""
     index = SELECT_FEATURES.index("max_similarity")
-    nones = [e for e in examples if e.split == "train" and e.chose_none]
+    nones = [e for e in examples if e.chose_none]
     gates = [round(g, 2) for g in np.linspace(0.1, 0.9, 81)]
 
     def net(gate: float) -> int:
@@ -337,22 +369,26 @@ def file_digest(path: Path) -> str:
 def train_scorer(
     cases: Mapping[str, Case], relevance: Relevance, *, runs_path: Path = RUNS_FILE, commit: str | None = None
 ) -> tuple[EscalationScorer, list[Scored]]:
-    """Fit on train, calibrate on calib; the scorer and every item scored."""
+    """Fit on the development splits (train and calib) and choose the thresholds on their
+    out-of-fold scores; the scorer and every item scored (development items out of fold,
+    test items by the final scorer)."""
     runs = read_runs(runs_path)
     examples = examples_from_runs(runs, cases, relevance)
-    nodes = fit_scorer(examples)
-    nodes["select_tool"] = replace(nodes["select_tool"], none_gate=fit_none_gate(examples))
-    scored = score(examples, nodes)
-    table = calibrate([s for s in scored if s.example.split == "calib"])
+    development = _development(examples)
+    nodes = fit_scorer(development)
+    folded = out_of_fold(development)
+    table = calibrate(folded)
     trained_on = {
         "runs_file": str(runs_path.name),
         "runs_sha256": file_digest(runs_path),
         "commit": commit,
-        "train_items": sum(e.split == "train" for e in examples),
-        "calib_items": sum(e.split == "calib" and e.llm_correct is not None for e in examples),
+        "train_items": len(development),
+        "calib_items": len(_paired(folded)),
+        "calibration": f"thresholds chosen on {FOLDS}-fold out-of-fold scores of the train and calib splits",
         "models": sorted({c["model"] for r in runs for c in r["calls"]}),
     }
-    return EscalationScorer(with_thresholds(nodes, table), trained_on), scored
+    test = score([e for e in examples if e.split not in DEVELOPMENT], nodes)
+    return EscalationScorer(with_thresholds(nodes, table), trained_on), folded + test
 
 
 def score_runs(
@@ -362,8 +398,12 @@ def score_runs(
     runs_path: Path = RUNS_FILE,
     policy: str = "slm",
 ) -> list[Scored]:
-    """Every item of the runs file scored by an existing scorer."""
-    return score(examples_from_runs(read_runs(runs_path), cases, relevance, policy), scorer.nodes)
+    """Every item of the runs file scored: test items by ``scorer``, development items out
+    of fold (as their thresholds were chosen), so that no reported figure is in-sample."""
+    examples = examples_from_runs(read_runs(runs_path), cases, relevance, policy)
+    held_out = score([e for e in examples if e.split not in DEVELOPMENT], scorer.nodes)
+    development = _development(examples)
+    return (out_of_fold(development) if policy == "slm" and development else []) + held_out
 
 
 def routing_report(
@@ -372,6 +412,7 @@ def routing_report(
     max_loss: float,
     warm: Sequence[Scored] = (),
     memory_size: int = 0,
+    fresh: Sequence[Scored] = (),
 ) -> dict[str, Any]:
     """Held-out results on the test split: AUROC per node, the curve, the chosen policy."""
     test = [s for s in scored if s.example.split == "test"]
@@ -384,7 +425,10 @@ def routing_report(
     groups["all"] = list(test)
     warm_live = [s for s in warm if s.example.split == "test" and s.example.category in LIVE]
     if _paired(warm_live):
-        groups[f"live, warm memory ({memory_size} LLM decisions from calib)"] = warm_live
+        groups[f"live, warm memory ({memory_size} LLM decisions from train and calib)"] = warm_live
+    fresh_live = [s for s in fresh if s.example.category in LIVE]
+    if _paired(fresh_live):
+        groups["live, fresh draw (items outside the routing set)"] = fresh_live
     return {
         "max_loss": max_loss,
         "thresholds": {"select_tool": select_t, "extract_args": args_t},
@@ -408,7 +452,7 @@ def routing_report(
         },
         "calibration": {
             str(loss): _summary(
-                [s for s in scored if s.example.split == "calib"],
+                [s for s in scored if s.example.split in DEVELOPMENT],
                 scorer.nodes["select_tool"].threshold(loss),
                 scorer.nodes["extract_args"].threshold(loss),
             )
@@ -428,7 +472,8 @@ def routing_markdown(report: Mapping[str, Any]) -> str:
     lines = [
         "# Escalation score: routing between the SLM and the LLM",
         "",
-        f"Held-out test split; thresholds calibrated on the calib split for max_loss "
+        f"Held-out test split; thresholds chosen on out-of-fold scores of the train and calib "
+        f"splits for max_loss "
         f"{report['max_loss']} (select_tool {report['thresholds']['select_tool']:.2f}, "
         f"extract_args {report['thresholds']['extract_args']:.2f}). AUROC for \"the SLM's decision "
         f'is wrong": select_tool {auc["select_tool"]:.3f}, extract_args {auc["extract_args"]:.3f}, '
@@ -459,7 +504,7 @@ def routing_markdown(report: Mapping[str, Any]) -> str:
         )
     lines += [
         "",
-        "## Calibration split (where the thresholds and the default max_loss were chosen)",
+        "## Development splits, out of fold (where the thresholds and the default max_loss were chosen)",
         "",
         "| max_loss | items | slm | tiered | SLM share | llm |",
         "|---|---|---|---|---|---|",
@@ -485,7 +530,8 @@ def routing_markdown(report: Mapping[str, Any]) -> str:
     trained = report["trained_on"]
     lines += [
         "",
-        f"Trained on {trained.get('train_items')} items, calibrated on {trained.get('calib_items')} "
+        f"Trained on {trained.get('train_items')} items, thresholds chosen on "
+        f"{trained.get('calib_items')} out of fold "
         f"({trained.get('runs_file')}, sha256 {str(trained.get('runs_sha256'))[:12]}, commit "
         f"{trained.get('commit')}); models {', '.join(trained.get('models') or [])}. No reserved BFCL "
         "item is in any split. Memory: none (the SLM's prompts carry no examples).",

@@ -2,9 +2,9 @@
 and tested on.
 
 Each item is drawn once from a category (never a reserved id) and put in a split by a hash of
-its id: ``train`` (the scorer is fitted on it), ``calib`` (thresholds are chosen on it) or
-``test`` (results are reported on it). The SLM runs on every item; the LLM on the calib and
-test items, where a routing result needs to know what the LLM would have said. Every run is
+its id: ``train`` and ``calib`` (the scorer is fitted and its thresholds chosen on them) or
+``test`` (results are reported on it). The SLM and the LLM run on every item, so a routing
+result knows what the LLM would have said. Every run is
 an ordinary traced run of the tool-call graph; one JSON line per (item, policy) keeps what
 the score needs: each model call's output and signals, and BFCL's verdict.
 
@@ -41,6 +41,8 @@ __all__ = [
     "collect_runs",
     "seed_memory",
     "MEMORY_POLICY",
+    "FRESH_FILE",
+    "fresh_cases",
 ]
 
 Split = Literal["train", "calib", "test"]
@@ -59,6 +61,12 @@ DEFAULT_SAMPLE: dict[str, int] = {
 
 LIVE = ("live_simple", "live_multiple", "live_irrelevance")
 
+FRESH_FILE = RUNS_FILE.with_name("fresh_runs.jsonl")
+FRESH_SAMPLE: dict[str, int] = {"live_multiple": 100, "live_irrelevance": 60}
+"""A second held-out draw of live items, none in the routing set (live_simple has no item
+left): drawn after the score's design was fixed, so it checks the test split's result on
+items no decision was ever made with."""
+
 
 def split_of(case_id: str) -> Split:
     """50% train, 20% calib, 30% test, fixed by the id (independent of what else is drawn)."""
@@ -76,6 +84,17 @@ def routing_cases(sample: dict[str, int] | None = None, seed: int = 0) -> list[C
     return cases
 
 
+def fresh_cases(sample: dict[str, int] | None = None, seed: int = 0) -> list[Case]:
+    """Live items outside the routing set, split ``fresh``."""
+    taken = {case.id for case in routing_cases()}
+    cases: list[Case] = []
+    for category, count in (sample or FRESH_SAMPLE).items():
+        pool = [case for case in load_category(category) if case.id not in taken]
+        cases += random.Random(f"fresh:{seed}:{category}").sample(pool, min(count, len(pool)))
+    random.Random(f"fresh:{seed}").shuffle(cases)
+    return cases
+
+
 def read_runs(path: Path = RUNS_FILE) -> list[dict[str, Any]]:
     if not path.exists():
         return []
@@ -87,11 +106,17 @@ def read_runs(path: Path = RUNS_FILE) -> list[dict[str, Any]]:
 
 
 MEMORY_POLICY = "slm_memory"
-"""The SLM with a warm memory: examples from the LLM's decisions on the calib split."""
+"""The SLM with a warm memory: examples from the LLM's decisions on the train and calib splits."""
 
 
 def _run_line(
-    case: Case, policy: str, tiers: Tiers, store: TraceStore, graph: Any, recall: Recall | None
+    case: Case,
+    policy: str,
+    tiers: Tiers,
+    store: TraceStore,
+    graph: Any,
+    recall: Recall | None,
+    split: str | None = None,
 ) -> dict[str, Any]:
     preset = "slm" if policy == MEMORY_POLICY else policy
     result = run_case(case, tiers, TierPolicy.preset(preset), store, graph, recall)
@@ -116,7 +141,7 @@ def _run_line(
     return {
         "id": case.id,
         "category": case.category,
-        "split": split_of(case.id),
+        "split": split or split_of(case.id),
         "policy": policy,
         "correct": result.correct,
         "error_type": result.error_type,
@@ -127,15 +152,14 @@ def _run_line(
 
 
 def _jobs(cases: Sequence[Case], policies: Iterable[str]) -> list[tuple[Case, str]]:
-    """The SLM runs every item, the LLM the calib and test items; with a warm memory, the
-    SLM runs the live test items again. Paired live items come first (what the routing
-    result needs most), then the other paired items, then the SLM on the train split."""
+    """The SLM and the LLM run every item; with a warm memory, the SLM runs the live test
+    items again. Paired live items come first (what the routing result needs most), then
+    the other paired items, then the train split (the LLM's runs there let thresholds be
+    chosen on out-of-fold scores over train and calib together)."""
     jobs = []
     for policy in policies:
         for case in cases:
             split, live = split_of(case.id), case.category in LIVE
-            if policy == "llm" and split == "train":
-                continue
             if policy == MEMORY_POLICY and (split != "test" or not live):
                 continue
             jobs.append((case, policy))
@@ -143,7 +167,7 @@ def _jobs(cases: Sequence[Case], policies: Iterable[str]) -> list[tuple[Case, st
     def phase(job: tuple[Case, str]) -> int:
         case, policy = job
         if split_of(case.id) == "train":
-            return 4
+            return 4 + (policy != "slm")
         return (0 if case.category in LIVE else 2) + (policy != "slm")
 
     return sorted(jobs, key=phase)
@@ -158,6 +182,7 @@ def collect_runs(
     policies: Sequence[str] = ("slm", "llm"),
     on_item: Callable[[int, int, dict[str, Any]], None] | None = None,
     recall: Recall | None = None,
+    split: str | None = None,
 ) -> int:
     """Run what ``path`` does not hold yet, appending a line per run; returns how many ran."""
     done = {(run["id"], run["policy"]) for run in read_runs(path)}
@@ -165,7 +190,7 @@ def collect_runs(
     path.parent.mkdir(parents=True, exist_ok=True)
     graph = build_tool_call_graph()
     for number, (case, policy) in enumerate(todo, start=1):
-        line = _run_line(case, policy, tiers, store, graph, recall)
+        line = _run_line(case, policy, tiers, store, graph, recall, split)
         with path.open("a", encoding="utf-8") as handle:
             handle.write(json.dumps(line, ensure_ascii=False) + "\n")
         if on_item is not None:
@@ -174,11 +199,11 @@ def collect_runs(
 
 
 def seed_memory(recall: Recall, cases: Mapping[str, Case], path: Path = RUNS_FILE) -> int:
-    """Fill ``recall``'s memory with the LLM's decisions on the calib split (provenance
+    """Fill ``recall``'s memory with the LLM's decisions on the train and calib splits (provenance
     ``llm``: right or wrong, as a deployment would have them); returns how many."""
     added = 0
     for run in read_runs(path):
-        if run["policy"] != "llm" or run["split"] != "calib" or run["id"] not in cases:
+        if run["policy"] != "llm" or run["split"] == "test" or run["id"] not in cases:
             continue
         case = cases[run["id"]]
         names = registry_for(case).names()

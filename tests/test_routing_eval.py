@@ -7,8 +7,20 @@ import json
 from pathlib import Path
 
 import pytest
+from tierflow.agents.scoring import ARGS_FEATURES, SELECT_FEATURES
 from tierflow.evals.bfcl import is_reserved, load_category, reserved_digests
-from tierflow.evals.routing import Example, Scored, _perfect_at, calibrate, curve, route
+from tierflow.evals.routing import (
+    FOLDS,
+    Example,
+    Scored,
+    _perfect_at,
+    calibrate,
+    curve,
+    fit_scorer,
+    fold_of,
+    out_of_fold,
+    route,
+)
 from tierflow.evals.routing_data import _jobs, read_runs, split_of
 
 
@@ -66,13 +78,44 @@ def test_the_perfect_router_escalates_only_what_the_llm_fixes() -> None:
     assert _perfect_at(ITEMS, 1.0) == pytest.approx(0.5)
 
 
-def test_splits_are_fixed_by_id_and_the_llm_runs_only_where_results_need_it() -> None:
+def test_splits_are_fixed_by_id_and_both_tiers_run_every_item() -> None:
     cases = load_category("live_simple")[:40]
     assert [split_of(c.id) for c in cases] == [split_of(c.id) for c in cases]
     assert {split_of(c.id) for c in cases} == {"train", "calib", "test"}
     jobs = _jobs(cases, ("slm", "llm"))
-    assert all(split_of(case.id) != "train" for case, policy in jobs if policy == "llm")
-    assert len([j for j in jobs if j[1] == "slm"]) == len(cases)
+    assert len([j for j in jobs if j[1] == "slm"]) == len([j for j in jobs if j[1] == "llm"]) == len(cases)
+    phases = [split_of(case.id) == "train" for case, _ in jobs]
+    assert phases == sorted(phases)  # paired held-out items first: a partial collection can report
+
+
+def development_examples(n: int) -> list[Example]:
+    """Items whose one feature says "wrong" when high, with every fifth label flipped."""
+    examples = []
+    for number in range(n):
+        wrong = number % 2 == 0
+        label = wrong != (number % 5 == 0)
+        value = 1.0 if wrong else 0.0
+        select = tuple(value if name == "p_none" else 0.0 for name in SELECT_FEATURES)
+        args = tuple(value if name == "p_none" else 0.0 for name in ARGS_FEATURES)
+        example = Example(f"item-{number}", "live_simple", "train", False, select, args, not label, True)
+        examples.append(example)
+    return examples
+
+
+def test_thresholds_are_chosen_on_scores_from_fits_that_never_saw_the_item() -> None:
+    examples = development_examples(120)
+    folded = out_of_fold(examples)
+    assert sorted(s.example.id for s in folded) == sorted(e.id for e in examples)  # each once
+    assert {fold_of(e.id) for e in examples} == set(range(FOLDS))
+    for fold in range(FOLDS):
+        seen = [e for e in examples if fold_of(e.id) != fold]
+        refit = fit_scorer(seen)["select_tool"]
+        for item in (s for s in folded if fold_of(s.example.id) == fold):
+            assert item.select == pytest.approx(refit.p_wrong(item.example.select))
+    # The signal is learned out of fold too: high-feature items score higher.
+    high = [s.select for s in folded if s.example.select[SELECT_FEATURES.index("p_none")] == 1.0]
+    low = [s.select for s in folded if s.example.select[SELECT_FEATURES.index("p_none")] == 0.0]
+    assert min(high) > max(low)
 
 
 def test_no_reserved_item_is_ever_loaded_or_in_the_runs_file() -> None:
