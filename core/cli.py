@@ -37,6 +37,7 @@ from tierflow.render import ProgressPrinter, print_run, runs_table, stats_line
 if TYPE_CHECKING:
     from tierflow.graphs.runner import RunResult
     from tierflow.graphs.running import GraphResult
+    from tierflow.memory.records import RunTrace
 
 __all__ = ["app", "main"]
 
@@ -137,6 +138,30 @@ def run(
         fail(exc, code=2)
     except TierflowError as exc:
         fail(exc)
+    _report(result, trace, answer, as_json)
+
+
+@app.command()
+def resume(
+    run_id: Annotated[str, typer.Argument(help="The stopped run (any unique prefix of its id).")],
+    as_json: JsonOption = False,
+) -> None:
+    """Continue an interrupted or failed task run from its last checkpoint: finished steps
+    and tool calls are not run again; the policy, privacy options and budget are the run's."""
+    from tierflow.app import App
+
+    try:
+        conf = settings()
+        with App(conf, progress=pull_progress()) as tierflow_app:
+            result = tierflow_app.runner.resume(run_id, on_event=ProgressPrinter(err))
+            trace = tierflow_app.store.get_run(result.run_id)
+    except TierflowError as exc:
+        fail(exc)
+    _report(result, trace, result.answer or "", as_json)
+
+
+def _report(result: RunResult | GraphResult, trace: RunTrace, answer: str, as_json: bool) -> None:
+    """A finished run on the terminal (or as JSON); exit status 1 unless it succeeded."""
     if as_json:
         emit_json({**result.to_dict(), "stats": asdict(trace.stats), "duration_ms": trace.duration_ms})
     elif result.status == "succeeded":

@@ -105,6 +105,10 @@ class StepOutputError(TierflowError):
     validation error); the run fails with it."""
 
 
+class RunNotResumableError(TierflowError):
+    """A run cannot continue: no checkpoint, nothing left to do, or a graph without one."""
+
+
 class LocalOnlyError(TierflowError):
     """Something would send a local-only run's data to the LLM (e.g. replaying its call)."""
 

@@ -12,7 +12,7 @@ from langgraph.checkpoint.base import BaseCheckpointSaver
 from tierflow.agents.budget import Budget, BudgetMeter, Prices
 from tierflow.agents.policy import TierPolicy
 from tierflow.agents.tiers import Tiers
-from tierflow.errors import TaskInputError
+from tierflow.errors import RunNotResumableError, TaskInputError
 from tierflow.graphs.introspect import check_policy
 from tierflow.graphs.running import execute, redactor_for
 from tierflow.graphs.state import TaskInput
@@ -100,6 +100,53 @@ class TaskRunner:
         self._settings_snapshot = settings_snapshot or {}
         self.graph = build_task_graph(checkpointer)
 
+    def resume(self, run_id: str, *, on_event: Callable[[Event], None] | None = None) -> RunResult:
+        """Continue a stopped task run from its last checkpoint, with the policy, privacy
+        options and budget it started with (the LLM tokens it already used count against
+        the budget). Finished steps, tool calls included, are not run again."""
+        trace = self.store.get_run(run_id)
+        if trace.graph != "task":
+            raise RunNotResumableError(
+                f"run {trace.run_id} ran the graph {trace.graph!r}, not the task graph",
+                hint="Continue it from Python: run_graph(graph, {}, resume=RUN_ID) with the same graph.",
+            )
+        if trace.status in ("running", "succeeded"):
+            what = "is still running" if trace.status == "running" else "has already succeeded"
+            raise RunNotResumableError(f"run {trace.run_id} {what}", hint="`tierflow runs list` shows it.")
+        options = self.store.run_settings(trace.run_id).get("run", {})
+        meter = BudgetMeter(Budget(**options.get("budget", {})), self.prices)
+        meter.prompt_tokens = trace.stats.llm_prompt_tokens
+        meter.completion_tokens = trace.stats.llm_completion_tokens
+        result = execute(
+            self.graph,
+            {},
+            tiers=self.tiers,
+            store=self.store,
+            policy=TierPolicy.model_validate(trace.policy or {}),
+            meter=meter,
+            local_only=bool(options.get("local_only")),
+            redactor=redactor_for(bool(options.get("redact"))),
+            name="task",
+            task=trace.task,
+            context=self._context(self.max_steps),
+            config={"recursion_limit": 12 + 10 * self.max_steps},
+            on_event=on_event,
+            snapshot=self._settings_snapshot,
+            resume=trace.run_id,
+        )
+        answer = (result.state.get("answer") or "") if result.ok else None
+        return RunResult(result.run_id, result.status, answer=answer, error=result.error, hint=result.hint)
+
+    def _context(self, steps: int) -> dict[str, Any]:
+        return {
+            "tools": self.tools,
+            "max_steps": steps,
+            "summarize_over_chars": self.summarize_over_chars,
+            "tool_limits": self.tool_limits,
+            "recall": self.recall,
+            "relevance": self.relevance,
+        }
+
     def run(
         self,
         task: str,
@@ -129,14 +176,7 @@ class TaskRunner:
             redactor=redactor_for(redact),
             name="task",
             task=text,
-            context={
-                "tools": self.tools,
-                "max_steps": steps,
-                "summarize_over_chars": self.summarize_over_chars,
-                "tool_limits": self.tool_limits,
-                "recall": self.recall,
-                "relevance": self.relevance,
-            },
+            context=self._context(steps),
             config={"recursion_limit": 12 + 10 * steps},
             on_event=on_event,
             snapshot=self._settings_snapshot,

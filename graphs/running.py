@@ -88,6 +88,7 @@ def run_graph(
     context: Mapping[str, Any] | None = None,
     config: RunnableConfig | None = None,
     on_event: Callable[[Event], None] | None = None,
+    resume: str | None = None,
 ) -> GraphResult:
     """Run compiled ``graph`` on ``input`` as a traced tierflow run.
 
@@ -98,9 +99,13 @@ def run_graph(
     ``redact`` (True, or kinds such as ``["email", "name"]``) replaces personal values
     before any LLM call. ``context``: values for extra fields of the graph's own context
     class (a ``TierContext`` subclass). ``name`` and ``task`` label the run in the trace.
+    ``resume``: the id of a stopped run of this graph (compiled with a checkpointer) to
+    continue from its last checkpoint; ``input`` is then ignored and finished steps are not
+    run again.
     """
     check_graph(graph)
-    check_input(graph, input)
+    if resume is None:
+        check_input(graph, input)
     if isinstance(policy, str):
         policy = TierPolicy.preset(policy)
     if settings is None:
@@ -131,10 +136,32 @@ def run_graph(
             config=config,
             on_event=on_event,
             snapshot=settings.masked(),
+            resume=resume,
         )
     finally:
         if owned is not None:
             owned.close()
+
+
+def _check_resumable(graph: Any, run_id: str) -> None:
+    """A run can continue when its graph keeps checkpoints, one exists, and work is left."""
+    from tierflow.errors import RunNotResumableError
+
+    if getattr(graph, "checkpointer", None) is None:
+        raise RunNotResumableError(
+            f"run {run_id} cannot be resumed: its graph keeps no checkpoints",
+            hint="Compile the graph with a checkpointer (graph.compile(checkpointer=...)), or run it again.",
+        )
+    saved = graph.get_state({"configurable": {"thread_id": run_id}})
+    if not saved.values and not saved.next:
+        raise RunNotResumableError(
+            f"run {run_id} has no checkpoint to continue from (it stopped before its first step ended)",
+            hint="Run the task again.",
+        )
+    if not saved.next:
+        raise RunNotResumableError(
+            f"run {run_id} has no step left to run", hint="`tierflow runs show` has its result."
+        )
 
 
 def _graph_name(graph: Any) -> str:
@@ -165,22 +192,34 @@ def execute(
     on_event: Callable[[Event], None] | None,
     snapshot: dict[str, Any],
     raise_bugs: bool = True,
+    resume: str | None = None,
 ) -> GraphResult:
     """Run ``graph`` as a stored run with a ready context; ``raise_bugs=False`` returns an
-    error in a node's own code as a failed result instead of raising it."""
+    error in a node's own code as a failed result instead of raising it. ``resume``: the id
+    of a stopped run to continue from its last checkpoint (``input`` is then ignored)."""
     text = (
         task if task is not None else json.dumps(to_jsonable_python(input, fallback=str), ensure_ascii=False)
     )
     budget = {k: v for k, v in meter.budget.model_dump().items() if v is not None}
-    run_id = store.start_run(
-        text,
-        graph=name,
-        policy=policy.model_dump(),
-        slm_model=tiers.slm.name,
-        llm_model=tiers.llm.name,
-        settings={**snapshot, "run": {"local_only": local_only, "redact": bool(redactor), "budget": budget}},
-    )
-    recorder = RunRecorder(store, run_id, on_event=on_event)
+    if resume is not None:
+        run_id = store.resolve_id(resume)
+        _check_resumable(graph, run_id)
+        first_seq = store.reopen_run(run_id)
+        stream_input: dict[str, Any] | None = None
+    else:
+        run_id = store.start_run(
+            text,
+            graph=name,
+            policy=policy.model_dump(),
+            slm_model=tiers.slm.name,
+            llm_model=tiers.llm.name,
+            settings={
+                **snapshot,
+                "run": {"local_only": local_only, "redact": bool(redactor), "budget": budget},
+            },
+        )
+        first_seq, stream_input = 1, input
+    recorder = RunRecorder(store, run_id, on_event=on_event, first_seq=first_seq)
     cls = _context_class(graph)
     known = {f.name for f in fields(cls)}
     ctx = cls(
@@ -198,7 +237,7 @@ def execute(
     result = GraphResult(run_id, "interrupted", state, error="the run was interrupted")
     recorder.emit(RunStarted(run_id, text))
     try:
-        for values in graph.stream(input, run_config, context=ctx, stream_mode="values"):
+        for values in graph.stream(stream_input, run_config, context=ctx, stream_mode="values"):
             if isinstance(values, dict):
                 state = values
         result = GraphResult(run_id, "succeeded", state)

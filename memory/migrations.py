@@ -45,12 +45,17 @@ def _m005_model_call_signals(connection: Connection) -> None:
     _add_column(connection, "model_calls", "signals", "JSON")
 
 
+def _m006_run_owner(connection: Connection) -> None:
+    _add_column(connection, "runs", "owner", "VARCHAR")
+
+
 MIGRATIONS: list[tuple[str, Callable[[Connection], None]]] = [
     ("m001_initial", _m001_initial),
     ("m002_model_call_confidence", _m002_model_call_confidence),
     ("m003_model_call_max_tokens", _m003_model_call_max_tokens),
     ("m004_privacy", _m004_privacy),
     ("m005_model_call_signals", _m005_model_call_signals),
+    ("m006_run_owner", _m006_run_owner),
 ]
 
 

@@ -23,6 +23,7 @@ from tierflow.agents.scoring import top_options
 from tierflow.agents.signals import TokenSignals
 from tierflow.errors import ConfigError, RunNotFoundError
 from tierflow.memory.migrations import migrate
+from tierflow.memory.owner import is_gone, this_process
 from tierflow.memory.records import (
     CallRef,
     ModelCallRecord,
@@ -139,8 +140,43 @@ class TraceStore:
 
     def start_run(self, task: str, **fields: Any) -> str:
         run_id = fields.pop("id", None) or uuid.uuid4().hex[:16]
-        self._add(Run(id=run_id, task=self.scrub(task), **self.scrub(fields)))
+        self._add(Run(id=run_id, task=self.scrub(task), owner=this_process(), **self.scrub(fields)))
         return str(run_id)
+
+    def reopen_run(self, run_id: str) -> int:
+        """Mark a stopped run running again, in this process; the next step's number."""
+        full_id = self.resolve_id(run_id)
+        with Session(self.engine) as session:
+            run = session.get(Run, full_id)
+            assert run is not None
+            run.status, run.error, run.answer, run.finished_at = "running", None, None, None
+            run.owner = this_process()
+            last = session.exec(select(func.max(Step.seq)).where(Step.run_id == full_id)).one()
+            session.commit()
+        return int(last or 0) + 1
+
+    def run_settings(self, run_id: str) -> dict[str, Any]:
+        """The settings a run started with (masked), ``run`` holding its own options."""
+        with Session(self.engine) as session:
+            run = session.get(Run, self.resolve_id(run_id))
+            assert run is not None
+            return dict(run.settings or {})
+
+    def reconcile(self) -> int:
+        """Runs left ``running`` by a process of this machine that is gone become
+        ``interrupted``; returns how many. Reading runs does this first."""
+        with Session(self.engine) as session:
+            running = session.exec(select(Run).where(Run.status == "running")).all()
+            gone = [run for run in running if is_gone(run.owner)]
+            for run in gone:
+                run.status, run.finished_at = "interrupted", utcnow()
+                run.error = (
+                    "the process running it stopped before it finished (killed or crashed); "
+                    f"continue it with: tierflow resume {run.id}"
+                )
+            if gone:
+                session.commit()
+        return len(gone)
 
     def finish_run(
         self, run_id: str, status: str, *, answer: str | None = None, error: str | None = None
@@ -269,6 +305,7 @@ class TraceStore:
         exclude_graphs: Sequence[str] = (),
     ) -> list[RunSummary]:
         """Runs newest first; ``search`` matches the task text (any case), ``since`` the start."""
+        self.reconcile()
         with Session(self.engine) as session:
             query = select(Run).order_by(col(Run.created_at).desc()).limit(limit)
             if status:
@@ -292,6 +329,7 @@ class TraceStore:
     def get_run(self, run_id: str) -> RunTrace:
         """The whole trace of one run (``trace.to_json()`` is what ``runs show --json`` prints)."""
         full_id = self.resolve_id(run_id)
+        self.reconcile()
         with Session(self.engine) as session:
             run = session.get(Run, full_id)
             assert run is not None

@@ -43,6 +43,7 @@ CASES = [
     (["run", "\udcff\udcfe task", "--policy", "llm"], {}, "not valid UTF-8"),
     (["run", "   ", "--policy", "llm"], {}, "the task is empty"),
     (["runs", "show", "no-such-run"], {}, "no-such-run"),
+    (["resume", "no-such-run"], {}, "no run matches"),
 ]
 
 
