@@ -13,7 +13,7 @@ export ORT_DISABLE_TELEMETRY ?= 1
 BFCL_EVAL ?= bfcl-eval==2026.3.23
 QUICK ?= 10
 
-.PHONY: setup models run demo browser test check lint eval eval-full bench results-table clean
+.PHONY: setup models run demo browser postgres test check lint eval eval-full bench results-table clean
 
 setup: $(VENV)/.installed
 
@@ -44,7 +44,13 @@ browser:
 	  echo "installing chromium with apt-get (for the console's browser test)"; \
 	  apt-get update -qq && apt-get install -y -qq chromium; }
 
-test: models browser lint
+# The reliability suite also runs the trace store on a real PostgreSQL server it starts.
+postgres:
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { \
+	  echo "installing postgresql with apt-get (for the database reliability tests)"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql; }
+
+test: models browser postgres lint
 	$(BIN)/python -m pytest
 
 # Lint, types and the fast tests (no real model, no browser): a couple of minutes.

@@ -265,6 +265,30 @@ def eval_bench(
     _show(as_json, data, bench.bench_markdown(data), str(path))
 
 
+@eval_app.command("load")
+def eval_load(
+    tasks: Annotated[int, typer.Option(min=1, help="Tasks per concurrency level.")] = 8,
+    out_dir: OutOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """N task runs at once sharing one SLM (N = 1, 2, 4, 8): throughput, p50/p95, fairness."""
+    from tierflow.app import model_file
+    from tierflow.evals import load
+    from tierflow.evals.report import RESULTS_DIR, environment, write_results
+
+    try:
+        conf = settings()
+        slm_path = model_file(conf, conf.slm_model, "TIERFLOW_SLM_MODEL", pull_progress())
+        with err.status("concurrent task runs …"):
+            data = load.load_levels(slm_path, tasks=tasks, n_threads=conf.slm_threads)
+        data["environment"] = environment(conf.masked(), {"slm": conf.slm_model})
+        path = (out_dir or RESULTS_DIR) / "load.json"
+        write_results(path, data, load.load_markdown(data))
+    except TierflowError as exc:
+        fail(exc)
+    _show(as_json, data, load.load_markdown(data), str(path))
+
+
 @eval_app.command("readme")
 def eval_readme(
     readme: Annotated[Path, typer.Option(help="The README to update.")] = Path("README.md"),

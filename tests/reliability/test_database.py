@@ -1,15 +1,37 @@
-"""The trace database under concurrent use: processes that start together on an empty data
-directory, and concurrent writers, lose and duplicate no row."""
+"""The trace database under concurrent use, on SQLite (WAL) and on a real PostgreSQL server:
+processes that start together on an empty database, and concurrent writers, lose and
+duplicate no row; a killed run's process is found and the run shown as interrupted."""
 
 from __future__ import annotations
 
 import multiprocessing
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 
+import pytest
 from tierflow.memory import TraceStore
+from tierflow.memory.recorder import StepHandle
+from tierflow.memory.records import ModelCallRecord, ToolCallRecord
+
+from tests.reliability.postgres import fresh_database, postgres_server
 
 PROCESSES = 8
 RUNS_EACH = 5
+THREADS, RUNS_PER_THREAD = 8, 25
+
+
+@pytest.fixture(scope="module")
+def postgres() -> Iterator[str]:
+    with postgres_server() as url:
+        yield url
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'fresh' / 'tierflow.db'}"
+    return fresh_database(request.getfixturevalue("postgres"))
 
 
 def _first_use(url: str, barrier: multiprocessing.synchronize.Barrier, index: int) -> None:
@@ -20,17 +42,64 @@ def _first_use(url: str, barrier: multiprocessing.synchronize.Barrier, index: in
         store.finish_run(run_id, "succeeded", answer=str(number))
 
 
-def test_processes_starting_together_on_an_empty_data_dir(tmp_path: Path) -> None:
-    url = f"sqlite:///{tmp_path / 'fresh' / 'tierflow.db'}"
+def test_processes_starting_together_on_an_empty_database(database: str) -> None:
     context = multiprocessing.get_context("spawn")
     barrier = context.Barrier(PROCESSES)
-    workers = [context.Process(target=_first_use, args=(url, barrier, i)) for i in range(PROCESSES)]
+    workers = [context.Process(target=_first_use, args=(database, barrier, i)) for i in range(PROCESSES)]
     for worker in workers:
         worker.start()
     for worker in workers:
         worker.join(120)
     assert [worker.exitcode for worker in workers] == [0] * PROCESSES
-    runs = TraceStore.from_url(url).list_runs(limit=1000)
+    runs = TraceStore.from_url(database).list_runs(limit=1000)
     assert len(runs) == PROCESSES * RUNS_EACH
     assert len({run.task for run in runs}) == PROCESSES * RUNS_EACH
     assert {run.status for run in runs} == {"succeeded"}
+
+
+def test_concurrent_writers_lose_and_duplicate_nothing(database: str) -> None:
+    store = TraceStore.from_url(database)
+    errors: list[BaseException] = []
+
+    def writer(index: int) -> None:
+        try:
+            for number in range(RUNS_PER_THREAD):
+                run_id = store.start_run(f"writer {index} run {number}")
+                step = StepHandle(1, "act")
+                step.model_call(ModelCallRecord(node="act", tier="slm", model="m", messages=[]))
+                step.tools.append(ToolCallRecord("calculator", {"expression": "1+1"}, "2", None, 1.0))
+                store.write_step(run_id, step)
+                store.finish_run(run_id, "succeeded", answer=f"{index}-{number}")
+        except BaseException as exc:  # noqa: BLE001 - reported by the assertion below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=writer, args=(i,)) for i in range(THREADS)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    runs = store.list_runs(limit=10_000)
+    assert len(runs) == THREADS * RUNS_PER_THREAD
+    assert sorted(run.task for run in runs) == sorted(
+        f"writer {i} run {n}" for i in range(THREADS) for n in range(RUNS_PER_THREAD)
+    )
+    sample = store.get_run(runs[0].id)
+    assert len(sample.steps) == 1 and len(sample.steps[0].tool_calls) == 1
+    assert all(run.model_calls == 1 for run in runs)
+
+
+def test_a_run_of_a_dead_process_reads_as_interrupted(database: str) -> None:
+    store = TraceStore.from_url(database)
+    mine = store.start_run("mine")
+    theirs = store.start_run("theirs")
+    from sqlmodel import Session
+    from tierflow.memory.tables import Run
+
+    with Session(store.engine) as session:  # as a process that has since died left it
+        row = session.get(Run, theirs)
+        assert row is not None
+        row.owner = (row.owner or "").split(":")[0] + ":999999999:1"
+        session.commit()
+    statuses = {run.id: run.status for run in store.list_runs()}
+    assert statuses == {mine: "running", theirs: "interrupted"}
