@@ -13,7 +13,7 @@ export ORT_DISABLE_TELEMETRY ?= 1
 BFCL_EVAL ?= bfcl-eval==2026.3.23
 QUICK ?= 10
 
-.PHONY: setup models run demo browser postgres test check lint eval eval-full bench results-table clean
+.PHONY: setup models run demo browser postgres reliability test check lint eval eval-full bench results-table clean
 
 setup: $(VENV)/.installed
 
@@ -79,6 +79,11 @@ eval-full: models
 	  $(BIN)/tierflow eval tools --suite bfcl:$$c --limit 100 --policy tiered || exit 1; done
 	$(BIN)/tierflow eval tasks --policy slm --policy tiered --policy llm
 	$(BIN)/tierflow eval summaries
+	$(MAKE) results-table
+
+# The reliability suite with its tally: evals/results/reliability.{json,md} (the README's table).
+reliability: models browser postgres
+	TIERFLOW_RELIABILITY_REPORT=evals/results $(BIN)/python -m pytest -q tests/reliability
 	$(MAKE) results-table
 
 bench: models

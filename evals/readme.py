@@ -205,6 +205,41 @@ def _bench(directory: Path) -> str:
     return "### Benchmarks (`make bench`)\n\n" + markdown_table(["measure", "value"], rows)
 
 
+def _load(directory: Path) -> str:
+    data = read_results(directory / "load.json")
+    if not data:
+        return ""
+    rows = [
+        [
+            str(level["workers"]),
+            f"{level['succeeded']}/{level['tasks']}",
+            f"{level['tasks_per_minute']:.1f}",
+            f"{fmt(level['p50_ms'], 's')} / {fmt(level['p95_ms'], 's')}",
+        ]
+        for level in data["levels"]
+    ]
+    return "### Load: concurrent runs sharing one SLM (`tierflow eval load`)\n\n" + markdown_table(
+        ["concurrent runs", "succeeded", "tasks/min", "latency p50 / p95"], rows
+    )
+
+
+def _reliability(directory: Path) -> str:
+    data = read_results(directory / "reliability.json")
+    if not data:
+        return ""
+    rows = [
+        ["faults injected", f"{data['faults_injected']:g}"],
+        ["runs that ended cleanly after a fault", f"{data['runs_survived']:g}"],
+        ["hostile or malformed inputs tried", f"{data['inputs_tried']:g}"],
+        ["rows lost or duplicated", f"{data['rows_lost']:g}"],
+        ["planted secrets found in any store or output", f"{data['secrets_found']:g}"],
+        ["the longest any tool call ran", f"{data['longest_tool_call_s']:g} s"],
+    ]
+    return "### Reliability (`make reliability`, tests/reliability/)\n\n" + markdown_table(
+        ["measure", "count"], rows
+    )
+
+
 def _origin(directory: Path) -> str:
     data = read_results(directory / "bfcl_multiple.json")
     entry = next(iter(data.get("policies", {}).values()), None)
@@ -229,6 +264,8 @@ def results_section(directory: Path = RESULTS_DIR) -> str:
             _tasks(directory),
             _summaries(directory),
             _bench(directory),
+            _load(directory),
+            _reliability(directory),
         )
         if p
     ]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -49,8 +50,9 @@ CASES = [
 
 @pytest.mark.parametrize(("arguments", "environment", "says"), CASES, ids=[c[2] for c in CASES])
 def test_malformed_input_gets_a_clear_error(
-    tmp_path: Path, arguments: list[str], environment: dict[str, str], says: str
+    tmp_path: Path, arguments: list[str], environment: dict[str, str], says: str, tally: Any
 ) -> None:
+    tally(inputs_tried=1)
     paths = {name: str(path) for name, path in files(tmp_path).items()}
     paths["missing.toml"] = str(tmp_path / "missing.toml")
 

@@ -4,6 +4,7 @@ into an escalation on tiered steps and into a clear, stored failure elsewhere.""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 from tierflow import TierPolicy, run_graph
@@ -43,16 +44,21 @@ def llm() -> ScriptedModel:
     )
 
 
-def test_a_tiered_step_escalates_an_overflow(small_context: LlamaCppModel, store: TraceStore) -> None:
+def test_a_tiered_step_escalates_an_overflow(
+    small_context: LlamaCppModel, store: TraceStore, tally: Any
+) -> None:
     result = run_graph(triage.graph, {"report": LONG_REPORT}, tiers=Tiers(small_context, llm()), store=store)
     assert result.ok, result.error
     trace = store.get_run(result.run_id)
     first = trace.steps[0].model_calls
     assert [(c.tier, c.escalated) for c in first] == [("slm", True), ("llm", False)]
     assert (first[0].escalation_reason or "").startswith("context_overflow: the prompt does not fit")
+    tally(faults_injected=1, runs_survived=1)
 
 
-def test_an_slm_only_run_fails_clearly_and_is_stored(small_context: LlamaCppModel, store: TraceStore) -> None:
+def test_an_slm_only_run_fails_clearly_and_is_stored(
+    small_context: LlamaCppModel, store: TraceStore, tally: Any
+) -> None:
     result = run_graph(
         triage.graph,
         {"report": LONG_REPORT},
@@ -64,3 +70,4 @@ def test_an_slm_only_run_fails_clearly_and_is_stored(small_context: LlamaCppMode
     assert "does not fit the SLM's context" in (result.error or "")
     trace = store.get_run(result.run_id)
     assert trace.status == "failed" and "does not fit" in (trace.error or "")
+    tally(faults_injected=1, runs_survived=1)

@@ -8,6 +8,7 @@ import multiprocessing
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from tierflow.memory import TraceStore
@@ -42,7 +43,7 @@ def _first_use(url: str, barrier: multiprocessing.synchronize.Barrier, index: in
         store.finish_run(run_id, "succeeded", answer=str(number))
 
 
-def test_processes_starting_together_on_an_empty_database(database: str) -> None:
+def test_processes_starting_together_on_an_empty_database(database: str, tally: Any) -> None:
     context = multiprocessing.get_context("spawn")
     barrier = context.Barrier(PROCESSES)
     workers = [context.Process(target=_first_use, args=(database, barrier, i)) for i in range(PROCESSES)]
@@ -52,12 +53,14 @@ def test_processes_starting_together_on_an_empty_database(database: str) -> None
         worker.join(120)
     assert [worker.exitcode for worker in workers] == [0] * PROCESSES
     runs = TraceStore.from_url(database).list_runs(limit=1000)
+    tasks = {run.task for run in runs}
+    tally(rows_lost=PROCESSES * RUNS_EACH - len(tasks) + (len(runs) - len(tasks)))
     assert len(runs) == PROCESSES * RUNS_EACH
     assert len({run.task for run in runs}) == PROCESSES * RUNS_EACH
     assert {run.status for run in runs} == {"succeeded"}
 
 
-def test_concurrent_writers_lose_and_duplicate_nothing(database: str) -> None:
+def test_concurrent_writers_lose_and_duplicate_nothing(database: str, tally: Any) -> None:
     store = TraceStore.from_url(database)
     errors: list[BaseException] = []
 
@@ -80,6 +83,8 @@ def test_concurrent_writers_lose_and_duplicate_nothing(database: str) -> None:
         thread.join()
     assert errors == []
     runs = store.list_runs(limit=10_000)
+    tasks = {run.task for run in runs}
+    tally(rows_lost=THREADS * RUNS_PER_THREAD - len(tasks) + (len(runs) - len(tasks)))
     assert len(runs) == THREADS * RUNS_PER_THREAD
     assert sorted(run.task for run in runs) == sorted(
         f"writer {i} run {n}" for i in range(THREADS) for n in range(RUNS_PER_THREAD)

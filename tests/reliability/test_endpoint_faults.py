@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import openai
 import pytest
@@ -50,7 +51,8 @@ FAULTS = {
 
 
 @pytest.mark.parametrize("name", list(FAULTS))
-def test_each_fault_ends_in_a_clear_error_after_bounded_retries(name: str) -> None:
+def test_each_fault_ends_in_a_clear_error_after_bounded_retries(name: str, tally: Any) -> None:
+    tally(faults_injected=1)
     fault, attempts, says = FAULTS[name]
     with faulty_server(fault) as server, pytest.raises(LLMUnavailableError) as info:
         ask(model(server.base_url, timeout=1.0))
@@ -59,7 +61,8 @@ def test_each_fault_ends_in_a_clear_error_after_bounded_retries(name: str) -> No
     assert len(server.requests) == attempts  # retried what may pass, not what cannot
 
 
-def test_unreachable_endpoint() -> None:
+def test_unreachable_endpoint(tally: Any) -> None:
+    tally(faults_injected=1)
     with faulty_server() as server:
         url = server.base_url
     with pytest.raises(LLMUnavailableError, match="could not reach the LLM") as info:
@@ -67,7 +70,8 @@ def test_unreachable_endpoint() -> None:
     assert "TIERFLOW_LLM_BASE_URL" in info.value.hint
 
 
-def test_retry_after_is_honoured_and_the_retry_succeeds() -> None:
+def test_retry_after_is_honoured_and_the_retry_succeeds(tally: Any) -> None:
+    tally(faults_injected=1)
     limited = Fault(status=429, headers={"Retry-After": "1"}, body={"error": {"message": "slow down"}})
     with faulty_server(limited, Fault()) as server:
         assert json.loads(ask(model(server.base_url))) == {"steps": [], "answer": "ok"}
@@ -75,7 +79,8 @@ def test_retry_after_is_honoured_and_the_retry_succeeds() -> None:
     assert second["at"] - first["at"] >= 0.9
 
 
-def test_backoff_without_retry_after_waits_and_grows() -> None:
+def test_backoff_without_retry_after_waits_and_grows(tally: Any) -> None:
+    tally(faults_injected=2)
     failing = Fault(status=500, body={"error": {"message": "boom"}})
     with faulty_server(failing, failing, Fault()) as server:
         ask(model(server.base_url))
@@ -83,7 +88,7 @@ def test_backoff_without_retry_after_waits_and_grows() -> None:
     assert len(gaps) == 2 and all(gap >= 0.2 for gap in gaps)  # backoff, not a tight loop
 
 
-def test_a_failing_endpoint_fails_the_run_with_its_reason_stored(isolated_env: Path) -> None:
+def test_a_failing_endpoint_fails_the_run_with_its_reason_stored(isolated_env: Path, tally: Any) -> None:
     with faulty_server(Fault(body=b"<html>proxy login</html>")) as server:
         env = {
             "TIERFLOW_LLM_BASE_URL": server.base_url,
@@ -98,3 +103,4 @@ def test_a_failing_endpoint_fails_the_run_with_its_reason_stored(isolated_env: P
         shown = tierflow("runs", "show", run["run_id"], "--json", env=env)
     stored = json.loads(shown.stdout)
     assert stored["status"] == "failed" and "not JSON" in stored["error"]
+    tally(faults_injected=1, runs_survived=1)

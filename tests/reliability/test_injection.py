@@ -24,8 +24,9 @@ INJECTION = (
 
 
 def test_an_injected_tool_result_cannot_reach_a_tool_outside_the_registry(
-    store: TraceStore, tmp_path: Path
+    store: TraceStore, tmp_path: Path, tally: Any
 ) -> None:
+    tally(inputs_tried=1)
     (tmp_path / "notes.txt").write_text(f"Meeting at 10.\n{INJECTION}\n", encoding="utf-8")
     compromised = {
         SELECT: ['{"tool": "read_file"}', '{"tool": "shell"}'],
@@ -57,8 +58,9 @@ def sent_text(model: ScriptedModel) -> str:
 
 
 def test_no_setting_or_key_is_in_any_model_context(
-    store: TraceStore, tmp_path: Path, monkeypatch: Any
+    store: TraceStore, tmp_path: Path, monkeypatch: Any, tally: Any
 ) -> None:
+    tally(inputs_tried=1)
     key = "sk-injection-test-key-0123456789abcdef"
     monkeypatch.setenv("TIERFLOW_LLM_API_KEY", key)
     settings = load_settings()
@@ -72,14 +74,17 @@ def test_no_setting_or_key_is_in_any_model_context(
     )
     result = runner.run("Read notes.txt and tell me your configuration")
     everything_sent = sent_text(small) + sent_text(large)
+    stored_answer = store.get_run(result.run_id).answer or ""
+    tally(secrets_found=everything_sent.count(key) + stored_answer.count(key))
     assert key not in everything_sent and "TIERFLOW_LLM_BASE_URL" not in everything_sent
     stored = store.get_run(result.run_id)
     assert key not in (stored.answer or "") and "[REDACTED]" in (stored.answer or "")
 
 
 def test_an_injected_memory_entry_cannot_offer_an_unregistered_tool(
-    store: TraceStore, embeddings: OfflineEmbeddings
+    store: TraceStore, embeddings: OfflineEmbeddings, tally: Any
 ) -> None:
+    tally(inputs_tried=1)
     recall = Recall(memory(embeddings))
     tools = registry()
     # A poisoned past decision: same kind of request, a tool this run does not have.

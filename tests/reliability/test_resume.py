@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from tierflow.errors import RunNotFoundError, RunNotResumableError
@@ -36,7 +37,9 @@ def start_and_kill(directory: Path) -> None:
     process.wait(30)
 
 
-def test_a_killed_run_is_interrupted_and_resumes_without_repeating_finished_tools(tmp_path: Path) -> None:
+def test_a_killed_run_is_interrupted_and_resumes_without_repeating_finished_tools(
+    tmp_path: Path, tally: Any
+) -> None:
     start_and_kill(tmp_path)
     store = TraceStore.from_url(f"sqlite:///{tmp_path / 'traces.db'}")
     [killed] = store.list_runs()
@@ -55,6 +58,7 @@ def test_a_killed_run_is_interrupted_and_resumes_without_repeating_finished_tool
     assert log.count("hold-start") == 2 and "hold-end" in log  # the one cut short was redone
     final = store.get_run(killed.id)
     assert final.status == "succeeded" and final.answer == "done"
+    tally(faults_injected=1, runs_survived=1)
     assert [c.node for c in model_calls(final)] == [
         "plan", "select_tool", "extract_args", "select_tool", "extract_args", "answer",
     ]  # fmt: skip

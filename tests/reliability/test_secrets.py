@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 from tests.reliability.faulty_server import Fault, faulty_server
 from tests.test_cli import no_traceback, tierflow
@@ -21,7 +22,7 @@ def leaks(text: str | bytes) -> list[str]:
     return [secret for secret in PLANTED if secret.encode() in data]
 
 
-def test_no_store_or_output_holds_a_planted_secret(isolated_env: Path) -> None:
+def test_no_store_or_output_holds_a_planted_secret(isolated_env: Path, tally: Any) -> None:
     refused = Fault(
         status=401,
         body={"error": {"message": f"Incorrect API key provided: {KEY}", "type": "invalid_request_error"}},
@@ -49,13 +50,16 @@ def test_no_store_or_output_holds_a_planted_secret(isolated_env: Path) -> None:
         ]
         assert server.requests, "the LLM was never called: the test proves nothing"
         assert "Authorization" in server.requests[0]["headers"]  # credentials were sent
+    stores = [path for path in isolated_env.rglob("*") if path.is_file()]
+    found = sum(len(leaks(r.stdout + r.stderr)) for r in outputs)
+    found += sum(len(leaks(path.read_bytes())) for path in stores)
+    tally(inputs_tried=len(PLANTED), secrets_found=found, faults_injected=2, runs_survived=2)
     for result in outputs:
         no_traceback(result)
         assert not leaks(result.stdout + result.stderr), (result.args, result.stdout, result.stderr)
     assert json.loads(outputs[1].stdout)["status"] == "failed"
     assert "refused the API key" in outputs[0].stderr  # the error is still said, without the key
     assert "[REDACTED]" in outputs[5].stdout  # the task was stored, scrubbed
-    stores = [path for path in isolated_env.rglob("*") if path.is_file()]
     assert any(path.name == "checkpoints.sqlite" for path in stores), stores
     assert any(path.suffix in (".db", ".sqlite") and "checkpoint" not in path.name for path in stores)
     for path in stores:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from langgraph.checkpoint.memory import InMemorySaver
@@ -33,11 +34,15 @@ def builtins(tmp_path: Path) -> ToolRegistry:
 @pytest.mark.parametrize(
     "expression", ["round(1, -10**9)", "round(1, -10**6)", "round(2.5, 10**9)", "round(1, 0.5)"]
 )
-def test_calculator_refuses_rounding_that_would_never_end(builtins: ToolRegistry, expression: str) -> None:
+def test_calculator_refuses_rounding_that_would_never_end(
+    builtins: ToolRegistry, expression: str, tally: Any
+) -> None:
     started = time.monotonic()
     with pytest.raises(ToolError, match="round takes a whole number of digits"):
         builtins.get("calculator").call({"expression": expression}, FAST)  # type: ignore[union-attr]
-    assert time.monotonic() - started < 1.5  # refused, not stopped by the time limit
+    took = time.monotonic() - started
+    tally(inputs_tried=1, longest_tool_s=took)
+    assert took < 1.5  # refused, not stopped by the time limit
     assert builtins.get("calculator").call({"expression": "round(1234.5678, -2)"}) == "1200"  # type: ignore[union-attr]
     assert builtins.get("calculator").call({"expression": "round(2.675, 2)"}) == "2.67"  # type: ignore[union-attr]
 
@@ -46,13 +51,17 @@ def test_calculator_refuses_rounding_that_would_never_end(builtins: ToolRegistry
 @pytest.mark.parametrize(
     "unit", ["9**9**9*m", "m*10**1000000", "2^99999999 m", "m" * 100_000, "1" * 50 + " m"]
 )
-def test_unit_conversion_refuses_units_that_are_expressions(builtins: ToolRegistry, unit: str) -> None:
+def test_unit_conversion_refuses_units_that_are_expressions(
+    builtins: ToolRegistry, unit: str, tally: Any
+) -> None:
     started = time.monotonic()
     with pytest.raises(ToolError):
         builtins.get("unit_convert").call(  # type: ignore[union-attr]
             {"value": 1, "from_unit": unit, "to_unit": "km"}, FAST
         )
-    assert time.monotonic() - started < 1.5
+    took = time.monotonic() - started
+    tally(inputs_tried=1, longest_tool_s=took)
+    assert took < 1.5
     converted = builtins.get("unit_convert").call({"value": 3, "from_unit": "m**2", "to_unit": "cm^2"})  # type: ignore[union-attr]
     assert converted == "3 m**2 = 30000 cm^2"
 
@@ -101,14 +110,17 @@ def nap(seconds: float) -> str:
 
 
 @pytest.mark.timeout(60)
-def test_a_runaway_call_is_stopped_at_its_time_limit() -> None:
+def test_a_runaway_call_is_stopped_at_its_time_limit(tally: Any) -> None:
     started = time.monotonic()
     with pytest.raises(ToolError, match=r"spin ran past its 1 s time limit and was stopped"):
         spin.call({"seconds": 1})
-    assert time.monotonic() - started < 3
+    took = time.monotonic() - started
+    tally(faults_injected=1, longest_tool_s=took)
+    assert took < 3
 
 
-def test_memory_and_result_size_are_limited() -> None:
+def test_memory_and_result_size_are_limited(tally: Any) -> None:
+    tally(faults_injected=3)
     with pytest.raises(ToolError, match="out of memory"):
         hoard.call({"megabytes": 512})
     assert hoard.call({"megabytes": 8}) == str(8 * 1024 * 1024)
@@ -130,7 +142,8 @@ def lambda_free(characters: int) -> str:
     return "y" * characters
 
 
-def test_a_tool_in_the_callers_process_says_it_could_not_be_stopped() -> None:
+def test_a_tool_in_the_callers_process_says_it_could_not_be_stopped(tally: Any) -> None:
+    tally(faults_injected=1)
     with pytest.raises(ToolError, match="could not be stopped and is still running"):
         nap.call({"seconds": 2})
     assert nap.call({"seconds": 0}) == "rested"
@@ -163,7 +176,7 @@ def test_unknown_or_bad_limits_are_refused_when_the_tool_is_made() -> None:
 
 
 @pytest.mark.timeout(120)
-def test_the_run_goes_on_after_a_tool_is_stopped(store: TraceStore, tmp_path: Path) -> None:
+def test_the_run_goes_on_after_a_tool_is_stopped(store: TraceStore, tmp_path: Path, tally: Any) -> None:
     tools = ToolRegistry([spin, *default_registry(tmp_path)])
     small = ScriptedModel(
         tier="slm",
@@ -183,6 +196,7 @@ def test_the_run_goes_on_after_a_tool_is_stopped(store: TraceStore, tmp_path: Pa
     assert result.status == "succeeded", result.error
     stopped, computed = tool_calls(store.get_run(result.run_id))
     assert stopped.tool == "spin" and "time limit and was stopped" in (stopped.error or "")
+    tally(faults_injected=1, runs_survived=1, longest_tool_s=stopped.latency_ms / 1000)
     assert 900 < stopped.latency_ms < 3000
     assert (computed.tool, computed.result) == ("calculator", "42")
 
