@@ -67,6 +67,8 @@ def parse_json(completion: Completion) -> object:
     except json.JSONDecodeError as exc:
         cut = " (the reply was cut off at max_tokens)" if completion.truncated else ""
         raise Rejected("invalid_json", f"{exc.msg} at character {exc.pos}{cut}") from None
+    except RecursionError:  # e.g. a small model repeating "[" a thousand times
+        raise Rejected("invalid_json", "the JSON is nested too deeply") from None
 
 
 def parse_model(model: type[M]) -> Callable[[Completion], M]:

@@ -22,7 +22,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from tierflow.errors import TierflowError
+from tierflow.errors import SchemaError, TierflowError
 from tierflow.tools.registry import Tool, ToolRegistry
 
 __all__ = [
@@ -138,7 +138,7 @@ def _read_lines(path: Path) -> Iterable[tuple[int, dict[str, Any]]]:
         ) from None
     except UnicodeDecodeError:
         raise CaseFileError(f"{path} is not UTF-8 text", hint="Case files are JSON lines.") from None
-    for number, line in enumerate(text.splitlines(), start=1):
+    for number, line in enumerate(text.split("\n"), start=1):  # JSON strings may hold U+2028
         if not line.strip():
             continue
         try:
@@ -146,6 +146,11 @@ def _read_lines(path: Path) -> Iterable[tuple[int, dict[str, Any]]]:
         except json.JSONDecodeError as exc:
             raise CaseFileError(
                 f"{path}, line {number}: not valid JSON ({exc.msg} at column {exc.colno})",
+                hint="Each line must be one JSON object (JSON lines).",
+            ) from None
+        except RecursionError:
+            raise CaseFileError(
+                f"{path}, line {number}: the JSON is nested too deeply",
                 hint="Each line must be one JSON object (JSON lines).",
             ) from None
         if not isinstance(value, dict):
@@ -202,7 +207,12 @@ def _case(where: str, raw: dict[str, Any], answer: Any, category: str | None) ->
         bad('"ground_truth" must be a list of {"function_name": {"param": [allowed values]}}')
     if category is None:
         category = "multiple" if not answer or len(answer) == 1 else "parallel_multiple"
-    return Case(case_id, str(category), messages, functions, answer)
+    case = Case(case_id, str(category), messages, functions, answer)
+    try:
+        registry_for(case)  # names, duplicates and parameter schemas, checked now, not mid-evaluation
+    except (ValueError, TypeError, KeyError, SchemaError) as exc:
+        bad(f"its functions cannot be offered as tools: {exc}")
+    return case
 
 
 def load_case_file(path: Path, answers: Path | None = None, *, category: str | None = None) -> list[Case]:

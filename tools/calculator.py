@@ -99,7 +99,7 @@ def _eval(node: ast.AST) -> Number:
     if isinstance(node, ast.Constant):
         if isinstance(node.value, bool) or not isinstance(node.value, int | float):
             raise ToolError(f"only numbers are allowed, not {node.value!r}")
-        return node.value
+        return _checked(node.value)  # 1e999 is read as inf
     if isinstance(node, ast.BinOp):
         if isinstance(node.op, ast.BitXor):
             raise ToolError("'^' is not a power here: write 2 ** 3")

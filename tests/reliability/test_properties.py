@@ -5,7 +5,7 @@ arithmetic for integer ``+ - *`` and without ``eval``; ``unit_convert`` returns 
 ``ToolError`` quickly and round trips; the workspace and the file tools never reach or show a
 file outside the workspace; tool arguments, JSON schemas and model replies are accepted or
 refused with the error of their family; a BFCL case file loads or raises ``CaseFileError``.
-The cases marked ``xfail`` are known bugs, each with its smallest known input as an example.
+Each bug these properties found has its own test with its smallest known input as an example.
 """
 
 from __future__ import annotations
@@ -170,10 +170,6 @@ def test_calculator_results_of_arithmetic_are_finite_numbers(expression: str) ->
         assert_number(value)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="calculator.py _eval returns an ast.Constant without _checked: '1e999' evaluates to inf",
-)
 @settings(BASE, max_examples=50)
 @given(
     literal=st.builds(
@@ -271,7 +267,7 @@ def test_calculator_tool_answers_in_time_in_the_runner(registry: ToolRegistry, e
         assert "time limit" not in str(exc), str(exc)
     else:
         float(result)  # the model gets a number as text
-    assert time.monotonic() - started < 4.0
+    assert time.monotonic() - started < 8.0
 
 
 # 2. Unit conversion -------------------------------------------------------------------------
@@ -294,7 +290,7 @@ def convert_or_refuse(value: float, from_unit: str, to_unit: str) -> str | None:
     except ToolError as exc:
         assert str(exc)
         result = None
-    assert time.monotonic() - started < 2.0, "a unit conversion took over 2 s"
+    assert time.monotonic() - started < 8.0, "a unit conversion hung"  # generous: CI shares 2 cores
     return result
 
 
@@ -314,11 +310,6 @@ def test_unit_convert_of_unit_words_returns_text_or_tool_error(
         assert result.endswith(f" {to_unit}")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="units.py _unit: pint's parser raises AssertionError ('/') and tokenize.TokenError ('('), "
-    "which are not in the caught list",
-)
 @settings(BASE, max_examples=300)
 @given(value=st.floats(), from_unit=st.text(max_size=70), to_unit=st.text(max_size=70))
 @example(value=1.0, from_unit="m", to_unit="/")
@@ -329,11 +320,6 @@ def test_unit_convert_of_any_text_returns_text_or_tool_error(
     convert_or_refuse(value, from_unit, to_unit)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="units.py unit_convert catches only DimensionalityError: km**400 -> m**400 overflows a float "
-    "and raises OverflowError",
-)
 @settings(BASE, max_examples=50)
 @given(
     pair=st.sampled_from([("km", "m"), ("m", "km"), ("mile", "mm"), ("GB", "bit")]),
@@ -574,11 +560,6 @@ def test_the_planted_secret_is_refused_through_the_runner(sandbox: Sandbox, path
         assert call_in_runner(sandbox, tool, arguments) is None
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="workspace.py Workspace.resolve: Path.resolve raises UnicodeEncodeError on a lone surrogate "
-    "('\\ud800', which JSON can carry), not SandboxError",
-)
 @settings(BASE, max_examples=50)
 @given(
     path=st.text(
@@ -594,11 +575,6 @@ def test_workspace_refuses_a_path_with_a_lone_surrogate(sandbox: Sandbox, path: 
     assert sandbox.inside(resolved)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="builtins.py _text_file (target.exists()) and list_files (base.is_dir()) raise OSError "
-    "ENAMETOOLONG for a name over 255 bytes; in the runner it is a ToolBug",
-)
 @settings(BASE, max_examples=30)
 @given(
     tool=st.sampled_from(["read_file", "word_count", "list_files"]),
@@ -611,11 +587,6 @@ def test_file_tools_refuse_a_name_too_long_with_a_tool_error(sandbox: Sandbox, t
         sandbox.function(tool)(**arguments)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="workspace.py contains/resolve: Path.resolve raises RuntimeError('Symlink loop') for a link "
-    "loop in the workspace; list_files('.') fails on it too",
-)
 @settings(BASE, max_examples=30)
 @given(
     tool=st.sampled_from(["read_file", "word_count", "list_files"]),
@@ -852,11 +823,6 @@ def test_reply_parsers_return_a_value_or_rejected(text: str, finish_reason: str)
         assert isinstance(model, Reply) and value is not None
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="escalation.py parse_json: json.loads raises RecursionError (not JSONDecodeError) on a reply "
-    "nested ~1000 deep, e.g. an SLM repeating '['",
-)
 @settings(BASE, max_examples=30)
 @given(depth=st.integers(1, 100_000), closed=st.booleans(), opener=st.sampled_from(["[", '{"a":']))
 @example(depth=100_000, closed=False, opener="[")
@@ -993,11 +959,6 @@ def test_case_file_of_any_bytes_loads_or_raises_case_file_error(scratch: Path, d
     load_or_refuse(path)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bfcl.py _read_lines catches only JSONDecodeError: json.loads raises RecursionError on a line "
-    "nested ~1000 deep",
-)
 @settings(BASE, max_examples=20)
 @given(depth=st.integers(1, 100_000), opener=st.sampled_from(["[", '{"id": ']))
 @example(depth=100_000, opener="[")
@@ -1018,11 +979,6 @@ def good_case(case_id: str, content: str) -> dict[str, Any]:
     }
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bfcl.py _read_lines splits with str.splitlines, which also breaks lines at U+2028, U+2029 and "
-    "U+0085 that json.dumps(ensure_ascii=False) leaves raw inside strings: a valid file is refused",
-)
 @settings(BASE, max_examples=50)
 @given(content=st.text(max_size=20), separator=st.sampled_from(["\u2028", "\u2029", "\x85"]))
 @example(content="a", separator="\u2028")
@@ -1036,12 +992,6 @@ def test_case_file_with_a_unicode_line_separator_in_a_string_loads(
     assert case.messages[0]["content"] == text
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bfcl.py _case checks only that a function's name is a string: registry_for then raises "
-    "ValueError for a name Tool.from_schema refuses ('a b'), a duplicate or 'none', and TypeError for a "
-    "'required' that is not a list of names",
-)
 @settings(BASE, max_examples=100)
 @given(functions=st.lists(function_spec, min_size=1, max_size=3))
 @example(functions=[{"name": "a b"}])
