@@ -66,7 +66,7 @@ def parse_json(completion: Completion) -> object:
         return json.loads(text, strict=False)  # a raw newline inside a string is harmless
     except json.JSONDecodeError as exc:
         cut = " (the reply was cut off at max_tokens)" if completion.truncated else ""
-        raise Rejected("invalid_json", f"{exc.msg} at character {exc.pos}{cut}") from None
+        raise Rejected("invalid_json", f"{exc.msg} (character {exc.pos}){cut}") from None
     except RecursionError:  # e.g. a small model repeating "[" a thousand times
         raise Rejected("invalid_json", "the JSON is nested too deeply") from None
 

@@ -1,13 +1,16 @@
-"""A prompt longer than the SLM's context: the real llama.cpp raises inside; tierflow turns it
-into an escalation on tiered steps and into a clear, stored failure elsewhere."""
+"""SLM faults on the real model: a prompt longer than its context (llama.cpp raises inside)
+becomes an escalation on tiered steps and a clear, stored failure elsewhere; a reply cut at
+max_tokens escalates too. (A missing or corrupt GGUF: tests/test_slm_real.py.)"""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 import pytest
-from tierflow import TierPolicy, run_graph
+from langgraph.graph import END, START, StateGraph
+from pydantic import BaseModel
+from tierflow import TierContext, TierPolicy, extract, run_graph
 from tierflow.agents.scripted import ScriptedModel
 from tierflow.agents.slm import LlamaCppModel
 from tierflow.agents.tiers import Tiers
@@ -70,4 +73,35 @@ def test_an_slm_only_run_fails_clearly_and_is_stored(
     assert "does not fit the SLM's context" in (result.error or "")
     trace = store.get_run(result.run_id)
     assert trace.status == "failed" and "does not fit" in (trace.error or "")
+    tally(faults_injected=1, runs_survived=1)
+
+
+class Ticket(BaseModel):
+    product: str
+    severity: str
+    summary: str
+
+
+def test_an_slm_reply_cut_at_max_tokens_escalates(
+    small_context: LlamaCppModel, store: TraceStore, tally: Any
+) -> None:
+    """A model that runs to its token limit (as one looping would) gives a cut-off reply:
+    the step escalates with reason ``truncated``, never a crash or a half-parsed value."""
+
+    class State(TypedDict, total=False):
+        report: str
+        ticket: Ticket
+
+    builder: Any = StateGraph(State, context_schema=TierContext)
+    builder.add_node("extract_ticket", extract(Ticket, inputs="report", into="ticket", max_tokens=6))
+    builder.add_edge(START, "extract_ticket")
+    builder.add_edge("extract_ticket", END)
+    large = ScriptedModel(tier="llm", name="big", by_node={"extract_ticket": [FIELDS]})
+    report = "The export button crashes the app when I click it twice."
+    result = run_graph(builder.compile(), {"report": report}, tiers=Tiers(small_context, large), store=store)
+    assert result.ok, result.error
+    slm_call, llm_call = store.get_run(result.run_id).steps[0].model_calls
+    assert slm_call.tier == "slm" and slm_call.escalated and slm_call.finish_reason == "length"
+    assert "cut off at max_tokens" in (slm_call.escalation_reason or "")
+    assert llm_call.tier == "llm" and result.state["ticket"].severity == "high"
     tally(faults_injected=1, runs_survived=1)
