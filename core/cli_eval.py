@@ -237,9 +237,10 @@ def eval_bench(
     out_dir: OutOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Benchmarks: orchestration overhead, SLM throughput, tool-selection latency, peak memory."""
+    """Benchmarks: orchestration overhead, SLM throughput, tool-selection latency, peak memory,
+    and N = 1, 2, 4, 8 concurrent runs sharing one SLM (throughput, p50/p95, fairness)."""
     from tierflow.app import model_file
-    from tierflow.evals import bench
+    from tierflow.evals import bench, load
     from tierflow.evals.report import RESULTS_DIR, environment, write_results
 
     try:
@@ -257,36 +258,14 @@ def eval_bench(
             data["decision_costs"] = bench.decision_costs(conf.resolved_models_dir())
         with err.status("peak memory of a task run …"):
             data["memory"] = bench.peak_memory()
+        with err.status("concurrent task runs sharing one SLM …"):
+            data["load"] = load.load_levels(slm_path, n_threads=conf.slm_threads)
         data["environment"] = env
         path = (out_dir or RESULTS_DIR) / "bench.json"
         write_results(path, data, bench.bench_markdown(data))
     except TierflowError as exc:
         fail(exc)
     _show(as_json, data, bench.bench_markdown(data), str(path))
-
-
-@eval_app.command("load")
-def eval_load(
-    tasks: Annotated[int, typer.Option(min=1, help="Tasks per concurrency level.")] = 8,
-    out_dir: OutOption = None,
-    as_json: JsonOption = False,
-) -> None:
-    """N task runs at once sharing one SLM (N = 1, 2, 4, 8): throughput, p50/p95, fairness."""
-    from tierflow.app import model_file
-    from tierflow.evals import load
-    from tierflow.evals.report import RESULTS_DIR, environment, write_results
-
-    try:
-        conf = settings()
-        slm_path = model_file(conf, conf.slm_model, "TIERFLOW_SLM_MODEL", pull_progress())
-        with err.status("concurrent task runs …"):
-            data = load.load_levels(slm_path, tasks=tasks, n_threads=conf.slm_threads)
-        data["environment"] = environment(conf.masked(), {"slm": conf.slm_model})
-        path = (out_dir or RESULTS_DIR) / "load.json"
-        write_results(path, data, load.load_markdown(data))
-    except TierflowError as exc:
-        fail(exc)
-    _show(as_json, data, load.load_markdown(data), str(path))
 
 
 @eval_app.command("readme")

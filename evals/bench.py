@@ -11,6 +11,7 @@
    the prompt's prefix, so it is reused between calls) and cold (cache reset per call).
 4. Peak memory (RSS high-water mark) of a task run with the default models, for the
    tierflow process and for the embedded LLM server.
+5. Load: N = 1, 2, 4, 8 task runs at once sharing one SLM (``evals/load.py``).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from langgraph.graph import START, StateGraph
 from tierflow.agents.scripted import Reply, ScriptedModel
 from tierflow.agents.slm import LlamaCppModel
 from tierflow.agents.tiers import Tiers
+from tierflow.evals.load import load_markdown
 from tierflow.evals.report import fmt, markdown_table
 from tierflow.evals.toolcalls import percentile
 from tierflow.graphs import nodes
@@ -423,4 +425,5 @@ def bench_markdown(data: dict[str, Any]) -> str:
         f"{env['machine']['cores']} cores ({env['machine']['cpu']}), models {env['models'].get('slm')} / "
         f"{env['models'].get('llm')}, commit {(env['git_commit'] or '?')[:10]}, {env['created_at']}.\n\n"
         + markdown_table(["measure", "value"], rows)
+        + ("\n" + load_markdown(data["load"]) if data.get("load") else "")
     )

@@ -1,4 +1,4 @@
-"""``tierflow eval load``: N task runs at once sharing one SLM, as the console's sessions or a
+"""``make bench`` (load): N task runs at once sharing one SLM, as the console's sessions or a
 service's threads would: throughput, latency (p50/p95) and fairness as N grows.
 
 Every run goes through the real task graph, tracing to one SQLite file, with the real SLM
@@ -112,7 +112,7 @@ def load_markdown(data: dict[str, Any]) -> str:
         for level in data["levels"]
     ]
     return (
-        "# Load: concurrent task runs sharing one SLM\n\n"
+        "## Load: concurrent task runs sharing one SLM\n\n"
         "Each level runs the same tasks on N threads through one TaskRunner (real SLM for "
         "select_tool, extract_args and answer; scripted planner), traced to one SQLite file.\n\n"
         + markdown_table(

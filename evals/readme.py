@@ -206,7 +206,7 @@ def _bench(directory: Path) -> str:
 
 
 def _load(directory: Path) -> str:
-    data = read_results(directory / "load.json")
+    data = read_results(directory / "bench.json").get("load")
     if not data:
         return ""
     rows = [
@@ -218,7 +218,7 @@ def _load(directory: Path) -> str:
         ]
         for level in data["levels"]
     ]
-    return "### Load: concurrent runs sharing one SLM (`tierflow eval load`)\n\n" + markdown_table(
+    return "### Load: concurrent runs sharing one SLM (`make bench`)\n\n" + markdown_table(
         ["concurrent runs", "succeeded", "tasks/min", "latency p50 / p95"], rows
     )
 

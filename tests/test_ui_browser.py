@@ -12,6 +12,7 @@ import sys
 import time
 import urllib.request
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,23 +44,24 @@ class Console:
     data_dir: Path
 
 
-@pytest.fixture(scope="module")
-def console(slm_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Console]:
-    del slm_path  # only to fail early, with the fix, when the model is missing
+@contextmanager
+def serve_console(home: Path, *options: str, **env_vars: str) -> Iterator[str]:
+    """`tierflow ui OPTIONS` in its own data dir under ``home``; its URL once it is healthy."""
     if not Path(CHROMIUM).exists():
         pytest.fail("Chromium is not installed: run `make browser` (apt-get install chromium)")
-    port, home = free_port(), tmp_path_factory.mktemp("console")
+    port = free_port()
     env = {key: value for key, value in os.environ.items() if not key.startswith("TIERFLOW_")}
     env.update(
         TIERFLOW_DATA_DIR=str(home / "data"),
         TIERFLOW_MODELS_DIR=str(MODELS_DIR),
         TIERFLOW_AUTO_PULL="false",
         XDG_CONFIG_HOME=str(home / "config"),
+        **env_vars,
     )
     log = home / "server.log"
     with log.open("wb") as sink:
         server = subprocess.Popen(
-            [sys.executable, "-m", "tierflow", "ui", "--port", str(port)],
+            [sys.executable, "-m", "tierflow", "ui", "--port", str(port), *options],
             stdout=sink,
             stderr=subprocess.STDOUT,
             env=env,
@@ -77,13 +79,21 @@ def console(slm_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterato
             if server.poll() is not None or time.monotonic() > deadline:
                 pytest.fail(f"the console did not start:\n{log.read_text()[-3000:]}")
             time.sleep(0.5)
-        yield Console(url, home / "data")
+        yield url
     finally:
         server.terminate()
         try:
             server.wait(timeout=30)
         except subprocess.TimeoutExpired:
             server.kill()
+
+
+@pytest.fixture(scope="module")
+def console(slm_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Console]:
+    del slm_path  # only to fail early, with the fix, when the model is missing
+    home = tmp_path_factory.mktemp("console")
+    with serve_console(home) as url:
+        yield Console(url, home / "data")
 
 
 def submit(page: object, url: str, task: str) -> None:

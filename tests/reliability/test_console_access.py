@@ -3,20 +3,14 @@ browser session must give the access token first (a real `tierflow ui`, headless
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from tierflow.agents.server import free_port
 
-from tests.conftest import MODELS_DIR
 from tests.test_cli import no_traceback, tierflow
-from tests.test_ui_browser import CHROMIUM, FLAGS
+from tests.test_ui_browser import CHROMIUM, FLAGS, serve_console
 
 TOKEN = "console-token-for-the-test-123"
 
@@ -30,44 +24,9 @@ def test_a_network_address_needs_the_explicit_flag() -> None:
 
 @pytest.fixture
 def shared_console(tmp_path: Path) -> Iterator[str]:
-    port = free_port()
-    env = {key: value for key, value in os.environ.items() if not key.startswith("TIERFLOW_")}
-    env.update(
-        TIERFLOW_DATA_DIR=str(tmp_path / "data"),
-        TIERFLOW_MODELS_DIR=str(MODELS_DIR),
-        TIERFLOW_AUTO_PULL="false",
-        TIERFLOW_UI_TOKEN=TOKEN,
-        XDG_CONFIG_HOME=str(tmp_path / "config"),
-    )
-    log = tmp_path / "server.log"
-    with log.open("wb") as sink:
-        server = subprocess.Popen(
-            [sys.executable, "-m", "tierflow", "ui", "--host", "0.0.0.0", "--remote", "--port", str(port)],
-            stdout=sink,
-            stderr=subprocess.STDOUT,
-            env=env,
-        )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 90
-        while True:
-            try:
-                with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as response:
-                    if response.read() == b"ok":
-                        break
-            except OSError:
-                pass
-            if server.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"the console did not start:\n{log.read_text()[-3000:]}")
-            time.sleep(0.5)
+    with serve_console(tmp_path, "--host", "0.0.0.0", "--remote", TIERFLOW_UI_TOKEN=TOKEN) as url:
         yield url
-    finally:
-        server.terminate()
-        try:
-            server.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            server.kill()
-    assert TOKEN not in log.read_text()  # a token set by the user is never printed
+    assert TOKEN not in (tmp_path / "server.log").read_text()  # a token set by the user is never printed
 
 
 def test_every_session_must_give_the_token(shared_console: str) -> None:
