@@ -48,7 +48,7 @@ def test_happy_path_uses_both_tiers_and_traces_every_step(store: TraceStore, tmp
         "395",
         None,
     )
-    assert tool.latency_ms == pytest.approx(0, abs=50)
+    assert 0 <= tool.latency_ms < 5000  # measured around the call (a forked child: milliseconds)
     assert trace.stats.slm_share == 0.75 and trace.stats.escalations == 0
     # the exact prompt is stored, and the grammar schema sent to the SLM is the tool list + none
     select_call = model_calls(trace)[1]

@@ -33,7 +33,8 @@ CASES = [
     (["config"], {"TIERFLOW_MAX_STEPS": "lots"}, "max_steps"),
     (["runs", "list"], {"TIERFLOW_DATABASE_URL": "sqlite:////proc/nope/x.db"}, "cannot create the database"),
     (["runs", "list"], {"TIERFLOW_DATABASE_URL": "nonsense"}, "is not valid"),
-    (["runs", "list"], {"TIERFLOW_DATABASE_URL": "postgresql://u:p@127.0.0.1:1/x"}, "driver"),
+    (["runs", "list"], {"TIERFLOW_DATABASE_URL": "mysql://u:p@127.0.0.1:1/x"}, "driver"),
+    (["runs", "list"], {"TIERFLOW_DATABASE_URL": "postgresql+psycopg://u:p@127.0.0.1:1/x"}, "cannot open"),
     (
         ["runs", "list"],
         {"TIERFLOW_DATABASE_URL": "sqlite:///{not-a-db.db}"},

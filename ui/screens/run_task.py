@@ -75,4 +75,4 @@ if last:
     columns[2].metric("LLM tokens", stats.llm_prompt_tokens + stats.llm_completion_tokens)
     columns[3].metric("time", f"{(trace.duration_ms or 0) / 1000:.1f} s")
     if st.button("Open the run's detail"):
-        st.switch_page("pages/run_detail.py", query_params={"run": last})
+        st.switch_page("screens/run_detail.py", query_params={"run": last})

@@ -63,4 +63,4 @@ selection = st.dataframe(
 )
 rows = selection.selection.rows if selection else []
 if rows:
-    st.switch_page("pages/run_detail.py", query_params={"run": frame.iloc[rows[0]]["run"]})
+    st.switch_page("screens/run_detail.py", query_params={"run": frame.iloc[rows[0]]["run"]})
