@@ -156,7 +156,7 @@ class Settings(BaseSettings):
         data["llm_base_url"] = (
             scrub(self.llm_base_url) if self.llm_base_url else "(embedded llama.cpp server)"
         )
-        data["database_url"] = _mask_url_password(self.resolved_database_url())
+        data["database_url"] = scrub(self.resolved_database_url())
         data["data_dir"] = str(self.resolved_data_dir())
         data["models_dir"] = str(self.resolved_models_dir())
         data["workspace"] = str(self.resolved_workspace())
@@ -175,9 +175,9 @@ def unknown_env(environ: Mapping[str, str] | None = None) -> list[str]:
     problems = []
     for name in sorted(source):
         upper = name.upper()
-        if not upper.startswith("TIERFLOW_") or upper in known or upper in policy_fields:
+        if not upper.startswith("TIERFLOW_") or upper in known:
             continue
-        if upper.startswith("TIERFLOW_POLICY__"):  # TIERFLOW_POLICY__<NODE>: any node name
+        if upper.startswith("TIERFLOW_POLICY__"):  # a policy field, or an override of any node
             continue
         close = difflib.get_close_matches(upper, sorted(known | policy_fields), n=1, cutoff=0.75)
         problems.append(f"{name} is not a setting" + (f" (did you mean {close[0]}?)" if close else ""))
@@ -239,12 +239,3 @@ def _mask(secret: SecretStr | None) -> str | None:
     if secret is None:
         return None
     return "**** (set)" if secret.get_secret_value() else None
-
-
-def _mask_url_password(url: str) -> str:
-    from sqlalchemy.engine import make_url
-
-    try:
-        return make_url(url).render_as_string(hide_password=True)
-    except Exception:  # noqa: BLE001 - an unparsable URL is shown as given, minus nothing secret
-        return url

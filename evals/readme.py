@@ -223,21 +223,28 @@ def _load(directory: Path) -> str:
     )
 
 
+RELIABILITY_COUNTS = (
+    ("faults_injected", "faults injected (endpoint errors, kills, runaway tools, overflows)"),
+    ("runs_survived", "runs that ended cleanly after a fault (stored, clear status)"),
+    ("inputs_tried", "hostile or malformed inputs tried"),
+    ("rows_lost", "rows lost or duplicated (must be 0)"),
+    ("secrets_found", "planted secrets found in any store or output (must be 0)"),
+)
+"""What the reliability suite tallies (tests/reliability/conftest.py), and how it is named."""
+
+
+def reliability_table(data: dict[str, Any]) -> str:
+    """The reliability tally as a Markdown table (reliability.md and the README)."""
+    rows = [[label, f"{data[key]:g}"] for key, label in RELIABILITY_COUNTS]
+    rows.append(["the longest any tool call ran", f"{data['longest_tool_call_s']:g} s"])
+    return markdown_table(["measure", "count"], rows)
+
+
 def _reliability(directory: Path) -> str:
     data = read_results(directory / "reliability.json")
     if not data:
         return ""
-    rows = [
-        ["faults injected", f"{data['faults_injected']:g}"],
-        ["runs that ended cleanly after a fault", f"{data['runs_survived']:g}"],
-        ["hostile or malformed inputs tried", f"{data['inputs_tried']:g}"],
-        ["rows lost or duplicated", f"{data['rows_lost']:g}"],
-        ["planted secrets found in any store or output", f"{data['secrets_found']:g}"],
-        ["the longest any tool call ran", f"{data['longest_tool_call_s']:g} s"],
-    ]
-    return "### Reliability (`make reliability`, tests/reliability/)\n\n" + markdown_table(
-        ["measure", "count"], rows
-    )
+    return "### Reliability (`make reliability`, tests/reliability/)\n\n" + reliability_table(data)
 
 
 def _origin(directory: Path) -> str:

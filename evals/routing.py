@@ -376,7 +376,8 @@ def train_scorer(
     examples = examples_from_runs(runs, cases, relevance)
     development = _development(examples)
     nodes = fit_scorer(development)
-    folded = out_of_fold(development)
+    scored = _report_scores(examples, nodes)
+    folded = [s for s in scored if s.example.split in DEVELOPMENT]
     table = calibrate(folded)
     trained_on = {
         "runs_file": str(runs_path.name),
@@ -387,8 +388,7 @@ def train_scorer(
         "calibration": f"thresholds chosen on {FOLDS}-fold out-of-fold scores of the train and calib splits",
         "models": sorted({c["model"] for r in runs for c in r["calls"]}),
     }
-    test = score([e for e in examples if e.split not in DEVELOPMENT], nodes)
-    return EscalationScorer(with_thresholds(nodes, table), trained_on), folded + test
+    return EscalationScorer(with_thresholds(nodes, table), trained_on), scored
 
 
 def score_runs(
@@ -401,9 +401,17 @@ def score_runs(
     """Every item of the runs file scored: test items by ``scorer``, development items out
     of fold (as their thresholds were chosen), so that no reported figure is in-sample."""
     examples = examples_from_runs(read_runs(runs_path), cases, relevance, policy)
-    held_out = score([e for e in examples if e.split not in DEVELOPMENT], scorer.nodes)
+    return _report_scores(examples, scorer.nodes, cross_fit=policy == "slm")
+
+
+def _report_scores(
+    examples: Sequence[Example], nodes: Mapping[str, NodeScorer], *, cross_fit: bool = True
+) -> list[Scored]:
+    """Development items out of fold (as their thresholds are chosen; left out without
+    ``cross_fit``), then the held-out items scored by ``nodes``."""
     development = _development(examples)
-    return (out_of_fold(development) if policy == "slm" and development else []) + held_out
+    held_out = score([e for e in examples if e.split not in DEVELOPMENT], nodes)
+    return (out_of_fold(development) if cross_fit and development else []) + held_out
 
 
 def routing_report(

@@ -145,14 +145,12 @@ def _file_tools(workspace: Workspace) -> list[Callable[..., object]]:
 
 def builtin_tools(workspace: Workspace, *, clock: Callable[[], datetime] | None = None) -> list[Tool]:
     """calculator, unit_convert, current_datetime, read_file, list_files, word_count."""
-    functions: list[Callable[..., object]] = [
-        calculator,
-        _current_datetime(clock or (lambda: datetime.now(UTC))),
-        *_file_tools(workspace),
+    return [
+        Tool.from_function(calculator),
+        Tool.from_function(unit_convert, prepare=prepare_units),
+        Tool.from_function(_current_datetime(clock or (lambda: datetime.now(UTC)))),
+        *(Tool.from_function(function) for function in _file_tools(workspace)),
     ]
-    tools = [Tool.from_function(function) for function in functions]
-    tools.insert(1, Tool.from_function(unit_convert, prepare=prepare_units))
-    return tools
 
 
 def default_registry(workspace: Path, *, clock: Callable[[], datetime] | None = None) -> ToolRegistry:

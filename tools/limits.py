@@ -116,11 +116,11 @@ def _child(name: str, call: Callable[[], str], limits: ToolLimits, write_end: in
     except ToolError as exc:
         payload = [type(exc).__name__, str(exc)]
     except MemoryError:
-        payload = ["error", f"{name} ran out of memory ({limits.memory_mb} MB per call) and was stopped"]
+        payload = ["ToolError", f"{name} ran out of memory ({limits.memory_mb} MB per call) and was stopped"]
     except RecursionError:
-        payload = ["error", f"{name} recursed too deeply and was stopped"]
+        payload = ["ToolError", f"{name} recursed too deeply and was stopped"]
     except Exception as exc:  # a tool's own bug: reported like the task graph reports it
-        payload = ["bug", f"{type(exc).__name__}: {exc}"]
+        payload = ["ToolBug", f"{type(exc).__name__}: {exc}"]
     data = json.dumps(payload, ensure_ascii=False).encode("utf-8", errors="replace")
     with os.fdopen(write_end, "wb") as pipe:
         pipe.write(data)
@@ -169,13 +169,11 @@ def _receive(name: str, read_end: int, pid: int, limits: ToolLimits) -> tuple[st
         kind, text = json.loads(data.decode("utf-8"))
     except (ValueError, UnicodeDecodeError):
         raise ToolError(f"{name} returned a result that could not be read back") from None
-    if kind == "bug":
-        raise ToolBug(text)
     return str(kind), str(text)
 
 
 def _error_class(name: str) -> type[ToolError]:
-    """The ``ToolError`` subclass (``SandboxError``...) a child raised, by name."""
+    """The ``ToolError`` subclass (``SandboxError``, ``ToolBug``...) a child raised, by name."""
     classes, found = [ToolError], {}
     while classes:
         cls = classes.pop()

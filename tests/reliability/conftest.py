@@ -13,14 +13,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from tierflow.evals.readme import RELIABILITY_COUNTS, reliability_table
 
-COUNTS = (
-    ("faults_injected", "faults injected (endpoint errors, kills, runaway tools, overflows)"),
-    ("runs_survived", "runs that ended cleanly after a fault (stored, clear status)"),
-    ("inputs_tried", "hostile or malformed inputs tried"),
-    ("rows_lost", "rows lost or duplicated (must be 0)"),
-    ("secrets_found", "planted secrets found in any store or output (must be 0)"),
-)
+COUNTS = dict(RELIABILITY_COUNTS)
 
 
 class Tally:
@@ -36,13 +31,13 @@ class Tally:
                 if key == "longest_tool_s":
                     self.longest_tool_s = max(self.longest_tool_s, value)
                     continue
-                assert key in dict(COUNTS), key
+                assert key in COUNTS, key
                 self.counts[key] += value
                 self.by_test[test][key] += value
 
     def report(self) -> dict[str, Any]:
         return {
-            **{key: self.counts.get(key, 0) for key, _ in COUNTS},
+            **{key: self.counts.get(key, 0) for key in COUNTS},
             "longest_tool_call_s": round(self.longest_tool_s, 2),
             "by_test": {test: dict(counts) for test, counts in sorted(self.by_test.items())},
         }
@@ -69,11 +64,9 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     folder = Path(target)
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "reliability.json").write_text(json.dumps(data, indent=1) + "\n", encoding="utf-8")
-    rows = [f"| {label} | {data[key]:g} |" for key, label in COUNTS]
-    rows.append(f"| the longest any tool call ran (s) | {data['longest_tool_call_s']:g} |")
     (folder / "reliability.md").write_text(
-        "# Reliability suite (tests/reliability/)\n\n| measure | count |\n|---|---|\n"
-        + "\n".join(rows)
-        + "\n\nMade by `make reliability` (pytest tests/reliability with the tally on).\n",
+        "# Reliability suite (tests/reliability/)\n\n"
+        + reliability_table(data)
+        + "\nMade by `make reliability` (pytest tests/reliability with the tally on).\n",
         encoding="utf-8",
     )
