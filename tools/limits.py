@@ -97,11 +97,16 @@ def _in_child(name: str, call: Callable[[], str], limits: ToolLimits) -> str:
             os._exit(status)
     os.close(write_end)
     try:
-        payload = _receive(name, read_end, pid, limits)
+        data = _receive(name, read_end, pid, limits)
     finally:
         os.close(read_end)
-        _reap(pid)
-    kind, text = payload
+        status = _reap(pid)
+    if not data:
+        raise ToolError(f"{name} stopped without a result ({_describe_exit(status)})")
+    try:
+        kind, text = json.loads(data.decode("utf-8"))
+    except (ValueError, UnicodeDecodeError):
+        raise ToolError(f"{name} returned a result that could not be read back") from None
     if kind == "ok":
         return text
     raise _error_class(kind)(text)
@@ -140,8 +145,9 @@ def _limit_memory(memory_mb: int) -> None:
     resource.setrlimit(resource.RLIMIT_AS, (limit, hard))
 
 
-def _receive(name: str, read_end: int, pid: int, limits: ToolLimits) -> tuple[str, str]:
-    """The child's report, or a ``ToolError`` when it breaks a limit or dies."""
+def _receive(name: str, read_end: int, pid: int, limits: ToolLimits) -> bytes:
+    """The child's report as sent (empty if it died first); ``ToolError`` when it breaks its
+    time or size limit (it is killed)."""
     deadline = time.monotonic() + limits.timeout_s
     chunks: list[bytes] = []
     size, most = 0, limits.max_result_chars * 4 + 4096  # UTF-8 and JSON escaping, bounded
@@ -161,15 +167,7 @@ def _receive(name: str, read_end: int, pid: int, limits: ToolLimits) -> tuple[st
         if size > most:
             _kill(pid)
             raise _too_large(name, size, limits)
-    data = b"".join(chunks)
-    if not data:
-        status = _reap(pid)
-        raise ToolError(f"{name} stopped without a result ({_describe_exit(status)})")
-    try:
-        kind, text = json.loads(data.decode("utf-8"))
-    except (ValueError, UnicodeDecodeError):
-        raise ToolError(f"{name} returned a result that could not be read back") from None
-    return str(kind), str(text)
+    return b"".join(chunks)
 
 
 def _error_class(name: str) -> type[ToolError]:
