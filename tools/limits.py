@@ -100,16 +100,16 @@ def _in_child(name: str, call: Callable[[], str], limits: ToolLimits) -> str:
         data = _receive(name, read_end, pid, limits)
     finally:
         os.close(read_end)
-        status = _reap(pid)
+        exit_status = _reap(pid)
     if not data:
-        raise ToolError(f"{name} stopped without a result ({_describe_exit(status)})")
+        raise ToolError(f"{name} stopped without a result ({_describe_exit(exit_status)})")
     try:
         kind, text = json.loads(data.decode("utf-8"))
     except (ValueError, UnicodeDecodeError):
         raise ToolError(f"{name} returned a result that could not be read back") from None
     if kind == "ok":
-        return text
-    raise _error_class(kind)(text)
+        return str(text)
+    raise _error_class(str(kind))(str(text))
 
 
 def _child(name: str, call: Callable[[], str], limits: ToolLimits, write_end: int) -> None:
