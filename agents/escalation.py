@@ -33,6 +33,7 @@ RejectionCode = Literal[
     "escalation_score",
     "none_unconfirmed",
     "context_overflow",
+    "ungrounded_numbers",
 ]
 
 M = TypeVar("M", bound=BaseModel)

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from rich.markup import escape
 from tierflow import __version__
+from tierflow.cli_batch import jobs_app, summarize
 from tierflow.cli_eval import eval_app
 from tierflow.cli_export import export_app
 from tierflow.cli_support import (
@@ -55,6 +56,8 @@ app.add_typer(models_app, name="models")
 app.add_typer(memory_app, name="memory")
 app.add_typer(eval_app, name="eval")
 app.add_typer(export_app, name="export")
+app.add_typer(jobs_app, name="jobs")
+app.command()(summarize)
 
 
 @app.callback()

@@ -17,10 +17,11 @@ from typing import TYPE_CHECKING, Any, cast
 from pydantic import BaseModel, Field, field_validator, model_validator
 from tierflow.agents.escalation import Rejected, parse_json, parse_model, parse_text
 from tierflow.agents.prompting import render_messages
-from tierflow.agents.protocol import Completion
+from tierflow.agents.protocol import Completion, Message
 from tierflow.agents.scoring import EscalationScorer, default_scorer
 from tierflow.errors import ToolError
 from tierflow.graphs.context import LOCAL_ONLY, Answer, TierContext
+from tierflow.graphs.fitting import fit_and_summarize
 from tierflow.graphs.judging import default_relevance, judge_arguments, select_judge
 from tierflow.graphs.state import Observation, TaskState
 from tierflow.graphs.steps import StepScope
@@ -354,11 +355,18 @@ def summarize(state: TaskState, scope: StepScope) -> Update:
     observations = list(state["observations"])
     last = observations[-1]
     output = last["result"] or ""
-    messages = render_messages(
-        "summarize", task=state["task"], tool=last["tool"], output=output, max_sentences=5
-    )
-    got = scope.ask(messages, parse_text, max_tokens=256)
-    short = got.value or output[: ctx.summarize_over_chars] + " [...]"
+
+    def prompt(text: str) -> list[Message]:
+        return render_messages(
+            "summarize", task=state["task"], tool=last["tool"], output=text, max_sentences=5
+        )
+
+    def once(piece: str) -> str:
+        got = scope.ask(prompt(piece), parse_text, max_tokens=256)
+        return got.value or piece[: ctx.summarize_over_chars] + " [...]"
+
+    # an output longer than the SLM's context is summarized in pieces that fit
+    short = fit_and_summarize(ctx.tiers.slm, output, once, overhead=prompt(""), max_tokens=256)
     observations[-1] = Observation(**{**last, "result": short})
     return {"observations": observations, "pending_summary": False}
 

@@ -11,6 +11,7 @@ so the user's state needs no tierflow keys, and the nodes work in subgraphs, und
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
@@ -28,7 +29,16 @@ from tierflow.graphs.context import Answer, TierContext, ask
 from tierflow.memory.recorder import StepHandle
 from tierflow.memory.records import ToolCallRecord
 
-__all__ = ["StepScope", "tiered_node", "extract", "choose", "summarize", "reason", "Keys"]
+__all__ = [
+    "StepScope",
+    "tiered_node",
+    "extract",
+    "choose",
+    "summarize",
+    "reason",
+    "numbers_grounded",
+    "Keys",
+]
 
 M = TypeVar("M", bound=BaseModel)
 T = TypeVar("T")
@@ -231,11 +241,14 @@ def summarize(
     local_only: bool = False,
     redact: bool | None = None,
     append: bool = False,
+    verify: Callable[[str, str], None] | None = None,
 ) -> Node:
     """A node that summarizes the state's ``inputs`` into ``into`` (plain text).
 
     It never sends the SLM more than its context holds: a longer text is cut into pieces
-    that fit, each is summarized, and the summaries are summarized in turn."""
+    that fit, each is summarized, and the summaries are summarized in turn. ``verify``:
+    ``verify(summary, text)`` raises ``Rejected`` for a summary the text does not support
+    (e.g. ``numbers_grounded``), which escalates it under ``tiered``."""
     from tierflow.graphs.fitting import fit_and_summarize
 
     routing = _routing(prefer, local_only, redact)
@@ -249,7 +262,8 @@ def summarize(
             messages = render_messages(
                 "step_summarize", instructions=instructions, max_sentences=max_sentences, text=piece
             )
-            return _value(scope.ask(messages, parse_text, max_tokens=max_tokens, **routing), scope.node)
+            parse = parse_text if verify is None else _verified(verify, piece)
+            return _value(scope.ask(messages, parse, max_tokens=max_tokens, **routing), scope.node)
 
         summary = fit_and_summarize(scope.ctx.tiers.slm, text, once, overhead=overhead, max_tokens=max_tokens)
         scope.summarize_as(summary)
@@ -257,6 +271,30 @@ def summarize(
 
     run.__name__ = "summarize"
     return tiered_node(run)
+
+
+def _verified(verify: Callable[[str, str], None], source: str) -> Callable[[Completion], str]:
+    def parse(completion: Completion) -> str:
+        summary = parse_text(completion)
+        verify(summary, source)
+        return summary
+
+    return parse
+
+
+_NUMBER = re.compile(r"(?<![\w.])\d[\d,]*(?:\.\d+)?")
+
+
+def _numbers(text: str) -> set[str]:
+    return {match.replace(",", "").rstrip(".") for match in _NUMBER.findall(text)}
+
+
+def numbers_grounded(summary: str, source: str) -> None:
+    """A ``verify`` check for ``summarize``: every number the summary states appears in the
+    text it summarizes (small models invent figures more than they invent words)."""
+    invented = sorted(_numbers(summary) - _numbers(source))
+    if invented:
+        raise Rejected("ungrounded_numbers", f"the summary states {', '.join(invented[:5])}, not in the text")
 
 
 def reason(

@@ -49,6 +49,12 @@ def _m006_run_owner(connection: Connection) -> None:
     _add_column(connection, "runs", "owner", "VARCHAR")
 
 
+def _m007_jobs(connection: Connection) -> None:
+    SQLModel.metadata.create_all(
+        connection, tables=[SQLModel.metadata.tables[name] for name in ("jobs", "job_documents")]
+    )
+
+
 MIGRATIONS: list[tuple[str, Callable[[Connection], None]]] = [
     ("m001_initial", _m001_initial),
     ("m002_model_call_confidence", _m002_model_call_confidence),
@@ -56,6 +62,7 @@ MIGRATIONS: list[tuple[str, Callable[[Connection], None]]] = [
     ("m004_privacy", _m004_privacy),
     ("m005_model_call_signals", _m005_model_call_signals),
     ("m006_run_owner", _m006_run_owner),
+    ("m007_jobs", _m007_jobs),
 ]
 
 

@@ -1,4 +1,5 @@
-"""The trace schema: runs, their steps, and each step's model and tool calls."""
+"""The trace schema: runs, their steps, and each step's model and tool calls; batch jobs
+and their documents."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from typing import Any
 from sqlalchemy import JSON, Column, Text
 from sqlmodel import Field, SQLModel
 
-__all__ = ["Run", "Step", "ModelCall", "ToolCall", "utcnow"]
+__all__ = ["Run", "Step", "ModelCall", "ToolCall", "Job", "JobDocument", "utcnow"]
 
 
 def utcnow() -> datetime:
@@ -88,3 +89,47 @@ class ToolCall(SQLModel, table=True):
     error: str | None = Field(default=None, sa_column=Column(Text))
     latency_ms: float = 0.0
     created_at: datetime = Field(default_factory=utcnow)
+
+
+class Job(SQLModel, table=True):
+    """A batch summarization job: its inputs and options, and how it ended."""
+
+    __tablename__ = "jobs"
+
+    id: str = Field(primary_key=True)
+    kind: str = "summarize"
+    status: str = Field(default="running", index=True)  # running|succeeded|failed|interrupted
+    inputs: list[str] = Field(default_factory=list, sa_column=Column(JSON))
+    options: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON))
+    signature: str = Field(default="", index=True)  # the inputs and options, hashed
+    synthesis: str | None = Field(default=None, sa_column=Column(Text))
+    synthesis_run_id: str | None = None
+    error: str | None = Field(default=None, sa_column=Column(Text))
+    created_at: datetime = Field(default_factory=utcnow, index=True)
+    finished_at: datetime | None = None
+    owner: str | None = None
+
+
+class JobDocument(SQLModel, table=True):
+    """One input document of a job, committed as soon as it finishes."""
+
+    __tablename__ = "job_documents"
+
+    id: int | None = Field(default=None, primary_key=True)
+    job_id: str = Field(foreign_key="jobs.id", index=True)
+    position: int = 0
+    path: str
+    content_hash: str | None = Field(default=None, index=True)
+    size: int = 0
+    status: str = Field(default="pending", index=True)  # pending|running|done|failed|skipped
+    reason: str | None = Field(default=None, sa_column=Column(Text))
+    summary: str | None = Field(default=None, sa_column=Column(Text))
+    run_id: str | None = None
+    chunks: int = 0
+    slm_calls: int = 0
+    llm_calls: int = 0
+    llm_tokens: int = 0
+    seconds: float = 0.0
+    reused_from: str | None = None  # the job whose summary a skipped document reuses
+    attempts: int = 0
+    finished_at: datetime | None = None

@@ -1,0 +1,198 @@
+"""Where a job's documents are summarized: in this process, in local worker processes, or
+on a Ray cluster. Each backend keeps at most one document per worker in flight, calls
+``on_start`` as a document is handed out and ``on_done`` with its outcome as it finishes
+(in the driver's thread, so the driver alone writes the database), and hands a document
+whose worker died to another worker, up to ``MAX_ATTEMPTS`` times."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+from collections import deque
+from collections.abc import Callable, Iterable
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
+from typing import Any, Protocol
+
+from tierflow.batch.worker import DocumentOutcome, DocumentTask, Worker, WorkerConfig
+from tierflow.errors import TierflowError
+
+__all__ = ["Backend", "InProcessBackend", "ProcessBackend", "RayBackend", "MAX_ATTEMPTS", "worker_died"]
+
+MAX_ATTEMPTS = 3
+Started = Callable[[DocumentTask], None]
+Done = Callable[[DocumentOutcome], None]
+
+
+class Backend(Protocol):
+    workers: int
+
+    def run(self, tasks: Iterable[DocumentTask], on_start: Started, on_done: Done) -> None: ...
+
+    def close(self) -> None: ...
+
+
+def worker_died(task: DocumentTask, attempts: int, detail: str) -> DocumentOutcome:
+    return DocumentOutcome(
+        task.document_id,
+        ok=False,
+        run_id=None,
+        reason=f"the worker summarizing it died {attempts} times ({detail}); the document may "
+        "need more memory than a worker has",
+    )
+
+
+class InProcessBackend:
+    """One worker: this process, with the driver's own tiers and trace store."""
+
+    workers = 1
+
+    def __init__(self, summarize: Callable[[DocumentTask], DocumentOutcome]) -> None:
+        self._summarize = summarize
+
+    def run(self, tasks: Iterable[DocumentTask], on_start: Started, on_done: Done) -> None:
+        for task in tasks:
+            on_start(task)
+            on_done(self._summarize(task))
+
+    def close(self) -> None:
+        pass
+
+
+_worker: Worker | None = None
+
+
+def _init_process(config: WorkerConfig) -> None:
+    global _worker
+    _worker = Worker(config)
+
+
+def _summarize_in_process(task: DocumentTask) -> DocumentOutcome:
+    assert _worker is not None
+    return _worker.summarize(task)
+
+
+class ProcessBackend:
+    """``workers`` local processes, each with its own SLM (loaded once, on its first document)."""
+
+    def __init__(self, config: WorkerConfig, workers: int) -> None:
+        self.config, self.workers = config, workers
+        self._pool: ProcessPoolExecutor | None = None
+
+    def _new_pool(self) -> ProcessPoolExecutor:
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+        self._pool = ProcessPoolExecutor(
+            max_workers=self.workers,
+            mp_context=multiprocessing.get_context("spawn"),  # no llama.cpp state copied by fork
+            initializer=_init_process,
+            initargs=(self.config,),
+        )
+        return self._pool
+
+    def run(self, tasks: Iterable[DocumentTask], on_start: Started, on_done: Done) -> None:
+        queue = deque((task, 1) for task in tasks)
+        pool = self._pool or self._new_pool()
+        flying: dict[Future[DocumentOutcome], tuple[DocumentTask, int]] = {}
+        while queue or flying:
+            while queue and len(flying) < self.workers:
+                task, attempt = queue.popleft()
+                on_start(task)
+                flying[pool.submit(_summarize_in_process, task)] = (task, attempt)
+            finished, _ = wait(flying, return_when=FIRST_COMPLETED)
+            broken = False
+            for future in finished:
+                task, attempt = flying.pop(future)
+                try:
+                    on_done(future.result())
+                except BrokenProcessPool:
+                    broken = True
+                    _retry(queue, task, attempt, "its process exited", on_done)
+            if broken:  # every document in flight is lost with the pool: hand them out again
+                for task, attempt in flying.values():
+                    _retry(queue, task, attempt, "its process pool broke", on_done)
+                flying.clear()
+                pool = self._new_pool()
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
+
+
+def _retry(
+    queue: deque[tuple[DocumentTask, int]], task: DocumentTask, attempt: int, detail: str, on_done: Done
+) -> None:
+    if attempt >= MAX_ATTEMPTS:
+        on_done(worker_died(task, attempt, detail))
+    else:
+        queue.appendleft((task, attempt + 1))
+
+
+class RayBackend:
+    """``workers`` Ray actors, each a worker process with its own SLM, on the cluster at
+    ``address`` (``RAY_ADDRESS``; none: a local cluster of ``workers`` CPUs started here)."""
+
+    def __init__(self, config: WorkerConfig, workers: int, *, address: str | None = None) -> None:
+        try:
+            import ray
+        except ImportError:
+            raise TierflowError(
+                "the Ray backend needs Ray, which is not installed",
+                hint="Install the extra: pip install 'tierflow[ray]' (or use --backend local).",
+            ) from None
+        self._ray = ray
+        self.config, self.workers = config, workers
+        self._started_here = not ray.is_initialized()
+        if self._started_here:
+            address = address or os.environ.get("RAY_ADDRESS") or None
+            options: dict[str, Any] = {"address": address, "include_dashboard": False}
+            if address is None:
+                options["num_cpus"] = workers
+            try:
+                ray.init(**options, log_to_driver=False, configure_logging=False)
+            except (ConnectionError, RuntimeError, ValueError) as exc:
+                raise TierflowError(
+                    f"cannot reach the Ray cluster at {address}: {exc}",
+                    hint="Check --ray-address / RAY_ADDRESS (e.g. ray://head:10001 or auto), "
+                    "or leave it unset to start a local cluster.",
+                ) from None
+        self._actor_class = ray.remote(num_cpus=1, max_restarts=0)(Worker)
+        self._actors: list[Any] = []
+
+    def _actor(self) -> Any:
+        return self._actor_class.remote(self.config)
+
+    def run(self, tasks: Iterable[DocumentTask], on_start: Started, on_done: Done) -> None:
+        ray = self._ray
+        queue = deque((task, 1) for task in tasks)
+        idle = deque(self._actors or [self._actor() for _ in range(self.workers)])
+        self._actors = list(idle)
+        flying: dict[Any, tuple[DocumentTask, int, Any]] = {}
+        while queue or flying:
+            while queue and idle:
+                task, attempt = queue.popleft()
+                actor = idle.popleft()
+                on_start(task)
+                flying[actor.summarize.remote(task)] = (task, attempt, actor)
+            ready, _ = ray.wait(list(flying), num_returns=1)
+            for ref in ready:
+                task, attempt, actor = flying.pop(ref)
+                try:
+                    outcome = ray.get(ref)
+                except ray.exceptions.RayActorError as exc:  # the worker died: replace it
+                    self._actors.remove(actor)
+                    replacement = self._actor()
+                    self._actors.append(replacement)
+                    idle.append(replacement)
+                    _retry(queue, task, attempt, f"Ray actor died: {type(exc).__name__}", on_done)
+                    continue
+                idle.append(actor)
+                on_done(outcome)
+
+    def close(self) -> None:
+        for actor in self._actors:
+            self._ray.kill(actor)
+        self._actors = []
+        if self._started_here:
+            self._ray.shutdown()

@@ -1,0 +1,330 @@
+"""The batch summarization job's driver: find the inputs, continue or start a job, hand the
+documents to a backend, commit each as it finishes, then write the cross-document report.
+
+The driver alone writes the database. A document is committed the moment it finishes, so
+after ``kill -9`` at any point the job continues (``--resume JOB_ID``, or the same command
+again) without redoing a finished document. A bad file or a failed model call fails that
+document only, with its reason.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal, Protocol
+
+from tierflow.agents.tiers import Tiers
+from tierflow.batch.backends import Backend, InProcessBackend, ProcessBackend, RayBackend
+from tierflow.batch.graph import SYNTHESIS_GROUP_CHARS, summaries_text, synthesis_graph
+from tierflow.batch.jobs import JobStore, NewDocument, signature
+from tierflow.batch.readers import DocumentError, content_hash, find_inputs, read_document
+from tierflow.batch.report import JobReport, build_report
+from tierflow.batch.worker import (
+    DocumentOutcome,
+    DocumentTask,
+    SummaryOptions,
+    WorkerConfig,
+    summarize_document,
+)
+from tierflow.memory.tables import JobDocument
+from tierflow.memory.tracelog import replay
+
+if TYPE_CHECKING:
+    from tierflow.app import App
+    from tierflow.settings import Settings
+
+__all__ = ["JobRequest", "JobProgress", "run_job", "BackendName"]
+
+BackendName = Literal["local", "ray"]
+
+
+@dataclass(frozen=True)
+class JobRequest:
+    """What to summarize and how (the ``tierflow summarize`` options)."""
+
+    inputs: Sequence[str] = ()
+    options: SummaryOptions = field(default_factory=SummaryOptions)
+    workers: int = 1
+    backend: BackendName = "local"
+    ray_address: str | None = None
+    resume: str | None = None
+    synthesis: bool = True
+
+
+class JobProgress(Protocol):
+    def begin(self, job_id: str, total: int, finished: int, resumed: bool) -> None: ...
+
+    def started(self, document: JobDocument) -> None: ...
+
+    def finished(self, document: JobDocument) -> None: ...
+
+    def synthesis(self) -> None: ...
+
+
+class _Quiet:
+    def begin(self, job_id: str, total: int, finished: int, resumed: bool) -> None:
+        pass
+
+    def started(self, document: JobDocument) -> None:
+        pass
+
+    def finished(self, document: JobDocument) -> None:
+        pass
+
+    def synthesis(self) -> None:
+        pass
+
+
+def run_job(
+    request: JobRequest,
+    app: App,
+    *,
+    progress: JobProgress | None = None,
+    make_tiers: Callable[[Settings], Tiers] | None = None,
+) -> JobReport:
+    """Run (or continue) a summarization job and return its report. ``make_tiers`` builds a
+    worker process's tiers (tests); by default they come from the settings."""
+    progress = progress or _Quiet()
+    jobs = JobStore(app.store)
+    options = request.options
+    summary_signature = signature(
+        {**options.signature_data(), "slm": app.tiers.slm.name, "llm": app.tiers.llm.name}
+    )
+    if request.resume is not None:
+        job = jobs.get(request.resume)
+        paths = [Path(p) for p in job.inputs]
+        resumed = True
+    else:
+        paths = find_inputs(request.inputs)
+        job_signature = signature(
+            {"inputs": [str(p) for p in paths], "summary": summary_signature, "synthesis": request.synthesis}
+        )
+        found = jobs.unfinished(job_signature)
+        resumed = found is not None
+        job = found or jobs.create(
+            [str(p) for p in paths],
+            {
+                **options.signature_data(),
+                "summary_signature": summary_signature,
+                "synthesis": request.synthesis,
+            },
+            job_signature=job_signature,
+        )
+    if resumed:
+        jobs.reopen(job.id)
+    started = time.perf_counter()
+    try:
+        todo = _prepare(jobs, job.id, paths, summary_signature)
+        documents = jobs.documents(job.id)
+        progress.begin(job.id, len(documents), len(documents) - len(todo), resumed)
+        _summarize_all(request, app, jobs, todo, progress, make_tiers)
+        synthesis, synthesis_run, synthesis_error = None, None, None
+        if request.synthesis:
+            progress.synthesis()
+            synthesis, synthesis_run, synthesis_error = _synthesize(app, jobs.documents(job.id), options)
+        documents = jobs.documents(job.id)
+        all_ok = all(d.status in ("done", "skipped") for d in documents) and synthesis_error is None
+        jobs.finish(
+            job.id,
+            "succeeded" if all_ok else "failed",
+            synthesis=synthesis,
+            synthesis_run_id=synthesis_run,
+            error=synthesis_error,
+        )
+    except BaseException:
+        jobs.finish(
+            job.id,
+            "interrupted",
+            error=f"the job was interrupted; continue it with: tierflow summarize --resume {job.id}",
+        )
+        raise
+    return build_report(jobs, job.id, seconds=time.perf_counter() - started, store=app.store)
+
+
+def _prepare(jobs: JobStore, job_id: str, paths: Sequence[Path], summary_signature: str) -> list[JobDocument]:
+    """Add the job's documents not yet in it; return those left to summarize. A document
+    finished before stays finished while its file is unchanged; an unchanged file another
+    job already summarized with the same options is skipped with that summary."""
+    known = {document.path: document for document in jobs.documents(job_id)}
+    jobs.add_documents(
+        job_id,
+        [
+            NewDocument(position, str(path), _hash(path), _size(path))
+            for position, path in enumerate(paths)
+            if str(path) not in known
+        ],
+    )
+    todo = []
+    for document in jobs.documents(job_id):
+        document_id = document.id
+        assert document_id is not None
+        current = _hash(Path(document.path))
+        unchanged = current is not None and current == document.content_hash
+        if document.status in ("done", "skipped") and unchanged:
+            continue
+        if current != document.content_hash:
+            document = jobs.update_document(
+                document_id, content_hash=current, size=_size(Path(document.path))
+            )
+        earlier = current and jobs.earlier_summary(current, summary_signature, not_job=job_id)
+        if earlier:
+            jobs.update_document(
+                document_id,
+                status="skipped",
+                summary=earlier.summary,
+                reason=f"unchanged since job {earlier.job_id}",
+                reused_from=earlier.job_id,
+                run_id=earlier.run_id,
+                chunks=earlier.chunks,
+            )
+            continue
+        todo.append(document)
+    return todo
+
+
+def _hash(path: Path) -> str | None:
+    try:
+        return content_hash(path)
+    except (OSError, DocumentError):  # reported when the document is read
+        return None
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0
+
+
+def _summarize_all(
+    request: JobRequest,
+    app: App,
+    jobs: JobStore,
+    todo: Sequence[JobDocument],
+    progress: JobProgress,
+    make_tiers: Callable[[Settings], Tiers] | None,
+) -> None:
+    tasks: list[DocumentTask] = []
+    for document in todo:
+        assert document.id is not None
+        try:
+            read = read_document(Path(document.path))
+        except DocumentError as exc:
+            progress.finished(
+                jobs.update_document(
+                    document.id,
+                    status="failed",
+                    reason=f"{exc.reason}: {exc.message}",
+                    attempts=document.attempts + 1,
+                )
+            )
+            continue
+        tasks.append(DocumentTask(document.id, Path(document.path).name, read.text))
+    if not tasks:
+        return
+    backend = _backend(request, app, make_tiers)
+
+    def on_start(task: DocumentTask) -> None:
+        progress.started(jobs.update_document(task.document_id, status="running"))
+
+    def on_done(outcome: DocumentOutcome) -> None:
+        replay(app.store, outcome.trace)
+        progress.finished(
+            jobs.update_document(
+                outcome.document_id,
+                status="done" if outcome.ok else "failed",
+                summary=outcome.summary,
+                reason=outcome.reason,
+                run_id=outcome.run_id,
+                chunks=outcome.chunks,
+                slm_calls=outcome.slm_calls,
+                llm_calls=outcome.llm_calls,
+                llm_tokens=outcome.llm_tokens,
+                seconds=outcome.seconds,
+            )
+        )
+
+    try:
+        backend.run(tasks, on_start, on_done)
+    finally:
+        backend.close()
+
+
+def _backend(request: JobRequest, app: App, make_tiers: Callable[[Settings], Tiers] | None) -> Backend:
+    if request.backend == "local" and request.workers <= 1:
+        options = request.options
+
+        def summarize(task: DocumentTask) -> DocumentOutcome:
+            return summarize_document(task, options, tiers=app.tiers, settings=app.settings, store=app.store)
+
+        return InProcessBackend(summarize)
+    config = WorkerConfig(_worker_settings(request, app, make_tiers), request.options, make_tiers)
+    if request.backend == "ray":
+        return RayBackend(config, request.workers, address=request.ray_address)
+    return ProcessBackend(config, request.workers)
+
+
+def _worker_settings(
+    request: JobRequest, app: App, make_tiers: Callable[[Settings], Tiers] | None
+) -> Settings:
+    """The settings a worker process builds its tiers from: its share of the cores, and the
+    driver's embedded LLM server as its endpoint (started here, once, for all workers)."""
+    settings = app.settings
+    update: dict[str, object] = {}
+    if settings.slm_threads is None:
+        update["slm_threads"] = max(1, (os.cpu_count() or 2) // max(1, request.workers))
+    policy = request.options.policy
+    all_local = request.options.local_only or (
+        policy.default == "slm" and all(tier == "slm" for tier in policy.nodes.values())
+    )
+    if settings.llm_base_url is None and not all_local and make_tiers is None:
+        from tierflow.agents.server import EmbeddedLLM
+
+        llm = app.tiers.llm
+        if isinstance(llm, EmbeddedLLM):
+            llm.load()
+            update.update(
+                llm_base_url=llm.server.base_url, llm_model=llm.server.alias, llm_response_format="llamacpp"
+            )
+    return settings.model_copy(update=update)
+
+
+def _synthesize(
+    app: App, documents: Sequence[JobDocument], options: SummaryOptions
+) -> tuple[str | None, str | None, str | None]:
+    """The cross-document report, its run, or why there is none."""
+    from tierflow.graphs.running import run_graph
+
+    summaries = {
+        Path(d.path).name: d.summary for d in documents if d.status in ("done", "skipped") and d.summary
+    }
+    if len(summaries) < 2:
+        return None, None, None  # nothing to compare
+    groups = _groups(summaries)
+    result = run_graph(
+        synthesis_graph(),
+        {"groups": groups},
+        tiers=app.tiers,
+        store=app.store,
+        settings=app.settings,
+        policy=options.policy,
+        local_only=options.local_only,
+        name="summarize_synthesis",
+        task=f"cross-document report of {len(summaries)} documents",
+    )
+    if not result.ok:
+        return None, result.run_id, f"the cross-document report failed: {result.error}"
+    return str(result.state.get("report") or ""), result.run_id, None
+
+
+def _groups(summaries: dict[str, str]) -> list[str]:
+    """The summaries in groups of at most ``SYNTHESIS_GROUP_CHARS`` (one report call each)."""
+    groups: list[dict[str, str]] = [{}]
+    for name, summary in summaries.items():
+        if groups[-1] and len(summaries_text({**groups[-1], name: summary})) > SYNTHESIS_GROUP_CHARS:
+            groups.append({})
+        groups[-1][name] = summary
+    return [summaries_text(group) for group in groups]

@@ -1,0 +1,348 @@
+"""Reading the reports a batch job summarizes: plain text, Markdown, HTML, PDF and DOCX.
+
+``find_inputs`` turns the files, folders and globs a user names into a sorted list of
+paths; ``read_document`` turns one path into normalized plain text. Every problem with a
+file (missing, binary, encrypted, damaged, too large, no text) raises ``DocumentError``,
+whose ``reason`` is a short code the job can count and whose message names the file, so
+one bad report is recorded and the job goes on.
+"""
+
+from __future__ import annotations
+
+import glob
+import hashlib
+import io
+import os
+import re
+import stat
+import warnings
+import zipfile
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import docx
+import pypdf
+from bs4 import BeautifulSoup
+from bs4.dammit import EncodingDetector
+from bs4.element import NavigableString
+from docx.opc.exceptions import OpcError
+from docx.table import Table
+from lxml.etree import LxmlError
+from pypdf.errors import DependencyError, LimitReachedError, PyPdfError
+from tierflow.errors import TierflowError
+
+__all__ = [
+    "SUPPORTED_SUFFIXES",
+    "DocumentError",
+    "DocumentKind",
+    "FailureReason",
+    "ReadDocument",
+    "content_hash",
+    "find_inputs",
+    "read_document",
+]
+
+DocumentKind = Literal["text", "markdown", "html", "pdf", "docx"]
+FailureReason = Literal[
+    "unreadable", "empty", "binary", "password_protected", "too_large", "corrupt", "not_utf8", "unsupported"
+]
+
+SUPPORTED_SUFFIXES: tuple[str, ...] = (".txt", ".md", ".markdown", ".html", ".htm", ".pdf", ".docx")
+
+_KINDS: dict[str, DocumentKind] = {
+    ".txt": "text",
+    ".md": "markdown",
+    ".markdown": "markdown",
+    ".html": "html",
+    ".htm": "html",
+    ".pdf": "pdf",
+    ".docx": "docx",
+}
+_SNIFF_BYTES = 8192  # a NUL byte this early means the file is not text
+_GLOB_CHARS = frozenset("*?[")
+_DROPPED_TAGS = ["script", "style", "noscript", "template", "head"]
+_BLOCK_TAGS = [
+    "address", "article", "aside", "blockquote", "dd", "div", "dl", "dt", "figcaption", "figure",
+    "footer", "form", "h1", "h2", "h3", "h4", "h5", "h6", "header", "hr", "li", "main", "nav", "ol",
+    "p", "pre", "section", "table", "tr", "ul",
+]  # fmt: skip
+# A damaged PDF can make pypdf raise nearly anything; these are the ones seen in practice.
+_PDF_FAILURES = (PyPdfError, ValueError, KeyError, TypeError, AttributeError, IndexError, AssertionError)
+_DOCX_FAILURES = (zipfile.BadZipFile, KeyError, ValueError, OpcError, LxmlError)
+
+
+class DocumentError(TierflowError):
+    """A file cannot be read as a document. ``reason`` is one of ``FailureReason``; the
+    message names the file and says what is wrong, the hint says what to do."""
+
+    def __init__(self, reason: FailureReason, message: str, *, hint: str = "") -> None:
+        super().__init__(message, hint=hint)
+        self.reason: FailureReason = reason
+
+    def __reduce__(self) -> tuple[type[DocumentError], tuple[FailureReason, str], dict[str, object]]:
+        # Exceptions pickle as ``cls(*args)``; this one needs its reason too (Ray ships it).
+        return type(self), (self.reason, self.message), self.__dict__
+
+
+@dataclass(frozen=True)
+class ReadDocument:
+    """One document as plain text, with what the job needs to skip it when unchanged."""
+
+    path: Path
+    kind: DocumentKind
+    text: str
+    size: int  # bytes on disk
+    content_hash: str  # sha256 hex of the file's bytes
+
+
+def content_hash(path: Path) -> str:
+    """The sha256 hex digest of the file's bytes, read in blocks."""
+    _check_regular_file(path)
+    try:
+        with path.open("rb") as stream:
+            return hashlib.file_digest(stream, "sha256").hexdigest()
+    except OSError as exc:
+        raise _unreadable(path, exc) from exc
+
+
+def read_document(path: Path, *, max_bytes: int = 50_000_000, max_chars: int = 2_000_000) -> ReadDocument:
+    """The text of a supported document, normalized; ``DocumentError`` for any bad file."""
+    size = _check_regular_file(path).st_size
+    kind = _KINDS.get(path.suffix.lower())
+    if kind is None:
+        raise DocumentError(
+            "unsupported",
+            f"{path} is not a supported document type ({path.suffix or 'no suffix'}).",
+            hint=f"Convert it to one of: {', '.join(SUPPORTED_SUFFIXES)}.",
+        )
+    if size == 0:
+        raise DocumentError("empty", f"{path} is empty (0 bytes).", hint="Remove it or add its content.")
+    if size > max_bytes:
+        raise _too_large(path, f"{size:,} bytes", f"{max_bytes:,} bytes")
+    data = _read_bytes(path, max_bytes)
+    text = _normalize(_EXTRACTORS[kind](path, data))
+    if not text:
+        hint = "Remove it, or check that it was exported with its content."
+        if kind == "pdf":
+            hint = "It may be a scanned image with no text layer; run OCR on it first (e.g. `ocrmypdf`)."
+        raise DocumentError("empty", f"{path} contains no text.", hint=hint)
+    if len(text) > max_chars:
+        raise _too_large(path, f"{len(text):,} characters of text", f"{max_chars:,} characters")
+    return ReadDocument(path, kind, text, len(data), hashlib.sha256(data).hexdigest())
+
+
+def find_inputs(specs: Sequence[str]) -> list[Path]:
+    """The files named by ``specs`` (files, folders read recursively, globs), absolute,
+    without duplicates, sorted. A spec that finds nothing raises ``TierflowError``."""
+    if not specs:
+        raise TierflowError(
+            "No input files were given.", hint="Name files, folders or glob patterns to read."
+        )
+    found: set[Path] = set()
+    for spec in specs:
+        matches = _expand(spec)
+        if not matches:
+            raise TierflowError(
+                f"{spec!r} matches no document to read.",
+                hint=(
+                    "Check the path; folders are read recursively for .txt, .md, .html, .pdf and .docx files."
+                ),
+            )
+        found.update(matches)
+    return sorted(found)
+
+
+def _expand(spec: str) -> set[Path]:
+    if not spec.strip():
+        return set()
+    named = Path(os.path.expanduser(spec))
+    if named.is_dir():
+        return _walk(named)
+    if os.path.lexists(named):
+        return {_resolve(named)}  # named directly: kept whatever its suffix, read_document judges it
+    if not _GLOB_CHARS.intersection(spec):
+        return set()
+    found: set[Path] = set()
+    for match in map(Path, glob.glob(os.path.expanduser(spec), recursive=True)):
+        if match.is_dir():
+            found |= _walk(match)
+        elif _is_supported(match.name):
+            found.add(_resolve(match))
+    return found
+
+
+def _walk(folder: Path) -> set[Path]:
+    found: set[Path] = set()
+    for root, dirs, files in os.walk(folder):
+        dirs[:] = [name for name in dirs if not name.startswith(".")]
+        found.update(_resolve(Path(root, name)) for name in files if _is_supported(name))
+    return found
+
+
+def _resolve(path: Path) -> Path:
+    """The absolute path as the user named it (links are not followed: the report shows the
+    names the user knows)."""
+    return Path(os.path.abspath(path))
+
+
+def _is_supported(name: str) -> bool:
+    return not name.startswith(".") and name.lower().endswith(SUPPORTED_SUFFIXES)
+
+
+def _check_regular_file(path: Path) -> os.stat_result:
+    """Stat ``path`` (links followed) without opening it: a FIFO would block an open."""
+    try:
+        info = os.stat(path)
+    except OSError as exc:
+        raise _unreadable(path, exc) from exc
+    if not stat.S_ISREG(info.st_mode):
+        what = "a folder" if stat.S_ISDIR(info.st_mode) else "not a regular file"
+        raise DocumentError(
+            "unreadable", f"{path} is {what}.", hint="Name regular files, or a folder to read."
+        )
+    return info
+
+
+def _read_bytes(path: Path, max_bytes: int) -> bytes:
+    try:
+        with path.open("rb") as stream:
+            data = stream.read(max_bytes + 1)
+    except OSError as exc:
+        raise _unreadable(path, exc) from exc
+    if len(data) > max_bytes:  # it grew after the stat
+        raise _too_large(path, f"more than {max_bytes:,} bytes", f"{max_bytes:,} bytes")
+    return data
+
+
+def _unreadable(path: Path, exc: OSError) -> DocumentError:
+    if isinstance(exc, FileNotFoundError):
+        problem = "does not exist (or is a link to a file that does not exist)"
+    elif isinstance(exc, PermissionError):
+        problem = "cannot be read: permission denied"
+    else:
+        problem = f"cannot be read: {exc.strerror or exc}"
+    return DocumentError(
+        "unreadable", f"{path} {problem}.", hint="Check the path and the file's permissions."
+    )
+
+
+def _too_large(path: Path, actual: str, limit: str) -> DocumentError:
+    return DocumentError(
+        "too_large",
+        f"{path} is too large: {actual}, over the limit of {limit}.",
+        hint="Split it into smaller files, or raise the limit.",
+    )
+
+
+def _normalize(text: str) -> str:
+    text = text.replace("\r\n", "\n").replace("\r", "\n")
+    text = re.sub(r"[^\S\n]+$", "", text, flags=re.MULTILINE)
+    return re.sub(r"\n{3,}", "\n\n", text).strip()
+
+
+def _decode_text(path: Path, data: bytes, declared: str | None = None) -> str:
+    if b"\x00" in data[:_SNIFF_BYTES]:
+        raise DocumentError(
+            "binary",
+            f"{path} looks like a binary file, not text (it contains NUL bytes).",
+            hint="Check that it is the document you meant; UTF-16 text must be converted to UTF-8 first.",
+        )
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        if declared is not None:
+            try:
+                return data.decode(declared)
+            except (UnicodeDecodeError, LookupError):
+                pass
+        raise DocumentError(
+            "not_utf8",
+            f"{path} is not UTF-8 text (invalid byte at offset {exc.start}).",
+            hint=f"Convert it to UTF-8, e.g. `iconv -f latin1 -t utf-8 '{path}' > converted{path.suffix}`.",
+        ) from None
+
+
+def _html(path: Path, data: bytes) -> str:
+    declared = EncodingDetector.find_declared_encoding(data, is_html=True)
+    soup = BeautifulSoup(_decode_text(path, data, declared), "html.parser")
+    for tag in soup.find_all(_DROPPED_TAGS):
+        tag.decompose()
+    for string in soup.find_all(string=True):
+        if type(string) is not NavigableString:
+            string.extract()  # comments, doctype, CDATA
+        elif string.find_parent("pre") is None:
+            string.replace_with(re.sub(r"\s+", " ", string))  # HTML whitespace: runs are one space
+    for br in soup.find_all("br"):
+        br.replace_with("\n")
+    for tag in soup.find_all(["td", "th"]):
+        tag.insert_after("\t")
+    for tag in soup.find_all(_BLOCK_TAGS):
+        tag.insert_before("\n\n")
+        tag.insert_after("\n\n")
+    lines = soup.get_text().split("\n")
+    return "\n".join(line.strip(" \t") for line in lines)
+
+
+def _pdf(path: Path, data: bytes) -> str:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # pypdf warns about the damage it works around
+        try:
+            reader = pypdf.PdfReader(io.BytesIO(data), strict=False)
+            if reader.is_encrypted and not reader.decrypt(""):
+                raise DocumentError(
+                    "password_protected",
+                    f"{path} is password-protected.",
+                    hint="Save an unprotected copy (e.g. `qpdf --decrypt --password=... in.pdf out.pdf`).",
+                )
+            pages = [page.extract_text() for page in reader.pages]
+        except DependencyError as exc:
+            raise DocumentError(
+                "unsupported",
+                f"{path} is encrypted in a way that needs an extra library to read.",
+                hint="Install it with `pip install cryptography`.",
+            ) from exc
+        except LimitReachedError as exc:
+            raise DocumentError(
+                "too_large",
+                f"{path} is too large: its content expands past pypdf's safety limits.",
+                hint="Split it into smaller files.",
+            ) from exc
+        except _PDF_FAILURES as exc:
+            raise DocumentError(
+                "corrupt",
+                f"{path} cannot be read: the PDF is damaged or truncated ({exc}).",
+                hint="Export or download it again.",
+            ) from exc
+    return "\n\n".join(pages)
+
+
+def _docx(path: Path, data: bytes) -> str:
+    try:
+        document = docx.Document(io.BytesIO(data))
+        blocks = [
+            _table_text(block) if isinstance(block, Table) else block.text
+            for block in document.iter_inner_content()
+        ]
+    except _DOCX_FAILURES as exc:
+        raise DocumentError(
+            "corrupt",
+            f"{path} cannot be read: the DOCX file is damaged or truncated ({type(exc).__name__}).",
+            hint="Open it in a word processor and save it again, or export it again.",
+        ) from exc
+    return "\n".join(blocks)
+
+
+def _table_text(table: Table) -> str:
+    rows = ("\t".join(cell.text for cell in row.cells) for row in table.rows)
+    return "\n" + "\n".join(rows) + "\n"
+
+
+_EXTRACTORS: dict[DocumentKind, Callable[[Path, bytes], str]] = {
+    "text": _decode_text,
+    "markdown": _decode_text,
+    "html": _html,
+    "pdf": _pdf,
+    "docx": _docx,
+}

@@ -1,0 +1,180 @@
+"""A job's report, read back from the database (so a finished, resumed or half-done job
+reports the same way): per document its summary, status, reason, tiers and tokens; then
+the cross-document report; then the totals. Markdown, or JSON with ``--json``."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from tierflow.batch.jobs import JobStore
+from tierflow.memory.traces import TraceStore
+
+__all__ = ["DocumentReport", "Totals", "JobReport", "build_report"]
+
+
+@dataclass(frozen=True)
+class DocumentReport:
+    position: int
+    path: str
+    name: str
+    status: str
+    summary: str | None
+    reason: str | None
+    chunks: int
+    slm_calls: int
+    llm_calls: int
+    slm_share: float | None
+    llm_tokens: int
+    seconds: float
+    run_id: str | None
+    reused_from: str | None
+
+
+@dataclass(frozen=True)
+class Totals:
+    documents: int
+    done: int
+    failed: int
+    skipped: int
+    pending: int
+    slm_calls: int
+    llm_calls: int
+    slm_share: float | None
+    llm_tokens: int
+    seconds: float  # this invocation's wall time
+    document_seconds: float  # the documents' summarizing time, over every attempt that finished
+
+
+@dataclass(frozen=True)
+class JobReport:
+    job_id: str
+    status: str
+    documents: list[DocumentReport]
+    synthesis: str | None
+    synthesis_run_id: str | None
+    error: str | None
+    totals: Totals
+
+    @property
+    def ok(self) -> bool:
+        """Every document summarized (or unchanged since an earlier job)."""
+        return self.status == "succeeded"
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def to_json_text(self) -> str:
+        return json.dumps(self.to_json(), ensure_ascii=False, indent=2)
+
+    def to_markdown(self) -> str:
+        t = self.totals
+        lines = [
+            f"# Summary report (job {self.job_id})",
+            "",
+            f"{t.documents} documents: {t.done} done, {t.failed} failed, {t.skipped} skipped"
+            + (f", {t.pending} not done" if t.pending else "")
+            + f". Status: {self.status}.",
+            "",
+            "## Documents",
+        ]
+        for d in self.documents:
+            lines += ["", f"### {d.position + 1}. {d.name} ({d.status})", ""]
+            if d.summary:
+                lines += [d.summary.strip(), ""]
+            if d.reason:
+                lines += [f"**{'Why it failed' if d.status == 'failed' else 'Note'}:** {d.reason}", ""]
+            lines.append(f"*{_costs(d)}*")
+        lines += ["", "## Cross-document report", ""]
+        if self.synthesis:
+            lines.append(self.synthesis.strip())
+        elif self.error:
+            lines.append(f"**Not written:** {self.error}")
+        else:
+            lines.append("*(none: fewer than two documents were summarized)*")
+        lines += [
+            "",
+            "## Totals",
+            "",
+            "| documents | done | failed | skipped | SLM share | LLM tokens | time |",
+            "|---|---|---|---|---|---|---|",
+            f"| {t.documents} | {t.done} | {t.failed} | {t.skipped} | {_share(t.slm_share)} | "
+            f"{t.llm_tokens:,} | {_duration(t.seconds)} |",
+            "",
+        ]
+        return "\n".join(lines)
+
+
+def _share(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.0%}"
+
+
+def _duration(seconds: float) -> str:
+    minutes, rest = divmod(round(seconds), 60)
+    return f"{minutes} min {rest} s" if minutes else f"{seconds:.1f} s"
+
+
+def _costs(d: DocumentReport) -> str:
+    if d.status == "skipped":
+        return f"unchanged: summary of job {d.reused_from}"
+    if d.run_id is None:
+        return "no model call"
+    return (
+        f"{d.chunks} chunk(s) · {d.slm_calls} SLM / {d.llm_calls} LLM calls (SLM share "
+        f"{_share(d.slm_share)}) · {d.llm_tokens:,} LLM tokens · {d.seconds:.1f} s · run {d.run_id}"
+    )
+
+
+def _ratio(slm: int, llm: int) -> float | None:
+    return slm / (slm + llm) if slm + llm else None
+
+
+def build_report(jobs: JobStore, job_id: str, *, seconds: float, store: TraceStore) -> JobReport:
+    job = jobs.get(job_id)
+    rows = jobs.documents(job.id)
+    documents = [
+        DocumentReport(
+            position=row.position,
+            path=row.path,
+            name=Path(row.path).name,
+            status=row.status,
+            summary=row.summary,
+            reason=row.reason,
+            chunks=row.chunks,
+            slm_calls=row.slm_calls,
+            llm_calls=row.llm_calls,
+            slm_share=_ratio(row.slm_calls, row.llm_calls),
+            llm_tokens=row.llm_tokens,
+            seconds=row.seconds,
+            run_id=row.run_id,
+            reused_from=row.reused_from,
+        )
+        for row in rows
+    ]
+    counted = [d for d in documents if d.status != "skipped"]
+    slm = sum(d.slm_calls for d in counted)
+    llm = sum(d.llm_calls for d in counted)
+    tokens = sum(d.llm_tokens for d in counted)
+    if job.synthesis_run_id:
+        stats = store.get_run(job.synthesis_run_id).stats
+        slm, llm = slm + stats.slm_calls, llm + stats.llm_calls
+        tokens += stats.llm_prompt_tokens + stats.llm_completion_tokens
+    status_count = {
+        status: sum(d.status == status for d in documents) for status in ("done", "failed", "skipped")
+    }
+    totals = Totals(
+        documents=len(documents),
+        done=status_count["done"],
+        failed=status_count["failed"],
+        skipped=status_count["skipped"],
+        pending=len(documents) - sum(status_count.values()),
+        slm_calls=slm,
+        llm_calls=llm,
+        slm_share=_ratio(slm, llm),
+        llm_tokens=tokens,
+        seconds=round(seconds, 3),
+        document_seconds=round(sum(d.seconds for d in counted), 3),
+    )
+    return JobReport(job.id, job.status, documents, job.synthesis, job.synthesis_run_id, job.error, totals)

@@ -1,0 +1,162 @@
+"""What a batch worker does with one document: run its map-reduce graph as a traced run and
+report the outcome. The same code runs in the driver's process, in a local worker process
+and in a Ray actor; a worker outside the driver returns the run's trace writes with the
+outcome, and the driver, which owns the database, stores them."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from tierflow.agents.policy import TierPolicy
+from tierflow.agents.tiers import Tiers
+from tierflow.batch.graph import document_graph
+from tierflow.memory.tracelog import TraceLog, TraceWrite
+from tierflow.memory.traces import TraceStore
+
+if TYPE_CHECKING:
+    from tierflow.settings import Settings
+
+__all__ = [
+    "SummaryOptions",
+    "DocumentTask",
+    "DocumentOutcome",
+    "WorkerConfig",
+    "Worker",
+    "summarize_document",
+]
+
+
+@dataclass(frozen=True)
+class SummaryOptions:
+    """How each document is summarized (part of the job's signature)."""
+
+    policy: TierPolicy = field(default_factory=TierPolicy)
+    local_only: bool = False
+    chunk_tokens: int = 1500
+    max_sentences: int = 6
+
+    def signature_data(self) -> dict[str, Any]:
+        return {
+            "policy": self.policy.model_dump(),
+            "local_only": self.local_only,
+            "chunk_tokens": self.chunk_tokens,
+            "max_sentences": self.max_sentences,
+        }
+
+
+@dataclass(frozen=True)
+class DocumentTask:
+    document_id: int
+    name: str
+    text: str
+
+
+@dataclass
+class DocumentOutcome:
+    """How one document ended: its summary, or why it failed; what it cost."""
+
+    document_id: int
+    ok: bool
+    run_id: str | None
+    summary: str | None = None
+    reason: str | None = None
+    chunks: int = 0
+    slm_calls: int = 0
+    llm_calls: int = 0
+    llm_tokens: int = 0
+    seconds: float = 0.0
+    trace: list[TraceWrite] = field(default_factory=list)  # for the driver to store
+
+
+def summarize_document(
+    task: DocumentTask,
+    options: SummaryOptions,
+    *,
+    tiers: Tiers,
+    settings: Settings,
+    store: TraceStore | None,
+) -> DocumentOutcome:
+    """Summarize one document. ``store``: the driver's trace store when this runs in the
+    driver's process; ``None`` in a worker, whose trace comes back in the outcome."""
+    from tierflow.graphs.running import run_graph
+
+    log = TraceLog(store)
+    started = time.perf_counter()
+    run_id: str | None
+    try:
+        result = run_graph(
+            document_graph(max_sentences=options.max_sentences),
+            {"document": task.name, "text": task.text},
+            settings=settings,
+            policy=options.policy,
+            local_only=options.local_only,
+            tiers=tiers,
+            store=log,
+            name="summarize_document",
+            task=f"summarize {task.name}",
+            context={"chunk_tokens": options.chunk_tokens},
+        )
+        ok, run_id, state = result.ok, result.run_id, result.state
+        reason = None if ok else (result.error or result.status)
+    except Exception as exc:  # a bug in a node: this document fails, the job goes on
+        run_id, ok, state = _run_id(log), False, {}
+        reason = f"internal error: {type(exc).__name__}: {exc}"
+    calls = log.model_calls()
+    llm = [call for call in calls if call.tier == "llm"]
+    return DocumentOutcome(
+        document_id=task.document_id,
+        ok=ok,
+        run_id=run_id,
+        summary=state.get("summary") if ok else None,
+        reason=reason,
+        chunks=int(state.get("chunks") or 0),
+        slm_calls=len(calls) - len(llm),
+        llm_calls=len(llm),
+        llm_tokens=sum(call.prompt_tokens + call.completion_tokens for call in llm),
+        seconds=round(time.perf_counter() - started, 3),
+        trace=[] if store is not None else log.writes,
+    )
+
+
+def _run_id(log: TraceLog) -> str | None:
+    started = [write for write in log.writes if write.method == "start_run"]
+    return str(started[0].kwargs["id"]) if started else None
+
+
+@dataclass(frozen=True)
+class WorkerConfig:
+    """What a worker needs to build its tiers once: the settings (with the LLM endpoint the
+    driver serves), and, for tests, a function that makes the tiers instead."""
+
+    settings: Settings
+    options: SummaryOptions
+    make_tiers: Callable[[Settings], Tiers] | None = None
+
+
+class Worker:
+    """One worker's tiers (the SLM loaded once), summarizing documents one at a time."""
+
+    def __init__(self, config: WorkerConfig) -> None:
+        self.config = config
+        self._tiers: Tiers | None = None
+
+    @property
+    def tiers(self) -> Tiers:
+        if self._tiers is None:
+            make = self.config.make_tiers or _build_tiers
+            self._tiers = make(self.config.settings)
+        return self._tiers
+
+    def summarize(self, task: DocumentTask) -> DocumentOutcome:
+        return summarize_document(
+            task, self.config.options, tiers=self.tiers, settings=self.config.settings, store=None
+        )
+
+
+def _build_tiers(settings: Settings) -> Tiers:
+    from tierflow.app import build_llm, build_slm
+
+    return Tiers(slm=build_slm(settings), llm=build_llm(settings))

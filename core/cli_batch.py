@@ -1,0 +1,273 @@
+"""``tierflow summarize`` (batch report summarization) and ``tierflow jobs``."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+from rich.markup import escape
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from tierflow.cli_support import JsonOption, emit_json, err, fail, out, parse_tiers, pull_progress, settings
+from tierflow.errors import TaskInputError, TierflowError
+
+if TYPE_CHECKING:
+    from tierflow.memory.tables import JobDocument
+
+__all__ = ["summarize", "jobs_app"]
+
+jobs_app = typer.Typer(no_args_is_help=True, help="Batch summarization jobs.")
+
+
+class _ProgressDisplay:
+    """A bar with documents done, failed, skipped and an ETA on a terminal; one line per
+    document otherwise (logs, CI)."""
+
+    def __init__(self) -> None:
+        self._bar: Progress | None = None
+        self._task: TaskID | None = None
+        self._counts = {"done": 0, "failed": 0, "skipped": 0}
+        self._total = 0
+        self._finished = 0
+        self._started = time.monotonic()
+
+    def begin(self, job_id: str, total: int, finished: int, resumed: bool) -> None:
+        self._total, self._finished = total, finished
+        verb = "continuing" if resumed else "started"
+        err.print(
+            f"job [bold]{job_id}[/] {verb}: {total} document(s), {total - finished} to summarize "
+            f"(resume with: tierflow summarize --resume {job_id})"
+        )
+        if err.is_terminal:
+            self._bar = Progress(
+                TextColumn("[bold]summarizing[/]"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("{task.fields[counts]}"),
+                TimeElapsedColumn(),
+                TextColumn("ETA"),
+                TimeRemainingColumn(),
+                console=err,
+                transient=False,
+            )
+            self._bar.start()
+            self._task = self._bar.add_task("documents", total=total, completed=finished, counts=self._line())
+
+    def _line(self) -> str:
+        c = self._counts
+        return f"done {c['done']} · failed {c['failed']} · skipped {c['skipped']}"
+
+    def started(self, document: JobDocument) -> None:
+        pass
+
+    def finished(self, document: JobDocument) -> None:
+        self._finished += 1
+        if document.status in self._counts:
+            self._counts[document.status] += 1
+        if self._bar is not None and self._task is not None:
+            self._bar.update(self._task, completed=self._finished, counts=self._line())
+            if document.status == "failed":
+                self._bar.console.print(
+                    f"[red]failed[/] {escape(Path(document.path).name)}: {escape(document.reason or '')}"
+                )
+            return
+        detail = (
+            f"{document.seconds:.1f} s, {document.chunks} chunk(s)"
+            if document.status == "done"
+            else document.reason
+        )
+        err.print(
+            f"[{self._finished}/{self._total}] {document.status} {escape(Path(document.path).name)}"
+            + (f" ({escape(detail or '')})" if detail else ""),
+            highlight=False,
+        )
+
+    def synthesis(self) -> None:
+        self.close()
+        err.print("writing the cross-document report …")
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.stop()
+            self._bar = None
+
+
+def summarize(
+    inputs: Annotated[
+        list[str] | None,
+        typer.Argument(help="Report files, folders (read recursively) or globs.", show_default=False),
+    ] = None,
+    out_path: Annotated[
+        Path | None, typer.Option("--out", help="Write the report here (default: print it).")
+    ] = None,
+    as_json: JsonOption = False,
+    workers: Annotated[int, typer.Option(min=1, help="Documents summarized at once (one SLM each).")] = 1,
+    backend: Annotated[str, typer.Option(help="local | ray")] = "local",
+    ray_address: Annotated[
+        str | None, typer.Option(help="An existing Ray cluster (default: RAY_ADDRESS, else a local one).")
+    ] = None,
+    resume: Annotated[
+        str | None, typer.Option(help="Continue this job (any unique prefix of its id).")
+    ] = None,
+    policy: Annotated[str, typer.Option(help="tiered | slm | llm, or 'settings'.")] = "settings",
+    tier: Annotated[list[str], typer.Option(help="Override one node: NODE=slm|llm|tiered.")] = [],  # noqa: B006
+    local_only: Annotated[bool, typer.Option(help="Keep every document on this machine (SLM only).")] = False,
+    chunk_tokens: Annotated[int, typer.Option(min=64, help="Tokens of text per chunk, at most.")] = 1500,
+    max_sentences: Annotated[int, typer.Option(min=1, help="Sentences per document summary.")] = 6,
+    synthesis: Annotated[bool, typer.Option(help="Write the cross-document report.")] = True,
+) -> None:
+    """Summarize folders of reports (.txt .md .html .pdf .docx): each document on the SLM by
+    map-reduce, then a cross-document report on the LLM. Resumable: each finished document
+    is stored at once, and the same command (or --resume JOB_ID) continues a stopped job.
+    Exit status 0 only when every document was summarized."""
+    from tierflow.app import App
+    from tierflow.batch.job import JobRequest, run_job
+    from tierflow.batch.worker import SummaryOptions
+
+    if backend not in ("local", "ray"):
+        fail(
+            TaskInputError(f"unknown backend {backend!r}", hint="Use --backend local or --backend ray."),
+            code=2,
+        )
+    if not inputs and resume is None:
+        fail(
+            TaskInputError("nothing to summarize", hint="Give files, folders or globs, or --resume JOB_ID."),
+            code=2,
+        )
+    display = _ProgressDisplay()
+    try:
+        request = JobRequest(
+            inputs=inputs or [],
+            options=SummaryOptions(
+                policy=parse_tiers(policy, tier),
+                local_only=local_only,
+                chunk_tokens=chunk_tokens,
+                max_sentences=max_sentences,
+            ),
+            workers=workers,
+            backend="ray" if backend == "ray" else "local",
+            ray_address=ray_address,
+            resume=resume,
+            synthesis=synthesis,
+        )
+        with App(settings(), progress=pull_progress()) as tierflow_app:
+            report = run_job(request, tierflow_app, progress=display)
+    except TierflowError as exc:
+        display.close()
+        fail(exc)
+    finally:
+        display.close()
+    text = report.to_json_text() if as_json else report.to_markdown()
+    if out_path is not None:
+        _write_atomically(out_path, text)
+        err.print(f"report written to {escape(str(out_path))}")
+    elif as_json:
+        emit_json(report.to_json())
+    else:
+        out.print(text, markup=False, highlight=False)
+    t = report.totals
+    share = "n/a" if t.slm_share is None else f"{t.slm_share:.0%}"
+    err.print(
+        f"{t.done} done, {t.failed} failed, {t.skipped} skipped of {t.documents} · SLM share {share} · "
+        f"{t.llm_tokens:,} LLM tokens · job {report.job_id}",
+        highlight=False,
+    )
+    raise typer.Exit(0 if report.ok else 1)
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    """Write ``path`` whole or not at all (a crash never leaves half a report)."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(
+            "w", dir=path.parent, delete=False, encoding="utf-8", suffix=".tmp"
+        ) as handle:
+            handle.write(text)
+        os.replace(handle.name, path)
+    except OSError as exc:
+        fail(
+            TierflowError(
+                f"cannot write the report to {path}: {exc.strerror or exc}", hint="Choose another --out path."
+            )
+        )
+
+
+@jobs_app.command("list")
+def jobs_list(as_json: JsonOption = False) -> None:
+    """The batch jobs, newest first."""
+    from rich.table import Table
+    from tierflow.app import App
+    from tierflow.batch.jobs import JobStore
+
+    try:
+        with App(settings()) as tierflow_app:
+            jobs = JobStore(tierflow_app.store)
+            rows = [(job, jobs.documents(job.id)) for job in jobs.list_jobs()]
+    except TierflowError as exc:
+        fail(exc)
+    if as_json:
+        emit_json(
+            [
+                {
+                    "id": job.id,
+                    "status": job.status,
+                    "created_at": job.created_at.isoformat(),
+                    "documents": len(documents),
+                    "done": sum(d.status == "done" for d in documents),
+                    "failed": sum(d.status == "failed" for d in documents),
+                    "skipped": sum(d.status == "skipped" for d in documents),
+                }
+                for job, documents in rows
+            ]
+        )
+        return
+    if not rows:
+        err.print("no batch jobs yet: start one with tierflow summarize REPORTS/ --out report.md")
+        return
+    table = Table("job", "status", "created", "documents", "done", "failed", "skipped")
+    for job, documents in rows:
+        count = {s: sum(d.status == s for d in documents) for s in ("done", "failed", "skipped")}
+        table.add_row(
+            job.id,
+            job.status,
+            f"{job.created_at:%Y-%m-%d %H:%M}",
+            str(len(documents)),
+            str(count["done"]),
+            str(count["failed"]),
+            str(count["skipped"]),
+        )
+    out.print(table)
+
+
+@jobs_app.command("show")
+def jobs_show(
+    job_id: Annotated[str, typer.Argument(help="The job (any unique prefix of its id).")],
+    as_json: JsonOption = False,
+) -> None:
+    """A job's report, as far as it got."""
+    from tierflow.app import App
+    from tierflow.batch.jobs import JobStore
+    from tierflow.batch.report import build_report
+
+    try:
+        with App(settings()) as tierflow_app:
+            jobs = JobStore(tierflow_app.store)
+            jobs.reconcile()
+            report = build_report(jobs, job_id, seconds=0.0, store=tierflow_app.store)
+    except TierflowError as exc:
+        fail(exc)
+    if as_json:
+        emit_json(report.to_json())
+    else:
+        out.print(report.to_markdown(), markup=False, highlight=False)

@@ -1,0 +1,68 @@
+"""Scripted tiers for batch job tests: deterministic summaries that quote the text they are
+given, so a test can tell which document and chunk each came from. Module-level, so worker
+processes and Ray actors can build them by name."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from tierflow.agents.protocol import Message
+from tierflow.agents.scripted import ScriptedModel
+from tierflow.agents.tiers import Tiers
+from tierflow.settings import Settings
+
+REPLIES = 10_000
+
+
+def gist(messages: Sequence[Message]) -> str:
+    """The first six words of the prompt's text, as a sentence."""
+    words = messages[-1]["content"].split()
+    return " ".join(words[:6]).rstrip(".") + "."
+
+
+def scripted_tiers(settings: Settings) -> Tiers:
+    return Tiers(
+        ScriptedModel([gist] * REPLIES, name="scripted-slm"),
+        ScriptedModel([gist] * REPLIES, tier="llm", name="scripted-llm"),
+    )
+
+
+def _dies_once(messages: Sequence[Message]) -> str:
+    """Kills its own process the first time it sees a text marked DIE (a worker that dies)."""
+    flag = Path(os.environ["TIERFLOW_TEST_DIE_FLAG"])
+    if "DIE" in messages[-1]["content"] and not flag.exists():
+        flag.write_text(str(os.getpid()))
+        os._exit(9)
+    return gist(messages)
+
+
+def dying_tiers(settings: Settings) -> Tiers:
+    return Tiers(
+        ScriptedModel([_dies_once] * REPLIES, name="scripted-slm"),
+        ScriptedModel([gist] * REPLIES, tier="llm", name="scripted-llm"),
+    )
+
+
+def _slow(messages: Sequence[Message]) -> str:
+    """Signals, then hangs, on a text marked SLOW (a document to be killed inside)."""
+    if "SLOW" in messages[-1]["content"]:
+        Path(os.environ["TIERFLOW_TEST_INSIDE_FLAG"]).write_text("inside")
+        time.sleep(120)
+    return gist(messages)
+
+
+def slow_tiers(settings: Settings) -> Tiers:
+    return Tiers(
+        ScriptedModel([_slow] * REPLIES, name="scripted-slm"),
+        ScriptedModel([gist] * REPLIES, tier="llm", name="scripted-llm"),
+    )
+
+
+def paragraphs(topic: str, count: int) -> str:
+    """A document of ``count`` numbered paragraphs on ``topic``."""
+    return "\n\n".join(
+        f"{topic} paragraph {i} reports figure {i * 7} for {topic}. " * 3 for i in range(count)
+    )

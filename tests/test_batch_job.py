@@ -1,0 +1,261 @@
+"""The batch summarization job with scripted tiers: the map-reduce graph, the report, bad
+input isolated, resume after a crash between documents and after kill -9 inside one,
+reruns that skip unchanged files, and local worker processes. (Real models, the task
+graph's long observations and Ray: tests/test_batch_real.py and tests/test_batch_ray.py.)"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from tierflow.agents.protocol import Message
+from tierflow.agents.scripted import ScriptedModel
+from tierflow.agents.tiers import Tiers
+from tierflow.app import App
+from tierflow.batch.job import JobRequest, run_job
+from tierflow.batch.jobs import JobStore
+from tierflow.batch.worker import SummaryOptions
+from tierflow.errors import LLMUnavailableError
+from tierflow.memory.tables import JobDocument
+from tierflow.settings import Settings
+
+from tests.batch_support import dying_tiers, paragraphs, scripted_tiers
+
+OPTIONS = SummaryOptions(chunk_tokens=80)  # scripted models count 3 characters a token
+
+
+@pytest.fixture
+def reports(tmp_path: Path) -> Path:
+    folder = tmp_path / "reports"
+    folder.mkdir()
+    (folder / "a_long.txt").write_text(paragraphs("alpha", 12))
+    (folder / "b_short.md").write_text("# Beta\n\nBeta sold 3 units in May.")
+    (folder / "c_page.html").write_text(
+        "<html><body><h1>Gamma</h1><p>Gamma grew 12 percent.</p></body></html>"
+    )
+    return folder
+
+
+@pytest.fixture
+def app(tmp_path: Path) -> Iterator[App]:
+    settings = Settings(data_dir=tmp_path / "data")
+    with App(settings, tiers=scripted_tiers(settings)) as built:
+        yield built
+
+
+def job(app: App, *inputs: Path, **fields: Any) -> Any:
+    return run_job(JobRequest(inputs=[str(p) for p in inputs], options=OPTIONS, **fields), app)
+
+
+def test_a_long_document_is_mapped_over_its_chunks_and_reduced(app: App, reports: Path) -> None:
+    report = job(app, reports / "a_long.txt")
+    assert report.ok, report.to_markdown()
+    (document,) = report.documents
+    assert document.chunks > 3
+    trace = app.store.get_run(document.run_id)
+    nodes = [step.node for step in trace.steps]
+    assert nodes[0] == "split" and nodes[-1] == "document_summary"
+    assert nodes.count("summarize_chunk") == document.chunks and "collapse" in nodes
+    # each chunk's summary quotes its chunk: the map kept the chunks' order
+    chunk_summaries = [s.model_calls[0].raw_output for s in trace.steps if s.node == "summarize_chunk"]
+    assert chunk_summaries == sorted(chunk_summaries, key=lambda text: int(text.split()[2]))
+    for step in trace.steps:
+        for call in step.model_calls:
+            text = call.messages[-1]["content"]
+            assert len(text) // 3 <= 80 + 200  # the chunk (80 tokens) and the prompt's own words
+
+
+def test_the_report_has_each_document_then_the_synthesis_then_totals(app: App, reports: Path) -> None:
+    report = job(app, reports)
+    assert report.ok and report.totals.done == 3
+    markdown = report.to_markdown()
+    order = [markdown.index(h) for h in ("## Documents", "## Cross-document report", "## Totals")]
+    assert order == sorted(order)
+    for name in ("a_long.txt", "b_short.md", "c_page.html"):
+        assert f"{name} (done)" in markdown
+    assert "SLM share" in markdown and "LLM tokens" in markdown
+    data = json.loads(report.to_json_text())
+    assert [d["status"] for d in data["documents"]] == ["done"] * 3
+    assert data["synthesis"] and data["synthesis_run_id"]
+    assert set(data["totals"]) >= {"done", "failed", "skipped", "slm_share", "llm_tokens", "seconds"}
+    synthesis = app.store.get_run(data["synthesis_run_id"])
+    assert [s.node for s in synthesis.steps][-1] == "synthesis"
+    assert synthesis.steps[-1].model_calls[0].tier == "llm"  # the report is the LLM's by default
+    assert all(d["slm_calls"] >= 1 and d["llm_calls"] == 0 for d in data["documents"])
+
+
+def test_many_summaries_are_reported_on_in_groups(
+    app: App, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("tierflow.batch.job.SYNTHESIS_GROUP_CHARS", 200)  # one call reads 200 characters
+    folder = tmp_path / "many"
+    folder.mkdir()
+    for i in range(12):
+        (folder / f"r{i:02}.txt").write_text(f"Report {i} " + "words " * 30)
+    report = run_job(JobRequest(inputs=[str(folder)], options=OPTIONS), app)
+    assert report.ok
+    groups = app.store.get_run(report.synthesis_run_id).steps
+    assert all(len(step.model_calls[0].messages[-1]["content"]) < 200 + 400 for step in groups[:-1])
+    nodes = [step.node for step in app.store.get_run(report.synthesis_run_id).steps]
+    assert nodes.count("synthesis_part") >= 1 and nodes[-1] == "synthesis"
+
+
+@pytest.mark.parametrize("fifo", [True, False])
+def test_bad_files_fail_alone_with_their_reason(app: App, reports: Path, fifo: bool) -> None:
+    (reports / "empty.txt").write_bytes(b"")
+    (reports / "binary.txt").write_bytes(b"\x00\x01\x02" * 100)
+    (reports / "latin1.txt").write_bytes("caf\xe9 au lait".encode("latin-1"))
+    (reports / "truncated.pdf").write_bytes(b"%PDF-1.7\n1 0 obj <<")
+    (reports / "gone.txt").symlink_to(reports / "nowhere.txt")
+    if fifo:
+        os.mkfifo(reports / "pipe.txt")
+    report = job(app, reports)
+    reasons = {d.name: d.reason or "" for d in report.documents if d.status == "failed"}
+    assert reasons["empty.txt"].startswith("empty:")
+    assert reasons["binary.txt"].startswith("binary:")
+    assert reasons["latin1.txt"].startswith("not_utf8:")
+    assert reasons["truncated.pdf"].startswith("corrupt:")
+    assert reasons["gone.txt"].startswith("unreadable:")
+    assert ("pipe.txt" in reasons) == fifo
+    assert report.totals.done == 3 and not report.ok and report.status == "failed"
+
+
+def test_a_document_whose_model_call_fails_fails_alone(tmp_path: Path, reports: Path) -> None:
+    def fail_on_beta(messages: list[Message]) -> str:
+        if "Beta" in messages[-1]["content"]:
+            raise LLMUnavailableError("the endpoint refused the request")
+        return " ".join(messages[-1]["content"].split()[:6])
+
+    settings = Settings(data_dir=tmp_path / "data")
+    tiers = Tiers(ScriptedModel([fail_on_beta] * 100), ScriptedModel([fail_on_beta] * 100, tier="llm"))
+    with App(settings, tiers=tiers) as app:
+        report = job(app, reports)
+    failed = [d for d in report.documents if d.status == "failed"]
+    assert [d.name for d in failed] == ["b_short.md"]
+    assert "the endpoint refused the request" in (failed[0].reason or "")
+    assert failed[0].run_id is not None  # its trace is kept
+    assert report.totals.done == 2
+
+
+class CrashAfter:
+    """Progress that raises (as a crash would stop the driver) after ``n`` documents."""
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+
+    def begin(self, job_id: str, total: int, finished: int, resumed: bool) -> None:
+        self.job_id = job_id
+
+    def started(self, document: JobDocument) -> None:
+        pass
+
+    def finished(self, document: JobDocument) -> None:
+        self.n -= 1
+        if self.n == 0:
+            raise KeyboardInterrupt
+
+    def synthesis(self) -> None:
+        pass
+
+
+def test_a_job_stopped_between_documents_continues_without_redoing_any(app: App, reports: Path) -> None:
+    crash = CrashAfter(1)
+    with pytest.raises(KeyboardInterrupt):
+        run_job(JobRequest(inputs=[str(reports)], options=OPTIONS), app, progress=crash)
+    jobs = JobStore(app.store)
+    stopped = jobs.get(crash.job_id)
+    assert stopped.status == "interrupted" and "--resume" in (stopped.error or "")
+    first = {d.path: d for d in jobs.documents(stopped.id)}
+    assert [d.status for d in first.values()] == ["done", "pending", "pending"]
+
+    again = job(app, reports)  # the same command continues the same job
+    assert again.job_id == stopped.id and again.ok
+    second = {d.path: d for d in jobs.documents(stopped.id)}
+    done_before = next(path for path, d in first.items() if d.status == "done")
+    assert second[done_before].run_id == first[done_before].run_id  # not redone
+    assert all(d.status == "done" for d in second.values())
+    assert len(app.store.list_runs(limit=100)) == 3 + 1  # three documents and the synthesis
+
+    resumed = run_job(JobRequest(resume=stopped.id[:6], options=OPTIONS), app)
+    assert resumed.ok and resumed.job_id == stopped.id  # nothing left: nothing redone
+    assert len(app.store.list_runs(limit=100)) == 3 + 2
+
+
+def test_a_rerun_skips_unchanged_files_and_redoes_changed_ones(app: App, reports: Path) -> None:
+    first = job(app, reports)
+    (reports / "b_short.md").write_text("# Beta\n\nBeta sold 5 units in June.")
+    second = job(app, reports)
+    assert second.job_id != first.job_id
+    status = {d.name: d for d in second.documents}
+    assert status["a_long.txt"].status == "skipped" and status["c_page.html"].status == "skipped"
+    assert status["a_long.txt"].reused_from == first.job_id
+    assert status["a_long.txt"].summary == first.documents[0].summary
+    assert status["b_short.md"].status == "done" and "5 units" in (status["b_short.md"].summary or "")
+    assert second.ok and second.totals.skipped == 2 and second.totals.done == 1
+
+
+def test_kill_9_inside_a_document_loses_nothing_finished(tmp_path: Path, app: App) -> None:
+    folder = tmp_path / "in"
+    folder.mkdir()
+    (folder / "a_first.txt").write_text("First report: revenue was 10 units.")
+    (folder / "b_slow.txt").write_text("SLOW report that hangs the model.")
+    (folder / "c_last.txt").write_text("Last report: costs were 4 units.")
+    inside = tmp_path / "inside.flag"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "tests.batch_job_run", str(tmp_path / "data"), str(folder)],
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "TIERFLOW_TEST_INSIDE_FLAG": str(inside)},
+    )
+    deadline = time.monotonic() + 120
+    while not inside.exists():
+        assert process.poll() is None and time.monotonic() < deadline, "the job never reached b_slow.txt"
+        time.sleep(0.1)
+    process.send_signal(signal.SIGKILL)
+    output, _ = process.communicate(timeout=30)
+    job_id = output.split()[1]
+    assert "finished a_first.txt" in output
+
+    jobs = JobStore(app.store)
+    assert jobs.get(job_id).status == "running"
+    before = {Path(d.path).name: d for d in jobs.documents(job_id)}
+    assert before["a_first.txt"].status == "done" and before["b_slow.txt"].status == "running"
+    assert jobs.list_jobs()[0].status == "interrupted"  # the dead process is noticed
+
+    report = run_job(JobRequest(resume=job_id, options=OPTIONS), app)
+    assert report.ok, report.to_markdown()
+    after = {d.name: d for d in report.documents}
+    assert after["a_first.txt"].run_id == before["a_first.txt"].run_id
+    assert after["b_slow.txt"].summary and after["c_last.txt"].summary
+    killed_runs = [r for r in app.store.list_runs(limit=20) if r.status == "interrupted"]
+    assert len(killed_runs) == 1  # the attempt that was killed, shown as interrupted
+
+
+def test_local_worker_processes_summarize_in_parallel(app: App, reports: Path) -> None:
+    report = run_job(
+        JobRequest(inputs=[str(reports)], options=OPTIONS, workers=2), app, make_tiers=scripted_tiers
+    )
+    assert report.ok and report.totals.done == 3
+    for document in report.documents:  # traces written by the driver from the workers' logs
+        trace = app.store.get_run(document.run_id)
+        assert trace.status == "succeeded" and trace.steps[-1].node == "document_summary"
+
+
+def test_a_worker_process_that_dies_has_its_document_done_again(
+    app: App, reports: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    (reports / "d_dies.txt").write_text("DIE once, then summarize fine.")
+    monkeypatch.setenv("TIERFLOW_TEST_DIE_FLAG", str(tmp_path / "died.flag"))
+    report = run_job(
+        JobRequest(inputs=[str(reports)], options=OPTIONS, workers=2), app, make_tiers=dying_tiers
+    )
+    assert (tmp_path / "died.flag").exists()
+    assert report.ok and report.totals.done == 4, report.to_markdown()
