@@ -19,6 +19,7 @@ PAGES = {
         st.Page(HERE / "screens" / "runs.py", title="Runs", icon=":material/list:"),
         st.Page(HERE / "screens" / "run_detail.py", title="Run detail", icon=":material/account_tree:"),
         st.Page(HERE / "screens" / "compare.py", title="Compare runs", icon=":material/compare_arrows:"),
+        st.Page(HERE / "screens" / "jobs.py", title="Jobs", icon=":material/work_history:"),
     ],
     "Numbers": [
         st.Page(HERE / "screens" / "costs.py", title="Cost", icon=":material/savings:"),

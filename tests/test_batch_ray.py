@@ -1,0 +1,85 @@
+"""The Ray backend on a real local Ray cluster (ray.init(num_cpus=2)): documents summarized
+by Ray actors, traces stored by the driver, a worker that dies replaced and its document
+done elsewhere, and a clear error when Ray is not installed."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from tierflow.app import App
+from tierflow.batch.job import JobRequest, run_job
+from tierflow.batch.worker import SummaryOptions
+from tierflow.errors import TierflowError
+from tierflow.settings import Settings
+
+from tests.batch_support import dying_tiers, paragraphs, scripted_tiers
+
+ROOT = Path(__file__).resolve().parents[1]
+OPTIONS = SummaryOptions(chunk_tokens=80)
+
+
+@pytest.fixture(scope="module")
+def ray_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """A local cluster; its actors' dying model marks the file it yields when it dies."""
+    ray = pytest.importorskip("ray")
+    flag = tmp_path_factory.mktemp("ray") / "died.flag"
+    ray.init(
+        num_cpus=2,
+        include_dashboard=False,
+        log_to_driver=False,
+        runtime_env={"env_vars": {"PYTHONPATH": str(ROOT), "TIERFLOW_TEST_DIE_FLAG": str(flag)}},
+    )
+    yield flag
+    ray.shutdown()
+
+
+@pytest.fixture
+def reports(tmp_path: Path) -> Path:
+    folder = tmp_path / "reports"
+    folder.mkdir()
+    (folder / "a_long.txt").write_text(paragraphs("alpha", 8))
+    (folder / "b_short.md").write_text("# Beta\n\nBeta sold 3 units in May.")
+    (folder / "c_page.html").write_text("<h1>Gamma</h1><p>Gamma grew 12 percent.</p>")
+    return folder
+
+
+@pytest.fixture
+def app(tmp_path: Path) -> Iterator[App]:
+    settings = Settings(data_dir=tmp_path / "data")
+    with App(settings, tiers=scripted_tiers(settings)) as built:
+        yield built
+
+
+def test_ray_actors_summarize_and_the_driver_stores_the_traces(
+    ray_cluster: Path, app: App, reports: Path
+) -> None:
+    request = JobRequest(inputs=[str(reports)], options=OPTIONS, workers=2, backend="ray")
+    report = run_job(request, app, make_tiers=scripted_tiers)
+    assert report.ok and report.totals.done == 3, report.to_markdown()
+    for document in report.documents:
+        trace = app.store.get_run(document.run_id)
+        assert trace.status == "succeeded" and trace.steps[-1].node == "document_summary"
+    assert report.synthesis
+
+
+def test_a_dead_ray_worker_has_its_document_done_elsewhere(
+    ray_cluster: Path, app: App, reports: Path
+) -> None:
+    (reports / "d_dies.txt").write_text("DIE once, then summarize fine.")
+    request = JobRequest(inputs=[str(reports)], options=OPTIONS, workers=2, backend="ray")
+    report = run_job(request, app, make_tiers=dying_tiers)
+    assert ray_cluster.exists()  # an actor did die
+    assert report.ok and report.totals.done == 4, report.to_markdown()
+
+
+def test_without_ray_the_error_names_the_extra(
+    app: App, reports: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(sys.modules, "ray", None)  # as if not installed
+    request = JobRequest(inputs=[str(reports)], options=OPTIONS, workers=2, backend="ray")
+    with pytest.raises(TierflowError, match="needs Ray") as info:
+        run_job(request, app, make_tiers=scripted_tiers)
+    assert "tierflow[ray]" in info.value.hint
