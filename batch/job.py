@@ -121,18 +121,19 @@ def run_job(
         documents = jobs.documents(job.id)
         progress.begin(job.id, len(documents), len(documents) - len(todo), resumed)
         _summarize_all(request, app, jobs, todo, progress, make_tiers)
-        synthesis, synthesis_run, synthesis_error = None, None, None
+        synthesis = Synthesis()
         if request.synthesis:
             progress.synthesis()
-            synthesis, synthesis_run, synthesis_error = _synthesize(app, jobs.documents(job.id), options)
+            synthesis = _synthesize(app, jobs, jobs.documents(job.id), options)
         documents = jobs.documents(job.id)
-        all_ok = all(d.status in ("done", "skipped") for d in documents) and synthesis_error is None
+        all_ok = all(d.status in ("done", "skipped") for d in documents) and synthesis.error is None
         jobs.finish(
             job.id,
             "succeeded" if all_ok else "failed",
-            synthesis=synthesis,
-            synthesis_run_id=synthesis_run,
-            error=synthesis_error,
+            synthesis=synthesis.text,
+            synthesis_run_id=synthesis.run_id,
+            synthesis_key=synthesis.key,
+            error=synthesis.error,
         )
     except BaseException:
         jobs.finish(
@@ -292,21 +293,34 @@ def _worker_settings(
     return settings.model_copy(update=update)
 
 
+@dataclass(frozen=True)
+class Synthesis:
+    """The cross-document report, its run, the key of the summaries it read, or why none."""
+
+    text: str | None = None
+    run_id: str | None = None
+    key: str | None = None
+    error: str | None = None
+
+
 def _synthesize(
-    app: App, documents: Sequence[JobDocument], options: SummaryOptions
-) -> tuple[str | None, str | None, str | None]:
-    """The cross-document report, its run, or why there is none."""
+    app: App, jobs: JobStore, documents: Sequence[JobDocument], options: SummaryOptions
+) -> Synthesis:
+    """The cross-document report; one written before from the same summaries is reused."""
     from tierflow.graphs.running import run_graph
 
     summaries = {
         Path(d.path).name: d.summary for d in documents if d.status in ("done", "skipped") and d.summary
     }
     if len(summaries) < 2:
-        return None, None, None  # nothing to compare
-    groups = _groups(summaries)
+        return Synthesis()  # nothing to compare
+    key = signature({"summaries": summaries, "options": options.signature_data()})
+    earlier = jobs.earlier_synthesis(key)
+    if earlier is not None:
+        return Synthesis(earlier.synthesis, earlier.synthesis_run_id, key)
     result = run_graph(
         synthesis_graph(),
-        {"groups": groups},
+        {"groups": _groups(summaries)},
         tiers=app.tiers,
         store=app.store,
         settings=app.settings,
@@ -316,8 +330,8 @@ def _synthesize(
         task=f"cross-document report of {len(summaries)} documents",
     )
     if not result.ok:
-        return None, result.run_id, f"the cross-document report failed: {result.error}"
-    return str(result.state.get("report") or ""), result.run_id, None
+        return Synthesis(run_id=result.run_id, error=f"the cross-document report failed: {result.error}")
+    return Synthesis(str(result.state.get("report") or ""), result.run_id, key)
 
 
 def _groups(summaries: dict[str, str]) -> list[str]:

@@ -112,12 +112,15 @@ class JobStore:
         *,
         synthesis: str | None = None,
         synthesis_run_id: str | None = None,
+        synthesis_key: str | None = None,
         error: str | None = None,
     ) -> None:
         with Session(self.engine) as session:
             job = session.get(Job, job_id)
             assert job is not None
             job.status, job.finished_at = status, utcnow()
+            if synthesis_key is not None:
+                job.options = {**(job.options or {}), "synthesis_key": synthesis_key}
             job.synthesis = self.store.scrub(synthesis)
             job.synthesis_run_id = synthesis_run_id
             job.error = self.store.scrub(error)
@@ -143,6 +146,17 @@ class JobStore:
                 f"continue it with: tierflow summarize --resume {job_id}",
             )
         return len(gone)
+
+    def earlier_synthesis(self, synthesis_key: str) -> Job | None:
+        """A job whose cross-document report was written from the same summaries."""
+        with Session(self.engine, expire_on_commit=False) as session:
+            jobs = session.exec(
+                select(Job)
+                .where(col(Job.synthesis).is_not(None))
+                .order_by(col(Job.created_at).desc())
+                .limit(200)
+            ).all()
+        return next((job for job in jobs if (job.options or {}).get("synthesis_key") == synthesis_key), None)
 
     def list_jobs(self, *, limit: int = 50) -> list[Job]:
         self.reconcile()

@@ -185,8 +185,9 @@ def test_a_job_stopped_between_documents_continues_without_redoing_any(app: App,
     assert len(app.store.list_runs(limit=100)) == 3 + 1  # three documents and the synthesis
 
     resumed = run_job(JobRequest(resume=stopped.id[:6], options=OPTIONS), app)
-    assert resumed.ok and resumed.job_id == stopped.id  # nothing left: nothing redone
-    assert len(app.store.list_runs(limit=100)) == 3 + 2
+    assert resumed.ok and resumed.job_id == stopped.id  # nothing left: nothing redone,
+    assert resumed.synthesis_run_id == again.synthesis_run_id  # not even the report
+    assert len(app.store.list_runs(limit=100)) == 3 + 1
 
 
 def test_a_rerun_skips_unchanged_files_and_redoes_changed_ones(app: App, reports: Path) -> None:
@@ -259,3 +260,18 @@ def test_a_worker_process_that_dies_has_its_document_done_again(
     )
     assert (tmp_path / "died.flag").exists()
     assert report.ok and report.totals.done == 4, report.to_markdown()
+
+
+def test_a_summary_that_cannot_escalate_is_kept_up_to_its_last_full_sentence(
+    tmp_path: Path, reports: Path
+) -> None:
+    settings = Settings(data_dir=tmp_path / "data")
+    cut = ScriptedModel(["Beta sold 3 units. Then it went on and on"] * 10, finish_reason="length")
+    with App(settings, tiers=Tiers(cut, ScriptedModel(tier="llm"))) as app:
+        report = run_job(
+            JobRequest(inputs=[str(reports / "b_short.md")], options=SummaryOptions(local_only=True)), app
+        )
+        (document,) = report.documents
+        assert document.status == "done" and document.summary == "Beta sold 3 units."
+        (call,) = app.store.get_run(document.run_id).steps[-1].model_calls
+        assert call.escalation_refused and "cut off" in (call.escalation_reason or "")
