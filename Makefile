@@ -88,6 +88,7 @@ reliability: models browser postgres
 
 bench: models
 	$(BIN)/tierflow eval bench
+	$(BIN)/tierflow eval batch
 	$(MAKE) results-table
 
 results-table: setup

@@ -34,6 +34,7 @@ RejectionCode = Literal[
     "none_unconfirmed",
     "context_overflow",
     "ungrounded_numbers",
+    "too_long",
 ]
 
 M = TypeVar("M", bound=BaseModel)

@@ -28,7 +28,7 @@ from tierflow.agents.escalation import parse_text
 from tierflow.agents.prompting import render_messages
 from tierflow.graphs.context import TierContext
 from tierflow.graphs.fitting import context_budget, count_tokens, split_to_fit
-from tierflow.graphs.steps import StepScope, numbers_grounded, reason, summarize, tiered_node
+from tierflow.graphs.steps import StepScope, all_of, concise, numbers_grounded, reason, summarize, tiered_node
 
 __all__ = [
     "DocumentState",
@@ -155,7 +155,7 @@ def document_graph(*, max_sentences: int = 6, checkpointer: Any | None = None) -
             instructions=CHUNK_INSTRUCTIONS,
             max_sentences=4,
             max_tokens=CHUNK_SUMMARY_TOKENS,
-            verify=numbers_grounded,
+            verify=all_of(numbers_grounded, concise(4)),
         ),
     )
     builder.add_node("collapse", tiered_node(_collapse))
@@ -167,7 +167,7 @@ def document_graph(*, max_sentences: int = 6, checkpointer: Any | None = None) -
             instructions=DOCUMENT_INSTRUCTIONS,
             max_sentences=max_sentences,
             max_tokens=320,
-            verify=numbers_grounded,
+            verify=all_of(numbers_grounded, concise(max_sentences)),
         ),
     )
     builder.add_edge(START, "split")

@@ -57,6 +57,7 @@ class JobReport:
     synthesis_run_id: str | None
     error: str | None
     totals: Totals
+    synthesis_requested: bool = True
 
     @property
     def ok(self) -> bool:
@@ -92,6 +93,8 @@ class JobReport:
             lines.append(self.synthesis.strip())
         elif self.error:
             lines.append(f"**Not written:** {self.error}")
+        elif not self.synthesis_requested:
+            lines.append("*(not requested)*")
         else:
             lines.append("*(none: fewer than two documents were summarized)*")
         lines += [
@@ -177,4 +180,7 @@ def build_report(jobs: JobStore, job_id: str, *, seconds: float, store: TraceSto
         seconds=round(seconds, 3),
         document_seconds=round(sum(d.seconds for d in counted), 3),
     )
-    return JobReport(job.id, job.status, documents, job.synthesis, job.synthesis_run_id, job.error, totals)
+    requested = bool((job.options or {}).get("synthesis", True))
+    return JobReport(
+        job.id, job.status, documents, job.synthesis, job.synthesis_run_id, job.error, totals, requested
+    )

@@ -268,6 +268,27 @@ def eval_bench(
     _show(as_json, data, bench.bench_markdown(data), str(path))
 
 
+@eval_app.command("batch")
+def eval_batch(out_dir: OutOption = None, as_json: JsonOption = False) -> None:
+    """The batch job's benchmark: the 22-document corpus summarized with 1 and 2 local
+    workers, 2 Ray workers and all on the LLM; documents per minute, parallel efficiency,
+    SLM share, LLM tokens, and the tiered summaries' quality against the all-LLM ones."""
+    from tierflow.evals.batch_bench import batch_benchmark, batch_markdown
+    from tierflow.evals.report import RESULTS_DIR, environment, write_results
+
+    try:
+        conf = settings()
+        env = environment(conf.masked(), {"slm": conf.slm_model, "llm": conf.embedded_llm_model})
+        with err.status("batch benchmark …") as status:
+            data = batch_benchmark(conf, lambda step: status.update(f"batch benchmark: {step} …"))
+        data["environment"] = env
+        path = (out_dir or RESULTS_DIR) / "batch.json"
+        write_results(path, data, batch_markdown(data))
+    except TierflowError as exc:
+        fail(exc)
+    _show(as_json, {k: v for k, v in data.items() if k != "runs"}, batch_markdown(data), str(path))
+
+
 @eval_app.command("readme")
 def eval_readme(
     readme: Annotated[Path, typer.Option(help="The README to update.")] = Path("README.md"),

@@ -37,6 +37,8 @@ __all__ = [
     "summarize",
     "reason",
     "numbers_grounded",
+    "concise",
+    "all_of",
     "Keys",
 ]
 
@@ -312,6 +314,33 @@ def numbers_grounded(summary: str, source: str) -> None:
     invented = sorted(_numbers(summary) - _numbers(source))
     if invented:
         raise Rejected("ungrounded_numbers", f"the summary states {', '.join(invented[:5])}, not in the text")
+
+
+def concise(max_sentences: int, *, max_share: float = 0.6) -> Callable[[str, str], None]:
+    """A ``verify`` check for ``summarize``: the summary keeps to ``max_sentences`` (one
+    over is let pass) and is not most of the text again (a small model that copies its
+    input instead of summarizing it), judged for texts of 800 characters or more."""
+
+    def check(summary: str, source: str) -> None:
+        count = len([s for s in _SENTENCE_END.split(summary) if s.strip()])
+        if count > max_sentences + 1:
+            raise Rejected("too_long", f"{count} sentences where at most {max_sentences} were asked for")
+        if len(source) >= 800 and len(summary) > max_share * len(source):
+            raise Rejected(
+                "too_long", f"the summary is {len(summary) / len(source):.0%} of the text's length"
+            )
+
+    return check
+
+
+def all_of(*checks: Callable[[str, str], None]) -> Callable[[str, str], None]:
+    """One ``verify`` check made of several, applied in order."""
+
+    def check(summary: str, source: str) -> None:
+        for each in checks:
+            each(summary, source)
+
+    return check
 
 
 def reason(

@@ -275,3 +275,17 @@ def test_a_summary_that_cannot_escalate_is_kept_up_to_its_last_full_sentence(
         assert document.status == "done" and document.summary == "Beta sold 3 units."
         (call,) = app.store.get_run(document.run_id).steps[-1].model_calls
         assert call.escalation_refused and "cut off" in (call.escalation_reason or "")
+
+
+def test_a_summary_that_copies_its_text_escalates(tmp_path: Path) -> None:
+    text = " ".join(f"Sentence {i} of the report says something about sales." for i in range(30))
+    (tmp_path / "r.txt").write_text(text)
+    settings = Settings(data_dir=tmp_path / "data")
+    copier = ScriptedModel([text[:1200]] * 10)  # the SLM hands the text back
+    writer = ScriptedModel(["The report is about sales."] * 10, tier="llm")
+    with App(settings, tiers=Tiers(copier, writer)) as app:
+        report = run_job(JobRequest(inputs=[str(tmp_path / "r.txt")]), app)
+        (document,) = report.documents
+        assert document.summary == "The report is about sales."
+        slm_call = app.store.get_run(document.run_id).steps[-1].model_calls[0]
+        assert slm_call.escalated and (slm_call.escalation_reason or "").startswith("too_long")

@@ -1,0 +1,243 @@
+"""The batch job's benchmark (part of ``make bench``): the 22-document corpus
+(``evals/batch_corpus.py``) summarized side by side in one run, each configuration as a
+fresh job in its own data directory (nothing reused between them):
+
+* ``tiered`` on 1 local worker (this process, the SLM on every core), on 2 local worker
+  processes and on 2 Ray actors (a local cluster started before the clock starts, as an
+  existing cluster would be), one SLM per worker with its share of the cores;
+* ``llm``: every document on the LLM (1 worker), the baseline for LLM tokens and quality.
+
+Times are wall clock for the documents (no cross-document report, which is one LLM call
+in every configuration), model loading and the LLM server's start included. Parallel
+efficiency is documents per minute with 2 workers over twice that with 1.
+
+Quality, against the all-LLM summaries, judged by the LLM: **coverage** is the share of
+the all-LLM summary's sentences (its key facts, at most 8) that the tiered summary states;
+**faithfulness** is the share of a summary's sentences the document supports (judged
+against the document in parts of at most ``JUDGE_CHARS`` characters, a sentence counting
+as supported when any part supports it), for the tiered and the all-LLM summaries alike.
+"""
+
+from __future__ import annotations
+
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from tierflow.agents.policy import TierPolicy
+from tierflow.batch.job import JobRequest, run_job
+from tierflow.batch.readers import read_document
+from tierflow.batch.worker import SummaryOptions
+from tierflow.evals.batch_corpus import CORPUS_DIR, load_manifest
+from tierflow.evals.documents import Document, digest
+from tierflow.evals.report import markdown_table
+from tierflow.evals.summaries import judge_coverage, judge_faithfulness, sentences
+from tierflow.graphs.fitting import split_to_fit
+
+if TYPE_CHECKING:
+    from tierflow.agents.protocol import ChatModel
+    from tierflow.settings import Settings
+
+__all__ = ["CONFIGURATIONS", "batch_benchmark", "batch_markdown"]
+
+JUDGE_CHARS = 6000
+MAX_FACTS = 8
+CONFIGURATIONS: tuple[tuple[str, str, int, str], ...] = (
+    # label, policy, workers, backend
+    ("tiered, 1 worker", "tiered", 1, "local"),
+    ("tiered, 2 local workers", "tiered", 2, "local"),
+    ("tiered, 2 Ray workers", "tiered", 2, "ray"),
+    ("all on the LLM, 1 worker", "llm", 1, "local"),
+)
+Progress = Callable[[str], None]
+
+
+def _run(
+    settings: Settings, label: str, policy: str, workers: int, backend: str, scratch: Path
+) -> dict[str, Any]:
+    from tierflow.app import App
+
+    data_dir = scratch / label.replace(" ", "_").replace(",", "")
+    conf = settings.model_copy(update={"data_dir": data_dir})
+    request = JobRequest(
+        inputs=[str(CORPUS_DIR)],
+        options=SummaryOptions(policy=TierPolicy.preset(policy)),
+        workers=workers,
+        backend="ray" if backend == "ray" else "local",
+        synthesis=False,
+    )
+    with App(conf) as app:
+        started = time.perf_counter()
+        report = run_job(request, app)
+        seconds = time.perf_counter() - started
+    t = report.totals
+    return {
+        "label": label,
+        "policy": policy,
+        "workers": workers,
+        "backend": backend,
+        "documents": t.documents,
+        "done": t.done,
+        "failed": t.failed,
+        "seconds": round(seconds, 1),
+        "documents_per_minute": round(t.done / seconds * 60, 2),
+        "slm_share": t.slm_share,
+        "slm_calls": t.slm_calls,
+        "llm_calls": t.llm_calls,
+        "llm_tokens": t.llm_tokens,
+        "chunks": sum(d.chunks for d in report.documents),
+        "escalated_documents": sum(d.llm_calls > 0 for d in report.documents),
+        "failures": {d.name: d.reason for d in report.documents if d.status == "failed"},
+        "summaries": {d.name: d.summary for d in report.documents if d.summary},
+    }
+
+
+def _supported(llm: ChatModel, name: str, text: str, claims: list[str]) -> list[bool]:
+    """Per claim: does any part of the document support it?"""
+    supported = [False] * len(claims)
+    parts = split_to_fit(None, text, JUDGE_CHARS // 3)  # no tokenizer: 3 characters a token
+    for index, part in enumerate(parts):
+        verdicts = judge_faithfulness(llm, Document(f"{name}#{index}", name, part, None), claims)
+        supported = [a or b for a, b in zip(supported, verdicts, strict=True)]
+    return supported
+
+
+def _quality(
+    llm: ChatModel, tiered: dict[str, str], reference: dict[str, str], progress: Progress
+) -> dict[str, Any]:
+    texts = {entry["file"]: read_document(CORPUS_DIR / entry["file"]).text for entry in load_manifest()}
+    per_document = []
+    for name in sorted(set(tiered) & set(reference)):
+        progress(f"judging {name}")
+        facts = sentences(reference[name])[:MAX_FACTS]
+        covered = judge_coverage(llm, facts, tiered[name]) if facts else []
+        row: dict[str, Any] = {
+            "document": name,
+            "text_sha256_16": digest(texts[name]),
+            "facts": len(facts),
+            "coverage": sum(covered) / len(covered) if covered else None,
+        }
+        for key, summary in (("tiered", tiered[name]), ("llm", reference[name])):
+            claims = sentences(summary)
+            verdicts = _supported(llm, name, texts[name], claims) if claims else []
+            row[f"faithfulness_{key}"] = sum(verdicts) / len(verdicts) if verdicts else None
+        per_document.append(row)
+
+    def mean(key: str) -> float | None:
+        values = [row[key] for row in per_document if row[key] is not None]
+        return round(statistics.fmean(values), 3) if values else None
+
+    return {
+        "documents": len(per_document),
+        "coverage_of_llm_facts": mean("coverage"),
+        "faithfulness_tiered": mean("faithfulness_tiered"),
+        "faithfulness_llm": mean("faithfulness_llm"),
+        "per_document": per_document,
+    }
+
+
+def batch_benchmark(settings: Settings, progress: Progress) -> dict[str, Any]:
+    """Every configuration on the corpus, then the quality of the tiered summaries."""
+    import ray
+    from tierflow.app import build_llm
+
+    runs = []
+    with tempfile.TemporaryDirectory(prefix="tierflow-batch-bench-") as scratch:
+        for label, policy, workers, backend in CONFIGURATIONS:
+            progress(label)
+            if backend == "ray":
+                ray.init(
+                    num_cpus=workers, include_dashboard=False, log_to_driver=False, configure_logging=False
+                )
+            try:
+                runs.append(_run(settings, label, policy, workers, backend, Path(scratch)))
+            finally:
+                if backend == "ray":
+                    ray.shutdown()
+    by_label = {run["label"]: run for run in runs}
+    one, two = by_label["tiered, 1 worker"], by_label["tiered, 2 local workers"]
+    llm_run = by_label["all on the LLM, 1 worker"]
+    judge = build_llm(settings)
+    try:
+        quality = _quality(judge, one["summaries"], llm_run["summaries"], progress)
+    finally:
+        close = getattr(judge, "close", None)
+        if callable(close):
+            close()
+    return {
+        "corpus": {
+            "documents": len(load_manifest()),
+            "characters": sum(int(entry["chars"]) for entry in load_manifest()),
+            "formats": sorted({entry["format"] for entry in load_manifest()}),
+        },
+        "runs": runs,
+        "parallel_efficiency": {
+            "local_2_workers": round(two["documents_per_minute"] / (2 * one["documents_per_minute"]), 3),
+            "ray_2_workers": round(
+                by_label["tiered, 2 Ray workers"]["documents_per_minute"] / (2 * one["documents_per_minute"]),
+                3,
+            ),
+        },
+        "llm_tokens_vs_all_llm": round(one["llm_tokens"] / llm_run["llm_tokens"], 3)
+        if llm_run["llm_tokens"]
+        else None,
+        "quality": quality,
+    }
+
+
+def batch_markdown(data: dict[str, Any]) -> str:
+    corpus = data["corpus"]
+    rows = [
+        [
+            run["label"],
+            f"{run['done']}/{run['documents']}",
+            f"{run['seconds']:.1f}",
+            f"{run['documents_per_minute']:.2f}",
+            "n/a" if run["slm_share"] is None else f"{run['slm_share']:.0%}",
+            f"{run['llm_tokens']:,}",
+            str(run["escalated_documents"]),
+        ]
+        for run in data["runs"]
+    ]
+    quality = data["quality"]
+    efficiency = data["parallel_efficiency"]
+
+    def pct(value: float | None) -> str:
+        return "n/a" if value is None else f"{value:.0%}"
+
+    return "\n".join(
+        [
+            "# Batch summarization benchmark",
+            "",
+            f"{corpus['documents']} real documents ({', '.join(corpus['formats'])}; "
+            f"{corpus['characters']:,} characters; `evals/data/batch/sources.json`), each configuration "
+            "a fresh job. Wall clock for the documents, model loading included.",
+            "",
+            markdown_table(
+                [
+                    "configuration",
+                    "done",
+                    "seconds",
+                    "documents/min",
+                    "SLM share",
+                    "LLM tokens",
+                    "escalated docs",
+                ],
+                rows,
+            ),
+            "",
+            f"Parallel efficiency with 2 workers: local {pct(efficiency['local_2_workers'])}, "
+            f"Ray {pct(efficiency['ray_2_workers'])} (2 cores: one worker's SLM already uses both).",
+            f"LLM tokens of tiered against all on the LLM: {pct(data['llm_tokens_vs_all_llm'])}.",
+            "",
+            f"Quality of the tiered summaries (1 worker) on {quality['documents']} documents, "
+            "judged by the LLM: "
+            f"coverage of the all-LLM summaries' key facts {pct(quality['coverage_of_llm_facts'])}; "
+            f"faithfulness to the document: tiered {pct(quality['faithfulness_tiered'])}, "
+            f"all-LLM {pct(quality['faithfulness_llm'])}.",
+            "",
+        ]
+    )
