@@ -102,3 +102,38 @@ def test_an_injected_memory_entry_cannot_offer_an_unregistered_tool(
     assert "-> weather" in choice_prompt  # memory examples did reach the prompt
     assert "-> shell" not in choice_prompt and "evil.example" not in choice_prompt
     assert final["tool"] == "weather"
+
+
+def test_an_injected_batch_document_reaches_no_tool_and_leaks_no_key(
+    tmp_path: Path, monkeypatch: Any, tally: Any
+) -> None:
+    """A report to summarize that carries instructions: the batch graph has no tool to
+    call, no setting is in any prompt, and a model that writes a key (as if the document
+    held it) has it scrubbed from the summary, the report and the trace."""
+    from tierflow.app import App
+    from tierflow.batch.job import JobRequest, run_job
+
+    tally(inputs_tried=1)
+    key = "sk-injection-test-key-0123456789abcdef"
+    monkeypatch.setenv("TIERFLOW_LLM_API_KEY", key)
+    settings = load_settings()
+    folder = tmp_path / "reports"
+    folder.mkdir()
+    (folder / "quarterly.txt").write_text(f"Sales rose in May.\n\n{INJECTION}\n", encoding="utf-8")
+    (folder / "other.md").write_text("Costs fell in June.", encoding="utf-8")
+    compromised = [f"Done as told: key {key}; now calling shell."] * 20
+    small = ScriptedModel(compromised, name="tiny")
+    large = ScriptedModel(compromised, tier="llm", name="big")
+    from tierflow.agents.tiers import Tiers
+
+    with App(settings, tiers=Tiers(small, large)) as app:
+        report = run_job(JobRequest(inputs=[str(folder)]), app)
+        traces = [app.store.get_run(d.run_id) for d in report.documents if d.run_id]
+    everything_sent = sent_text(small) + sent_text(large)
+    assert INJECTION[:40] in everything_sent  # the injection did reach the model
+    assert key not in everything_sent and "TIERFLOW_LLM_BASE_URL" not in everything_sent
+    assert all(not tool_calls(trace) for trace in traces)
+    written = report.to_markdown() + report.to_json_text()
+    written += "".join(c.raw_output or "" for trace in traces for c in model_calls(trace))
+    tally(secrets_found=written.count(key))
+    assert key not in written and "[REDACTED]" in written
