@@ -269,20 +269,41 @@ def eval_bench(
 
 
 @eval_app.command("batch")
-def eval_batch(out_dir: OutOption = None, as_json: JsonOption = False) -> None:
+def eval_batch(
+    judge_only: Annotated[
+        bool, typer.Option("--judge-only", help="Only judge the summaries already in batch.json.")
+    ] = False,
+    out_dir: OutOption = None,
+    as_json: JsonOption = False,
+) -> None:
     """The batch job's benchmark: the 22-document corpus summarized with 1 and 2 local
     workers, 2 Ray workers and all on the LLM; documents per minute, parallel efficiency,
-    SLM share, LLM tokens, and the tiered summaries' quality against the all-LLM ones."""
-    from tierflow.evals.batch_bench import batch_benchmark, batch_markdown
-    from tierflow.evals.report import RESULTS_DIR, environment, write_results
+    SLM share, LLM tokens, and the tiered summaries' quality against the all-LLM ones. The
+    runs are written before they are judged, so a failed judgement loses no run."""
+    from tierflow.evals.batch_bench import batch_markdown, batch_quality, batch_runs
+    from tierflow.evals.report import RESULTS_DIR, environment, read_results, write_results
 
+    path = (out_dir or RESULTS_DIR) / "batch.json"
     try:
         conf = settings()
-        env = environment(conf.masked(), {"slm": conf.slm_model, "llm": conf.embedded_llm_model})
         with err.status("batch benchmark …") as status:
-            data = batch_benchmark(conf, lambda step: status.update(f"batch benchmark: {step} …"))
-        data["environment"] = env
-        path = (out_dir or RESULTS_DIR) / "batch.json"
+
+            def progress(step: str) -> None:
+                status.update(f"batch benchmark: {step} …")
+
+            if judge_only:
+                data = read_results(path)
+                if not data:
+                    raise TierflowError(
+                        f"no runs in {path} to judge", hint="Run `tierflow eval batch` first."
+                    )
+            else:
+                data = batch_runs(conf, progress)
+                data["environment"] = environment(
+                    conf.masked(), {"slm": conf.slm_model, "llm": conf.embedded_llm_model}
+                )
+                write_results(path, data, batch_markdown(data))
+            data["quality"] = batch_quality(conf, data, progress)
         write_results(path, data, batch_markdown(data))
     except TierflowError as exc:
         fail(exc)

@@ -24,6 +24,7 @@ import statistics
 import tempfile
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -31,6 +32,7 @@ from tierflow.agents.policy import TierPolicy
 from tierflow.batch.job import JobRequest, run_job
 from tierflow.batch.readers import read_document
 from tierflow.batch.worker import SummaryOptions
+from tierflow.errors import TierflowError
 from tierflow.evals.batch_corpus import CORPUS_DIR, load_manifest
 from tierflow.evals.documents import Document, digest
 from tierflow.evals.report import markdown_table
@@ -41,7 +43,7 @@ if TYPE_CHECKING:
     from tierflow.agents.protocol import ChatModel
     from tierflow.settings import Settings
 
-__all__ = ["CONFIGURATIONS", "batch_benchmark", "batch_markdown"]
+__all__ = ["CONFIGURATIONS", "batch_runs", "batch_quality", "batch_markdown", "batch_table"]
 
 JUDGE_CHARS = 6000
 MAX_FACTS = 8
@@ -105,26 +107,52 @@ def _supported(llm: ChatModel, name: str, text: str, claims: list[str]) -> list[
     return supported
 
 
+MAX_CLAIMS = 10
+
+
+def _judged(name: str, judge: Callable[[], float | None], problems: list[str]) -> float | None:
+    """One judgement, or ``None`` with the reason kept when the judge's reply is unusable."""
+    try:
+        return judge()
+    except TierflowError as exc:
+        problems.append(f"{name}: {exc.message}")
+        return None
+
+
+def _coverage(llm: ChatModel, facts: list[str], summary: str) -> float | None:
+    covered = judge_coverage(llm, facts, summary) if facts else []
+    return sum(covered) / len(covered) if covered else None
+
+
+def _faithfulness(llm: ChatModel, name: str, text: str, summary: str) -> float | None:
+    claims = sentences(summary)[:MAX_CLAIMS]
+    verdicts = _supported(llm, name, text, claims) if claims else []
+    return sum(verdicts) / len(verdicts) if verdicts else None
+
+
 def _quality(
     llm: ChatModel, tiered: dict[str, str], reference: dict[str, str], progress: Progress
 ) -> dict[str, Any]:
     texts = {entry["file"]: read_document(CORPUS_DIR / entry["file"]).text for entry in load_manifest()}
-    per_document = []
+    per_document: list[dict[str, Any]] = []
+    problems: list[str] = []
     for name in sorted(set(tiered) & set(reference)):
         progress(f"judging {name}")
         facts = sentences(reference[name])[:MAX_FACTS]
-        covered = judge_coverage(llm, facts, tiered[name]) if facts else []
-        row: dict[str, Any] = {
-            "document": name,
-            "text_sha256_16": digest(texts[name]),
-            "facts": len(facts),
-            "coverage": sum(covered) / len(covered) if covered else None,
-        }
-        for key, summary in (("tiered", tiered[name]), ("llm", reference[name])):
-            claims = sentences(summary)
-            verdicts = _supported(llm, name, texts[name], claims) if claims else []
-            row[f"faithfulness_{key}"] = sum(verdicts) / len(verdicts) if verdicts else None
-        per_document.append(row)
+        per_document.append(
+            {
+                "document": name,
+                "text_sha256_16": digest(texts[name]),
+                "facts": len(facts),
+                "coverage": _judged(name, partial(_coverage, llm, facts, tiered[name]), problems),
+                "faithfulness_tiered": _judged(
+                    name, partial(_faithfulness, llm, name, texts[name], tiered[name]), problems
+                ),
+                "faithfulness_llm": _judged(
+                    name, partial(_faithfulness, llm, name, texts[name], reference[name]), problems
+                ),
+            }
+        )
 
     def mean(key: str) -> float | None:
         values = [row[key] for row in per_document if row[key] is not None]
@@ -135,14 +163,14 @@ def _quality(
         "coverage_of_llm_facts": mean("coverage"),
         "faithfulness_tiered": mean("faithfulness_tiered"),
         "faithfulness_llm": mean("faithfulness_llm"),
+        "unjudged": problems,
         "per_document": per_document,
     }
 
 
-def batch_benchmark(settings: Settings, progress: Progress) -> dict[str, Any]:
-    """Every configuration on the corpus, then the quality of the tiered summaries."""
+def batch_runs(settings: Settings, progress: Progress) -> dict[str, Any]:
+    """Every configuration on the corpus: the runs and the figures drawn from them."""
     import ray
-    from tierflow.app import build_llm
 
     runs = []
     with tempfile.TemporaryDirectory(prefix="tierflow-batch-bench-") as scratch:
@@ -160,13 +188,6 @@ def batch_benchmark(settings: Settings, progress: Progress) -> dict[str, Any]:
     by_label = {run["label"]: run for run in runs}
     one, two = by_label["tiered, 1 worker"], by_label["tiered, 2 local workers"]
     llm_run = by_label["all on the LLM, 1 worker"]
-    judge = build_llm(settings)
-    try:
-        quality = _quality(judge, one["summaries"], llm_run["summaries"], progress)
-    finally:
-        close = getattr(judge, "close", None)
-        if callable(close):
-            close()
     return {
         "corpus": {
             "documents": len(load_manifest()),
@@ -184,60 +205,78 @@ def batch_benchmark(settings: Settings, progress: Progress) -> dict[str, Any]:
         "llm_tokens_vs_all_llm": round(one["llm_tokens"] / llm_run["llm_tokens"], 3)
         if llm_run["llm_tokens"]
         else None,
-        "quality": quality,
+        "quality": None,
     }
 
 
-def batch_markdown(data: dict[str, Any]) -> str:
-    corpus = data["corpus"]
+def batch_quality(settings: Settings, data: dict[str, Any], progress: Progress) -> dict[str, Any]:
+    """The tiered (1 worker) summaries of ``batch_runs``' data judged against the all-LLM ones."""
+    from tierflow.app import build_llm
+
+    by_label = {run["label"]: run for run in data["runs"]}
+    judge = build_llm(settings)
+    try:
+        return _quality(
+            judge,
+            by_label["tiered, 1 worker"]["summaries"],
+            by_label["all on the LLM, 1 worker"]["summaries"],
+            progress,
+        )
+    finally:
+        close = getattr(judge, "close", None)
+        if callable(close):
+            close()
+
+
+def _pct(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.0%}"
+
+
+def batch_table(data: dict[str, Any]) -> str:
+    """The runs as a Markdown table and the lines under it (batch.md and the README)."""
     rows = [
         [
             run["label"],
             f"{run['done']}/{run['documents']}",
-            f"{run['seconds']:.1f}",
+            f"{run['seconds']:.0f} s",
             f"{run['documents_per_minute']:.2f}",
-            "n/a" if run["slm_share"] is None else f"{run['slm_share']:.0%}",
+            _pct(run["slm_share"]),
             f"{run['llm_tokens']:,}",
             str(run["escalated_documents"]),
         ]
         for run in data["runs"]
     ]
-    quality = data["quality"]
+    quality = data["quality"] or {}
     efficiency = data["parallel_efficiency"]
+    table = markdown_table(
+        ["configuration", "done", "time", "documents/min", "SLM share", "LLM tokens", "escalated docs"], rows
+    )
+    return "\n".join(
+        [
+            table.rstrip("\n"),
+            "",
+            f"Parallel efficiency with 2 workers: local {_pct(efficiency['local_2_workers'])}, "
+            f"Ray {_pct(efficiency['ray_2_workers'])}. LLM tokens of tiered against all on the LLM: "
+            f"{_pct(data['llm_tokens_vs_all_llm'])}. Quality of the tiered summaries, judged by the LLM: "
+            f"coverage of the all-LLM summaries' key facts {_pct(quality.get('coverage_of_llm_facts'))}; "
+            f"faithfulness to the document {_pct(quality.get('faithfulness_tiered'))} "
+            f"(all-LLM: {_pct(quality.get('faithfulness_llm'))}).",
+            "",
+        ]
+    )
 
-    def pct(value: float | None) -> str:
-        return "n/a" if value is None else f"{value:.0%}"
 
+def batch_markdown(data: dict[str, Any]) -> str:
+    corpus = data["corpus"]
     return "\n".join(
         [
             "# Batch summarization benchmark",
             "",
             f"{corpus['documents']} real documents ({', '.join(corpus['formats'])}; "
             f"{corpus['characters']:,} characters; `evals/data/batch/sources.json`), each configuration "
-            "a fresh job. Wall clock for the documents, model loading included.",
+            "a fresh job. Wall clock for the documents, model loading included; quality judged on "
+            "the 1-worker tiered run (see `evals/batch_bench.py`).",
             "",
-            markdown_table(
-                [
-                    "configuration",
-                    "done",
-                    "seconds",
-                    "documents/min",
-                    "SLM share",
-                    "LLM tokens",
-                    "escalated docs",
-                ],
-                rows,
-            ),
-            "",
-            f"Parallel efficiency with 2 workers: local {pct(efficiency['local_2_workers'])}, "
-            f"Ray {pct(efficiency['ray_2_workers'])} (2 cores: one worker's SLM already uses both).",
-            f"LLM tokens of tiered against all on the LLM: {pct(data['llm_tokens_vs_all_llm'])}.",
-            "",
-            f"Quality of the tiered summaries (1 worker) on {quality['documents']} documents, "
-            "judged by the LLM: "
-            f"coverage of the all-LLM summaries' key facts {pct(quality['coverage_of_llm_facts'])}; "
-            f"faithfulness to the document: tiered {pct(quality['faithfulness_tiered'])}, "
-            f"all-LLM {pct(quality['faithfulness_llm'])}.",
-            "",
+            batch_table(data),
         ]
     )

@@ -223,6 +223,18 @@ def _load(directory: Path) -> str:
     )
 
 
+def _batch(directory: Path) -> str:
+    data = read_results(directory / "batch.json")
+    if not data:
+        return ""
+    from tierflow.evals.batch_bench import batch_table
+
+    corpus = data["corpus"]
+    return f"### Batch summarization ({corpus['documents']} real documents, `make bench`)\n\n" + batch_table(
+        data
+    )
+
+
 RELIABILITY_COUNTS = (
     ("faults_injected", "faults injected (endpoint errors, kills, runaway tools, overflows)"),
     ("runs_survived", "runs that ended cleanly after a fault (stored, clear status)"),
@@ -272,6 +284,7 @@ def results_section(directory: Path = RESULTS_DIR) -> str:
             _summaries(directory),
             _bench(directory),
             _load(directory),
+            _batch(directory),
             _reliability(directory),
         )
         if p
