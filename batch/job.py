@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal, Protocol
 
@@ -89,12 +89,17 @@ def run_job(
     worker process's tiers (tests); by default they come from the settings."""
     progress = progress or _Quiet()
     jobs = JobStore(app.store)
+    if request.resume is not None:  # a job goes on with its own options, whatever is asked now
+        job = jobs.get(request.resume)
+        stored = job.options or {}
+        request = replace(
+            request, options=SummaryOptions.from_data(stored), synthesis=bool(stored.get("synthesis", True))
+        )
     options = request.options
     summary_signature = signature(
         {**options.signature_data(), "slm": app.tiers.slm.name, "llm": app.tiers.llm.name}
     )
     if request.resume is not None:
-        job = jobs.get(request.resume)
         paths = [Path(p) for p in job.inputs]
         resumed = True
     else:

@@ -31,7 +31,7 @@ from docx.opc.exceptions import OpcError
 from docx.table import Table
 from lxml.etree import LxmlError
 from pypdf.errors import DependencyError, LimitReachedError, PyPdfError
-from tierflow.errors import TierflowError
+from tierflow.errors import TaskInputError, TierflowError
 
 __all__ = [
     "SUPPORTED_SUFFIXES",
@@ -137,14 +137,14 @@ def find_inputs(specs: Sequence[str]) -> list[Path]:
     """The files named by ``specs`` (files, folders read recursively, globs), absolute,
     without duplicates, sorted. A spec that finds nothing raises ``TierflowError``."""
     if not specs:
-        raise TierflowError(
+        raise TaskInputError(
             "No input files were given.", hint="Name files, folders or glob patterns to read."
         )
     found: set[Path] = set()
     for spec in specs:
         matches = _expand(spec)
         if not matches:
-            raise TierflowError(
+            raise TaskInputError(
                 f"{spec!r} matches no document to read.",
                 hint=(
                     "Check the path; folders are read recursively for .txt, .md, .html, .pdf and .docx files."

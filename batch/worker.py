@@ -38,6 +38,17 @@ class SummaryOptions:
     chunk_tokens: int = 1500
     max_sentences: int = 6
 
+    @classmethod
+    def from_data(cls, data: dict[str, Any]) -> SummaryOptions:
+        """The options ``signature_data`` wrote (a stored job's)."""
+        defaults = cls()
+        return cls(
+            policy=TierPolicy.model_validate(data.get("policy") or {}),
+            local_only=bool(data.get("local_only", defaults.local_only)),
+            chunk_tokens=int(data.get("chunk_tokens", defaults.chunk_tokens)),
+            max_sentences=int(data.get("max_sentences", defaults.max_sentences)),
+        )
+
     def signature_data(self) -> dict[str, Any]:
         return {
             "policy": self.policy.model_dump(),

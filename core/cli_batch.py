@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import tempfile
 import time
@@ -145,6 +146,9 @@ def summarize(
             TaskInputError("nothing to summarize", hint="Give files, folders or globs, or --resume JOB_ID."),
             code=2,
         )
+    # a damaged PDF is reported in the document's reason; pypdf's own log lines would only
+    # break the progress display
+    logging.getLogger("pypdf").setLevel(logging.ERROR)
     display = _ProgressDisplay()
     try:
         request = JobRequest(
@@ -163,6 +167,9 @@ def summarize(
         )
         with App(settings(), progress=pull_progress()) as tierflow_app:
             report = run_job(request, tierflow_app, progress=display)
+    except TaskInputError as exc:  # inputs that match nothing: a usage error
+        display.close()
+        fail(exc, code=2)
     except TierflowError as exc:
         display.close()
         fail(exc)

@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 from tierflow.agents.protocol import Message
 from tierflow.agents.scripted import ScriptedModel
 from tierflow.agents.tiers import Tiers
+from tierflow.app import App
 from tierflow.settings import Settings
 
 REPLIES = 10_000
@@ -66,3 +68,22 @@ def paragraphs(topic: str, count: int) -> str:
     return "\n\n".join(
         f"{topic} paragraph {i} reports figure {i * 7} for {topic}. " * 3 for i in range(count)
     )
+
+
+def write_reports(folder: Path) -> Path:
+    """Three reports in three formats, one long enough for several chunks of 80 tokens."""
+    folder.mkdir()
+    (folder / "a_long.txt").write_text(paragraphs("alpha", 12))
+    (folder / "b_short.md").write_text("# Beta\n\nBeta sold 3 units in May.")
+    (folder / "c_page.html").write_text(
+        "<html><body><h1>Gamma</h1><p>Gamma grew 12 percent.</p></body></html>"
+    )
+    return folder
+
+
+@contextmanager
+def scripted_app(data_dir: Path) -> Iterator[App]:
+    """An ``App`` on ``data_dir`` with the scripted tiers."""
+    settings = Settings(data_dir=data_dir)
+    with App(settings, tiers=scripted_tiers(settings)) as app:
+        yield app

@@ -27,27 +27,19 @@ from tierflow.errors import LLMUnavailableError
 from tierflow.memory.tables import JobDocument
 from tierflow.settings import Settings
 
-from tests.batch_support import dying_tiers, paragraphs, scripted_tiers
+from tests.batch_support import dying_tiers, paragraphs, scripted_app, scripted_tiers, write_reports
 
 OPTIONS = SummaryOptions(chunk_tokens=80)  # scripted models count 3 characters a token
 
 
 @pytest.fixture
 def reports(tmp_path: Path) -> Path:
-    folder = tmp_path / "reports"
-    folder.mkdir()
-    (folder / "a_long.txt").write_text(paragraphs("alpha", 12))
-    (folder / "b_short.md").write_text("# Beta\n\nBeta sold 3 units in May.")
-    (folder / "c_page.html").write_text(
-        "<html><body><h1>Gamma</h1><p>Gamma grew 12 percent.</p></body></html>"
-    )
-    return folder
+    return write_reports(tmp_path / "reports")
 
 
 @pytest.fixture
 def app(tmp_path: Path) -> Iterator[App]:
-    settings = Settings(data_dir=tmp_path / "data")
-    with App(settings, tiers=scripted_tiers(settings)) as built:
+    with scripted_app(tmp_path / "data") as built:
         yield built
 
 
@@ -289,3 +281,17 @@ def test_a_summary_that_copies_its_text_escalates(tmp_path: Path) -> None:
         assert document.summary == "The report is about sales."
         slm_call = app.store.get_run(document.run_id).steps[-1].model_calls[0]
         assert slm_call.escalated and (slm_call.escalation_reason or "").startswith("too_long")
+
+
+def test_a_resumed_job_keeps_its_own_options(app: App, tmp_path: Path) -> None:
+    folder = tmp_path / "in"
+    folder.mkdir()
+    (folder / "a_short.md").write_text("Alpha sold 3 units.")
+    (folder / "b_long.txt").write_text(paragraphs("beta", 12))
+    crash = CrashAfter(1)
+    with pytest.raises(KeyboardInterrupt):
+        run_job(JobRequest(inputs=[str(folder)], options=OPTIONS), app, progress=crash)
+    other = SummaryOptions(chunk_tokens=5000, local_only=True)  # asked now, not what the job was
+    report = run_job(JobRequest(resume=crash.job_id, options=other), app)
+    long = next(d for d in report.documents if d.name == "b_long.txt")
+    assert report.ok and long.chunks > 1  # still 80-token chunks

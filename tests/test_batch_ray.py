@@ -13,9 +13,8 @@ from tierflow.app import App
 from tierflow.batch.job import JobRequest, run_job
 from tierflow.batch.worker import SummaryOptions
 from tierflow.errors import TierflowError
-from tierflow.settings import Settings
 
-from tests.batch_support import dying_tiers, paragraphs, scripted_tiers
+from tests.batch_support import dying_tiers, scripted_app, scripted_tiers, write_reports
 
 ROOT = Path(__file__).resolve().parents[1]
 OPTIONS = SummaryOptions(chunk_tokens=80)
@@ -38,18 +37,12 @@ def ray_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 
 @pytest.fixture
 def reports(tmp_path: Path) -> Path:
-    folder = tmp_path / "reports"
-    folder.mkdir()
-    (folder / "a_long.txt").write_text(paragraphs("alpha", 8))
-    (folder / "b_short.md").write_text("# Beta\n\nBeta sold 3 units in May.")
-    (folder / "c_page.html").write_text("<h1>Gamma</h1><p>Gamma grew 12 percent.</p>")
-    return folder
+    return write_reports(tmp_path / "reports")
 
 
 @pytest.fixture
 def app(tmp_path: Path) -> Iterator[App]:
-    settings = Settings(data_dir=tmp_path / "data")
-    with App(settings, tiers=scripted_tiers(settings)) as built:
+    with scripted_app(tmp_path / "data") as built:
         yield built
 
 
