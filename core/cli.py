@@ -21,6 +21,7 @@ from tierflow import __version__
 from tierflow.cli_batch import jobs_app, summarize
 from tierflow.cli_eval import eval_app
 from tierflow.cli_export import export_app
+from tierflow.cli_memory import memory_add, memory_forget, memory_list, memory_search
 from tierflow.cli_support import (
     JsonOption,
     emit_json,
@@ -50,7 +51,9 @@ app = typer.Typer(
 )
 runs_app = typer.Typer(no_args_is_help=True, help="Inspect stored runs.")
 models_app = typer.Typer(no_args_is_help=True, help="The model catalog.")
-memory_app = typer.Typer(no_args_is_help=True, help="The memory of verified decisions.")
+memory_app = typer.Typer(
+    no_args_is_help=True, help="Long-term memory: your documents, and the verified decisions."
+)
 app.add_typer(runs_app, name="runs")
 app.add_typer(models_app, name="models")
 app.add_typer(memory_app, name="memory")
@@ -58,6 +61,10 @@ app.add_typer(eval_app, name="eval")
 app.add_typer(export_app, name="export")
 app.add_typer(jobs_app, name="jobs")
 app.command()(summarize)
+memory_app.command("add")(memory_add)
+memory_app.command("search")(memory_search)
+memory_app.command("list")(memory_list)
+memory_app.command("forget")(memory_forget)
 
 
 @app.callback()

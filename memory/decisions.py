@@ -16,13 +16,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal, cast, get_args
 
-import chromadb
 from chromadb.api import ClientAPI
 from chromadb.api.models.Collection import Collection
-from chromadb.api.types import Embeddable, EmbeddingFunction
-from chromadb.config import Settings
 from tierflow.errors import TierflowError
 from tierflow.memory.embeddings import OfflineEmbeddings, Relevance
+from tierflow.memory.store import MemoryStoreError, cosine_collection, open_client
 
 __all__ = [
     "COLLECTION",
@@ -40,10 +38,6 @@ COLLECTION = "tierflow_decisions"
 Provenance = Literal["llm", "llm_corrected", "slm_confirmed"]
 """``llm``: the LLM made it; ``llm_corrected``: the LLM replaced an SLM decision;
 ``slm_confirmed``: an SLM decision that a check confirmed."""
-
-
-class MemoryStoreError(TierflowError):
-    """The decision memory's store cannot be opened or read (corrupt, unreadable)."""
 
 
 class MemoryWriteError(TierflowError):
@@ -140,8 +134,7 @@ class DecisionMemory:
     ) -> DecisionMemory:
         """The memory persisted in ``directory`` (created when missing)."""
         try:
-            directory.mkdir(parents=True, exist_ok=True)
-            client = chromadb.PersistentClient(path=directory, settings=Settings(anonymized_telemetry=False))
+            client = open_client(directory)
         except Exception as exc:  # noqa: BLE001 - see __init__
             raise _store_error(str(directory), _fix(directory), "cannot be opened", exc) from exc
         return cls(client, embeddings, collection=collection, location=directory)
@@ -149,12 +142,8 @@ class DecisionMemory:
     def open_collection(self, name: str) -> Collection:
         """A cosine-space collection of this store, embedded like the decisions (the plans
         live in one too); ``MemoryStoreError`` if it cannot be opened."""
-        # chromadb types collections' functions as taking documents or images; this one takes documents
-        function = cast("EmbeddingFunction[Embeddable]", self.embeddings)
         try:
-            return self._client.get_or_create_collection(
-                name, embedding_function=function, configuration={"hnsw": {"space": "cosine"}}
-            )
+            return cosine_collection(self._client, name, self.embeddings)
         except Exception as exc:  # noqa: BLE001 - chromadb raises many kinds; all mean "unusable"
             raise _store_error(self.location, self.fix, "cannot be opened", exc) from exc
 

@@ -1,0 +1,333 @@
+"""Users' documents in the long-term memory: files read by the batch job's readers, cut by
+the same token-aware splitter into chunks the embedding model reads whole, and stored in
+chromadb with their source, position and content hash.
+
+Each named collection (``default`` unless told) is a chromadb collection of its own;
+one made ``local_only`` keeps that flag, and its chunks never go to the LLM tier. Adding a
+file whose content is unchanged does nothing; a changed file replaces its chunks.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal, cast
+
+from chromadb.api import ClientAPI
+from chromadb.api.models.Collection import Collection
+from chromadb.api.types import Embeddable, EmbeddingFunction
+from tierflow.batch.readers import DocumentError, read_document
+from tierflow.errors import TierflowError
+from tierflow.graphs.fitting import split_to_fit
+from tierflow.memory.embeddings import OfflineEmbeddings
+from tierflow.memory.store import MemoryStoreError, cosine_collection, open_client
+
+__all__ = [
+    "CHUNK_TOKENS",
+    "DEFAULT_COLLECTION",
+    "Chunk",
+    "Hit",
+    "Added",
+    "Source",
+    "DocumentMemory",
+    "CollectionNameError",
+]
+
+CHUNK_TOKENS = 200
+"""Embedding-model tokens per chunk, at most: MiniLM reads 256 and cuts the rest off."""
+DEFAULT_COLLECTION = "default"
+PREFIX = "documents_"
+_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,39}$")
+
+
+class CollectionNameError(TierflowError):
+    pass
+
+
+@dataclass(frozen=True)
+class Chunk:
+    id: str
+    source: str  # the file's absolute path
+    position: int  # 0-based, in the file's order
+    start: int  # character offset of the chunk's first word in the file's text
+    text: str
+    content_hash: str  # of the whole file
+    collection: str
+    local_only: bool
+
+
+@dataclass(frozen=True)
+class Hit:
+    chunk: Chunk
+    similarity: float  # cosine, 1.0 = same direction
+
+
+@dataclass(frozen=True)
+class Added:
+    """What adding one file did."""
+
+    source: str
+    status: Literal["added", "replaced", "unchanged", "failed"]
+    chunks: int = 0
+    reason: str | None = None
+
+
+@dataclass(frozen=True)
+class Source:
+    source: str
+    collection: str
+    chunks: int
+    content_hash: str
+    local_only: bool
+    added_at: str
+
+
+class _Counter:
+    """Counts tokens as the embedding model does, without its 256-token cut."""
+
+    def __init__(self, embeddings: OfflineEmbeddings) -> None:
+        from tokenizers import Tokenizer
+
+        path = embeddings.directory / embeddings.EXTRACTED_FOLDER_NAME / "tokenizer.json"
+        self._tokenizer = Tokenizer.from_file(str(path))
+        self._tokenizer.no_truncation()
+        self._tokenizer.no_padding()
+
+    def count_tokens(self, text: str) -> int:
+        return len(self._tokenizer.encode(text).ids)
+
+
+def check_name(name: str) -> str:
+    if not _NAME.match(name):
+        raise CollectionNameError(
+            f"{name!r} is not a collection name",
+            hint="Use 1-40 lower-case letters, digits, '-' or '_', starting with a letter or digit.",
+        )
+    return name
+
+
+class DocumentMemory:
+    """Users' documents in chromadb collections (see the module)."""
+
+    def __init__(
+        self, client: ClientAPI, embeddings: OfflineEmbeddings, *, location: Path | None = None
+    ) -> None:
+        self._client = client
+        self.embeddings = embeddings
+        self.location = str(location) if location else "the chromadb client given"
+        self._counter: _Counter | None = None
+
+    @classmethod
+    def open(cls, directory: Path | None, embeddings: OfflineEmbeddings) -> DocumentMemory:
+        """The documents persisted in ``directory`` (``None``: in memory, for tests)."""
+        try:
+            client = open_client(directory)
+        except Exception as exc:  # noqa: BLE001 - chromadb raises many kinds; all mean "unusable"
+            raise MemoryStoreError(
+                f"the memory at {directory} cannot be opened ({type(exc).__name__}: {exc})",
+                hint="Check that the folder is readable and writable (TIERFLOW_MEMORY_DIR).",
+            ) from exc
+        return cls(client, embeddings, location=directory)
+
+    # Collections ------------------------------------------------------------------------
+    def _collection(self, name: str, *, create: bool = False, local_only: bool | None = None) -> Collection:
+        """The collection ``name`` (``create``: made when missing, local-only if said so);
+        given ``local_only``, an existing one must have the same flag."""
+        check_name(name)
+        if name in self.collections():
+            function = cast("EmbeddingFunction[Embeddable]", self.embeddings)
+            collection = self._client.get_collection(PREFIX + name, embedding_function=function)
+        elif not create:
+            raise CollectionNameError(
+                f"there is no collection {name!r}",
+                hint="`tierflow memory list` shows the collections; `tierflow memory add` makes one.",
+            )
+        else:
+            collection = cosine_collection(
+                self._client, PREFIX + name, self.embeddings, metadata={"local_only": bool(local_only)}
+            )
+        stored = bool((collection.metadata or {}).get("local_only", False))
+        if local_only is not None and stored != local_only:
+            state = "local-only" if stored else "not local-only"
+            raise CollectionNameError(
+                f"the collection {name!r} is {state}",
+                hint="Add to it with the same --local-only choice, or choose another --collection.",
+            )
+        return collection
+
+    def collections(self) -> list[str]:
+        names = [collection.name for collection in self._client.list_collections()]
+        return sorted(name.removeprefix(PREFIX) for name in names if name.startswith(PREFIX))
+
+    def is_local_only(self, name: str) -> bool:
+        return bool((self._collection(name).metadata or {}).get("local_only", False))
+
+    # Adding -----------------------------------------------------------------------------
+    def chunks_of(self, text: str) -> list[tuple[int, str]]:
+        """``text`` cut into chunks of at most ``CHUNK_TOKENS``: (character offset, chunk)."""
+        if self._counter is None:
+            self._counter = _Counter(self.embeddings)
+        pieces = split_to_fit(self._counter, text, CHUNK_TOKENS)
+        found, cursor = [], 0
+        for piece in pieces:
+            first = piece.split(maxsplit=1)[0] if piece.split() else piece
+            at = text.find(first, cursor)
+            start = at if at >= 0 else cursor
+            found.append((start, piece))
+            cursor = start + len(first)
+        return found
+
+    def add(
+        self, path: Path, *, collection: str = DEFAULT_COLLECTION, local_only: bool | None = None
+    ) -> Added:
+        """Store ``path``'s chunks: nothing when its content is unchanged, its chunks
+        replaced when it changed; a file that cannot be read is ``failed`` with the reason.
+        ``local_only``: a new collection's flag (an existing one must match; ``None``: as it is)."""
+        source = str(Path(path).absolute())
+        store = self._collection(collection, create=True, local_only=local_only)
+        try:
+            read = read_document(Path(path))
+        except DocumentError as exc:
+            return Added(source, "failed", reason=f"{exc.reason}: {exc.message}")
+        existing = store.get(where={"source": source}, include=["metadatas"])
+        hashes = {str(m.get("content_hash")) for m in existing["metadatas"] or []}
+        if hashes == {read.content_hash}:
+            return Added(source, "unchanged", chunks=len(existing["ids"]))
+        chunks = self.chunks_of(read.text)
+        added_at = datetime.now(UTC).isoformat(timespec="seconds")
+        ids = [_chunk_id(collection, source, position) for position in range(len(chunks))]
+        metadatas: list[dict[str, str | int | bool]] = [
+            {
+                "source": source,
+                "position": position,
+                "start": start,
+                "content_hash": read.content_hash,
+                "chunk_hash": hashlib.sha256(piece.encode()).hexdigest()[:16],
+                "added_at": added_at,
+                "kind": read.kind,
+            }
+            for position, (start, piece) in enumerate(chunks)
+        ]
+        try:
+            if existing["ids"]:
+                store.delete(ids=existing["ids"])
+            if chunks:
+                vectors = self.embeddings.embed([piece for _, piece in chunks])
+                store.add(
+                    ids=ids,
+                    documents=[piece for _, piece in chunks],
+                    embeddings=vectors,
+                    metadatas=cast(Any, metadatas),
+                )
+        except Exception as exc:  # noqa: BLE001 - any storage failure
+            raise MemoryStoreError(
+                f"could not store {source} in the memory at {self.location} ({type(exc).__name__}: {exc})",
+                hint="Check that the memory folder is writable and has free space, then add it again.",
+            ) from exc
+        return Added(source, "replaced" if existing["ids"] else "added", chunks=len(chunks))
+
+    def add_all(
+        self,
+        paths: Iterable[Path],
+        *,
+        collection: str = DEFAULT_COLLECTION,
+        local_only: bool | None = None,
+        on_added: Callable[[Added], None] | None = None,
+    ) -> list[Added]:
+        results = []
+        for path in paths:
+            result = self.add(path, collection=collection, local_only=local_only)
+            results.append(result)
+            if on_added is not None:
+                on_added(result)
+        return results
+
+    # Reading ----------------------------------------------------------------------------
+    def search(self, query: str, *, k: int = 5, collections: Sequence[str] | None = None) -> list[Hit]:
+        """The ``k`` chunks nearest to ``query`` over ``collections`` (default: all)."""
+        names = list(collections) if collections is not None else self.collections()
+        vector = self.embeddings.embed([query])
+        hits: list[Hit] = []
+        for name in names:
+            store = self._collection(name)
+            local_only = bool((store.metadata or {}).get("local_only", False))
+            size = store.count()
+            if size == 0 or k < 1:
+                continue
+            found = store.query(
+                query_embeddings=vector,
+                n_results=min(k, size),
+                include=["documents", "metadatas", "distances"],
+            )
+            documents, metadatas, distances = found["documents"], found["metadatas"], found["distances"]
+            assert documents is not None and metadatas is not None and distances is not None
+            for chunk_id, text, metadata, distance in zip(
+                found["ids"][0], documents[0], metadatas[0], distances[0], strict=True
+            ):
+                hits.append(
+                    Hit(_chunk(chunk_id, text, dict(metadata), name, local_only), 1.0 - float(distance))
+                )
+        hits.sort(key=lambda hit: -hit.similarity)
+        return hits[:k]
+
+    def sources(self) -> list[Source]:
+        """Every stored file, per collection."""
+        found: list[Source] = []
+        for name in self.collections():
+            store = self._collection(name)
+            local_only = bool((store.metadata or {}).get("local_only", False))
+            by_source: dict[str, list[dict[str, Any]]] = {}
+            for metadata in store.get(include=["metadatas"])["metadatas"] or []:
+                by_source.setdefault(str(metadata["source"]), []).append(dict(metadata))
+            for source, rows in sorted(by_source.items()):
+                found.append(
+                    Source(
+                        source,
+                        name,
+                        len(rows),
+                        str(rows[0]["content_hash"]),
+                        local_only,
+                        str(rows[0]["added_at"]),
+                    )
+                )
+        return found
+
+    def forget(self, source: str) -> int:
+        """Remove every chunk of ``source`` (a path, made absolute) from every collection."""
+        target = str(Path(source).absolute())
+        removed = 0
+        for name in self.collections():
+            store = self._collection(name)
+            ids = store.get(where={"source": target}, include=[])["ids"]
+            if ids:
+                store.delete(ids=ids)
+                removed += len(ids)
+        return removed
+
+    def forget_all(self) -> int:
+        removed = 0
+        for name in self.collections():
+            removed += self._collection(name).count()
+            self._client.delete_collection(PREFIX + name)
+        return removed
+
+
+def _chunk_id(collection: str, source: str, position: int) -> str:
+    return f"{collection}:{hashlib.sha256(source.encode()).hexdigest()[:16]}:{position}"
+
+
+def _chunk(chunk_id: str, text: str, metadata: dict[str, Any], collection: str, local_only: bool) -> Chunk:
+    return Chunk(
+        id=chunk_id,
+        source=str(metadata["source"]),
+        position=int(metadata["position"]),
+        start=int(metadata["start"]),
+        text=text,
+        content_hash=str(metadata["content_hash"]),
+        collection=collection,
+        local_only=local_only,
+    )

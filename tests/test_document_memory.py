@@ -1,0 +1,144 @@
+"""Users' documents in the long-term memory, on a real chromadb store with the offline
+MiniLM embeddings: chunks that the embedding model reads whole, idempotent ingest,
+replaced and forgotten sources, local-only collections, a persistent store that survives
+a restart, and no download or write outside the configured folders."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from tierflow.evals.batch_corpus import CORPUS_DIR
+from tierflow.memory.documents import CHUNK_TOKENS, CollectionNameError, DocumentMemory
+from tierflow.memory.embeddings import OfflineEmbeddings
+
+FAQ = CORPUS_DIR / "man-db-faq.txt"
+BUGS = CORPUS_DIR / "python-dealing-with-bugs.txt"
+
+
+@pytest.fixture
+def memory(embeddings: OfflineEmbeddings) -> DocumentMemory:
+    documents = DocumentMemory.open(None, embeddings)
+    documents.forget_all()  # the in-memory client is shared within the process
+    return documents
+
+
+@pytest.fixture
+def files(tmp_path: Path) -> Path:
+    folder = tmp_path / "docs"
+    folder.mkdir()
+    for source in (FAQ, BUGS):
+        (folder / source.name).write_bytes(source.read_bytes())
+    return folder
+
+
+def test_chunks_fit_the_embedding_model_and_keep_their_place(memory: DocumentMemory, files: Path) -> None:
+    text = (files / FAQ.name).read_text()
+    chunks = memory.chunks_of(text)
+    assert len(chunks) > 3
+    counter = memory._counter
+    assert counter is not None
+    for start, piece in chunks:
+        assert counter.count_tokens(piece) <= CHUNK_TOKENS
+        assert text[start:].startswith(piece.split()[0])
+    assert [start for start, _ in chunks] == sorted(start for start, _ in chunks)
+
+
+def test_adding_is_idempotent_and_a_changed_file_replaces_its_chunks(
+    memory: DocumentMemory, files: Path
+) -> None:
+    first = memory.add(files / FAQ.name)
+    assert first.status == "added" and first.chunks > 3
+    assert memory.add(files / FAQ.name).status == "unchanged"
+    assert sum(s.chunks for s in memory.sources()) == first.chunks
+
+    (files / FAQ.name).write_text("The manual database is rebuilt by mandb every night at 3 o'clock.")
+    changed = memory.add(files / FAQ.name)
+    assert changed.status == "replaced" and changed.chunks == 1
+    (source,) = memory.sources()
+    assert source.chunks == 1
+    (hit,) = memory.search("when is the manual database rebuilt?", k=1)
+    assert "every night" in hit.chunk.text and hit.chunk.position == 0
+
+
+def test_search_finds_the_chunk_that_answers(memory: DocumentMemory, files: Path) -> None:
+    memory.add_all([files / FAQ.name, files / BUGS.name])
+    hits = memory.search("How do I report a bug in Python?", k=3)
+    assert hits and hits[0].chunk.source.endswith(BUGS.name)
+    assert hits[0].similarity >= hits[-1].similarity
+
+
+def test_forget_removes_every_chunk_of_a_source(memory: DocumentMemory, files: Path) -> None:
+    memory.add_all([files / FAQ.name, files / BUGS.name])
+    memory.add(files / FAQ.name, collection="other")
+    removed = memory.forget(str(files / FAQ.name))
+    assert removed > 3
+    assert all(not s.source.endswith(FAQ.name) for s in memory.sources())
+    assert all(not h.chunk.source.endswith(FAQ.name) for h in memory.search("man-db", k=20))
+    assert memory.forget_all() > 0 and memory.sources() == []
+
+
+def test_a_local_only_collection_keeps_its_flag(memory: DocumentMemory, files: Path) -> None:
+    memory.add(files / BUGS.name, collection="private", local_only=True)
+    assert memory.is_local_only("private")
+    assert memory.add(files / FAQ.name, collection="private").status == "added"  # as it is
+    with pytest.raises(CollectionNameError, match="is local-only"):
+        memory.add(files / FAQ.name, collection="private", local_only=False)
+    assert all(hit.chunk.local_only for hit in memory.search("bug", collections=["private"]))
+    with pytest.raises(CollectionNameError, match="not a collection name"):
+        memory.add(files / FAQ.name, collection="../escape")
+
+
+def test_an_unreadable_file_is_reported_and_the_rest_added(memory: DocumentMemory, files: Path) -> None:
+    (files / "broken.pdf").write_bytes(b"%PDF-1.7 truncated")
+    results = memory.add_all(sorted(files.iterdir()))
+    status = {Path(r.source).name: r for r in results}
+    assert status["broken.pdf"].status == "failed" and (status["broken.pdf"].reason or "").startswith(
+        "corrupt:"
+    )
+    assert status[FAQ.name].status == "added" and status[BUGS.name].status == "added"
+
+
+def tierflow(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "tierflow", *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+        check=False,
+    )
+
+
+def test_the_store_survives_a_restart_offline_writing_only_its_folders(
+    files: Path, tmp_path: Path, model_dir: Path
+) -> None:
+    home = tmp_path / "home"
+    home.mkdir()
+    env = {
+        **os.environ,
+        "HOME": str(home),
+        "XDG_CACHE_HOME": str(home / ".cache"),
+        "XDG_CONFIG_HOME": str(home / ".config"),
+        "XDG_DATA_HOME": str(home / ".local"),
+        "TIERFLOW_DATA_DIR": str(tmp_path / "data"),
+        "TIERFLOW_MODELS_DIR": str(model_dir.parent),
+        "TIERFLOW_AUTO_PULL": "false",
+        "HTTPS_PROXY": "http://127.0.0.1:9",  # any download would fail loudly
+        "HTTP_PROXY": "http://127.0.0.1:9",
+        "HF_HUB_OFFLINE": "1",
+    }
+    models_before = sorted((p, p.stat().st_mtime) for p in model_dir.rglob("*"))
+    added = tierflow("memory", "add", str(files), "--json", env=env)  # one process
+    assert added.returncode == 0, added.stderr
+    assert {r["status"] for r in json.loads(added.stdout)} == {"added"}
+    found = tierflow("memory", "search", "How do I report a bug?", "--json", env=env)  # another
+    assert found.returncode == 0, found.stderr
+    assert json.loads(found.stdout)[0]["source"].endswith(BUGS.name)
+    assert [p for p in home.rglob("*") if p.is_file()] == []  # nothing written outside its folders
+    assert sorted((p, p.stat().st_mtime) for p in model_dir.rglob("*")) == models_before
+    assert (tmp_path / "data" / "memory" / "documents").is_dir()
