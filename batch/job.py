@@ -154,11 +154,12 @@ def _prepare(jobs: JobStore, job_id: str, paths: Sequence[Path], summary_signatu
     """Add the job's documents not yet in it; return those left to summarize. A document
     finished before stays finished while its file is unchanged; an unchanged file another
     job already summarized with the same options is skipped with that summary."""
-    known = {document.path: document for document in jobs.documents(job_id)}
+    hashes = {str(path): _hash(path) for path in paths}  # every file read once here
+    known = {document.path for document in jobs.documents(job_id)}
     jobs.add_documents(
         job_id,
         [
-            NewDocument(position, str(path), _hash(path), _size(path))
+            NewDocument(position, str(path), hashes[str(path)], _size(path))
             for position, path in enumerate(paths)
             if str(path) not in known
         ],
@@ -167,7 +168,7 @@ def _prepare(jobs: JobStore, job_id: str, paths: Sequence[Path], summary_signatu
     for document in jobs.documents(job_id):
         document_id = document.id
         assert document_id is not None
-        current = _hash(Path(document.path))
+        current = hashes[document.path]
         unchanged = current is not None and current == document.content_hash
         if document.status in ("done", "skipped") and unchanged:
             continue

@@ -12,7 +12,7 @@ from typing import Any
 from tierflow.batch.jobs import JobStore
 from tierflow.memory.traces import TraceStore
 
-__all__ = ["DocumentReport", "Totals", "JobReport", "build_report"]
+__all__ = ["DocumentReport", "Totals", "JobReport", "build_report", "slm_share"]
 
 
 @dataclass(frozen=True)
@@ -130,8 +130,10 @@ def _costs(d: DocumentReport) -> str:
     )
 
 
-def _ratio(slm: int, llm: int) -> float | None:
-    return slm / (slm + llm) if slm + llm else None
+def slm_share(slm_calls: int, llm_calls: int) -> float | None:
+    """The SLM's share of the model calls (``None`` without calls)."""
+    total = slm_calls + llm_calls
+    return slm_calls / total if total else None
 
 
 def build_report(jobs: JobStore, job_id: str, *, seconds: float, store: TraceStore) -> JobReport:
@@ -148,7 +150,7 @@ def build_report(jobs: JobStore, job_id: str, *, seconds: float, store: TraceSto
             chunks=row.chunks,
             slm_calls=row.slm_calls,
             llm_calls=row.llm_calls,
-            slm_share=_ratio(row.slm_calls, row.llm_calls),
+            slm_share=slm_share(row.slm_calls, row.llm_calls),
             llm_tokens=row.llm_tokens,
             seconds=row.seconds,
             run_id=row.run_id,
@@ -175,7 +177,7 @@ def build_report(jobs: JobStore, job_id: str, *, seconds: float, store: TraceSto
         pending=len(documents) - sum(status_count.values()),
         slm_calls=slm,
         llm_calls=llm,
-        slm_share=_ratio(slm, llm),
+        slm_share=slm_share(slm, llm),
         llm_tokens=tokens,
         seconds=round(seconds, 3),
         document_seconds=round(sum(d.seconds for d in counted), 3),

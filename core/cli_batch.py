@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import os
 import tempfile
-import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -41,7 +40,6 @@ class _ProgressDisplay:
         self._counts = {"done": 0, "failed": 0, "skipped": 0}
         self._total = 0
         self._finished = 0
-        self._started = time.monotonic()
 
     def begin(self, job_id: str, total: int, finished: int, resumed: bool) -> None:
         self._total, self._finished = total, finished
@@ -168,10 +166,8 @@ def summarize(
         with App(settings(), progress=pull_progress()) as tierflow_app:
             report = run_job(request, tierflow_app, progress=display)
     except TaskInputError as exc:  # inputs that match nothing: a usage error
-        display.close()
         fail(exc, code=2)
     except TierflowError as exc:
-        display.close()
         fail(exc)
     finally:
         display.close()

@@ -93,12 +93,7 @@ def memory_search(
     except TierflowError as exc:
         fail(exc)
     if as_json:
-        emit_json(
-            [
-                {"similarity": round(hit.similarity, 4), **{k: v for k, v in vars(hit.chunk).items()}}
-                for hit in hits
-            ]
-        )
+        emit_json([{"similarity": round(hit.similarity, 4), **vars(hit.chunk)} for hit in hits])
         return
     if not hits:
         err.print("nothing found: add documents with `tierflow memory add PATH`")

@@ -188,11 +188,12 @@ def batch_runs(settings: Settings, progress: Progress) -> dict[str, Any]:
     by_label = {run["label"]: run for run in runs}
     one, two = by_label["tiered, 1 worker"], by_label["tiered, 2 local workers"]
     llm_run = by_label["all on the LLM, 1 worker"]
+    manifest = load_manifest()
     return {
         "corpus": {
-            "documents": len(load_manifest()),
-            "characters": sum(int(entry["chars"]) for entry in load_manifest()),
-            "formats": sorted({entry["format"] for entry in load_manifest()}),
+            "documents": len(manifest),
+            "characters": sum(int(entry["chars"]) for entry in manifest),
+            "formats": sorted({entry["format"] for entry in manifest}),
         },
         "runs": runs,
         "parallel_efficiency": {

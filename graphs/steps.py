@@ -265,8 +265,7 @@ def summarize(
                 "step_summarize", instructions=instructions, max_sentences=max_sentences, text=piece
             )
             parse = parse_text if verify is None else _verified(verify, piece)
-            got = scope.ask(messages, parse, max_tokens=max_tokens, **routing)
-            return got.value if got.value is not None else _value(_kept(got), scope.node)
+            return _value(_kept(scope.ask(messages, parse, max_tokens=max_tokens, **routing)), scope.node)
 
         summary = fit_and_summarize(scope.ctx.tiers.slm, text, once, overhead=overhead, max_tokens=max_tokens)
         scope.summarize_as(summary)
@@ -280,9 +279,11 @@ _SENTENCE_END = re.compile(r"[.!?](?=\s|$)")
 
 
 def _kept(got: Answer[str]) -> Answer[str]:
-    """Text rejected where it could not escalate (local-only, or the ``slm`` tier) is kept
-    rather than lost when it has some: cut at its last full sentence if it ran to
-    max_tokens. The rejection stays on the call in the trace."""
+    """An accepted answer as it is. Text rejected where it could not escalate (local-only,
+    or the ``slm`` tier) is kept rather than lost when it has some: cut at its last full
+    sentence if it ran to max_tokens. The rejection stays on the call in the trace."""
+    if got.value is not None:
+        return got
     text = got.completion.text.strip()
     if got.completion.truncated:
         ends = [match.end() for match in _SENTENCE_END.finditer(text)]
@@ -371,7 +372,7 @@ def reason(
             inputs=_inputs(state, _keys(inputs), scope.node),
         )
         got = scope.ask(messages, parse, max_tokens=max_tokens, schema=schema, **routing)
-        value = _value(got if output is not None or got.value is not None else _kept(got), scope.node)
+        value = _value(got if output is not None else _kept(got), scope.node)
         scope.summarize_as(value.model_dump_json() if isinstance(value, BaseModel) else str(value))
         return {into: [value] if append else value}
 

@@ -20,6 +20,7 @@ from typing import Any, Literal, cast
 from chromadb.api import ClientAPI
 from chromadb.api.models.Collection import Collection
 from chromadb.api.types import Embeddable, EmbeddingFunction
+from chromadb.errors import NotFoundError
 from tierflow.batch.readers import DocumentError, read_document
 from tierflow.errors import TierflowError
 from tierflow.graphs.fitting import split_to_fit
@@ -138,19 +139,19 @@ class DocumentMemory:
         """The collection ``name`` (``create``: made when missing, local-only if said so);
         given ``local_only``, an existing one must have the same flag."""
         check_name(name)
-        if name in self.collections():
-            function = cast("EmbeddingFunction[Embeddable]", self.embeddings)
+        function = cast("EmbeddingFunction[Embeddable]", self.embeddings)
+        try:
             collection = self._client.get_collection(PREFIX + name, embedding_function=function)
-        elif not create:
-            raise CollectionNameError(
-                f"there is no collection {name!r}",
-                hint="`tierflow memory list` shows the collections; `tierflow memory add` makes one.",
-            )
-        else:
+        except NotFoundError:
+            if not create:
+                raise CollectionNameError(
+                    f"there is no collection {name!r}",
+                    hint="`tierflow memory list` shows the collections; `tierflow memory add` makes one.",
+                ) from None
             collection = cosine_collection(
                 self._client, PREFIX + name, self.embeddings, metadata={"local_only": bool(local_only)}
             )
-        stored = bool((collection.metadata or {}).get("local_only", False))
+        stored = _local_only(collection)
         if local_only is not None and stored != local_only:
             state = "local-only" if stored else "not local-only"
             raise CollectionNameError(
@@ -164,7 +165,7 @@ class DocumentMemory:
         return sorted(name.removeprefix(PREFIX) for name in names if name.startswith(PREFIX))
 
     def is_local_only(self, name: str) -> bool:
-        return bool((self._collection(name).metadata or {}).get("local_only", False))
+        return _local_only(self._collection(name))
 
     # Adding -----------------------------------------------------------------------------
     def chunks_of(self, text: str) -> list[tuple[int, str]]:
@@ -254,7 +255,7 @@ class DocumentMemory:
         hits: list[Hit] = []
         for name in names:
             store = self._collection(name)
-            local_only = bool((store.metadata or {}).get("local_only", False))
+            local_only = _local_only(store)
             size = store.count()
             if size == 0 or k < 1:
                 continue
@@ -279,7 +280,7 @@ class DocumentMemory:
         found: list[Source] = []
         for name in self.collections():
             store = self._collection(name)
-            local_only = bool((store.metadata or {}).get("local_only", False))
+            local_only = _local_only(store)
             by_source: dict[str, list[dict[str, Any]]] = {}
             for metadata in store.get(include=["metadatas"])["metadatas"] or []:
                 by_source.setdefault(str(metadata["source"]), []).append(dict(metadata))
@@ -314,6 +315,10 @@ class DocumentMemory:
             removed += self._collection(name).count()
             self._client.delete_collection(PREFIX + name)
         return removed
+
+
+def _local_only(collection: Collection) -> bool:
+    return bool((collection.metadata or {}).get("local_only", False))
 
 
 def _chunk_id(collection: str, source: str, position: int) -> str:

@@ -9,6 +9,7 @@ from pathlib import PurePath
 import pandas as pd
 import streamlit as st
 from tierflow.batch.jobs import FINISHED, JobNotFoundError, JobStore
+from tierflow.batch.report import slm_share
 from tierflow.memory.tables import Job, JobDocument
 from tierflow.ui.resources import current_app
 from tierflow.ui.views import STATUS_BADGE
@@ -17,9 +18,8 @@ REFRESH_SECONDS = 3
 START_COMMAND = "tierflow summarize REPORTS/ --out report.md"
 
 
-def slm_share(documents: list[JobDocument]) -> float | None:
-    slm, llm = sum(d.slm_calls for d in documents), sum(d.llm_calls for d in documents)
-    return slm / (slm + llm) if slm + llm else None
+def documents_share(documents: list[JobDocument]) -> float | None:
+    return slm_share(sum(d.slm_calls for d in documents), sum(d.llm_calls for d in documents))
 
 
 def jobs_frame(jobs: list[Job], documents: dict[str, list[JobDocument]]) -> pd.DataFrame:
@@ -38,7 +38,7 @@ def jobs_frame(jobs: list[Job], documents: dict[str, list[JobDocument]]) -> pd.D
                 "skipped": count["skipped"],
                 "pending": count["pending"] + count["running"],
                 "total": len(docs),
-                "SLM share": slm_share(docs),
+                "SLM share": documents_share(docs),
                 "LLM tokens": sum(d.llm_tokens for d in docs),
                 "inputs": inputs if len(inputs) <= 60 else inputs[:59] + "…",
             }
@@ -116,7 +116,7 @@ def show_progress(store: JobStore, job_id: str, *, was_running: bool) -> None:
     columns = st.columns(6)
     for column, status in zip(columns, ("done", "failed", "skipped", "running", "pending"), strict=False):
         column.metric(status, count[status])
-    share = slm_share(documents)
+    share = documents_share(documents)
     columns[5].metric("SLM share", f"{100 * share:.0f}%" if share is not None else "–")
     st.dataframe(
         documents_frame(documents),
