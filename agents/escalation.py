@@ -35,6 +35,13 @@ RejectionCode = Literal[
     "context_overflow",
     "ungrounded_numbers",
     "too_long",
+    # cited answers (tierflow.graphs.citing)
+    "weak_evidence",
+    "not_found_relevant",
+    "uncited",
+    "empty_answer",
+    "ungrounded_code",
+    "ungrounded_answer",
 ]
 
 M = TypeVar("M", bound=BaseModel)

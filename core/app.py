@@ -28,6 +28,7 @@ from tierflow.tools.registry import ToolRegistry
 
 if TYPE_CHECKING:
     from tierflow.graphs.recall import Recall
+    from tierflow.memory.documents import DocumentMemory
     from tierflow.memory.embeddings import OfflineEmbeddings, Relevance
 
 __all__ = ["App", "build_slm", "build_llm"]
@@ -176,6 +177,13 @@ class App:
     @cached_property
     def embeddings(self) -> OfflineEmbeddings:
         return load_embeddings(self.settings, self._progress)
+
+    @cached_property
+    def documents(self) -> DocumentMemory:
+        """The users' documents in the long-term memory (``tierflow memory add``)."""
+        from tierflow.memory.documents import DocumentMemory as Memory
+
+        return Memory.open(self.settings.resolved_memory_dir() / "documents", self.embeddings)
 
     @cached_property
     def recall(self) -> Recall | None:

@@ -310,6 +310,41 @@ def eval_batch(
     _show(as_json, {k: v for k, v in data.items() if k != "runs"}, batch_markdown(data), str(path))
 
 
+@eval_app.command("memory")
+def eval_memory(
+    policies: Annotated[
+        list[str] | None,
+        typer.Option("--policy", help="Policies to answer with (default: slm, tiered, llm)."),
+    ] = None,
+    limit: Annotated[int | None, typer.Option(help="Only the first N questions (a quick look).")] = None,
+    out_dir: OutOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """The document memory on 22 real documents and 68 questions written for them:
+    retrieval (hit@1, hit@3, MRR, with and without the SLM's reranking) and cited answers
+    (correctness, citation accuracy, SLM share, LLM tokens) per policy."""
+    from tierflow.evals.memory_qa import POLICIES, memory_eval, memory_markdown
+    from tierflow.evals.report import RESULTS_DIR, environment, write_results
+
+    path = (out_dir or RESULTS_DIR) / "memory.json"
+    try:
+        conf = settings()
+        with err.status("memory evaluation …") as status:
+            data = memory_eval(
+                conf,
+                lambda step: status.update(f"memory evaluation: {step} …"),
+                policies=policies or POLICIES,
+                limit=limit,
+            )
+        data["environment"] = environment(
+            conf.masked(), {"slm": conf.slm_model, "llm": conf.embedded_llm_model}
+        )
+        write_results(path, data, memory_markdown(data))
+    except TierflowError as exc:
+        fail(exc)
+    _show(as_json, {k: v for k, v in data.items() if k != "answers"}, memory_markdown(data), str(path))
+
+
 @eval_app.command("readme")
 def eval_readme(
     readme: Annotated[Path, typer.Option(help="The README to update.")] = Path("README.md"),

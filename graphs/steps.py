@@ -305,16 +305,17 @@ def _verified(verify: Callable[[str, str], None], source: str) -> Callable[[Comp
 _NUMBER = re.compile(r"(?<![\w.])\d[\d,]*(?:\.\d+)?")
 
 
-def _numbers(text: str) -> set[str]:
+def numbers_in(text: str) -> set[str]:
+    """The numbers a text states, as written without thousands separators."""
     return {match.replace(",", "").rstrip(".") for match in _NUMBER.findall(text)}
 
 
 def numbers_grounded(summary: str, source: str) -> None:
     """A ``verify`` check for ``summarize``: every number the summary states appears in the
     text it summarizes (small models invent figures more than they invent words)."""
-    invented = sorted(_numbers(summary) - _numbers(source))
+    invented = sorted(numbers_in(summary) - numbers_in(source))
     if invented:
-        raise Rejected("ungrounded_numbers", f"the summary states {', '.join(invented[:5])}, not in the text")
+        raise Rejected("ungrounded_numbers", f"it states {', '.join(invented[:5])}, which the text lacks")
 
 
 def concise(max_sentences: int, *, max_share: float = 0.6) -> Callable[[str, str], None]:

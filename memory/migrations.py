@@ -55,6 +55,10 @@ def _m007_jobs(connection: Connection) -> None:
     )
 
 
+def _m008_step_evidence(connection: Connection) -> None:
+    _add_column(connection, "steps", "evidence", "JSON")
+
+
 MIGRATIONS: list[tuple[str, Callable[[Connection], None]]] = [
     ("m001_initial", _m001_initial),
     ("m002_model_call_confidence", _m002_model_call_confidence),
@@ -63,6 +67,7 @@ MIGRATIONS: list[tuple[str, Callable[[Connection], None]]] = [
     ("m005_model_call_signals", _m005_model_call_signals),
     ("m006_run_owner", _m006_run_owner),
     ("m007_jobs", _m007_jobs),
+    ("m008_step_evidence", _m008_step_evidence),
 ]
 
 

@@ -10,6 +10,7 @@ import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 from tierflow.memory.records import (
     CallRef,
@@ -36,6 +37,7 @@ class StepHandle:
     summary: str | None = None
     calls: list[ModelCallRecord] = field(default_factory=list)
     tools: list[ToolCallRecord] = field(default_factory=list)
+    evidence: dict[str, Any] | None = None  # the document chunks it retrieved or cited
 
     def model_call(self, record: ModelCallRecord) -> CallRef:
         self.calls.append(record)

@@ -134,6 +134,7 @@ class StepTrace:
     duration_ms: float | None
     model_calls: list[StoredModelCall]
     tool_calls: list[ToolCallRecord]
+    evidence: dict[str, Any] | None = None  # the document chunks it retrieved or cited
 
 
 @dataclass(frozen=True, slots=True)

@@ -47,6 +47,8 @@ class Step(SQLModel, table=True):
     error: str | None = Field(default=None, sa_column=Column(Text))
     started_at: datetime = Field(default_factory=utcnow)
     finished_at: datetime | None = None
+    # the document chunks a step retrieved or cited (tierflow.graphs.citing)
+    evidence: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON))
 
 
 class ModelCall(SQLModel, table=True):

@@ -203,6 +203,7 @@ class TraceStore:
                 "status": status,
                 "summary": self.scrub(step.summary),
                 "error": self.scrub(error),
+                "evidence": self.scrub(step.evidence),
                 "started_at": step.started_at,
                 "finished_at": now,
             }
@@ -375,6 +376,7 @@ class TraceStore:
                     duration_ms=_ms(step.started_at, step.finished_at),
                     model_calls=[_model_call(c) for c in calls if c.step_id == step.id],
                     tool_calls=[_tool_call(t) for t in tools if t.step_id == step.id],
+                    evidence=step.evidence,
                 )
                 for step in steps
             ],

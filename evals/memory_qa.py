@@ -1,0 +1,298 @@
+"""The document memory's evaluation: retrieval and cited answers on real documents.
+
+The fixture is the batch benchmark's corpus (22 real documents in five formats,
+``data/batch/``) with 68 questions written for it (``data/memory/questions.json``): 60
+answerable, each with a verbatim evidence span and answer keys, and 8 that no document
+answers. Every question runs through tierflow's own code: the corpus is added to a fresh
+document memory with ``DocumentMemory.add``, and questions go through ``build_qa_graph``
+(``retrieve`` then ``cited_answer``) with ``run_graph``, traced to a scratch store.
+
+- **Retrieval**: the chunk holding the evidence (whitespace ignored; a span cut by a chunk
+  boundary counts for both chunks) is looked for in the ranking: hit@1, hit@3 and MRR
+  (over the top 10), for the embedding order and for the SLM's reranking of the top 5.
+- **Answers**, per policy (``slm``, ``tiered``, ``llm``): correct when an answerable
+  question's answer contains one of its keys (case and whitespace ignored) and an
+  unanswerable one is declined; citation accuracy: of the answers that cite, the share
+  whose cited chunks include one holding the evidence; SLM share of model calls, LLM
+  tokens and escalations.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypedDict
+
+from tierflow.evals.batch_corpus import CORPUS_DIR
+from tierflow.evals.report import fmt, markdown_table
+
+if TYPE_CHECKING:
+    from tierflow.app import App
+    from tierflow.graphs.citing import Evidence, Rerank
+    from tierflow.memory.documents import DocumentMemory
+    from tierflow.settings import Settings
+
+__all__ = ["QUESTIONS", "Question", "load_questions", "memory_eval", "memory_markdown"]
+
+QUESTIONS = Path(__file__).resolve().parent / "data" / "memory" / "questions.json"
+POLICIES = ("slm", "tiered", "llm")
+RERANKS: tuple[Rerank, ...] = ("off", "auto", "always")
+DEPTH = 10
+RERANK_LABELS = {
+    "off": "embeddings",
+    "auto": "SLM rerank of the top 5 when the two best are within 0.03",
+    "always": "SLM rerank of the top 5",
+}
+Progress = Callable[[str], None]
+
+
+class Question(TypedDict):
+    id: str
+    file: str | None
+    question: str
+    evidence: str | None
+    answers: list[str]
+
+
+def load_questions(path: Path = QUESTIONS) -> list[Question]:
+    questions: list[Question] = json.loads(path.read_text(encoding="utf-8"))
+    return questions
+
+
+def _flat(text: str) -> str:
+    return " ".join(text.split()).lower()
+
+
+def holds(chunk_text: str, evidence: str) -> bool:
+    """Whether a chunk holds the evidence span: all of it, or (a span cut by the chunk
+    boundary) its first or its last half, by words."""
+    text, words = _flat(chunk_text), _flat(evidence).split()
+    half = (len(words) + 1) // 2
+    return any(" ".join(part) in text for part in (words, words[:half], words[-half:]))
+
+
+def _gold(question: Question, evidence: Evidence) -> bool:
+    """Whether a retrieved chunk holds the question's evidence."""
+    span, file = question["evidence"], question["file"]
+    return span is not None and Path(evidence["source"]).name == file and holds(evidence["text"], span)
+
+
+def correct(question: Question, answer: str, declined: bool) -> bool:
+    if not question["answers"]:
+        return declined
+    flat = _flat(answer)
+    return not declined and any(_flat(key) in flat for key in question["answers"])
+
+
+def _rank_metrics(ranks: Sequence[int | None]) -> dict[str, float]:
+    count = len(ranks) or 1
+    return {
+        "hit@1": round(sum(r == 1 for r in ranks) / count, 3),
+        "hit@3": round(sum(r is not None and r <= 3 for r in ranks) / count, 3),
+        "mrr": round(sum(1 / r for r in ranks if r is not None) / count, 3),
+    }
+
+
+def _ingest(memory: DocumentMemory) -> dict[str, Any]:
+    files = sorted(p for p in CORPUS_DIR.iterdir() if p.suffix != ".json")
+    started = time.perf_counter()
+    added = [memory.add(path) for path in files]
+    failed = {a.source: a.reason for a in added if a.status == "failed"}
+    return {
+        "documents": len(files),
+        "chunks": sum(a.chunks for a in added),
+        "failed": failed,
+        "seconds": round(time.perf_counter() - started, 1),
+    }
+
+
+def _retrieval(
+    app: App, memory: DocumentMemory, questions: list[Question], progress: Progress
+) -> dict[str, Any]:
+    from langgraph.graph import END, START, StateGraph
+    from tierflow.graphs.citing import QuestionInput, QuestionState, retrieve
+    from tierflow.graphs.context import TierContext
+
+    answerable = [q for q in questions if q["evidence"]]
+    results: dict[str, Any] = {}
+    for rerank in RERANKS:
+        builder = StateGraph(QuestionState, context_schema=TierContext, input_schema=QuestionInput)
+        builder.add_node("retrieve", retrieve(memory, query="question", k=DEPTH, rerank=rerank))
+        builder.add_edge(START, "retrieve")
+        builder.add_edge("retrieve", END)
+        graph = builder.compile(name="retrieval")
+        ranks: list[int | None] = []
+        for number, question in enumerate(answerable, 1):
+            progress(f"retrieval, rerank {rerank}: {number}/{len(answerable)}")
+            state = app.run_graph(graph, {"question": question["question"]}, policy="slm", name="retrieval")
+            found = state.state.get("evidence") or []
+            rank = next((i for i, e in enumerate(found, 1) if _gold(question, e)), None)
+            ranks.append(rank)
+        results[rerank] = {
+            **_rank_metrics(ranks),
+            "ranks": dict(zip([q["id"] for q in answerable], ranks, strict=True)),
+        }
+    return results
+
+
+def _answers(
+    app: App, memory: DocumentMemory, questions: list[Question], policy: str, progress: Progress
+) -> dict[str, Any]:
+    from tierflow.graphs.citing import NOT_FOUND, build_qa_graph
+
+    graph = build_qa_graph(memory)
+    items: list[dict[str, Any]] = []
+    seconds: list[float] = []
+    for number, question in enumerate(questions, 1):
+        progress(f"answers, {policy}: {number}/{len(questions)}")
+        started = time.perf_counter()
+        result = app.run_graph(graph, {"question": question["question"]}, policy=policy, name="memory-eval")
+        seconds.append(time.perf_counter() - started)
+        trace = app.store.get_run(result.run_id)
+        answer = str(result.state.get("answer") or "") if result.state else ""
+        cited = (result.state or {}).get("citations") or []
+        declined = answer.strip() == NOT_FOUND
+        calls = [c for step in trace.steps for c in step.model_calls]
+        checked = next((s.evidence for s in trace.steps if s.node == "answer" and s.evidence), None) or {}
+        items.append(
+            {
+                "id": question["id"],
+                "status": result.status,
+                "answer": answer,
+                "declined": declined,
+                "correct": correct(question, answer, declined),
+                "cited": [e["id"] for e in cited],
+                "citation_ok": any(_gold(question, e) for e in cited)
+                if cited and question["evidence"]
+                else None,
+                "cited_gold": sum(_gold(question, e) for e in cited),
+                "slm_calls": sum(c.tier == "slm" and not c.escalated for c in calls),
+                "llm_calls": sum(c.tier == "llm" for c in calls),
+                "escalated": any(c.escalated for c in calls),
+                "llm_tokens": sum(c.prompt_tokens + c.completion_tokens for c in calls if c.tier == "llm"),
+                "seconds": round(seconds[-1], 2),
+                "check": checked.get("check"),  # why the SLM's reply was escalated
+                "withheld": checked.get("withheld"),  # why the final reply was not given
+                "raw": calls[-1].raw_output if calls else None,
+            }
+        )
+    answerable = [i for i, q in zip(items, questions, strict=True) if q["evidence"]]
+    unanswerable = [i for i, q in zip(items, questions, strict=True) if not q["evidence"]]
+    citing = [i for i in answerable if i["citation_ok"] is not None]
+    slm, llm = sum(i["slm_calls"] for i in items), sum(i["llm_calls"] for i in items)
+    return {
+        "policy": policy,
+        "questions": len(items),
+        "failed_runs": sum(i["status"] != "succeeded" for i in items),
+        "correct": round(sum(i["correct"] for i in items) / len(items), 3),
+        "correct_answerable": round(sum(i["correct"] for i in answerable) / max(1, len(answerable)), 3),
+        "declined_unanswerable": round(
+            sum(i["declined"] for i in unanswerable) / max(1, len(unanswerable)), 3
+        ),
+        "citation_accuracy": round(sum(i["citation_ok"] for i in citing) / len(citing), 3)
+        if citing
+        else None,
+        "citation_precision": round(
+            sum(i["cited_gold"] for i in citing) / sum(len(i["cited"]) for i in citing), 3
+        )
+        if citing
+        else None,
+        "answers_citing": len(citing),
+        "slm_share": round(slm / (slm + llm), 3) if slm + llm else None,
+        "escalation_rate": round(sum(i["escalated"] for i in items) / len(items), 3),
+        "llm_tokens": sum(i["llm_tokens"] for i in items),
+        "seconds_p50": round(statistics.median(seconds), 2),
+        "items": items,
+    }
+
+
+def memory_eval(
+    settings: Settings, progress: Progress, *, policies: Sequence[str] = POLICIES, limit: int | None = None
+) -> dict[str, Any]:
+    """Ingest the corpus, measure retrieval, then answer every question under each policy."""
+    from tierflow.app import App
+    from tierflow.memory.documents import DocumentMemory
+
+    questions = load_questions()[:limit] if limit else load_questions()
+    with tempfile.TemporaryDirectory(prefix="tierflow-memory-eval-") as scratch:
+        conf = settings.model_copy(update={"data_dir": Path(scratch)})
+        with App(conf) as app:
+            memory = DocumentMemory.open(None, app.embeddings)
+            progress("adding the corpus")
+            ingest = _ingest(memory)
+            retrieval = _retrieval(app, memory, questions, progress)
+            answers = {policy: _answers(app, memory, questions, policy, progress) for policy in policies}
+    return {
+        "fixture": {
+            "documents": ingest["documents"],
+            "chunks": ingest["chunks"],
+            "questions": len(questions),
+            "answerable": sum(bool(q["evidence"]) for q in questions),
+            "ingest_seconds": ingest["seconds"],
+            "ingest_failures": ingest["failed"],
+        },
+        "retrieval": retrieval,
+        "answers": answers,
+    }
+
+
+def memory_markdown(data: dict[str, Any]) -> str:
+    fixture = data["fixture"]
+    lines = [
+        "# Document memory: retrieval and cited answers\n",
+        f"{fixture['documents']} real documents ({fixture['chunks']} chunks), {fixture['questions']} "
+        f"questions ({fixture['answerable']} answerable). Command: `tierflow eval memory`.\n",
+        "## Retrieval (the chunk holding the evidence)\n",
+        markdown_table(
+            ["ranking", "hit@1", "hit@3", "MRR"],
+            [
+                [
+                    RERANK_LABELS[name],
+                    fmt(r["hit@1"], "%"),
+                    fmt(r["hit@3"], "%"),
+                    f"{r['mrr']:.3f}",
+                ]
+                for name, r in data["retrieval"].items()
+            ],
+        ),
+        "## Answers\n",
+        markdown_table(
+            [
+                "policy",
+                "correct",
+                "answerable correct",
+                "unanswerable declined",
+                "citation accuracy",
+                "citation precision",
+                "SLM share",
+                "escalated",
+                "LLM tokens",
+                "p50",
+            ],
+            [
+                [
+                    a["policy"],
+                    fmt(a["correct"], "%"),
+                    fmt(a["correct_answerable"], "%"),
+                    fmt(a["declined_unanswerable"], "%"),
+                    fmt(a["citation_accuracy"], "%"),
+                    fmt(a["citation_precision"], "%"),
+                    fmt(a["slm_share"], "%"),
+                    fmt(a["escalation_rate"], "%"),
+                    str(a["llm_tokens"]),
+                    f"{a['seconds_p50']:.1f} s",
+                ]
+                for a in data["answers"].values()
+            ],
+        ),
+        "Correct: an answerable question's answer contains one of its keys, an unanswerable "
+        "one is declined. Citation accuracy: of the answers that cite, the share citing a chunk "
+        "that holds the evidence; citation precision: the share of cited chunks that hold it. "
+        "SLM share: model calls served by the SLM (an escalated SLM "
+        "call counts for the LLM).\n",
+    ]
+    return "\n".join(lines)
