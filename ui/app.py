@@ -20,6 +20,7 @@ PAGES = {
         st.Page(HERE / "screens" / "run_detail.py", title="Run detail", icon=":material/account_tree:"),
         st.Page(HERE / "screens" / "compare.py", title="Compare runs", icon=":material/compare_arrows:"),
         st.Page(HERE / "screens" / "jobs.py", title="Jobs", icon=":material/work_history:"),
+        st.Page(HERE / "screens" / "memory.py", title="Memory", icon=":material/library_books:"),
     ],
     "Numbers": [
         st.Page(HERE / "screens" / "costs.py", title="Cost", icon=":material/savings:"),
