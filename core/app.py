@@ -160,7 +160,13 @@ class App:
 
     @cached_property
     def tools(self) -> ToolRegistry:
-        return default_registry(self.settings.resolved_workspace())
+        """The built-in tools, and ``search_memory`` once documents were added to the memory."""
+        registry = default_registry(self.settings.resolved_workspace())
+        if (self.settings.resolved_memory_dir() / "documents").is_dir():
+            from tierflow.graphs.citing import search_memory_tool
+
+            registry.register(search_memory_tool(lambda: self.documents))
+        return registry
 
     @cached_property
     def tiers(self) -> Tiers:

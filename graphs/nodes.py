@@ -29,6 +29,8 @@ from tierflow.memory.records import CallRef, ModelCallRecord, ToolCallRecord
 from tierflow.tools.limits import DEFAULT_LIMITS, ToolLimits
 from tierflow.tools.registry import Tool, ToolRegistry
 
+SEARCH_MEMORY = "search_memory"  # the document memory's tool (tierflow.graphs.citing)
+
 if TYPE_CHECKING:
     from tierflow.graphs.recall import Example, Recall
     from tierflow.memory.decisions import Provenance
@@ -147,7 +149,13 @@ def plan(state: TaskState, scope: StepScope) -> Update:
             "observations": [],
             "plan_reused": True,
         }
-    messages = render_messages("plan", tools=list(ctx.tools), task=state["task"], max_steps=ctx.max_steps)
+    messages = render_messages(
+        "plan",
+        tools=list(ctx.tools),
+        task=state["task"],
+        max_steps=ctx.max_steps,
+        documents=SEARCH_MEMORY in ctx.tools,
+    )
     got = scope.ask(messages, parse_model(PlanOutput), max_tokens=512, schema=PLAN_SCHEMA, prefer="llm")
     if got.value is None:  # no usable plan even from the last tier: treat the task as one step
         return {"steps": [state["task"]], "step_index": 0, "observations": []}
@@ -180,7 +188,9 @@ def select_tool(state: TaskState, scope: StepScope) -> Update:
     judge = None
     if retry is None and ctx.policy.for_node("select_tool") == "tiered":
         judge = select_judge(ctx, ctx.escalation_scorer(), step, offered, features, ctx.escalation_relevance)
-    got = scope.ask(messages, parse, max_tokens=32, schema=schema, tier=retry, judge=judge)
+    got = scope.ask(
+        messages, parse, max_tokens=32, schema=schema, tier=retry, judge=judge, local_only=_private(state)
+    )
     if recall is not None:
         got.record.recall = _recall_note(examples, len(offered), len(ctx.tools))
     if got.value is None or got.value.tool == "none":
@@ -247,6 +257,11 @@ def _parse_arguments(tool: Tool) -> Any:
     return parse
 
 
+def _private(state: TaskState) -> bool:
+    """Whether a tool result of this run holds local-only data (it must not reach the LLM)."""
+    return bool(state.get("local_only_data"))
+
+
 def _retrying(state: TaskState, node: str) -> bool:
     pending = state.get("escalation")
     return pending is not None and pending["node"] == node
@@ -267,7 +282,14 @@ def extract_args(state: TaskState, scope: StepScope) -> Update:
     )
     # The tool refused the SLM's arguments, or the LLM chose the tool: the LLM writes the call.
     retry = "llm" if _retrying(state, "extract_args") or state.get("call_on_llm") else None
-    got = scope.ask(messages, _parse_arguments(tool), max_tokens=256, schema=tool.parameters, tier=retry)
+    got = scope.ask(
+        messages,
+        _parse_arguments(tool),
+        max_tokens=256,
+        schema=tool.parameters,
+        tier=retry,
+        local_only=_private(state),
+    )
     if recall is not None:
         got.record.recall = _recall_note(examples, 1, 1)
     if got.value is None:
@@ -300,7 +322,7 @@ def _escalate_call(state: TaskState, scope: StepScope, tool: Tool, got: Answer[d
     reason = judgement.rejection().reason
     got.record.escalation_reason = reason
     chosen_by = state.get("choice_call")
-    if ctx.local_only:
+    if ctx.local_only or _private(state):
         got.record.escalation_refused = LOCAL_ONLY
         return False
     got.record.escalated = True
@@ -337,7 +359,7 @@ def act(state: TaskState, scope: StepScope) -> Update:
         reason = f"tool_rejected_arguments: {error}"
         written_by = state.get("args_call")
         ref = CallRef.parse(written_by) if written_by else None
-        if not ctx.local_only:
+        if not (ctx.local_only or _private(state)):
             if ref is not None:
                 ctx.recorder.mark_call(ref, escalation_reason=reason)
             return {"escalation": {"node": "extract_args", "reason": reason}}
@@ -346,7 +368,11 @@ def act(state: TaskState, scope: StepScope) -> Update:
     update = _advance(
         state, Observation(step=step, tool=name, arguments=arguments, result=result, error=error)
     )
-    update["pending_summary"] = result is not None and len(result) > ctx.summarize_over_chars
+    update["pending_summary"] = (
+        result is not None and len(result) > ctx.summarize_over_chars and name != SEARCH_MEMORY
+    )
+    if result is not None and tool.holds_local_only is not None and tool.holds_local_only(result):
+        update["local_only_data"] = True
     return update
 
 
@@ -362,7 +388,7 @@ def summarize(state: TaskState, scope: StepScope) -> Update:
         )
 
     def once(piece: str) -> str:
-        got = scope.ask(prompt(piece), parse_text, max_tokens=256)
+        got = scope.ask(prompt(piece), parse_text, max_tokens=256, local_only=_private(state))
         return got.value or piece[: ctx.summarize_over_chars] + " [...]"
 
     # an output longer than the SLM's context is summarized in pieces that fit
@@ -372,11 +398,30 @@ def summarize(state: TaskState, scope: StepScope) -> Update:
 
 
 def answer(state: TaskState, scope: StepScope) -> Update:
-    messages = render_messages("answer", task=state["task"], results=result_lines(state))
-    got = scope.ask(messages, parse_text, max_tokens=384)
+    passages = retrieved_passages(state)
+    messages = render_messages("answer", task=state["task"], results=result_lines(state), cite=bool(passages))
+    got = scope.ask(messages, parse_text, max_tokens=384, local_only=_private(state))
     text = got.value or got.completion.text.strip() or "\n".join(result_lines(state))
+    if passages:
+        cited = [p for p in passages if f"[{p['source']}]" in text]
+        scope.handle.evidence = {"retrieved": passages, "cited": [p["source"] for p in cited]}
     _remember_plan(state, scope, got.record)
     return {"answer": text}
+
+
+def retrieved_passages(state: TaskState) -> list[dict[str, Any]]:
+    """The document passages the run's ``search_memory`` calls returned, in order."""
+    passages: list[dict[str, Any]] = []
+    for obs in state.get("observations") or []:
+        if obs["tool"] == SEARCH_MEMORY and obs["result"]:
+            try:
+                found = json.loads(obs["result"])
+            except json.JSONDecodeError:
+                continue
+            passages += (
+                [p for p in found if isinstance(p, dict) and "source" in p] if isinstance(found, list) else []
+            )
+    return passages
 
 
 def _remember_plan(state: TaskState, scope: StepScope, record: ModelCallRecord) -> None:

@@ -39,4 +39,5 @@ class TaskState(TypedDict, total=False):
     choice_call: str | None  # the model call that chose the tool, as a CallRef
     call_on_llm: bool  # the LLM took this step's decision over: it writes the call too
     plan_reused: bool  # the steps are a past successful run's plan (no model planned them)
+    local_only_data: bool  # a tool result holds local-only data: no later step may use the LLM
     answer: str | None

@@ -49,6 +49,9 @@ class Tool:
     prepare: Callable[[], Any] | None = None
     """Run once in the caller's process before the first call (load data, build a registry),
     so that the child process each call runs in inherits it instead of rebuilding it."""
+    holds_local_only: Callable[[str], bool] | None = None
+    """Tells from a result whether it holds local-only data (chunks of a local-only memory
+    collection): the task graph then keeps the rest of the run on the SLM."""
 
     @classmethod
     def from_function(
