@@ -151,6 +151,48 @@ def run(
     _report(result, trace, answer, as_json)
 
 
+@memory_app.command("ask")
+def memory_ask(
+    question: Annotated[str, typer.Argument(help="A question your documents answer.")],
+    k: Annotated[int, typer.Option("--k", min=1, max=20, help="How many chunks to answer from.")] = 4,
+    collection: Annotated[
+        list[str] | None, typer.Option("--collection", help="Only these collections (default: all).")
+    ] = None,
+    policy: Annotated[str, typer.Option(help="tiered | slm | llm, or 'settings'.")] = "settings",
+    local_only: Annotated[bool, typer.Option(help="Keep every step on the local SLM.")] = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Answer QUESTION from the documents in the memory, naming the chunks it used; a
+    question they do not answer gets "not found" rather than a guess."""
+    from tierflow.app import App
+    from tierflow.graphs.citing import build_qa_graph
+
+    try:
+        if not question.strip():
+            raise TaskInputError(
+                "the question is empty", hint='e.g. tierflow memory ask "How do I reset it?"'
+            )
+        conf = settings()
+        chosen = parse_tiers(policy, [])
+        with App(conf, progress=pull_progress()) as tierflow_app:
+            graph = build_qa_graph(lambda: tierflow_app.documents, k=k, collections=collection or None)
+            result = tierflow_app.run_graph(
+                graph,
+                {"question": question},
+                policy=chosen,
+                local_only=local_only,
+                name="memory ask",
+                task=question,
+                on_event=ProgressPrinter(err),
+            )
+            trace = tierflow_app.store.get_run(result.run_id)
+    except TaskInputError as exc:
+        fail(exc, code=2)
+    except TierflowError as exc:
+        fail(exc)
+    _report(result, trace, str((result.state or {}).get("answer") or ""), as_json)
+
+
 @app.command()
 def resume(
     run_id: Annotated[str, typer.Argument(help="The stopped run (any unique prefix of its id).")],

@@ -240,59 +240,59 @@ def memory_eval(
     }
 
 
+def memory_tables(data: dict[str, Any]) -> str:
+    """The retrieval and answer tables (memory.md and the README)."""
+    retrieval = markdown_table(
+        ["ranking", "hit@1", "hit@3", "MRR"],
+        [
+            [RERANK_LABELS[name], fmt(r["hit@1"], "%"), fmt(r["hit@3"], "%"), f"{r['mrr']:.3f}"]
+            for name, r in data["retrieval"].items()
+        ],
+    )
+    answers = markdown_table(
+        [
+            "policy",
+            "correct",
+            "answerable correct",
+            "unanswerable declined",
+            "citation accuracy",
+            "citation precision",
+            "SLM share",
+            "escalated",
+            "LLM tokens",
+        ],
+        [
+            [
+                a["policy"],
+                fmt(a["correct"], "%"),
+                fmt(a["correct_answerable"], "%"),
+                fmt(a["declined_unanswerable"], "%"),
+                fmt(a["citation_accuracy"], "%"),
+                fmt(a["citation_precision"], "%"),
+                fmt(a["slm_share"], "%"),
+                fmt(a["escalation_rate"], "%"),
+                f"{a['llm_tokens']:,}",
+            ]
+            for a in data["answers"].values()
+        ],
+    )
+    return retrieval + "\n" + answers
+
+
 def memory_markdown(data: dict[str, Any]) -> str:
     fixture = data["fixture"]
-    lines = [
-        "# Document memory: retrieval and cited answers\n",
-        f"{fixture['documents']} real documents ({fixture['chunks']} chunks), {fixture['questions']} "
-        f"questions ({fixture['answerable']} answerable). Command: `tierflow eval memory`.\n",
-        "## Retrieval (the chunk holding the evidence)\n",
-        markdown_table(
-            ["ranking", "hit@1", "hit@3", "MRR"],
-            [
-                [
-                    RERANK_LABELS[name],
-                    fmt(r["hit@1"], "%"),
-                    fmt(r["hit@3"], "%"),
-                    f"{r['mrr']:.3f}",
-                ]
-                for name, r in data["retrieval"].items()
-            ],
-        ),
-        "## Answers\n",
-        markdown_table(
-            [
-                "policy",
-                "correct",
-                "answerable correct",
-                "unanswerable declined",
-                "citation accuracy",
-                "citation precision",
-                "SLM share",
-                "escalated",
-                "LLM tokens",
-                "p50",
-            ],
-            [
-                [
-                    a["policy"],
-                    fmt(a["correct"], "%"),
-                    fmt(a["correct_answerable"], "%"),
-                    fmt(a["declined_unanswerable"], "%"),
-                    fmt(a["citation_accuracy"], "%"),
-                    fmt(a["citation_precision"], "%"),
-                    fmt(a["slm_share"], "%"),
-                    fmt(a["escalation_rate"], "%"),
-                    str(a["llm_tokens"]),
-                    f"{a['seconds_p50']:.1f} s",
-                ]
-                for a in data["answers"].values()
-            ],
-        ),
-        "Correct: an answerable question's answer contains one of its keys, an unanswerable "
-        "one is declined. Citation accuracy: of the answers that cite, the share citing a chunk "
-        "that holds the evidence; citation precision: the share of cited chunks that hold it. "
-        "SLM share: model calls served by the SLM (an escalated SLM "
-        "call counts for the LLM).\n",
-    ]
-    return "\n".join(lines)
+    latency = ", ".join(f"{a['policy']} {a['seconds_p50']:.1f} s" for a in data["answers"].values())
+    return "\n".join(
+        [
+            "# Document memory: retrieval and cited answers\n",
+            f"{fixture['documents']} real documents ({fixture['chunks']} chunks), {fixture['questions']} "
+            f"questions ({fixture['answerable']} answerable). Command: `tierflow eval memory`.\n",
+            memory_tables(data),
+            "Retrieval: the rank of the chunk holding the evidence. Correct: an answerable "
+            "question's answer contains one of its keys, an unanswerable one is declined. "
+            "Citation accuracy: of the answers that cite, the share citing a chunk that holds "
+            "the evidence; citation precision: the share of cited chunks that hold it. SLM "
+            "share: model calls served by the SLM (an escalated SLM call counts for the LLM).\n",
+            f"Median time per question, models loaded: {latency}.\n",
+        ]
+    )

@@ -235,6 +235,19 @@ def _batch(directory: Path) -> str:
     )
 
 
+def _memory(directory: Path) -> str:
+    data = read_results(directory / "memory.json")
+    if not data:
+        return ""
+    from tierflow.evals.memory_qa import memory_tables
+
+    fixture = data["fixture"]
+    return (
+        f"### Answers from documents ({fixture['documents']} real documents, {fixture['questions']} "
+        "questions, `tierflow eval memory`)\n\n" + memory_tables(data)
+    )
+
+
 RELIABILITY_COUNTS = (
     ("faults_injected", "faults injected (endpoint errors, kills, runaway tools, overflows)"),
     ("runs_survived", "runs that ended cleanly after a fault (stored, clear status)"),
@@ -285,6 +298,7 @@ def results_section(directory: Path = RESULTS_DIR) -> str:
             _bench(directory),
             _load(directory),
             _batch(directory),
+            _memory(directory),
             _reliability(directory),
         )
         if p

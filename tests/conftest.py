@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 from tierflow.agents.catalog import CATALOG, cached_path, is_pulled
 from tierflow.memory import TraceStore
+from tierflow.memory.documents import DocumentMemory
 from tierflow.memory.embeddings import OfflineEmbeddings, embedding_model_dir, pull_embedding_model
 from tierflow.paths import cache_dir
 
@@ -80,3 +81,15 @@ def model_dir() -> Path:
 @pytest.fixture(scope="session")
 def embeddings(model_dir: Path) -> OfflineEmbeddings:
     return OfflineEmbeddings(model_dir)
+
+
+@pytest.fixture
+def help_centre(embeddings: OfflineEmbeddings) -> DocumentMemory:
+    """An in-memory document memory holding the support FAQ example's sample help centre."""
+    from tierflow.graphs.examples.support_faq import SAMPLE_DOCS
+
+    documents = DocumentMemory.open(None, embeddings)
+    documents.forget_all()  # the in-memory client is shared within the process
+    for path in sorted(SAMPLE_DOCS.glob("*.md")):
+        documents.add(path)
+    return documents

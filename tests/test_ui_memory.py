@@ -159,3 +159,27 @@ def test_a_memory_that_cannot_be_opened_is_a_message(tmp_path: Path, model_dir: 
     assert "cannot be opened" in at.error[0].value
     assert any("TIERFLOW_MEMORY_DIR" in c.value for c in at.caption)
     assert not at.text_area  # no form on a memory that is not there
+
+
+def test_run_detail_shows_the_retrieved_and_cited_chunks(tmp_path: Path, model_dir: Path, docs: Path) -> None:
+    import json
+
+    from tierflow.agents.scripted import ScriptedModel
+    from tierflow.agents.tiers import Tiers
+    from tierflow.graphs.citing import build_qa_graph
+
+    (docs / "notes.md").write_text(INJECTION)
+    reply = {"found": True, "sources": [1], "answer": "Parcels ship every Monday."}
+    tiers = Tiers(ScriptedModel([json.dumps(reply)], tier="slm"), ScriptedModel(tier="llm"))
+    app = App(load_settings(workspace=tmp_path), tiers=tiers)
+    for path in sorted(docs.iterdir()):
+        app.documents.add(path)
+    result = app.run_graph(build_qa_graph(app.documents, k=3), {"question": "When do parcels ship?"})
+    assert result.ok, result.error
+    at = page(app, "screens/run_detail.py", run=result.run_id)
+    assert not at.exception, at.exception
+    retrieved, answered = at.dataframe[0].value, at.dataframe[1].value
+    assert list(retrieved["chunk"])[0] == "parcels.md, part 1" and len(retrieved) == 3
+    cited = answered[answered["cited"]]
+    assert list(cited["chunk"]) == ["parcels.md, part 1"] and list(cited["shown to"]) == ["SLM"]
+    assert "<script>" not in "".join(m.value for m in at.markdown)  # chunks are shown as data

@@ -147,6 +147,66 @@ def show_tool_call(call: ToolCallRecord) -> None:
     st.code(call.error if call.error else (call.result or ""), language=None, wrap_lines=True)
 
 
+def evidence_frame(trace: RunTrace, evidence: dict[str, Any]) -> pd.DataFrame:
+    """The document chunks a step retrieved, or was shown, and whether its answer cited
+    each: a ``retrieve`` or task ``answer`` step lists its chunks, a cited answer names
+    them by id (found in the run's retrieval step)."""
+    known = {
+        chunk["id"]: chunk
+        for step in trace.steps
+        for chunk in (step.evidence or {}).get("retrieved") or []
+        if isinstance(chunk, dict) and "id" in chunk
+    }
+    cited = set(evidence.get("cited") or [])
+    shown: dict[str, list[str]] = {}
+    for tier, ids in (evidence.get("shown") or {}).items():
+        for chunk_id in ids:
+            shown.setdefault(chunk_id, []).append(tier.upper())
+    chunks = evidence.get("retrieved") or [known.get(chunk_id, {"id": chunk_id}) for chunk_id in shown]
+    rows = []
+    for chunk in chunks:
+        name = chunk.get("ref") or chunk.get("source") or chunk.get("id", "")
+        rows.append(
+            {
+                "chunk": name,
+                "similarity": chunk.get("similarity"),
+                "collection": chunk.get("collection", ""),
+                "local only": bool(chunk.get("local_only")),
+                "shown to": ", ".join(shown.get(chunk.get("id", ""), [])),
+                "cited": chunk.get("id") in cited or name in cited,
+                "text": chunk.get("text", ""),
+            }
+        )
+    return pd.DataFrame(
+        rows, columns=["chunk", "similarity", "collection", "local only", "shown to", "cited", "text"]
+    )
+
+
+EVIDENCE_NOTES = {
+    "check": "The SLM's answer was checked because",
+    "withheld": "The answer was not given because",
+    "citations_repaired": "Cited chunks that did not hold the answer, replaced",
+}
+
+
+def show_evidence(trace: RunTrace, evidence: dict[str, Any]) -> None:
+    """A step's retrieved and cited chunks, as text (they are the user's documents)."""
+    frame = evidence_frame(trace, evidence)
+    if frame.empty:
+        return
+    query = evidence.get("query") or evidence.get("question")
+    st.caption(
+        f"Document chunks · {int(frame['cited'].sum())} cited"
+        + (" · reranked by the SLM" if evidence.get("reranked") else "")
+    )
+    if query:
+        st.text(f"query: {query}")
+    st.dataframe(frame, hide_index=True, width="stretch")
+    for key, label in EVIDENCE_NOTES.items():
+        if evidence.get(key):
+            st.text(f"{label}: {evidence[key]}")
+
+
 def timeline_chart(trace: RunTrace) -> alt.Chart | None:
     """One bar per step from its start to its end, coloured by the tier that served it."""
     rows = []

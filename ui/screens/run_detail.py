@@ -12,6 +12,7 @@ from tierflow.ui.views import (
     STATUS_BADGE,
     policy_label,
     run_options,
+    show_evidence,
     show_model_call,
     show_tool_call,
     timeline_chart,
@@ -74,6 +75,8 @@ for step in trace.steps:
     st.markdown(f"**{step.seq}. {step.node}** · {step.duration_ms or 0:.0f} ms · {step.status}")
     if step.summary:
         st.text(step.summary)
+    if step.evidence:
+        show_evidence(trace, step.evidence)
     for call in step.model_calls:
         show_model_call(call, key=f"call-{call.id}")
         target = other_tier(call.tier)
