@@ -12,6 +12,7 @@ import os
 import signal
 import sys
 from dataclasses import asdict
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -24,6 +25,8 @@ from tierflow.cli_export import export_app
 from tierflow.cli_memory import memory_add, memory_forget, memory_list, memory_search
 from tierflow.cli_support import (
     JsonOption,
+    PolicyOption,
+    StatusOption,
     emit_json,
     err,
     fail,
@@ -45,7 +48,6 @@ __all__ = ["app", "main"]
 
 app = typer.Typer(
     no_args_is_help=True,
-    add_completion=False,
     pretty_exceptions_enable=False,
     help="tierflow: tasks routed between a local SLM and a large LLM, fully traced.",
 )
@@ -67,21 +69,28 @@ memory_app.command("list")(memory_list)
 memory_app.command("forget")(memory_forget)
 
 
+def _print_version(wanted: bool) -> None:
+    if wanted:
+        out.print(f"tierflow {__version__}")
+        raise typer.Exit()
+
+
 @app.callback()
 def _options(
     config: Annotated[Path | None, typer.Option("--config", help="TOML settings file.")] = None,
-    version: Annotated[bool, typer.Option("--version", help="Print the version.")] = False,
+    version: Annotated[
+        bool, typer.Option("--version", callback=_print_version, is_eager=True, help="Print the version.")
+    ] = False,
 ) -> None:
-    if version:
-        out.print(f"tierflow {__version__}")
-        raise typer.Exit()
     state.clear()
     state["config_file"] = config
 
 
 @app.command()
 def run(
-    task: Annotated[str | None, typer.Argument(help="What to do, in plain language.")] = None,
+    task: Annotated[
+        str | None, typer.Argument(help="What to do, in plain language; - reads it from stdin.")
+    ] = None,
     as_json: JsonOption = False,
     graph: Annotated[
         str | None, typer.Option(help="Run your own graph instead: MODULE:ATTR (a compiled graph).")
@@ -89,7 +98,7 @@ def run(
     input_: Annotated[
         str | None, typer.Option("--input", help="The graph's input: JSON, or @FILE with JSON.")
     ] = None,
-    policy: Annotated[str, typer.Option(help="tiered | slm | llm, or 'settings'.")] = "settings",
+    policy: PolicyOption = "settings",
     tier: Annotated[list[str], typer.Option(help="Override one node: NODE=slm|llm|tiered.")] = [],  # noqa: B006
     workspace: Annotated[Path | None, typer.Option(help="Directory the file tools may read.")] = None,
     local_only: Annotated[bool, typer.Option(help="Keep every step on the local SLM.")] = False,
@@ -117,6 +126,8 @@ def run(
             )
         if graph is None and input_ is not None:
             raise TaskInputError("--input goes with --graph", hint="Give the task as the argument instead.")
+        if task == "-":
+            task = sys.stdin.read().strip()
         loaded, data = _load_graph_input(graph, input_) if graph else (None, None)
         if task is not None:
             check_task(task)  # before any model loads
@@ -158,7 +169,7 @@ def memory_ask(
     collection: Annotated[
         list[str] | None, typer.Option("--collection", help="Only these collections (default: all).")
     ] = None,
-    policy: Annotated[str, typer.Option(help="tiered | slm | llm, or 'settings'.")] = "settings",
+    policy: PolicyOption = "settings",
     local_only: Annotated[bool, typer.Option(help="Keep every step on the local SLM.")] = False,
     as_json: JsonOption = False,
 ) -> None:
@@ -210,6 +221,24 @@ def resume(
     except TierflowError as exc:
         fail(exc)
     _report(result, trace, result.answer or "", as_json)
+
+
+_SPANS = {"m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def parse_since(text: str) -> datetime:
+    """``30m``, ``12h``, ``7d``, ``2w`` before now, or an ISO date or time (UTC unless it says)."""
+    text = text.strip()
+    if text[:-1].isdigit() and text[-1:] in _SPANS:
+        return datetime.now(UTC) - timedelta(seconds=int(text[:-1]) * _SPANS[text[-1]])
+    try:
+        when = datetime.fromisoformat(text)
+    except ValueError:
+        raise TaskInputError(
+            f"--since {text!r} is neither a span nor a date",
+            hint="e.g. --since 12h, --since 7d, --since 2026-11-01",
+        ) from None
+    return when if when.tzinfo else when.replace(tzinfo=UTC)
 
 
 def _report(result: RunResult | GraphResult, trace: RunTrace, answer: str, as_json: bool) -> None:
@@ -265,14 +294,23 @@ def _state_text(state: dict[str, Any]) -> str:
 def runs_list(
     as_json: JsonOption = False,
     limit: Annotated[int, typer.Option(min=1, help="How many, newest first.")] = 20,
-    status: Annotated[str | None, typer.Option(help="Only runs with this status.")] = None,
+    status: StatusOption = None,
+    since: Annotated[
+        str | None, typer.Option(help="Only runs started since: 30m, 12h, 7d, or a date (2026-11-01).")
+    ] = None,
+    search: Annotated[str | None, typer.Option(help="Only runs whose task contains this text.")] = None,
 ) -> None:
     """List stored runs, newest first."""
     from tierflow.memory.traces import TraceStore
 
     try:
+        started = parse_since(since) if since else None
         conf = settings()
-        runs = TraceStore.from_url(conf.resolved_database_url()).list_runs(limit=limit, status=status)
+        runs = TraceStore.from_url(conf.resolved_database_url()).list_runs(
+            limit=limit, status=status, since=started, search=search
+        )
+    except TaskInputError as exc:
+        fail(exc, code=2)
     except TierflowError as exc:
         fail(exc)
     if as_json:
@@ -293,6 +331,8 @@ def runs_list(
         )
     elif runs:
         out.print(runs_table(runs))
+    elif status or since or search:
+        err.print("no runs match: try without --status, --since or --search")
     else:
         err.print('no runs yet: try tierflow run "What is 17 * 23 + 4?"')
 

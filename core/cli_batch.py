@@ -19,7 +19,17 @@ from rich.progress import (
     TimeElapsedColumn,
     TimeRemainingColumn,
 )
-from tierflow.cli_support import JsonOption, emit_json, err, fail, out, parse_tiers, pull_progress, settings
+from tierflow.cli_support import (
+    JsonOption,
+    PolicyOption,
+    emit_json,
+    err,
+    fail,
+    out,
+    parse_tiers,
+    pull_progress,
+    settings,
+)
 from tierflow.errors import TaskInputError, TierflowError
 
 if TYPE_CHECKING:
@@ -119,7 +129,7 @@ def summarize(
     resume: Annotated[
         str | None, typer.Option(help="Continue this job (any unique prefix of its id).")
     ] = None,
-    policy: Annotated[str, typer.Option(help="tiered | slm | llm, or 'settings'.")] = "settings",
+    policy: PolicyOption = "settings",
     tier: Annotated[list[str], typer.Option(help="Override one node: NODE=slm|llm|tiered.")] = [],  # noqa: B006
     local_only: Annotated[bool, typer.Option(help="Keep every document on this machine (SLM only).")] = False,
     chunk_tokens: Annotated[int, typer.Option(min=64, help="Tokens of text per chunk, at most.")] = 1500,

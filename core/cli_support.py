@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import json
 import sys
-from typing import Annotated, Any, NoReturn, TextIO, cast
+from typing import Annotated, Any, Literal, NoReturn, TextIO, cast
 
 import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, DownloadColumn, Progress, TaskID, TextColumn
 from tierflow.errors import ConfigError, TierflowError
+from tierflow.memory.records import RunStatus
 from tierflow.secrets import scrub, scrub_value
 from tierflow.settings import (
     POLICY_PRESETS,
@@ -27,12 +28,21 @@ __all__ = [
     "err",
     "state",
     "JsonOption",
+    "PolicyOption",
+    "StatusOption",
     "fail",
     "settings",
     "emit_json",
     "parse_tiers",
     "pull_progress",
 ]
+
+
+PolicyOption = Annotated[
+    Literal["settings", "tiered", "slm", "llm"],
+    typer.Option(help="tiered | slm | llm, or the settings' policy."),
+]
+StatusOption = Annotated[RunStatus | None, typer.Option(help="Only runs with this status.")]
 
 
 class _Scrubbed:

@@ -22,6 +22,7 @@ def tierflow(
         text=True,
         timeout=timeout,
         env={**os.environ, **(env or {})},
+        stdin=subprocess.DEVNULL,
         check=False,
     )
 
@@ -96,6 +97,10 @@ def test_unreachable_llm_is_stored_as_failed(slm_path: Path) -> None:
         (["run", "hi"], {"TIERFLOW_MAX_STEPS": "zero"}, 1, "max_steps"),
         (["run", "hi", "--tier", "plan=gpt"], {}, 1, "NODE=TIER"),
         (["models", "pull", "gpt-5"], {}, 1, "no catalog model"),
+        (["runs", "list", "--status", "bogus"], {}, 2, "is not one of"),
+        (["run", "hi", "--policy", "fastest"], {}, 2, "is not one of"),
+        (["runs", "list", "--since", "yesterday"], {}, 2, "neither a span nor a date"),
+        (["run", "-"], {}, 2, "the task is empty"),  # stdin is empty
     ],
 )
 def test_bad_input_gets_a_clear_error(args: list[str], env: dict[str, str], code: int, message: str) -> None:
@@ -111,6 +116,21 @@ def test_corrupt_model_file_is_explained(tmp_path: Path) -> None:
     result = tierflow("run", "hi", env={"TIERFLOW_SLM_MODEL": str(corrupt)})
     no_traceback(result)
     assert result.returncode == 1 and "could not load" in result.stderr
+
+
+def test_version_and_runs_list_filters() -> None:
+    store = TraceStore.from_url(load_settings().resolved_database_url())
+    assert tierflow("--version").stdout.strip().startswith("tierflow 0.")
+    old = store.start_run("an old task about invoices")
+    store.finish_run(old, "succeeded", answer="done")
+    new = store.start_run("a new task about parcels")
+    store.finish_run(new, "failed", error="boom")
+    listed = json.loads(tierflow("runs", "list", "--json", "--search", "PARCELS").stdout)
+    assert [r["run_id"] for r in listed] == [new]
+    listed = json.loads(tierflow("runs", "list", "--json", "--status", "succeeded", "--since", "1h").stdout)
+    assert [r["run_id"] for r in listed] == [old]
+    none = tierflow("runs", "list", "--since", "2030-01-01")
+    assert none.returncode == 0 and "no runs match" in none.stderr
 
 
 def test_config_masks_secrets() -> None:

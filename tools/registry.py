@@ -20,18 +20,22 @@ from __future__ import annotations
 import inspect
 import json
 import re
+import sys
 import threading
 import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, replace
 from functools import cached_property
-from typing import Any, get_type_hints, overload
+from typing import TYPE_CHECKING, Any, TypeGuard, get_type_hints, overload
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 from tierflow.errors import ToolError, describe_validation_error
 from tierflow.tools.limits import DEFAULT_LIMITS, ToolLimits, run_limited
 
-__all__ = ["Tool", "ToolRegistry", "format_result", "tool"]
+if TYPE_CHECKING:
+    from langchain_core.tools import BaseTool
+
+__all__ = ["Tool", "ToolRegistry", "checked_limits", "format_result", "tool"]
 
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,63}$")
 
@@ -81,7 +85,9 @@ class Tool:
             )
         model = create_model(f"{tool_name}_arguments", __config__=ConfigDict(extra="forbid"), **fields)
         described = summary or tool_name
-        return cls(tool_name, described, function, model, limit_overrides=_overrides(limits), prepare=prepare)
+        return cls(
+            tool_name, described, function, model, limit_overrides=checked_limits(limits), prepare=prepare
+        )
 
     @classmethod
     def from_schema(
@@ -210,7 +216,8 @@ def _prepared(prepare: Callable[[], Any]) -> None:
             _PREPARED.add(prepare)
 
 
-def _overrides(limits: Mapping[str, Any]) -> tuple[tuple[str, Any], ...]:
+def checked_limits(limits: Mapping[str, Any]) -> tuple[tuple[str, Any], ...]:
+    """A tool's own limits (``timeout_s=60``...), checked now rather than at its first call."""
     known = set(ToolLimits.__dataclass_fields__)
     unknown = set(limits) - known
     if unknown:
@@ -233,14 +240,27 @@ def format_result(value: Any) -> str:
 class ToolRegistry:
     """An ordered set of tools by name."""
 
-    def __init__(self, tools: Iterable[Tool | Callable[..., Any]] = ()) -> None:
+    def __init__(self, tools: Iterable[Tool | BaseTool | Callable[..., Any]] = ()) -> None:
         self._tools: dict[str, Tool] = {}
         for tool in tools:
             self.register(tool)
 
-    def register(self, tool: Tool | Callable[..., Any]) -> Tool:
-        """Add a tool (or a plain function, described from its signature). Usable as a decorator."""
-        built = tool if isinstance(tool, Tool) else Tool.from_function(tool)
+    def register(self, tool: Tool | BaseTool | Callable[..., Any]) -> Tool:
+        """Add a tool, a LangChain tool (``langchain_core.tools.BaseTool``, see
+        ``tierflow.tools.langchain``), or a plain function described from its signature.
+        Usable as a decorator."""
+        if isinstance(tool, Tool):
+            built = tool
+        elif _is_langchain_tool(tool):
+            from tierflow.tools.langchain import from_langchain
+
+            built = from_langchain(tool)
+        elif callable(tool):
+            built = Tool.from_function(tool)
+        else:
+            raise TypeError(
+                f"a {type(tool).__name__} is not a tool: give a Tool, a function or a LangChain tool"
+            )
         if built.name in self._tools or built.name == "none":
             raise ValueError(f"a tool named {built.name!r} is already registered or reserved")
         self._tools[built.name] = built
@@ -266,6 +286,13 @@ class ToolRegistry:
 
     def __len__(self) -> int:
         return len(self._tools)
+
+
+def _is_langchain_tool(tool: object) -> TypeGuard[BaseTool]:
+    """Whether ``tool`` is a LangChain tool, without importing LangChain: a tool cannot be
+    one unless ``langchain_core.tools`` is already imported."""
+    langchain_tools = sys.modules.get("langchain_core.tools")
+    return langchain_tools is not None and isinstance(tool, langchain_tools.BaseTool)
 
 
 def _parse_docstring(doc: str) -> tuple[str, dict[str, str]]:
