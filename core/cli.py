@@ -516,6 +516,8 @@ def ui(
         "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none",
         "--client.toolbarMode", "minimal", "--global.developmentMode", "false",
         "--client.showErrorDetails", "none",  # tracebacks go to the server's log, never the browser
+        # the SLM tier's green as the accent: Streamlit's default red reads as "failed"
+        "--theme.primaryColor", "#2e7d32",
     ]  # fmt: skip
     err.print(f"tierflow console on http://{address}:{number} (Ctrl-C stops it)")
     if token and not os.environ.get(TOKEN_VARIABLE):

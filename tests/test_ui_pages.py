@@ -161,6 +161,8 @@ def test_cost_page_counts_avoided_tokens(app: App) -> None:
     assert metrics["SLM share of calls"] == "40%"
     assert int(metrics["LLM tokens used"].replace(",", "")) > 0
     assert int(metrics["LLM tokens avoided"].replace(",", "")) > 0
+    # the default LLM is the embedded server: the page says the prices are hypothetical
+    assert any("no per-token fee" in i.value and "your settings" in i.value for i in at.info)
 
 
 def test_compare_page_needs_two_runs_then_shows_both(app: App) -> None:
@@ -258,3 +260,20 @@ def test_a_graph_run_is_listed_and_its_detail_shows_refused_escalations(app: App
 
 def triage_fields() -> dict[str, str]:
     return {"product": "export", "severity": "high", "summary": "The export crashes."}
+
+
+def test_the_accuracy_against_llm_tokens_chart_has_a_point_per_suite_and_policy() -> None:
+    import json
+
+    from tierflow.evals.report import RESULTS_DIR
+    from tierflow.ui.views import accuracy_vs_tokens
+
+    results = [json.loads(p.read_text()) for p in sorted(RESULTS_DIR.glob("bfcl_*.json"))]
+    spec = accuracy_vs_tokens(results).to_dict()
+    points = next(iter(spec["datasets"].values()))
+    expected = {(r["suite"], policy) for r in results for policy in r["policies"]}
+    assert {(p["suite"], p["policy"]) for p in points} == expected
+    llm = [p for p in points if p["policy"] == "llm"]
+    slm = [p for p in points if p["policy"] == "slm"]
+    assert all(p["LLM tokens per 100 items"] > 0 for p in llm)
+    assert all(p["LLM tokens per 100 items"] == 0 for p in slm)

@@ -207,6 +207,32 @@ def show_evidence(trace: RunTrace, evidence: dict[str, Any]) -> None:
             st.text(f"{label}: {evidence[key]}")
 
 
+def accuracy_vs_tokens(results: list[dict[str, Any]]) -> alt.Chart:
+    """One point per suite and policy: accuracy against LLM tokens per 100 items, so that
+    tiered's case (near the LLM's accuracy at a fraction of its tokens) shows at a glance."""
+    points = [
+        {
+            "suite": data.get("suite", ""),
+            "policy": label,
+            "accuracy %": 100 * m["accuracy"],
+            "LLM tokens per 100 items": 100
+            * (m["llm_prompt_tokens"] + m["llm_completion_tokens"])
+            / m["items"],
+        }
+        for data in results
+        for label, entry in data.get("policies", {}).items()
+        if (m := entry["metrics"])["items"]
+    ]
+    base = alt.Chart(pd.DataFrame(points)).encode(
+        x=alt.X("LLM tokens per 100 items:Q"),
+        y=alt.Y("accuracy %:Q", scale=alt.Scale(zero=False)),
+        color=alt.Color("policy:N", sort=["slm", "tiered", "llm"]),
+        tooltip=["suite", "policy", "accuracy %", "LLM tokens per 100 items"],
+    )
+    lines = base.mark_line(color="#b0bec5").encode(detail="suite:N", color=alt.value("#b0bec5"))
+    return lines + base.mark_point(size=90, filled=True).encode(shape="suite:N")
+
+
 def timeline_chart(trace: RunTrace) -> alt.Chart | None:
     """One bar per step from its start to its end, coloured by the tier that served it."""
     rows = []

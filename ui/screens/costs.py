@@ -13,10 +13,14 @@ st.title("Cost")
 
 left, right, count = st.columns(3)
 prompt_price = left.number_input(
-    "LLM price, US$ per million prompt tokens", 0.0, 1000.0, app.settings.llm_price_prompt_per_mtok, step=0.5
+    "LLM price from your settings, US$ per million prompt tokens",
+    0.0,
+    1000.0,
+    app.settings.llm_price_prompt_per_mtok,
+    step=0.5,
 )
 completion_price = right.number_input(
-    "LLM price, US$ per million completion tokens",
+    "LLM price from your settings, US$ per million completion tokens",
     0.0,
     1000.0,
     app.settings.llm_price_completion_per_mtok,
@@ -28,6 +32,14 @@ st.caption(
     "(tokenizers differ, so it is an estimate). Defaults: TIERFLOW_LLM_PRICE_PROMPT_PER_MTOK and "
     "TIERFLOW_LLM_PRICE_COMPLETION_PER_MTOK."
 )
+
+if app.settings.llm_base_url is None:
+    st.info(
+        "Your LLM tier is the embedded local server, which has no per-token fee. The prices "
+        "above are your settings (their defaults are GPT-4o's list prices): the figures below "
+        "are what the same tokens would cost at a hosted LLM at those prices.",
+        icon=":material/info:",
+    )
 
 runs = app.store.list_runs(limit=limit, graph="task")
 if not runs:

@@ -12,6 +12,7 @@ import streamlit as st
 from tierflow.evals.bench import bench_rows
 from tierflow.evals.report import RESULTS_DIR, ordered_policies
 from tierflow.evals.tool_suite import TOOLS_HEADERS, tools_rows
+from tierflow.ui.views import accuracy_vs_tokens
 
 st.title("Evaluations")
 directory = Path(st.query_params.get("results") or RESULTS_DIR)
@@ -40,6 +41,8 @@ if suites:
     frame = pd.DataFrame(rows, columns=["suite", *TOOLS_HEADERS])
     st.dataframe(frame, hide_index=True, width="stretch")
     accuracy = frame.assign(accuracy_pct=frame["accuracy"].str.rstrip("%").astype(float))
+    st.markdown("**Accuracy against the LLM tokens it took** (per 100 items; lower right is better)")
+    st.altair_chart(accuracy_vs_tokens([load(name) for name in suites]), width="stretch")
     st.altair_chart(
         alt.Chart(accuracy)
         .mark_bar()
