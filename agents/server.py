@@ -233,6 +233,12 @@ class EmbeddedLLM:
             )
         return self._model
 
+    @property
+    def needs_start(self) -> bool:
+        """Whether the next call would start the server first (a run traces that start as
+        a step of its own, so that it is not counted as the first LLM step's time)."""
+        return self._model is None or not self.server.running
+
     def load(self) -> None:
         """Start the server now rather than on the first call (idempotent)."""
         self._client_model()

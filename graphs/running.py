@@ -12,6 +12,7 @@ returned whatever the outcome.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, fields
 from typing import TYPE_CHECKING, Any
@@ -57,6 +58,23 @@ class GraphResult:
             "error": self.error,
             "hint": self.hint,
         }
+
+
+START_LLM_SERVER = "start_llm_server"
+
+
+def _start_servers(recorder: RunRecorder, tiers: Tiers, policy: TierPolicy, local_only: bool) -> None:
+    """Start an embedded LLM server the run will call as a step of its own, so that its
+    start shows in the trace and the timeline rather than inside the first LLM step."""
+    llm = tiers.llm
+    if local_only or "llm" not in policy.tiers_used() or not getattr(llm, "needs_start", False):
+        return
+    with recorder.step(START_LLM_SERVER) as handle:
+        started = time.perf_counter()
+        tiers.load("llm")
+        handle.summary = (
+            f"started the embedded LLM server ({llm.name}) in {time.perf_counter() - started:.1f} s"
+        )
 
 
 def _answer_text(state: Mapping[str, Any]) -> str:
@@ -237,6 +255,7 @@ def execute(
     result = GraphResult(run_id, "interrupted", state, error="the run was interrupted")
     recorder.emit(RunStarted(run_id, text))
     try:
+        _start_servers(recorder, tiers, policy, local_only)
         for values in graph.stream(stream_input, run_config, context=ctx, stream_mode="values"):
             if isinstance(values, dict):
                 state = values

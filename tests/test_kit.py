@@ -24,6 +24,8 @@ from tierflow import (
     tiered_node,
 )
 from tierflow.agents.escalation import parse_text
+from tierflow.agents.scripted import ScriptedModel
+from tierflow.agents.tiers import Tiers
 from tierflow.graphs.examples import lecture_notes, triage
 from tierflow.memory import TraceStore
 from tierflow.memory.records import ModelCallRecord, RunTrace
@@ -243,3 +245,35 @@ def test_an_unmarked_test_cannot_reach_a_real_model(tmp_path: Path) -> None:
         LlamaCppModel(tmp_path / "model.gguf").load()
     with pytest.raises(AssertionError, match="real_llm"):
         EmbeddedServer(tmp_path / "model.gguf", alias="x", log_path=tmp_path / "log").start()
+
+
+class _ServerLLM(ScriptedModel):
+    """An LLM tier that, like the embedded server, has to be started before its first call."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(tier="llm", name="big", **kwargs)
+        self.needs_start = True
+
+    def load(self) -> None:
+        self.needs_start = False
+
+
+def test_an_embedded_server_start_is_a_step_of_its_own(store: TraceStore) -> None:
+    llm = _ServerLLM(by_node={"draft_reply": ["Thanks, engineering has it."]})
+    result = run_graph(triage.graph, {"report": REPORT}, tiers=Tiers(triage_tiers().slm, llm), store=store)
+    assert result.ok, result.error
+    steps = [step.node for step in store.get_run(result.run_id).steps]
+    assert steps == ["start_llm_server", "classify", "extract_fields", "draft_reply"]
+    assert not llm.needs_start
+
+    llm.needs_start = True  # a run kept on the SLM does not start it
+    again = run_graph(
+        triage.graph,
+        {"report": REPORT},
+        tiers=Tiers(triage_tiers(slm={"draft_reply": ["Thanks, engineering has it."]}).slm, llm),
+        store=store,
+        policy="slm",
+    )
+    assert again.ok, again.error
+    assert "start_llm_server" not in [step.node for step in store.get_run(again.run_id).steps]
+    assert llm.needs_start

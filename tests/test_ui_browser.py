@@ -129,10 +129,12 @@ def test_a_task_through_the_console_in_chromium(console: Console) -> None:
         call.get_by_text("Choose the tool", exact=False).first.wait_for()  # the exact system prompt
         page.screenshot(path=SHOTS / "run-detail.png", full_page=True)
 
+        add_help_centre(console)
         for title, name in (
             ("Runs", "runs"),
             ("Cost", "cost"),
             ("Compare runs", "compare"),
+            ("Memory", "memory"),
             ("Evaluations", "evals"),
         ):
             page.get_by_role("link", name=title).first.click()
@@ -140,8 +142,25 @@ def test_a_task_through_the_console_in_chromium(console: Console) -> None:
             page.wait_for_timeout(1500)  # charts draw after the page's script ends
             page.screenshot(path=SHOTS / f"{name}.png", full_page=True)
         browser.close()
-    for name in ("run-a-task", "run-detail", "runs", "cost", "compare", "evals"):
+    for name in ("run-a-task", "run-detail", "runs", "cost", "compare", "memory", "evals"):
         assert (SHOTS / f"{name}.png").stat().st_size > 10_000
+
+
+def add_help_centre(console: Console) -> None:
+    """The support example's help centre in the console's memory (for the Memory page)."""
+    from tierflow.graphs.examples.support_faq import SAMPLE_DOCS
+
+    env = {key: value for key, value in os.environ.items() if not key.startswith("TIERFLOW_")}
+    env.update(TIERFLOW_DATA_DIR=str(console.data_dir), TIERFLOW_MODELS_DIR=str(MODELS_DIR))
+    added = subprocess.run(
+        [sys.executable, "-m", "tierflow", "memory", "add", str(SAMPLE_DOCS), "--collection", "support"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert added.returncode == 0, added.stderr
 
 
 def test_two_sessions_run_tasks_at_the_same_time(console: Console) -> None:
