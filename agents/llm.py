@@ -1,16 +1,33 @@
 """The large tier: any OpenAI-compatible endpoint through the ``openai`` client.
 
-Structured output differs by server: OpenAI, vLLM and Ollama take
-``{"type": "json_schema", ...}``; llama.cpp's Python server ignores that form and takes
-``{"type": "json_object", "schema": ...}`` instead. ``response_format`` picks the form; the
-caller validates the output either way.
+Endpoints differ in what they take, and this adapter copes with four differences:
+
+* **structured output**: OpenAI, vLLM and Ollama take ``{"type": "json_schema", ...}``;
+  llama.cpp's servers take ``{"type": "json_object", "schema": ...}`` (llama-cpp-python's
+  refuses the first form). ``response_format`` picks the form; ``auto`` starts with
+  json_schema. The caller validates the output either way.
+* **the token cap**: OpenAI's reasoning models (o1, o3, o4, gpt-5) refuse ``max_tokens`` and
+  take ``max_completion_tokens``, which llama-cpp-python's server ignores (leaving the output
+  uncapped). ``token_parameter="auto"`` picks by endpoint and model name.
+* **sampling**: reasoning models refuse ``temperature=0``.
+* **native tool calls** (``tools=``): servers started without a tool parser refuse them.
+
+When a server refuses one of these by name (its error's ``param``, or a word of its message),
+the call is sent once more without it or in the other form, and the model keeps that for
+later calls. A form set explicitly is kept instead: its refusal is an error whose hint names
+the refused parameter and the setting that changes it.
 """
 
 from __future__ import annotations
 
+import json
+import logging
+import re
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 import openai
 from tierflow.agents.grammar import grammar_schema
@@ -18,13 +35,58 @@ from tierflow.agents.protocol import Completion, Message, Tier
 from tierflow.errors import LLMUnavailableError
 from tierflow.secrets import scrub
 
-__all__ = ["OpenAIChatModel", "ResponseFormat"]
+__all__ = ["OpenAIChatModel", "ResponseFormat", "TokenParameter", "NativeTools", "ToolCallResult"]
 
-ResponseFormat = Literal["json_schema", "llamacpp", "none"]
+log = logging.getLogger(__name__)
+
+ResponseFormat = Literal["auto", "json_schema", "llamacpp", "none"]
+TokenParameter = Literal["auto", "max_tokens", "max_completion_tokens"]
+NativeTools = Literal["auto", "on", "off"]
+
+_REASONING_FAMILIES = ("o1", "o3", "o4", "gpt-5")
+_WEAKER_FORMAT: dict[str, Literal["llamacpp", "none"]] = {"json_schema": "llamacpp", "llamacpp": "none"}
+_REFUSALS = frozenset({400, 422, 500})  # llama-cpp-python answers a request it cannot parse with 500
+_NAMED_BY: dict[str, frozenset[str]] = {  # a parameter we send: the words that name it in a refusal
+    "max_tokens": frozenset({"max_tokens"}),
+    "max_completion_tokens": frozenset({"max_completion_tokens"}),
+    "temperature": frozenset({"temperature"}),
+    "seed": frozenset({"seed"}),
+    "response_format": frozenset({"response_format", "json_schema"}),
+    "tools": frozenset({"tools", "tool_choice", "tool"}),
+}
+_HINTS = {
+    "max_tokens": "This model takes max_completion_tokens instead: set "
+    "TIERFLOW_LLM_TOKEN_PARAMETER=max_completion_tokens, or auto to detect it.",
+    "max_completion_tokens": "This server takes max_tokens instead: set "
+    "TIERFLOW_LLM_TOKEN_PARAMETER=max_tokens, or auto to detect it.",
+    "response_format": "This server does not take that response_format: set "
+    "TIERFLOW_LLM_RESPONSE_FORMAT=llamacpp (llama.cpp's servers take json_object with a schema), "
+    "none, or auto to try each.",
+    "tools": "This endpoint does not take native tool calls (tools=): set TIERFLOW_LLM_NATIVE_TOOLS=auto "
+    "to fall back to JSON replies, or off; vLLM needs --enable-auto-tool-choice and "
+    "--tool-call-parser, llama.cpp's llama-server needs --jinja.",
+}
+
+
+@dataclass(frozen=True)
+class ToolCallResult:
+    """What one ``call_tool`` returned: the tool the model chose and its arguments, or none."""
+
+    name: str | None  # None: no call, or an unusable one (then ``problem`` says why)
+    arguments: dict[str, Any]
+    text: str  # what the model wrote: its message, or else the raw arguments of its call
+    model: str
+    prompt_tokens: int
+    completion_tokens: int
+    latency_ms: float
+    native: bool  # True: through the endpoint's tools=; False: a JSON reply to a schema
+    messages: list[Message]  # exactly what was sent (the JSON path adds the tools to the system message)
+    finish_reason: str = "stop"
+    problem: str | None = None  # the model's mistake, for the trace or for asking again
 
 
 class OpenAIChatModel:
-    """A ``ChatModel`` over a ready ``openai.OpenAI`` client."""
+    """A ``ChatModel`` over a ready ``openai.OpenAI`` client, with tool calls on top."""
 
     tier: Tier = "llm"
 
@@ -33,16 +95,126 @@ class OpenAIChatModel:
         client: openai.OpenAI,
         model: str,
         *,
-        response_format: ResponseFormat = "json_schema",
+        response_format: ResponseFormat = "auto",
+        token_parameter: TokenParameter = "auto",
+        temperature: float | None = 0.0,
+        native_tools: NativeTools = "auto",
         seed: int | None = 0,
     ) -> None:
         self.client = client
         self.name = model
-        self._response_format = response_format
+        self._auto_format = response_format == "auto"
+        self._response_format: Literal["json_schema", "llamacpp", "none"] = (
+            "json_schema" if response_format == "auto" else response_format
+        )
+        self._token_fixed = token_parameter != "auto"
+        if token_parameter == "auto":
+            completion_tokens = _prefers_completion_tokens(model, str(client.base_url))
+            token_parameter = "max_completion_tokens" if completion_tokens else "max_tokens"
+        self._token_parameter: str = token_parameter
+        self._temperature = temperature
         self._seed = seed
+        self._native_setting = native_tools
+        self._native: bool | None = {"on": True, "off": False}.get(native_tools)
 
-    def _malformed(self, what: str) -> LLMUnavailableError:
-        return _malformed_error(str(self.client.base_url), what)
+    @property
+    def native_tools(self) -> bool | None:
+        """Whether ``call_tool`` goes through ``tools=``; None until a call has tried (``auto``)."""
+        return self._native
+
+    def complete(
+        self,
+        messages: Sequence[Message],
+        *,
+        schema: dict[str, Any] | None = None,
+        max_tokens: int,
+    ) -> Completion:
+        response, _, latency_ms = self._send(
+            lambda: {"messages": list(messages), **self._parameters(max_tokens, schema=schema)}
+        )
+        choice, message = self._first_choice(response)
+        prompt_tokens, completion_tokens = _usage(response)
+        return Completion(
+            text=message.content or "",
+            model=_served_model(response, self.name),
+            tier=self.tier,
+            prompt_tokens=prompt_tokens,
+            completion_tokens=completion_tokens,
+            latency_ms=latency_ms,
+            finish_reason=choice.finish_reason if isinstance(choice.finish_reason, str) else "stop",
+        )
+
+    def call_tool(
+        self,
+        messages: Sequence[Message],
+        tools: Sequence[Mapping[str, Any]],
+        *,
+        max_tokens: int,
+        tool_choice: Literal["auto", "required"] = "auto",
+    ) -> ToolCallResult:
+        """Ask the model to call one of ``tools``: OpenAI function specs, bare as
+        ``ToolRegistry.specs()`` gives them or wrapped in ``{"type": "function", ...}``.
+
+        It goes through the endpoint's ``tools=`` unless ``native_tools`` is off or the
+        endpoint refused them under ``auto``; then the model replies ``{"tool", "arguments"}``
+        as JSON under a schema. With ``tool_choice="auto"`` it may call none. An unusable call
+        (unknown tool, arguments that are not a JSON object) is the model's mistake, not a
+        failure: it comes back with ``name=None`` and the reason in ``problem``.
+        """
+        functions = [_function(spec) for spec in tools]
+        names = [function["name"] for function in functions]
+
+        def request() -> dict[str, Any]:
+            if self._native is False:
+                schema = _tool_reply_schema(names, tool_choice)
+                sent = _with_tool_instruction(messages, functions, tool_choice)
+                return {"messages": sent, **self._parameters(max_tokens, schema=schema)}
+            wrapped = [{"type": "function", "function": function} for function in functions]
+            parameters = self._parameters(max_tokens, tools=wrapped, tool_choice=tool_choice)
+            return {"messages": list(messages), **parameters}
+
+        response, sent, latency_ms = self._send(request)
+        native = "tools" in sent
+        if native and self._native is None:
+            self._native = True
+        choice, message = self._first_choice(response)
+        name, arguments, text, problem = _chosen_call(message, native, names)
+        if name is None and problem is None and tool_choice == "required":
+            problem = "it called no tool, though one was required"
+        prompt_tokens, completion_tokens = _usage(response)
+        return ToolCallResult(
+            name=name,
+            arguments=arguments,
+            text=text,
+            model=_served_model(response, self.name),
+            prompt_tokens=prompt_tokens,
+            completion_tokens=completion_tokens,
+            latency_ms=latency_ms,
+            native=native,
+            messages=sent["messages"],
+            finish_reason=choice.finish_reason if isinstance(choice.finish_reason, str) else "stop",
+            problem=problem,
+        )
+
+    # The request, as this endpoint takes it (so far as known) ---------------------------
+    def _parameters(
+        self,
+        max_tokens: int,
+        *,
+        schema: dict[str, Any] | None = None,
+        tools: list[dict[str, Any]] | None = None,
+        tool_choice: str = "auto",
+    ) -> dict[str, Any]:
+        parameters: dict[str, Any] = {self._token_parameter: max_tokens}
+        if self._temperature is not None:
+            parameters["temperature"] = self._temperature
+        if self._seed is not None:
+            parameters["seed"] = self._seed
+        if schema is not None and (fmt := self._format(schema)) is not None:
+            parameters["response_format"] = fmt
+        if tools is not None:
+            parameters.update(tools=tools, tool_choice=tool_choice)
+        return parameters
 
     def _format(self, schema: dict[str, Any]) -> dict[str, Any] | None:
         if self._response_format == "json_schema":
@@ -54,44 +226,65 @@ class OpenAIChatModel:
             return {"type": "json_object", "schema": grammar_schema(schema)}
         return None
 
-    def complete(
-        self,
-        messages: Sequence[Message],
-        *,
-        schema: dict[str, Any] | None = None,
-        max_tokens: int,
-    ) -> Completion:
-        extra: dict[str, Any] = {}
-        if schema is not None and (fmt := self._format(schema)) is not None:
-            extra["response_format"] = fmt
-        if self._seed is not None:
-            extra["seed"] = self._seed
+    def _send(self, request: Callable[[], dict[str, Any]]) -> tuple[Any, dict[str, Any], float]:
+        """One chat completion, built by ``request`` from what is known of the endpoint; a
+        parameter it refuses by name is adapted and the call sent again. Returns the
+        response, the request that got it, and the latency (retries included)."""
         started = time.perf_counter()
-        try:
-            response = self.client.chat.completions.create(
-                model=self.name,
-                messages=list(messages),  # type: ignore[arg-type]
-                max_tokens=max_tokens,
-                temperature=0.0,
-                **extra,
-            )
-        except openai.APIError as exc:
-            error = _unavailable(exc, str(self.client.base_url), self.name)
-            if (
-                "response_format" in extra
-                and isinstance(exc, openai.APIStatusError)
-                and exc.status_code in (400, 422, 500)
-            ):
-                error.hint += (
-                    " If this server does not take response_format "
-                    f"{extra['response_format']['type']!r} (llama.cpp's Python server "
-                    "takes only json_object), set TIERFLOW_LLM_RESPONSE_FORMAT=llamacpp "
-                    "or none."
-                )
-            raise error from exc
-        except ValueError as exc:  # a 200 whose body is not JSON
-            raise self._malformed(f"a body that is not JSON ({exc})") from None
-        latency_ms = (time.perf_counter() - started) * 1000
+        while True:
+            sent = request()
+            try:
+                response = self.client.chat.completions.create(model=self.name, **sent)
+            except openai.APIStatusError as exc:
+                refused = _refused_parameter(exc, sent)
+                if refused is None or not self._adapt(refused):
+                    raise self._refusal(exc, refused) from exc
+            except openai.APIError as exc:
+                raise _unavailable(exc, str(self.client.base_url), self.name) from exc
+            except ValueError as exc:  # a 200 whose body is not JSON
+                raise self._malformed(f"a body that is not JSON ({exc})") from None
+            else:
+                return response, sent, (time.perf_counter() - started) * 1000
+
+    def _adapt(self, refused: str) -> bool:
+        """Send ``refused`` differently from now on, where its setting allows it."""
+        if refused in ("max_tokens", "max_completion_tokens") and not self._token_fixed:
+            self._token_parameter = "max_completion_tokens" if refused == "max_tokens" else "max_tokens"
+            self._token_fixed, change = True, f"sending {self._token_parameter} instead"
+        elif refused == "temperature" and self._temperature is not None:
+            self._temperature, change = None, "leaving the temperature to the server"
+        elif refused == "seed" and self._seed is not None:
+            self._seed, change = None, "sending no seed"
+        elif refused == "response_format" and self._auto_format and self._response_format in _WEAKER_FORMAT:
+            self._response_format = _WEAKER_FORMAT[self._response_format]
+            change = f"asking for structured output as {self._response_format!r}"
+        elif refused == "tools" and self._native_setting == "auto":
+            self._native, change = False, "asking for tool calls as JSON replies"
+        else:
+            return False
+        url = scrub(str(self.client.base_url))
+        log.warning("the LLM at %s refused %s for %s; %s from now on", url, refused, self.name, change)
+        return True
+
+    # Errors ------------------------------------------------------------------------------
+    def _refusal(self, exc: openai.APIStatusError, refused: str | None) -> LLMUnavailableError:
+        base_url = str(self.client.base_url)
+        if refused is None:
+            return _unavailable(exc, base_url, self.name)
+        return LLMUnavailableError(
+            scrub(
+                f"the LLM at {base_url} failed the request ({exc.status_code}), refusing "
+                f"{refused!r}: {_server_message(exc)}"
+            ),
+            hint=_HINTS.get(
+                refused, "Check the endpoint's logs; the run was stored as failed with this reason."
+            ),
+        )
+
+    def _malformed(self, what: str) -> LLMUnavailableError:
+        return _malformed_error(str(self.client.base_url), what)
+
+    def _first_choice(self, response: Any) -> tuple[Any, Any]:
         choices = getattr(response, "choices", None)
         if not isinstance(choices, list) or not choices:
             raise self._malformed("no choices (not a chat completion)")
@@ -100,22 +293,123 @@ class OpenAIChatModel:
         content = getattr(message, "content", None)
         if message is None or (content is not None and not isinstance(content, str)):
             raise self._malformed("a choice without a text message")
-        usage = (
-            response.usage
-            if isinstance(getattr(response, "usage", None), openai.types.CompletionUsage)
-            else None
-        )
-        return Completion(
-            text=content or "",
-            model=response.model if isinstance(response.model, str) and response.model else self.name,
-            tier=self.tier,
-            prompt_tokens=usage.prompt_tokens if usage else 0,
-            completion_tokens=usage.completion_tokens if usage else 0,
-            latency_ms=latency_ms,
-            finish_reason=choice.finish_reason if isinstance(choice.finish_reason, str) else "stop",
-        )
+        return choice, message
 
 
+def _prefers_completion_tokens(model: str, base_url: str) -> bool:
+    """OpenAI itself takes ``max_completion_tokens`` for every model and its reasoning models
+    refuse ``max_tokens``; other servers are sent ``max_tokens``, which they all take."""
+    family = model.rsplit("/", 1)[-1].lower()
+    return urlsplit(base_url).hostname == "api.openai.com" or family.startswith(_REASONING_FAMILIES)
+
+
+def _refused_parameter(exc: openai.APIStatusError, sent: Mapping[str, Any]) -> str | None:
+    """The parameter we sent that a refusal names: OpenAI's ``param`` field when there is one;
+    else a word of the message (llama.cpp, vLLM and Ollama leave ``param`` empty)."""
+    if exc.status_code not in _REFUSALS:
+        return None
+    if exc.param:
+        return next((p for p, names in _NAMED_BY.items() if p in sent and exc.param in names), None)
+    detail = exc.body.get("detail", "") if isinstance(exc.body, dict) else ""
+    words = set(re.findall(r"\w+", f"{exc.message} {detail}"))
+    if {"max_tokens", "max_completion_tokens"} <= words:  # "either is too large": a cap, not a name
+        words -= {"max_tokens", "max_completion_tokens"}
+    return next((p for p, names in _NAMED_BY.items() if p in sent and names & words), None)
+
+
+def _server_message(exc: openai.APIStatusError) -> str:
+    message = exc.body.get("message") if isinstance(exc.body, dict) else None
+    return message if isinstance(message, str) and message else exc.message
+
+
+def _usage(response: Any) -> tuple[int, int]:
+    usage = getattr(response, "usage", None)
+    if isinstance(usage, openai.types.CompletionUsage):
+        return usage.prompt_tokens, usage.completion_tokens
+    return 0, 0
+
+
+def _served_model(response: Any, asked: str) -> str:
+    model = getattr(response, "model", None)
+    return model if isinstance(model, str) and model else asked
+
+
+# Tool calls ------------------------------------------------------------------------------
+def _function(spec: Mapping[str, Any]) -> dict[str, Any]:
+    function = spec.get("function") if spec.get("type") == "function" else spec
+    if not isinstance(function, Mapping) or not isinstance(function.get("name"), str):
+        raise ValueError(f"a tool spec needs a name, as ToolRegistry.specs() gives them: {spec!r}")
+    return dict(function)
+
+
+def _tool_reply_schema(names: Sequence[str], tool_choice: str) -> dict[str, Any]:
+    choices = [*names, "none"] if tool_choice == "auto" else list(names)
+    return {
+        "type": "object",
+        "properties": {"tool": {"type": "string", "enum": choices}, "arguments": {"type": "object"}},
+        "required": ["tool", "arguments"],
+    }
+
+
+def _with_tool_instruction(
+    messages: Sequence[Message], functions: Sequence[Mapping[str, Any]], tool_choice: str
+) -> list[Message]:
+    """The messages with the tools described in the system message (a copy)."""
+    instruction = (
+        'Call one of these tools by replying with JSON only: {"tool": <its name>, "arguments": '
+        "{<its parameters>}}."
+        + (' If none of them fits, reply {"tool": "none", "arguments": {}}.' if tool_choice == "auto" else "")
+        + "\nTools:\n"
+        + "\n".join(json.dumps(function) for function in functions)
+    )
+    if messages and messages[0]["role"] == "system":
+        first: Message = {"role": "system", "content": f"{messages[0]['content']}\n\n{instruction}"}
+        return [first, *messages[1:]]
+    return [{"role": "system", "content": instruction}, *messages]
+
+
+def _chosen_call(
+    message: Any, native: bool, names: Sequence[str]
+) -> tuple[str | None, dict[str, Any], str, str | None]:
+    """The tool a reply calls (or None), its arguments, the reply's text, and any problem."""
+    calls = getattr(message, "tool_calls", None) or []
+    function = getattr(calls[0], "function", None) if native and calls else None
+    if function is not None:
+        name, arguments, problem = _checked_call(function.name, function.arguments, names)
+        return name, arguments, message.content or function.arguments or "", problem
+    text = message.content or ""
+    name, arguments, problem = (None, {}, None) if native else _json_call(text, names)
+    return name, arguments, text, problem
+
+
+def _json_call(text: str, names: Sequence[str]) -> tuple[str | None, dict[str, Any], str | None]:
+    try:
+        reply = json.loads(text)
+    except ValueError:
+        return None, {}, "the reply is not JSON"
+    if not isinstance(reply, dict) or not isinstance(reply.get("tool"), str):
+        return None, {}, 'the reply names no "tool"'
+    if reply["tool"] == "none":
+        return None, {}, None
+    return _checked_call(reply["tool"], reply.get("arguments", {}), names)
+
+
+def _checked_call(
+    name: object, arguments: object, names: Sequence[str]
+) -> tuple[str | None, dict[str, Any], str | None]:
+    if name not in names:
+        return None, {}, f"it called {name!r}, which is not one of the tools ({', '.join(names)})"
+    if isinstance(arguments, str):
+        try:
+            arguments = json.loads(arguments or "{}")
+        except ValueError:
+            return None, {}, f"the arguments of {name!r} are not JSON: {arguments!r}"
+    if not isinstance(arguments, dict):
+        return None, {}, f"the arguments of {name!r} are not a JSON object: {arguments!r}"
+    return str(name), arguments, None
+
+
+# Errors ----------------------------------------------------------------------------------
 def _malformed_error(base_url: str, what: str) -> LLMUnavailableError:
     return LLMUnavailableError(
         scrub(f"the LLM at {base_url} answered with {what}"),
@@ -149,7 +443,7 @@ def _describe(exc: openai.APIError, base_url: str, model: str) -> LLMUnavailable
     if isinstance(exc, openai.AuthenticationError | openai.PermissionDeniedError):
         return LLMUnavailableError(
             f"the LLM at {base_url} refused the API key ({exc.status_code})",
-            hint="Set TIERFLOW_LLM_API_KEY to a valid key for this endpoint.",
+            hint="Set TIERFLOW_LLM_API_KEY (or OPENAI_API_KEY) to a valid key for this endpoint.",
         )
     if isinstance(exc, openai.NotFoundError):
         return LLMUnavailableError(

@@ -60,26 +60,39 @@ def build_slm(settings: Settings, progress: Progress | None = None) -> LlamaCppM
 
 
 def build_llm(settings: Settings, progress: Progress | None = None) -> ChatModel:
+    """The LLM tier: the configured endpoint (``llm_base_url``, which the ``llm`` shorthand and
+    OPENAI_BASE_URL also fill), else the embedded llama.cpp server, started on first use."""
     if settings.llm_base_url:
+        from urllib.parse import urlsplit
+
         import openai
+        from tierflow.secrets import scrub
 
         if not settings.llm_model:
             raise ConfigError(
-                "TIERFLOW_LLM_MODEL is not set",
-                hint="Name the model the endpoint at TIERFLOW_LLM_BASE_URL should use.",
+                f"no model is named for the LLM at {scrub(settings.llm_base_url)}",
+                hint="Set TIERFLOW_LLM_MODEL to a model the endpoint serves, or name both at once, "
+                "e.g. TIERFLOW_LLM=openai:gpt-4o-mini (providers: openai, vllm, ollama, llamacpp).",
             )
-        key = settings.llm_api_key.get_secret_value() if settings.llm_api_key else "unused"
+        key = settings.llm_api_key.get_secret_value() if settings.llm_api_key else ""
+        if not key and urlsplit(settings.llm_base_url).hostname == "api.openai.com":
+            raise ConfigError(
+                "no API key for OpenAI",
+                hint="Set OPENAI_API_KEY (or TIERFLOW_LLM_API_KEY) to your OpenAI API key.",
+            )
         client = openai.OpenAI(
             base_url=settings.llm_base_url,
-            api_key=key,
+            api_key=key or "unused",
             timeout=settings.llm_timeout,
             max_retries=settings.llm_max_retries,
         )
-        fmt = settings.llm_response_format
         return OpenAIChatModel(
             client,
             settings.llm_model,
-            response_format="json_schema" if fmt == "auto" else fmt,
+            response_format=settings.llm_response_format,
+            token_parameter=settings.llm_token_parameter,
+            temperature=settings.llm_temperature,
+            native_tools=settings.llm_native_tools,
             seed=settings.seed,
         )
     path = model_file(settings, settings.embedded_llm_model, "TIERFLOW_EMBEDDED_LLM_MODEL", progress)

@@ -13,10 +13,11 @@ import json
 import os
 import tomllib
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, cast
+from typing import TYPE_CHECKING, Any, Literal, Self, cast
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -36,6 +37,24 @@ if TYPE_CHECKING:
 __all__ = ["Settings", "TierPolicy", "TierChoice", "load_settings", "POLICY_PRESETS"]
 
 
+@dataclass(frozen=True)
+class LLMProvider:
+    """Where a common OpenAI-compatible server listens by default, and the structured-output
+    form it takes."""
+
+    base_url: str
+    response_format: Literal["json_schema", "llamacpp"]
+
+
+LLM_PROVIDERS: dict[str, LLMProvider] = {
+    "openai": LLMProvider("https://api.openai.com/v1", "json_schema"),
+    "vllm": LLMProvider("http://127.0.0.1:8000/v1", "json_schema"),
+    "ollama": LLMProvider("http://127.0.0.1:11434/v1", "json_schema"),
+    "llamacpp": LLMProvider("http://127.0.0.1:8080/v1", "llamacpp"),  # llama.cpp's llama-server
+}
+"""The providers of the ``llm`` shorthand (``TIERFLOW_LLM=ollama:llama3.2``)."""
+
+
 class Settings(BaseSettings):
     """Every setting, from keyword arguments, ``TIERFLOW_*`` variables and a TOML file;
     build it once with ``load_settings()`` at an entry point and pass it down."""
@@ -51,12 +70,26 @@ class Settings(BaseSettings):
     seed: int = 0
 
     # The large model (any OpenAI-compatible endpoint, or the embedded llama.cpp server).
+    # ``llm`` is a shorthand (``openai:gpt-4o-mini``, ``ollama:llama3.2``) filling the three
+    # fields below it; OPENAI_BASE_URL and OPENAI_API_KEY stand in for unset base URL and key.
+    llm: str | None = Field(None, description="provider:model; providers: " + ", ".join(LLM_PROVIDERS))
     llm_base_url: str | None = Field(None, description="unset: start the embedded server")
     llm_api_key: SecretStr | None = None
     llm_model: str | None = Field(None, description="model name at the endpoint")
     llm_timeout: float = Field(180.0, gt=0)
     llm_max_retries: int = Field(2, ge=0)
-    llm_response_format: Literal["auto", "json_schema", "llamacpp", "none"] = "auto"
+    llm_response_format: Literal["auto", "json_schema", "llamacpp", "none"] = Field(
+        "auto", description="auto: json_schema, or llama.cpp's form when the server refuses it"
+    )
+    llm_token_parameter: Literal["auto", "max_tokens", "max_completion_tokens"] = Field(
+        "auto", description="auto: by endpoint and model name, switched once when the server refuses it"
+    )
+    llm_temperature: float | None = Field(
+        0.0, ge=0.0, le=2.0, description="'default': never sent; dropped when the server refuses it"
+    )
+    llm_native_tools: Literal["auto", "on", "off"] = Field(
+        "auto", description="the endpoint's tools= parameter; auto: try it, fall back when refused"
+    )
     embedded_llm_model: str = Field("qwen2.5-coder-1.5b", description="catalog name or GGUF path")
     embedded_llm_n_ctx: int = Field(4096, ge=512)
     embedded_llm_threads: int | None = Field(None, ge=1)
@@ -91,6 +124,34 @@ class Settings(BaseSettings):
     plan_reuse_similarity: float = Field(
         0.93, ge=0.0, le=1.0, description="reuse the plan of a past task at least this similar (1: never)"
     )
+
+    @field_validator("llm_temperature", mode="before")
+    @classmethod
+    def _server_default_temperature(cls, value: Any) -> Any:
+        """``TIERFLOW_LLM_TEMPERATURE=default`` (or ``none``) sends none: the server's applies."""
+        if isinstance(value, str) and value.strip().lower() in {"", "default", "none"}:
+            return None
+        return value
+
+    @model_validator(mode="after")
+    def _resolve_llm_endpoint(self) -> Self:
+        """Fill the endpoint from the ``llm`` shorthand, then from the OpenAI SDK's own
+        variables (OPENAI_BASE_URL, OPENAI_API_KEY). A field set explicitly always wins, and
+        OPENAI_BASE_URL only stands in for OpenAI: ``ollama:...`` keeps Ollama's address."""
+        openai_url = os.environ.get("OPENAI_BASE_URL") or None
+        openai_key = os.environ.get("OPENAI_API_KEY") or None
+        if self.llm:
+            name, provider, model = _llm_shorthand(self.llm)
+            if self.llm_base_url is None:
+                self.llm_base_url = (openai_url if name == "openai" else None) or provider.base_url
+            self.llm_model = self.llm_model or model
+            if self.llm_response_format == "auto":
+                self.llm_response_format = provider.response_format
+        elif self.llm_base_url is None:
+            self.llm_base_url = openai_url  # a remote endpoint, not the embedded server
+        if self.llm_api_key is None and openai_key:
+            self.llm_api_key = SecretStr(openai_key)
+        return self
 
     @classmethod
     def settings_customise_sources(
@@ -233,6 +294,23 @@ def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings
     register(loaded.secrets())
     install_log_scrubbing()
     return loaded
+
+
+def _llm_shorthand(value: str) -> tuple[str, LLMProvider, str]:
+    """``provider:model`` split and checked; the model may hold colons (``ollama:llama3.2:3b``)."""
+    name, _, model = value.partition(":")
+    name, model = name.strip().lower(), model.strip()
+    hint = (
+        "TIERFLOW_LLM takes provider:model with provider one of "
+        + ", ".join(LLM_PROVIDERS)
+        + " (e.g. TIERFLOW_LLM=ollama:llama3.2); for another endpoint set TIERFLOW_LLM_BASE_URL "
+        "and TIERFLOW_LLM_MODEL instead."
+    )
+    if not model:
+        raise ConfigError(f"TIERFLOW_LLM={value!r} is not provider:model", hint=hint)
+    if name not in LLM_PROVIDERS:
+        raise ConfigError(f"unknown LLM provider {name!r} in TIERFLOW_LLM={value!r}", hint=hint)
+    return name, LLM_PROVIDERS[name], model
 
 
 def _mask(secret: SecretStr | None) -> str | None:
