@@ -35,6 +35,7 @@ from tierflow.memory.records import (
 )
 from tierflow.memory.tables import ModelCall, Run, Step, ToolCall, utcnow
 from tierflow.secrets import register, scrub_value
+from tierflow.telemetry import RunTelemetry
 
 if TYPE_CHECKING:
     from tierflow.memory.recorder import StepHandle
@@ -111,6 +112,8 @@ class TraceStore:
     def __init__(self, engine: Engine, *, secrets: Sequence[str] = ()) -> None:
         self.engine = engine
         register(secrets)
+        # each run also goes to OpenTelemetry when OTEL_EXPORTER_OTLP_ENDPOINT is set
+        self.telemetry = RunTelemetry.from_env()
         try:
             migrate(engine)
         except (OperationalError, DatabaseError) as exc:
@@ -141,6 +144,8 @@ class TraceStore:
     def start_run(self, task: str, **fields: Any) -> str:
         run_id = fields.pop("id", None) or uuid.uuid4().hex[:16]
         self._add(Run(id=run_id, task=self.scrub(task), owner=this_process(), **self.scrub(fields)))
+        if self.telemetry is not None:
+            self.telemetry.run_started(str(run_id), task, fields)
         return str(run_id)
 
     def reopen_run(self, run_id: str) -> int:
@@ -153,6 +158,9 @@ class TraceStore:
             run.owner = this_process()
             last = session.exec(select(func.max(Step.seq)).where(Step.run_id == full_id)).one()
             session.commit()
+            if self.telemetry is not None:
+                models = {"graph": run.graph, "slm_model": run.slm_model, "llm_model": run.llm_model}
+                self.telemetry.run_started(full_id, run.task, models, resumed=True)
         return int(last or 0) + 1
 
     def run_settings(self, run_id: str) -> dict[str, Any]:
@@ -188,6 +196,8 @@ class TraceStore:
             run.status, run.answer, run.error = status, self.scrub(answer), self.scrub(error)
             run.finished_at = utcnow()
             session.commit()
+        if self.telemetry is not None:
+            self.telemetry.run_finished(run_id, status, answer=answer, error=error)
 
     def write_step(
         self, run_id: str, step: StepHandle, *, status: str = "ok", error: str | None = None
@@ -226,6 +236,8 @@ class TraceStore:
                     for t in step.tools
                 ]
                 connection.execute(insert(ToolCall), tools)
+        if self.telemetry is not None:
+            self.telemetry.step_written(run_id, step, status=status, error=error, finished_at=now)
         return step_id
 
     def _fields(self, record: ModelCallRecord) -> dict[str, Any]:
@@ -260,6 +272,8 @@ class TraceStore:
                 call.escalation_refused = refused
             session.add(call)
             session.commit()
+        if self.telemetry is not None:
+            self.telemetry.call_marked(run_id, ref, escalation_reason=escalation_reason, refused=refused)
 
     def get_model_call(self, call_id: int) -> StoredModelCall:
         with Session(self.engine) as session:

@@ -24,7 +24,7 @@ os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")  # before chromadb imports o
 @pytest.fixture(autouse=True)
 def isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
     for key in list(os.environ):
-        if key.startswith("TIERFLOW_"):
+        if key.startswith(("TIERFLOW_", "OPENAI_", "OTEL_")):  # a developer's shell is not the test's
             monkeypatch.delenv(key)
     data = tmp_path / "data"
     monkeypatch.setenv("TIERFLOW_DATA_DIR", str(data))

@@ -207,7 +207,7 @@ def show_evidence(trace: RunTrace, evidence: dict[str, Any]) -> None:
             st.text(f"{label}: {evidence[key]}")
 
 
-def accuracy_vs_tokens(results: list[dict[str, Any]]) -> alt.Chart:
+def accuracy_vs_tokens(results: list[dict[str, Any]]) -> alt.LayerChart:
     """One point per suite and policy: accuracy against LLM tokens per 100 items, so that
     tiered's case (near the LLM's accuracy at a fraction of its tokens) shows at a glance."""
     points = [
@@ -230,7 +230,8 @@ def accuracy_vs_tokens(results: list[dict[str, Any]]) -> alt.Chart:
         tooltip=["suite", "policy", "accuracy %", "LLM tokens per 100 items"],
     )
     lines = base.mark_line(color="#b0bec5").encode(detail="suite:N", color=alt.value("#b0bec5"))
-    return lines + base.mark_point(size=90, filled=True).encode(shape="suite:N")
+    chart: alt.LayerChart = lines + base.mark_point(size=90, filled=True).encode(shape="suite:N")
+    return chart
 
 
 def timeline_chart(trace: RunTrace) -> alt.Chart | None:
