@@ -20,18 +20,23 @@ the refused parameter and the setting that changes it.
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
 import openai
 from tierflow.agents.grammar import grammar_schema
 from tierflow.agents.protocol import Completion, Message, Tier
+from tierflow.agents.tool_calls import (
+    ToolCallResult,
+    chosen_call,
+    function_spec,
+    tool_reply_schema,
+    with_tool_instruction,
+)
 from tierflow.errors import LLMUnavailableError
 from tierflow.secrets import scrub
 
@@ -66,23 +71,6 @@ _HINTS = {
     "to fall back to JSON replies, or off; vLLM needs --enable-auto-tool-choice and "
     "--tool-call-parser, llama.cpp's llama-server needs --jinja.",
 }
-
-
-@dataclass(frozen=True)
-class ToolCallResult:
-    """What one ``call_tool`` returned: the tool the model chose and its arguments, or none."""
-
-    name: str | None  # None: no call, or an unusable one (then ``problem`` says why)
-    arguments: dict[str, Any]
-    text: str  # what the model wrote: its message, or else the raw arguments of its call
-    model: str
-    prompt_tokens: int
-    completion_tokens: int
-    latency_ms: float
-    native: bool  # True: through the endpoint's tools=; False: a JSON reply to a schema
-    messages: list[Message]  # exactly what was sent (the JSON path adds the tools to the system message)
-    finish_reason: str = "stop"
-    problem: str | None = None  # the model's mistake, for the trace or for asking again
 
 
 class OpenAIChatModel:
@@ -159,15 +147,16 @@ class OpenAIChatModel:
         endpoint refused them under ``auto``; then the model replies ``{"tool", "arguments"}``
         as JSON under a schema. With ``tool_choice="auto"`` it may call none. An unusable call
         (unknown tool, arguments that are not a JSON object) is the model's mistake, not a
-        failure: it comes back with ``name=None`` and the reason in ``problem``.
+        failure: it comes back with ``name=None`` and the reason in ``problem``. The specs and
+        the reading of the reply are in ``tierflow.agents.tool_calls``.
         """
-        functions = [_function(spec) for spec in tools]
+        functions = [function_spec(spec) for spec in tools]
         names = [function["name"] for function in functions]
 
         def request() -> dict[str, Any]:
             if self._native is False:
-                schema = _tool_reply_schema(names, tool_choice)
-                sent = _with_tool_instruction(messages, functions, tool_choice)
+                schema = tool_reply_schema(names, tool_choice)
+                sent = with_tool_instruction(messages, functions, tool_choice)
                 return {"messages": sent, **self._parameters(max_tokens, schema=schema)}
             wrapped = [{"type": "function", "function": function} for function in functions]
             parameters = self._parameters(max_tokens, tools=wrapped, tool_choice=tool_choice)
@@ -178,9 +167,7 @@ class OpenAIChatModel:
         if native and self._native is None:
             self._native = True
         choice, message = self._first_choice(response)
-        name, arguments, text, problem = _chosen_call(message, native, names)
-        if name is None and problem is None and tool_choice == "required":
-            problem = "it called no tool, though one was required"
+        name, arguments, text, problem = chosen_call(message, native, names, tool_choice)
         prompt_tokens, completion_tokens = _usage(response)
         return ToolCallResult(
             name=name,
@@ -332,81 +319,6 @@ def _usage(response: Any) -> tuple[int, int]:
 def _served_model(response: Any, asked: str) -> str:
     model = getattr(response, "model", None)
     return model if isinstance(model, str) and model else asked
-
-
-# Tool calls ------------------------------------------------------------------------------
-def _function(spec: Mapping[str, Any]) -> dict[str, Any]:
-    function = spec.get("function") if spec.get("type") == "function" else spec
-    if not isinstance(function, Mapping) or not isinstance(function.get("name"), str):
-        raise ValueError(f"a tool spec needs a name, as ToolRegistry.specs() gives them: {spec!r}")
-    return dict(function)
-
-
-def _tool_reply_schema(names: Sequence[str], tool_choice: str) -> dict[str, Any]:
-    choices = [*names, "none"] if tool_choice == "auto" else list(names)
-    return {
-        "type": "object",
-        "properties": {"tool": {"type": "string", "enum": choices}, "arguments": {"type": "object"}},
-        "required": ["tool", "arguments"],
-    }
-
-
-def _with_tool_instruction(
-    messages: Sequence[Message], functions: Sequence[Mapping[str, Any]], tool_choice: str
-) -> list[Message]:
-    """The messages with the tools described in the system message (a copy)."""
-    instruction = (
-        'Call one of these tools by replying with JSON only: {"tool": <its name>, "arguments": '
-        "{<its parameters>}}."
-        + (' If none of them fits, reply {"tool": "none", "arguments": {}}.' if tool_choice == "auto" else "")
-        + "\nTools:\n"
-        + "\n".join(json.dumps(function) for function in functions)
-    )
-    if messages and messages[0]["role"] == "system":
-        first: Message = {"role": "system", "content": f"{messages[0]['content']}\n\n{instruction}"}
-        return [first, *messages[1:]]
-    return [{"role": "system", "content": instruction}, *messages]
-
-
-def _chosen_call(
-    message: Any, native: bool, names: Sequence[str]
-) -> tuple[str | None, dict[str, Any], str, str | None]:
-    """The tool a reply calls (or None), its arguments, the reply's text, and any problem."""
-    calls = getattr(message, "tool_calls", None) or []
-    function = getattr(calls[0], "function", None) if native and calls else None
-    if function is not None:
-        name, arguments, problem = _checked_call(function.name, function.arguments, names)
-        return name, arguments, message.content or function.arguments or "", problem
-    text = message.content or ""
-    name, arguments, problem = (None, {}, None) if native else _json_call(text, names)
-    return name, arguments, text, problem
-
-
-def _json_call(text: str, names: Sequence[str]) -> tuple[str | None, dict[str, Any], str | None]:
-    try:
-        reply = json.loads(text)
-    except ValueError:
-        return None, {}, "the reply is not JSON"
-    if not isinstance(reply, dict) or not isinstance(reply.get("tool"), str):
-        return None, {}, 'the reply names no "tool"'
-    if reply["tool"] == "none":
-        return None, {}, None
-    return _checked_call(reply["tool"], reply.get("arguments", {}), names)
-
-
-def _checked_call(
-    name: object, arguments: object, names: Sequence[str]
-) -> tuple[str | None, dict[str, Any], str | None]:
-    if name not in names:
-        return None, {}, f"it called {name!r}, which is not one of the tools ({', '.join(names)})"
-    if isinstance(arguments, str):
-        try:
-            arguments = json.loads(arguments or "{}")
-        except ValueError:
-            return None, {}, f"the arguments of {name!r} are not JSON: {arguments!r}"
-    if not isinstance(arguments, dict):
-        return None, {}, f"the arguments of {name!r} are not a JSON object: {arguments!r}"
-    return str(name), arguments, None
 
 
 # Errors ----------------------------------------------------------------------------------

@@ -10,7 +10,7 @@ from typing import Any
 import jinja2
 from tierflow.agents.protocol import Message
 
-__all__ = ["render_messages"]
+__all__ = ["render_messages", "render_text"]
 
 
 @lru_cache(maxsize=1)
@@ -34,3 +34,8 @@ def render_messages(name: str, **values: Any) -> list[Message]:
     system = env.get_template(f"{name}.system.j2").render(**values).strip()
     user = env.get_template(f"{name}.user.j2").render(**values).strip()
     return [{"role": "system", "content": system}, {"role": "user", "content": user}]
+
+
+def render_text(template: str, **values: Any) -> str:
+    """One prompt template (a file name under prompts/) filled with ``values``."""
+    return _environment().get_template(template).render(**values)

@@ -31,25 +31,32 @@ from __future__ import annotations
 
 import atexit
 import contextlib
-import json
 import logging
 import os
 import threading
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from tierflow import __version__
-from tierflow.secrets import scrub, scrub_value
+from tierflow.otel_spans import (
+    PROVIDERS,
+    Span,
+    emit,
+    finish_run_span,
+    mark_call,
+    open_provider,
+    run_span,
+    step_span,
+)
 
 if TYPE_CHECKING:
-    from opentelemetry.context import Context
-    from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+    from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import SpanExporter
     from opentelemetry.trace import Tracer
     from tierflow.memory.recorder import StepHandle
-    from tierflow.memory.records import CallRef, ModelCallRecord, ToolCallRecord
+    from tierflow.memory.records import CallRef
 
 __all__ = ["RunTelemetry", "ENDPOINT_VARIABLES", "CONTENT_VARIABLE", "PROVIDERS"]
 
@@ -57,32 +64,14 @@ logger = logging.getLogger(__name__)
 
 ENDPOINT_VARIABLES = ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT")
 CONTENT_VARIABLE = "TIERFLOW_OTEL_CONTENT"
-PROVIDERS = {"slm": "llama.cpp", "llm": "openai"}  # gen_ai.system of each tier
 FLUSH_WAIT_S = 3.0  # the longest a run's end waits for its spans to be sent
-_EXPORTER_LOG = "opentelemetry.exporter.otlp.proto.http.trace_exporter"
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-
-Attributes = dict[str, str | bool | int | float | Sequence[str]]
-
-
-@dataclass
-class _Span:
-    """A span to make when the run finishes."""
-
-    name: str
-    start: datetime
-    end: datetime
-    attributes: Attributes
-    error: str | None = None
-    client: bool = False  # a call to a model served by another process
-    children: list[_Span] = field(default_factory=list)
 
 
 @dataclass
 class _Run:
-    root: _Span
+    root: Span
     models: dict[str, str]  # the model requested of each tier
-    calls: dict[tuple[int, int], _Span] = field(default_factory=dict)  # by (step seq, index)
+    calls: dict[tuple[int, int], Span] = field(default_factory=dict)  # by (step seq, index)
 
 
 class RunTelemetry:
@@ -122,20 +111,10 @@ class RunTelemetry:
         """A run began (or a stopped one was reopened): ``fields`` as ``TraceStore.start_run``
         got them (``graph``, ``slm_model``, ``llm_model``, ``parent_run_id``)."""
         with self._safely():
-            now = datetime.now(UTC)
-            attributes: Attributes = {
-                "tierflow.run_id": run_id,
-                "tierflow.graph": str(fields.get("graph") or "task"),
-                "openinference.span.kind": "CHAIN",
-            }
-            if fields.get("parent_run_id"):
-                attributes["tierflow.parent_run_id"] = str(fields["parent_run_id"])
-            if resumed:
-                attributes["tierflow.resumed"] = True
-            if self.content:
-                attributes["input.value"] = scrub(task)
+            root = run_span(
+                run_id, task, fields, resumed=resumed, content=self.content, now=datetime.now(UTC)
+            )
             models = {tier: str(fields.get(f"{tier}_model") or "") for tier in PROVIDERS}
-            root = _Span(str(attributes["tierflow.graph"]), now, now, attributes)
             with self._lock:
                 self._runs[run_id] = _Run(root, models)
 
@@ -147,19 +126,16 @@ class RunTelemetry:
                 run = self._runs.get(run_id)
             if run is None:
                 return
-            attributes: Attributes = {
-                "tierflow.run_id": run_id,
-                "tierflow.node": step.node,
-                "tierflow.step": step.seq,
-                "tierflow.status": status,
-                "openinference.span.kind": "CHAIN",
-            }
-            span = _Span(step.node, step.started_at, finished_at, attributes, _error(status, error))
-            latencies = [c.latency_ms for c in step.calls] + [t.latency_ms for t in step.tools]
-            times = iter(_lay_out(step.started_at, finished_at, latencies))
-            calls = [self._model_call(run_id, run, c, *next(times)) for c in step.calls]
-            tools = [self._tool_call(run_id, step.node, t, *next(times)) for t in step.tools]
-            span.children = calls + tools
+            span = step_span(
+                run_id,
+                step,
+                status=status,
+                error=error,
+                finished_at=finished_at,
+                models=run.models,
+                content=self.content,
+            )
+            calls = span.children[: len(step.calls)]  # its model calls, before its tool calls
             with self._lock:
                 run.root.children.append(span)
                 run.calls.update({(step.seq, index): call for index, call in enumerate(calls)})
@@ -174,11 +150,7 @@ class RunTelemetry:
                 call = run.calls.get((ref.step_seq, ref.index)) if run else None
                 if call is None:
                     return
-                if escalation_reason is not None:
-                    call.attributes["tierflow.escalated"] = refused is None
-                    call.attributes["tierflow.escalation_reason"] = scrub(escalation_reason)
-                if refused is not None:
-                    call.attributes["tierflow.escalation_refused"] = refused
+                mark_call(call, escalation_reason=escalation_reason, refused=refused)
 
     def run_finished(self, run_id: str, status: str, *, answer: str | None, error: str | None) -> None:
         """Make the run's spans and flush them."""
@@ -187,15 +159,8 @@ class RunTelemetry:
                 run = self._runs.pop(run_id, None)
             if run is None:
                 return
-            root = run.root
-            root.attributes["tierflow.status"] = status
-            if status != "succeeded":
-                root.error, root.attributes["error.type"] = scrub(error or status), status
-            if self.content and answer is not None:
-                root.attributes["output.value"] = scrub(answer)
-            root.start = min([root.start, *(step.start for step in root.children)])
-            root.end = max([datetime.now(UTC), *(step.end for step in root.children)])
-            _emit(self._tracer(), root, None)
+            finish_run_span(run.root, status, answer=answer, error=error, content=self.content)
+            emit(self._tracer(), run.root)
             self._flush()
 
     def close(self) -> None:
@@ -226,63 +191,6 @@ class RunTelemetry:
     def _flush_pending(self) -> bool:
         return self._flushing is not None and self._flushing.is_alive()
 
-    # Spans --------------------------------------------------------------------------------
-    def _model_call(
-        self, run_id: str, run: _Run, call: ModelCallRecord, start: datetime, end: datetime
-    ) -> _Span:
-        provider = PROVIDERS.get(call.tier, call.tier)
-        requested = run.models.get(call.tier) or call.model
-        attributes: Attributes = {
-            "gen_ai.operation.name": "chat",
-            "gen_ai.system": provider,
-            "gen_ai.provider.name": provider,  # the name newer conventions use
-            "gen_ai.request.model": requested,
-            "gen_ai.response.model": call.model,
-            "gen_ai.usage.input_tokens": call.prompt_tokens,
-            "gen_ai.usage.output_tokens": call.completion_tokens,
-            "tierflow.run_id": run_id,
-            "tierflow.node": call.node,
-            "tierflow.tier": call.tier,
-            "tierflow.escalated": call.escalated,
-            "openinference.span.kind": "LLM",
-        }
-        optional: dict[str, Any] = {
-            "gen_ai.request.max_tokens": call.max_tokens,
-            "gen_ai.response.finish_reasons": [call.finish_reason] if call.finish_reason else None,
-            "tierflow.escalation_reason": scrub(call.escalation_reason or "") or None,
-            "tierflow.escalation_refused": call.escalation_refused,
-            "tierflow.confidence": call.confidence,
-            "tierflow.score": call.score,
-        }
-        attributes.update({key: value for key, value in optional.items() if value is not None})
-        if self.content:
-            attributes["gen_ai.input.messages"] = _json(
-                [{"role": m["role"], "parts": [_text(m["content"])]} for m in call.messages]
-            )
-            if call.raw_output is not None:
-                reply = {"role": "assistant", "parts": [_text(call.raw_output)]}
-                attributes["gen_ai.output.messages"] = _json([{**reply, "finish_reason": call.finish_reason}])
-        error = _error("error" if call.error else "ok", call.error)
-        return _Span(f"chat {requested}", start, end, attributes, error, client=call.tier == "llm")
-
-    def _tool_call(
-        self, run_id: str, node: str, call: ToolCallRecord, start: datetime, end: datetime
-    ) -> _Span:
-        attributes: Attributes = {
-            "gen_ai.operation.name": "execute_tool",
-            "gen_ai.tool.name": call.tool,
-            "gen_ai.tool.type": "function",
-            "tierflow.run_id": run_id,
-            "tierflow.node": node,
-            "openinference.span.kind": "TOOL",
-        }
-        if self.content:
-            attributes["gen_ai.tool.call.arguments"] = _json(call.arguments)
-            if call.result is not None:
-                attributes["gen_ai.tool.call.result"] = scrub(call.result)
-        error = _error("error" if call.error else "ok", call.error)
-        return _Span(f"execute_tool {call.tool}", start, end, attributes, error)
-
     # The OpenTelemetry pipeline -------------------------------------------------------------
     def _tracer(self) -> Tracer:
         with self._lock:
@@ -291,41 +199,8 @@ class RunTelemetry:
             return self._provider.get_tracer("tierflow", __version__)
 
     def _open_provider(self) -> TracerProvider:
-        from opentelemetry.sdk.resources import SERVICE_NAME, Resource
-        from opentelemetry.sdk.trace import TracerProvider
-        from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
-
-        if self._exporter is None:
-            from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
-
-            _quiet_exporter_log()
-            self._exporter = OTLPSpanExporter()
-        inner, report = self._exporter, self._report
-
-        class Reporting(SpanExporter):
-            """The exporter, telling the telemetry whether each export got through."""
-
-            def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
-                try:
-                    result = inner.export(spans)
-                except Exception as exc:  # noqa: BLE001 - an exporter's failure must not escape
-                    report(str(exc) or type(exc).__name__)
-                    return SpanExportResult.FAILURE
-                report(None if result is SpanExportResult.SUCCESS else _LOG_FILTER.take())
-                return result
-
-            def shutdown(self) -> None:
-                inner.shutdown()
-
-            def force_flush(self, timeout_millis: int = 30000) -> bool:
-                return inner.force_flush(timeout_millis)
-
-        resource = Resource.create()
-        if str(resource.attributes.get(SERVICE_NAME, "")).startswith("unknown_service"):
-            resource = resource.merge(Resource({SERVICE_NAME: "tierflow"}))
-        provider = TracerProvider(resource=resource, shutdown_on_exit=False)
+        provider, self._exporter = open_provider(self._exporter, self._report)
         atexit.register(self.close)
-        provider.add_span_processor(BatchSpanProcessor(Reporting()))
         return provider
 
     def _report(self, failure: str | None) -> None:
@@ -355,91 +230,5 @@ class RunTelemetry:
             self._warn(f"{type(exc).__name__}: {exc}")
 
 
-def _emit(tracer: Tracer, span: _Span, parent: Context | None) -> None:
-    from opentelemetry.context import Context
-    from opentelemetry.trace import SpanKind, Status, StatusCode, set_span_in_context
-
-    made = tracer.start_span(
-        span.name,
-        context=parent or Context(),  # a run is a trace of its own, whatever is current
-        kind=SpanKind.CLIENT if span.client else SpanKind.INTERNAL,
-        attributes=span.attributes,
-        start_time=_ns(span.start),
-    )
-    if span.error is not None:
-        made.set_status(Status(StatusCode.ERROR, span.error))
-        if "error.type" not in span.attributes:
-            made.set_attribute("error.type", _error_type(span.error))
-    context = set_span_in_context(made)
-    for child in span.children:
-        _emit(tracer, child, context)
-    made.end(end_time=_ns(span.end))
-
-
-def _lay_out(
-    start: datetime, end: datetime, latencies_ms: Sequence[float]
-) -> list[tuple[datetime, datetime]]:
-    """Spans of these durations end to end from ``start``, none past ``end``."""
-    placed, cursor = [], start
-    for latency in latencies_ms:
-        begin = min(cursor, end)
-        cursor = cursor + timedelta(milliseconds=max(latency, 0.0))
-        placed.append((begin, min(cursor, end)))
-    return placed
-
-
-class _ExporterLogFilter(logging.Filter):
-    """Keeps the OTLP exporter's failure messages (the first and the last of an export) for
-    tierflow's one warning, instead of logging them for every failed batch."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self._messages: list[str] = []
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if record.levelno < logging.WARNING:
-            return True
-        self._messages[1:] = [scrub(record.getMessage())]
-        return False
-
-    def take(self) -> str:
-        """Why the last export failed, as the exporter logged it; forgets it."""
-        messages, self._messages = self._messages, []
-        return " ".join(dict.fromkeys(messages)) or "the collector did not accept the spans"
-
-
-_LOG_FILTER = _ExporterLogFilter()
-
-
-def _quiet_exporter_log() -> None:
-    exporter_log = logging.getLogger(_EXPORTER_LOG)
-    if _LOG_FILTER not in exporter_log.filters:
-        exporter_log.addFilter(_LOG_FILTER)
-
-
-def _error(status: str, error: str | None) -> str | None:
-    return scrub(error or "error") if status != "ok" else None
-
-
-def _error_type(error: str) -> str:
-    """A short class of error for ``error.type``: the exception's name when the message
-    starts with one, else ``_OTHER``."""
-    head = error.split(":", 1)[0].strip()
-    return head if head.replace(".", "").isidentifier() and head[:1].isupper() else "_OTHER"
-
-
 def _truthy(value: str | None) -> bool:
     return (value or "").strip().lower() in ("1", "true", "yes", "on")
-
-
-def _json(value: Any) -> str:
-    return json.dumps(scrub_value(value), ensure_ascii=False, default=str)
-
-
-def _text(content: str) -> dict[str, str]:
-    return {"type": "text", "content": content}
-
-
-def _ns(moment: datetime) -> int:
-    aware = moment if moment.tzinfo else moment.replace(tzinfo=UTC)
-    return (aware - _EPOCH) // timedelta(microseconds=1) * 1000

@@ -21,7 +21,7 @@ from tierflow.errors import LLMUnavailableError
 from tierflow.graphs.examples import triage
 from tierflow.memory import TraceStore
 from tierflow.memory.tracelog import TraceLog, replay
-from tierflow.telemetry import _lay_out
+from tierflow.otel_spans import lay_out
 
 from tests import otlp_receiver
 from tests.kit_support import scripted_tiers
@@ -320,7 +320,5 @@ def test_an_unreachable_collector_never_fails_a_run(
 def test_calls_are_laid_end_to_end_within_their_step() -> None:
     start = datetime(2025, 1, 1, tzinfo=UTC)
     end = start + timedelta(milliseconds=100)
-    at = [
-        (a - start) / timedelta(milliseconds=1) for pair in _lay_out(start, end, [30, 50, 40]) for a in pair
-    ]
+    at = [(a - start) / timedelta(milliseconds=1) for pair in lay_out(start, end, [30, 50, 40]) for a in pair]
     assert at == [0, 30, 30, 80, 80, 100]  # the last one is cut at the step's end
