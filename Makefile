@@ -13,16 +13,23 @@ export ORT_DISABLE_TELEMETRY ?= 1
 BFCL_EVAL ?= bfcl-eval==2026.3.23
 QUICK ?= 10
 
-.PHONY: setup models run demo browser postgres reliability test check lint eval eval-full bench results-table clean
+.PHONY: lock setup models run demo browser postgres reliability test check lint eval eval-full bench results-table clean
 
 setup: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml
+# Every extra, at the versions of requirements-dev.lock (the environment CI tests).
+$(VENV)/.installed: pyproject.toml requirements-dev.lock
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -c requirements-dev.lock -e '.[dev]'
 	$(BIN)/python -m pip install --quiet --no-deps '$(BFCL_EVAL)'
 	@touch $@
+
+# Pin the development environment as it is now (after changing pyproject.toml's dependencies).
+lock: setup
+	{ echo "# The development environment, pinned: make setup installs with these as constraints."; \
+	  echo "# Regenerate after changing dependencies: make lock"; \
+	  $(BIN)/python -m pip freeze --exclude-editable | grep -v '^tierflow'; } > requirements-dev.lock
 
 models: setup
 	$(BIN)/tierflow models pull qwen2.5-coder-0.5b

@@ -289,8 +289,9 @@ def _worker_settings(
     )
     if settings.llm_base_url is None and not all_local and make_tiers is None:
         from tierflow.agents.server import EmbeddedLLM
+        from tierflow.agents.tiers import resolved
 
-        llm = app.tiers.llm
+        llm = resolved(app.tiers.llm)
         if isinstance(llm, EmbeddedLLM):
             llm.load()
             update.update(

@@ -7,6 +7,7 @@ the SLM loads on first use, the embedded LLM server starts on the first LLM call
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping, Sequence
 from functools import cached_property
 from pathlib import Path
@@ -17,11 +18,12 @@ from tierflow.agents.llm import OpenAIChatModel
 from tierflow.agents.protocol import ChatModel
 from tierflow.agents.server import EmbeddedLLM, EmbeddedServer
 from tierflow.agents.slm import LlamaCppModel
-from tierflow.agents.tiers import Tiers
+from tierflow.agents.tiers import Deferred, Tiers, built
 from tierflow.errors import ConfigError
 from tierflow.graphs.runner import TaskRunner
 from tierflow.graphs.running import GraphResult, run_graph
 from tierflow.memory.traces import TraceStore
+from tierflow.optional import installed, require
 from tierflow.settings import Settings
 from tierflow.tools.builtins import default_registry
 from tierflow.tools.registry import ToolRegistry
@@ -32,6 +34,8 @@ if TYPE_CHECKING:
     from tierflow.memory.embeddings import OfflineEmbeddings, Relevance
 
 __all__ = ["App", "build_slm", "build_llm"]
+
+logger = logging.getLogger("tierflow")
 
 
 def _model_name(spec: str) -> str:
@@ -49,6 +53,7 @@ def model_file(settings: Settings, spec: str, setting: str, progress: Progress |
 
 
 def build_slm(settings: Settings, progress: Progress | None = None) -> LlamaCppModel:
+    require("llama_cpp", purpose="the local SLM tier")
     path = model_file(settings, settings.slm_model, "TIERFLOW_SLM_MODEL", progress)
     return LlamaCppModel(
         path,
@@ -95,6 +100,11 @@ def build_llm(settings: Settings, progress: Progress | None = None) -> ChatModel
             native_tools=settings.llm_native_tools,
             seed=settings.seed,
         )
+    require(
+        "llama_cpp",
+        "uvicorn",
+        purpose="the embedded LLM server (used when no TIERFLOW_LLM or TIERFLOW_LLM_BASE_URL is set)",
+    )
     path = model_file(settings, settings.embedded_llm_model, "TIERFLOW_EMBEDDED_LLM_MODEL", progress)
     server = EmbeddedServer(
         path,
@@ -109,6 +119,7 @@ def build_llm(settings: Settings, progress: Progress | None = None) -> ChatModel
 
 def load_embeddings(settings: Settings, progress: Progress | None = None) -> OfflineEmbeddings:
     """The offline sentence embeddings (pulled first when missing and ``auto_pull`` is on)."""
+    require("chromadb", "onnxruntime", "tokenizers", purpose="the offline embeddings of the memory")
     from tierflow.memory.embeddings import (
         OfflineEmbeddings,
         embedding_model_dir,
@@ -175,7 +186,7 @@ class App:
     def tools(self) -> ToolRegistry:
         """The built-in tools, and ``search_memory`` once documents were added to the memory."""
         registry = default_registry(self.settings.resolved_workspace())
-        if (self.settings.resolved_memory_dir() / "documents").is_dir():
+        if (self.settings.resolved_memory_dir() / "documents").is_dir() and installed("chromadb"):
             from tierflow.graphs.citing import search_memory_tool
 
             registry.register(search_memory_tool(lambda: self.documents))
@@ -183,8 +194,13 @@ class App:
 
     @cached_property
     def tiers(self) -> Tiers:
+        """Each tier's model is built on its first use: a run on one tier never resolves or
+        downloads the other's model file."""
+        conf = self.settings
+        embedded = None if conf.llm_base_url else _model_name(conf.embedded_llm_model)
         return Tiers(
-            slm=build_slm(self.settings, self._progress), llm=build_llm(self.settings, self._progress)
+            slm=Deferred("slm", _model_name(conf.slm_model), lambda: build_slm(conf, self._progress)),
+            llm=Deferred("llm", conf.llm_model or embedded or "llm", lambda: build_llm(conf, self._progress)),
         )
 
     @cached_property
@@ -206,8 +222,15 @@ class App:
 
     @cached_property
     def recall(self) -> Recall | None:
-        """The memory of verified decisions as task runs use it (None with ``memory`` off)."""
+        """The memory of verified decisions as task runs use it (None with ``memory`` off, or
+        without the ``memory`` extra installed)."""
         if not self.settings.memory:
+            return None
+        if not installed("chromadb", "onnxruntime", "tokenizers"):
+            logger.warning(
+                "the memory of verified decisions is off: it needs chromadb and onnxruntime "
+                "(pip install 'tierflow[memory]'), or set TIERFLOW_MEMORY=false"
+            )
             return None
         return open_recall(self.settings, self._progress, embeddings=self.embeddings)
 
@@ -246,8 +269,9 @@ class App:
         """Stop what this app started (the embedded server, the checkpoint database); parts
         given to it belong to the caller and are left as they are."""
         tiers = self.__dict__.get("tiers")
-        if "tiers" not in self._given and tiers is not None and isinstance(tiers.llm, EmbeddedLLM):
-            tiers.llm.close()
+        llm = built(tiers.llm) if tiers is not None else None
+        if "tiers" not in self._given and isinstance(llm, EmbeddedLLM):
+            llm.close()
         checkpointer = self.__dict__.get("checkpointer")
         if "checkpointer" not in self._given and checkpointer is not None:
             checkpointer.conn.close()

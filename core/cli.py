@@ -484,13 +484,16 @@ def ui(
     import secrets
     import subprocess
 
-    import tierflow.ui
-    from tierflow.ui.auth import TOKEN_VARIABLE
+    from tierflow.optional import require
 
     try:
+        require("streamlit", "pandas", "altair", purpose="the console")
         conf = settings()
     except TierflowError as exc:
         fail(exc)
+    import tierflow.ui
+    from tierflow.ui.auth import TOKEN_VARIABLE
+
     address, number = host or conf.ui_host, port or conf.ui_port
     env = dict(os.environ)
     token = ""

@@ -31,6 +31,7 @@ from tierflow.cli_support import (
     settings,
 )
 from tierflow.errors import TaskInputError, TierflowError
+from tierflow.optional import require
 
 if TYPE_CHECKING:
     from tierflow.memory.tables import JobDocument
@@ -140,6 +141,10 @@ def summarize(
     map-reduce, then a cross-document report on the LLM. Resumable: each finished document
     is stored at once, and the same command (or --resume JOB_ID) continues a stopped job.
     Exit status 0 only when every document was summarized."""
+    try:
+        require("pypdf", "docx", "bs4", purpose="batch summarization")
+    except TierflowError as exc:
+        fail(exc)
     from tierflow.app import App
     from tierflow.batch.job import JobRequest, run_job
     from tierflow.batch.worker import SummaryOptions

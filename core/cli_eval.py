@@ -23,13 +23,19 @@ from tierflow.settings import Settings, TierPolicy
 
 __all__ = ["eval_app"]
 
-eval_app = typer.Typer(no_args_is_help=True, help="Evaluations; results go to evals/results/.")
+eval_app = typer.Typer(
+    no_args_is_help=True,
+    help="Evaluations; results go to TIERFLOW_RESULTS_DIR: evals/results/ in a checkout, else "
+    "<data dir>/results.",
+)
 
 PolicyOption = Annotated[
     list[str],
     typer.Option("--policy", help="slm | llm | tiered; repeat to compare several on the same items."),
 ]
-OutOption = Annotated[Path | None, typer.Option("--out", help="Results directory (default: evals/results).")]
+OutOption = Annotated[
+    Path | None, typer.Option("--out", help="Results directory (default: the settings' results_dir).")
+]
 
 
 def _policies(names: list[str]) -> dict[str, TierPolicy]:
@@ -79,7 +85,6 @@ def eval_tools(
 ) -> None:
     """Tool selection and argument extraction on BFCL (or your cases), scored by BFCL's checker."""
     from tierflow.app import App
-    from tierflow.evals.report import RESULTS_DIR
     from tierflow.evals.tool_suite import evaluate_tools, load_suite, sample, tools_markdown
     from tierflow.render import EvalProgress
 
@@ -99,7 +104,7 @@ def eval_tools(
                 policies,
                 store,
                 seed=seed,
-                out_dir=out_dir or RESULTS_DIR,
+                out_dir=out_dir or settings().resolved_results_dir(),
                 settings=conf.masked(),
                 on_item=progress.item,
                 memory_for=partial(_fresh_memory, conf, name) if learn else None,
@@ -132,10 +137,10 @@ def eval_confidence(
 ) -> None:
     """Calibrate the confidence threshold for escalation and draw the share/accuracy curve."""
     from tierflow.evals.curve import confidence_markdown, confidence_report
-    from tierflow.evals.report import RESULTS_DIR, environment, write_results
+    from tierflow.evals.report import environment, write_results
 
-    directory = out_dir or RESULTS_DIR
-    paths = results or [RESULTS_DIR / f"bfcl_{c}.json" for c in ("simple_python", "multiple", "irrelevance")]
+    directory = out_dir or settings().resolved_results_dir()
+    paths = results or [directory / f"bfcl_{c}.json" for c in ("simple_python", "multiple", "irrelevance")]
     try:
         report = confidence_report(paths)
         report["environment"] = environment(settings().masked())
@@ -157,7 +162,7 @@ def eval_tasks(
 ) -> None:
     """The end-to-end task suite through the real task graph, checked by code."""
     from tierflow.app import App
-    from tierflow.evals.report import RESULTS_DIR, evaluate_policies
+    from tierflow.evals.report import evaluate_policies
     from tierflow.evals.tasks import TaskResult, load_tasks, run_tasks, summarize_tasks, tasks_markdown
     from tierflow.render import EvalProgress
 
@@ -172,7 +177,7 @@ def eval_tasks(
         policies = _policies(policy)
         conf = settings()
         store, trace_path = _eval_store(conf, traces)
-        path = (out_dir or RESULTS_DIR) / "tasks.json"
+        path = (out_dir or settings().resolved_results_dir()) / "tasks.json"
         with App(conf, progress=pull_progress()) as tierflow_app, EvalProgress(err) as progress:
             tiers = tierflow_app.tiers
 
@@ -209,7 +214,7 @@ def eval_summaries(
     """SLM and LLM summaries of long documents: key-fact coverage, faithfulness, length, ROUGE-L."""
     from tierflow.app import App
     from tierflow.evals.documents import load_documents, prepare_documents
-    from tierflow.evals.report import RESULTS_DIR, environment, tier_models, write_results
+    from tierflow.evals.report import environment, tier_models, write_results
     from tierflow.evals.summaries import evaluate_summaries, summaries_markdown, summaries_results
     from tierflow.render import EvalProgress
 
@@ -224,7 +229,7 @@ def eval_summaries(
             env = environment(conf.masked(), tier_models(tiers))
             scores = evaluate_summaries(tiers, documents, on_item=progress.item)
         data = summaries_results(scores, documents, env)
-        path = (out_dir or RESULTS_DIR) / "summaries.json"
+        path = (out_dir or settings().resolved_results_dir()) / "summaries.json"
         write_results(path, data, summaries_markdown(data))
     except TierflowError as exc:
         fail(exc)
@@ -241,7 +246,7 @@ def eval_bench(
     and N = 1, 2, 4, 8 concurrent runs sharing one SLM (throughput, p50/p95, fairness)."""
     from tierflow.app import model_file
     from tierflow.evals import bench, load
-    from tierflow.evals.report import RESULTS_DIR, environment, write_results
+    from tierflow.evals.report import environment, write_results
 
     try:
         conf = settings()
@@ -261,7 +266,7 @@ def eval_bench(
         with err.status("concurrent task runs sharing one SLM …"):
             data["load"] = load.load_levels(slm_path, n_threads=conf.slm_threads)
         data["environment"] = env
-        path = (out_dir or RESULTS_DIR) / "bench.json"
+        path = (out_dir or settings().resolved_results_dir()) / "bench.json"
         write_results(path, data, bench.bench_markdown(data))
     except TierflowError as exc:
         fail(exc)
@@ -281,9 +286,9 @@ def eval_batch(
     SLM share, LLM tokens, and the tiered summaries' quality against the all-LLM ones. The
     runs are written before they are judged, so a failed judgement loses no run."""
     from tierflow.evals.batch_bench import batch_markdown, batch_quality, batch_runs
-    from tierflow.evals.report import RESULTS_DIR, environment, read_results, write_results
+    from tierflow.evals.report import environment, read_results, write_results
 
-    path = (out_dir or RESULTS_DIR) / "batch.json"
+    path = (out_dir or settings().resolved_results_dir()) / "batch.json"
     try:
         conf = settings()
         with err.status("batch benchmark …") as status:
@@ -324,9 +329,9 @@ def eval_memory(
     retrieval (hit@1, hit@3, MRR, with and without the SLM's reranking) and cited answers
     (correctness, citation accuracy, SLM share, LLM tokens) per policy."""
     from tierflow.evals.memory_qa import POLICIES, memory_eval, memory_markdown
-    from tierflow.evals.report import RESULTS_DIR, environment, write_results
+    from tierflow.evals.report import environment, write_results
 
-    path = (out_dir or RESULTS_DIR) / "memory.json"
+    path = (out_dir or settings().resolved_results_dir()) / "memory.json"
     try:
         conf = settings()
         with err.status("memory evaluation …") as status:
@@ -401,7 +406,7 @@ def eval_routing(
 ) -> None:
     """The escalation score on paired SLM/LLM runs of BFCL: AUROC per node, share/accuracy curves."""
     from tierflow.agents.scoring import SCORER_FILE, EscalationScorer
-    from tierflow.evals.report import RESULTS_DIR, git_commit, write_results
+    from tierflow.evals.report import git_commit, write_results
     from tierflow.evals.routing import routing_markdown, routing_report, score_runs, train_scorer
     from tierflow.evals.routing_data import (
         FRESH_FILE,
@@ -482,7 +487,7 @@ def eval_routing(
         chosen_loss = conf.policy.max_loss if max_loss is None else max_loss
         report = routing_report(scorer, scored, chosen_loss, warm_scored, memory_size, fresh_scored)
         markdown = routing_markdown(report)
-        path = (out_dir or RESULTS_DIR) / "routing.json"
+        path = (out_dir or settings().resolved_results_dir()) / "routing.json"
         write_results(path, report, markdown)
     except TierflowError as exc:
         fail(exc)

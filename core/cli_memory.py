@@ -9,6 +9,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from tierflow.cli_support import JsonOption, emit_json, err, fail, out, pull_progress, settings
 from tierflow.errors import TaskInputError, TierflowError
+from tierflow.optional import require
 
 if TYPE_CHECKING:
     from tierflow.memory.documents import DocumentMemory
@@ -42,6 +43,10 @@ def memory_add(
 ) -> None:
     """Add documents (.txt .md .html .pdf .docx) to the memory: unchanged files are left as
     they are, changed ones replace their chunks, unreadable ones are reported."""
+    try:
+        require("pypdf", "docx", "bs4", purpose="reading documents")
+    except TierflowError as exc:
+        fail(exc)
     from tierflow.batch.readers import find_inputs
 
     try:

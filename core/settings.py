@@ -98,6 +98,10 @@ class Settings(BaseSettings):
     # Storage.
     database_url: str | None = Field(None, description="default: SQLite in the data directory")
     data_dir: Path | None = None
+    results_dir: Path | None = Field(
+        None,
+        description="where tierflow eval writes: evals/results/ in a checkout, else <data dir>/results",
+    )
     models_dir: Path | None = None
     auto_pull: bool = True
 
@@ -177,6 +181,11 @@ class Settings(BaseSettings):
     # Derived locations ---------------------------------------------------------------
     def resolved_data_dir(self) -> Path:
         return self.data_dir or paths.data_dir()
+
+    def resolved_results_dir(self) -> Path:
+        """Evaluation results: the setting, else the checkout's evals/results/, else the
+        data directory's results/ (never the installed package)."""
+        return self.results_dir or paths.checkout_results_dir() or self.resolved_data_dir() / "results"
 
     def resolved_memory_dir(self) -> Path:
         return self.memory_dir or self.resolved_data_dir() / "memory"

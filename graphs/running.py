@@ -22,7 +22,7 @@ from pydantic_core import to_jsonable_python
 from tierflow.agents.budget import Budget, BudgetMeter
 from tierflow.agents.policy import TierPolicy
 from tierflow.agents.redaction import REDACTION_KINDS, Redactor
-from tierflow.agents.tiers import Tiers
+from tierflow.agents.tiers import Tiers, resolved
 from tierflow.errors import BudgetExceededError, TierflowError
 from tierflow.graphs.context import TierContext
 from tierflow.graphs.introspect import check_graph, check_input, check_policy
@@ -64,17 +64,21 @@ START_LLM_SERVER = "start_llm_server"
 
 
 def _start_servers(recorder: RunRecorder, tiers: Tiers, policy: TierPolicy, local_only: bool) -> None:
-    """Start an embedded LLM server the run will call as a step of its own, so that its
-    start shows in the trace and the timeline rather than inside the first LLM step."""
+    """Build the models of the tiers the run uses (a missing model fails it here, before
+    any step), then start an embedded LLM server as a step of its own, so that its start
+    shows in the trace and the timeline rather than inside the first LLM step."""
+    used = {"slm"} if local_only else policy.tiers_used()
+    for tier in ("slm", "llm"):
+        if tier in used:
+            resolved(tiers.model(tier))
     llm = tiers.llm
-    if local_only or "llm" not in policy.tiers_used() or not getattr(llm, "needs_start", False):
+    if "llm" not in used or not getattr(llm, "needs_start", False):
         return
     with recorder.step(START_LLM_SERVER) as handle:
         started = time.perf_counter()
         tiers.load("llm")
-        handle.summary = (
-            f"started the embedded LLM server ({llm.name}) in {time.perf_counter() - started:.1f} s"
-        )
+        seconds = time.perf_counter() - started
+        handle.summary = f"started the embedded LLM server ({llm.name}) in {seconds:.1f} s"
 
 
 def _answer_text(state: Mapping[str, Any]) -> str:

@@ -10,12 +10,13 @@ import altair as alt
 import pandas as pd
 import streamlit as st
 from tierflow.evals.bench import bench_rows
-from tierflow.evals.report import RESULTS_DIR, ordered_policies
+from tierflow.evals.report import ordered_policies
 from tierflow.evals.tool_suite import TOOLS_HEADERS, tools_rows
+from tierflow.ui.resources import current_app
 from tierflow.ui.views import accuracy_vs_tokens
 
 st.title("Evaluations")
-directory = Path(st.query_params.get("results") or RESULTS_DIR)
+directory = Path(st.query_params.get("results") or current_app().settings.resolved_results_dir())
 st.caption(f"From {directory}. Produce them with `make eval`, `make eval-full` and `make bench`.")
 
 
