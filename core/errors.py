@@ -31,6 +31,7 @@ __all__ = [
     "GraphError",
     "StepOutputError",
     "LocalOnlyError",
+    "RunCancelledError",
     "ToolError",
     "SandboxError",
 ]
@@ -107,6 +108,10 @@ class StepOutputError(TierflowError):
 
 class RunNotResumableError(TierflowError):
     """A run cannot continue: no checkpoint, nothing left to do, or a graph without one."""
+
+
+class RunCancelledError(TierflowError):
+    """The run was cancelled (``cancel.set()``) and stopped before its next step."""
 
 
 class LocalOnlyError(TierflowError):

@@ -4,6 +4,7 @@ goes, with the same statuses (``succeeded``, ``failed``, ``budget_exceeded``,
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -157,10 +158,12 @@ class TaskRunner:
         budget: Budget | None = None,
         local_only: bool = False,
         redact: bool | Iterable[str] = False,
+        cancel: threading.Event | None = None,
     ) -> RunResult:
         """Run ``task``; tier and model failures come back as a ``failed`` result.
 
-        ``max_steps`` caps the plan's steps for this run (the runner's default otherwise)."""
+        ``max_steps`` caps the plan's steps for this run (the runner's default otherwise).
+        ``cancel``, once set from another thread, stops the run before its next step."""
         text = check_task(task)
         chosen = policy or self.policy
         check_policy(self.graph, chosen)
@@ -180,6 +183,7 @@ class TaskRunner:
             config={"recursion_limit": 12 + 10 * steps},
             on_event=on_event,
             snapshot=self._settings_snapshot,
+            cancel=cancel,
         )
         answer = (result.state.get("answer") or "") if result.ok else None
         return RunResult(result.run_id, result.status, answer=answer, error=result.error, hint=result.hint)

@@ -12,6 +12,7 @@ returned whatever the outcome.
 from __future__ import annotations
 
 import json
+import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, fields
@@ -23,7 +24,7 @@ from tierflow.agents.budget import Budget, BudgetMeter
 from tierflow.agents.policy import TierPolicy
 from tierflow.agents.redaction import REDACTION_KINDS, Redactor
 from tierflow.agents.tiers import Tiers, resolved
-from tierflow.errors import BudgetExceededError, TierflowError
+from tierflow.errors import BudgetExceededError, RunCancelledError, TierflowError
 from tierflow.graphs.context import TierContext
 from tierflow.graphs.introspect import check_graph, check_input, check_policy
 from tierflow.memory.recorder import RunRecorder
@@ -111,6 +112,7 @@ def run_graph(
     config: RunnableConfig | None = None,
     on_event: Callable[[Event], None] | None = None,
     resume: str | None = None,
+    cancel: threading.Event | None = None,
 ) -> GraphResult:
     """Run compiled ``graph`` on ``input`` as a traced tierflow run.
 
@@ -123,7 +125,8 @@ def run_graph(
     class (a ``TierContext`` subclass). ``name`` and ``task`` label the run in the trace.
     ``resume``: the id of a stopped run of this graph (compiled with a checkpointer) to
     continue from its last checkpoint; ``input`` is then ignored and finished steps are not
-    run again.
+    run again. ``cancel``: an event that, once set (from another thread), stops the run
+    before its next step, as ``interrupted`` with its finished steps stored.
     """
     check_graph(graph)
     if resume is None:
@@ -159,6 +162,7 @@ def run_graph(
             on_event=on_event,
             snapshot=settings.masked(),
             resume=resume,
+            cancel=cancel,
         )
     finally:
         if owned is not None:
@@ -215,6 +219,7 @@ def execute(
     snapshot: dict[str, Any],
     raise_bugs: bool = True,
     resume: str | None = None,
+    cancel: threading.Event | None = None,
 ) -> GraphResult:
     """Run ``graph`` as a stored run with a ready context; ``raise_bugs=False`` returns an
     error in a node's own code as a failed result instead of raising it. ``resume``: the id
@@ -241,7 +246,7 @@ def execute(
             },
         )
         first_seq, stream_input = 1, input
-    recorder = RunRecorder(store, run_id, on_event=on_event, first_seq=first_seq)
+    recorder = RunRecorder(store, run_id, on_event=on_event, first_seq=first_seq, cancel=cancel)
     cls = _context_class(graph)
     known = {f.name for f in fields(cls)}
     ctx = cls(
@@ -266,6 +271,8 @@ def execute(
         result = GraphResult(run_id, "succeeded", state)
     except BudgetExceededError as exc:
         result = GraphResult(run_id, "budget_exceeded", state, error=exc.message, hint=exc.hint or None)
+    except RunCancelledError as exc:
+        result = GraphResult(run_id, "interrupted", state, error=exc.message, hint=exc.hint or None)
     except TierflowError as exc:
         result = GraphResult(run_id, "failed", state, error=exc.message, hint=exc.hint or None)
     except Exception as exc:  # a bug in a node: keep the trace, then let it surface

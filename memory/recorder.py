@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from tierflow.errors import RunCancelledError
 from tierflow.memory.records import (
     CallRef,
     Event,
@@ -55,9 +56,11 @@ class RunRecorder:
         *,
         on_event: Callable[[Event], None] | None = None,
         first_seq: int = 1,
+        cancel: threading.Event | None = None,
     ) -> None:
         self.store = store
         self.run_id = run_id
+        self.cancel = cancel  # once set, the run stops before its next step
         self._on_event = on_event
         self._seq = itertools.count(first_seq)
         self._lock = threading.Lock()
@@ -68,6 +71,11 @@ class RunRecorder:
 
     @contextlib.contextmanager
     def step(self, node: str) -> Iterator[StepHandle]:
+        if self.cancel is not None and self.cancel.is_set():
+            raise RunCancelledError(
+                f"the run was cancelled before its step {node!r}",
+                hint="Its finished steps are stored; start it again to run it to the end.",
+            )
         with self._lock:
             handle = StepHandle(next(self._seq), node)
         self.emit(StepStarted(self.run_id, node))

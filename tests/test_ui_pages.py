@@ -3,6 +3,9 @@ store (the browser test in test_ui_browser.py drives the real server and models)
 
 from __future__ import annotations
 
+import json
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -62,6 +65,23 @@ def page(app: App, path: str | None = None, **query: str) -> AppTest:
     return at
 
 
+def run_in_page(at: AppTest) -> AppTest:
+    """Click the form's Run button, then rerun the page until the background run has ended."""
+    at.button[0].click()
+    at.run()
+    return until_ended(at)
+
+
+def until_ended(at: AppTest, timeout_s: float = 60) -> AppTest:
+    deadline = time.monotonic() + timeout_s
+    while any(s.label.startswith(("Running", "Cancelling")) for s in at.status):
+        assert time.monotonic() < deadline, "the run did not end"
+        time.sleep(0.1)
+        at.run()
+    assert not at.exception, at.exception
+    return at
+
+
 def texts(at: AppTest) -> str:
     return "\n".join([t.value for t in at.text] + [c.value for c in at.code] + [m.value for m in at.markdown])
 
@@ -73,14 +93,39 @@ def run_task(app: App, task: str) -> str:
 def test_run_a_task_shows_steps_status_and_answer(app: App) -> None:
     at = page(app)
     at.text_area[0].input("What is 17 * 23 + 4?")
-    at.button[0].click()  # the form's Run button
-    at.run()
-    assert not at.exception, at.exception
+    run_in_page(at)
     shown = texts(at)
     assert "395" in shown and "calculator" in shown
     assert any("succeeded" in s.label and "1 escalated" in s.label for s in at.status)
     (run,) = app.store.list_runs()
     assert run.status == "succeeded" and run.escalations == 1
+
+
+def test_cancel_stops_a_running_task_before_its_next_step(tmp_path: Path) -> None:
+    release = threading.Event()
+
+    def slow_plan(messages: object) -> str:  # the plan step waits until the test lets it go
+        release.wait(30)
+        return json.dumps({"steps": ["compute 17 * 23 + 4"], "answer": ""})
+
+    tiers = scripted()
+    tiers.llm._by_node[PLAN] = [slow_plan]  # type: ignore[attr-defined]
+    app = App(load_settings(workspace=tmp_path), tiers=tiers, tools=default_registry(tmp_path))
+    at = page(app)
+    at.text_area[0].input("What is 17 * 23 + 4?")
+    at.button[0].click()
+    at.run()
+    assert any(s.label.startswith("Running") for s in at.status)
+    next(b for b in at.button if b.label == "Cancel").click()
+    at.run()
+    assert any(s.label.startswith("Cancelling") for s in at.status)
+    release.set()
+    until_ended(at)
+    assert any(s.label.endswith("interrupted") for s in at.status)
+    (run,) = app.store.list_runs()
+    trace = app.store.get_run(run.id)
+    assert trace.status == "interrupted" and "cancelled" in (trace.error or "")
+    assert [step.node for step in trace.steps] == ["plan"]  # the finished step is kept, no other ran
 
 
 def test_an_empty_task_is_refused_with_a_message(app: App) -> None:
@@ -232,9 +277,7 @@ def test_a_missing_model_is_explained_not_a_traceback(tmp_path: Path) -> None:
     broken = App(load_settings(workspace=tmp_path, slm_model=str(tmp_path / "missing.gguf")))
     at = page(broken)
     at.text_area[0].input("What is 2 + 2?")
-    at.button[0].click()
-    at.run()
-    assert not at.exception
+    run_in_page(at)
     assert at.error and "missing.gguf" in at.error[0].value and "does not exist" in at.error[0].value
 
 
