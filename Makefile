@@ -75,6 +75,7 @@ eval: models
 	    --out evals/results/quick || exit 1; done
 	$(BIN)/tierflow eval tasks --limit $(QUICK) --policy tiered --out evals/results/quick
 	$(BIN)/tierflow eval routing --out evals/results/quick
+	$(BIN)/tierflow eval memory --limit $(QUICK) --out evals/results/quick
 
 # The committed results (hours on 2 cores): 100 items per category, the curve, tasks, summaries.
 eval-full: models
@@ -86,6 +87,7 @@ eval-full: models
 	  $(BIN)/tierflow eval tools --suite bfcl:$$c --limit 100 --policy tiered || exit 1; done
 	$(BIN)/tierflow eval tasks --policy slm --policy tiered --policy llm
 	$(BIN)/tierflow eval summaries
+	$(BIN)/tierflow eval memory
 	$(MAKE) results-table
 
 # The reliability suite with its tally: evals/results/reliability.{json,md} (the README's table).
