@@ -34,6 +34,15 @@ def memory(help_centre: DocumentMemory) -> DocumentMemory:
     return help_centre
 
 
+def add_vault(memory: DocumentMemory, folder: Path, *, alone: bool = False) -> None:
+    """A secret in a local-only collection (``alone``: the only document in the memory)."""
+    if alone:
+        memory.forget_all()
+    private = folder / "vault.md"
+    private.write_text(VAULT, encoding="utf-8")
+    memory.add(private, collection="private", local_only=True)
+
+
 def sources_of(messages: Sequence[Message]) -> dict[int, str]:
     """The numbered sources of a cited-answer prompt: {1: text, ...}."""
     user = messages[-1]["content"]
@@ -183,9 +192,7 @@ def test_a_wrong_neighbour_citation_is_corrected_to_the_chunk_holding_the_answer
 def test_local_only_chunks_never_reach_the_llm(
     memory: DocumentMemory, store: TraceStore, tmp_path: Path
 ) -> None:
-    private = tmp_path / "vault.md"
-    private.write_text(VAULT, encoding="utf-8")
-    memory.add(private, collection="private", local_only=True)
+    add_vault(memory, tmp_path)
     result, small, large = ask(
         memory,
         store,
@@ -203,10 +210,7 @@ def test_local_only_chunks_never_reach_the_llm(
 def test_with_only_local_only_evidence_the_escalation_is_refused(
     memory: DocumentMemory, store: TraceStore, tmp_path: Path
 ) -> None:
-    memory.forget_all()
-    private = tmp_path / "vault.md"
-    private.write_text(VAULT, encoding="utf-8")
-    memory.add(private, collection="private", local_only=True)
+    add_vault(memory, tmp_path, alone=True)
     result, _small, large = ask(
         memory, store, "What is the vault's door code?", [citing_first("It is 9999.")]
     )
@@ -286,10 +290,7 @@ def test_the_task_graph_searches_the_memory_and_its_answer_cites(
 def test_a_local_only_passage_keeps_the_rest_of_the_task_run_on_the_slm(
     memory: DocumentMemory, store: TraceStore, tmp_path: Path
 ) -> None:
-    memory.forget_all()
-    private = tmp_path / "vault.md"
-    private.write_text(VAULT, encoding="utf-8")
-    memory.add(private, collection="private", local_only=True)
+    add_vault(memory, tmp_path, alone=True)
     runner, small, large = task_runner(
         store,
         tmp_path,
