@@ -12,6 +12,7 @@ replaced by placeholders and restored in the reply.
 from __future__ import annotations
 
 import dataclasses
+import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
@@ -21,7 +22,7 @@ from tierflow.agents.budget import BudgetMeter
 from tierflow.agents.escalation import Rejected, parse_model
 from tierflow.agents.policy import TierChoice, TierPolicy
 from tierflow.agents.prompting import render_messages
-from tierflow.agents.protocol import CURRENT_NODE, Completion, Message, Tier
+from tierflow.agents.protocol import CURRENT_NODE, ChatModel, Completion, Message, Tier
 from tierflow.agents.redaction import Redactor
 from tierflow.agents.tiers import Tiers
 from tierflow.errors import ContextOverflowError, TierflowError
@@ -105,6 +106,7 @@ def ask(
     local_only: bool = False,
     redact: bool | None = None,
     judge: Judge | None = None,
+    tool: dict[str, Any] | None = None,
 ) -> Answer[T]:
     """Call the model that serves ``step`` now, parse its reply, escalate if it is rejected.
 
@@ -112,11 +114,13 @@ def ask(
     tier regardless of the policy (a later step asked for the LLM). ``local_only`` and
     ``redact`` tighten the run's own privacy settings for this step. ``judge`` scores a
     parsed SLM output of a tiered step; one it judges likely wrong escalates like a rejected
-    one (and is kept when it cannot escalate).
+    one (and is kept when it cannot escalate). ``tool``: the OpenAI function spec whose
+    arguments the reply is; an LLM endpoint that takes ``tools=`` is then asked through a
+    native tool call, and its arguments are the reply's text.
     """
     choice: TierChoice = tier or ctx.policy.for_node(step.node, prefer)
     local = local_only or ctx.local_only
-    call = _Call(ctx, step, messages, parse, max_tokens, schema, redact, judge)
+    call = _Call(ctx, step, messages, parse, max_tokens, schema, redact, judge, tool)
     if choice == "llm":
         if not local:
             return call.attempt("llm", may_escalate=False)
@@ -145,6 +149,7 @@ class _Call:
     schema: dict[str, Any] | None
     redact: bool | None
     judge: Judge | None = None
+    tool: dict[str, Any] | None = None  # the function whose arguments the reply is
     node: str = ""  # the name the call is traced under; the step's node by default
 
     def __post_init__(self) -> None:
@@ -169,7 +174,8 @@ class _Call:
     def _find_names(self, text: str) -> list[str]:
         prompt = render_messages("find_names", text=text)
         node = f"{self.node}:find_names"
-        call = _Call(self.ctx, self.step, prompt, parse_model(_Names), 128, _NAMES_SCHEMA, False, node=node)
+        parse = parse_model(_Names)
+        call = _Call(self.ctx, self.step, prompt, parse, 128, _NAMES_SCHEMA, False, node=node)
         answer = call.attempt("slm", may_escalate=False)
         return answer.value.names if answer.value is not None else []
 
@@ -188,7 +194,7 @@ class _Call:
         ref = self.step.model_call(record)
         token = CURRENT_NODE.set(self.node)
         try:
-            completion = model.complete(messages, schema=self.schema, max_tokens=self.max_tokens)
+            completion = self._complete(model, tier, messages)
         except ContextOverflowError as exc:
             record.error = exc.message
             if not may_escalate:
@@ -231,6 +237,18 @@ class _Call:
             if judgement.escalate:
                 return Answer(value, tier, completion, ref, record, judgement.rejection())
         return Answer(value, tier, completion, ref, record)
+
+    def _complete(self, model: ChatModel, tier: Tier, messages: list[Message]) -> Completion:
+        """The model's reply; for a tool's arguments on an LLM endpoint that takes ``tools=``,
+        through a native tool call (its arguments, as JSON, are the reply's text)."""
+        call_tool = getattr(model, "call_tool", None) if tier == "llm" and self.tool else None
+        if call_tool is None or getattr(model, "native_tools", None) is False:
+            return model.complete(messages, schema=self.schema, max_tokens=self.max_tokens)
+        got = call_tool(messages, [self.tool], max_tokens=self.max_tokens, tool_choice="required")
+        text = json.dumps(got.arguments, ensure_ascii=False) if got.name else got.text
+        return Completion(
+            text, got.model, tier, got.prompt_tokens, got.completion_tokens, got.latency_ms, got.finish_reason
+        )
 
 
 class _Names(BaseModel):

@@ -289,6 +289,7 @@ def extract_args(state: TaskState, scope: StepScope) -> Update:
         schema=tool.parameters,
         tier=retry,
         local_only=_private(state),
+        tool=tool.spec(),
     )
     if recall is not None:
         got.record.recall = _recall_note(examples, 1, 1)

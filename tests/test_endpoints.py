@@ -361,3 +361,41 @@ def test_capability_settings_reach_the_requests(monkeypatch: pytest.MonkeyPatch)
     (request,) = server.requests
     assert request["max_completion_tokens"] == 30 and "max_tokens" not in request
     assert "temperature" not in request and "tools" not in request
+
+
+def test_the_task_graph_writes_a_tool_call_natively_on_an_endpoint_that_takes_tools(
+    store: Any, tmp_path: Any
+) -> None:
+    from tierflow.agents.scripted import ScriptedModel
+    from tierflow.agents.tiers import Tiers
+    from tierflow.graphs import TaskRunner
+    from tierflow.settings import TierPolicy
+    from tierflow.tools import default_registry
+
+    from tests.scripted import ANSWER, PLAN, SELECT, model_calls, tool_calls
+
+    slm = ScriptedModel(
+        tier="slm",
+        by_node={
+            PLAN: ['{"steps": ["add 2 and 3"], "answer": ""}'],
+            SELECT: ['{"tool": "calculator"}'],
+            ANSWER: ["5"],
+        },
+    )
+    with fake_openai(Endpoint(tool_call=("calculator", '{"expression": "2 + 3"}'))) as server:
+        runner = TaskRunner(
+            Tiers(slm, chat_model(server)),
+            default_registry(tmp_path),
+            store,
+            policy=TierPolicy(default="slm", nodes={"extract_args": "llm"}),
+        )
+        result = runner.run("What is 2 + 3?")
+    assert result.status == "succeeded", result.error
+    (request,) = server.requests  # the one LLM call: the arguments, as a native tool call
+    assert request["tool_choice"] == "required" and "response_format" not in request
+    assert [tool["function"]["name"] for tool in request["tools"]] == ["calculator"]
+    trace = store.get_run(result.run_id)
+    (call,) = [c for c in model_calls(trace) if c.tier == "llm"]
+    assert call.node == "extract_args" and call.finish_reason == "tool_calls"
+    assert call.parsed == {"expression": "2 + 3"}
+    assert [(t.tool, t.result) for t in tool_calls(trace)] == [("calculator", "5")]
