@@ -334,6 +334,8 @@ def eval_memory(
     path = (out_dir or settings().resolved_results_dir()) / "memory.json"
     try:
         conf = settings()
+        # the code as it is now, not after the commits made during the hour it runs
+        env = environment(conf.masked(), {"slm": conf.slm_model, "llm": conf.embedded_llm_model})
         with err.status("memory evaluation …") as status:
             data = memory_eval(
                 conf,
@@ -341,9 +343,7 @@ def eval_memory(
                 policies=policies or POLICIES,
                 limit=limit,
             )
-        data["environment"] = environment(
-            conf.masked(), {"slm": conf.slm_model, "llm": conf.embedded_llm_model}
-        )
+        data["environment"] = env
         write_results(path, data, memory_markdown(data))
     except TierflowError as exc:
         fail(exc)

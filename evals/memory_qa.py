@@ -294,5 +294,6 @@ def memory_markdown(data: dict[str, Any]) -> str:
             "the evidence; citation precision: the share of cited chunks that hold it. SLM "
             "share: model calls served by the SLM (an escalated SLM call counts for the LLM).\n",
             f"Median time per question, models loaded: {latency}.\n",
+            *([f"Note: {note}\n"] if (note := data.get("environment", {}).get("note")) else []),
         ]
     )
