@@ -104,6 +104,10 @@ class OpenAIChatModel:
         self._seed = seed
         self._native_setting = native_tools
         self._native: bool | None = {"on": True, "off": False}.get(native_tools)
+        if native_tools == "auto" and self._response_format == "llamacpp":
+            # llama-cpp-python's server calls tools only when started with a function-calling
+            # chat format; its grammar-forced JSON replies are the reliable path there
+            self._native = False
 
     @property
     def native_tools(self) -> bool | None:

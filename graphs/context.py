@@ -245,7 +245,15 @@ class _Call:
         if call_tool is None or getattr(model, "native_tools", None) is False:
             return model.complete(messages, schema=self.schema, max_tokens=self.max_tokens)
         got = call_tool(messages, [self.tool], max_tokens=self.max_tokens, tool_choice="required")
-        text = json.dumps(got.arguments, ensure_ascii=False) if got.name else got.text
+        if got.name is None:  # no usable call: the same question as a JSON reply to the schema
+            again = model.complete(messages, schema=self.schema, max_tokens=self.max_tokens)
+            return dataclasses.replace(
+                again,
+                prompt_tokens=again.prompt_tokens + got.prompt_tokens,
+                completion_tokens=again.completion_tokens + got.completion_tokens,
+                latency_ms=again.latency_ms + got.latency_ms,
+            )
+        text = json.dumps(got.arguments, ensure_ascii=False)
         return Completion(
             text, got.model, tier, got.prompt_tokens, got.completion_tokens, got.latency_ms, got.finish_reason
         )

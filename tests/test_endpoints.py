@@ -363,8 +363,9 @@ def test_capability_settings_reach_the_requests(monkeypatch: pytest.MonkeyPatch)
     assert "temperature" not in request and "tools" not in request
 
 
+@pytest.mark.parametrize("native", [True, False])
 def test_the_task_graph_writes_a_tool_call_natively_on_an_endpoint_that_takes_tools(
-    store: Any, tmp_path: Any
+    store: Any, tmp_path: Any, native: bool
 ) -> None:
     from tierflow.agents.scripted import ScriptedModel
     from tierflow.agents.tiers import Tiers
@@ -382,7 +383,10 @@ def test_the_task_graph_writes_a_tool_call_natively_on_an_endpoint_that_takes_to
             ANSWER: ["5"],
         },
     )
-    with fake_openai(Endpoint(tool_call=("calculator", '{"expression": "2 + 3"}'))) as server:
+    arguments = '{"expression": "2 + 3"}'
+    # native: the endpoint calls the tool; else it answers in text, and is asked again for JSON
+    endpoint = Endpoint(tool_call=("calculator", arguments)) if native else Endpoint(reply=arguments)
+    with fake_openai(endpoint) as server:
         runner = TaskRunner(
             Tiers(slm, chat_model(server)),
             default_registry(tmp_path),
@@ -391,11 +395,21 @@ def test_the_task_graph_writes_a_tool_call_natively_on_an_endpoint_that_takes_to
         )
         result = runner.run("What is 2 + 3?")
     assert result.status == "succeeded", result.error
-    (request,) = server.requests  # the one LLM call: the arguments, as a native tool call
+    request, *again = server.requests  # the arguments, as a native tool call
     assert request["tool_choice"] == "required" and "response_format" not in request
     assert [tool["function"]["name"] for tool in request["tools"]] == ["calculator"]
+    if not native:  # no call came back: the same question, as a JSON reply to the tool's schema
+        (retry,) = again
+        assert "tools" not in retry and retry["response_format"]["type"] == "json_schema"
     trace = store.get_run(result.run_id)
     (call,) = [c for c in model_calls(trace) if c.tier == "llm"]
-    assert call.node == "extract_args" and call.finish_reason == "tool_calls"
+    assert call.node == "extract_args" and call.finish_reason == ("tool_calls" if native else "stop")
     assert call.parsed == {"expression": "2 + 3"}
+    assert call.prompt_tokens == 21 * len(server.requests)  # both requests are counted
     assert [(t.tool, t.result) for t in tool_calls(trace)] == [("calculator", "5")]
+
+
+def test_a_llamacpp_server_gets_json_replies_rather_than_tool_calls() -> None:
+    with fake_openai(Endpoint()) as server:
+        assert chat_model(server, response_format="llamacpp").native_tools is False
+        assert chat_model(server, response_format="llamacpp", native_tools="on").native_tools is True

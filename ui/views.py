@@ -207,6 +207,17 @@ def show_evidence(trace: RunTrace, evidence: dict[str, Any]) -> None:
             st.text(f"{label}: {evidence[key]}")
 
 
+POLICY_COLOURS = alt.Color(
+    "policy:N",
+    sort=["slm", "tiered", "llm"],
+    scale=alt.Scale(
+        domain=["slm", "tiered", "llm"],
+        range=[TIER_COLOURS["slm"], TIER_COLOURS["both"], TIER_COLOURS["llm"]],
+    ),
+)
+"""Policies in the tier colours of the run graph (tiered: the escalation orange)."""
+
+
 def accuracy_vs_tokens(results: list[dict[str, Any]]) -> alt.LayerChart:
     """One point per suite and policy: accuracy against LLM tokens per 100 items, so that
     tiered's case (near the LLM's accuracy at a fraction of its tokens) shows at a glance."""
@@ -226,7 +237,7 @@ def accuracy_vs_tokens(results: list[dict[str, Any]]) -> alt.LayerChart:
     base = alt.Chart(pd.DataFrame(points)).encode(
         x=alt.X("LLM tokens per 100 items:Q"),
         y=alt.Y("accuracy %:Q", scale=alt.Scale(zero=False)),
-        color=alt.Color("policy:N", sort=["slm", "tiered", "llm"]),
+        color=POLICY_COLOURS,
         tooltip=["suite", "policy", "accuracy %", "LLM tokens per 100 items"],
     )
     lines = base.mark_line(color="#b0bec5").encode(detail="suite:N", color=alt.value("#b0bec5"))

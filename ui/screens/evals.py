@@ -13,7 +13,7 @@ from tierflow.evals.bench import bench_rows
 from tierflow.evals.report import ordered_policies
 from tierflow.evals.tool_suite import TOOLS_HEADERS, tools_rows
 from tierflow.ui.resources import current_app
-from tierflow.ui.views import accuracy_vs_tokens
+from tierflow.ui.views import POLICY_COLOURS, accuracy_vs_tokens
 
 st.title("Evaluations")
 directory = Path(st.query_params.get("results") or current_app().settings.resolved_results_dir())
@@ -42,7 +42,7 @@ if suites:
     frame = pd.DataFrame(rows, columns=["suite", *TOOLS_HEADERS])
     st.dataframe(frame, hide_index=True, width="stretch")
     accuracy = frame.assign(accuracy_pct=frame["accuracy"].str.rstrip("%").astype(float))
-    st.markdown("**Accuracy against the LLM tokens it took** (per 100 items; lower right is better)")
+    st.markdown("**Accuracy against the LLM tokens it took** (per 100 items; upper left is better)")
     st.altair_chart(accuracy_vs_tokens([load(name) for name in suites]), width="stretch")
     st.altair_chart(
         alt.Chart(accuracy)
@@ -50,7 +50,7 @@ if suites:
         .encode(
             x=alt.X("policy:N", sort=["slm", "tiered", "llm"], title=None),
             y=alt.Y("accuracy_pct:Q", title="accuracy %"),
-            color=alt.Color("policy:N", sort=["slm", "tiered", "llm"]),
+            color=POLICY_COLOURS,
             column=alt.Column("suite:N", title=None),
         ),
     )

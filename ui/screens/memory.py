@@ -26,9 +26,10 @@ CONFIRM_KEY = "memory_forget_confirm"
 _MARKDOWN = re.compile(r"([\\`*_{}\[\]()#+\-.!|<>~:$])")
 
 
+# What a forget button did (kind, message, hint), shown once on the run that follows its
+# callback. A tuple, not a class of this script: the script's classes are new on every run.
+# (A comment, not a docstring: Streamlit would show a bare string on the page.)
 Notice = tuple[Literal["success", "warning", "error"], str, str]
-"""What a forget button did (kind, message, hint), shown once on the run that follows its
-callback. A tuple, not a class of this script: the script's classes are new on every run."""
 
 
 def plain(text: str) -> str:
