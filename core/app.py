@@ -42,6 +42,14 @@ def _model_name(spec: str) -> str:
     return spec if spec in CATALOG else spec.rsplit("/", 1)[-1].removesuffix(".gguf")
 
 
+def llm_name(settings: Settings) -> str:
+    """The LLM tier's model name: the endpoint's model, else the embedded server's alias
+    (``llm`` for an endpoint that names none, which ``build_llm`` refuses)."""
+    if settings.llm_model:
+        return settings.llm_model
+    return "llm" if settings.llm_base_url else _model_name(settings.embedded_llm_model)
+
+
 def model_file(settings: Settings, spec: str, setting: str, progress: Progress | None) -> Path:
     return resolve_model(
         spec,
@@ -108,7 +116,7 @@ def build_llm(settings: Settings, progress: Progress | None = None) -> ChatModel
     path = model_file(settings, settings.embedded_llm_model, "TIERFLOW_EMBEDDED_LLM_MODEL", progress)
     server = EmbeddedServer(
         path,
-        alias=settings.llm_model or _model_name(settings.embedded_llm_model),
+        alias=llm_name(settings),
         log_path=settings.resolved_data_dir() / "logs" / "llm-server.log",
         n_ctx=settings.embedded_llm_n_ctx,
         n_threads=settings.embedded_llm_threads,
@@ -186,7 +194,7 @@ class App:
     def tools(self) -> ToolRegistry:
         """The built-in tools, and ``search_memory`` once documents were added to the memory."""
         registry = default_registry(self.settings.resolved_workspace())
-        if (self.settings.resolved_memory_dir() / "documents").is_dir() and installed("chromadb"):
+        if self.settings.documents_dir().is_dir() and installed("chromadb"):
             from tierflow.graphs.citing import search_memory_tool
 
             registry.register(search_memory_tool(lambda: self.documents))
@@ -197,10 +205,9 @@ class App:
         """Each tier's model is built on its first use: a run on one tier never resolves or
         downloads the other's model file."""
         conf = self.settings
-        embedded = None if conf.llm_base_url else _model_name(conf.embedded_llm_model)
         return Tiers(
             slm=Deferred("slm", _model_name(conf.slm_model), lambda: build_slm(conf, self._progress)),
-            llm=Deferred("llm", conf.llm_model or embedded or "llm", lambda: build_llm(conf, self._progress)),
+            llm=Deferred("llm", llm_name(conf), lambda: build_llm(conf, self._progress)),
         )
 
     @cached_property
@@ -218,7 +225,7 @@ class App:
         """The users' documents in the long-term memory (``tierflow memory add``)."""
         from tierflow.memory.documents import DocumentMemory as Memory
 
-        return Memory.open(self.settings.resolved_memory_dir() / "documents", self.embeddings)
+        return Memory.open(self.settings.documents_dir(), self.embeddings)
 
     @cached_property
     def recall(self) -> Recall | None:

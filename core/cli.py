@@ -22,7 +22,7 @@ from tierflow import __version__
 from tierflow.cli_batch import jobs_app, summarize
 from tierflow.cli_eval import eval_app
 from tierflow.cli_export import export_app
-from tierflow.cli_memory import memory_add, memory_forget, memory_list, memory_search
+from tierflow.cli_memory import CollectionsOption, memory_add, memory_forget, memory_list, memory_search
 from tierflow.cli_support import (
     JsonOption,
     PolicyOption,
@@ -166,9 +166,7 @@ def run(
 def memory_ask(
     question: Annotated[str, typer.Argument(help="A question your documents answer.")],
     k: Annotated[int, typer.Option("--k", min=1, max=20, help="How many chunks to answer from.")] = 4,
-    collection: Annotated[
-        list[str] | None, typer.Option("--collection", help="Only these collections (default: all).")
-    ] = None,
+    collection: CollectionsOption = None,
     policy: PolicyOption = "settings",
     local_only: Annotated[bool, typer.Option(help="Keep every step on the local SLM.")] = False,
     as_json: JsonOption = False,

@@ -14,9 +14,12 @@ from tierflow.optional import require
 if TYPE_CHECKING:
     from tierflow.memory.documents import DocumentMemory
 
-__all__ = ["memory_add", "memory_search", "memory_list", "memory_forget"]
+__all__ = ["memory_add", "memory_search", "memory_list", "memory_forget", "CollectionsOption"]
 
 CollectionOption = Annotated[str, typer.Option("--collection", help="The collection (default: default).")]
+CollectionsOption = Annotated[
+    list[str] | None, typer.Option("--collection", help="Only these collections (default: all).")
+]
 
 
 def _documents() -> DocumentMemory:
@@ -24,9 +27,7 @@ def _documents() -> DocumentMemory:
     from tierflow.memory.documents import DocumentMemory
 
     conf = settings()
-    return DocumentMemory.open(
-        conf.resolved_memory_dir() / "documents", load_embeddings(conf, pull_progress())
-    )
+    return DocumentMemory.open(conf.documents_dir(), load_embeddings(conf, pull_progress()))
 
 
 def memory_add(
@@ -87,9 +88,7 @@ def memory_add(
 def memory_search(
     query: Annotated[str, typer.Argument(help="What to look for, in plain language.")],
     k: Annotated[int, typer.Option("--k", min=1, max=100, help="How many chunks.")] = 5,
-    collection: Annotated[
-        list[str] | None, typer.Option("--collection", help="Only these collections (default: all).")
-    ] = None,
+    collection: CollectionsOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """The chunks nearest to QUERY, nearest first, with their source and position."""

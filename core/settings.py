@@ -182,6 +182,10 @@ class Settings(BaseSettings):
     def resolved_data_dir(self) -> Path:
         return self.data_dir or paths.data_dir()
 
+    def documents_dir(self) -> Path:
+        """Where the users' documents are kept (``tierflow memory add``)."""
+        return self.resolved_memory_dir() / "documents"
+
     def resolved_results_dir(self) -> Path:
         """Evaluation results: the setting, else the checkout's evals/results/, else the
         data directory's results/ (never the installed package)."""

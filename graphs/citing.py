@@ -18,8 +18,6 @@ what was retrieved, what each tier was shown, and which chunks the answer cited.
 from __future__ import annotations
 
 import dataclasses
-import functools
-import json
 import re
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path, PurePath
@@ -32,9 +30,9 @@ from tierflow.agents.escalation import Rejected, parse_model
 from tierflow.agents.policy import TierChoice
 from tierflow.agents.prompting import render_messages
 from tierflow.agents.protocol import Completion, Tier
-from tierflow.errors import GraphError
 from tierflow.graphs.context import LOCAL_ONLY, Answer, TierContext
-from tierflow.graphs.steps import Node, StepScope, numbers_grounded, numbers_in, tiered_node
+from tierflow.graphs.nodes import passages_in
+from tierflow.graphs.steps import Node, StepScope, numbers_grounded, numbers_in, require_keys, tiered_node
 from tierflow.memory.documents import DocumentMemory, Hit
 from tierflow.tools.registry import Tool
 
@@ -100,21 +98,20 @@ def evidence_of(hit: Hit) -> Evidence:
     )
 
 
+_OPENED: dict[Path, DocumentMemory] = {}
+
+
 def settings_memory() -> DocumentMemory:
     """The document memory in the settings' memory folder (opened once per folder and
     process; the embedding model is pulled first when missing and ``auto_pull`` is on)."""
-    from tierflow.settings import load_settings
-
-    settings = load_settings()
-    return _opened(settings.resolved_memory_dir() / "documents", settings.resolved_models_dir())
-
-
-@functools.cache
-def _opened(folder: Path, models: Path) -> DocumentMemory:
     from tierflow.app import load_embeddings
     from tierflow.settings import load_settings
 
-    return DocumentMemory.open(folder, load_embeddings(load_settings(models_dir=models)))
+    settings = load_settings()
+    folder = settings.documents_dir()
+    if folder not in _OPENED:
+        _OPENED[folder] = DocumentMemory.open(folder, load_embeddings(settings))
+    return _OPENED[folder]
 
 
 def open_memory(source: MemorySource) -> DocumentMemory:
@@ -125,16 +122,8 @@ def open_memory(source: MemorySource) -> DocumentMemory:
 
 
 def _text_of(state: Mapping[str, Any], key: str, node: str) -> str:
-    if key not in state:
-        raise GraphError(
-            f"step {node!r} reads state key {key!r}, which the state lacks",
-            hint="Give it in the run's input, or have an earlier node write it.",
-        )
+    require_keys(state, [key], node)
     return str(state[key]).strip()
-
-
-def _traced(evidence: Evidence) -> dict[str, Any]:
-    return dict(evidence)
 
 
 # Retrieval -----------------------------------------------------------------------------
@@ -172,7 +161,7 @@ def retrieve(
         found = found[:k]
         scope.handle.evidence = {
             "query": question,
-            "retrieved": [_traced(evidence) for evidence in found],
+            "retrieved": [dict(evidence) for evidence in found],
             "reranked": chosen is not None,
         }
         scope.summarize_as(
@@ -237,9 +226,8 @@ def cited_answer(
     one. Under ``tiered`` the SLM answers and escalates as the module says."""
 
     def run(state: Mapping[str, Any], scope: StepScope) -> dict[str, Any]:
-        asked = _text_of(state, question, scope.node)
-        if evidence not in state:
-            _text_of(state, evidence, scope.node)
+        require_keys(state, [question, evidence], scope.node)
+        asked = str(state[question]).strip()
         given: list[Evidence] = list(state[evidence] or [])
         trace: dict[str, Any] = {"question": asked, "shown": {}, "cited": []}
         scope.handle.evidence = trace
@@ -473,11 +461,7 @@ def search_memory_tool(
 
 
 def _holds_local_only(result: str) -> bool:
-    try:
-        found = json.loads(result)
-    except json.JSONDecodeError:
-        return False
-    return isinstance(found, list) and any(isinstance(p, dict) and p.get("local_only") for p in found)
+    return any(passage.get("local_only") for passage in passages_in(result))
 
 
 # The graph ---------------------------------------------------------------------------------

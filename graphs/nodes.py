@@ -410,19 +410,23 @@ def answer(state: TaskState, scope: StepScope) -> Update:
     return {"answer": text}
 
 
+def passages_in(result: str) -> list[dict[str, Any]]:
+    """The document passages of a ``search_memory`` result (JSON, each with its ``source``)."""
+    try:
+        found = json.loads(result)
+    except json.JSONDecodeError:
+        return []
+    return [p for p in found if isinstance(p, dict) and "source" in p] if isinstance(found, list) else []
+
+
 def retrieved_passages(state: TaskState) -> list[dict[str, Any]]:
     """The document passages the run's ``search_memory`` calls returned, in order."""
-    passages: list[dict[str, Any]] = []
-    for obs in state.get("observations") or []:
-        if obs["tool"] == SEARCH_MEMORY and obs["result"]:
-            try:
-                found = json.loads(obs["result"])
-            except json.JSONDecodeError:
-                continue
-            passages += (
-                [p for p in found if isinstance(p, dict) and "source" in p] if isinstance(found, list) else []
-            )
-    return passages
+    return [
+        passage
+        for obs in state.get("observations") or []
+        if obs["tool"] == SEARCH_MEMORY and obs["result"]
+        for passage in passages_in(obs["result"])
+    ]
 
 
 def _remember_plan(state: TaskState, scope: StepScope, record: ModelCallRecord) -> None:

@@ -39,6 +39,7 @@ __all__ = [
     "numbers_grounded",
     "concise",
     "all_of",
+    "require_keys",
     "Keys",
 ]
 
@@ -112,13 +113,18 @@ def _as_text(value: Any) -> str:
     return json.dumps(to_jsonable_python(value), ensure_ascii=False, indent=1)
 
 
-def _inputs(state: Mapping[str, Any], keys: list[str], node: str) -> list[tuple[str, str]]:
+def require_keys(state: Mapping[str, Any], keys: Sequence[str], node: str) -> None:
+    """A ``GraphError`` naming the keys a step reads that the state lacks."""
     missing = [key for key in keys if key not in state]
     if missing:
         raise GraphError(
             f"step {node!r} reads state key(s) {', '.join(map(repr, missing))}, which the state lacks",
             hint="Give them in the run's input, or have an earlier node write them.",
         )
+
+
+def _inputs(state: Mapping[str, Any], keys: list[str], node: str) -> list[tuple[str, str]]:
+    require_keys(state, keys, node)
     return [(key, _as_text(state[key])) for key in keys]
 
 
