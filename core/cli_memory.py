@@ -91,20 +91,26 @@ def memory_search(
     collection: CollectionsOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """The chunks nearest to QUERY, nearest first, with their source and position."""
+    """The chunks that best match QUERY, best first (by meaning, plus the words they share
+    with it), with their source and position."""
     try:
         hits = _documents().search(query, k=k, collections=collection or None)
     except TierflowError as exc:
         fail(exc)
     if as_json:
-        emit_json([{"similarity": round(hit.similarity, 4), **vars(hit.chunk)} for hit in hits])
+        emit_json(
+            [
+                {"score": round(hit.score, 4), "similarity": round(hit.similarity, 4), **vars(hit.chunk)}
+                for hit in hits
+            ]
+        )
         return
     if not hits:
         err.print("nothing found: add documents with `tierflow memory add PATH`")
     for hit in hits:
         c = hit.chunk
         where = f"{c.source} #{c.position} ({c.collection}{', local-only' if c.local_only else ''})"
-        out.print(f"[bold]{hit.similarity:.3f}[/] {escape(where)}")
+        out.print(f"[bold]{hit.score:.3f}[/] [dim](similarity {hit.similarity:.3f})[/] {escape(where)}")
         out.print(escape(c.text[:400] + ("…" if len(c.text) > 400 else "")), highlight=False)
         out.print()
 

@@ -80,7 +80,8 @@ class Evidence(TypedDict):
     position: int
     collection: str
     local_only: bool
-    similarity: float
+    similarity: float  # cosine similarity to the question
+    score: float  # the memory's ranking: similarity plus scaled word matches
     text: str
 
 
@@ -94,6 +95,7 @@ def evidence_of(hit: Hit) -> Evidence:
         collection=chunk.collection,
         local_only=chunk.local_only,
         similarity=round(hit.similarity, 4),
+        score=round(hit.score, 4),
         text=chunk.text,
     )
 
@@ -141,7 +143,8 @@ def retrieve(
     """A node that writes the ``k`` chunks nearest the state's ``query`` to ``into`` (a list
     of ``Evidence``, best first). ``rerank``: ``auto`` asks the SLM which of the nearest
     ``rerank_pool`` answers the question when the two best are within ``rerank_margin`` of
-    each other; ``always`` asks every time; ``off`` keeps the embedding order."""
+    each other; ``always`` asks every time; ``off`` keeps the memory's order (similarity
+    plus scaled word matches, see ``DocumentMemory.search``)."""
     if k < 1:
         raise ValueError("retrieve() needs k >= 1")
 
@@ -153,7 +156,7 @@ def retrieve(
             for hit in open_memory(memory).search(question, k=wanted, collections=collections)
         ]
         chosen: int | None = None
-        close = len(found) > 1 and found[0]["similarity"] - found[1]["similarity"] < rerank_margin
+        close = len(found) > 1 and found[0]["score"] - found[1]["score"] < rerank_margin
         if question and (rerank == "always" or (rerank == "auto" and close)) and len(found) > 1:
             chosen = _rerank(scope, question, found[:rerank_pool])
             if chosen:

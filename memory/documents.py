@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import hashlib
 import re
+import uuid
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal, cast
@@ -23,8 +24,9 @@ from chromadb.api.types import Embeddable, EmbeddingFunction
 from chromadb.errors import NotFoundError
 from tierflow.batch.readers import DocumentError, read_document
 from tierflow.errors import TierflowError
-from tierflow.graphs.fitting import split_to_fit
-from tierflow.memory.embeddings import OfflineEmbeddings
+from tierflow.memory.chunks import CHUNK_TOKENS, EmbeddingTokens, chunks_of, title_of, with_title
+from tierflow.memory.embeddings import OfflineEmbeddings, cosine_similarities
+from tierflow.memory.lexical import LEXICAL_WEIGHT, Bm25
 from tierflow.memory.store import MemoryStoreError, cosine_collection, open_client
 
 __all__ = [
@@ -38,8 +40,10 @@ __all__ = [
     "CollectionNameError",
 ]
 
-CHUNK_TOKENS = 200
-"""Embedding-model tokens per chunk, at most: MiniLM reads 256 and cuts the rest off."""
+CANDIDATES = 20
+"""Chunks drawn from each collection by each half of the hybrid search before ranking."""
+EMBEDDED_AS = "title+chunk"
+"""How chunks are embedded (stored with each; a file stored another way is re-embedded)."""
 DEFAULT_COLLECTION = "default"
 PREFIX = "documents_"
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,39}$")
@@ -65,6 +69,7 @@ class Chunk:
 class Hit:
     chunk: Chunk
     similarity: float  # cosine, 1.0 = same direction
+    score: float = 0.0  # the ranking's: similarity plus the weighted, scaled BM25 score
 
 
 @dataclass(frozen=True)
@@ -87,21 +92,6 @@ class Source:
     added_at: str
 
 
-class _Counter:
-    """Counts tokens as the embedding model does, without its 256-token cut."""
-
-    def __init__(self, embeddings: OfflineEmbeddings) -> None:
-        from tokenizers import Tokenizer
-
-        path = embeddings.directory / embeddings.EXTRACTED_FOLDER_NAME / "tokenizer.json"
-        self._tokenizer = Tokenizer.from_file(str(path))
-        self._tokenizer.no_truncation()
-        self._tokenizer.no_padding()
-
-    def count_tokens(self, text: str) -> int:
-        return len(self._tokenizer.encode(text).ids)
-
-
 def check_name(name: str) -> str:
     if not _NAME.match(name):
         raise CollectionNameError(
@@ -120,7 +110,8 @@ class DocumentMemory:
         self._client = client
         self.embeddings = embeddings
         self.location = str(location) if location else "the chromadb client given"
-        self._counter: _Counter | None = None
+        self._counter: EmbeddingTokens | None = None
+        self._lexical: dict[str, tuple[str, Bm25]] = {}
 
     @classmethod
     def open(cls, directory: Path | None, embeddings: OfflineEmbeddings) -> DocumentMemory:
@@ -171,16 +162,8 @@ class DocumentMemory:
     def chunks_of(self, text: str) -> list[tuple[int, str]]:
         """``text`` cut into chunks of at most ``CHUNK_TOKENS``: (character offset, chunk)."""
         if self._counter is None:
-            self._counter = _Counter(self.embeddings)
-        pieces = split_to_fit(self._counter, text, CHUNK_TOKENS)
-        found, cursor = [], 0
-        for piece in pieces:
-            first = piece.split(maxsplit=1)[0] if piece.split() else piece
-            at = text.find(first, cursor)
-            start = at if at >= 0 else cursor
-            found.append((start, piece))
-            cursor = start + len(first)
-        return found
+            self._counter = EmbeddingTokens(self.embeddings)
+        return chunks_of(self._counter, text)
 
     def add(
         self, path: Path, *, collection: str = DEFAULT_COLLECTION, local_only: bool | None = None
@@ -195,10 +178,11 @@ class DocumentMemory:
         except DocumentError as exc:
             return Added(source, "failed", reason=f"{exc.reason}: {exc.message}")
         existing = store.get(where={"source": source}, include=["metadatas"])
-        hashes = {str(m.get("content_hash")) for m in existing["metadatas"] or []}
-        if hashes == {read.content_hash}:
+        stored = {(str(m.get("content_hash")), m.get("embedded_as")) for m in existing["metadatas"] or []}
+        if stored == {(read.content_hash, EMBEDDED_AS)}:
             return Added(source, "unchanged", chunks=len(existing["ids"]))
         chunks = self.chunks_of(read.text)
+        title = title_of(read.text)
         added_at = datetime.now(UTC).isoformat(timespec="seconds")
         ids = [_chunk_id(collection, source, position) for position in range(len(chunks))]
         metadatas: list[dict[str, str | int | bool]] = [
@@ -210,6 +194,8 @@ class DocumentMemory:
                 "chunk_hash": hashlib.sha256(piece.encode()).hexdigest()[:16],
                 "added_at": added_at,
                 "kind": read.kind,
+                "embedded_as": EMBEDDED_AS,
+                "title": title,
             }
             for position, (start, piece) in enumerate(chunks)
         ]
@@ -217,13 +203,14 @@ class DocumentMemory:
             if existing["ids"]:
                 store.delete(ids=existing["ids"])
             if chunks:
-                vectors = self.embeddings.embed([piece for _, piece in chunks])
+                vectors = self.embeddings.embed([with_title(title, piece) for _, piece in chunks])
                 store.add(
                     ids=ids,
                     documents=[piece for _, piece in chunks],
                     embeddings=vectors,
                     metadatas=cast(Any, metadatas),
                 )
+            self._changed(store)
         except Exception as exc:  # noqa: BLE001 - any storage failure
             raise MemoryStoreError(
                 f"could not store {source} in the memory at {self.location} ({type(exc).__name__}: {exc})",
@@ -249,31 +236,78 @@ class DocumentMemory:
 
     # Reading ----------------------------------------------------------------------------
     def search(self, query: str, *, k: int = 5, collections: Sequence[str] | None = None) -> list[Hit]:
-        """The ``k`` chunks nearest to ``query`` over ``collections`` (default: all)."""
+        """The ``k`` chunks that best match ``query`` over ``collections`` (default: all):
+        ranked by cosine similarity plus the scaled BM25 score (see ``memory.lexical``)."""
         names = list(collections) if collections is not None else self.collections()
+        if k < 1:
+            return []
         vector = self.embeddings.embed([query])
-        hits: list[Hit] = []
+        pool = max(k, CANDIDATES)
+        found: list[tuple[Hit, float]] = []
         for name in names:
             store = self._collection(name)
-            local_only = _local_only(store)
-            size = store.count()
-            if size == 0 or k < 1:
-                continue
-            found = store.query(
-                query_embeddings=vector,
-                n_results=min(k, size),
-                include=["documents", "metadatas", "distances"],
-            )
-            documents, metadatas, distances = found["documents"], found["metadatas"], found["distances"]
-            assert documents is not None and metadatas is not None and distances is not None
-            for chunk_id, text, metadata, distance in zip(
-                found["ids"][0], documents[0], metadatas[0], distances[0], strict=True
-            ):
-                hits.append(
-                    Hit(_chunk(chunk_id, text, dict(metadata), name, local_only), 1.0 - float(distance))
-                )
-        hits.sort(key=lambda hit: -hit.similarity)
+            if store.count():
+                found.extend(self._candidates(store, name, query, vector, pool))
+        best = max((lexical for _, lexical in found), default=0.0) or 1.0
+        hits = [
+            replace(hit, score=hit.similarity + LEXICAL_WEIGHT * lexical / best) for hit, lexical in found
+        ]
+        hits.sort(key=lambda hit: -hit.score)
         return hits[:k]
+
+    def _candidates(
+        self, store: Collection, name: str, query: str, vector: Any, pool: int
+    ) -> list[tuple[Hit, float]]:
+        """One collection's ``pool`` nearest chunks and ``pool`` best BM25 matches, each with
+        its BM25 score."""
+        local_only = _local_only(store)
+        lexical = self._lexical_index(store).top(query, pool)
+        scores = dict(lexical)
+        near = store.query(
+            query_embeddings=vector,
+            n_results=min(pool, store.count()),
+            include=["documents", "metadatas", "distances"],
+        )
+        documents, metadatas, distances = near["documents"], near["metadatas"], near["distances"]
+        assert documents is not None and metadatas is not None and distances is not None
+        found = [
+            (Hit(_chunk(i, text, dict(meta), name, local_only), 1.0 - float(distance)), scores.get(i, 0.0))
+            for i, text, meta, distance in zip(
+                near["ids"][0], documents[0], metadatas[0], distances[0], strict=True
+            )
+        ]
+        seen = {hit.chunk.id for hit, _ in found}
+        missing = [i for i, _ in lexical if i not in seen]
+        if missing:
+            rows = store.get(ids=missing, include=["documents", "metadatas", "embeddings"])
+            assert rows["documents"] is not None and rows["metadatas"] is not None
+            assert rows["embeddings"] is not None
+            similarities = cosine_similarities(vector[0], rows["embeddings"])
+            for i, text, meta, similarity in zip(
+                rows["ids"], rows["documents"], rows["metadatas"], similarities, strict=True
+            ):
+                found.append(
+                    (Hit(_chunk(i, text, dict(meta), name, local_only), float(similarity)), scores[i])
+                )
+        return found
+
+    def _lexical_index(self, store: Collection) -> Bm25:
+        """The collection's BM25 index, built again when the collection has changed."""
+        revision = str((store.metadata or {}).get("revision"))
+        cached = self._lexical.get(store.name)
+        if cached is None or cached[0] != revision:
+            rows = store.get(include=["documents", "metadatas"])
+            texts = [
+                with_title(str(meta.get("title") or ""), text)
+                for text, meta in zip(rows["documents"] or [], rows["metadatas"] or [], strict=True)
+            ]
+            cached = (revision, Bm25(rows["ids"], texts))
+            self._lexical[store.name] = cached
+        return cached[1]
+
+    def _changed(self, store: Collection) -> None:
+        """Mark ``store`` changed, so every process's BM25 index of it is rebuilt."""
+        store.modify(metadata={**(store.metadata or {}), "revision": uuid.uuid4().hex})
 
     def sources(self) -> list[Source]:
         """Every stored file, per collection."""
@@ -306,6 +340,7 @@ class DocumentMemory:
             ids = store.get(where={"source": target}, include=[])["ids"]
             if ids:
                 store.delete(ids=ids)
+                self._changed(store)
                 removed += len(ids)
         return removed
 

@@ -13,8 +13,10 @@ from pathlib import Path
 
 import pytest
 from tierflow.evals.batch_corpus import CORPUS_DIR
+from tierflow.memory.chunks import title_of, with_title
 from tierflow.memory.documents import CHUNK_TOKENS, CollectionNameError, DocumentMemory
 from tierflow.memory.embeddings import OfflineEmbeddings
+from tierflow.memory.lexical import LEXICAL_WEIGHT, Bm25, words
 
 FAQ = CORPUS_DIR / "man-db-faq.txt"
 BUGS = CORPUS_DIR / "python-dealing-with-bugs.txt"
@@ -69,7 +71,61 @@ def test_search_finds_the_chunk_that_answers(memory: DocumentMemory, files: Path
     memory.add_all([files / FAQ.name, files / BUGS.name])
     hits = memory.search("How do I report a bug in Python?", k=3)
     assert hits and hits[0].chunk.source.endswith(BUGS.name)
-    assert hits[0].similarity >= hits[-1].similarity
+    assert [hit.score for hit in hits] == sorted((hit.score for hit in hits), reverse=True)
+
+
+def test_the_ranking_adds_scaled_word_matches_to_similarity(memory: DocumentMemory, files: Path) -> None:
+    memory.add_all([files / FAQ.name, files / BUGS.name])
+    hits = memory.search("mandb whatis database", k=10)
+    assert hits[0].chunk.source.endswith(FAQ.name)
+    lexical = [(hit.score - hit.similarity) / LEXICAL_WEIGHT for hit in hits]
+    assert max(lexical) == pytest.approx(1.0)  # the best word match, scaled to 1
+    assert all(0.0 <= share <= 1.0 + 1e-9 for share in lexical)
+    assert any(share == pytest.approx(0.0) for share in lexical)  # a chunk sharing no word
+
+
+def test_a_word_match_outside_the_nearest_chunks_is_still_ranked(
+    memory: DocumentMemory, files: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    memory.add(files / FAQ.name)
+    query = "catgets"  # a word in one chunk, which its meaning alone does not rank first
+    every = memory.search(query, k=40)
+    dense = {hit.chunk.id: hit.similarity for hit in every}
+    assert query not in max(every, key=lambda hit: hit.similarity).chunk.text.lower()
+    monkeypatch.setattr("tierflow.memory.documents.CANDIDATES", 1)
+    hits = memory.search(query, k=1)  # one chunk by meaning, one by words
+    assert query in hits[0].chunk.text.lower() and hits[0].score > hits[0].similarity
+    assert hits[0].similarity == pytest.approx(dense[hits[0].chunk.id], abs=1e-4)
+
+
+def test_a_file_added_by_another_process_is_matched_by_its_words(
+    memory: DocumentMemory, embeddings: OfflineEmbeddings, files: Path
+) -> None:
+    memory.add(files / BUGS.name)
+    assert memory.search("catgets", k=1)[0].score == pytest.approx(
+        memory.search("catgets", k=1)[0].similarity
+    )
+    other = DocumentMemory(memory._client, embeddings)  # another process's view of the store
+    other.add(files / FAQ.name)
+    (hit,) = memory.search("catgets", k=1)
+    assert hit.chunk.source.endswith(FAQ.name) and hit.score > hit.similarity
+    other.forget(str(files / FAQ.name))
+    assert all(h.score == pytest.approx(h.similarity) for h in memory.search("catgets", k=3))
+
+
+def test_chunks_are_embedded_under_their_documents_title_and_older_ones_again(
+    memory: DocumentMemory, files: Path
+) -> None:
+    assert title_of("\n## Installing  the *tool*\nbody") == "Installing the *tool*"
+    assert with_title("Guide", "deep in the text") == "Guide\ndeep in the text"
+    assert with_title("Guide", "Guide\n\nfirst part") == "Guide\n\nfirst part"
+    memory.add(files / FAQ.name)
+    store = memory._collection("default")
+    rows = store.get(include=["metadatas"])
+    assert {m["title"] for m in rows["metadatas"] or []} == {title_of((files / FAQ.name).read_text())}
+    store.update(ids=rows["ids"], metadatas=[{"embedded_as": "chunk"} for _ in rows["ids"]])
+    assert memory.add(files / FAQ.name).status == "replaced"  # stored before titles: embedded again
+    assert memory.add(files / FAQ.name).status == "unchanged"
 
 
 def test_forget_removes_every_chunk_of_a_source(memory: DocumentMemory, files: Path) -> None:
@@ -142,3 +198,12 @@ def test_the_store_survives_a_restart_offline_writing_only_its_folders(
     assert [p for p in home.rglob("*") if p.is_file()] == []  # nothing written outside its folders
     assert sorted((p, p.stat().st_mtime) for p in model_dir.rglob("*")) == models_before
     assert (tmp_path / "data" / "memory" / "documents").is_dir()
+
+
+def test_bm25_weighs_rare_words_and_ignores_stop_words() -> None:
+    assert words("What is the --frobnicate option of Git 2.39?") == ["frobnicate", "option", "git", "39"]
+    index = Bm25(["a", "b", "c"], ["git option one", "git option two", "git frobnicate"])
+    scores = index.scores("the git frobnicate option")
+    assert index.top("the git frobnicate option", 1) == [("c", scores["c"])]
+    assert scores["a"] == pytest.approx(scores["b"]) and scores["c"] > scores["a"] > 0
+    assert index.scores("what is the") == {} and Bm25([], []).top("git", 3) == []

@@ -169,6 +169,7 @@ def evidence_frame(trace: RunTrace, evidence: dict[str, Any]) -> pd.DataFrame:
         rows.append(
             {
                 "chunk": name,
+                "score": chunk.get("score"),
                 "similarity": chunk.get("similarity"),
                 "collection": chunk.get("collection", ""),
                 "local only": bool(chunk.get("local_only")),
@@ -178,7 +179,8 @@ def evidence_frame(trace: RunTrace, evidence: dict[str, Any]) -> pd.DataFrame:
             }
         )
     return pd.DataFrame(
-        rows, columns=["chunk", "similarity", "collection", "local only", "shown to", "cited", "text"]
+        rows,
+        columns=["chunk", "score", "similarity", "collection", "local only", "shown to", "cited", "text"],
     )
 
 
