@@ -1,13 +1,13 @@
 """Answers from the users' documents that say where they come from.
 
-``retrieve`` finds the chunks of the document memory nearest a question; when the nearest
-few are too close to call, the SLM reranks them. ``cited_answer`` answers from the chunks
-on the SLM and names the ones it used. The SLM's answer escalates to the LLM (under
-``tiered``) when its evidence is weak or it fails its grounding check: it cites nothing,
-its cited chunks lack a number, a command or most of the words it states, or it says
-"not found" over evidence that looks relevant. An answer that fails the grounding check
-on the last tier it may use is not given: the step answers "not found" and the trace
-keeps why.
+``retrieve`` finds the chunks of the document memory that best match a question (by
+meaning and by the words they share); asked to, the SLM reranks the best few.
+``cited_answer`` answers from the chunks on the SLM and names the ones it used. The SLM's
+answer escalates to the LLM (under ``tiered``) when its evidence is weak or it fails its
+grounding check: it cites nothing, its cited chunks lack a number, a command or most of the
+words it states, or it says "not found" over evidence that looks relevant. An answer that
+fails the grounding check on the last tier it may use is not given: the step answers "not
+found" and the trace keeps why.
 
 Chunks of a local-only collection never reach the LLM: the LLM is shown only the
 shareable ones, and with none it is not asked (the refusal is traced, as for any
@@ -140,10 +140,10 @@ def retrieve(
     rerank_pool: int = 5,
     rerank_margin: float = 0.03,
 ) -> Node:
-    """A node that writes the ``k`` chunks nearest the state's ``query`` to ``into`` (a list
-    of ``Evidence``, best first). ``rerank``: ``auto`` asks the SLM which of the nearest
-    ``rerank_pool`` answers the question when the two best are within ``rerank_margin`` of
-    each other; ``always`` asks every time; ``off`` keeps the memory's order (similarity
+    """A node that writes the ``k`` chunks that best match the state's ``query`` to ``into``
+    (a list of ``Evidence``, best first). ``rerank``: ``auto`` asks the SLM which of the best
+    ``rerank_pool`` answers the question when the two best scores are within ``rerank_margin``
+    of each other; ``always`` asks every time; ``off`` keeps the memory's order (similarity
     plus scaled word matches, see ``DocumentMemory.search``)."""
     if k < 1:
         raise ValueError("retrieve() needs k >= 1")

@@ -1,6 +1,7 @@
 """Users' documents in the long-term memory: files read by the batch job's readers, cut by
 the same token-aware splitter into chunks the embedding model reads whole, and stored in
-chromadb with their source, position and content hash.
+chromadb with their source, position and content hash. A search ranks chunks by cosine
+similarity plus word matches (BM25, see ``memory.lexical``).
 
 Each named collection (``default`` unless told) is a chromadb collection of its own;
 one made ``local_only`` keeps that flag, and its chunks never go to the LLM tier. Adding a
@@ -24,7 +25,7 @@ from chromadb.api.types import Embeddable, EmbeddingFunction
 from chromadb.errors import NotFoundError
 from tierflow.batch.readers import DocumentError, read_document
 from tierflow.errors import TierflowError
-from tierflow.memory.chunks import CHUNK_TOKENS, EmbeddingTokens, chunks_of, title_of, with_title
+from tierflow.memory.chunks import CHUNK_TOKENS, EmbeddingTokens, chunks_of
 from tierflow.memory.embeddings import OfflineEmbeddings, cosine_similarities
 from tierflow.memory.lexical import LEXICAL_WEIGHT, Bm25
 from tierflow.memory.store import MemoryStoreError, cosine_collection, open_client
@@ -42,8 +43,6 @@ __all__ = [
 
 CANDIDATES = 20
 """Chunks drawn from each collection by each half of the hybrid search before ranking."""
-EMBEDDED_AS = "title+chunk"
-"""How chunks are embedded (stored with each; a file stored another way is re-embedded)."""
 DEFAULT_COLLECTION = "default"
 PREFIX = "documents_"
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,39}$")
@@ -178,11 +177,10 @@ class DocumentMemory:
         except DocumentError as exc:
             return Added(source, "failed", reason=f"{exc.reason}: {exc.message}")
         existing = store.get(where={"source": source}, include=["metadatas"])
-        stored = {(str(m.get("content_hash")), m.get("embedded_as")) for m in existing["metadatas"] or []}
-        if stored == {(read.content_hash, EMBEDDED_AS)}:
+        hashes = {str(m.get("content_hash")) for m in existing["metadatas"] or []}
+        if hashes == {read.content_hash}:
             return Added(source, "unchanged", chunks=len(existing["ids"]))
         chunks = self.chunks_of(read.text)
-        title = title_of(read.text)
         added_at = datetime.now(UTC).isoformat(timespec="seconds")
         ids = [_chunk_id(collection, source, position) for position in range(len(chunks))]
         metadatas: list[dict[str, str | int | bool]] = [
@@ -194,8 +192,6 @@ class DocumentMemory:
                 "chunk_hash": hashlib.sha256(piece.encode()).hexdigest()[:16],
                 "added_at": added_at,
                 "kind": read.kind,
-                "embedded_as": EMBEDDED_AS,
-                "title": title,
             }
             for position, (start, piece) in enumerate(chunks)
         ]
@@ -203,7 +199,7 @@ class DocumentMemory:
             if existing["ids"]:
                 store.delete(ids=existing["ids"])
             if chunks:
-                vectors = self.embeddings.embed([with_title(title, piece) for _, piece in chunks])
+                vectors = self.embeddings.embed([piece for _, piece in chunks])
                 store.add(
                     ids=ids,
                     documents=[piece for _, piece in chunks],
@@ -296,12 +292,8 @@ class DocumentMemory:
         revision = str((store.metadata or {}).get("revision"))
         cached = self._lexical.get(store.name)
         if cached is None or cached[0] != revision:
-            rows = store.get(include=["documents", "metadatas"])
-            texts = [
-                with_title(str(meta.get("title") or ""), text)
-                for text, meta in zip(rows["documents"] or [], rows["metadatas"] or [], strict=True)
-            ]
-            cached = (revision, Bm25(rows["ids"], texts))
+            rows = store.get(include=["documents"])
+            cached = (revision, Bm25(rows["ids"], rows["documents"] or []))
             self._lexical[store.name] = cached
         return cached[1]
 

@@ -5,8 +5,9 @@ MiniLM places a question near chunks about the same thing, but a chunk of 200 to
 averages many sentences, and the rare word a question turns on (an option's name, a
 version, a product) weighs little in it. BM25 weighs exactly those words. The memory ranks
 by cosine similarity plus ``LEXICAL_WEIGHT`` times the BM25 score scaled to the best
-candidate's; on the memory evaluation's questions this lifted hit@1 from 70% to 78%, and
-on its held-out questions from 45% to 55% (``tierflow eval memory``).
+candidate's. On the memory evaluation (``tierflow eval memory``) this put the chunk that
+holds the answer in the top 3 for 93% of its questions instead of 88%, and for 85% of its
+held-out questions instead of 70%.
 """
 
 from __future__ import annotations

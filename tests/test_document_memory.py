@@ -13,7 +13,6 @@ from pathlib import Path
 
 import pytest
 from tierflow.evals.batch_corpus import CORPUS_DIR
-from tierflow.memory.chunks import title_of, with_title
 from tierflow.memory.documents import CHUNK_TOKENS, CollectionNameError, DocumentMemory
 from tierflow.memory.embeddings import OfflineEmbeddings
 from tierflow.memory.lexical import LEXICAL_WEIGHT, Bm25, words
@@ -113,21 +112,6 @@ def test_a_file_added_by_another_process_is_matched_by_its_words(
     assert all(h.score == pytest.approx(h.similarity) for h in memory.search("catgets", k=3))
 
 
-def test_chunks_are_embedded_under_their_documents_title_and_older_ones_again(
-    memory: DocumentMemory, files: Path
-) -> None:
-    assert title_of("\n## Installing  the *tool*\nbody") == "Installing the *tool*"
-    assert with_title("Guide", "deep in the text") == "Guide\ndeep in the text"
-    assert with_title("Guide", "Guide\n\nfirst part") == "Guide\n\nfirst part"
-    memory.add(files / FAQ.name)
-    store = memory._collection("default")
-    rows = store.get(include=["metadatas"])
-    assert {m["title"] for m in rows["metadatas"] or []} == {title_of((files / FAQ.name).read_text())}
-    store.update(ids=rows["ids"], metadatas=[{"embedded_as": "chunk"} for _ in rows["ids"]])
-    assert memory.add(files / FAQ.name).status == "replaced"  # stored before titles: embedded again
-    assert memory.add(files / FAQ.name).status == "unchanged"
-
-
 def test_forget_removes_every_chunk_of_a_source(memory: DocumentMemory, files: Path) -> None:
     memory.add_all([files / FAQ.name, files / BUGS.name])
     memory.add(files / FAQ.name, collection="other")
@@ -195,6 +179,13 @@ def test_the_store_survives_a_restart_offline_writing_only_its_folders(
     found = tierflow("memory", "search", "How do I report a bug?", "--json", env=env)  # another
     assert found.returncode == 0, found.stderr
     assert json.loads(found.stdout)[0]["source"].endswith(BUGS.name)
+    listed = tierflow("memory", "list", "--json", env=env)
+    assert listed.returncode == 0, listed.stderr
+    assert sorted(Path(s["source"]).name for s in json.loads(listed.stdout)) == sorted([BUGS.name, FAQ.name])
+    forgot = tierflow("memory", "forget", str(files / BUGS.name), env=env)
+    assert forgot.returncode == 0, forgot.stderr
+    listed = tierflow("memory", "list", "--json", env=env)
+    assert [Path(s["source"]).name for s in json.loads(listed.stdout)] == [FAQ.name]
     assert [p for p in home.rglob("*") if p.is_file()] == []  # nothing written outside its folders
     assert sorted((p, p.stat().st_mtime) for p in model_dir.rglob("*")) == models_before
     assert (tmp_path / "data" / "memory" / "documents").is_dir()
