@@ -10,10 +10,10 @@ document memory with ``DocumentMemory.add``, and questions go through ``build_qa
 - **Retrieval**: the chunk holding the evidence (whitespace ignored; a span cut by a chunk
   boundary counts for both chunks) is looked for in the ranking: hit@1, hit@3 and MRR
   (over the top 10), for the memory's own order and for the SLM's reranking of the top 5.
-  The memory's ranking (titles over chunks, word matches next to similarity) was chosen on
-  these questions, so retrieval is also measured on 45 held-out questions
-  (``data/memory/heldout.json``: 40 answerable, each on evidence no question above uses,
-  most worded away from their document), which took no part in any choice.
+  The memory's ranking (word matches next to similarity) was chosen on these questions, so
+  retrieval is also measured on 45 held-out questions (``data/memory/heldout.json``: 40
+  answerable, each on evidence no question above uses, most worded away from their
+  document), used only to check it.
 - **Answers**, per policy (``slm``, ``tiered``, ``llm``): correct when an answerable
   question's answer contains one of its keys (case and whitespace ignored) and an
   unanswerable one is declined; citation accuracy: of the answers that cite, the share
@@ -308,7 +308,7 @@ def memory_markdown(data: dict[str, Any]) -> str:
             memory_tables(data),
             "Retrieval: the rank of the chunk holding the evidence. Held-out: "
             f"{fixture.get('held_out_answerable', '–')} answerable questions that took no part in "
-            "choosing the ranking (retrieval only). Correct: an answerable "
+            "choosing the ranking, used only to check it (retrieval only). Correct: an answerable "
             "question's answer contains one of its keys, an unanswerable one is declined. "
             "Citation accuracy: of the answers that cite, the share citing a chunk that holds "
             "the evidence; citation precision: the share of cited chunks that hold it. SLM "
