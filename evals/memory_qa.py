@@ -307,8 +307,8 @@ def memory_markdown(data: dict[str, Any]) -> str:
             f"questions ({fixture['answerable']} answerable). Command: `tierflow eval memory`.\n",
             memory_tables(data),
             "Retrieval: the rank of the chunk holding the evidence. Held-out: "
-            f"{fixture.get('held_out_answerable', '–')} answerable questions that took no part in "
-            "choosing the ranking, used only to check it (retrieval only). Correct: an answerable "
+            f"{fixture.get('held_out_answerable', '–')} answerable questions, used only to check the "
+            "ranking chosen on the questions above (retrieval only). Correct: an answerable "
             "question's answer contains one of its keys, an unanswerable one is declined. "
             "Citation accuracy: of the answers that cite, the share citing a chunk that holds "
             "the evidence; citation precision: the share of cited chunks that hold it. SLM "

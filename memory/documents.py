@@ -14,7 +14,7 @@ import hashlib
 import re
 import uuid
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal, cast
@@ -68,7 +68,7 @@ class Chunk:
 class Hit:
     chunk: Chunk
     similarity: float  # cosine, 1.0 = same direction
-    score: float = 0.0  # the ranking's: similarity plus the weighted, scaled BM25 score
+    score: float  # the ranking's: similarity plus the weighted, scaled BM25 score
 
 
 @dataclass(frozen=True)
@@ -239,53 +239,49 @@ class DocumentMemory:
             return []
         vector = self.embeddings.embed([query])
         pool = max(k, CANDIDATES)
-        found: list[tuple[Hit, float]] = []
+        found: list[tuple[Chunk, float, float]] = []
         for name in names:
             store = self._collection(name)
-            if store.count():
-                found.extend(self._candidates(store, name, query, vector, pool))
-        best = max((lexical for _, lexical in found), default=0.0) or 1.0
+            if size := store.count():
+                found.extend(self._candidates(store, name, size, query, vector, pool))
+        best = max((lexical for _, _, lexical in found), default=0.0) or 1.0
         hits = [
-            replace(hit, score=hit.similarity + LEXICAL_WEIGHT * lexical / best) for hit, lexical in found
+            Hit(chunk, cosine, cosine + LEXICAL_WEIGHT * lexical / best) for chunk, cosine, lexical in found
         ]
         hits.sort(key=lambda hit: -hit.score)
         return hits[:k]
 
     def _candidates(
-        self, store: Collection, name: str, query: str, vector: Any, pool: int
-    ) -> list[tuple[Hit, float]]:
+        self, store: Collection, name: str, size: int, query: str, vector: Any, pool: int
+    ) -> list[tuple[Chunk, float, float]]:
         """One collection's ``pool`` nearest chunks and ``pool`` best BM25 matches, each with
-        its BM25 score."""
+        its cosine similarity and its BM25 score."""
         local_only = _local_only(store)
         lexical = self._lexical_index(store).top(query, pool)
         scores = dict(lexical)
         near = store.query(
             query_embeddings=vector,
-            n_results=min(pool, store.count()),
+            n_results=min(pool, size),
             include=["documents", "metadatas", "distances"],
         )
         documents, metadatas, distances = near["documents"], near["metadatas"], near["distances"]
         assert documents is not None and metadatas is not None and distances is not None
-        found = [
-            (Hit(_chunk(i, text, dict(meta), name, local_only), 1.0 - float(distance)), scores.get(i, 0.0))
-            for i, text, meta, distance in zip(
-                near["ids"][0], documents[0], metadatas[0], distances[0], strict=True
-            )
-        ]
-        seen = {hit.chunk.id for hit, _ in found}
-        missing = [i for i, _ in lexical if i not in seen]
-        if missing:
+        ids, similarities = near["ids"][0], [1.0 - float(distance) for distance in distances[0]]
+        texts, metas = list(documents[0]), list(metadatas[0])
+        nearest = set(ids)
+        missing = [i for i, _ in lexical if i not in nearest]
+        if missing:  # word matches beyond the nearest: their cosine from the stored vectors
             rows = store.get(ids=missing, include=["documents", "metadatas", "embeddings"])
             assert rows["documents"] is not None and rows["metadatas"] is not None
             assert rows["embeddings"] is not None
-            similarities = cosine_similarities(vector[0], rows["embeddings"])
-            for i, text, meta, similarity in zip(
-                rows["ids"], rows["documents"], rows["metadatas"], similarities, strict=True
-            ):
-                found.append(
-                    (Hit(_chunk(i, text, dict(meta), name, local_only), float(similarity)), scores[i])
-                )
-        return found
+            ids = [*ids, *rows["ids"]]
+            similarities += [float(s) for s in cosine_similarities(vector[0], rows["embeddings"])]
+            texts += rows["documents"]
+            metas += rows["metadatas"]
+        return [
+            (_chunk(i, text, dict(meta), name, local_only), similarity, scores.get(i, 0.0))
+            for i, text, meta, similarity in zip(ids, texts, metas, similarities, strict=True)
+        ]
 
     def _lexical_index(self, store: Collection) -> Bm25:
         """The collection's BM25 index, built again when the collection has changed."""

@@ -20,7 +20,9 @@ from collections.abc import Sequence
 __all__ = ["LEXICAL_WEIGHT", "Bm25", "words"]
 
 LEXICAL_WEIGHT = 0.2
-"""The scaled BM25 score's weight next to cosine similarity (flat from 0.1 to 0.3)."""
+"""The scaled BM25 score's weight next to cosine similarity. On the evaluation's questions,
+0.05 to 0.2 put the answer's chunk in the top 3 for 92-93% of them, 0.3 for 87% and 0 for
+88%; 0.2 ranked best (hit@1 73%)."""
 K1, B = 1.2, 0.75  # the usual term-frequency saturation and length normalisation
 
 _WORD = re.compile(r"[a-z0-9]+")
