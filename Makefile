@@ -5,6 +5,10 @@ BIN := $(VENV)/bin
 DEMO_TASK ?= What is 17 * 23 + 4?
 # llama-cpp-python compiles llama.cpp from source (7-10 minutes on 2 cores, once).
 export CMAKE_BUILD_PARALLEL_LEVEL ?= $(shell nproc 2>/dev/null || echo 2)
+# For any x86-64 with AVX2 rather than -march=native: a native build on a CPU with AMX (Intel
+# Sapphire Rapids) crashed on its first decode of more than one token in these VMs. Built
+# without pip's wheel cache, so that a wheel built with other flags is never reused.
+LLAMA_CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON
 
 # BFCL's data and checker; --no-deps because its requirements name every vendor SDK.
 # onnxruntime (the decision memory's embeddings) writes ~/.cache/Microsoft and queues usage
@@ -13,7 +17,7 @@ export ORT_DISABLE_TELEMETRY ?= 1
 BFCL_EVAL ?= bfcl-eval==2026.3.23
 QUICK ?= 10
 
-.PHONY: lock setup models run demo browser postgres reliability test check lint eval eval-full bench results-table clean
+.PHONY: lock setup models run demo browser postgres reliability test check lint eval eval-full bench results-table screenshots clean
 
 setup: $(VENV)/.installed
 
@@ -21,6 +25,8 @@ setup: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml requirements-dev.lock
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
+	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(BIN)/python -m pip install --quiet --no-cache-dir \
+	  -c requirements-dev.lock 'llama-cpp-python[server]'
 	$(BIN)/python -m pip install --quiet -c requirements-dev.lock -e '.[dev]'
 	$(BIN)/python -m pip install --quiet --no-deps '$(BFCL_EVAL)'
 	@touch $@
@@ -64,9 +70,13 @@ test: models browser postgres lint
 check: lint
 	$(BIN)/python -m pytest -q -m "not real_slm and not real_llm"
 
+# Lint, format, strict types, and the floors of the import graph (import-linter: no cycles, no
+# upward import, no product module importing the evaluations; contracts in pyproject.toml).
 lint: setup
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 	cd "$$(.ci/typecheck-tree)" && $(CURDIR)/$(BIN)/mypy -p tierflow
+	cd "$$(.ci/typecheck-tree)" && PYTHONPATH=. $(CURDIR)/$(BIN)/lint-imports $(CURDIR)/pyproject.toml
 
 # A quick look (minutes): QUICK items of each BFCL category and a few tasks, every policy.
 eval: models
@@ -82,7 +92,9 @@ eval-full: models
 	for c in simple_python multiple irrelevance; do \
 	  $(BIN)/tierflow eval tools --suite bfcl:$$c --limit 100 --policy slm --policy llm || exit 1; done
 	$(BIN)/tierflow eval confidence
-	$(BIN)/tierflow eval routing --collect --warm-memory --train
+	# the paired runs and the scorer that ship with tierflow (a user's go to the results dir)
+	$(BIN)/tierflow eval routing --collect --warm-memory --train \
+	  --runs evals/data/routing/runs.jsonl --scorer agents/data/escalation_scorer.json
 	for c in simple_python multiple irrelevance; do \
 	  $(BIN)/tierflow eval tools --suite bfcl:$$c --limit 100 --policy tiered || exit 1; done
 	$(BIN)/tierflow eval tasks --policy slm --policy tiered --policy llm
@@ -99,6 +111,10 @@ bench: models
 	$(BIN)/tierflow eval bench
 	$(BIN)/tierflow eval batch
 	$(MAKE) results-table
+
+# The console's screenshots in evals/results/console/ (tests write theirs to a temporary folder).
+screenshots: models browser
+	TIERFLOW_SCREENSHOTS=$(CURDIR)/evals/results/console $(BIN)/python -m pytest -q tests/test_ui_browser.py -k chromium
 
 results-table: setup
 	$(BIN)/tierflow eval readme

@@ -5,32 +5,16 @@ from __future__ import annotations
 from collections.abc import Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import Any, Literal, Protocol, TypedDict, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
-from tierflow.agents.signals import TokenSignals
+from tierflow.records import ChoiceScores, Message, Tier, TokenSignals
 
 __all__ = ["Tier", "Message", "Completion", "ChoiceScores", "ChatModel", "CURRENT_NODE"]
-
-Tier = Literal["slm", "llm"]
 
 
 CURRENT_NODE: ContextVar[str | None] = ContextVar("tierflow_current_node", default=None)
 """The graph node on whose behalf a model is being called (set by ``ask``): scripted test
 models answer by it, and logs can name it."""
-
-
-class Message(TypedDict):
-    role: Literal["system", "user", "assistant"]
-    content: str
-
-
-@dataclass(frozen=True)
-class ChoiceScores:
-    """How the SLM scored every option of a choice, by teacher forcing on the cached prompt."""
-
-    probabilities: dict[str, float]
-    greedy_choice: str  # what greedy grammar decoding had chosen before rescoring
-    scoring_ms: float
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+from tierflow.records import TokenSignals
 
 __all__ = ["TokenTrace", "TokenSignals", "value_spans", "token_signals"]
 
@@ -48,25 +49,6 @@ class TokenTrace:
         self.chosen.append(token)
         self.logprobs.append(float(self._last[token]) - self._last_lse)
         self.forced.append(token != int(self._last.argmax()))
-
-
-@dataclass(frozen=True)
-class TokenSignals:
-    """Log-probabilities of the tokens inside the JSON values of a reply (not its keys or
-    punctuation): the lowest, the mean, and how many the grammar forced."""
-
-    tokens: int
-    min_logprob: float
-    mean_logprob: float
-    forced_tokens: int
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "tokens": self.tokens,
-            "min_logprob": round(self.min_logprob, 4),
-            "mean_logprob": round(self.mean_logprob, 4),
-            "forced_tokens": self.forced_tokens,
-        }
 
 
 def value_spans(text: str) -> list[tuple[int, int]]:

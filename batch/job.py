@@ -18,9 +18,7 @@ from typing import TYPE_CHECKING, Literal, Protocol
 
 from tierflow.agents.tiers import Tiers
 from tierflow.batch.backends import Backend, InProcessBackend, ProcessBackend, RayBackend
-from tierflow.batch.graph import SYNTHESIS_GROUP_CHARS, summaries_text, synthesis_graph
 from tierflow.batch.jobs import JobStore, NewDocument, signature
-from tierflow.batch.readers import DocumentError, content_hash, find_inputs, read_document
 from tierflow.batch.report import JobReport, build_report
 from tierflow.batch.worker import (
     DocumentOutcome,
@@ -29,8 +27,10 @@ from tierflow.batch.worker import (
     WorkerConfig,
     summarize_document,
 )
-from tierflow.memory.tables import JobDocument
-from tierflow.memory.tracelog import replay
+from tierflow.graphs.summaries import SYNTHESIS_GROUP_CHARS, summaries_text, synthesis_graph
+from tierflow.memory.traces.tables import Job, JobDocument
+from tierflow.memory.traces.tracelog import replay
+from tierflow.tools.readers import DocumentError, content_hash, find_inputs, read_document
 
 if TYPE_CHECKING:
     from tierflow.app import App
@@ -90,8 +90,7 @@ def run_job(
     progress = progress or _Quiet()
     jobs = JobStore(app.store)
     if request.resume is not None:  # a job goes on with its own options, whatever is asked now
-        job = jobs.get(request.resume)
-        stored = job.options or {}
+        stored = jobs.get(request.resume).options or {}
         request = replace(
             request, options=SummaryOptions.from_data(stored), synthesis=bool(stored.get("synthesis", True))
         )
@@ -99,25 +98,7 @@ def run_job(
     summary_signature = signature(
         {**options.signature_data(), "slm": app.tiers.slm.name, "llm": app.tiers.llm.name}
     )
-    if request.resume is not None:
-        paths = [Path(p) for p in job.inputs]
-        resumed = True
-    else:
-        paths = find_inputs(request.inputs)
-        job_signature = signature(
-            {"inputs": [str(p) for p in paths], "summary": summary_signature, "synthesis": request.synthesis}
-        )
-        found = jobs.unfinished(job_signature)
-        resumed = found is not None
-        job = found or jobs.create(
-            [str(p) for p in paths],
-            {
-                **options.signature_data(),
-                "summary_signature": summary_signature,
-                "synthesis": request.synthesis,
-            },
-            job_signature=job_signature,
-        )
+    job, paths, resumed = _open_job(jobs, request, summary_signature)
     if resumed:
         jobs.reopen(job.id)
     started = time.perf_counter()
@@ -148,6 +129,27 @@ def run_job(
         )
         raise
     return build_report(jobs, job.id, seconds=time.perf_counter() - started, store=app.store)
+
+
+def _open_job(jobs: JobStore, request: JobRequest, summary_signature: str) -> tuple[Job, list[Path], bool]:
+    """The job to run, its input files, and whether it is one that stopped before: the one
+    ``--resume`` names, an unfinished job of the same inputs and options, or a new one."""
+    if request.resume is not None:
+        job = jobs.get(request.resume)
+        return job, [Path(p) for p in job.inputs], True
+    paths = find_inputs(request.inputs)
+    job_signature = signature(
+        {"inputs": [str(p) for p in paths], "summary": summary_signature, "synthesis": request.synthesis}
+    )
+    found = jobs.unfinished(job_signature)
+    if found is not None:
+        return found, paths, True
+    options = {
+        **request.options.signature_data(),
+        "summary_signature": summary_signature,
+        "synthesis": request.synthesis,
+    }
+    return jobs.create([str(p) for p in paths], options, job_signature=job_signature), paths, False
 
 
 def _prepare(jobs: JobStore, job_id: str, paths: Sequence[Path], summary_signature: str) -> list[JobDocument]:
@@ -314,8 +316,6 @@ def _synthesize(
     app: App, jobs: JobStore, documents: Sequence[JobDocument], options: SummaryOptions
 ) -> Synthesis:
     """The cross-document report; one written before from the same summaries is reused."""
-    from tierflow.graphs.running import run_graph
-
     summaries = {
         Path(d.path).name: d.summary for d in documents if d.status in ("done", "skipped") and d.summary
     }
@@ -325,12 +325,9 @@ def _synthesize(
     earlier = jobs.earlier_synthesis(key)
     if earlier is not None:
         return Synthesis(earlier.synthesis, earlier.synthesis_run_id, key)
-    result = run_graph(
+    result = app.run_graph(
         synthesis_graph(),
         {"groups": _groups(summaries)},
-        tiers=app.tiers,
-        store=app.store,
-        settings=app.settings,
         policy=options.policy,
         local_only=options.local_only,
         name="summarize_synthesis",

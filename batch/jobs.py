@@ -18,9 +18,9 @@ from typing import Any, Literal
 
 from sqlmodel import Session, col, select
 from tierflow.errors import TierflowError
-from tierflow.memory.owner import is_gone, this_process
-from tierflow.memory.tables import Job, JobDocument, utcnow
 from tierflow.memory.traces import TraceStore
+from tierflow.memory.traces.owner import is_gone, this_process
+from tierflow.memory.traces.tables import Job, JobDocument, utcnow
 
 __all__ = [
     "DocumentStatus",

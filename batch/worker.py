@@ -12,9 +12,9 @@ from typing import TYPE_CHECKING, Any
 
 from tierflow.agents.policy import TierPolicy
 from tierflow.agents.tiers import Tiers
-from tierflow.batch.graph import document_graph
-from tierflow.memory.tracelog import TraceLog, TraceWrite
+from tierflow.graphs.summaries import document_graph
 from tierflow.memory.traces import TraceStore
+from tierflow.memory.traces.tracelog import TraceLog, TraceWrite
 
 if TYPE_CHECKING:
     from tierflow.settings import Settings
@@ -94,18 +94,20 @@ def summarize_document(
     driver's process; ``None`` in a worker, whose trace comes back in the outcome."""
     from tierflow.graphs.running import run_graph
 
-    log = TraceLog(store)
+    log = TraceLog()
+    traced = store.with_listener(log) if store is not None else TraceStore.in_memory(listeners=[log])
     started = time.perf_counter()
     run_id: str | None
     try:
         result = run_graph(
             document_graph(max_sentences=options.max_sentences),
             {"document": task.name, "text": task.text},
-            settings=settings,
             policy=options.policy,
             local_only=options.local_only,
             tiers=tiers,
-            store=log,
+            store=traced,
+            prices=settings.prices(),
+            snapshot=settings.masked(),
             name="summarize_document",
             task=f"summarize {task.name}",
             context={"chunk_tokens": options.chunk_tokens},
@@ -113,7 +115,7 @@ def summarize_document(
         ok, run_id, state = result.ok, result.run_id, result.state
         reason = None if ok else (result.error or result.status)
     except Exception as exc:  # a bug in a node: this document fails, the job goes on
-        run_id, ok, state = _run_id(log), False, {}
+        run_id, ok, state = log.run_id, False, {}
         reason = f"internal error: {type(exc).__name__}: {exc}"
     calls = log.model_calls()
     llm = [call for call in calls if call.tier == "llm"]
@@ -130,11 +132,6 @@ def summarize_document(
         seconds=round(time.perf_counter() - started, 3),
         trace=[] if store is not None else log.writes,
     )
-
-
-def _run_id(log: TraceLog) -> str | None:
-    started = [write for write in log.writes if write.method == "start_run"]
-    return str(started[0].kwargs["id"]) if started else None
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,8 @@
 """tierflow: an agentic workflow orchestrator with tiered models.
 
-The front door for Python users: build a LangGraph graph with the tiering kit's steps and
-run it with ``run_graph``::
+The front door: every public name is importable from here, and only from here is it
+documented. Build a LangGraph graph with the tiering kit's steps and run it with
+``run_graph``::
 
     import tierflow
     result = tierflow.run_graph(graph, {"text": "..."}, policy="tiered")
@@ -14,7 +15,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-__version__ = "0.1.0"
+from tierflow.version import __version__
 
 _EXPORTS = {
     # the tiering kit
@@ -22,6 +23,7 @@ _EXPORTS = {
     "TierChoice": "tierflow.agents.policy",
     "POLICY_PRESETS": "tierflow.agents.policy",
     "Budget": "tierflow.agents.budget",
+    "Prices": "tierflow.agents.budget",
     "Redactor": "tierflow.agents.redaction",
     "TierContext": "tierflow.graphs.context",
     "StepScope": "tierflow.graphs.steps",
@@ -31,22 +33,42 @@ _EXPORTS = {
     "summarize": "tierflow.graphs.steps",
     "reason": "tierflow.graphs.steps",
     "tiered_node": "tierflow.graphs.steps",
+    "numbers_grounded": "tierflow.graphs.steps",
+    "concise": "tierflow.graphs.steps",
+    "all_of": "tierflow.graphs.steps",
     "Rejected": "tierflow.agents.escalation",
-    # running graphs
-    "run_graph": "tierflow.graphs.running",
+    "parse_model": "tierflow.agents.escalation",
+    "parse_text": "tierflow.agents.escalation",
+    "parse_json": "tierflow.agents.escalation",
+    # answers from documents
+    "retrieve": "tierflow.graphs.citing",
+    "cited_answer": "tierflow.graphs.citing",
+    "build_qa_graph": "tierflow.graphs.citing",
+    "Evidence": "tierflow.graphs.grounding",
+    "DocumentMemory": "tierflow.memory.documents",
+    # running graphs and tasks
+    "run_graph": "tierflow.app",
     "GraphResult": "tierflow.graphs.running",
     "App": "tierflow.app",
+    "TaskRunner": "tierflow.graphs.runner",
+    "RunResult": "tierflow.graphs.runner",
+    "TraceStore": "tierflow.memory.traces",
+    # batch summarization
+    "JobRequest": "tierflow.batch.job",
+    "SummaryOptions": "tierflow.batch.worker",
+    "run_job": "tierflow.batch.job",
     # models, for tests and custom tiers
     "Tiers": "tierflow.agents.tiers",
     "ChatModel": "tierflow.agents.protocol",
     "Completion": "tierflow.agents.protocol",
+    "Message": "tierflow.records",
     "ScriptedModel": "tierflow.agents.scripted",
     # settings
     "Settings": "tierflow.settings",
     "load_settings": "tierflow.settings",
     # tools
-    "tool": "tierflow.tools.registry",
-    "Tool": "tierflow.tools.registry",
+    "tool": "tierflow.tools.base",
+    "Tool": "tierflow.tools.base",
     "ToolRegistry": "tierflow.tools.registry",
     "ToolLimits": "tierflow.tools.limits",
     # errors
@@ -54,11 +76,14 @@ _EXPORTS = {
     "ConfigError": "tierflow.errors",
     "GraphError": "tierflow.errors",
     "StepOutputError": "tierflow.errors",
+    "TaskInputError": "tierflow.errors",
     "BudgetExceededError": "tierflow.errors",
     "LLMUnavailableError": "tierflow.errors",
     "ModelNotFoundError": "tierflow.errors",
+    "RunNotResumableError": "tierflow.errors",
     "ToolError": "tierflow.errors",
 }
+"""Each public name and the module that defines it."""
 
 __all__ = [
     "__version__",
@@ -66,6 +91,7 @@ __all__ = [
     "TierChoice",
     "POLICY_PRESETS",
     "Budget",
+    "Prices",
     "Redactor",
     "TierContext",
     "StepScope",
@@ -75,55 +101,96 @@ __all__ = [
     "summarize",
     "reason",
     "tiered_node",
+    "numbers_grounded",
+    "concise",
+    "all_of",
     "Rejected",
+    "parse_model",
+    "parse_text",
+    "parse_json",
+    "retrieve",
+    "cited_answer",
+    "build_qa_graph",
+    "Evidence",
+    "DocumentMemory",
     "run_graph",
     "GraphResult",
     "App",
+    "TaskRunner",
+    "RunResult",
+    "TraceStore",
+    "JobRequest",
+    "SummaryOptions",
+    "run_job",
     "Tiers",
     "ChatModel",
     "Completion",
+    "Message",
     "ScriptedModel",
     "Settings",
     "load_settings",
     "tool",
     "Tool",
-    "ToolLimits",
     "ToolRegistry",
+    "ToolLimits",
     "TierflowError",
     "ConfigError",
     "GraphError",
     "StepOutputError",
+    "TaskInputError",
     "BudgetExceededError",
     "LLMUnavailableError",
     "ModelNotFoundError",
+    "RunNotResumableError",
     "ToolError",
 ]
 
 if TYPE_CHECKING:
-    from tierflow.agents.budget import Budget
-    from tierflow.agents.escalation import Rejected
+    from tierflow.agents.budget import Budget, Prices
+    from tierflow.agents.escalation import Rejected, parse_json, parse_model, parse_text
     from tierflow.agents.policy import POLICY_PRESETS, TierChoice, TierPolicy
     from tierflow.agents.protocol import ChatModel, Completion
     from tierflow.agents.redaction import Redactor
     from tierflow.agents.scripted import ScriptedModel
     from tierflow.agents.tiers import Tiers
-    from tierflow.app import App
+    from tierflow.app import App, run_graph
+    from tierflow.batch.job import JobRequest, run_job
+    from tierflow.batch.worker import SummaryOptions
     from tierflow.errors import (
         BudgetExceededError,
         ConfigError,
         GraphError,
         LLMUnavailableError,
         ModelNotFoundError,
+        RunNotResumableError,
         StepOutputError,
+        TaskInputError,
         TierflowError,
         ToolError,
     )
+    from tierflow.graphs.citing import build_qa_graph, cited_answer, retrieve
     from tierflow.graphs.context import Answer, TierContext
-    from tierflow.graphs.running import GraphResult, run_graph
-    from tierflow.graphs.steps import StepScope, choose, extract, reason, summarize, tiered_node
+    from tierflow.graphs.grounding import Evidence
+    from tierflow.graphs.runner import RunResult, TaskRunner
+    from tierflow.graphs.running import GraphResult
+    from tierflow.graphs.steps import (
+        StepScope,
+        all_of,
+        choose,
+        concise,
+        extract,
+        numbers_grounded,
+        reason,
+        summarize,
+        tiered_node,
+    )
+    from tierflow.memory.documents import DocumentMemory
+    from tierflow.memory.traces import TraceStore
+    from tierflow.records import Message
     from tierflow.settings import Settings, load_settings
+    from tierflow.tools.base import Tool, tool
     from tierflow.tools.limits import ToolLimits
-    from tierflow.tools.registry import Tool, ToolRegistry, tool
+    from tierflow.tools.registry import ToolRegistry
 
 
 def __getattr__(name: str) -> Any:

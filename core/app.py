@@ -15,16 +15,21 @@ from typing import TYPE_CHECKING, Any
 
 from tierflow.agents.catalog import CATALOG, Progress, resolve_model
 from tierflow.agents.llm import OpenAIChatModel
+from tierflow.agents.policy import TierPolicy
 from tierflow.agents.protocol import ChatModel
+from tierflow.agents.scoring import EscalationScorer
 from tierflow.agents.server import EmbeddedLLM, EmbeddedServer
 from tierflow.agents.slm import LlamaCppModel
 from tierflow.agents.tiers import Deferred, Tiers, built
 from tierflow.errors import ConfigError
 from tierflow.graphs.runner import TaskRunner
-from tierflow.graphs.running import GraphResult, run_graph
+from tierflow.graphs.running import GraphResult
+from tierflow.graphs.running import run_graph as graph_run
 from tierflow.memory.traces import TraceStore
+from tierflow.memory.traces.telemetry import RunTelemetry
 from tierflow.optional import installed, require
-from tierflow.settings import Settings
+from tierflow.records import TraceListener
+from tierflow.settings import Settings, load_settings
 from tierflow.tools.builtins import default_registry
 from tierflow.tools.registry import ToolRegistry
 
@@ -33,7 +38,7 @@ if TYPE_CHECKING:
     from tierflow.memory.documents import DocumentMemory
     from tierflow.memory.embeddings import OfflineEmbeddings, Relevance
 
-__all__ = ["App", "build_slm", "build_llm"]
+__all__ = ["App", "run_graph", "build_slm", "build_llm", "trace_listeners"]
 
 logger = logging.getLogger("tierflow")
 
@@ -125,20 +130,20 @@ def build_llm(settings: Settings, progress: Progress | None = None) -> ChatModel
     return EmbeddedLLM(server, timeout=settings.llm_timeout, seed=settings.seed)
 
 
-def load_embeddings(settings: Settings, progress: Progress | None = None) -> OfflineEmbeddings:
-    """The offline sentence embeddings (pulled first when missing and ``auto_pull`` is on)."""
-    require("chromadb", "onnxruntime", "tokenizers", purpose="the offline embeddings of the memory")
-    from tierflow.memory.embeddings import (
-        OfflineEmbeddings,
-        embedding_model_dir,
-        is_embedding_model_pulled,
-        pull_embedding_model,
-    )
+def trace_listeners(environ: Mapping[str, str] | None = None) -> list[TraceListener]:
+    """Who else sees each run's trace: the OpenTelemetry export, when the environment names
+    an OTLP endpoint (``OTEL_EXPORTER_OTLP_ENDPOINT``, see ``tierflow.memory.traces.telemetry``)."""
+    telemetry = RunTelemetry.from_env(environ)
+    return [telemetry] if telemetry is not None else []
 
-    directory = embedding_model_dir(settings.resolved_models_dir())
-    if settings.auto_pull and not is_embedding_model_pulled(directory):
-        pull_embedding_model(directory, progress)
-    return OfflineEmbeddings(directory)
+
+def load_embeddings(settings: Settings, progress: Progress | None = None) -> OfflineEmbeddings:
+    """The offline sentence embeddings in the settings' models folder (pulled first when
+    missing and ``auto_pull`` is on); a clear error when the ``memory`` extra is missing."""
+    require("chromadb", "onnxruntime", "tokenizers", purpose="the offline embeddings of the memory")
+    from tierflow.memory.embeddings import load_embeddings as load
+
+    return load(settings.resolved_models_dir(), auto_pull=settings.auto_pull, progress=progress)
 
 
 def open_recall(
@@ -188,7 +193,8 @@ class App:
 
     @cached_property
     def store(self) -> TraceStore:
-        return TraceStore.from_url(self.settings.resolved_database_url(), secrets=self.settings.secrets())
+        url, secrets = self.settings.resolved_database_url(), self.settings.secrets()
+        return TraceStore.from_url(url, secrets=secrets, listeners=trace_listeners())
 
     @cached_property
     def tools(self) -> ToolRegistry:
@@ -251,6 +257,12 @@ class App:
         return self._relevance(request, texts)
 
     @cached_property
+    def scorer(self) -> EscalationScorer | None:
+        """The escalation score's scorer from ``escalation_scorer`` (``None``: the shipped one)."""
+        path = self.settings.escalation_scorer
+        return EscalationScorer.load(path.expanduser()) if path is not None else None
+
+    @cached_property
     def runner(self) -> TaskRunner:
         return TaskRunner(
             self.tiers,
@@ -265,12 +277,33 @@ class App:
             prices=self.settings.prices(),
             recall=self.recall,
             relevance=self.relevance,
+            scorer=self.scorer,
         )
 
-    def run_graph(self, graph: Any, input: Mapping[str, Any], **options: Any) -> GraphResult:
+    def run_graph(
+        self,
+        graph: Any,
+        input: Mapping[str, Any],
+        *,
+        policy: TierPolicy | str | None = None,
+        context: Mapping[str, Any] | None = None,
+        **options: Any,
+    ) -> GraphResult:
         """``tierflow.run_graph`` on this app's tiers, store and settings (the models stay
-        loaded between runs)."""
-        return run_graph(graph, input, settings=self.settings, tiers=self.tiers, store=self.store, **options)
+        loaded between runs); the run's steps search this app's document memory and the
+        escalation score reads its embeddings."""
+        services = {"documents": lambda: self.documents, "relevance": self.relevance}
+        return graph_run(
+            graph,
+            input,
+            tiers=self.tiers,
+            store=self.store,
+            policy=policy or self.settings.policy,
+            prices=self.settings.prices(),
+            snapshot=self.settings.masked(),
+            context={**services, **(context or {})},
+            **options,
+        )
 
     def close(self) -> None:
         """Stop what this app started (the embedded server, the checkpoint database); parts
@@ -288,3 +321,25 @@ class App:
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+
+def run_graph(
+    graph: Any,
+    input: Mapping[str, Any],
+    *,
+    settings: Settings | None = None,
+    tiers: Tiers | None = None,
+    store: TraceStore | None = None,
+    **options: Any,
+) -> GraphResult:
+    """Run compiled ``graph`` on ``input`` as a traced tierflow run, with nothing to set up.
+
+    ``settings`` default to ``load_settings()``; ``tiers`` and ``store`` default to the
+    ones the settings describe (pass your own to share them between runs, or scripted ones
+    in tests); models load on first use and an embedded LLM server this starts is stopped
+    before it returns. ``options`` are those of ``tierflow.graphs.running.run_graph``:
+    ``policy`` (default: the settings'), ``budget``, ``local_only``, ``redact``, ``name``,
+    ``task``, ``context``, ``config``, ``on_event``, ``resume`` and ``cancel``.
+    """
+    with App(settings or load_settings(), tiers=tiers, store=store) as app:
+        return app.run_graph(graph, input, **options)

@@ -3,7 +3,9 @@
 Three families, after pydantic-ai:
 
 * ``TierflowError`` and its subclasses: a runtime or configuration failure that stops the
-  current command. Each carries ``hint``, the setting, file or command that fixes it.
+  current command. Each carries ``hint``, the setting, file or command that fixes it, and
+  ``exit_code``, the status the command ends with: 1, or 2 for a usage error
+  (``TaskInputError``, ``GraphError``).
 * ``ToolError``: a tool refused its input. It is model-caused, so it is recorded in the
   trace and shown to the model, never raised out of a run.
 * Programming mistakes (a tool without type hints, an unknown node name) raise the usual
@@ -38,7 +40,10 @@ __all__ = [
 
 
 class TierflowError(Exception):
-    """A failure that stops the current command. ``hint`` says what to do about it."""
+    """A failure that stops the current command. ``hint`` says what to do about it;
+    ``exit_code`` is the command's exit status: 1, or 2 for a usage error (bad input)."""
+
+    exit_code = 1
 
     def __init__(self, message: str, *, hint: str = "") -> None:
         super().__init__(message)
@@ -55,6 +60,8 @@ class ConfigError(TierflowError):
 
 class TaskInputError(TierflowError):
     """The task given to a run is unusable (empty, too long)."""
+
+    exit_code = 2
 
 
 class ModelNotFoundError(TierflowError):
@@ -99,6 +106,8 @@ class GraphError(TierflowError):
     """A graph cannot be run as given: a module path that does not import, an attribute
     that is not a compiled graph, input that does not match its input schema, or a policy
     that names a node the graph does not have."""
+
+    exit_code = 2
 
 
 class StepOutputError(TierflowError):

@@ -109,6 +109,11 @@ class Settings(BaseSettings):
     workspace: Path | None = Field(None, description="tools' sandbox; default: current directory")
     policy: TierPolicy = Field(default_factory=TierPolicy)
     max_steps: int = Field(6, ge=1, le=50)
+    escalation_scorer: Path | None = Field(
+        None,
+        description="a scorer file fitted for your model pair (tierflow eval routing --train "
+        "writes one to the results dir); default: the one shipped with tierflow",
+    )
     # What the console's cost view prices LLM tokens at (US$ per million tokens).
     llm_price_prompt_per_mtok: float = Field(2.5, ge=0)
     llm_price_completion_per_mtok: float = Field(10.0, ge=0)

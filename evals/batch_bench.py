@@ -28,16 +28,16 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from tierflow.agents.fitting import split_to_fit
 from tierflow.agents.policy import TierPolicy
 from tierflow.batch.job import JobRequest, run_job
-from tierflow.batch.readers import read_document
 from tierflow.batch.worker import SummaryOptions
 from tierflow.errors import TierflowError
 from tierflow.evals.batch_corpus import CORPUS_DIR, load_manifest
 from tierflow.evals.documents import Document, digest
 from tierflow.evals.report import markdown_table
 from tierflow.evals.summaries import judge_coverage, judge_faithfulness, sentences
-from tierflow.graphs.fitting import split_to_fit
+from tierflow.tools.readers import read_document
 
 if TYPE_CHECKING:
     from tierflow.agents.protocol import ChatModel

@@ -32,25 +32,26 @@ from tierflow.agents.scripted import Reply, ScriptedModel
 from tierflow.agents.slm import LlamaCppModel
 from tierflow.agents.tiers import Tiers
 from tierflow.evals.load import load_markdown
-from tierflow.evals.report import fmt, markdown_table
+from tierflow.evals.report import markdown_table
 from tierflow.evals.toolcalls import percentile
 from tierflow.graphs import nodes
 from tierflow.graphs.nodes import TaskContext
 from tierflow.graphs.runner import TaskRunner
 from tierflow.graphs.state import TaskState
 from tierflow.graphs.steps import StepScope
-from tierflow.memory.recorder import RunRecorder, StepHandle
 from tierflow.memory.traces import TraceStore
+from tierflow.memory.traces.recorder import RunRecorder, StepHandle
+from tierflow.results import bench_rows
 from tierflow.settings import TierPolicy
+from tierflow.tools.base import Tool
 from tierflow.tools.builtins import default_registry
-from tierflow.tools.registry import Tool, ToolRegistry
+from tierflow.tools.registry import ToolRegistry
 
 __all__ = [
     "orchestration_overhead",
     "slm_throughput",
     "selection_latency",
     "peak_memory",
-    "bench_rows",
     "bench_markdown",
 ]
 
@@ -374,47 +375,6 @@ def peak_memory() -> dict[str, Any]:
         "tierflow_mib": data["tierflow_bytes"] / 2**20,
         "llm_server_mib": data["llm_server_bytes"] / 2**20 if data["llm_server_bytes"] else None,
     }
-
-
-def bench_rows(data: dict[str, Any]) -> list[list[str]]:
-    """(measure, value) rows, shared by the Markdown summary and the console."""
-    o, s, sel, mem = data["orchestration"], data["slm_throughput"], data["selection"], data["memory"]
-    rows = [
-        ["task graph on scripted models (per run)", f"{o['tierflow_ms_per_run']:.2f} ms"],
-        ["bare LangGraph, same shape (per run)", f"{o['bare_langgraph_ms_per_run']:.2f} ms"],
-        ["overhead per node (graph + tracing)", f"{o['overhead_ms_per_node']:.2f} ms"],
-        ["ratio tierflow / bare", f"{o['ratio']:.1f}×"],
-        ["SLM tokens/s, raw llama-cpp-python", f"{s['raw_tokens_per_s']:.1f}"],
-        ["SLM tokens/s, through tierflow", f"{s['tierflow_tokens_per_s']:.1f}"],
-        ["SLM throughput ratio tierflow / raw", f"{s['ratio']:.3f}"],
-    ]
-    for key, value in sel.items():
-        count, _, cache = key.split("_")
-        rows.append(
-            [
-                f"select_tool with {count} tools, cache {cache}: p50 / p95",
-                f"{fmt(value['p50_ms'], 's')} / {fmt(value['p95_ms'], 's')}",
-            ]
-        )
-    if costs := data.get("decision_costs"):
-        rows += [
-            [
-                f"recall for select_tool and extract_args ({costs['decisions_in_memory']} decisions)",
-                f"{costs['recall_ms_p50']:.1f} ms p50, {costs['recall_ms_p95']:.1f} ms p95",
-            ],
-            [
-                "escalation score of a choice and a call (features, tool similarity, P(wrong))",
-                f"{costs['score_ms_p50']:.3f} ms",
-            ],
-            ["memory of the embedding model (MiniLM int8)", f"{costs['embedding_model_mib']:.0f} MiB"],
-        ]
-    if "error" in mem:
-        rows.append(["peak RSS", f"failed: {mem['error']}"])
-    else:
-        rows.append(["peak RSS, tierflow process (SLM in process)", f"{mem['tierflow_mib']:.0f} MiB"])
-        if mem.get("llm_server_mib"):
-            rows.append(["peak RSS, embedded LLM server", f"{mem['llm_server_mib']:.0f} MiB"])
-    return rows
 
 
 def bench_markdown(data: dict[str, Any]) -> str:

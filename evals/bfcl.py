@@ -23,7 +23,8 @@ from pathlib import Path
 from typing import Any
 
 from tierflow.errors import SchemaError, TierflowError
-from tierflow.tools.registry import Tool, ToolRegistry
+from tierflow.tools.base import Tool
+from tierflow.tools.registry import ToolRegistry
 
 __all__ = [
     "SINGLE_TURN",

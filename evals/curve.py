@@ -22,7 +22,8 @@ from pathlib import Path
 from typing import Any
 
 from tierflow.errors import TierflowError
-from tierflow.evals.report import fmt, markdown_table, read_results
+from tierflow.evals.report import markdown_table, read_results
+from tierflow.results import fmt
 
 __all__ = [
     "Paired",

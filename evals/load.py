@@ -22,10 +22,11 @@ from langgraph.checkpoint.memory import InMemorySaver
 from tierflow.agents.scripted import ScriptedModel
 from tierflow.agents.slm import LlamaCppModel
 from tierflow.agents.tiers import Tiers
-from tierflow.evals.report import fmt, markdown_table
+from tierflow.evals.report import markdown_table
 from tierflow.evals.toolcalls import percentile
 from tierflow.graphs.runner import TaskRunner
 from tierflow.memory.traces import TraceStore
+from tierflow.results import fmt
 from tierflow.settings import TierPolicy
 from tierflow.tools.builtins import default_registry
 

@@ -32,11 +32,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypedDict
 
 from tierflow.evals.batch_corpus import CORPUS_DIR
-from tierflow.evals.report import fmt, markdown_table
+from tierflow.evals.report import markdown_table
+from tierflow.results import fmt
 
 if TYPE_CHECKING:
     from tierflow.app import App
-    from tierflow.graphs.citing import Evidence, Rerank
+    from tierflow.graphs.citing import Rerank
+    from tierflow.graphs.grounding import Evidence
     from tierflow.memory.documents import DocumentMemory
     from tierflow.settings import Settings
 

@@ -7,14 +7,8 @@ from pathlib import Path
 from typing import Any
 
 from tierflow.errors import TierflowError
-from tierflow.evals.report import (
-    RESULTS_DIR,
-    fmt,
-    markdown_table,
-    ordered_policies,
-    read_results,
-    shown_policy,
-)
+from tierflow.evals.report import RESULTS_DIR, markdown_table, read_results
+from tierflow.results import fmt, ordered_policies, shown_policy
 
 __all__ = ["results_section", "update_readme", "START", "END"]
 

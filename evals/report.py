@@ -29,10 +29,7 @@ __all__ = [
     "record_policy",
     "evaluate_policies",
     "tier_models",
-    "ordered_policies",
-    "shown_policy",
     "markdown_table",
-    "fmt",
 ]
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
@@ -137,19 +134,6 @@ def write_results(path: Path, data: dict[str, Any], markdown: str) -> None:
         partial.replace(target)
 
 
-def fmt(value: Any, kind: str = "") -> str:
-    """A cell: rates as percentages, milliseconds as seconds, ``–`` for nothing."""
-    if value is None:
-        return "–"
-    if kind == "%":
-        return f"{100 * value:.1f}%"
-    if kind == "s":
-        return f"{value / 1000:.2f} s"
-    if isinstance(value, float):
-        return f"{value:.3g}"
-    return str(value)
-
-
 def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
     lines += ["| " + " | ".join(row) + " |" for row in rows]
@@ -214,17 +198,3 @@ def evaluate_policies(
         }
         data = record_policy(path, suite, kind, label, entry, markdown)
     return data
-
-
-POLICY_ORDER = ("slm", "tiered", "llm")
-
-
-def ordered_policies(policies: dict[str, Any]) -> list[str]:
-    """Policy labels cheapest first: slm, tiered, llm, then any others."""
-    return sorted(policies, key=lambda p: (POLICY_ORDER.index(p) if p in POLICY_ORDER else 9, p))
-
-
-def shown_policy(label: str, entry: dict[str, Any]) -> str:
-    """A policy's label for tables, with its confidence threshold when it has one."""
-    threshold = (entry.get("policy") or {}).get("min_confidence") or 0
-    return f"{label} (confidence ≥ {threshold:.2f})" if threshold else label

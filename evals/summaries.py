@@ -28,7 +28,8 @@ from tierflow.agents.protocol import ChatModel, Completion, Message, Tier
 from tierflow.agents.tiers import Tiers
 from tierflow.errors import TierflowError
 from tierflow.evals.documents import DOCUMENTS_DIR, Document, digest
-from tierflow.evals.report import fmt, markdown_table
+from tierflow.evals.report import markdown_table
+from tierflow.results import fmt
 
 __all__ = [
     "rouge_l",
@@ -190,10 +191,16 @@ class SummaryScore:
 
 
 class _Cache:
-    def __init__(self, path: Path) -> None:
+    """Judgements kept by key in ``path``, starting from ``seed`` (the shipped ones) while
+    ``path`` does not exist yet."""
+
+    def __init__(self, path: Path, seed: Path | None = None) -> None:
         self.path = path
+        source = path if path.exists() or seed is None else seed
         try:
-            self.data: dict[str, Any] = json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
+            self.data: dict[str, Any] = (
+                json.loads(source.read_text(encoding="utf-8")) if source.exists() else {}
+            )
         except json.JSONDecodeError:
             self.data = {}
 
@@ -204,6 +211,7 @@ class _Cache:
         return self.data[key]
 
     def save(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
         partial = self.path.with_name(self.path.name + ".partial")
         partial.write_text(
             json.dumps(self.data, indent=1, ensure_ascii=False, sort_keys=True) + "\n", encoding="utf-8"
@@ -211,9 +219,14 @@ class _Cache:
         partial.replace(self.path)
 
 
-def _facts_for(tiers: Tiers, documents: Sequence[Document], directory: Path) -> dict[str, list[str]]:
-    path = directory / "facts.json"
-    stored = json.loads(path.read_text(encoding="utf-8")) if path.exists() else {"documents": {}}
+def _facts_for(
+    tiers: Tiers, documents: Sequence[Document], directory: Path, cache: Path
+) -> dict[str, list[str]]:
+    """Each document's key facts: cached in ``cache`` (starting from those shipped in
+    ``directory``), extracted by the LLM for a document that changed."""
+    path = cache / "facts.json"
+    source = path if path.exists() else directory / "facts.json"
+    stored = json.loads(source.read_text(encoding="utf-8")) if source.exists() else {"documents": {}}
     changed = False
     for document in documents:
         entry = stored["documents"].get(document.name)
@@ -226,6 +239,7 @@ def _facts_for(tiers: Tiers, documents: Sequence[Document], directory: Path) -> 
             }
             changed = True
     if changed:
+        path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(stored, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
     return {name: entry["facts"] for name, entry in stored["documents"].items()}
 
@@ -235,11 +249,15 @@ def evaluate_summaries(
     documents: Sequence[Document],
     *,
     directory: Path = DOCUMENTS_DIR,
+    cache: Path | None = None,
     on_item: Callable[[str, int, SummaryScore], None] | None = None,
 ) -> list[SummaryScore]:
-    """Every document summarized by each tier, scored against cached facts and judgements."""
-    facts = _facts_for(tiers, documents, directory)
-    judgements = _Cache(directory / "judgements.json")
+    """Every document summarized by each tier, scored against cached facts and judgements.
+    New ones are cached in ``cache`` (the results dir's ``summaries/``), starting from those
+    shipped in ``directory``; nothing is written into ``directory``."""
+    cache = cache or directory
+    facts = _facts_for(tiers, documents, directory, cache)
+    judgements = _Cache(cache / "judgements.json", seed=directory / "judgements.json")
     judge = tiers.llm
     scores = []
     tier: Tier

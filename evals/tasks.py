@@ -27,9 +27,10 @@ from typing import Any
 
 from tierflow.agents.tiers import Tiers
 from tierflow.errors import TierflowError
-from tierflow.evals.report import fmt, markdown_table, ordered_policies
+from tierflow.evals.report import markdown_table
 from tierflow.graphs.runner import TaskRunner
 from tierflow.memory.traces import TraceStore
+from tierflow.results import fmt, ordered_policies
 from tierflow.settings import TierPolicy
 from tierflow.tools.builtins import default_registry
 

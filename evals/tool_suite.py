@@ -13,15 +13,10 @@ from typing import TYPE_CHECKING, Any
 from tierflow.agents.tiers import Tiers
 from tierflow.errors import ConfigError
 from tierflow.evals.bfcl import Case, load_case_file, load_category
-from tierflow.evals.report import (
-    evaluate_policies,
-    fmt,
-    markdown_table,
-    ordered_policies,
-    shown_policy,
-)
+from tierflow.evals.report import evaluate_policies, markdown_table
 from tierflow.evals.toolcalls import ItemResult, run_cases, summarize_items
 from tierflow.memory.traces import TraceStore
+from tierflow.results import TOOLS_HEADERS, ordered_policies, tools_rows
 from tierflow.settings import TierPolicy
 
 if TYPE_CHECKING:
@@ -98,40 +93,6 @@ def evaluate_tools(
         markdown=tools_markdown,
     )
     return path, data
-
-
-def tools_rows(data: dict[str, Any]) -> list[list[str]]:
-    rows = []
-    for label in ordered_policies(data.get("policies", {})):
-        entry = data["policies"][label]
-        m = entry["metrics"]
-        rows.append(
-            [
-                shown_policy(label, entry),
-                str(m["items"]),
-                fmt(m["accuracy"], "%"),
-                fmt(m["valid_call_rate"], "%"),
-                fmt(m["escalation_rate"], "%"),
-                fmt(m["slm_share"], "%"),
-                f"{m['llm_prompt_tokens']} + {m['llm_completion_tokens']}",
-                fmt(m["latency_ms_p50"], "s"),
-                fmt(m["latency_ms_p95"], "s"),
-            ]
-        )
-    return rows
-
-
-TOOLS_HEADERS = (
-    "policy",
-    "items",
-    "accuracy",
-    "valid calls",
-    "escalated",
-    "SLM share",
-    "LLM tokens (prompt + completion)",
-    "p50",
-    "p95",
-)
 
 
 def tools_markdown(data: dict[str, Any]) -> str:

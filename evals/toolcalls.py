@@ -18,7 +18,7 @@ from tierflow.agents.budget import BudgetMeter
 from tierflow.agents.policy import TierPolicy
 from tierflow.agents.tiers import Tiers
 from tierflow.evals.bfcl import Case, check, registry_for, request_text
-from tierflow.graphs.running import GraphResult, execute
+from tierflow.graphs.running import GraphResult, RunSpec, execute
 from tierflow.graphs.task import build_tool_call_graph, tool_call_input
 from tierflow.memory.traces import TraceStore
 from tierflow.tools.registry import ToolRegistry
@@ -78,11 +78,7 @@ def decide_call(
 ) -> GraphResult:
     """One stored run of the tool-call graph: the call ``policy`` decides for ``request``
     (``context`` adds to the run context, e.g. a ``recall`` or a ``scorer``)."""
-    return execute(
-        graph or build_tool_call_graph(),
-        dict(tool_call_input(request)),
-        tiers=tiers,
-        store=store,
+    spec = RunSpec(
         policy=policy,
         meter=BudgetMeter(),
         local_only=local_only,
@@ -93,6 +89,13 @@ def decide_call(
         config=None,
         on_event=None,
         snapshot=snapshot or {},
+    )
+    return execute(
+        graph or build_tool_call_graph(),
+        dict(tool_call_input(request)),
+        spec,
+        tiers=tiers,
+        store=store,
         raise_bugs=raise_bugs,
     )
 

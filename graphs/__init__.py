@@ -1,8 +1,5 @@
-"""LangGraph definitions: the tiering kit (``tierflow.graphs.tiering``), the task graph and
-its runner, and ``run_graph`` for any graph."""
-
-from tierflow.graphs.runner import RunResult, TaskRunner
-from tierflow.graphs.running import GraphResult, run_graph
-from tierflow.graphs.task import build_task_graph
-
-__all__ = ["TaskRunner", "RunResult", "build_task_graph", "run_graph", "GraphResult"]
+"""LangGraph definitions built on the tiering kit: the kit's run context and ``ask``
+(``context``), its step builders (``steps``), the graph-level ``run_graph`` (``running``),
+the task graph (``task``, ``nodes``, ``runner``), the batch summarization graphs
+(``summaries``), answers from documents (``citing``), and examples. Import the public names
+from ``tierflow`` itself."""

@@ -18,26 +18,36 @@ what was retrieved, what each tier was shown, and which chunks the answer cited.
 from __future__ import annotations
 
 import dataclasses
-import re
 from collections.abc import Callable, Mapping, Sequence
-from pathlib import Path, PurePath
-from typing import Any, Literal, TypedDict
+from typing import Any, Literal
 
 from langgraph.graph import END, START, StateGraph
 from langgraph.graph.state import CompiledStateGraph
-from pydantic import BaseModel, Field
-from tierflow.agents.escalation import Rejected, parse_model
+from pydantic import BaseModel
+from tierflow.agents.escalation import parse_model
 from tierflow.agents.policy import TierChoice
 from tierflow.agents.prompting import render_messages
 from tierflow.agents.protocol import Completion, Tier
+from tierflow.errors import GraphError
 from tierflow.graphs.context import LOCAL_ONLY, Answer, TierContext
+from tierflow.graphs.grounding import (
+    RELEVANT_ABOVE,
+    WEAK_BELOW,
+    CitedReply,
+    Evidence,
+    cited_chunks,
+    evidence_of,
+    evidence_problem,
+    grounding_problem,
+    recited,
+)
 from tierflow.graphs.nodes import passages_in
-from tierflow.graphs.steps import Node, StepScope, numbers_grounded, numbers_in, require_keys, tiered_node
-from tierflow.memory.documents import DocumentMemory, Hit
-from tierflow.tools.registry import Tool
+from tierflow.graphs.steps import Node, StepScope, require_keys, tiered_node
+from tierflow.memory.documents import DocumentMemory
+from tierflow.tools.base import Tool
+from typing_extensions import TypedDict
 
 __all__ = [
-    "Evidence",
     "QuestionInput",
     "QuestionState",
     "build_qa_graph",
@@ -46,81 +56,30 @@ __all__ = [
     "NOT_FOUND",
     "Rerank",
     "cited_answer",
-    "evidence_of",
-    "evidence_problem",
-    "grounding_problem",
     "retrieve",
     "search_memory_tool",
-    "settings_memory",
 ]
 
 NOT_FOUND = "I could not find the answer in the documents."
-# MiniLM cosine similarities of a question to the best chunk; chosen on the sample help
-# centre's questions (graphs/examples/support_docs), where answered questions scored
-# 0.34-0.45 and off-topic ones under 0.16, not on the evaluation's fixture.
-WEAK_BELOW = 0.25
-"""A best similarity under this is weak evidence: an SLM answer over it escalates."""
-RELEVANT_ABOVE = 0.3
-"""A best similarity over this looks relevant: an SLM "not found" over it escalates."""
-MIN_SUPPORT = 0.5
-"""The share of an answer's content words its cited chunks must hold."""
-
 Rerank = Literal["off", "auto", "always"]
 MemorySource = DocumentMemory | Callable[[], DocumentMemory] | None
 """The memory a step searches: one, a function that opens it on first use, or ``None``
-for the memory in the settings' folder (``tierflow memory add`` fills it)."""
+for the run's own (the app gives the one in the settings' folder, which ``tierflow memory
+add`` fills)."""
 
 
-class Evidence(TypedDict):
-    """A retrieved chunk, as the state holds it."""
-
-    id: str
-    ref: str  # how prompts, answers and the console name it: "faq.md, part 2"
-    source: str
-    position: int
-    collection: str
-    local_only: bool
-    similarity: float  # cosine similarity to the question
-    score: float  # the memory's ranking: similarity plus scaled word matches
-    text: str
-
-
-def evidence_of(hit: Hit) -> Evidence:
-    chunk = hit.chunk
-    return Evidence(
-        id=chunk.id,
-        ref=f"{PurePath(chunk.source).name}, part {chunk.position + 1}",
-        source=chunk.source,
-        position=chunk.position,
-        collection=chunk.collection,
-        local_only=chunk.local_only,
-        similarity=round(hit.similarity, 4),
-        score=round(hit.score, 4),
-        text=chunk.text,
-    )
-
-
-_OPENED: dict[Path, DocumentMemory] = {}
-
-
-def settings_memory() -> DocumentMemory:
-    """The document memory in the settings' memory folder (opened once per folder and
-    process; the embedding model is pulled first when missing and ``auto_pull`` is on)."""
-    from tierflow.app import load_embeddings
-    from tierflow.settings import load_settings
-
-    settings = load_settings()
-    folder = settings.documents_dir()
-    if folder not in _OPENED:
-        _OPENED[folder] = DocumentMemory.open(folder, load_embeddings(settings))
-    return _OPENED[folder]
-
-
-def open_memory(source: MemorySource) -> DocumentMemory:
-    """The memory ``source`` names (see ``MemorySource``)."""
-    if source is None:
-        return settings_memory()
-    return source if isinstance(source, DocumentMemory) else source()
+def open_memory(source: MemorySource, ctx: TierContext) -> DocumentMemory:
+    """The memory ``source`` names (see ``MemorySource``); ``None``: the run's own
+    (``TierContext.documents``)."""
+    if source is not None:
+        return source if isinstance(source, DocumentMemory) else source()
+    if ctx.documents is None:
+        raise GraphError(
+            "this step searches the document memory, and the run was given none",
+            hint="Run the graph with tierflow.run_graph or App.run_graph (they open the memory in "
+            "the settings' folder), or give the step its memory: retrieve(memory, ...).",
+        )
+    return ctx.documents()
 
 
 def _text_of(state: Mapping[str, Any], key: str, node: str) -> str:
@@ -153,7 +112,7 @@ def retrieve(
         wanted = max(k, rerank_pool) if rerank != "off" else k
         found = [
             evidence_of(hit)
-            for hit in open_memory(memory).search(question, k=wanted, collections=collections)
+            for hit in open_memory(memory, scope.ctx).search(question, k=wanted, collections=collections)
         ]
         chosen: int | None = None
         close = len(found) > 1 and found[0]["score"] - found[1]["score"] < rerank_margin
@@ -199,15 +158,6 @@ class _Best(BaseModel):
 
 
 # Answering -----------------------------------------------------------------------------
-class CitedReply(BaseModel):
-    """What the answering model replies: whether the sources answer the question, which
-    of them (numbered from 1), and the answer."""
-
-    found: bool
-    sources: list[int] = Field(default_factory=list)
-    answer: str = ""
-
-
 def cited_answer(
     *,
     question: str,
@@ -238,47 +188,12 @@ def cited_answer(
             scope.summarize_as("nothing retrieved: " + not_found)
             return _written(into, cited_into, not_found, [])
         answering = _Answering(scope, asked, instructions, max_tokens, redact, trace["shown"])
-        ctx, shareable = scope.ctx, [e for e in given if not e["local_only"]]
-        private = local_only or ctx.local_only or not shareable
-        choice = ctx.policy.for_node(scope.node, prefer)
-        if choice == "llm" and not private:
-            got, shown = answering.attempt("llm", shareable), shareable
-        else:
-            got, shown = answering.attempt("slm", given), given
-            problem = got.rejection or (
-                evidence_problem(got.value, shown, weak_below, relevant_above)
-                or grounding_problem(got.value, shown, asked)
-                if got.value
-                else None
-            )
-            if problem is not None:
-                trace["check"] = problem.reason
-            if choice == "llm":
-                got.record.escalation_reason = "the policy sends this step to the LLM"
-                got.record.escalation_refused = LOCAL_ONLY
-            elif problem is not None and choice == "tiered":
-                got.record.escalation_reason = problem.reason
-                if private:
-                    got.record.escalation_refused = LOCAL_ONLY
-                else:
-                    got.record.escalated = True
-                    got, shown = answering.attempt("llm", shareable), shareable
+        checks = (weak_below, relevant_above)
+        got, shown = _answer_on_tiers(
+            answering, given, trace, prefer, local_only or scope.ctx.local_only, checks
+        )
         trace["tier"] = got.tier
-        reply = got.value
-        ungrounded = grounding_problem(reply, shown, asked, cited_only=False) if reply is not None else None
-        if ungrounded is not None:  # an answer its sources do not hold is not given
-            trace["withheld"] = ungrounded.reason
-        elif reply is not None and grounding_problem(reply, shown, asked) is not None:
-            trace["citations_repaired"] = [e["id"] for e in _cited(reply, shown)]
-            reply = _recited(reply, shown)
-        cited = _cited(reply, shown) if ungrounded is None else []
-        trace["cited"] = [e["id"] for e in cited]
-        if reply is None or ungrounded is not None or not reply.found or not reply.answer.strip():
-            text = not_found
-        else:
-            text = reply.answer.strip()
-            if cited:
-                text += "\n\nSources: " + "; ".join(dict.fromkeys(e["ref"] for e in cited))
+        text, cited = _final_answer(got.value, shown, asked, trace, not_found)
         scope.summarize_as(text)
         return _written(into, cited_into, text, cited)
 
@@ -286,30 +201,70 @@ def cited_answer(
     return tiered_node(run)
 
 
+def _answer_on_tiers(
+    answering: _Answering,
+    given: list[Evidence],
+    trace: dict[str, Any],
+    prefer: TierChoice | None,
+    local_only: bool,
+    checks: tuple[float, float],
+) -> tuple[Answer[CitedReply], list[Evidence]]:
+    """The answer and the chunks its tier was shown: the SLM's, escalated to the LLM under
+    ``tiered`` when it fails the evidence or grounding check (the LLM sees only chunks that
+    are not local-only, and with none it is not asked)."""
+    scope = answering.scope
+    shareable = [e for e in given if not e["local_only"]]
+    private = local_only or not shareable
+    choice = scope.ctx.policy.for_node(scope.node, prefer)
+    if choice == "llm" and not private:
+        return answering.attempt("llm", shareable), shareable
+    got, shown = answering.attempt("slm", given), given
+    problem = got.rejection
+    if problem is None and got.value is not None:
+        problem = evidence_problem(got.value, shown, *checks) or grounding_problem(
+            got.value, shown, answering.question
+        )
+    if problem is not None:
+        trace["check"] = problem.reason
+    if choice == "llm":
+        got.record.escalation_reason = "the policy sends this step to the LLM"
+        got.record.escalation_refused = LOCAL_ONLY
+    elif problem is not None and choice == "tiered":
+        got.record.escalation_reason = problem.reason
+        if private:
+            got.record.escalation_refused = LOCAL_ONLY
+        else:
+            got.record.escalated = True
+            got, shown = answering.attempt("llm", shareable), shareable
+    return got, shown
+
+
+def _final_answer(
+    reply: CitedReply | None, shown: list[Evidence], asked: str, trace: dict[str, Any], not_found: str
+) -> tuple[str, list[Evidence]]:
+    """The answer's text with its "Sources:" line, and the chunks it cites: an answer its
+    chunks do not hold is withheld ("not found"), citations that miss it are repaired."""
+    ungrounded = grounding_problem(reply, shown, asked, cited_only=False) if reply is not None else None
+    if ungrounded is not None:  # an answer its sources do not hold is not given
+        trace["withheld"] = ungrounded.reason
+    elif reply is not None and grounding_problem(reply, shown, asked) is not None:
+        trace["citations_repaired"] = [e["id"] for e in cited_chunks(reply, shown)]
+        reply = recited(reply, shown)
+    cited = cited_chunks(reply, shown) if ungrounded is None else []
+    trace["cited"] = [e["id"] for e in cited]
+    if reply is None or ungrounded is not None or not reply.found or not reply.answer.strip():
+        return not_found, cited
+    text = reply.answer.strip()
+    if cited:
+        text += "\n\nSources: " + "; ".join(dict.fromkeys(e["ref"] for e in cited))
+    return text, cited
+
+
 def _written(into: str, cited_into: str | None, text: str, cited: list[Evidence]) -> dict[str, Any]:
     update: dict[str, Any] = {into: text}
     if cited_into is not None:
         update[cited_into] = cited
     return update
-
-
-def _recited(reply: CitedReply, shown: list[Evidence]) -> CitedReply:
-    """The reply citing the chunk that holds most of it, instead of chunks that do not hold
-    it (a model that answers from one chunk and cites its neighbour)."""
-    words, codes = _content_words(reply.answer), numbers_in(reply.answer) | set(_code(reply.answer))
-
-    def support(e: Evidence) -> tuple[int, int]:
-        return sum(code in e["text"] for code in codes), len(words & _content_words(e["text"]))
-
-    best = max(range(len(shown)), key=lambda i: support(shown[i]))
-    return reply.model_copy(update={"sources": [best + 1]})
-
-
-def _cited(reply: CitedReply | None, shown: list[Evidence]) -> list[Evidence]:
-    if reply is None or not reply.found:
-        return []
-    numbers = dict.fromkeys(n for n in reply.sources if 1 <= n <= len(shown))
-    return [shown[n - 1] for n in numbers]
 
 
 class _Answering:
@@ -351,91 +306,12 @@ def _parse_reply(completion: Completion) -> CitedReply:
     return parse_model(CitedReply)(completion)
 
 
-# Grounding -----------------------------------------------------------------------------
-_WORD = re.compile(r"[a-z0-9][a-z0-9_+-]*")
-_STOPWORDS = frozenset(
-    "the and for are but not you your with this that from have has had was were will would can "
-    "could should may might must its it's they them their there then than what when where which "
-    "who whom why how all any each also into onto over under about after before more most some "
-    "such only own same very just use used using does did doing done been being our out one two "
-    "yes via per etc".split()
-)
-
-
-def _stem(word: str) -> str:
-    for suffix in ("ing", "ed", "es", "s"):
-        if word.endswith(suffix) and len(word) - len(suffix) >= 3:
-            return word[: -len(suffix)]
-    return word
-
-
-def _content_words(text: str) -> set[str]:
-    return {_stem(w) for w in _WORD.findall(text.lower()) if len(w) >= 3 and w not in _STOPWORDS}
-
-
-def evidence_problem(
-    reply: CitedReply,
-    shown: Sequence[Evidence],
-    weak_below: float = WEAK_BELOW,
-    relevant_above: float = RELEVANT_ABOVE,
-) -> Rejected | None:
-    """Why the SLM's reply is to be checked on the LLM (``None``: no reason): an answer
-    over weak evidence, or "not found" over evidence that looks relevant."""
-    best = max((e["similarity"] for e in shown), default=0.0)
-    if not reply.found and best >= relevant_above:
-        return Rejected(
-            "not_found_relevant",
-            f"no answer was found, but the best chunk looks relevant (similarity {best:.2f})",
-        )
-    if reply.found and best < weak_below:
-        return Rejected("weak_evidence", f"the best chunk's similarity {best:.2f} is below {weak_below:.2f}")
-    return None
-
-
-def grounding_problem(
-    reply: CitedReply, shown: Sequence[Evidence], question: str = "", *, cited_only: bool = True
-) -> Rejected | None:
-    """Why an answer is not grounded (``None``: it is): it cites none of the chunks, or
-    they lack a number, a command or option, or most of the words it adds to the question
-    (which an answer may restate). ``cited_only=False`` grounds it in every chunk
-    it was shown instead. A "not found" reply has nothing to ground."""
-    if not reply.found:
-        return None
-    cited = _cited(reply, list(shown))
-    if not cited:
-        return Rejected("uncited", "the answer cites none of the chunks it was given")
-    if not reply.answer.strip():
-        return Rejected("empty_answer", "the answer is empty although it says one was found")
-    where = "the chunks it cites" if cited_only else "the chunks it was shown"
-    source = "\n".join([question, *(e["text"] for e in (cited if cited_only else shown))])
-    try:
-        numbers_grounded(reply.answer, source)
-    except Rejected as rejection:
-        return Rejected(rejection.code, f"{rejection.detail} ({where})")
-    missing = [code for code in _code(reply.answer) if code not in source]
-    if missing:
-        return Rejected("ungrounded_code", f"{where} do not contain {', '.join(missing[:3])}")
-    words = _content_words(reply.answer) - _content_words(question)  # what it adds to the question
-    if words:
-        support = len(words & _content_words(source)) / len(words)
-        if support < MIN_SUPPORT:
-            return Rejected(
-                "ungrounded_answer", f"only {support:.0%} of the words it adds to the question are in {where}"
-            )
-    return None
-
-
-_CODE = re.compile(r"`([^`\n]+)`|(?<![\w-])(--?[A-Za-z][\w-]*)")
-
-
-def _code(text: str) -> list[str]:
-    """The code spans and command-line options an answer states, which must be verbatim."""
-    return [quoted or option for quoted, option in _CODE.findall(text)]
-
-
 # The task graph's tool -----------------------------------------------------------------------
 def search_memory_tool(
-    memory: MemorySource = None, *, k: int = 4, collections: Sequence[str] | None = None
+    memory: DocumentMemory | Callable[[], DocumentMemory],
+    *,
+    k: int = 4,
+    collections: Sequence[str] | None = None,
 ) -> Tool:
     """``search_memory``: the document memory as a tool of the task graph. Its result is
     the passages as JSON, each with its ``source`` (the answer step cites it); a result
@@ -447,7 +323,8 @@ def search_memory_tool(
         Args:
             query: what to look for, as a question or a few keywords
         """
-        found = [evidence_of(hit) for hit in open_memory(memory).search(query, k=k, collections=collections)]
+        opened = memory if isinstance(memory, DocumentMemory) else memory()
+        found = [evidence_of(hit) for hit in opened.search(query, k=k, collections=collections)]
         return [
             {
                 "source": e["ref"],

@@ -15,7 +15,7 @@ import dataclasses
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from pydantic import BaseModel
 from tierflow.agents.budget import BudgetMeter
@@ -26,8 +26,11 @@ from tierflow.agents.protocol import CURRENT_NODE, ChatModel, Completion, Messag
 from tierflow.agents.redaction import Redactor
 from tierflow.agents.tiers import Tiers
 from tierflow.errors import ContextOverflowError, TierflowError
-from tierflow.memory.recorder import RunRecorder, StepHandle
-from tierflow.memory.records import CallRef, ModelCallRecord
+from tierflow.memory.traces.recorder import RunRecorder, StepHandle
+from tierflow.records import CallRef, ModelCallRecord
+
+if TYPE_CHECKING:
+    from tierflow.memory.documents import DocumentMemory
 
 __all__ = ["TierContext", "Answer", "Judgement", "Judge", "ask", "LOCAL_ONLY"]
 
@@ -46,6 +49,12 @@ class TierContext:
     local_only: bool = False
     redactor: Redactor | None = None
     meter: BudgetMeter = field(default_factory=BudgetMeter)
+    documents: Callable[[], DocumentMemory] | None = None
+    """Opens the document memory that steps given no memory of their own search (``retrieve``,
+    ``cited_answer``); the app passes the one in the settings' folder."""
+    relevance: Callable[[str, Sequence[str]], list[float]] | None = None
+    """A request's embedding similarity to some texts (the escalation score reads it of the
+    tools); the app passes the offline embedding model's."""
 
 
 @dataclass(frozen=True)

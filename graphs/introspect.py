@@ -13,6 +13,7 @@ from typing import Any
 from pydantic import BaseModel, TypeAdapter, ValidationError
 from tierflow.agents.policy import TierPolicy
 from tierflow.errors import GraphError, describe_validation_error
+from typing_extensions import is_typeddict
 
 __all__ = ["load_graph", "check_graph", "check_input", "check_policy", "node_names"]
 
@@ -120,7 +121,7 @@ def check_input(graph: Any, data: Any) -> None:
                 hint=f"Fields: {', '.join(schema.model_fields)}.",
             ) from None
         return
-    if not typing.is_typeddict(schema):
+    if not is_typeddict(schema):
         return
     hints = typing.get_type_hints(schema, include_extras=False)
     required = set(getattr(schema, "__required_keys__", set()))

@@ -13,30 +13,18 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Sequence
-from functools import cache
 from typing import Any
 
 from tierflow.agents.protocol import Completion
 from tierflow.agents.scoring import EscalationScorer, ToolText, args_features, select_features, tool_line
 from tierflow.graphs.context import Judge, Judgement, TierContext
-from tierflow.tools.registry import Tool
+from tierflow.tools.base import Tool
 
-__all__ = ["tool_texts", "select_judge", "judge_arguments", "default_relevance"]
+__all__ = ["tool_texts", "select_judge", "judge_arguments"]
 
 
 def tool_texts(tools: Sequence[Tool]) -> list[ToolText]:
     return [ToolText(tool.name, tool.description, tool.parameters) for tool in tools]
-
-
-@cache
-def default_relevance() -> Callable[[str, Sequence[str]], list[float]]:
-    """Similarity by the offline embedding model in the settings' models folder (loaded once;
-    pulled first when missing and ``auto_pull`` is on)."""
-    from tierflow.app import load_embeddings
-    from tierflow.memory.embeddings import Relevance
-    from tierflow.settings import load_settings
-
-    return Relevance(load_embeddings(load_settings()))
 
 
 def _judgement(scorer: EscalationScorer, node: str, max_loss: float, features: Sequence[float]) -> Judgement:

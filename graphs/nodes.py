@@ -16,18 +16,19 @@ from typing import TYPE_CHECKING, Any, cast
 
 from pydantic import BaseModel, Field, field_validator, model_validator
 from tierflow.agents.escalation import Rejected, parse_json, parse_model, parse_text
+from tierflow.agents.fitting import fit_and_summarize
 from tierflow.agents.prompting import render_messages
 from tierflow.agents.protocol import Completion, Message
 from tierflow.agents.scoring import EscalationScorer, default_scorer
-from tierflow.errors import ToolError
+from tierflow.errors import GraphError, ToolError
 from tierflow.graphs.context import LOCAL_ONLY, Answer, TierContext
-from tierflow.graphs.fitting import fit_and_summarize
-from tierflow.graphs.judging import default_relevance, judge_arguments, select_judge
+from tierflow.graphs.judging import judge_arguments, select_judge
 from tierflow.graphs.state import Observation, TaskState
 from tierflow.graphs.steps import StepScope
-from tierflow.memory.records import CallRef, ModelCallRecord, ToolCallRecord
+from tierflow.records import CallRef, ModelCallRecord, ToolCallRecord
+from tierflow.tools.base import Tool
 from tierflow.tools.limits import DEFAULT_LIMITS, ToolLimits
-from tierflow.tools.registry import Tool, ToolRegistry
+from tierflow.tools.registry import ToolRegistry
 
 SEARCH_MEMORY = "search_memory"  # the document memory's tool (tierflow.graphs.citing)
 
@@ -59,17 +60,20 @@ class TaskContext(TierContext):
     tool_limits: ToolLimits = DEFAULT_LIMITS  # each tool call's time, memory and result size
     scorer: EscalationScorer | None = None  # the escalation score; the shipped one by default
     recall: Recall | None = None  # the memory of verified decisions: examples, shortlist, learning
-    # A request's embedding similarity to texts; the escalation score reads it of the tools.
-    relevance: Callable[[str, Sequence[str]], list[float]] | None = None
 
     def escalation_scorer(self) -> EscalationScorer:
         return self.scorer or default_scorer()
 
     def escalation_relevance(self) -> Callable[[str, Sequence[str]], list[float]]:
-        """The request-to-tool similarity the score reads: the given one, else the offline
-        embedding model from the settings' models folder (never zeros: the score was trained
-        with real similarities)."""
-        return self.relevance or default_relevance()
+        """The request-to-tool similarity the score reads (never zeros: the score was trained
+        with real similarities, so a run without one fails with what to pass)."""
+        if self.relevance is None:
+            raise GraphError(
+                "the escalation score needs the request's similarity to the tools, and this run has none",
+                hint="Build the runner with relevance= (App(settings).relevance uses the offline "
+                "embedding model), or run it through tierflow's App.",
+            )
+        return self.relevance
 
 
 def _ctx(scope: StepScope) -> TaskContext:

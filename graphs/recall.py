@@ -29,7 +29,7 @@ from tierflow.memory.decisions import (
     VerifiedDecision,
 )
 from tierflow.secrets import scrub, scrub_value
-from tierflow.tools.registry import Tool
+from tierflow.tools.base import Tool
 
 __all__ = ["Recall", "Example", "specifics"]
 

@@ -11,9 +11,9 @@ from typing import Any
 from tierflow.agents.protocol import CURRENT_NODE, Tier
 from tierflow.agents.tiers import Tiers
 from tierflow.errors import LocalOnlyError, TierflowError
-from tierflow.memory.recorder import RunRecorder
-from tierflow.memory.records import ModelCallRecord, StoredModelCall
 from tierflow.memory.traces import TraceStore
+from tierflow.memory.traces.recorder import RunRecorder
+from tierflow.records import ModelCallRecord, StoredModelCall
 
 __all__ = ["Replay", "replay_call", "other_tier"]
 

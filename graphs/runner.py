@@ -12,14 +12,15 @@ from typing import TYPE_CHECKING, Any
 from langgraph.checkpoint.base import BaseCheckpointSaver
 from tierflow.agents.budget import Budget, BudgetMeter, Prices
 from tierflow.agents.policy import TierPolicy
+from tierflow.agents.scoring import EscalationScorer
 from tierflow.agents.tiers import Tiers
 from tierflow.errors import RunNotResumableError, TaskInputError
 from tierflow.graphs.introspect import check_policy
-from tierflow.graphs.running import execute, redactor_for
+from tierflow.graphs.running import RunSpec, execute, redactor_for
 from tierflow.graphs.state import TaskInput
 from tierflow.graphs.task import build_task_graph
-from tierflow.memory.records import Event, RunStatus
 from tierflow.memory.traces import TraceStore
+from tierflow.records import Event, RunStatus
 from tierflow.tools.limits import DEFAULT_LIMITS, ToolLimits
 from tierflow.tools.registry import ToolRegistry
 
@@ -87,10 +88,12 @@ class TaskRunner:
         prices: Prices | None = None,
         recall: Recall | None = None,
         relevance: Callable[[str, Sequence[str]], list[float]] | None = None,
+        scorer: EscalationScorer | None = None,
     ) -> None:
         self.tiers = tiers
         self.recall = recall
         self.relevance = relevance
+        self.scorer = scorer
         self.tools = tools
         self.store = store
         self.policy = policy or TierPolicy()
@@ -118,11 +121,7 @@ class TaskRunner:
         meter = BudgetMeter(Budget(**options.get("budget", {})), self.prices)
         meter.prompt_tokens = trace.stats.llm_prompt_tokens
         meter.completion_tokens = trace.stats.llm_completion_tokens
-        result = execute(
-            self.graph,
-            {},
-            tiers=self.tiers,
-            store=self.store,
+        spec = RunSpec(
             policy=TierPolicy.model_validate(trace.policy or {}),
             meter=meter,
             local_only=bool(options.get("local_only")),
@@ -135,6 +134,7 @@ class TaskRunner:
             snapshot=self._settings_snapshot,
             resume=trace.run_id,
         )
+        result = execute(self.graph, {}, spec, tiers=self.tiers, store=self.store)
         answer = (result.state.get("answer") or "") if result.ok else None
         return RunResult(result.run_id, result.status, answer=answer, error=result.error, hint=result.hint)
 
@@ -146,6 +146,7 @@ class TaskRunner:
             "tool_limits": self.tool_limits,
             "recall": self.recall,
             "relevance": self.relevance,
+            "scorer": self.scorer,
         }
 
     def run(
@@ -168,11 +169,7 @@ class TaskRunner:
         chosen = policy or self.policy
         check_policy(self.graph, chosen)
         steps = max_steps or self.max_steps
-        result = execute(
-            self.graph,
-            dict(TaskInput(task=text)),
-            tiers=self.tiers,
-            store=self.store,
+        spec = RunSpec(
             policy=chosen,
             meter=BudgetMeter(budget, self.prices),
             local_only=local_only,
@@ -185,5 +182,6 @@ class TaskRunner:
             snapshot=self._settings_snapshot,
             cancel=cancel,
         )
+        result = execute(self.graph, dict(TaskInput(task=text)), spec, tiers=self.tiers, store=self.store)
         answer = (result.state.get("answer") or "") if result.ok else None
         return RunResult(result.run_id, result.status, answer=answer, error=result.error, hint=result.hint)

@@ -16,25 +16,22 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, fields
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from langchain_core.runnables import RunnableConfig
 from pydantic_core import to_jsonable_python
-from tierflow.agents.budget import Budget, BudgetMeter
+from tierflow.agents.budget import Budget, BudgetMeter, Prices
 from tierflow.agents.policy import TierPolicy
 from tierflow.agents.redaction import REDACTION_KINDS, Redactor
 from tierflow.agents.tiers import Tiers, resolved
 from tierflow.errors import BudgetExceededError, RunCancelledError, TierflowError
 from tierflow.graphs.context import TierContext
 from tierflow.graphs.introspect import check_graph, check_input, check_policy
-from tierflow.memory.recorder import RunRecorder
-from tierflow.memory.records import Event, RunFinished, RunStarted, RunStatus
 from tierflow.memory.traces import TraceStore
+from tierflow.memory.traces.recorder import RunRecorder
+from tierflow.records import Event, RunFinished, RunStarted, RunStatus
 
-if TYPE_CHECKING:
-    from tierflow.settings import Settings
-
-__all__ = ["run_graph", "GraphResult"]
+__all__ = ["run_graph", "GraphResult", "RunSpec", "execute"]
 
 
 @dataclass(frozen=True)
@@ -99,13 +96,13 @@ def run_graph(
     graph: Any,
     input: Mapping[str, Any],
     *,
-    settings: Settings | None = None,
+    tiers: Tiers,
+    store: TraceStore,
     policy: TierPolicy | str | None = None,
     budget: Budget | None = None,
+    prices: Prices | None = None,
     local_only: bool = False,
     redact: bool | Iterable[str] = False,
-    tiers: Tiers | None = None,
-    store: TraceStore | None = None,
     name: str | None = None,
     task: str | None = None,
     context: Mapping[str, Any] | None = None,
@@ -113,60 +110,42 @@ def run_graph(
     on_event: Callable[[Event], None] | None = None,
     resume: str | None = None,
     cancel: threading.Event | None = None,
+    snapshot: Mapping[str, Any] | None = None,
 ) -> GraphResult:
-    """Run compiled ``graph`` on ``input`` as a traced tierflow run.
+    """Run compiled ``graph`` on ``input`` as a traced tierflow run, on the given ``tiers``
+    and ``store`` (``tierflow.run_graph`` is the same with both built from the settings).
 
-    ``settings`` default to ``load_settings()``; ``tiers`` and ``store`` default to the
-    ones the settings describe (pass your own to share them between runs, or scripted ones
-    in tests). ``policy``: a ``TierPolicy`` or a preset name (default: the settings').
-    ``budget`` caps LLM tokens or cost; ``local_only`` keeps every step on the SLM;
-    ``redact`` (True, or kinds such as ``["email", "name"]``) replaces personal values
-    before any LLM call. ``context``: values for extra fields of the graph's own context
-    class (a ``TierContext`` subclass). ``name`` and ``task`` label the run in the trace.
-    ``resume``: the id of a stopped run of this graph (compiled with a checkpointer) to
-    continue from its last checkpoint; ``input`` is then ignored and finished steps are not
-    run again. ``cancel``: an event that, once set (from another thread), stops the run
-    before its next step, as ``interrupted`` with its finished steps stored.
+    ``policy``: a ``TierPolicy`` or a preset name (default: ``tiered``). ``budget`` caps LLM
+    tokens or cost (at ``prices``); ``local_only`` keeps every step on the SLM; ``redact``
+    (True, or kinds such as ``["email", "name"]``) replaces personal values before any LLM
+    call. ``context``: values for fields of the graph's context class (``TierContext`` or a
+    subclass: ``documents``, ``relevance``, your own). ``name`` and ``task`` label the run in
+    the trace, ``snapshot`` is the settings it records. ``resume``: the id of a stopped run
+    of this graph (compiled with a checkpointer) to continue from its last checkpoint;
+    ``input`` is then ignored and finished steps are not run again. ``cancel``: an event
+    that, once set (from another thread), stops the run before its next step, as
+    ``interrupted`` with its finished steps stored.
     """
     check_graph(graph)
     if resume is None:
         check_input(graph, input)
-    if isinstance(policy, str):
-        policy = TierPolicy.preset(policy)
-    if settings is None:
-        from tierflow.settings import load_settings
-
-        settings = load_settings()
-    chosen = policy or settings.policy
+    chosen = TierPolicy.preset(policy) if isinstance(policy, str) else policy or TierPolicy()
     check_policy(graph, chosen)
-    owned = None
-    if tiers is None or store is None:
-        from tierflow.app import App
-
-        owned = App(settings)
-        tiers, store = tiers or owned.tiers, store or owned.store
-    try:
-        return execute(
-            graph,
-            dict(input),
-            tiers=tiers,
-            store=store,
-            policy=chosen,
-            meter=BudgetMeter(budget, settings.prices()),
-            local_only=local_only,
-            redactor=redactor_for(redact),
-            name=name or _graph_name(graph),
-            task=task,
-            context=context or {},
-            config=config,
-            on_event=on_event,
-            snapshot=settings.masked(),
-            resume=resume,
-            cancel=cancel,
-        )
-    finally:
-        if owned is not None:
-            owned.close()
+    spec = RunSpec(
+        policy=chosen,
+        meter=BudgetMeter(budget, prices or Prices()),
+        local_only=local_only,
+        redactor=redactor_for(redact),
+        name=name or _graph_name(graph),
+        task=task,
+        context=context or {},
+        config=config,
+        on_event=on_event,
+        snapshot=snapshot or {},
+        resume=resume,
+        cancel=cancel,
+    )
+    return execute(graph, dict(input), spec, tiers=tiers, store=store)
 
 
 def _check_resumable(graph: Any, run_id: str) -> None:
@@ -201,86 +180,111 @@ def _context_class(graph: Any) -> type[TierContext]:
     return schema if isinstance(schema, type) and issubclass(schema, TierContext) else TierContext
 
 
+@dataclass(frozen=True, kw_only=True)
+class RunSpec:
+    """How one run goes and how it is labelled: everything ``execute`` needs besides the
+    graph, its input, the tiers and the store (``run_graph``'s options, resolved)."""
+
+    policy: TierPolicy = field(default_factory=TierPolicy)
+    meter: BudgetMeter = field(default_factory=BudgetMeter)
+    local_only: bool = False
+    redactor: Redactor | None = None
+    name: str = "graph"
+    task: str | None = None  # the run's label in the trace (default: its input as JSON)
+    context: Mapping[str, Any] = field(default_factory=dict)  # fields of the graph's context class
+    config: RunnableConfig | None = None
+    on_event: Callable[[Event], None] | None = None
+    snapshot: Mapping[str, Any] = field(default_factory=dict)  # the settings the trace records
+    resume: str | None = None  # a stopped run to continue from its last checkpoint
+    cancel: threading.Event | None = None
+
+
 def execute(
     graph: Any,
     input: dict[str, Any],
+    spec: RunSpec,
     *,
     tiers: Tiers,
     store: TraceStore,
-    policy: TierPolicy,
-    meter: BudgetMeter,
-    local_only: bool,
-    redactor: Redactor | None,
-    name: str,
-    task: str | None,
-    context: Mapping[str, Any],
-    config: RunnableConfig | None,
-    on_event: Callable[[Event], None] | None,
-    snapshot: dict[str, Any],
     raise_bugs: bool = True,
-    resume: str | None = None,
-    cancel: threading.Event | None = None,
 ) -> GraphResult:
-    """Run ``graph`` as a stored run with a ready context; ``raise_bugs=False`` returns an
-    error in a node's own code as a failed result instead of raising it. ``resume``: the id
-    of a stopped run to continue from its last checkpoint (``input`` is then ignored)."""
-    text = (
-        task if task is not None else json.dumps(to_jsonable_python(input, fallback=str), ensure_ascii=False)
-    )
-    budget = {k: v for k, v in meter.budget.model_dump().items() if v is not None}
-    if resume is not None:
-        run_id = store.resolve_id(resume)
-        _check_resumable(graph, run_id)
-        first_seq = store.reopen_run(run_id)
-        stream_input: dict[str, Any] | None = None
-    else:
-        run_id = store.start_run(
-            text,
-            graph=name,
-            policy=policy.model_dump(),
-            slm_model=tiers.slm.name,
-            llm_model=tiers.llm.name,
-            settings={
-                **snapshot,
-                "run": {"local_only": local_only, "redact": bool(redactor), "budget": budget},
-            },
-        )
-        first_seq, stream_input = 1, input
-    recorder = RunRecorder(store, run_id, on_event=on_event, first_seq=first_seq, cancel=cancel)
-    cls = _context_class(graph)
-    known = {f.name for f in fields(cls)}
-    ctx = cls(
-        tiers=tiers,
-        recorder=recorder,
-        policy=policy,
-        local_only=local_only,
-        redactor=redactor,
-        meter=meter,
-        **{k: v for k, v in context.items() if k in known},
-    )
-    run_config: RunnableConfig = {**(config or {})}
+    """Run ``graph`` as a stored run; ``raise_bugs=False`` returns an error in a node's own
+    code as a failed result instead of raising it. With ``spec.resume`` the stopped run goes
+    on from its last checkpoint and ``input`` is ignored."""
+    run_id, first_seq, text = _open_run(graph, input, spec, tiers, store)
+    recorder = RunRecorder(store, run_id, on_event=spec.on_event, first_seq=first_seq, cancel=spec.cancel)
+    run_config: RunnableConfig = {**(spec.config or {})}
     run_config["configurable"] = {"thread_id": run_id, **(run_config.get("configurable") or {})}
     state: dict[str, Any] = dict(input)
     result = GraphResult(run_id, "interrupted", state, error="the run was interrupted")
     recorder.emit(RunStarted(run_id, text))
     try:
-        _start_servers(recorder, tiers, policy, local_only)
+        _start_servers(recorder, tiers, spec.policy, spec.local_only)
+        stream_input = None if spec.resume is not None else input
+        ctx = _run_context(graph, spec, tiers, recorder)
         for values in graph.stream(stream_input, run_config, context=ctx, stream_mode="values"):
             if isinstance(values, dict):
                 state = values
         result = GraphResult(run_id, "succeeded", state)
-    except BudgetExceededError as exc:
-        result = GraphResult(run_id, "budget_exceeded", state, error=exc.message, hint=exc.hint or None)
-    except RunCancelledError as exc:
-        result = GraphResult(run_id, "interrupted", state, error=exc.message, hint=exc.hint or None)
-    except TierflowError as exc:
-        result = GraphResult(run_id, "failed", state, error=exc.message, hint=exc.hint or None)
-    except Exception as exc:  # a bug in a node: keep the trace, then let it surface
-        result = GraphResult(run_id, "failed", state, error=f"internal error: {type(exc).__name__}: {exc}")
-        if raise_bugs:
+    except Exception as exc:
+        result = _outcome(run_id, state, exc)
+        if raise_bugs and not isinstance(exc, TierflowError):  # a bug in a node: the trace is kept
             raise
     finally:
         answer = _answer_text(result.state) if result.status == "succeeded" else None
         store.finish_run(run_id, result.status, answer=answer, error=result.error)
         recorder.emit(RunFinished(run_id, result.status, answer, result.error))
     return result
+
+
+def _open_run(
+    graph: Any, input: dict[str, Any], spec: RunSpec, tiers: Tiers, store: TraceStore
+) -> tuple[str, int, str]:
+    """Start the run's row (or reopen a stopped run's): its id, its next step's number, and
+    its task text."""
+    text = spec.task
+    if text is None:
+        text = json.dumps(to_jsonable_python(input, fallback=str), ensure_ascii=False)
+    if spec.resume is not None:
+        run_id = store.resolve_id(spec.resume)
+        _check_resumable(graph, run_id)
+        return run_id, store.reopen_run(run_id), text
+    budget = {k: v for k, v in spec.meter.budget.model_dump().items() if v is not None}
+    options = {"local_only": spec.local_only, "redact": bool(spec.redactor), "budget": budget}
+    run_id = store.start_run(
+        text,
+        graph=spec.name,
+        policy=spec.policy.model_dump(),
+        slm_model=tiers.slm.name,
+        llm_model=tiers.llm.name,
+        settings={**spec.snapshot, "run": options},
+    )
+    return run_id, 1, text
+
+
+def _run_context(graph: Any, spec: RunSpec, tiers: Tiers, recorder: RunRecorder) -> TierContext:
+    """The graph's context class (``TierContext`` or its own subclass), filled for this run."""
+    cls = _context_class(graph)
+    known = {f.name for f in fields(cls)}
+    return cls(
+        tiers=tiers,
+        recorder=recorder,
+        policy=spec.policy,
+        local_only=spec.local_only,
+        redactor=spec.redactor,
+        meter=spec.meter,
+        **{k: v for k, v in spec.context.items() if k in known},
+    )
+
+
+def _outcome(run_id: str, state: dict[str, Any], exc: Exception) -> GraphResult:
+    """How a run that raised ``exc`` ended: stopped by its budget, cancelled, failed, or
+    failed by a bug of a node's own code (an internal error)."""
+    if not isinstance(exc, TierflowError):
+        return GraphResult(run_id, "failed", state, error=f"internal error: {type(exc).__name__}: {exc}")
+    status: RunStatus = "failed"
+    if isinstance(exc, BudgetExceededError):
+        status = "budget_exceeded"
+    elif isinstance(exc, RunCancelledError):
+        status = "interrupted"
+    return GraphResult(run_id, status, state, error=exc.message, hint=exc.hint or None)

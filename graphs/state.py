@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any, TypedDict
+from typing import Any
+
+from typing_extensions import TypedDict
 
 __all__ = ["TaskInput", "TaskState", "Observation", "Escalation"]
 

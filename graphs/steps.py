@@ -26,8 +26,8 @@ from tierflow.agents.prompting import render_messages
 from tierflow.agents.protocol import Completion, Message
 from tierflow.errors import GraphError, StepOutputError
 from tierflow.graphs.context import Answer, TierContext, ask
-from tierflow.memory.recorder import StepHandle
-from tierflow.memory.records import ToolCallRecord
+from tierflow.memory.traces.recorder import StepHandle
+from tierflow.records import ToolCallRecord
 
 __all__ = [
     "StepScope",
@@ -257,7 +257,7 @@ def summarize(
     that fit, each is summarized, and the summaries are summarized in turn. ``verify``:
     ``verify(summary, text)`` raises ``Rejected`` for a summary the text does not support
     (e.g. ``numbers_grounded``), which escalates it under ``tiered``."""
-    from tierflow.graphs.fitting import fit_and_summarize
+    from tierflow.agents.fitting import fit_and_summarize
 
     routing = _routing(prefer, local_only, redact)
     overhead = render_messages("step_summarize", instructions=instructions, max_sentences=1, text="")

@@ -3,7 +3,7 @@ what the embedding model reads whole."""
 
 from __future__ import annotations
 
-from tierflow.graphs.fitting import split_to_fit
+from tierflow.agents.fitting import split_to_fit
 from tierflow.memory.embeddings import OfflineEmbeddings
 
 __all__ = ["CHUNK_TOKENS", "EmbeddingTokens", "chunks_of"]

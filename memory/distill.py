@@ -30,9 +30,9 @@ from typing import Any, Literal
 from sqlmodel import Session, col, select
 from tierflow.agents.protocol import Message
 from tierflow.errors import ConfigError
-from tierflow.memory.records import RunTrace, StoredModelCall
-from tierflow.memory.tables import Run
 from tierflow.memory.traces import TraceStore
+from tierflow.memory.traces.tables import Run
+from tierflow.records import RunTrace, StoredModelCall
 
 __all__ = [
     "DistillExample",

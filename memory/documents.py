@@ -23,12 +23,12 @@ from chromadb.api import ClientAPI
 from chromadb.api.models.Collection import Collection
 from chromadb.api.types import Embeddable, EmbeddingFunction
 from chromadb.errors import NotFoundError
-from tierflow.batch.readers import DocumentError, read_document
 from tierflow.errors import TierflowError
 from tierflow.memory.chunks import CHUNK_TOKENS, EmbeddingTokens, chunks_of
 from tierflow.memory.embeddings import OfflineEmbeddings, cosine_similarities
 from tierflow.memory.lexical import LEXICAL_WEIGHT, Bm25
 from tierflow.memory.store import MemoryStoreError, cosine_collection, open_client
+from tierflow.tools.readers import DocumentError, read_document
 
 __all__ = [
     "CHUNK_TOKENS",

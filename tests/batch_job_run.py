@@ -9,7 +9,7 @@ from pathlib import Path
 from tierflow.app import App
 from tierflow.batch.job import JobRequest, run_job
 from tierflow.batch.worker import SummaryOptions
-from tierflow.memory.tables import JobDocument
+from tierflow.memory.traces.tables import JobDocument
 from tierflow.settings import Settings
 
 from tests.batch_support import slow_tiers

@@ -8,9 +8,9 @@ from typing import Any
 from langgraph.checkpoint.memory import InMemorySaver
 from tierflow.agents.scripted import Reply, ScriptedModel
 from tierflow.agents.tiers import Tiers
-from tierflow.graphs import TaskRunner
+from tierflow.graphs.runner import TaskRunner
 from tierflow.memory import TraceStore
-from tierflow.memory.records import RunTrace, StoredModelCall, ToolCallRecord
+from tierflow.records import RunTrace, StoredModelCall, ToolCallRecord
 from tierflow.settings import TierPolicy
 from tierflow.tools import default_registry
 

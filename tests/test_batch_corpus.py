@@ -4,8 +4,8 @@ tierflow's readers get back at the recorded length."""
 import hashlib
 
 import pytest
-from tierflow.batch.readers import read_document
 from tierflow.evals.batch_corpus import CORPUS_DIR, load_manifest
+from tierflow.tools.readers import read_document
 
 MANIFEST = load_manifest()
 

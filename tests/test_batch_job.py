@@ -24,7 +24,7 @@ from tierflow.batch.job import JobRequest, run_job
 from tierflow.batch.jobs import JobStore
 from tierflow.batch.worker import SummaryOptions
 from tierflow.errors import LLMUnavailableError
-from tierflow.memory.tables import JobDocument
+from tierflow.memory.traces.tables import JobDocument
 from tierflow.settings import Settings
 
 from tests.batch_support import dying_tiers, paragraphs, scripted_app, scripted_tiers, write_reports
@@ -67,7 +67,7 @@ def test_a_long_document_is_mapped_over_its_chunks_and_reduced(app: App, reports
 
 def test_the_report_has_each_document_then_the_synthesis_then_totals(app: App, reports: Path) -> None:
     report = job(app, reports)
-    assert report.ok and report.totals.done == 3
+    assert report.ok and report.totals.done == 3, report.to_markdown()
     markdown = report.to_markdown()
     order = [markdown.index(h) for h in ("## Documents", "## Cross-document report", "## Totals")]
     assert order == sorted(order)
@@ -236,7 +236,7 @@ def test_local_worker_processes_summarize_in_parallel(app: App, reports: Path) -
     report = run_job(
         JobRequest(inputs=[str(reports)], options=OPTIONS, workers=2), app, make_tiers=scripted_tiers
     )
-    assert report.ok and report.totals.done == 3
+    assert report.ok and report.totals.done == 3, report.to_markdown()
     for document in report.documents:  # traces written by the driver from the workers' logs
         trace = app.store.get_run(document.run_id)
         assert trace.status == "succeeded" and trace.steps[-1].node == "document_summary"

@@ -14,14 +14,14 @@ import docx
 import pypdf
 import pytest
 from fpdf import FPDF
-from tierflow.batch.readers import (
+from tierflow.errors import TierflowError
+from tierflow.tools.readers import (
     SUPPORTED_SUFFIXES,
     DocumentError,
     content_hash,
     find_inputs,
     read_document,
 )
-from tierflow.errors import TierflowError
 
 SENTENCES = "Quarterly revenue rose by four percent. Costs fell in every region. The outlook is stable."
 

@@ -14,15 +14,15 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from langgraph.checkpoint.memory import InMemorySaver
+from tierflow.agents.fitting import MARGIN_TOKENS, split_to_fit
 from tierflow.agents.policy import TierPolicy
 from tierflow.agents.prompting import render_messages
 from tierflow.agents.scripted import ScriptedModel
 from tierflow.agents.slm import LlamaCppModel
 from tierflow.agents.tiers import Tiers
-from tierflow.batch.graph import CHUNK_INSTRUCTIONS, CHUNK_SUMMARY_TOKENS, chunk_budget
 from tierflow.evals.batch_corpus import CORPUS_DIR
-from tierflow.graphs.fitting import MARGIN_TOKENS, split_to_fit
 from tierflow.graphs.runner import TaskRunner
+from tierflow.graphs.summaries import CHUNK_INSTRUCTIONS, CHUNK_SUMMARY_TOKENS, chunk_budget
 from tierflow.memory import TraceStore
 from tierflow.tools.builtins import default_registry
 

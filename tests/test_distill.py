@@ -15,8 +15,8 @@ from tierflow.cli import app
 from tierflow.errors import ConfigError
 from tierflow.memory import TraceStore
 from tierflow.memory.distill import export_distill, parse_since
-from tierflow.memory.recorder import RunRecorder
-from tierflow.memory.records import CallRef, ModelCallRecord
+from tierflow.memory.traces.recorder import RunRecorder
+from tierflow.records import CallRef, ModelCallRecord
 from tierflow.settings import load_settings
 from typer.testing import CliRunner, Result
 

@@ -369,7 +369,7 @@ def test_the_task_graph_writes_a_tool_call_natively_on_an_endpoint_that_takes_to
 ) -> None:
     from tierflow.agents.scripted import ScriptedModel
     from tierflow.agents.tiers import Tiers
-    from tierflow.graphs import TaskRunner
+    from tierflow.graphs.runner import TaskRunner
     from tierflow.settings import TierPolicy
     from tierflow.tools import default_registry
 

@@ -13,6 +13,7 @@ from types import SimpleNamespace
 import pytest
 from rich.console import Console
 from tierflow.agents.confidence import ChoiceField, choice_field, rechoose
+from tierflow.cli.render import EvalProgress
 from tierflow.errors import TierflowError
 from tierflow.evals.bench import orchestration_overhead
 from tierflow.evals.curve import Paired, calibrate, confidence_report, curve, split
@@ -21,7 +22,6 @@ from tierflow.evals.readme import END, START, results_section
 from tierflow.evals.report import environment, git_dirty, record_policy
 from tierflow.evals.summaries import rouge_l, sentences
 from tierflow.evals.tasks import load_tasks, passes
-from tierflow.render import EvalProgress
 from tierflow.tools.builtins import default_registry
 from tierflow.tools.schema import model_from_schema
 

@@ -28,7 +28,7 @@ from tierflow.agents.scripted import ScriptedModel
 from tierflow.agents.tiers import Tiers
 from tierflow.graphs.examples import lecture_notes, triage
 from tierflow.memory import TraceStore
-from tierflow.memory.records import ModelCallRecord, RunTrace
+from tierflow.records import ModelCallRecord, RunTrace
 
 from tests.kit_support import scripted_tiers
 
@@ -277,3 +277,24 @@ def test_an_embedded_server_start_is_a_step_of_its_own(store: TraceStore) -> Non
     assert again.ok, again.error
     assert "start_llm_server" not in [step.node for step in store.get_run(again.run_id).steps]
     assert llm.needs_start
+
+
+def test_every_shipped_graph_tells_langgraph_its_input_schema() -> None:
+    """LangGraph's own tooling (Studio, ``get_input_jsonschema``) reads the state classes;
+    before Python 3.12 pydantic needs ``typing_extensions.TypedDict`` for that."""
+    from tierflow.graphs.citing import build_qa_graph
+    from tierflow.graphs.examples import lecture_notes, support_faq
+    from tierflow.graphs.summaries import document_graph, synthesis_graph
+    from tierflow.graphs.task import build_task_graph
+
+    graphs = {
+        "triage": (triage.graph, "report"),
+        "lecture_notes": (lecture_notes.graph, "notes"),
+        "support_faq": (support_faq.graph, "question"),
+        "task": (build_task_graph(), "task"),
+        "ask": (build_qa_graph(lambda: None), "question"),  # type: ignore[arg-type, return-value]
+        "summarize_document": (document_graph(max_sentences=3), "text"),
+        "summarize_synthesis": (synthesis_graph(), "groups"),
+    }
+    for name, (graph, field) in graphs.items():
+        assert field in graph.get_input_jsonschema()["properties"], name

@@ -10,7 +10,7 @@ from tierflow.agents.redaction import Redactor, luhn_valid
 from tierflow.agents.tiers import Tiers
 from tierflow.graphs.examples import triage
 from tierflow.memory import TraceStore
-from tierflow.memory.records import ModelCallRecord, RunTrace
+from tierflow.records import ModelCallRecord, RunTrace
 
 from tests.kit_support import recording_llm, scripted_tiers
 

@@ -19,7 +19,8 @@ from tierflow.graphs.recall import Recall, specifics
 from tierflow.memory.decisions import DecisionMemory, MemoryWriteError, VerifiedDecision
 from tierflow.memory.embeddings import OfflineEmbeddings
 from tierflow.memory.traces import TraceStore
-from tierflow.tools.registry import Tool, ToolRegistry
+from tierflow.tools.base import Tool
+from tierflow.tools.registry import ToolRegistry
 
 from tests.scripted import ANSWER, EXTRACT, PLAN, SELECT, model_calls, nodes, scripted_runner
 

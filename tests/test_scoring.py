@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,7 @@ from tierflow.agents.tiers import Tiers
 from tierflow.errors import ConfigError
 from tierflow.evals.bfcl import Case, registry_for
 from tierflow.evals.toolcalls import decide_call
+from tierflow.memory.embeddings import Relevance, load_embeddings
 from tierflow.memory.traces import TraceStore
 
 from tests.scripted import EXTRACT, SELECT
@@ -105,6 +107,14 @@ def logistic(features: tuple[str, ...], weights: dict[str, float], intercept: fl
         intercept=intercept,
         thresholds=((0.0, 0.2), (0.05, 0.5), (0.1, 0.8)),
     )
+
+
+@cache
+def embedding_relevance() -> Relevance:
+    """The request-to-tool similarity the app gives runs: the offline embedding model's."""
+    from tierflow.settings import Settings
+
+    return Relevance(load_embeddings(Settings().resolved_models_dir()))
 
 
 def scorer() -> EscalationScorer:
@@ -194,7 +204,7 @@ def run(
         tiers,
         store,
         TierPolicy(max_loss=0.05),
-        context={"scorer": scorer()},
+        context={"scorer": scorer(), "relevance": embedding_relevance()},
         local_only=local_only,
     )
     calls = [c for step in store.get_run(result.run_id).steps for c in step.model_calls]
@@ -263,9 +273,9 @@ def test_no_tool_fits_is_never_taken_on_the_slms_word(
         assert [(c.node, c.tier, c.escalated) for c in calls] == [("select_tool", "slm", False)]
 
 
-def test_without_a_given_relevance_the_score_reads_real_similarities(store: TraceStore) -> None:
-    """A runner built without embeddings must not feed the score zeros: it would look as if
-    every tool were unrelated to the request."""
+def test_without_a_relevance_the_score_is_never_fed_zeros(store: TraceStore) -> None:
+    """A runner built without embeddings must not feed the score zeros (every tool would look
+    unrelated to the request): the run fails saying what to pass, before the choice is kept."""
     reads_similarity = EscalationScorer(
         {
             "select_tool": logistic(SELECT_FEATURES, {"max_similarity": 20.0}, -5.0),
@@ -281,5 +291,25 @@ def test_without_a_given_relevance_the_score_reads_real_similarities(store: Trac
     result = decide_call(
         REQUEST_PARIS, registry_for(CASE), tiers, store, policy, context={"scorer": reads_similarity}
     )
-    (choice, *_) = [c for step in store.get_run(result.run_id).steps for c in step.model_calls]
-    assert choice.score is not None and choice.score > 0.5  # P(wrong) = sigmoid(20 * similarity - 5)
+    assert result.status == "failed" and "similarity to the tools" in (result.error or "")
+    assert "relevance=" in (result.hint or "")
+    (choice,) = [c for step in store.get_run(result.run_id).steps for c in step.model_calls]
+    assert choice.score is None
+
+
+def test_the_app_runs_tasks_on_the_scorer_the_settings_name(tmp_path: Path) -> None:
+    """A scorer refitted for the user's own models is a file anywhere: ``escalation_scorer``
+    names it, the app's task runs use it, and a missing one says which setting to fix."""
+    from tierflow.app import App
+    from tierflow.settings import Settings
+
+    refitted = tmp_path / "my-scorer.json"
+    scorer().save(refitted)
+    with App(Settings(data_dir=tmp_path, memory=False, escalation_scorer=refitted)) as app:
+        assert app.runner.scorer is not None and app.runner.scorer.path == refitted
+        assert app.runner.scorer.nodes.keys() == scorer().nodes.keys()
+    with App(Settings(data_dir=tmp_path, memory=False)) as app:
+        assert app.runner.scorer is None  # the shipped one (TaskContext.escalation_scorer)
+    with App(Settings(data_dir=tmp_path, memory=False, escalation_scorer=tmp_path / "gone.json")) as app:
+        with pytest.raises(ConfigError, match="gone.json"):
+            app.scorer  # noqa: B018

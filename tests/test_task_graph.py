@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 from tierflow.errors import LLMUnavailableError
-from tierflow.graphs import build_task_graph
+from tierflow.graphs.task import build_task_graph
 from tierflow.memory import TraceStore
 from tierflow.settings import TierPolicy
 

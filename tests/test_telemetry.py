@@ -17,11 +17,14 @@ from typing import Any
 
 import pytest
 from tierflow import run_graph
+from tierflow.app import App, trace_listeners
 from tierflow.errors import LLMUnavailableError
 from tierflow.graphs.examples import triage
 from tierflow.memory import TraceStore
-from tierflow.memory.tracelog import TraceLog, replay
-from tierflow.otel_spans import lay_out
+from tierflow.memory.traces.otel_spans import lay_out
+from tierflow.memory.traces.telemetry import RunTelemetry
+from tierflow.memory.traces.tracelog import TraceLog, replay
+from tierflow.settings import load_settings
 
 from tests import otlp_receiver
 from tests.kit_support import scripted_tiers
@@ -84,13 +87,15 @@ def stores(tmp_path: Path) -> Iterator[Callable[[], TraceStore]]:
     opened: list[TraceStore] = []
 
     def open_store() -> TraceStore:
-        opened.append(TraceStore.from_url(f"sqlite:///{tmp_path / 'otel.db'}", secrets=["sk-test-SECRET-42"]))
+        url = f"sqlite:///{tmp_path / 'otel.db'}"
+        opened.append(TraceStore.from_url(url, secrets=["sk-test-SECRET-42"], listeners=trace_listeners()))
         return opened[-1]
 
     yield open_store
     for store in opened:
-        if store.telemetry is not None:
-            store.telemetry.close()
+        for listener in store.listeners:
+            if isinstance(listener, RunTelemetry):
+                listener.close()
         store.engine.dispose()
 
 
@@ -251,8 +256,9 @@ def test_content_only_when_asked_and_scrubbed_of_secrets(
 def test_a_batch_workers_trace_is_exported_when_replayed(
     receiver: Receiver, stores: Callable[[], TraceStore]
 ) -> None:
-    log = TraceLog()  # a worker's store: it keeps the writes for the driver
-    result = run_graph(triage.graph, {"report": REPORT}, tiers=escalating_tiers(), store=log)
+    log = TraceLog()  # a worker's store: its log keeps the writes for the driver
+    worker = TraceStore.in_memory(listeners=[log])
+    result = run_graph(triage.graph, {"report": REPORT}, tiers=escalating_tiers(), store=worker)
     assert result.ok and receiver.requests == []
     replay(stores(), log.writes)
     [spans] = receiver.traces().values()
@@ -266,10 +272,25 @@ def test_a_batch_workers_trace_is_exported_when_replayed(
     assert slm_try.attributes["tierflow.escalated"] is True
 
 
-def test_off_without_an_endpoint(store: TraceStore) -> None:
+def test_off_without_an_endpoint(stores: Callable[[], TraceStore]) -> None:
     with otlp_receiver.serve() as listening:  # up, but no OTEL_EXPORTER_OTLP_ENDPOINT names it
+        store = stores()
         result = run_graph(triage.graph, {"report": REPORT}, tiers=triage_tiers(), store=store)
-    assert result.ok and store.telemetry is None and listening.requests == []
+    assert result.ok and store.listeners == () and listening.requests == []
+
+
+def test_the_app_wires_the_export_from_the_environment(
+    receiver: Receiver, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """The trace store knows nothing of OpenTelemetry: the app hands it the export as a
+    listener when the environment names an endpoint."""
+    monkeypatch.setenv("TIERFLOW_DATA_DIR", str(tmp_path))
+    with App(load_settings()) as app:
+        [listener] = app.store.listeners
+        assert isinstance(listener, RunTelemetry) and listener.endpoint == f"{receiver.url}/v1/traces"
+        result = run_graph(triage.graph, {"report": REPORT}, tiers=triage_tiers(), store=app.store)
+        listener.close()
+    assert result.ok and len(receiver.traces()) == 1
 
 
 def test_off_imports_no_exporter() -> None:
@@ -280,13 +301,15 @@ def test_off_imports_no_exporter() -> None:
 import json, sys
 from tierflow import run_graph
 from tierflow.graphs.examples import triage
+from tierflow.settings import load_settings
 from tierflow.memory import TraceStore
 from tests.test_telemetry import REPORT, triage_tiers
-store = TraceStore.from_url("sqlite://")
+from tierflow.app import trace_listeners
+store = TraceStore.from_url("sqlite://", listeners=trace_listeners())
 result = run_graph(triage.graph, {"report": REPORT}, tiers=triage_tiers(), store=store)
 heavy = ("opentelemetry.exporter", "opentelemetry.sdk.trace.export")
 loaded = [m for m in sys.modules if m.startswith(heavy)]
-print(json.dumps({"ok": result.ok, "telemetry": store.telemetry is not None, "loaded": loaded}))
+print(json.dumps({"ok": result.ok, "telemetry": bool(store.listeners), "loaded": loaded}))
 """
     env = {key: value for key, value in os.environ.items() if not key.startswith("OTEL_")}
     done = subprocess.run(
@@ -312,7 +335,7 @@ def test_an_unreachable_collector_never_fails_a_run(
     assert all(result.ok for result in results)
     assert [store.get_run(r.run_id).status for r in results] == ["succeeded", "succeeded"]
     [warning] = [record for record in caplog.records if record.levelno >= logging.WARNING]
-    assert warning.name == "tierflow.telemetry"
+    assert warning.name == "tierflow.memory.traces.telemetry"
     assert f"127.0.0.1:{port}/v1/traces" in warning.getMessage()
     assert "OTEL_EXPORTER_OTLP_ENDPOINT" in warning.getMessage()
 

@@ -1,6 +1,7 @@
 """The console end to end: `tierflow ui` serving the real models, driven in headless Chromium
-(Debian's ``chromium``; ``make browser`` installs it). Screenshots of every page go to
-``evals/results/console/``."""
+(Debian's ``chromium``; ``make browser`` installs it). Screenshots of every page go to a
+temporary folder, or to ``TIERFLOW_SCREENSHOTS`` when set: ``make screenshots`` refreshes the
+committed ones in ``evals/results/console/`` that way, so a test run never dirties a checkout."""
 
 from __future__ import annotations
 
@@ -34,7 +35,6 @@ FLAGS = [
     "--disable-sync",
     "--no-first-run",
 ]
-SHOTS = Path(__file__).parents[1] / "evals" / "results" / "console"
 RUN_TIMEOUT_MS = 420_000
 
 
@@ -109,9 +109,10 @@ def finished(page: object) -> None:
     assert "succeeded" in status.inner_text(), status.inner_text()
 
 
-def test_a_task_through_the_console_in_chromium(console: Console) -> None:
+def test_a_task_through_the_console_in_chromium(console: Console, tmp_path: Path) -> None:
     from playwright.sync_api import sync_playwright
 
+    SHOTS = Path(os.environ.get("TIERFLOW_SCREENSHOTS") or tmp_path / "console")  # noqa: N806
     SHOTS.mkdir(parents=True, exist_ok=True)
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=FLAGS, headless=True)

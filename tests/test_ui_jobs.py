@@ -9,7 +9,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 from tierflow.app import App
 from tierflow.batch.jobs import JobStatus, JobStore, NewDocument
-from tierflow.memory.tables import Job
+from tierflow.memory.traces.tables import Job
 from tierflow.settings import load_settings
 
 from tests.test_ui_pages import page, texts

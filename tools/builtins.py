@@ -11,8 +11,9 @@ from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from tierflow.errors import ToolError
+from tierflow.tools.base import Tool
 from tierflow.tools.calculator import calculator
-from tierflow.tools.registry import Tool, ToolRegistry
+from tierflow.tools.registry import ToolRegistry
 from tierflow.tools.units import prepare_units, unit_convert
 from tierflow.tools.workspace import Workspace
 

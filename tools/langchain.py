@@ -48,7 +48,7 @@ from langchain_core.utils.function_calling import convert_to_openai_tool
 from pydantic import BaseModel, ValidationError
 from pydantic.v1 import ValidationError as ValidationErrorV1
 from tierflow.errors import ToolError, describe_validation_error
-from tierflow.tools.registry import Tool, checked_limits, format_result
+from tierflow.tools.base import Tool, checked_limits, format_result
 
 __all__ = ["from_langchain", "langchain_name"]
 

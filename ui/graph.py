@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 from tierflow.graphs.task import build_task_graph, build_tool_call_graph
-from tierflow.memory.records import RunTrace
+from tierflow.records import RunTrace
 
 __all__ = ["run_graph_dot", "node_tiers", "TIER_COLOURS"]
 

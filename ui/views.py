@@ -12,8 +12,8 @@ import pandas as pd
 import streamlit as st
 from tierflow.agents.policy import TierPolicy
 from tierflow.agents.protocol import Message
-from tierflow.memory.records import RunTrace, StoredModelCall, ToolCallRecord
 from tierflow.memory.traces import RunSummary
+from tierflow.records import RunTrace, StoredModelCall, ToolCallRecord
 from tierflow.ui.graph import TIER_COLOURS
 
 __all__ = [

@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import operator
 import re
-from typing import Annotated, TypedDict
+from typing import Annotated
 
 from langgraph.graph import END, START, StateGraph
 from langgraph.types import Send
 from pydantic import BaseModel, Field
 from tierflow import TierContext, extract, reason
+from typing_extensions import TypedDict
 
 
 class Definition(BaseModel):

@@ -16,14 +16,16 @@ never leave the machine.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Required, TypedDict
+from typing import Any, Required
 
 from langgraph.graph import END, START, StateGraph
 from langgraph.graph.state import CompiledStateGraph
-from tierflow.batch.readers import find_inputs
-from tierflow.graphs.citing import Evidence, MemorySource, cited_answer, open_memory, retrieve
+from tierflow.graphs.citing import MemorySource, cited_answer, open_memory, retrieve
 from tierflow.graphs.context import TierContext
+from tierflow.graphs.grounding import Evidence
 from tierflow.graphs.steps import StepScope, tiered_node
+from tierflow.tools.readers import find_inputs
+from typing_extensions import TypedDict
 
 SAMPLE_DOCS = Path(__file__).resolve().parent / "support_docs"
 COLLECTION = "support"
@@ -47,11 +49,14 @@ class FaqState(FaqInput, total=False):
 def build_graph(
     memory: MemorySource = None, *, collection: str = COLLECTION
 ) -> CompiledStateGraph[FaqState, TierContext, FaqInput, FaqState]:
-    """ingest → retrieve → answer → route, over ``memory`` (default: the settings' one)."""
+    """ingest → retrieve → answer → route, over ``memory`` (default: the run's own, which
+    ``tierflow.run_graph`` opens in the settings' folder)."""
 
     def ingest(state: FaqState, scope: StepScope) -> dict[str, Any]:
         files = find_inputs([state.get("docs") or str(SAMPLE_DOCS)])
-        added = open_memory(memory).add_all(files, collection=collection, local_only=state.get("local_only"))
+        added = open_memory(memory, scope.ctx).add_all(
+            files, collection=collection, local_only=state.get("local_only")
+        )
         counts = {
             status: sum(a.status == status for a in added) for status in ("added", "replaced", "unchanged")
         }

@@ -11,11 +11,12 @@ LLM, and spam gets no reply at all.
 
 from __future__ import annotations
 
-from typing import Literal, TypedDict
+from typing import Literal
 
 from langgraph.graph import END, START, StateGraph
 from pydantic import BaseModel, Field
 from tierflow import TierContext, choose, extract, reason
+from typing_extensions import TypedDict
 
 CATEGORIES = {
     "bug": "something in the product does not work as it should",

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from tierflow.agents.scripted import ScriptedModel
 from tierflow.agents.tiers import Tiers
-from tierflow.graphs import TaskRunner
+from tierflow.graphs.runner import TaskRunner
 from tierflow.memory import TraceStore
 from tierflow.memory.checkpoints import open_checkpointer
 from tierflow.settings import TierPolicy

@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 from tierflow.memory import TraceStore
-from tierflow.memory.recorder import StepHandle
-from tierflow.memory.records import ModelCallRecord, ToolCallRecord
+from tierflow.memory.traces.recorder import StepHandle
+from tierflow.records import ModelCallRecord, ToolCallRecord
 
 from tests.reliability.postgres import fresh_database, postgres_server
 
@@ -99,7 +99,7 @@ def test_a_run_of_a_dead_process_reads_as_interrupted(database: str) -> None:
     mine = store.start_run("mine")
     theirs = store.start_run("theirs")
     from sqlmodel import Session
-    from tierflow.memory.tables import Run
+    from tierflow.memory.traces.tables import Run
 
     with Session(store.engine) as session:  # as a process that has since died left it
         row = session.get(Run, theirs)

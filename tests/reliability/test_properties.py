@@ -34,9 +34,9 @@ from tierflow.agents.protocol import Completion
 from tierflow.errors import SandboxError, TierflowError, ToolError
 from tierflow.evals.bfcl import Case, CaseFileError, load_case_file, registry_for
 from tierflow.tools import ToolLimits, ToolRegistry, Workspace, default_registry
+from tierflow.tools.base import Tool
 from tierflow.tools.calculator import evaluate
 from tierflow.tools.limits import ToolBug
-from tierflow.tools.registry import Tool
 from tierflow.tools.units import prepare_units, unit_convert
 
 # Reproducible in CI: the same examples on every run, nothing replayed from a local database.

@@ -14,7 +14,7 @@ from langgraph.checkpoint.memory import InMemorySaver
 from tierflow.agents.scripted import ScriptedModel
 from tierflow.agents.tiers import Tiers
 from tierflow.errors import SandboxError, ToolError
-from tierflow.graphs import TaskRunner
+from tierflow.graphs.runner import TaskRunner
 from tierflow.memory import TraceStore
 from tierflow.settings import TierPolicy
 from tierflow.tools import ToolRegistry, default_registry, tool
@@ -170,7 +170,7 @@ def test_unknown_or_bad_limits_are_refused_when_the_tool_is_made() -> None:
     with pytest.raises(ValueError, match="must be positive"):
         tool(timeout_s=0)(lambda_free)
     with pytest.raises(TypeError, match="unknown tool limits"):
-        from tierflow.tools.registry import Tool
+        from tierflow.tools.base import Tool
 
         Tool.from_function(lambda_free, timeout=3)
 

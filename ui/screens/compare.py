@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pandas as pd
 import streamlit as st
-from tierflow.memory.records import RunTrace
+from tierflow.records import RunTrace
 from tierflow.ui.resources import current_app
 from tierflow.ui.views import policy_label, run_options
 

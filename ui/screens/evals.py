@@ -9,9 +9,7 @@ from typing import Any
 import altair as alt
 import pandas as pd
 import streamlit as st
-from tierflow.evals.bench import bench_rows
-from tierflow.evals.report import ordered_policies
-from tierflow.evals.tool_suite import TOOLS_HEADERS, tools_rows
+from tierflow.results import TOOLS_HEADERS, bench_rows, ordered_policies, tools_rows
 from tierflow.ui.resources import current_app
 from tierflow.ui.views import POLICY_COLOURS, accuracy_vs_tokens
 

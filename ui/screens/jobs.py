@@ -10,7 +10,7 @@ import pandas as pd
 import streamlit as st
 from tierflow.batch.jobs import FINISHED, JobNotFoundError, JobStore
 from tierflow.batch.report import slm_share
-from tierflow.memory.tables import Job, JobDocument
+from tierflow.memory.traces.tables import Job, JobDocument
 from tierflow.ui.resources import current_app
 from tierflow.ui.views import STATUS_BADGE
 

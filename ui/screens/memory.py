@@ -13,9 +13,9 @@ from typing import Literal
 
 import pandas as pd
 import streamlit as st
-from tierflow.batch.readers import find_inputs
 from tierflow.errors import TierflowError
 from tierflow.memory.documents import DEFAULT_COLLECTION, Added, DocumentMemory, Hit, Source, check_name
+from tierflow.tools.readers import find_inputs
 from tierflow.ui.resources import current_app
 
 ADD_COMMAND = "tierflow memory add PATH"

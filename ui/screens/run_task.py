@@ -10,7 +10,7 @@ from typing import Any
 import streamlit as st
 from tierflow.errors import TaskInputError, TierflowError
 from tierflow.graphs.runner import check_task
-from tierflow.memory.records import StepFailed, StepFinished
+from tierflow.records import StepFailed, StepFinished
 from tierflow.settings import POLICY_PRESETS, TierPolicy
 from tierflow.ui.resources import current_app
 from tierflow.ui.views import STATUS_BADGE, tier_badges

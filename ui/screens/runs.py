@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, time
 
 import streamlit as st
-from tierflow.memory.records import RUN_STATUSES
+from tierflow.records import RUN_STATUSES
 from tierflow.ui.resources import current_app
 from tierflow.ui.views import runs_frame
 

@@ -19,12 +19,11 @@ from rich.progress import (
     TimeElapsedColumn,
     TimeRemainingColumn,
 )
-from tierflow.cli_support import (
+from tierflow.cli.support import (
     JsonOption,
     PolicyOption,
     emit_json,
     err,
-    fail,
     out,
     parse_tiers,
     pull_progress,
@@ -34,7 +33,9 @@ from tierflow.errors import TaskInputError, TierflowError
 from tierflow.optional import require
 
 if TYPE_CHECKING:
-    from tierflow.memory.tables import JobDocument
+    from tierflow.batch.job import JobRequest
+    from tierflow.batch.report import JobReport
+    from tierflow.memory.traces.tables import JobDocument
 
 __all__ = ["summarize", "jobs_app"]
 
@@ -141,51 +142,51 @@ def summarize(
     map-reduce, then a cross-document report on the LLM. Resumable: each finished document
     is stored at once, and the same command (or --resume JOB_ID) continues a stopped job.
     Exit status 0 only when every document was summarized."""
-    try:
-        require("pypdf", "docx", "bs4", purpose="batch summarization")
-    except TierflowError as exc:
-        fail(exc)
-    from tierflow.app import App
-    from tierflow.batch.job import JobRequest, run_job
+    require("pypdf", "docx", "bs4", purpose="batch summarization")
+    from tierflow.batch.job import JobRequest
     from tierflow.batch.worker import SummaryOptions
 
     if backend not in ("local", "ray"):
-        fail(
-            TaskInputError(f"unknown backend {backend!r}", hint="Use --backend local or --backend ray."),
-            code=2,
-        )
+        raise TaskInputError(f"unknown backend {backend!r}", hint="Use --backend local or --backend ray.")
     if not inputs and resume is None:
-        fail(
-            TaskInputError("nothing to summarize", hint="Give files, folders or globs, or --resume JOB_ID."),
-            code=2,
-        )
+        raise TaskInputError("nothing to summarize", hint="Give files, folders or globs, or --resume JOB_ID.")
+    request = JobRequest(
+        inputs=inputs or [],
+        options=SummaryOptions(
+            policy=parse_tiers(policy, tier),
+            local_only=local_only,
+            chunk_tokens=chunk_tokens,
+            max_sentences=max_sentences,
+        ),
+        workers=workers,
+        backend="ray" if backend == "ray" else "local",
+        ray_address=ray_address,
+        resume=resume,
+        synthesis=synthesis,
+    )
+    report = _run_job(request)  # inputs that match nothing: a usage error (TaskInputError)
+    _print_report(report, out_path, as_json)
+    raise typer.Exit(0 if report.ok else 1)
+
+
+def _run_job(request: JobRequest) -> JobReport:
+    """The job, with its progress on stderr."""
+    from tierflow.app import App
+    from tierflow.batch.job import run_job
+
     # a damaged PDF is reported in the document's reason; pypdf's own log lines would only
     # break the progress display
     logging.getLogger("pypdf").setLevel(logging.ERROR)
     display = _ProgressDisplay()
     try:
-        request = JobRequest(
-            inputs=inputs or [],
-            options=SummaryOptions(
-                policy=parse_tiers(policy, tier),
-                local_only=local_only,
-                chunk_tokens=chunk_tokens,
-                max_sentences=max_sentences,
-            ),
-            workers=workers,
-            backend="ray" if backend == "ray" else "local",
-            ray_address=ray_address,
-            resume=resume,
-            synthesis=synthesis,
-        )
         with App(settings(), progress=pull_progress()) as tierflow_app:
-            report = run_job(request, tierflow_app, progress=display)
-    except TaskInputError as exc:  # inputs that match nothing: a usage error
-        fail(exc, code=2)
-    except TierflowError as exc:
-        fail(exc)
+            return run_job(request, tierflow_app, progress=display)
     finally:
         display.close()
+
+
+def _print_report(report: JobReport, out_path: Path | None, as_json: bool) -> None:
+    """The report to ``--out`` or stdout (Markdown, or JSON with --json), then the totals on stderr."""
     text = report.to_json_text() if as_json else report.to_markdown()
     if out_path is not None:
         _write_atomically(out_path, text)
@@ -201,7 +202,6 @@ def summarize(
         f"{t.llm_tokens:,} LLM tokens · job {report.job_id}",
         highlight=False,
     )
-    raise typer.Exit(0 if report.ok else 1)
 
 
 def _write_atomically(path: Path, text: str) -> None:
@@ -214,11 +214,9 @@ def _write_atomically(path: Path, text: str) -> None:
             handle.write(text)
         os.replace(handle.name, path)
     except OSError as exc:
-        fail(
-            TierflowError(
-                f"cannot write the report to {path}: {exc.strerror or exc}", hint="Choose another --out path."
-            )
-        )
+        raise TierflowError(
+            f"cannot write the report to {path}: {exc.strerror or exc}", hint="Choose another --out path."
+        ) from None
 
 
 @jobs_app.command("list")
@@ -228,12 +226,9 @@ def jobs_list(as_json: JsonOption = False) -> None:
     from tierflow.app import App
     from tierflow.batch.jobs import JobStore
 
-    try:
-        with App(settings()) as tierflow_app:
-            jobs = JobStore(tierflow_app.store)
-            rows = [(job, jobs.documents(job.id)) for job in jobs.list_jobs()]
-    except TierflowError as exc:
-        fail(exc)
+    with App(settings()) as tierflow_app:
+        jobs = JobStore(tierflow_app.store)
+        rows = [(job, jobs.documents(job.id)) for job in jobs.list_jobs()]
     if as_json:
         emit_json(
             [
@@ -278,13 +273,10 @@ def jobs_show(
     from tierflow.batch.jobs import JobStore
     from tierflow.batch.report import build_report
 
-    try:
-        with App(settings()) as tierflow_app:
-            jobs = JobStore(tierflow_app.store)
-            jobs.reconcile()
-            report = build_report(jobs, job_id, seconds=0.0, store=tierflow_app.store)
-    except TierflowError as exc:
-        fail(exc)
+    with App(settings()) as tierflow_app:
+        jobs = JobStore(tierflow_app.store)
+        jobs.reconcile()
+        report = build_report(jobs, job_id, seconds=0.0, store=tierflow_app.store)
     if as_json:
         emit_json(report.to_json())
     else:

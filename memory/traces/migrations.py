@@ -10,7 +10,7 @@ from pathlib import Path
 from sqlalchemy import Connection, inspect, text
 from sqlalchemy.engine import Engine
 from sqlmodel import SQLModel
-from tierflow.memory import tables
+from tierflow.memory.traces import tables
 
 __all__ = ["migrate", "MIGRATIONS"]
 

@@ -39,8 +39,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from tierflow import __version__
-from tierflow.otel_spans import (
+from tierflow.memory.traces.otel_spans import (
     PROVIDERS,
     Span,
     emit,
@@ -50,13 +49,14 @@ from tierflow.otel_spans import (
     run_span,
     step_span,
 )
+from tierflow.version import __version__
 
 if TYPE_CHECKING:
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import SpanExporter
     from opentelemetry.trace import Tracer
-    from tierflow.memory.recorder import StepHandle
-    from tierflow.memory.records import CallRef
+    from tierflow.memory.traces.recorder import StepHandle
+    from tierflow.records import CallRef
 
 __all__ = ["RunTelemetry", "ENDPOINT_VARIABLES", "CONTENT_VARIABLE", "PROVIDERS"]
 

@@ -32,7 +32,7 @@ class Run(SQLModel, table=True):
     parent_run_id: str | None = Field(default=None, index=True)
     created_at: datetime = Field(default_factory=utcnow, index=True)
     finished_at: datetime | None = None
-    owner: str | None = None  # host:pid:start of the process running it (memory/owner.py)
+    owner: str | None = None  # host:pid:start of the process running it (memory/traces/owner.py)
 
 
 class Step(SQLModel, table=True):

@@ -1,17 +1,26 @@
-"""The typed records a run's trace is made of, from ``ask`` to the store, the trace as it is
-read back (``TraceStore.get_run``), and the live events whoever shows progress receives (the
-CLI's step lines, the console's live view)."""
+"""The typed data that crosses tierflow's boundaries: the messages a model is sent and what
+its reply says of itself, the records a run's trace is made of (from ``ask`` to the store),
+the trace as it is read back (``TraceStore.get_run``), and the live events whoever shows
+progress receives (the CLI's step lines, the console's live view).
+
+This is the ground floor: it imports nothing of tierflow's."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
-from tierflow.agents.protocol import ChoiceScores, Message, Tier
-from tierflow.agents.signals import TokenSignals
+from typing_extensions import TypedDict
 
 __all__ = [
+    "Tier",
+    "Message",
+    "ChoiceScores",
+    "TokenSignals",
+    "StepHandle",
+    "TraceListener",
     "ModelCallRecord",
     "ToolCallRecord",
     "CallRef",
@@ -28,6 +37,45 @@ __all__ = [
     "StepFailed",
     "RunFinished",
 ]
+
+Tier = Literal["slm", "llm"]
+"""The two model tiers: the small local model and the large one."""
+
+
+class Message(TypedDict):
+    """One chat message as every tier takes it: ``{"role": "user", "content": "..."}``."""
+
+    role: Literal["system", "user", "assistant"]
+    content: str
+
+
+@dataclass(frozen=True)
+class ChoiceScores:
+    """How the SLM scored every option of a choice, by teacher forcing on the cached prompt."""
+
+    probabilities: dict[str, float]
+    greedy_choice: str  # what greedy grammar decoding had chosen before rescoring
+    scoring_ms: float
+
+
+@dataclass(frozen=True)
+class TokenSignals:
+    """Log-probabilities of the tokens inside the JSON values of a reply (not its keys or
+    punctuation): the lowest, the mean, and how many the grammar forced."""
+
+    tokens: int
+    min_logprob: float
+    mean_logprob: float
+    forced_tokens: int
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "tokens": self.tokens,
+            "min_logprob": round(self.min_logprob, 4),
+            "mean_logprob": round(self.mean_logprob, 4),
+            "forced_tokens": self.forced_tokens,
+        }
+
 
 RunStatus = Literal["running", "succeeded", "failed", "interrupted", "budget_exceeded"]
 RUN_STATUSES: tuple[RunStatus, ...] = ("running", "succeeded", "failed", "interrupted", "budget_exceeded")
@@ -87,6 +135,26 @@ class CallRef:
     def parse(cls, text: str) -> CallRef:
         seq, _, index = text.partition(":")
         return cls(int(seq), int(index))
+
+
+@dataclass
+class StepHandle:
+    """The step being executed: its calls so far, and the summary shown for it."""
+
+    seq: int
+    node: str
+    started_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+    summary: str | None = None
+    calls: list[ModelCallRecord] = field(default_factory=list)
+    tools: list[ToolCallRecord] = field(default_factory=list)
+    evidence: dict[str, Any] | None = None  # the document chunks it retrieved or cited
+
+    def model_call(self, record: ModelCallRecord) -> CallRef:
+        self.calls.append(record)
+        return CallRef(self.seq, len(self.calls) - 1)
+
+    def tool_call(self, record: ToolCallRecord) -> None:
+        self.tools.append(record)
 
 
 # Read back from the store ------------------------------------------------------------------
@@ -224,3 +292,30 @@ class RunFinished:
 
 
 Event = RunStarted | StepStarted | StepFinished | StepFailed | RunFinished
+
+
+# Who sees the trace as it is written ----------------------------------------------------------
+class TraceListener(Protocol):
+    """Sees each write of a ``TraceStore`` once it is stored, with the values as the writer
+    gave them (not yet scrubbed of secrets): the OpenTelemetry export, a batch worker's log
+    of its run for the driver. The app wires them (``TraceStore(listeners=...)``); a listener
+    must not raise, or the write it follows fails the run."""
+
+    def run_started(
+        self, run_id: str, task: str, fields: Mapping[str, Any], *, resumed: bool = False
+    ) -> None:
+        """A run began, or a stopped one was reopened (``resumed``): ``fields`` as
+        ``TraceStore.start_run`` got them (``graph``, ``policy``, ``slm_model``, ...)."""
+
+    def step_written(
+        self, run_id: str, step: StepHandle, *, status: str, error: str | None, finished_at: datetime
+    ) -> None:
+        """A finished step was stored with its model and tool calls."""
+
+    def call_marked(
+        self, run_id: str, ref: CallRef, *, escalation_reason: str | None, refused: str | None
+    ) -> None:
+        """A later step's verdict on a stored model call (``TraceStore.mark_call``)."""
+
+    def run_finished(self, run_id: str, status: str, *, answer: str | None, error: str | None) -> None:
+        """A run ended with ``status``."""

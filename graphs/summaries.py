@@ -20,15 +20,16 @@ from __future__ import annotations
 import operator
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Annotated, Any, TypedDict
+from typing import Annotated, Any
 
 from langgraph.graph import END, START, StateGraph
 from langgraph.types import Send
 from tierflow.agents.escalation import parse_text
+from tierflow.agents.fitting import context_budget, count_tokens, split_to_fit
 from tierflow.agents.prompting import render_messages
 from tierflow.graphs.context import TierContext
-from tierflow.graphs.fitting import context_budget, count_tokens, split_to_fit
 from tierflow.graphs.steps import StepScope, all_of, concise, numbers_grounded, reason, summarize, tiered_node
+from typing_extensions import TypedDict
 
 __all__ = [
     "DocumentState",

@@ -7,113 +7,65 @@ even when an error message quotes them.
 
 from __future__ import annotations
 
+import contextlib
+import copy
+import threading
 import uuid
-from collections.abc import Sequence
-from dataclasses import asdict, dataclass, fields
-from datetime import UTC, datetime
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, cast
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, fields
+from datetime import datetime
+from typing import Any
 
-from sqlalchemy import event, func, insert
-from sqlalchemy.engine import Engine, make_url
+from sqlalchemy import func, insert
+from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DatabaseError, OperationalError
-from sqlmodel import Session, col, create_engine, select
-from tierflow.agents.protocol import Message, Tier
-from tierflow.agents.scoring import top_options
-from tierflow.agents.signals import TokenSignals
+from sqlmodel import Session, col, select
 from tierflow.errors import ConfigError, RunNotFoundError
-from tierflow.memory.migrations import migrate
-from tierflow.memory.owner import is_gone, this_process
-from tierflow.memory.records import (
+from tierflow.memory.traces.engine import open_engine
+from tierflow.memory.traces.migrations import migrate
+from tierflow.memory.traces.owner import is_gone, this_process
+from tierflow.memory.traces.rows import (
+    RunSummary,
+    aware,
+    elapsed_ms,
+    run_summary,
+    signals_column,
+    stored_call,
+    stored_tool_call,
+)
+from tierflow.memory.traces.tables import ModelCall, Run, Step, ToolCall, utcnow
+from tierflow.records import (
     CallRef,
     ModelCallRecord,
     RunStats,
     RunTrace,
+    StepHandle,
     StepTrace,
     StoredModelCall,
-    ToolCallRecord,
+    TraceListener,
 )
-from tierflow.memory.tables import ModelCall, Run, Step, ToolCall, utcnow
 from tierflow.secrets import register, scrub_value
-from tierflow.telemetry import RunTelemetry
 
-if TYPE_CHECKING:
-    from tierflow.memory.recorder import StepHandle
-
-__all__ = ["TraceStore", "RunSummary", "open_engine"]
+__all__ = ["TraceStore"]
 
 _CALL_FIELDS = tuple(f.name for f in fields(ModelCallRecord) if f.name not in ("id", "run_id"))
 
 
-def open_engine(url: str) -> Engine:
-    """An engine for ``url``; SQLite files get WAL mode so readers (the console) never block."""
-    try:
-        parsed = make_url(url)
-    except Exception as exc:
-        raise ConfigError(
-            f"database URL {url!r} is not valid: {exc}",
-            hint="Set TIERFLOW_DATABASE_URL to e.g. sqlite:///path/to/tierflow.db",
-        ) from None
-    if parsed.get_backend_name() == "sqlite":
-        database = parsed.database
-        if database and database != ":memory:":
-            folder = Path(database).expanduser().parent
-            try:
-                folder.mkdir(parents=True, exist_ok=True)
-            except OSError as exc:
-                raise ConfigError(
-                    f"cannot create the database's folder {folder}: {exc.strerror or exc}",
-                    hint="Set TIERFLOW_DATA_DIR (or TIERFLOW_DATABASE_URL) to a place you can write.",
-                ) from None
-        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
-
-        @event.listens_for(engine, "connect")
-        def _pragmas(dbapi_connection: Any, _record: Any) -> None:
-            cursor = dbapi_connection.cursor()
-            cursor.execute("PRAGMA journal_mode=WAL")
-            cursor.execute("PRAGMA synchronous=NORMAL")  # safe with WAL; a commit waits for no fsync
-            cursor.execute("PRAGMA foreign_keys=ON")
-            cursor.close()
-
-        return engine
-    try:
-        return create_engine(url, pool_pre_ping=True)
-    except ModuleNotFoundError as exc:
-        raise ConfigError(
-            f"the database URL needs the {exc.name} driver, which is not installed",
-            hint="Install it (PostgreSQL: pip install 'psycopg[binary]'), or use SQLite.",
-        ) from None
-
-
-@dataclass(frozen=True)
-class RunSummary:
-    id: str
-    task: str
-    status: str
-    created_at: datetime
-    duration_ms: float | None
-    model_calls: int
-    slm_calls: int
-    llm_prompt_tokens: int
-    llm_completion_tokens: int
-    escalations: int
-    graph: str = "task"
-    policy: dict[str, Any] | None = None
-    parent_run_id: str | None = None
-    slm_prompt_tokens: int = 0
-    slm_completion_tokens: int = 0
-
-    @property
-    def slm_share(self) -> float | None:
-        return self.slm_calls / self.model_calls if self.model_calls else None
-
-
 class TraceStore:
-    def __init__(self, engine: Engine, *, secrets: Sequence[str] = ()) -> None:
+    """The runs' traces in one database. ``secrets``: values scrubbed from everything
+    written; ``listeners`` see each write once it is stored (see ``TraceListener``)."""
+
+    def __init__(
+        self, engine: Engine, *, secrets: Sequence[str] = (), listeners: Sequence[TraceListener] = ()
+    ) -> None:
         self.engine = engine
+        self.listeners: tuple[TraceListener, ...] = tuple(listeners)
+        # An in-memory database is one connection: parallel steps take turns with it.
+        in_memory = engine.dialect.name == "sqlite" and engine.url.database in (None, "", ":memory:")
+        self._serial: contextlib.AbstractContextManager[Any] = (
+            threading.RLock() if in_memory else contextlib.nullcontext()
+        )
         register(secrets)
-        # each run also goes to OpenTelemetry when OTEL_EXPORTER_OTLP_ENDPOINT is set
-        self.telemetry = RunTelemetry.from_env()
         try:
             migrate(engine)
         except (OperationalError, DatabaseError) as exc:
@@ -125,8 +77,32 @@ class TraceStore:
             ) from None
 
     @classmethod
-    def from_url(cls, url: str, *, secrets: Sequence[str] = ()) -> TraceStore:
-        return cls(open_engine(url), secrets=secrets)
+    def from_url(
+        cls, url: str, *, secrets: Sequence[str] = (), listeners: Sequence[TraceListener] = ()
+    ) -> TraceStore:
+        return cls(open_engine(url), secrets=secrets, listeners=listeners)
+
+    @classmethod
+    def in_memory(cls, *, listeners: Sequence[TraceListener] = ()) -> TraceStore:
+        """A store in an in-memory SQLite database, for one process's runs (a batch worker's,
+        whose listener keeps the writes for the driver)."""
+        return cls(open_engine("sqlite://"), listeners=listeners)
+
+    def with_listener(self, listener: TraceListener) -> TraceStore:
+        """This store (the same database) with one more listener."""
+        other = copy.copy(self)
+        other.listeners = (*self.listeners, listener)
+        return other
+
+    @contextlib.contextmanager
+    def _session(self, **options: Any) -> Iterator[Session]:
+        with self._serial, Session(self.engine, **options) as session:
+            yield session
+
+    @contextlib.contextmanager
+    def _begin(self) -> Iterator[Connection]:
+        with self._serial, self.engine.begin() as connection:
+            yield connection
 
     # Writing ------------------------------------------------------------------------
     def scrub(self, value: Any) -> Any:
@@ -135,7 +111,7 @@ class TraceStore:
         return scrub_value(value)
 
     def _add(self, row: Any) -> Any:
-        with Session(self.engine, expire_on_commit=False) as session:
+        with self._session(expire_on_commit=False) as session:
             session.add(row)
             session.commit()
             session.refresh(row)
@@ -144,28 +120,28 @@ class TraceStore:
     def start_run(self, task: str, **fields: Any) -> str:
         run_id = fields.pop("id", None) or uuid.uuid4().hex[:16]
         self._add(Run(id=run_id, task=self.scrub(task), owner=this_process(), **self.scrub(fields)))
-        if self.telemetry is not None:
-            self.telemetry.run_started(str(run_id), task, fields)
+        for listener in self.listeners:
+            listener.run_started(str(run_id), task, fields)
         return str(run_id)
 
     def reopen_run(self, run_id: str) -> int:
         """Mark a stopped run running again, in this process; the next step's number."""
         full_id = self.resolve_id(run_id)
-        with Session(self.engine) as session:
+        with self._session() as session:
             run = session.get(Run, full_id)
             assert run is not None
             run.status, run.error, run.answer, run.finished_at = "running", None, None, None
             run.owner = this_process()
             last = session.exec(select(func.max(Step.seq)).where(Step.run_id == full_id)).one()
             session.commit()
-            if self.telemetry is not None:
-                models = {"graph": run.graph, "slm_model": run.slm_model, "llm_model": run.llm_model}
-                self.telemetry.run_started(full_id, run.task, models, resumed=True)
+            models = {"graph": run.graph, "slm_model": run.slm_model, "llm_model": run.llm_model}
+            for listener in self.listeners:
+                listener.run_started(full_id, run.task, models, resumed=True)
         return int(last or 0) + 1
 
     def run_settings(self, run_id: str) -> dict[str, Any]:
         """The settings a run started with (masked), ``run`` holding its own options."""
-        with Session(self.engine) as session:
+        with self._session() as session:
             run = session.get(Run, self.resolve_id(run_id))
             assert run is not None
             return dict(run.settings or {})
@@ -173,7 +149,7 @@ class TraceStore:
     def reconcile(self) -> int:
         """Runs left ``running`` by a process of this machine that is gone become
         ``interrupted``; returns how many. Reading runs does this first."""
-        with Session(self.engine) as session:
+        with self._session() as session:
             running = session.exec(select(Run).where(Run.status == "running")).all()
             gone = [run for run in running if is_gone(run.owner)]
             for run in gone:
@@ -189,15 +165,15 @@ class TraceStore:
     def finish_run(
         self, run_id: str, status: str, *, answer: str | None = None, error: str | None = None
     ) -> None:
-        with Session(self.engine) as session:
+        with self._session() as session:
             run = session.get(Run, run_id)
             if run is None:
                 raise RunNotFoundError(f"no run {run_id}")
             run.status, run.answer, run.error = status, self.scrub(answer), self.scrub(error)
             run.finished_at = utcnow()
             session.commit()
-        if self.telemetry is not None:
-            self.telemetry.run_finished(run_id, status, answer=answer, error=error)
+        for listener in self.listeners:
+            listener.run_finished(run_id, status, answer=answer, error=error)
 
     def write_step(
         self, run_id: str, step: StepHandle, *, status: str = "ok", error: str | None = None
@@ -205,7 +181,7 @@ class TraceStore:
         """Store a finished step with its model and tool calls, in one transaction (SQLAlchemy
         Core: the ORM's unit of work cost more than the rest of a step's orchestration)."""
         now = utcnow()
-        with self.engine.begin() as connection:
+        with self._begin() as connection:
             step_row = {
                 "run_id": run_id,
                 "seq": step.seq,
@@ -236,13 +212,13 @@ class TraceStore:
                     for t in step.tools
                 ]
                 connection.execute(insert(ToolCall), tools)
-        if self.telemetry is not None:
-            self.telemetry.step_written(run_id, step, status=status, error=error, finished_at=now)
+        for listener in self.listeners:
+            listener.step_written(run_id, step, status=status, error=error, finished_at=now)
         return step_id
 
     def _fields(self, record: ModelCallRecord) -> dict[str, Any]:
         fields = {name: getattr(record, name) for name in _CALL_FIELDS}
-        fields["signals"] = _signals_json(record)
+        fields["signals"] = signals_column(record)
         return {name: self.scrub(value) for name, value in fields.items()}
 
     def mark_call(
@@ -255,7 +231,7 @@ class TraceStore:
     ) -> None:
         """Mark a stored model call after the fact: escalated with a reason (the tool it fed
         rejected its output), or the escalation it would have made ``refused``."""
-        with Session(self.engine) as session:
+        with self._session() as session:
             call = session.exec(
                 select(ModelCall)
                 .join(Step, col(ModelCall.step_id) == col(Step.id))
@@ -272,19 +248,19 @@ class TraceStore:
                 call.escalation_refused = refused
             session.add(call)
             session.commit()
-        if self.telemetry is not None:
-            self.telemetry.call_marked(run_id, ref, escalation_reason=escalation_reason, refused=refused)
+        for listener in self.listeners:
+            listener.call_marked(run_id, ref, escalation_reason=escalation_reason, refused=refused)
 
     def get_model_call(self, call_id: int) -> StoredModelCall:
-        with Session(self.engine) as session:
+        with self._session() as session:
             call = session.get(ModelCall, call_id)
         if call is None:
             raise RunNotFoundError(f"no model call {call_id}")
-        return _model_call(call)
+        return stored_call(call)
 
     def is_local_only(self, run_id: str) -> bool:
         """Whether the run was made local-only (its data must never reach the LLM)."""
-        with Session(self.engine) as session:
+        with self._session() as session:
             run = session.get(Run, run_id)
         options = ((run.settings or {}).get("run") or {}) if run is not None else {}
         return bool(options.get("local_only"))
@@ -292,7 +268,7 @@ class TraceStore:
     # Reading ------------------------------------------------------------------------
     def resolve_id(self, run_id: str) -> str:
         """A full run id from an id, a unique prefix, or ``last``."""
-        with Session(self.engine) as session:
+        with self._session() as session:
             if run_id == "last":
                 found = session.exec(select(Run.id).order_by(col(Run.created_at).desc()).limit(1)).all()
             else:
@@ -321,7 +297,7 @@ class TraceStore:
     ) -> list[RunSummary]:
         """Runs newest first; ``search`` matches the task text (any case), ``since`` the start."""
         self.reconcile()
-        with Session(self.engine) as session:
+        with self._session() as session:
             query = select(Run).order_by(col(Run.created_at).desc()).limit(limit)
             if status:
                 query = query.where(Run.status == status)
@@ -339,13 +315,13 @@ class TraceStore:
         by_run: dict[str, list[ModelCall]] = {}
         for call in calls:
             by_run.setdefault(call.run_id, []).append(call)
-        return [_summary(run, by_run.get(run.id, [])) for run in runs]
+        return [run_summary(run, by_run.get(run.id, [])) for run in runs]
 
     def get_run(self, run_id: str) -> RunTrace:
         """The whole trace of one run (``trace.to_json()`` is what ``runs show --json`` prints)."""
         full_id = self.resolve_id(run_id)
         self.reconcile()
-        with Session(self.engine) as session:
+        with self._session() as session:
             run = session.get(Run, full_id)
             assert run is not None
             steps = session.exec(select(Step).where(Step.run_id == full_id).order_by(col(Step.seq))).all()
@@ -355,7 +331,7 @@ class TraceStore:
             tools = session.exec(
                 select(ToolCall).where(ToolCall.run_id == full_id).order_by(col(ToolCall.id))
             ).all()
-        summary = _summary(run, list(calls))
+        summary = run_summary(run, list(calls))
         return RunTrace(
             run_id=run.id,
             task=run.task,
@@ -367,8 +343,8 @@ class TraceStore:
             slm_model=run.slm_model,
             llm_model=run.llm_model,
             parent_run_id=run.parent_run_id,
-            created_at=_aware(run.created_at),
-            finished_at=_aware(run.finished_at) if run.finished_at else None,
+            created_at=aware(run.created_at),
+            finished_at=aware(run.finished_at) if run.finished_at else None,
             duration_ms=summary.duration_ms,
             stats=RunStats(
                 model_calls=summary.model_calls,
@@ -386,104 +362,12 @@ class TraceStore:
                     status=step.status,
                     summary=step.summary,
                     error=step.error,
-                    started_at=_aware(step.started_at),
-                    duration_ms=_ms(step.started_at, step.finished_at),
-                    model_calls=[_model_call(c) for c in calls if c.step_id == step.id],
-                    tool_calls=[_tool_call(t) for t in tools if t.step_id == step.id],
+                    started_at=aware(step.started_at),
+                    duration_ms=elapsed_ms(step.started_at, step.finished_at),
+                    model_calls=[stored_call(c) for c in calls if c.step_id == step.id],
+                    tool_calls=[stored_tool_call(t) for t in tools if t.step_id == step.id],
                     evidence=step.evidence,
                 )
                 for step in steps
             ],
         )
-
-
-def _aware(moment: datetime) -> datetime:
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
-
-
-def _ms(start: datetime | None, end: datetime | None) -> float | None:
-    if start is None or end is None:
-        return None
-    return round((_aware(end) - _aware(start)).total_seconds() * 1000, 1)
-
-
-def _summary(run: Run, calls: list[ModelCall]) -> RunSummary:
-    llm = [c for c in calls if c.tier == "llm"]
-    return RunSummary(
-        id=run.id,
-        task=run.task,
-        status=run.status,
-        created_at=run.created_at,
-        duration_ms=_ms(run.created_at, run.finished_at),
-        model_calls=len(calls),
-        slm_calls=len(calls) - len(llm),
-        llm_prompt_tokens=sum(c.prompt_tokens for c in llm),
-        llm_completion_tokens=sum(c.completion_tokens for c in llm),
-        escalations=sum(1 for c in calls if c.escalated),
-        graph=run.graph,
-        policy=run.policy,
-        parent_run_id=run.parent_run_id,
-        slm_prompt_tokens=sum(c.prompt_tokens for c in calls if c.tier == "slm"),
-        slm_completion_tokens=sum(c.completion_tokens for c in calls if c.tier == "slm"),
-    )
-
-
-def _model_call(call: ModelCall) -> StoredModelCall:
-    assert call.id is not None  # a stored row
-    return StoredModelCall(
-        id=call.id,
-        run_id=call.run_id,
-        node=call.node,
-        tier=cast(Tier, call.tier),  # written from ModelCallRecord.tier
-        model=call.model,
-        prompt_tokens=call.prompt_tokens,
-        completion_tokens=call.completion_tokens,
-        latency_ms=round(call.latency_ms, 1),
-        finish_reason=call.finish_reason,
-        confidence=call.confidence,
-        max_tokens=call.max_tokens,
-        escalated=call.escalated,
-        escalation_reason=call.escalation_reason,
-        escalation_refused=call.escalation_refused,
-        redacted=call.redacted or [],
-        error=call.error,
-        messages=cast(list[Message], call.messages),  # written from ModelCallRecord.messages
-        output_schema=call.output_schema,
-        raw_output=call.raw_output,
-        parsed=call.parsed,
-        signals=_token_signals(call.signals),
-        choice_probabilities=(call.signals or {}).get("choice"),
-        score=(call.signals or {}).get("score"),
-        recall=(call.signals or {}).get("recall"),
-    )
-
-
-def _signals_json(record: ModelCallRecord) -> dict[str, Any] | None:
-    """The ``signals`` column: the token signals' fields, and ``choice`` (the most probable
-    options of a choice with their probabilities) when the call was one."""
-    stored: dict[str, Any] = record.signals.to_json() if record.signals else {}
-    if record.choice_scores is not None:
-        kept = top_options(record.choice_scores.probabilities)
-        stored["choice"] = {option: round(p, 5) for option, p in kept.items()}
-        stored["greedy_choice"] = record.choice_scores.greedy_choice
-    if record.score is not None:
-        stored["score"] = round(record.score, 4)
-    if record.recall:
-        stored["recall"] = record.recall
-    return stored or None
-
-
-def _token_signals(stored: dict[str, Any] | None) -> TokenSignals | None:
-    if not stored or "tokens" not in stored:
-        return None
-    return TokenSignals(**{name: stored[name] for name in TokenSignals.__dataclass_fields__})
-
-
-def _tool_call(call: ToolCall) -> ToolCallRecord:
-    return ToolCallRecord(
-        tool=call.tool,
-        arguments=call.arguments,
-        result=call.result,
-        error=call.error,
-        latency_ms=round(call.latency_ms, 1),
-    )

@@ -8,44 +8,19 @@ import contextlib
 import itertools
 import threading
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
-from datetime import datetime
-from typing import Any
 
 from tierflow.errors import RunCancelledError
-from tierflow.memory.records import (
+from tierflow.memory.traces import TraceStore
+from tierflow.records import (
     CallRef,
     Event,
-    ModelCallRecord,
     StepFailed,
     StepFinished,
+    StepHandle,
     StepStarted,
-    ToolCallRecord,
 )
-from tierflow.memory.tables import utcnow
-from tierflow.memory.traces import TraceStore
 
 __all__ = ["RunRecorder", "StepHandle"]
-
-
-@dataclass
-class StepHandle:
-    """The step being executed: its calls so far, and the summary shown for it."""
-
-    seq: int
-    node: str
-    started_at: datetime = field(default_factory=utcnow)
-    summary: str | None = None
-    calls: list[ModelCallRecord] = field(default_factory=list)
-    tools: list[ToolCallRecord] = field(default_factory=list)
-    evidence: dict[str, Any] | None = None  # the document chunks it retrieved or cited
-
-    def model_call(self, record: ModelCallRecord) -> CallRef:
-        self.calls.append(record)
-        return CallRef(self.seq, len(self.calls) - 1)
-
-    def tool_call(self, record: ToolCallRecord) -> None:
-        self.tools.append(record)
 
 
 class RunRecorder:

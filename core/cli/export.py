@@ -7,8 +7,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
-from tierflow.cli_support import JsonOption, emit_json, fail, out, settings
-from tierflow.errors import ConfigError, TierflowError
+from tierflow.cli.support import JsonOption, emit_json, out, settings
+from tierflow.errors import ConfigError, TaskInputError, TierflowError
 
 if TYPE_CHECKING:
     from tierflow.memory.distill import DistillSummary
@@ -57,32 +57,29 @@ def export_distill_command(
 
     try:
         moment = parse_since(since) if since is not None else None
-    except ConfigError as exc:
-        fail(exc, code=2)
+    except ConfigError as exc:  # a bad option value: a usage error, exit status 2
+        raise TaskInputError(exc.message, hint=exc.hint) from None
+    store = TraceStore.from_url(settings().resolved_database_url())
     try:
-        store = TraceStore.from_url(settings().resolved_database_url())
-        try:
-            summary = export_distill(
-                store,
-                out_path,
-                nodes=node,
-                since=moment,
-                run_ids=run,
-                include_failed_runs=include_failed_runs,
-                metadata=metadata,
-                force=force,
-            )
-        finally:
-            store.engine.dispose()
-    except TierflowError as exc:
-        fail(exc)
+        summary = export_distill(
+            store,
+            out_path,
+            nodes=node,
+            since=moment,
+            run_ids=run,
+            include_failed_runs=include_failed_runs,
+            metadata=metadata,
+            force=force,
+        )
+    finally:
+        store.engine.dispose()
     if as_json:
         emit_json(summary.to_json())
     elif summary.path is not None:
         _print_summary(summary)
     if summary.path is None:
         filters = [*([f"--since {since}"] if since else []), *(f"--run {r}" for r in run)]
-        fail(_nothing_exported(summary, filters=" ".join(filters), nodes=node))
+        raise _nothing_exported(summary, filters=" ".join(filters), nodes=node)
 
 
 def _print_summary(summary: DistillSummary) -> None:

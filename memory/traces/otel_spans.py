@@ -1,4 +1,4 @@
-"""The spans of a run, for ``tierflow.telemetry`` (see there): what each span holds, how a
+"""The spans of a run, for ``tierflow.memory.traces.telemetry`` (see there): what each span holds, how a
 step's calls are laid out in time, and the OpenTelemetry SDK that sends them.
 
 Spans are planned as plain ``Span`` objects while the run goes on and made with the SDK when
@@ -22,8 +22,8 @@ if TYPE_CHECKING:
     from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
     from opentelemetry.sdk.trace.export import SpanExporter
     from opentelemetry.trace import Tracer
-    from tierflow.memory.recorder import StepHandle
-    from tierflow.memory.records import ModelCallRecord, ToolCallRecord
+    from tierflow.memory.traces.recorder import StepHandle
+    from tierflow.records import ModelCallRecord, ToolCallRecord
 
 __all__ = [
     "PROVIDERS",

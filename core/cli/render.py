@@ -19,8 +19,8 @@ from rich.progress import (
 )
 from rich.table import Table
 from rich.text import Text
-from tierflow.memory.records import Event, RunTrace, StepFailed, StepFinished, StepStarted
 from tierflow.memory.traces import RunSummary
+from tierflow.records import Event, RunTrace, StepFailed, StepFinished, StepStarted
 
 __all__ = ["EvalProgress", "ProgressPrinter", "print_run", "runs_table", "stats_line", "TIER_STYLE"]
 

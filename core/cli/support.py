@@ -1,18 +1,20 @@
-"""What every ``tierflow`` command shares: the consoles, settings read once, error exit,
-JSON output, tier-policy parsing and model-download progress."""
+"""What every ``tierflow`` command shares: the consoles, settings read once, the error exit,
+JSON output, tier-policy parsing, model-download progress and the report of a finished run."""
 
 from __future__ import annotations
 
 import json
 import sys
-from typing import Annotated, Any, Literal, NoReturn, TextIO, cast
+from dataclasses import asdict
+from typing import TYPE_CHECKING, Annotated, Any, Literal, NoReturn, TextIO, cast
 
 import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, DownloadColumn, Progress, TaskID, TextColumn
+from tierflow.cli.render import stats_line
 from tierflow.errors import ConfigError, TierflowError
-from tierflow.memory.records import RunStatus
+from tierflow.records import RunStatus
 from tierflow.secrets import scrub, scrub_value
 from tierflow.settings import (
     POLICY_PRESETS,
@@ -22,6 +24,11 @@ from tierflow.settings import (
     load_settings,
     unknown_env,
 )
+
+if TYPE_CHECKING:
+    from tierflow.graphs.runner import RunResult
+    from tierflow.graphs.running import GraphResult
+    from tierflow.records import RunTrace
 
 __all__ = [
     "out",
@@ -35,6 +42,7 @@ __all__ = [
     "emit_json",
     "parse_tiers",
     "pull_progress",
+    "report_run",
 ]
 
 
@@ -83,11 +91,13 @@ state: dict[str, Any] = {}
 JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout.")]
 
 
-def fail(exc: TierflowError, code: int = 1) -> NoReturn:
+def fail(exc: TierflowError) -> NoReturn:
+    """End the command with the error's message and hint on stderr, and its exit code. The app
+    calls it for every ``TierflowError`` a command raises; commands raise, they do not call it."""
     err.print(f"[bold red]error:[/] {escape(scrub(exc.message))}", markup=True, highlight=False)
     if exc.hint:
         err.print(f"[dim]{escape(scrub(exc.hint))}[/]")
-    raise typer.Exit(code)
+    raise typer.Exit(exc.exit_code)
 
 
 def settings(**overrides: Any) -> Settings:
@@ -143,3 +153,21 @@ def pull_progress() -> Any:
             bars.stop()
 
     return progress
+
+
+def report_run(result: RunResult | GraphResult, trace: RunTrace, answer: str, as_json: bool) -> None:
+    """A finished run on the terminal (or as JSON); exit status 1 unless it succeeded."""
+    if as_json:
+        emit_json({**result.to_dict(), "stats": asdict(trace.stats), "duration_ms": trace.duration_ms})
+    elif result.status == "succeeded":
+        out.print(answer, markup=False)
+    err.print(
+        f"[dim]run {result.run_id} {result.status}: {stats_line(trace)}. "
+        f"Details: tierflow runs show {result.run_id}[/]"
+    )
+    if result.status != "succeeded":
+        if not as_json:
+            err.print(f"[bold red]error:[/] {result.error}", highlight=False)
+            if result.hint:
+                err.print(f"[dim]{result.hint}[/]")
+        raise typer.Exit(1)

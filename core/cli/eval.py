@@ -1,0 +1,304 @@
+"""``tierflow eval ...``: evaluations and benchmarks; results go to the settings' results
+directory. ``eval routing`` is in ``eval_routing``; what the commands share in ``eval_support``."""
+
+from __future__ import annotations
+
+from functools import partial
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from tierflow.cli.eval_routing import eval_routing
+from tierflow.cli.eval_support import (
+    EvalPolicyOption,
+    OutOption,
+    eval_store,
+    fresh_memory,
+    metrics,
+    parse_policies,
+    show_results,
+)
+from tierflow.cli.support import JsonOption, err, pull_progress, settings
+from tierflow.errors import ConfigError, TierflowError
+from tierflow.settings import TierPolicy
+
+__all__ = ["eval_app"]
+
+eval_app = typer.Typer(
+    no_args_is_help=True,
+    help="Evaluations; results go to TIERFLOW_RESULTS_DIR: evals/results/ in a checkout, else "
+    "<data dir>/results.",
+)
+
+
+@eval_app.command("tools")
+def eval_tools(
+    suite: Annotated[str | None, typer.Option(help="bfcl:CATEGORY, e.g. bfcl:simple_python.")] = None,
+    cases: Annotated[Path | None, typer.Option(help="Your own cases: BFCL-format JSON lines.")] = None,
+    answers: Annotated[Path | None, typer.Option(help="Answers for --cases, if not inline.")] = None,
+    policy: EvalPolicyOption = [],  # noqa: B006
+    limit: Annotated[int | None, typer.Option(min=1, help="Evaluate N cases drawn with --seed.")] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the --limit draw.")] = 0,
+    out_dir: OutOption = None,
+    traces: Annotated[Path | None, typer.Option(help="SQLite file for the items' traces.")] = None,
+    learn: Annotated[
+        bool,
+        typer.Option(
+            "--learn", help="Online learning: each policy starts from an empty memory and learns as it goes."
+        ),
+    ] = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Tool selection and argument extraction on BFCL (or your cases), scored by BFCL's checker."""
+    from tierflow.app import App
+    from tierflow.cli.render import EvalProgress
+    from tierflow.evals.tool_suite import evaluate_tools, load_suite, sample, tools_markdown
+
+    name, loaded = load_suite(suite, cases, answers)
+    chosen = sample(loaded, limit, seed)
+    chosen_policies = parse_policies(policy)
+    if learn:
+        chosen_policies = {f"{label}+learn": rule for label, rule in chosen_policies.items()}
+    conf = settings()
+    store, trace_path = eval_store(conf, traces)
+    with App(conf, progress=pull_progress()) as tierflow_app, EvalProgress(err) as progress:
+        path, data = evaluate_tools(
+            name,
+            chosen,
+            tierflow_app.tiers,
+            chosen_policies,
+            store,
+            seed=seed,
+            out_dir=out_dir or settings().resolved_results_dir(),
+            settings=conf.masked(),
+            on_item=progress.item,
+            memory_for=partial(fresh_memory, conf, name) if learn else None,
+            relevance=tierflow_app.relevance,
+        )
+    show_results(
+        as_json,
+        metrics(data, chosen_policies),
+        tools_markdown(data),
+        f"{path} (items traced in {trace_path})",
+    )
+
+
+@eval_app.command("confidence")
+def eval_confidence(
+    results: Annotated[
+        list[Path],
+        typer.Argument(help="Suite result files with slm and llm policies (default: BFCL's three)."),
+    ] = [],  # noqa: B006
+    out_dir: OutOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Calibrate the confidence threshold for escalation and draw the share/accuracy curve."""
+    from tierflow.evals.curve import confidence_markdown, confidence_report
+    from tierflow.evals.report import environment, write_results
+
+    directory = out_dir or settings().resolved_results_dir()
+    paths = results or [directory / f"bfcl_{c}.json" for c in ("simple_python", "multiple", "irrelevance")]
+    report = confidence_report(paths)
+    report["environment"] = environment(settings().masked())
+    markdown = confidence_markdown(report)
+    write_results(directory / "confidence.json", report, markdown)
+    show_results(as_json, report, markdown)
+
+
+@eval_app.command("tasks")
+def eval_tasks(
+    policy: EvalPolicyOption = [],  # noqa: B006
+    limit: Annotated[int | None, typer.Option(min=1, help="Run only the first N tasks.")] = None,
+    only: Annotated[str | None, typer.Option(help="Only tasks of this category.")] = None,
+    out_dir: OutOption = None,
+    traces: Annotated[Path | None, typer.Option(help="SQLite file for the runs' traces.")] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """The end-to-end task suite through the real task graph, checked by code."""
+    from tierflow.app import App
+    from tierflow.cli.render import EvalProgress
+    from tierflow.evals.report import evaluate_policies
+    from tierflow.evals.tasks import TaskResult, load_tasks, run_tasks, summarize_tasks, tasks_markdown
+
+    suite = load_tasks()
+    tasks = [t for t in suite.tasks if only is None or t.category == only][:limit]
+    if not tasks:
+        raise ConfigError(
+            f"no tasks of category {only!r}",
+            hint="Categories: " + ", ".join(sorted({t.category for t in suite.tasks})),
+        )
+    chosen_policies = parse_policies(policy)
+    conf = settings()
+    store, trace_path = eval_store(conf, traces)
+    path = (out_dir or settings().resolved_results_dir()) / "tasks.json"
+    with App(conf, progress=pull_progress()) as tierflow_app, EvalProgress(err) as progress:
+        tiers = tierflow_app.tiers
+
+        def run(label: str, chosen: TierPolicy) -> list[TaskResult]:
+            on_item = partial(progress.item, label, len(tasks))
+            return run_tasks(suite, tasks, tiers, chosen, store, on_item=on_item)
+
+        data = evaluate_policies(
+            path,
+            "tasks",
+            "tasks",
+            tiers,
+            chosen_policies,
+            run=run,
+            summarize=summarize_tasks,
+            fields={"task_ids": [t.id for t in tasks]},
+            settings=conf.masked(),
+            markdown=tasks_markdown,
+        )
+    show_results(
+        as_json, metrics(data, chosen_policies), tasks_markdown(data), f"{path} (runs traced in {trace_path})"
+    )
+
+
+@eval_app.command("summaries")
+def eval_summaries(
+    limit: Annotated[int | None, typer.Option(min=1, help="Only the first N documents.")] = None,
+    prepare: Annotated[
+        bool, typer.Option("--prepare", help="Rebuild the documents from python3.11-doc first.")
+    ] = False,
+    out_dir: OutOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """SLM and LLM summaries of long documents: key-fact coverage, faithfulness, length, ROUGE-L."""
+    from tierflow.app import App
+    from tierflow.cli.render import EvalProgress
+    from tierflow.evals.documents import load_documents, prepare_documents
+    from tierflow.evals.report import environment, tier_models, write_results
+    from tierflow.evals.summaries import evaluate_summaries, summaries_markdown, summaries_results
+
+    if prepare:
+        prepare_documents()
+    documents = load_documents()[:limit]
+    conf = settings()
+    with App(conf, progress=pull_progress()) as tierflow_app, EvalProgress(err) as progress:
+        tiers = tierflow_app.tiers
+        tiers.load()
+        env = environment(conf.masked(), tier_models(tiers))
+        cache = (out_dir or conf.resolved_results_dir()) / "summaries"
+        scores = evaluate_summaries(tiers, documents, cache=cache, on_item=progress.item)
+    data = summaries_results(scores, documents, env)
+    path = (out_dir or settings().resolved_results_dir()) / "summaries.json"
+    write_results(path, data, summaries_markdown(data))
+    show_results(as_json, data["metrics"], summaries_markdown(data), str(path))
+
+
+@eval_app.command("bench")
+def eval_bench(
+    runs: Annotated[int, typer.Option(min=5, help="Scripted task runs for the overhead measure.")] = 60,
+    out_dir: OutOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Benchmarks: orchestration overhead, SLM throughput, tool-selection latency, peak memory,
+    and N = 1, 2, 4, 8 concurrent runs sharing one SLM (throughput, p50/p95, fairness)."""
+    from tierflow.app import model_file
+    from tierflow.evals import bench, load
+    from tierflow.evals.report import environment, write_results
+
+    conf = settings()
+    slm_path = model_file(conf, conf.slm_model, "TIERFLOW_SLM_MODEL", pull_progress())
+    env = environment(conf.masked(), {"slm": conf.slm_model, "llm": conf.embedded_llm_model})
+    data: dict[str, Any] = {}
+    with err.status("orchestration overhead …"):
+        data["orchestration"] = bench.orchestration_overhead(runs)
+    with err.status("SLM throughput …"):
+        data["slm_throughput"] = bench.slm_throughput(slm_path, n_threads=conf.slm_threads)
+    with err.status("tool-selection latency …"):
+        data["selection"] = bench.selection_latency(slm_path, n_threads=conf.slm_threads)
+    with err.status("escalation score and memory recall …"):
+        data["decision_costs"] = bench.decision_costs(conf.resolved_models_dir())
+    with err.status("peak memory of a task run …"):
+        data["memory"] = bench.peak_memory()
+    with err.status("concurrent task runs sharing one SLM …"):
+        data["load"] = load.load_levels(slm_path, n_threads=conf.slm_threads)
+    data["environment"] = env
+    path = (out_dir or settings().resolved_results_dir()) / "bench.json"
+    write_results(path, data, bench.bench_markdown(data))
+    show_results(as_json, data, bench.bench_markdown(data), str(path))
+
+
+@eval_app.command("batch")
+def eval_batch(
+    judge_only: Annotated[
+        bool, typer.Option("--judge-only", help="Only judge the summaries already in batch.json.")
+    ] = False,
+    out_dir: OutOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """The batch job's benchmark: the 22-document corpus summarized with 1 and 2 local
+    workers, 2 Ray workers and all on the LLM; documents per minute, parallel efficiency,
+    SLM share, LLM tokens, and the tiered summaries' quality against the all-LLM ones. The
+    runs are written before they are judged, so a failed judgement loses no run."""
+    from tierflow.evals.batch_bench import batch_markdown, batch_quality, batch_runs
+    from tierflow.evals.report import environment, read_results, write_results
+
+    path = (out_dir or settings().resolved_results_dir()) / "batch.json"
+    conf = settings()
+    with err.status("batch benchmark …") as status:
+
+        def progress(step: str) -> None:
+            status.update(f"batch benchmark: {step} …")
+
+        if judge_only:
+            data = read_results(path)
+            if not data:
+                raise TierflowError(f"no runs in {path} to judge", hint="Run `tierflow eval batch` first.")
+        else:
+            data = batch_runs(conf, progress)
+            data["environment"] = environment(
+                conf.masked(), {"slm": conf.slm_model, "llm": conf.embedded_llm_model}
+            )
+            write_results(path, data, batch_markdown(data))
+        data["quality"] = batch_quality(conf, data, progress)
+    write_results(path, data, batch_markdown(data))
+    show_results(as_json, {k: v for k, v in data.items() if k != "runs"}, batch_markdown(data), str(path))
+
+
+@eval_app.command("memory")
+def eval_memory(
+    policies: Annotated[
+        list[str] | None,
+        typer.Option("--policy", help="Policies to answer with (default: slm, tiered, llm)."),
+    ] = None,
+    limit: Annotated[int | None, typer.Option(help="Only the first N questions (a quick look).")] = None,
+    out_dir: OutOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """The document memory on 22 real documents and 68 questions written for them:
+    retrieval (hit@1, hit@3, MRR, with and without the SLM's reranking) and cited answers
+    (correctness, citation accuracy, SLM share, LLM tokens) per policy."""
+    from tierflow.evals.memory_qa import POLICIES, memory_eval, memory_markdown
+    from tierflow.evals.report import environment, write_results
+
+    path = (out_dir or settings().resolved_results_dir()) / "memory.json"
+    conf = settings()
+    # the code as it is now, not after the commits made during the hour it runs
+    env = environment(conf.masked(), {"slm": conf.slm_model, "llm": conf.embedded_llm_model})
+    with err.status("memory evaluation …") as status:
+        data = memory_eval(
+            conf,
+            lambda step: status.update(f"memory evaluation: {step} …"),
+            policies=policies or POLICIES,
+            limit=limit,
+        )
+    data["environment"] = env
+    write_results(path, data, memory_markdown(data))
+    show_results(as_json, {k: v for k, v in data.items() if k != "answers"}, memory_markdown(data), str(path))
+
+
+@eval_app.command("readme")
+def eval_readme(
+    readme: Annotated[Path, typer.Option(help="The README to update.")] = Path("README.md"),
+) -> None:
+    """Regenerate the README's results tables from evals/results/."""
+    from tierflow.evals.readme import update_readme
+
+    update_readme(readme)
+    err.print(f"[dim]updated the results section of {readme}[/]")
+
+
+eval_app.command("routing")(eval_routing)
