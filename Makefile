@@ -17,7 +17,7 @@ export ORT_DISABLE_TELEMETRY ?= 1
 BFCL_EVAL ?= bfcl-eval==2026.3.23
 QUICK ?= 10
 
-.PHONY: lock setup models run demo browser postgres reliability test check lint eval eval-full bench results-table screenshots clean
+.PHONY: lock setup models run demo browser postgres reliability test check lint eval eval-full bench results-table screenshots docs docs-build clean
 
 setup: $(VENV)/.installed
 
@@ -111,6 +111,17 @@ bench: models
 	$(BIN)/tierflow eval bench
 	$(BIN)/tierflow eval batch
 	$(MAKE) results-table
+
+# The documentation site on http://127.0.0.1:8000 (mkdocs.yml, docs/): the API pages read the
+# installed layout (.ci/typecheck-tree); the settings and CLI pages are generated from the code.
+# The test suite builds it with --strict (tests/test_docs.py).
+docs: setup
+	.ci/typecheck-tree >/dev/null
+	$(BIN)/mkdocs serve --strict -a 127.0.0.1:8000
+
+docs-build: setup
+	.ci/typecheck-tree >/dev/null
+	$(BIN)/mkdocs build --strict -d build/site
 
 # The console's screenshots in evals/results/console/ (tests write theirs to a temporary folder).
 screenshots: models browser

@@ -7,9 +7,9 @@ from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
-from tierflow.records import ChoiceScores, Message, Tier, TokenSignals
+from tierflow.records import ChoiceProbabilities, Message, Tier, TokenSignals
 
-__all__ = ["Tier", "Message", "Completion", "ChoiceScores", "ChatModel", "CURRENT_NODE"]
+__all__ = ["Tier", "Message", "Completion", "ChoiceProbabilities", "ChatModel", "CURRENT_NODE"]
 
 
 CURRENT_NODE: ContextVar[str | None] = ContextVar("tierflow_current_node", default=None)
@@ -28,9 +28,15 @@ class Completion:
     completion_tokens: int
     latency_ms: float
     finish_reason: str = "stop"
-    confidence: float | None = None  # a choice among fixed options: the chosen option's probability
-    choice_scores: ChoiceScores | None = None
+    choice_probabilities: ChoiceProbabilities | None = None  # a choice among fixed options
+    confidence: float | None = None
+    """A choice among fixed options: the probability of the option chosen (read from
+    ``choice_probabilities`` when the model measured them all)."""
     signals: TokenSignals | None = None  # log-probabilities of the generated JSON values
+
+    def __post_init__(self) -> None:
+        if self.confidence is None and self.choice_probabilities is not None:
+            object.__setattr__(self, "confidence", self.choice_probabilities.confidence)
 
     @property
     def truncated(self) -> bool:

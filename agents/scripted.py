@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from tierflow.agents.confidence import choice_field
-from tierflow.agents.protocol import CURRENT_NODE, ChoiceScores, Completion, Message, Tier
+from tierflow.agents.protocol import CURRENT_NODE, ChoiceProbabilities, Completion, Message, Tier
 from tierflow.agents.signals import TokenSignals
 
 __all__ = ["ScriptedModel", "Reply"]
@@ -85,7 +85,7 @@ class ScriptedModel:
         choosing = self._confidence is not None and is_choice
         scores = None
         if self._choices is not None and is_choice:
-            scores = ChoiceScores(self._choices, str(json.loads(text).get("tool")), 0.0)
+            scores = ChoiceProbabilities(self._choices, str(json.loads(text).get("tool")), 0.0)
         return Completion(
             text=text,
             model=self.name,
@@ -95,6 +95,6 @@ class ScriptedModel:
             latency_ms=0.0,
             finish_reason=self._finish_reason,
             confidence=self._confidence if choosing else None,
-            choice_scores=scores,
+            choice_probabilities=scores,
             signals=self._signals if schema is not None and not is_choice else None,
         )

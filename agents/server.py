@@ -119,6 +119,12 @@ class EmbeddedServer:
     def running(self) -> bool:
         return self._process is not None and self._process.poll() is None
 
+    @property
+    def pid(self) -> int | None:
+        """The server process's id while it runs (``None`` before it starts or once it stops)."""
+        process = self._process
+        return process.pid if process is not None and process.poll() is None else None
+
     def start(self) -> str:
         """Start the server if it is not running; return its base URL once it answers."""
         with self._lock:

@@ -17,7 +17,7 @@ from typing import Any
 
 from tierflow.agents.confidence import choice_field, choice_probabilities, rechoose
 from tierflow.agents.grammar import build_grammar
-from tierflow.agents.protocol import ChoiceScores, Completion, Message, Tier
+from tierflow.agents.protocol import ChoiceProbabilities, Completion, Message, Tier
 from tierflow.agents.signals import TokenTrace, token_signals
 from tierflow.errors import ContextOverflowError, ModelFileError, ModelNotFoundError
 
@@ -143,7 +143,7 @@ class LlamaCppModel:
             choice = response["choices"][0]
             usage = response.get("usage") or {}
             text = choice["message"].get("content") or ""
-            scores: ChoiceScores | None = None
+            scores: ChoiceProbabilities | None = None
             signals = None
             if trace is not None:  # how sure was the model of each value it wrote?
                 signals = token_signals(trace, lambda token: llama.detokenize([token]), text)
@@ -153,7 +153,7 @@ class LlamaCppModel:
                 if probabilities is not None:
                     text, greedy = rechoose(text, field, probabilities)
                     elapsed_ms = (time.perf_counter() - scoring) * 1000
-                    scores = ChoiceScores(probabilities, greedy, elapsed_ms)
+                    scores = ChoiceProbabilities(probabilities, greedy, elapsed_ms)
         return Completion(
             text=text,
             model=self.name,
@@ -162,7 +162,6 @@ class LlamaCppModel:
             completion_tokens=int(usage.get("completion_tokens", 0)),
             latency_ms=latency_ms,
             finish_reason=choice.get("finish_reason") or "stop",
-            confidence=max(scores.probabilities.values()) if scores else None,
-            choice_scores=scores,
+            choice_probabilities=scores,
             signals=signals,
         )

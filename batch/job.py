@@ -112,7 +112,7 @@ def run_job(
             progress.synthesis()
             synthesis = _synthesize(app, jobs, jobs.documents(job.id), options)
         documents = jobs.documents(job.id)
-        all_ok = all(d.status in ("done", "skipped") for d in documents) and synthesis.error is None
+        all_ok = all(d.status in ("succeeded", "skipped") for d in documents) and synthesis.error is None
         jobs.finish(
             job.id,
             "succeeded" if all_ok else "failed",
@@ -172,7 +172,7 @@ def _prepare(jobs: JobStore, job_id: str, paths: Sequence[Path], summary_signatu
         assert document_id is not None
         current = hashes[document.path]
         unchanged = current is not None and current == document.content_hash
-        if document.status in ("done", "skipped") and unchanged:
+        if document.status in ("succeeded", "skipped") and unchanged:
             continue
         if current != document.content_hash:
             document = jobs.update_document(
@@ -244,7 +244,7 @@ def _summarize_all(
         progress.finished(
             jobs.update_document(
                 outcome.document_id,
-                status="done" if outcome.ok else "failed",
+                status="succeeded" if outcome.ok else "failed",
                 summary=outcome.summary,
                 reason=outcome.reason,
                 run_id=outcome.run_id,
@@ -317,7 +317,7 @@ def _synthesize(
 ) -> Synthesis:
     """The cross-document report; one written before from the same summaries is reused."""
     summaries = {
-        Path(d.path).name: d.summary for d in documents if d.status in ("done", "skipped") and d.summary
+        Path(d.path).name: d.summary for d in documents if d.status in ("succeeded", "skipped") and d.summary
     }
     if len(summaries) < 2:
         return Synthesis()  # nothing to compare

@@ -31,9 +31,9 @@ __all__ = [
     "signature",
 ]
 
-DocumentStatus = Literal["pending", "running", "done", "failed", "skipped"]
+DocumentStatus = Literal["pending", "running", "succeeded", "failed", "skipped"]
 JobStatus = Literal["running", "succeeded", "failed", "interrupted"]
-FINISHED: tuple[str, ...] = ("done", "failed", "skipped")
+FINISHED: tuple[str, ...] = ("succeeded", "failed", "skipped")
 
 
 class JobNotFoundError(TierflowError):
@@ -211,7 +211,7 @@ class JobStore:
                 .join(Job, col(Job.id) == col(JobDocument.job_id))
                 .where(
                     JobDocument.content_hash == content_hash,
-                    JobDocument.status == "done",
+                    JobDocument.status == "succeeded",
                     JobDocument.job_id != not_job,
                 )
                 .order_by(col(JobDocument.finished_at).desc())

@@ -11,8 +11,9 @@ from typing import Any
 
 from tierflow.batch.jobs import JobStore
 from tierflow.memory.traces import TraceStore
+from tierflow.records import slm_share
 
-__all__ = ["DocumentReport", "Totals", "JobReport", "build_report", "slm_share"]
+__all__ = ["DocumentReport", "Totals", "JobReport", "build_report"]
 
 
 @dataclass(frozen=True)
@@ -36,7 +37,7 @@ class DocumentReport:
 @dataclass(frozen=True)
 class Totals:
     documents: int
-    done: int
+    succeeded: int
     failed: int
     skipped: int
     pending: int
@@ -75,7 +76,7 @@ class JobReport:
         lines = [
             f"# Summary report (job {self.job_id})",
             "",
-            f"{t.documents} documents: {t.done} done, {t.failed} failed, {t.skipped} skipped"
+            f"{t.documents} documents: {t.succeeded} succeeded, {t.failed} failed, {t.skipped} skipped"
             + (f", {t.pending} not done" if t.pending else "")
             + f". Status: {self.status}.",
             "",
@@ -101,9 +102,9 @@ class JobReport:
             "",
             "## Totals",
             "",
-            "| documents | done | failed | skipped | SLM share | LLM tokens | time |",
+            "| documents | succeeded | failed | skipped | SLM share | LLM tokens | time |",
             "|---|---|---|---|---|---|---|",
-            f"| {t.documents} | {t.done} | {t.failed} | {t.skipped} | {_share(t.slm_share)} | "
+            f"| {t.documents} | {t.succeeded} | {t.failed} | {t.skipped} | {_share(t.slm_share)} | "
             f"{t.llm_tokens:,} | {_duration(t.seconds)} |",
             "",
         ]
@@ -130,12 +131,6 @@ def _costs(d: DocumentReport) -> str:
     )
 
 
-def slm_share(slm_calls: int, llm_calls: int) -> float | None:
-    """The SLM's share of the model calls (``None`` without calls)."""
-    total = slm_calls + llm_calls
-    return slm_calls / total if total else None
-
-
 def build_report(jobs: JobStore, job_id: str, *, seconds: float, store: TraceStore) -> JobReport:
     job = jobs.get(job_id)
     rows = jobs.documents(job.id)
@@ -150,7 +145,7 @@ def build_report(jobs: JobStore, job_id: str, *, seconds: float, store: TraceSto
             chunks=row.chunks,
             slm_calls=row.slm_calls,
             llm_calls=row.llm_calls,
-            slm_share=slm_share(row.slm_calls, row.llm_calls),
+            slm_share=slm_share(row.slm_calls, row.slm_calls + row.llm_calls),
             llm_tokens=row.llm_tokens,
             seconds=row.seconds,
             run_id=row.run_id,
@@ -167,17 +162,17 @@ def build_report(jobs: JobStore, job_id: str, *, seconds: float, store: TraceSto
         slm, llm = slm + stats.slm_calls, llm + stats.llm_calls
         tokens += stats.llm_prompt_tokens + stats.llm_completion_tokens
     status_count = {
-        status: sum(d.status == status for d in documents) for status in ("done", "failed", "skipped")
+        status: sum(d.status == status for d in documents) for status in ("succeeded", "failed", "skipped")
     }
     totals = Totals(
         documents=len(documents),
-        done=status_count["done"],
+        succeeded=status_count["succeeded"],
         failed=status_count["failed"],
         skipped=status_count["skipped"],
         pending=len(documents) - sum(status_count.values()),
         slm_calls=slm,
         llm_calls=llm,
-        slm_share=slm_share(slm, llm),
+        slm_share=slm_share(slm, slm + llm),
         llm_tokens=tokens,
         seconds=round(seconds, 3),
         document_seconds=round(sum(d.seconds for d in counted), 3),

@@ -17,7 +17,7 @@ from typing_extensions import TypedDict
 __all__ = [
     "Tier",
     "Message",
-    "ChoiceScores",
+    "ChoiceProbabilities",
     "TokenSignals",
     "StepHandle",
     "TraceListener",
@@ -27,6 +27,7 @@ __all__ = [
     "StoredModelCall",
     "StepTrace",
     "RunStats",
+    "slm_share",
     "RunTrace",
     "RunStatus",
     "RUN_STATUSES",
@@ -50,12 +51,18 @@ class Message(TypedDict):
 
 
 @dataclass(frozen=True)
-class ChoiceScores:
-    """How the SLM scored every option of a choice, by teacher forcing on the cached prompt."""
+class ChoiceProbabilities:
+    """Every option's probability in a choice among fixed options, as the SLM gave them
+    (teacher forcing on the cached prompt); the option chosen is the most probable."""
 
     probabilities: dict[str, float]
     greedy_choice: str  # what greedy grammar decoding had chosen before rescoring
     scoring_ms: float
+
+    @property
+    def confidence(self) -> float:
+        """The probability of the option chosen (the policy's ``min_confidence`` reads it)."""
+        return max(self.probabilities.values())
 
 
 @dataclass(frozen=True)
@@ -103,8 +110,8 @@ class ModelCallRecord:
     escalation_refused: str | None = None  # why an escalation was not made (e.g. local_only)
     redacted: list[str] = field(default_factory=list)  # kinds of values replaced before sending
     signals: TokenSignals | None = None  # log-probabilities of the SLM's generated values
-    choice_scores: ChoiceScores | None = None  # a choice among fixed options: every option scored
-    score: float | None = None  # the escalation score, P(this SLM output is wrong), when judged
+    choice_probabilities: ChoiceProbabilities | None = None  # a choice among fixed options
+    p_wrong: float | None = None  # the escalation score: P(this SLM output is wrong), when judged
     recall: dict[str, Any] | None = None  # what the memory of decisions gave the prompt (or why not)
     error: str | None = None
     id: int | None = None  # set once stored
@@ -185,13 +192,13 @@ class StoredModelCall:
     parsed: Any
     signals: TokenSignals | None = None
     choice_probabilities: dict[str, float] | None = None  # the most probable options of a choice
-    score: float | None = None  # the escalation score, P(this SLM output is wrong), when judged
+    p_wrong: float | None = None  # the escalation score: P(this SLM output is wrong), when judged
     recall: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class StepTrace:
-    """One stored step (``status`` is ``ok`` or ``error``) with its model and tool calls."""
+    """One stored step (``status``: ``succeeded`` or ``failed``) with its model and tool calls."""
 
     seq: int
     node: str
@@ -205,6 +212,13 @@ class StepTrace:
     evidence: dict[str, Any] | None = None  # the document chunks it retrieved or cited
 
 
+def slm_share(slm_calls: int, model_calls: int) -> float | None:
+    """The SLM share: the share of model calls the SLM served, the one definition tierflow
+    reports everywhere. An SLM attempt that was escalated counts as an SLM call and the LLM
+    call that replaced it as an LLM call. ``None`` for no calls."""
+    return slm_calls / model_calls if model_calls else None
+
+
 @dataclass(frozen=True, slots=True)
 class RunStats:
     """What a run cost: calls per tier, the SLM's share of them, LLM tokens, escalations."""
@@ -212,7 +226,7 @@ class RunStats:
     model_calls: int
     slm_calls: int
     llm_calls: int
-    slm_share: float | None  # None for a run without model calls
+    slm_share: float | None  # ``slm_share(slm_calls, model_calls)``
     llm_prompt_tokens: int
     llm_completion_tokens: int
     escalations: int

@@ -242,7 +242,9 @@ class Settings(BaseSettings):
         return data
 
 
-_NOT_FIELDS = frozenset({"TIERFLOW_CONFIG", "TIERFLOW_UI_TOKEN"})
+_NOT_FIELDS = frozenset(
+    {"TIERFLOW_CONFIG", "TIERFLOW_UI_TOKEN", "TIERFLOW_OTEL_CONTENT", "TIERFLOW_SCREENSHOTS"}
+)
 """Variables tierflow reads that are not settings fields."""
 
 

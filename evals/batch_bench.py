@@ -82,10 +82,10 @@ def _run(
         "workers": workers,
         "backend": backend,
         "documents": t.documents,
-        "done": t.done,
+        "succeeded": t.succeeded,
         "failed": t.failed,
         "seconds": round(seconds, 1),
-        "documents_per_minute": round(t.done / seconds * 60, 2),
+        "documents_per_minute": round(t.succeeded / seconds * 60, 2),
         "slm_share": t.slm_share,
         "slm_calls": t.slm_calls,
         "llm_calls": t.llm_calls,
@@ -238,7 +238,7 @@ def batch_table(data: dict[str, Any]) -> str:
     rows = [
         [
             run["label"],
-            f"{run['done']}/{run['documents']}",
+            f"{run.get('succeeded', run.get('done'))}/{run['documents']}",
             f"{run['seconds']:.0f} s",
             f"{run['documents_per_minute']:.2f}",
             _pct(run["slm_share"]),
@@ -250,7 +250,8 @@ def batch_table(data: dict[str, Any]) -> str:
     quality = data["quality"] or {}
     efficiency = data["parallel_efficiency"]
     table = markdown_table(
-        ["configuration", "done", "time", "documents/min", "SLM share", "LLM tokens", "escalated docs"], rows
+        ["configuration", "succeeded", "time", "documents/min", "SLM share", "LLM tokens", "escalated docs"],
+        rows,
     )
     return "\n".join(
         [

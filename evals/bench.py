@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from langgraph.checkpoint.memory import InMemorySaver
-from langgraph.graph import START, StateGraph
+from langgraph.graph import END, START, StateGraph
 from tierflow.agents.scripted import Reply, ScriptedModel
 from tierflow.agents.slm import LlamaCppModel
 from tierflow.agents.tiers import Tiers
@@ -37,10 +37,10 @@ from tierflow.evals.toolcalls import percentile
 from tierflow.graphs import nodes
 from tierflow.graphs.nodes import TaskContext
 from tierflow.graphs.runner import TaskRunner
+from tierflow.graphs.running import RunSpec, execute
 from tierflow.graphs.state import TaskState
-from tierflow.graphs.steps import StepScope
+from tierflow.graphs.steps import tiered_node
 from tierflow.memory.traces import TraceStore
-from tierflow.memory.traces.recorder import RunRecorder, StepHandle
 from tierflow.results import bench_rows
 from tierflow.settings import TierPolicy
 from tierflow.tools.base import Tool
@@ -228,9 +228,14 @@ def _extra_tools(count: int) -> list[Tool]:
     ]
 
 
-def _select(state: TaskState, context: TaskContext) -> None:
-    """The select_tool node alone, outside a graph (its step is not stored)."""
-    nodes.select_tool(state, StepScope(context, StepHandle(0, "select_tool")))
+def _select_graph() -> Any:
+    """select_tool alone, as a one-node graph (traced like any run, so the figure includes a
+    step's tracing: a few milliseconds against the model call's seconds)."""
+    graph = StateGraph(TaskState, context_schema=TaskContext)
+    graph.add_node("select_tool", tiered_node(nodes.select_tool))
+    graph.add_edge(START, "select_tool")
+    graph.add_edge("select_tool", END)
+    return graph.compile()
 
 
 def selection_latency(model_path: Path, *, n_threads: int | None = None) -> dict[str, Any]:
@@ -238,6 +243,7 @@ def selection_latency(model_path: Path, *, n_threads: int | None = None) -> dict
     llama = slm.load()
     tiers = Tiers(slm, slm)
     results: dict[str, Any] = {}
+    graph = _select_graph()
     with tempfile.TemporaryDirectory() as tmp:
         store = TraceStore.from_url(f"sqlite:///{Path(tmp) / 'bench.db'}")
         builtins = list(default_registry(Path(tmp)))
@@ -245,15 +251,15 @@ def selection_latency(model_path: Path, *, n_threads: int | None = None) -> dict
             registry = ToolRegistry(builtins[:5] + _extra_tools(count - 5))
             assert len(registry) == count
             for cache in ("warm", "cold"):
-                run_id = store.start_run("bench", graph="bench")
-                context = TaskContext(
-                    tiers=tiers,
-                    tools=registry,
-                    policy=TierPolicy.preset("slm"),
-                    recorder=RunRecorder(store, run_id),
-                )
+                spec = RunSpec(policy=TierPolicy.preset("slm"), name="bench", context={"tools": registry})
                 latencies = []
-                _select({"task": _REQUESTS[0], "steps": [_REQUESTS[0]], "step_index": 0}, context)
+                execute(
+                    graph,
+                    {"task": _REQUESTS[0], "steps": [_REQUESTS[0]], "step_index": 0},
+                    spec,
+                    tiers=tiers,
+                    store=store,
+                )
                 for request in _REQUESTS:
                     if cache == "cold":
                         llama.reset()
@@ -264,7 +270,7 @@ def selection_latency(model_path: Path, *, n_threads: int | None = None) -> dict
                         "observations": [],
                     }
                     started = time.perf_counter()
-                    _select(state, context)
+                    execute(graph, dict(state), spec, tiers=tiers, store=store)
                     latencies.append((time.perf_counter() - started) * 1000)
                 results[f"{count}_tools_{cache}"] = {
                     "calls": len(latencies),
@@ -353,9 +359,9 @@ def hwm(pid="self"):
 with App(load_settings()) as app:
     result = app.runner.run("What is 17 * 23 + 4?")
     server = getattr(app.tiers.llm, "server", None)
-    process = getattr(server, "_process", None)
+    pid = server.pid if server is not None else None
     print(json.dumps({"status": result.status, "tierflow_bytes": hwm(),
-                      "llm_server_bytes": hwm(process.pid) if process else None}))
+                      "llm_server_bytes": hwm(pid) if pid else None}))
 """
 
 

@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any, TypedDict
 
 from tierflow.evals.batch_corpus import CORPUS_DIR
 from tierflow.evals.report import markdown_table
+from tierflow.records import slm_share
 from tierflow.results import fmt
 
 if TYPE_CHECKING:
@@ -177,7 +178,7 @@ def _answers(
                 if cited and question["evidence"]
                 else None,
                 "cited_gold": sum(_gold(question, e) for e in cited),
-                "slm_calls": sum(c.tier == "slm" and not c.escalated for c in calls),
+                "slm_calls": sum(c.tier == "slm" for c in calls),
                 "llm_calls": sum(c.tier == "llm" for c in calls),
                 "escalated": any(c.escalated for c in calls),
                 "llm_tokens": sum(c.prompt_tokens + c.completion_tokens for c in calls if c.tier == "llm"),
@@ -209,7 +210,8 @@ def _answers(
         if citing
         else None,
         "answers_citing": len(citing),
-        "slm_share": round(slm / (slm + llm), 3) if slm + llm else None,
+        "slm_share": _rounded(slm_share(slm, slm + llm)),
+        "kept_local": round(sum(i["llm_calls"] == 0 for i in items) / len(items), 3),
         "escalation_rate": round(sum(i["escalated"] for i in items) / len(items), 3),
         "llm_tokens": sum(i["llm_tokens"] for i in items),
         "seconds_p50": round(statistics.median(seconds), 2),
@@ -314,8 +316,13 @@ def memory_markdown(data: dict[str, Any]) -> str:
             "question's answer contains one of its keys, an unanswerable one is declined. "
             "Citation accuracy: of the answers that cite, the share citing a chunk that holds "
             "the evidence; citation precision: the share of cited chunks that hold it. SLM "
-            "share: model calls served by the SLM (an escalated SLM call counts for the LLM).\n",
+            "share: model calls served by the SLM (an escalated SLM call counts as one); kept "
+            "local: questions that never reached the LLM.\n",
             f"Median time per question, models loaded: {latency}.\n",
             *([f"Note: {note}\n"] if (note := data.get("environment", {}).get("note")) else []),
         ]
     )
+
+
+def _rounded(value: float | None) -> float | None:
+    return round(value, 3) if value is not None else None

@@ -21,6 +21,7 @@ from tierflow.evals.bfcl import Case, check, registry_for, request_text
 from tierflow.graphs.running import GraphResult, RunSpec, execute
 from tierflow.graphs.task import build_tool_call_graph, tool_call_input
 from tierflow.memory.traces import TraceStore
+from tierflow.records import slm_share
 from tierflow.tools.registry import ToolRegistry
 
 if TYPE_CHECKING:
@@ -205,13 +206,10 @@ def _rate(part: int, whole: int) -> float | None:
 
 
 def summarize_items(items: Sequence[ItemResult]) -> dict[str, Any]:
-    """The metrics of one policy on a set of items.
-
-    ``slm_share`` counts decisions: a node's accepted output came from the SLM (an SLM
-    attempt that was escalated counts for the LLM that replaced it).
-    """
+    """The metrics of one policy on a set of items: ``slm_share`` is the share of model
+    calls the SLM served (``tierflow.records.slm_share``), ``kept_local`` the share of items
+    that never reached the LLM."""
     calls = [call for item in items for call in item.calls]
-    decisions = [call for call in calls if not call.escalated]
     llm = [call for call in calls if call.tier == "llm"]
     latencies = [item.latency_ms for item in items]
     reasons = Counter((call.reason or "").split(":")[0] for call in calls if call.escalated)
@@ -220,7 +218,10 @@ def summarize_items(items: Sequence[ItemResult]) -> dict[str, Any]:
         "accuracy": _rate(sum(item.correct for item in items), len(items)),
         "valid_call_rate": _rate(sum(item.valid for item in items), len(items)),
         "escalation_rate": _rate(sum(item.escalated for item in items), len(items)),
-        "slm_share": _rate(sum(call.tier == "slm" for call in decisions), len(decisions)),
+        "slm_share": slm_share(len(calls) - len(llm), len(calls)),
+        "kept_local": _rate(
+            sum(all(call.tier == "slm" for call in item.calls) for item in items), len(items)
+        ),
         "model_calls": len(calls),
         "llm_calls": len(llm),
         "llm_prompt_tokens": sum(call.prompt_tokens for call in llm),

@@ -101,7 +101,7 @@ def retrieve(
 ) -> Node:
     """A node that writes the ``k`` chunks that best match the state's ``query`` to ``into``
     (a list of ``Evidence``, best first). ``rerank``: ``auto`` asks the SLM which of the best
-    ``rerank_pool`` answers the question when the two best scores are within ``rerank_margin``
+    ``rerank_pool`` answers the question when the two best rankings are within ``rerank_margin``
     of each other; ``always`` asks every time; ``off`` keeps the memory's order (similarity
     plus scaled word matches, see ``DocumentMemory.search``)."""
     if k < 1:
@@ -115,7 +115,7 @@ def retrieve(
             for hit in open_memory(memory, scope.ctx).search(question, k=wanted, collections=collections)
         ]
         chosen: int | None = None
-        close = len(found) > 1 and found[0]["score"] - found[1]["score"] < rerank_margin
+        close = len(found) > 1 and found[0]["ranking"] - found[1]["ranking"] < rerank_margin
         if question and (rerank == "always" or (rerank == "auto" and close)) and len(found) > 1:
             chosen = _rerank(scope, question, found[:rerank_pool])
             if chosen:

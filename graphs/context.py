@@ -224,7 +224,7 @@ class _Call:
         )
         record.latency_ms, record.finish_reason = completion.latency_ms, completion.finish_reason
         record.confidence, record.signals = completion.confidence, completion.signals
-        record.choice_scores = completion.choice_scores
+        record.choice_probabilities = completion.choice_probabilities
         if kinds and redactor is not None:
             completion = dataclasses.replace(completion, text=redactor.restore(completion.text))
         try:
@@ -242,7 +242,7 @@ class _Call:
             return Answer(value, tier, completion, ref, record, unsure)  # kept if it cannot escalate
         judgement = self.judge(value, completion) if may_escalate and self.judge else None
         if judgement is not None:
-            record.score = judgement.p_wrong
+            record.p_wrong = judgement.p_wrong
             if judgement.escalate:
                 return Answer(value, tier, completion, ref, record, judgement.rejection())
         return Answer(value, tier, completion, ref, record)

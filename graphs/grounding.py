@@ -48,7 +48,7 @@ class Evidence(TypedDict):
     collection: str
     local_only: bool
     similarity: float  # cosine similarity to the question
-    score: float  # the memory's ranking: similarity plus scaled word matches
+    ranking: float  # what the memory sorts by: similarity plus scaled word matches
     text: str
 
 
@@ -62,7 +62,7 @@ def evidence_of(hit: Hit) -> Evidence:
         collection=chunk.collection,
         local_only=chunk.local_only,
         similarity=round(hit.similarity, 4),
-        score=round(hit.score, 4),
+        ranking=round(hit.ranking, 4),
         text=chunk.text,
     )
 

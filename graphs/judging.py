@@ -47,11 +47,11 @@ def select_judge(
     texts = tool_texts(tools)
 
     def judge(value: Any, completion: Completion) -> Judgement | None:
-        if completion.choice_scores is None:
+        if completion.choice_probabilities is None:
             return None
         choice = str(getattr(value, "tool", "none"))
         similarities = relevance()(request, [tool_line(t) for t in texts])
-        probabilities = completion.choice_scores.probabilities
+        probabilities = completion.choice_probabilities.probabilities
         features = select_features(request, texts, choice, probabilities, similarities)
         keep.append(features)
         judgement = _judgement(scorer, "select_tool", ctx.policy.max_loss, features)

@@ -321,7 +321,7 @@ def _escalate_call(state: TaskState, scope: StepScope, tool: Tool, got: Answer[d
     )
     if judgement is None:
         return False
-    got.record.score = judgement.p_wrong
+    got.record.p_wrong = judgement.p_wrong
     if not judgement.escalate:
         return False
     reason = judgement.rejection().reason

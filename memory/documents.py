@@ -68,7 +68,7 @@ class Chunk:
 class Hit:
     chunk: Chunk
     similarity: float  # cosine, 1.0 = same direction
-    score: float  # the ranking's: similarity plus the weighted, scaled BM25 score
+    ranking: float  # what hits are sorted by: similarity plus the weighted, scaled BM25 score
 
 
 @dataclass(frozen=True)
@@ -248,7 +248,7 @@ class DocumentMemory:
         hits = [
             Hit(chunk, cosine, cosine + LEXICAL_WEIGHT * lexical / best) for chunk, cosine, lexical in found
         ]
-        hits.sort(key=lambda hit: -hit.score)
+        hits.sort(key=lambda hit: -hit.ranking)
         return hits[:k]
 
     def _candidates(

@@ -67,17 +67,17 @@ def test_a_long_document_is_mapped_over_its_chunks_and_reduced(app: App, reports
 
 def test_the_report_has_each_document_then_the_synthesis_then_totals(app: App, reports: Path) -> None:
     report = job(app, reports)
-    assert report.ok and report.totals.done == 3, report.to_markdown()
+    assert report.ok and report.totals.succeeded == 3, report.to_markdown()
     markdown = report.to_markdown()
     order = [markdown.index(h) for h in ("## Documents", "## Cross-document report", "## Totals")]
     assert order == sorted(order)
     for name in ("a_long.txt", "b_short.md", "c_page.html"):
-        assert f"{name} (done)" in markdown
+        assert f"{name} (succeeded)" in markdown
     assert "SLM share" in markdown and "LLM tokens" in markdown
     data = json.loads(report.to_json_text())
-    assert [d["status"] for d in data["documents"]] == ["done"] * 3
+    assert [d["status"] for d in data["documents"]] == ["succeeded"] * 3
     assert data["synthesis"] and data["synthesis_run_id"]
-    assert set(data["totals"]) >= {"done", "failed", "skipped", "slm_share", "llm_tokens", "seconds"}
+    assert set(data["totals"]) >= {"succeeded", "failed", "skipped", "slm_share", "llm_tokens", "seconds"}
     synthesis = app.store.get_run(data["synthesis_run_id"])
     assert [s.node for s in synthesis.steps][-1] == "synthesis"
     assert synthesis.steps[-1].model_calls[0].tier == "llm"  # the report is the LLM's by default
@@ -117,7 +117,7 @@ def test_bad_files_fail_alone_with_their_reason(app: App, reports: Path, fifo: b
     assert reasons["truncated.pdf"].startswith("corrupt:")
     assert reasons["gone.txt"].startswith("unreadable:")
     assert ("pipe.txt" in reasons) == fifo
-    assert report.totals.done == 3 and not report.ok and report.status == "failed"
+    assert report.totals.succeeded == 3 and not report.ok and report.status == "failed"
 
 
 def test_a_document_whose_model_call_fails_fails_alone(tmp_path: Path, reports: Path) -> None:
@@ -134,7 +134,7 @@ def test_a_document_whose_model_call_fails_fails_alone(tmp_path: Path, reports: 
     assert [d.name for d in failed] == ["b_short.md"]
     assert "the endpoint refused the request" in (failed[0].reason or "")
     assert failed[0].run_id is not None  # its trace is kept
-    assert report.totals.done == 2
+    assert report.totals.succeeded == 2
 
 
 class CrashAfter:
@@ -166,14 +166,14 @@ def test_a_job_stopped_between_documents_continues_without_redoing_any(app: App,
     stopped = jobs.get(crash.job_id)
     assert stopped.status == "interrupted" and "--resume" in (stopped.error or "")
     first = {d.path: d for d in jobs.documents(stopped.id)}
-    assert [d.status for d in first.values()] == ["done", "pending", "pending"]
+    assert [d.status for d in first.values()] == ["succeeded", "pending", "pending"]
 
     again = job(app, reports)  # the same command continues the same job
     assert again.job_id == stopped.id and again.ok
     second = {d.path: d for d in jobs.documents(stopped.id)}
-    done_before = next(path for path, d in first.items() if d.status == "done")
+    done_before = next(path for path, d in first.items() if d.status == "succeeded")
     assert second[done_before].run_id == first[done_before].run_id  # not redone
-    assert all(d.status == "done" for d in second.values())
+    assert all(d.status == "succeeded" for d in second.values())
     assert len(app.store.list_runs(limit=100)) == 3 + 1  # three documents and the synthesis
 
     resumed = run_job(JobRequest(resume=stopped.id[:6], options=OPTIONS), app)
@@ -191,8 +191,8 @@ def test_a_rerun_skips_unchanged_files_and_redoes_changed_ones(app: App, reports
     assert status["a_long.txt"].status == "skipped" and status["c_page.html"].status == "skipped"
     assert status["a_long.txt"].reused_from == first.job_id
     assert status["a_long.txt"].summary == first.documents[0].summary
-    assert status["b_short.md"].status == "done" and "5 units" in (status["b_short.md"].summary or "")
-    assert second.ok and second.totals.skipped == 2 and second.totals.done == 1
+    assert status["b_short.md"].status == "succeeded" and "5 units" in (status["b_short.md"].summary or "")
+    assert second.ok and second.totals.skipped == 2 and second.totals.succeeded == 1
 
 
 def test_kill_9_inside_a_document_loses_nothing_finished(tmp_path: Path, app: App) -> None:
@@ -220,7 +220,7 @@ def test_kill_9_inside_a_document_loses_nothing_finished(tmp_path: Path, app: Ap
     jobs = JobStore(app.store)
     assert jobs.get(job_id).status == "running"
     before = {Path(d.path).name: d for d in jobs.documents(job_id)}
-    assert before["a_first.txt"].status == "done" and before["b_slow.txt"].status == "running"
+    assert before["a_first.txt"].status == "succeeded" and before["b_slow.txt"].status == "running"
     assert jobs.list_jobs()[0].status == "interrupted"  # the dead process is noticed
 
     report = run_job(JobRequest(resume=job_id, options=OPTIONS), app)
@@ -236,7 +236,7 @@ def test_local_worker_processes_summarize_in_parallel(app: App, reports: Path) -
     report = run_job(
         JobRequest(inputs=[str(reports)], options=OPTIONS, workers=2), app, make_tiers=scripted_tiers
     )
-    assert report.ok and report.totals.done == 3, report.to_markdown()
+    assert report.ok and report.totals.succeeded == 3, report.to_markdown()
     for document in report.documents:  # traces written by the driver from the workers' logs
         trace = app.store.get_run(document.run_id)
         assert trace.status == "succeeded" and trace.steps[-1].node == "document_summary"
@@ -251,7 +251,7 @@ def test_a_worker_process_that_dies_has_its_document_done_again(
         JobRequest(inputs=[str(reports)], options=OPTIONS, workers=2), app, make_tiers=dying_tiers
     )
     assert (tmp_path / "died.flag").exists()
-    assert report.ok and report.totals.done == 4, report.to_markdown()
+    assert report.ok and report.totals.succeeded == 4, report.to_markdown()
 
 
 def test_a_summary_that_cannot_escalate_is_kept_up_to_its_last_full_sentence(
@@ -264,7 +264,7 @@ def test_a_summary_that_cannot_escalate_is_kept_up_to_its_last_full_sentence(
             JobRequest(inputs=[str(reports / "b_short.md")], options=SummaryOptions(local_only=True)), app
         )
         (document,) = report.documents
-        assert document.status == "done" and document.summary == "Beta sold 3 units."
+        assert document.status == "succeeded" and document.summary == "Beta sold 3 units."
         (call,) = app.store.get_run(document.run_id).steps[-1].model_calls
         assert call.escalation_refused and "cut off" in (call.escalation_reason or "")
 

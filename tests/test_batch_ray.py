@@ -51,7 +51,7 @@ def test_ray_actors_summarize_and_the_driver_stores_the_traces(
 ) -> None:
     request = JobRequest(inputs=[str(reports)], options=OPTIONS, workers=2, backend="ray")
     report = run_job(request, app, make_tiers=scripted_tiers)
-    assert report.ok and report.totals.done == 3, report.to_markdown()
+    assert report.ok and report.totals.succeeded == 3, report.to_markdown()
     for document in report.documents:
         trace = app.store.get_run(document.run_id)
         assert trace.status == "succeeded" and trace.steps[-1].node == "document_summary"
@@ -65,7 +65,7 @@ def test_a_dead_ray_worker_has_its_document_done_elsewhere(
     request = JobRequest(inputs=[str(reports)], options=OPTIONS, workers=2, backend="ray")
     report = run_job(request, app, make_tiers=dying_tiers)
     assert ray_cluster.exists()  # an actor did die
-    assert report.ok and report.totals.done == 4, report.to_markdown()
+    assert report.ok and report.totals.succeeded == 4, report.to_markdown()
 
 
 def test_without_ray_the_error_names_the_extra(

@@ -70,14 +70,14 @@ def test_search_finds_the_chunk_that_answers(memory: DocumentMemory, files: Path
     memory.add_all([files / FAQ.name, files / BUGS.name])
     hits = memory.search("How do I report a bug in Python?", k=3)
     assert hits and hits[0].chunk.source.endswith(BUGS.name)
-    assert [hit.score for hit in hits] == sorted((hit.score for hit in hits), reverse=True)
+    assert [hit.ranking for hit in hits] == sorted((hit.ranking for hit in hits), reverse=True)
 
 
 def test_the_ranking_adds_scaled_word_matches_to_similarity(memory: DocumentMemory, files: Path) -> None:
     memory.add_all([files / FAQ.name, files / BUGS.name])
     hits = memory.search("mandb whatis database", k=10)
     assert hits[0].chunk.source.endswith(FAQ.name)
-    lexical = [(hit.score - hit.similarity) / LEXICAL_WEIGHT for hit in hits]
+    lexical = [(hit.ranking - hit.similarity) / LEXICAL_WEIGHT for hit in hits]
     assert max(lexical) == pytest.approx(1.0)  # the best word match, scaled to 1
     assert all(0.0 <= share <= 1.0 + 1e-9 for share in lexical)
     assert any(share == pytest.approx(0.0) for share in lexical)  # a chunk sharing no word
@@ -93,7 +93,7 @@ def test_a_word_match_outside_the_nearest_chunks_is_still_ranked(
     assert query not in max(every, key=lambda hit: hit.similarity).chunk.text.lower()
     monkeypatch.setattr("tierflow.memory.documents.CANDIDATES", 1)
     hits = memory.search(query, k=1)  # one chunk by meaning, one by words
-    assert query in hits[0].chunk.text.lower() and hits[0].score > hits[0].similarity
+    assert query in hits[0].chunk.text.lower() and hits[0].ranking > hits[0].similarity
     assert hits[0].similarity == pytest.approx(dense[hits[0].chunk.id], abs=1e-4)
 
 
@@ -101,15 +101,15 @@ def test_a_file_added_by_another_process_is_matched_by_its_words(
     memory: DocumentMemory, embeddings: OfflineEmbeddings, files: Path
 ) -> None:
     memory.add(files / BUGS.name)
-    assert memory.search("catgets", k=1)[0].score == pytest.approx(
+    assert memory.search("catgets", k=1)[0].ranking == pytest.approx(
         memory.search("catgets", k=1)[0].similarity
     )
     other = DocumentMemory(memory._client, embeddings)  # another process's view of the store
     other.add(files / FAQ.name)
     (hit,) = memory.search("catgets", k=1)
-    assert hit.chunk.source.endswith(FAQ.name) and hit.score > hit.similarity
+    assert hit.chunk.source.endswith(FAQ.name) and hit.ranking > hit.similarity
     other.forget(str(files / FAQ.name))
-    assert all(h.score == pytest.approx(h.similarity) for h in memory.search("catgets", k=3))
+    assert all(h.ranking == pytest.approx(h.similarity) for h in memory.search("catgets", k=3))
 
 
 def test_forget_removes_every_chunk_of_a_source(memory: DocumentMemory, files: Path) -> None:

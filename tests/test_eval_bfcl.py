@@ -308,7 +308,7 @@ def item(correct: bool, calls: list[tuple[str, bool]], latency: float) -> ItemRe
     )
 
 
-def test_metrics_count_decisions_tokens_and_latency() -> None:
+def test_metrics_count_calls_tokens_and_latency() -> None:
     items = [
         item(True, [("slm", False), ("slm", False)], 100),
         item(False, [("slm", True), ("llm", False), ("slm", False)], 300),
@@ -317,7 +317,8 @@ def test_metrics_count_decisions_tokens_and_latency() -> None:
     m = summarize_items(items)
     assert m["accuracy"] == pytest.approx(2 / 3)
     assert m["escalation_rate"] == pytest.approx(1 / 3)
-    assert m["slm_share"] == pytest.approx(3 / 5)  # the escalated SLM attempt is not a decision
+    assert m["slm_share"] == pytest.approx(4 / 6)  # the escalated SLM attempt is an SLM call
+    assert m["kept_local"] == pytest.approx(1 / 3)  # the first item never reached the LLM
     assert (m["llm_calls"], m["llm_prompt_tokens"], m["llm_completion_tokens"]) == (2, 20, 4)
     assert m["latency_ms_p50"] == 200 and m["latency_ms_p95"] == pytest.approx(290)
     assert m["error_types"] == {"value_error:string": 1}

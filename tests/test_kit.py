@@ -190,7 +190,7 @@ def test_a_step_with_no_usable_output_fails_the_run_clearly(store: TraceStore) -
         result.error or ""
     )
     trace = store.get_run(result.run_id)
-    assert trace.steps[0].status == "error" and len(trace.steps[0].model_calls) == 2
+    assert trace.steps[0].status == "failed" and len(trace.steps[0].model_calls) == 2
 
 
 class Sized:

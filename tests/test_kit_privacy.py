@@ -109,9 +109,9 @@ def test_the_budget_stops_the_run_before_the_call_that_would_pass_it(store: Trac
     trace = store.get_run(result.run_id)
     assert trace.status == "budget_exceeded"
     assert [(s.node, s.status) for s in trace.steps] == [
-        ("classify", "ok"),
-        ("extract_fields", "ok"),
-        ("draft_reply", "error"),
+        ("classify", "succeeded"),
+        ("extract_fields", "succeeded"),
+        ("draft_reply", "failed"),
     ]
 
 

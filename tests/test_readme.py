@@ -45,3 +45,16 @@ def test_python_example_runs(tmp_path: Path) -> None:
 def test_readme_starts_with_the_two_commands() -> None:
     head = README.read_text().split("\n## ", 1)[0]
     assert "make run" in head and "make test" in head
+
+
+def test_the_readme_is_short_and_its_links_lead_somewhere() -> None:
+    """The README is the pitch, the two commands, one example per kind of user and the
+    headline results; the rest is on the documentation site, and every link to it resolves."""
+    import re
+
+    text = README.read_text()
+    assert len(text) < 12_000
+    links = re.findall(r"\]\(((?:docs|evals)/[^)#]+)", text)
+    assert len(links) >= 10
+    for link in links:
+        assert (README.parent / link).exists(), link

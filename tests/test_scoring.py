@@ -218,7 +218,7 @@ def test_a_call_judged_right_stays_on_the_slm(store: TraceStore) -> None:
         ("select_tool", "slm", False),
         ("extract_args", "slm", False),
     ]
-    assert calls[1].score is not None and calls[1].score < 0.5
+    assert calls[1].p_wrong is not None and calls[1].p_wrong < 0.5
     assert calls[0].choice_probabilities == {"weather.get": 0.9, "none": 0.1}
     assert not tiers.model("llm").calls  # type: ignore[attr-defined]
 
@@ -234,7 +234,7 @@ def test_a_call_judged_wrong_goes_to_the_llm_whole(store: TraceStore) -> None:
     ]
     assert calls[1].escalation_reason.startswith("escalation_score")
     assert calls[0].escalation_reason.startswith("its call was judged wrong")
-    assert calls[1].score is not None and calls[1].score > 0.5
+    assert calls[1].p_wrong is not None and calls[1].p_wrong > 0.5
 
 
 def test_local_only_keeps_the_slm_call_and_records_the_refusal(store: TraceStore) -> None:
@@ -294,7 +294,7 @@ def test_without_a_relevance_the_score_is_never_fed_zeros(store: TraceStore) -> 
     assert result.status == "failed" and "similarity to the tools" in (result.error or "")
     assert "relevance=" in (result.hint or "")
     (choice,) = [c for step in store.get_run(result.run_id).steps for c in step.model_calls]
-    assert choice.score is None
+    assert choice.p_wrong is None
 
 
 def test_the_app_runs_tasks_on_the_scorer_the_settings_name(tmp_path: Path) -> None:

@@ -76,3 +76,11 @@ def test_policy_presets_and_overrides_for_any_node() -> None:
         TierPolicy.preset("cheap")
     with pytest.raises(ValueError, match="nodes.act"):
         TierPolicy.model_validate({"act": "gpt"})
+
+
+def test_variables_tierflow_reads_besides_its_settings_are_not_called_misspelled() -> None:
+    from tierflow.settings import unknown_env
+
+    environ = {"TIERFLOW_OTEL_CONTENT": "true", "TIERFLOW_UI_TOKEN": "x", "TIERFLOW_SLM_MODLE": "y"}
+    [problem] = unknown_env(environ)
+    assert "TIERFLOW_SLM_MODLE" in problem and "TIERFLOW_SLM_MODEL" in problem

@@ -48,8 +48,8 @@ def test_choices_come_with_a_distribution_over_the_options(slm: LlamaCppModel) -
         'read_file: read a file. none: no tool fits. Reply {"tool": "..."}.',
     }
     sure = slm.complete([system, *ask("What is 1234 * 5678?")], schema=schema, max_tokens=20)
-    assert sure.choice_scores is not None
-    probabilities = sure.choice_scores.probabilities
+    assert sure.choice_probabilities is not None
+    probabilities = sure.choice_probabilities.probabilities
     assert set(probabilities) == set(options) and sum(probabilities.values()) == pytest.approx(1.0)
     chosen = json.loads(sure.text)["tool"]
     assert chosen == max(probabilities, key=probabilities.get)  # the reply is the most probable option
@@ -57,8 +57,8 @@ def test_choices_come_with_a_distribution_over_the_options(slm: LlamaCppModel) -
     # Scoring leaves the KV cache usable: the same call again gives the same choice. (llama.cpp's
     # numbers shift slightly with how the prompt is split into batches, hence the tolerance.)
     again = slm.complete([system, *ask("What is 1234 * 5678?")], schema=schema, max_tokens=20)
-    assert again.text == sure.text and again.choice_scores is not None
-    assert again.choice_scores.probabilities == pytest.approx(probabilities, abs=0.03)
+    assert again.text == sure.text and again.choice_probabilities is not None
+    assert again.choice_probabilities.probabilities == pytest.approx(probabilities, abs=0.03)
     unsure = slm.complete([system, *ask("Tell me a poem about autumn.")], schema=schema, max_tokens=20)
     assert unsure.confidence is not None and sure.confidence is not None
     assert unsure.confidence < sure.confidence

@@ -223,7 +223,7 @@ def test_unreachable_llm_fails_the_run_and_keeps_the_trace(store: TraceStore, tm
     assert result.hint == "Start it."
     trace = store.get_run(result.run_id)
     assert trace.status == "failed" and "could not reach" in trace.error
-    assert [s.status for s in trace.steps] == ["ok", "error"]  # select_tool escalated, then failed
+    assert [s.status for s in trace.steps] == ["succeeded", "failed"]  # select_tool escalated, then failed
     assert model_calls(trace)[-1].error.startswith("could not reach")
 
 

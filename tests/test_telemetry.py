@@ -214,7 +214,7 @@ def test_failures_set_the_error_status(receiver: Receiver, stores: Callable[[], 
     assert run.attributes["tierflow.status"] == "failed" and "extract_fields" in (run.error or "")
     assert run.attributes["error.type"] == "failed"
     [step] = [s for s in spans if s.name == "extract_fields"]
-    assert step.error and step.attributes["tierflow.status"] == "error"
+    assert step.error and step.attributes["tierflow.status"] == "failed"
     [call] = children(spans, step)
     assert call.attributes["tierflow.escalation_refused"] == "local_only"
     assert call.attributes["tierflow.escalated"] is False

@@ -43,7 +43,7 @@ def make_job(
     run_id = summary_run(app, "a.pdf")
     jobs.update_document(
         done.id or 0,
-        status="done",
+        status="succeeded",
         run_id=run_id,
         chunks=3,
         slm_calls=3,
@@ -63,8 +63,8 @@ def test_the_page_lists_jobs_with_their_counts(app: App) -> None:
     at = page(app, JOBS)
     (row,) = at.dataframe[0].value.to_dict("records")
     assert row["job"] == job.id and row["status"] == "succeeded" and row["inputs"] == "reports/"
-    counts = {key: row[key] for key in ("done", "failed", "skipped", "pending", "total")}
-    assert counts == {"done": 1, "failed": 1, "skipped": 1, "pending": 1, "total": 4}
+    counts = {key: row[key] for key in ("succeeded", "failed", "skipped", "pending", "total")}
+    assert counts == {"succeeded": 1, "failed": 1, "skipped": 1, "pending": 1, "total": 4}
     assert row["SLM share"] == 0.75 and row["LLM tokens"] == 250
 
 
@@ -74,10 +74,10 @@ def test_a_job_shows_progress_documents_and_a_link_to_each_run(app: App) -> None
     assert at.selectbox[0].value == job.id
     assert at.progress[0].value == 75  # three of four documents finished
     metrics = {m.label: m.value for m in at.metric}
-    assert metrics["done"] == "1" and metrics["failed"] == "1" and metrics["pending"] == "1"
+    assert metrics["succeeded"] == "1" and metrics["failed"] == "1" and metrics["pending"] == "1"
     documents = at.dataframe[1].value
     assert list(documents["file"]) == ["a.pdf", "b.pdf", "c.txt", "d.docx"]
-    assert list(documents["status"]) == ["done", "failed", "skipped", "pending"]
+    assert list(documents["status"]) == ["succeeded", "failed", "skipped", "pending"]
     assert documents.loc[1, "reason"] == FAILED_REASON
     assert documents.loc[0, "run"] == run_id and documents.loc[0, "LLM tokens"] == 250
     (link,) = at.page_link

@@ -87,7 +87,7 @@ def test_search_finds_the_file_that_answers_first(app: App, docs: Path) -> None:
     assert at.code[0].value == BUGS  # the best chunk first, its text whole
     assert at.text[0].value.startswith("bugs.txt") and at.code[1].value == PARCELS
     (first, _) = [m.value for m in at.markdown if "similarity" in m.value]
-    assert re.search(r"score \d\.\d\d\*\* \(similarity \d\.\d\d\) · part 1 · collection `default`", first)
+    assert re.search(r"ranking \d\.\d\d\*\* \(similarity \d\.\d\d\) · part 1 · collection `default`", first)
     assert "local only" not in first
 
 

@@ -10,6 +10,7 @@ from typing import Any
 import altair as alt
 import pandas as pd
 import streamlit as st
+from tierflow.agents.budget import Prices
 from tierflow.agents.policy import TierPolicy
 from tierflow.agents.protocol import Message
 from tierflow.memory.traces import RunSummary
@@ -121,7 +122,7 @@ def show_model_call(call: StoredModelCall, *, key: str, expanded: bool = False) 
         columns[1].metric("completion tokens", call.completion_tokens)
         columns[2].metric("latency", f"{call.latency_ms / 1000:.2f} s")
         columns[3].metric("confidence", f"{call.confidence:.2f}" if call.confidence is not None else "–")
-        columns[4].metric("P(wrong)", f"{call.score:.2f}" if call.score is not None else "–")
+        columns[4].metric("P(wrong)", f"{call.p_wrong:.2f}" if call.p_wrong is not None else "–")
         if call.choice_probabilities:
             ranked = ", ".join(f"{option} {p:.2f}" for option, p in call.choice_probabilities.items())
             st.caption(f"Choice probabilities: {ranked}")
@@ -169,7 +170,7 @@ def evidence_frame(trace: RunTrace, evidence: dict[str, Any]) -> pd.DataFrame:
         rows.append(
             {
                 "chunk": name,
-                "score": chunk.get("score"),
+                "ranking": chunk.get("ranking", chunk.get("score")),
                 "similarity": chunk.get("similarity"),
                 "collection": chunk.get("collection", ""),
                 "local only": bool(chunk.get("local_only")),
@@ -180,7 +181,7 @@ def evidence_frame(trace: RunTrace, evidence: dict[str, Any]) -> pd.DataFrame:
         )
     return pd.DataFrame(
         rows,
-        columns=["chunk", "score", "similarity", "collection", "local only", "shown to", "cited", "text"],
+        columns=["chunk", "ranking", "similarity", "collection", "local only", "shown to", "cited", "text"],
     )
 
 
@@ -287,15 +288,13 @@ def timeline_chart(trace: RunTrace) -> alt.Chart | None:
     return chart
 
 
-def cost_of(summary: RunSummary, prompt_price: float, completion_price: float) -> dict[str, float]:
-    """LLM tokens used and those the SLM served instead, in tokens and dollars (prices per
-    million tokens). The avoided figure assumes the LLM would have read and written about as
-    many tokens as the SLM did for the same calls."""
-    used = summary.llm_prompt_tokens * prompt_price + summary.llm_completion_tokens * completion_price
-    avoided = summary.slm_prompt_tokens * prompt_price + summary.slm_completion_tokens * completion_price
+def cost_of(summary: RunSummary, prices: Prices) -> dict[str, float]:
+    """LLM tokens used and those the SLM served instead, in tokens and dollars at ``prices``.
+    The avoided figure assumes the LLM would have read and written about as many tokens as
+    the SLM did for the same calls."""
     return {
         "llm_tokens": summary.llm_prompt_tokens + summary.llm_completion_tokens,
         "avoided_tokens": summary.slm_prompt_tokens + summary.slm_completion_tokens,
-        "cost": used / 1e6,
-        "avoided_cost": avoided / 1e6,
+        "cost": prices.cost(summary.llm_prompt_tokens, summary.llm_completion_tokens),
+        "avoided_cost": prices.cost(summary.slm_prompt_tokens, summary.slm_completion_tokens),
     }

@@ -43,13 +43,13 @@ jobs_app = typer.Typer(no_args_is_help=True, help="Batch summarization jobs.")
 
 
 class _ProgressDisplay:
-    """A bar with documents done, failed, skipped and an ETA on a terminal; one line per
+    """A bar with documents succeeded, failed, skipped and an ETA on a terminal; one line per
     document otherwise (logs, CI)."""
 
     def __init__(self) -> None:
         self._bar: Progress | None = None
         self._task: TaskID | None = None
-        self._counts = {"done": 0, "failed": 0, "skipped": 0}
+        self._counts = {"succeeded": 0, "failed": 0, "skipped": 0}
         self._total = 0
         self._finished = 0
 
@@ -77,7 +77,7 @@ class _ProgressDisplay:
 
     def _line(self) -> str:
         c = self._counts
-        return f"done {c['done']} · failed {c['failed']} · skipped {c['skipped']}"
+        return f"succeeded {c['succeeded']} · failed {c['failed']} · skipped {c['skipped']}"
 
     def started(self, document: JobDocument) -> None:
         pass
@@ -95,7 +95,7 @@ class _ProgressDisplay:
             return
         detail = (
             f"{document.seconds:.1f} s, {document.chunks} chunk(s)"
-            if document.status == "done"
+            if document.status == "succeeded"
             else document.reason
         )
         err.print(
@@ -198,8 +198,8 @@ def _print_report(report: JobReport, out_path: Path | None, as_json: bool) -> No
     t = report.totals
     share = "n/a" if t.slm_share is None else f"{t.slm_share:.0%}"
     err.print(
-        f"{t.done} done, {t.failed} failed, {t.skipped} skipped of {t.documents} · SLM share {share} · "
-        f"{t.llm_tokens:,} LLM tokens · job {report.job_id}",
+        f"{t.succeeded} succeeded, {t.failed} failed, {t.skipped} skipped of {t.documents}"
+        f" · SLM share {share} · {t.llm_tokens:,} LLM tokens · job {report.job_id}",
         highlight=False,
     )
 
@@ -237,7 +237,7 @@ def jobs_list(as_json: JsonOption = False) -> None:
                     "status": job.status,
                     "created_at": job.created_at.isoformat(),
                     "documents": len(documents),
-                    "done": sum(d.status == "done" for d in documents),
+                    "succeeded": sum(d.status == "succeeded" for d in documents),
                     "failed": sum(d.status == "failed" for d in documents),
                     "skipped": sum(d.status == "skipped" for d in documents),
                 }
@@ -248,15 +248,15 @@ def jobs_list(as_json: JsonOption = False) -> None:
     if not rows:
         err.print("no batch jobs yet: start one with tierflow summarize REPORTS/ --out report.md")
         return
-    table = Table("job", "status", "created", "documents", "done", "failed", "skipped")
+    table = Table("job", "status", "created", "documents", "succeeded", "failed", "skipped")
     for job, documents in rows:
-        count = {s: sum(d.status == s for d in documents) for s in ("done", "failed", "skipped")}
+        count = {s: sum(d.status == s for d in documents) for s in ("succeeded", "failed", "skipped")}
         table.add_row(
             job.id,
             job.status,
             f"{job.created_at:%Y-%m-%d %H:%M}",
             str(len(documents)),
-            str(count["done"]),
+            str(count["succeeded"]),
             str(count["failed"]),
             str(count["skipped"]),
         )

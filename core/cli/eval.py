@@ -294,11 +294,12 @@ def eval_memory(
 def eval_readme(
     readme: Annotated[Path, typer.Option(help="The README to update.")] = Path("README.md"),
 ) -> None:
-    """Regenerate the README's results tables from evals/results/."""
+    """Regenerate the README's headline table from evals/results/ (the documentation's
+    evaluations page reads every table from there when it is built)."""
     from tierflow.evals.readme import update_readme
 
     update_readme(readme)
-    err.print(f"[dim]updated the results section of {readme}[/]")
+    err.print(f"[dim]updated the results table of {readme}[/]")
 
 
 eval_app.command("routing")(eval_routing)

@@ -107,7 +107,7 @@ def memory_search(
     if as_json:
         emit_json(
             [
-                {"score": round(hit.score, 4), "similarity": round(hit.similarity, 4), **vars(hit.chunk)}
+                {"ranking": round(hit.ranking, 4), "similarity": round(hit.similarity, 4), **vars(hit.chunk)}
                 for hit in hits
             ]
         )
@@ -117,7 +117,7 @@ def memory_search(
     for hit in hits:
         c = hit.chunk
         where = f"{c.source} #{c.position} ({c.collection}{', local-only' if c.local_only else ''})"
-        out.print(f"[bold]{hit.score:.3f}[/] [dim](similarity {hit.similarity:.3f})[/] {escape(where)}")
+        out.print(f"[bold]{hit.ranking:.3f}[/] [dim](similarity {hit.similarity:.3f})[/] {escape(where)}")
         out.print(escape(c.text[:400] + ("…" if len(c.text) > 400 else "")), highlight=False)
         out.print()
 

@@ -111,7 +111,7 @@ def print_run(console: Console, run: RunTrace, *, full: bool = False) -> None:
     for step in run.steps:
         head = Text.assemble(
             (f"{step.seq:>3} {step.node}", "bold"),
-            (f"  {step.status}", "red" if step.status == "error" else "dim"),
+            (f"  {step.status}", "red" if step.status == "failed" else "dim"),
         )
         console.print(head)
         for call in step.model_calls:
@@ -121,8 +121,8 @@ def print_run(console: Console, run: RunTrace, *, full: bool = False) -> None:
                 f" {call.model}  ",
                 f"{call.prompt_tokens}+{call.completion_tokens} tokens  {call.latency_ms:.0f} ms",
             )
-            if call.score is not None:
-                line.append(f"  P(wrong) {call.score:.2f}", style="dim")
+            if call.p_wrong is not None:
+                line.append(f"  P(wrong) {call.p_wrong:.2f}", style="dim")
             if call.escalated:
                 line.append(f"  escalated: {call.escalation_reason}", style="yellow")
             elif call.error:

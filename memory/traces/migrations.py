@@ -59,6 +59,14 @@ def _m008_step_evidence(connection: Connection) -> None:
     _add_column(connection, "steps", "evidence", "JSON")
 
 
+def _m009_one_word_for_success(connection: Connection) -> None:
+    """Steps and job documents say ``succeeded`` and ``failed``, as runs and jobs do (they said
+    ``ok``/``error`` and ``done``)."""
+    connection.execute(text("UPDATE steps SET status = 'succeeded' WHERE status = 'ok'"))
+    connection.execute(text("UPDATE steps SET status = 'failed' WHERE status = 'error'"))
+    connection.execute(text("UPDATE job_documents SET status = 'succeeded' WHERE status = 'done'"))
+
+
 MIGRATIONS: list[tuple[str, Callable[[Connection], None]]] = [
     ("m001_initial", _m001_initial),
     ("m002_model_call_confidence", _m002_model_call_confidence),
@@ -68,6 +76,7 @@ MIGRATIONS: list[tuple[str, Callable[[Connection], None]]] = [
     ("m006_run_owner", _m006_run_owner),
     ("m007_jobs", _m007_jobs),
     ("m008_step_evidence", _m008_step_evidence),
+    ("m009_one_word_for_success", _m009_one_word_for_success),
 ]
 
 

@@ -157,7 +157,7 @@ def _model_call(
         "tierflow.escalation_reason": scrub(call.escalation_reason or "") or None,
         "tierflow.escalation_refused": call.escalation_refused,
         "tierflow.confidence": call.confidence,
-        "tierflow.score": call.score,
+        "tierflow.p_wrong": call.p_wrong,
     }
     attributes.update({key: value for key, value in optional.items() if value is not None})
     if content:
@@ -167,7 +167,7 @@ def _model_call(
         if call.raw_output is not None:
             reply = {"role": "assistant", "parts": [_text(call.raw_output)]}
             attributes["gen_ai.output.messages"] = _json([{**reply, "finish_reason": call.finish_reason}])
-    error = _error("error" if call.error else "ok", call.error)
+    error = _error("failed" if call.error else "succeeded", call.error)
     return Span(f"chat {requested}", start, end, attributes, error, client=call.tier == "llm")
 
 
@@ -186,7 +186,7 @@ def _tool_call(
         attributes["gen_ai.tool.call.arguments"] = _json(call.arguments)
         if call.result is not None:
             attributes["gen_ai.tool.call.result"] = scrub(call.result)
-    error = _error("error" if call.error else "ok", call.error)
+    error = _error("failed" if call.error else "succeeded", call.error)
     return Span(f"execute_tool {call.tool}", start, end, attributes, error)
 
 
@@ -297,7 +297,7 @@ def _quiet_exporter_log() -> None:
 
 # Small helpers --------------------------------------------------------------------------
 def _error(status: str, error: str | None) -> str | None:
-    return scrub(error or "error") if status != "ok" else None
+    return scrub(error or "error") if status != "succeeded" else None
 
 
 def _error_type(error: str) -> str:

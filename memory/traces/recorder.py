@@ -58,7 +58,7 @@ class RunRecorder:
             yield handle
         except BaseException as exc:
             error = f"{type(exc).__name__}: {exc}"
-            self.store.write_step(self.run_id, handle, status="error", error=error)
+            self.store.write_step(self.run_id, handle, status="failed", error=error)
             self.emit(StepFailed(self.run_id, node, str(exc)))
             raise
         self.store.write_step(self.run_id, handle)

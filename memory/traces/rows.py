@@ -9,7 +9,15 @@ from typing import Any, cast
 
 from tierflow.agents.scoring import top_options
 from tierflow.memory.traces.tables import ModelCall, Run, ToolCall
-from tierflow.records import Message, ModelCallRecord, StoredModelCall, Tier, TokenSignals, ToolCallRecord
+from tierflow.records import (
+    Message,
+    ModelCallRecord,
+    StoredModelCall,
+    Tier,
+    TokenSignals,
+    ToolCallRecord,
+    slm_share,
+)
 
 __all__ = [
     "RunSummary",
@@ -42,7 +50,7 @@ class RunSummary:
 
     @property
     def slm_share(self) -> float | None:
-        return self.slm_calls / self.model_calls if self.model_calls else None
+        return slm_share(self.slm_calls, self.model_calls)
 
 
 def aware(moment: datetime) -> datetime:
@@ -101,7 +109,7 @@ def stored_call(call: ModelCall) -> StoredModelCall:
         parsed=call.parsed,
         signals=token_signals_of(call.signals),
         choice_probabilities=(call.signals or {}).get("choice"),
-        score=(call.signals or {}).get("score"),
+        p_wrong=_p_wrong(call.signals),
         recall=(call.signals or {}).get("recall"),
     )
 
@@ -110,12 +118,12 @@ def signals_column(record: ModelCallRecord) -> dict[str, Any] | None:
     """The ``signals`` column: the token signals' fields, and ``choice`` (the most probable
     options of a choice with their probabilities) when the call was one."""
     stored: dict[str, Any] = record.signals.to_json() if record.signals else {}
-    if record.choice_scores is not None:
-        kept = top_options(record.choice_scores.probabilities)
+    if record.choice_probabilities is not None:
+        kept = top_options(record.choice_probabilities.probabilities)
         stored["choice"] = {option: round(p, 5) for option, p in kept.items()}
-        stored["greedy_choice"] = record.choice_scores.greedy_choice
-    if record.score is not None:
-        stored["score"] = round(record.score, 4)
+        stored["greedy_choice"] = record.choice_probabilities.greedy_choice
+    if record.p_wrong is not None:
+        stored["p_wrong"] = round(record.p_wrong, 4)
     if record.recall:
         stored["recall"] = record.recall
     return stored or None
@@ -135,3 +143,9 @@ def stored_tool_call(call: ToolCall) -> ToolCallRecord:
         error=call.error,
         latency_ms=round(call.latency_ms, 1),
     )
+
+
+def _p_wrong(stored: dict[str, Any] | None) -> float | None:
+    """P(wrong) as the ``signals`` column holds it (``score`` in rows written before 0.2)."""
+    value = (stored or {}).get("p_wrong", (stored or {}).get("score"))
+    return float(value) if value is not None else None

@@ -176,7 +176,7 @@ class TraceStore:
             listener.run_finished(run_id, status, answer=answer, error=error)
 
     def write_step(
-        self, run_id: str, step: StepHandle, *, status: str = "ok", error: str | None = None
+        self, run_id: str, step: StepHandle, *, status: str = "succeeded", error: str | None = None
     ) -> int:
         """Store a finished step with its model and tool calls, in one transaction (SQLAlchemy
         Core: the ORM's unit of work cost more than the rest of a step's orchestration)."""

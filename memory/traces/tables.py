@@ -42,7 +42,7 @@ class Step(SQLModel, table=True):
     run_id: str = Field(foreign_key="runs.id", index=True)
     seq: int
     node: str
-    status: str = "running"  # running|ok|error
+    status: str = "running"  # running|succeeded|failed
     summary: str | None = Field(default=None, sa_column=Column(Text))
     error: str | None = Field(default=None, sa_column=Column(Text))
     started_at: datetime = Field(default_factory=utcnow)
@@ -123,7 +123,7 @@ class JobDocument(SQLModel, table=True):
     path: str
     content_hash: str | None = Field(default=None, index=True)
     size: int = 0
-    status: str = Field(default="pending", index=True)  # pending|running|done|failed|skipped
+    status: str = Field(default="pending", index=True)  # pending|running|succeeded|failed|skipped
     reason: str | None = Field(default=None, sa_column=Column(Text))
     summary: str | None = Field(default=None, sa_column=Column(Text))
     run_id: str | None = None

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import pandas as pd
 import streamlit as st
+from tierflow.agents.budget import Prices
+from tierflow.records import slm_share
 from tierflow.ui.resources import current_app
 from tierflow.ui.views import cost_of, run_options
 
@@ -26,6 +28,7 @@ completion_price = right.number_input(
     app.settings.llm_price_completion_per_mtok,
     step=0.5,
 )
+prices = Prices(prompt_price, completion_price)
 limit = count.slider("Runs, newest first", 5, 1000, 100, step=5)
 st.caption(
     "Avoided: the tokens the SLM read and wrote, priced as if the LLM had served those calls "
@@ -48,7 +51,7 @@ if not runs:
 
 rows = []
 for run in runs:
-    cost = cost_of(run, prompt_price, completion_price)
+    cost = cost_of(run, prices)
     rows.append(
         {
             "run": run.id,
@@ -66,7 +69,8 @@ frame = pd.DataFrame(rows)
 
 calls, slm = int(frame["model calls"].sum()), int(frame["SLM calls"].sum())
 columns = st.columns(4)
-columns[0].metric("SLM share of calls", f"{100 * slm / calls:.0f}%" if calls else "–")
+share = slm_share(slm, calls)
+columns[0].metric("SLM share of calls", f"{100 * share:.0f}%" if share is not None else "–")
 columns[1].metric("LLM tokens used", f"{int(frame['LLM tokens'].sum()):,}")
 columns[2].metric("LLM tokens avoided", f"{int(frame['LLM tokens avoided'].sum()):,}")
 avoided, total = frame["avoided $"].sum(), (frame["cost $"] + frame["avoided $"]).sum()
@@ -89,9 +93,8 @@ options = run_options(runs)
 chosen = st.selectbox("Run", list(options), format_func=options.__getitem__)
 one = frame[frame["run"] == chosen].iloc[0]
 columns = st.columns(4)
-columns[0].metric(
-    "SLM share", f"{100 * one['SLM calls'] / one['model calls']:.0f}%" if one["model calls"] else "–"
-)
+one_share = slm_share(int(one["SLM calls"]), int(one["model calls"]))
+columns[0].metric("SLM share", f"{100 * one_share:.0f}%" if one_share is not None else "–")
 columns[1].metric("LLM tokens", int(one["LLM tokens"]))
 columns[2].metric("LLM tokens avoided", int(one["LLM tokens avoided"]))
 columns[3].metric("LLM cost / avoided", f"${one['cost $']:.4f} / ${one['avoided $']:.4f}")

@@ -9,8 +9,8 @@ from pathlib import PurePath
 import pandas as pd
 import streamlit as st
 from tierflow.batch.jobs import FINISHED, JobNotFoundError, JobStore
-from tierflow.batch.report import slm_share
 from tierflow.memory.traces.tables import Job, JobDocument
+from tierflow.records import slm_share
 from tierflow.ui.resources import current_app
 from tierflow.ui.views import STATUS_BADGE
 
@@ -19,7 +19,8 @@ START_COMMAND = "tierflow summarize REPORTS/ --out report.md"
 
 
 def documents_share(documents: list[JobDocument]) -> float | None:
-    return slm_share(sum(d.slm_calls for d in documents), sum(d.llm_calls for d in documents))
+    slm = sum(d.slm_calls for d in documents)
+    return slm_share(slm, slm + sum(d.llm_calls for d in documents))
 
 
 def jobs_frame(jobs: list[Job], documents: dict[str, list[JobDocument]]) -> pd.DataFrame:
@@ -33,7 +34,7 @@ def jobs_frame(jobs: list[Job], documents: dict[str, list[JobDocument]]) -> pd.D
                 "job": job.id,
                 "status": job.status,
                 "created": job.created_at,
-                "done": count["done"],
+                "succeeded": count["succeeded"],
                 "failed": count["failed"],
                 "skipped": count["skipped"],
                 "pending": count["pending"] + count["running"],
@@ -114,7 +115,9 @@ def show_progress(store: JobStore, job_id: str, *, was_running: bool) -> None:
     total = len(documents)
     st.progress(finished / total if total else 0.0, text=f"{finished} of {total} documents finished")
     columns = st.columns(6)
-    for column, status in zip(columns, ("done", "failed", "skipped", "running", "pending"), strict=False):
+    for column, status in zip(
+        columns, ("succeeded", "failed", "skipped", "running", "pending"), strict=False
+    ):
         column.metric(status, count[status])
     share = documents_share(documents)
     columns[5].metric("SLM share", f"{100 * share:.0f}%" if share is not None else "–")

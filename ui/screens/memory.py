@@ -149,8 +149,8 @@ def show_hit(rank: int, hit: Hit) -> None:
         # only our own labels and numbers go through Markdown (a collection name is checked)
         badge = f" · {LOCAL_ONLY_BADGE}" if chunk.local_only else ""
         st.markdown(
-            f"**{rank}. score {hit.score:.2f}** (similarity {hit.similarity:.2f}) · part {chunk.position + 1}"
-            f" · collection `{chunk.collection}`{badge}"
+            f"**{rank}. ranking {hit.ranking:.2f}** (similarity {hit.similarity:.2f})"
+            f" · part {chunk.position + 1} · collection `{chunk.collection}`{badge}"
         )
         st.text(f"{PurePath(chunk.source).name}  ({PurePath(chunk.source).parent})")
         st.code(chunk.text, language=None, wrap_lines=True)
