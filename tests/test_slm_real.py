@@ -55,10 +55,11 @@ def test_choices_come_with_a_distribution_over_the_options(slm: LlamaCppModel) -
     assert chosen == max(probabilities, key=probabilities.get)  # the reply is the most probable option
     assert sure.confidence == probabilities[chosen] and chosen == "calculator"
     # Scoring leaves the KV cache usable: the same call again gives the same choice. (llama.cpp's
-    # numbers shift slightly with how the prompt is split into batches, hence the tolerance.)
+    # numbers shift with how the prompt is split into batches, hence the tolerance: 0.035 at
+    # most on the AVX2 build `make setup` makes, against 0.03 seen on a native build.)
     again = slm.complete([system, *ask("What is 1234 * 5678?")], schema=schema, max_tokens=20)
     assert again.text == sure.text and again.choice_probabilities is not None
-    assert again.choice_probabilities.probabilities == pytest.approx(probabilities, abs=0.03)
+    assert again.choice_probabilities.probabilities == pytest.approx(probabilities, abs=0.05)
     unsure = slm.complete([system, *ask("Tell me a poem about autumn.")], schema=schema, max_tokens=20)
     assert unsure.confidence is not None and sure.confidence is not None
     assert unsure.confidence < sure.confidence
