@@ -106,8 +106,11 @@ def _routing(directory: Path) -> str:
         "random, same share",
     ]
     return (
-        f"### The escalation score (held-out test split, max_loss {data['max_loss']}; curves in "
-        "`evals/results/routing.md`)\n\n"
+        f"### The escalation score: an offline replay (held-out test split, max_loss {data['max_loss']}; "
+        "curves in `evals/results/routing.md`)\n\n"
+        "Not a run of the `tiered` policy: recorded SLM and LLM outcomes combined with the score "
+        "after the fact. Real runs of the policy differ (an SLM reply that is not valid JSON escalates "
+        "in a run but counts as no call here); the tables above are real runs.\n\n"
         f'AUROC for "the SLM\'s decision is wrong": select_tool {auc["select_tool"]:.2f}, '
         f"extract_args {auc['extract_args']:.2f}, whole decision {auc['decision']:.2f}.\n\n"
         + markdown_table(headers, rows)
