@@ -22,7 +22,7 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -30,6 +30,7 @@ from typing import Any
 
 from tierflow.agents.signals import TokenSignals
 from tierflow.errors import ConfigError
+from tierflow.json_values import json_leaves
 
 __all__ = [
     "SELECT_FEATURES",
@@ -178,17 +179,6 @@ def top_options(probabilities: Mapping[str, float], keep: int = OPTIONS_KEPT) ->
     return dict(ranked[:keep])
 
 
-def _leaves(value: Any) -> Iterable[Any]:
-    if isinstance(value, dict):
-        for item in value.values():
-            yield from _leaves(item)
-    elif isinstance(value, list):
-        for item in value:
-            yield from _leaves(item)
-    else:
-        yield value
-
-
 def _normal(text: str) -> str:
     return " ".join(_WORD.findall(text.lower()))
 
@@ -223,7 +213,7 @@ def args_features(
     schema_text = _normal(f"{tool.description} {json.dumps(tool.parameters, ensure_ascii=False)}")
     strings = grounded_strings = numbers = grounded_numbers = empty = from_schema = 0
     used_numbers: set[float] = set()
-    for leaf in _leaves(dict(arguments)):
+    for leaf in json_leaves(dict(arguments)):
         if isinstance(leaf, bool) or leaf is None:
             continue
         if isinstance(leaf, str):

@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal, Protocol
 
+from tierflow.json_values import map_json
 from typing_extensions import TypedDict
 
 __all__ = [
@@ -259,13 +260,13 @@ class RunTrace:
 
 
 def _jsonable(value: Any) -> Any:
+    return map_json(value, _utc_text)
+
+
+def _utc_text(value: Any) -> Any:
     if isinstance(value, datetime):
         aware = value if value.tzinfo else value.replace(tzinfo=UTC)
         return aware.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-    if isinstance(value, dict):
-        return {key: _jsonable(item) for key, item in value.items()}
-    if isinstance(value, list):
-        return [_jsonable(item) for item in value]
     return value
 
 

@@ -26,6 +26,8 @@ import threading
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from tierflow.json_values import map_json
+
 __all__ = ["REDACTED", "register", "scrub", "scrub_value", "secret_env_values", "install_log_scrubbing"]
 
 REDACTED = "[REDACTED]"
@@ -82,15 +84,7 @@ def scrub(text: str) -> str:
 
 def scrub_value(value: Any) -> Any:
     """``scrub`` applied to every string inside dicts, lists and tuples (keys included)."""
-    if isinstance(value, str):
-        return scrub(value)
-    if isinstance(value, dict):
-        return {scrub_value(key): scrub_value(item) for key, item in value.items()}
-    if isinstance(value, list):
-        return [scrub_value(item) for item in value]
-    if isinstance(value, tuple):
-        return tuple(scrub_value(item) for item in value)
-    return value
+    return map_json(value, lambda leaf: scrub(leaf) if isinstance(leaf, str) else leaf, keys=True)
 
 
 _installed = False
