@@ -20,6 +20,38 @@ if TYPE_CHECKING:
 __all__ = ["eval_routing"]
 
 
+WarmOption = Annotated[
+    bool,
+    typer.Option(
+        "--warm-memory",
+        help="With --collect: also run the SLM on the live test items with a memory of the LLM's "
+        "decisions on the train and calib splits.",
+    ),
+]
+FreshOption = Annotated[
+    bool,
+    typer.Option(
+        "--fresh",
+        help="With --collect: also run both tiers on a second draw of live items outside the "
+        "routing set (reported, never trained or calibrated on).",
+    ),
+]
+RunsOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--runs", help="The paired runs (JSON lines; default: routing/runs.jsonl in the results dir)."
+    ),
+]
+ScorerOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--scorer",
+        help="The scorer file to write or read (default: routing/escalation_scorer.json in the "
+        "results dir; read: else TIERFLOW_ESCALATION_SCORER, else the shipped one).",
+    ),
+]
+
+
 def eval_routing(
     collect: Annotated[
         bool, typer.Option("--collect", help="Run the SLM and the LLM on items not yet run.")
@@ -27,39 +59,13 @@ def eval_routing(
     train: Annotated[
         bool, typer.Option("--train", help="Refit the escalation score and its thresholds.")
     ] = False,
-    warm: Annotated[
-        bool,
-        typer.Option(
-            "--warm-memory",
-            help="With --collect: also run the SLM on the live test items with a memory of the LLM's "
-            "decisions on the train and calib splits.",
-        ),
-    ] = False,
-    fresh: Annotated[
-        bool,
-        typer.Option(
-            "--fresh",
-            help="With --collect: also run both tiers on a second draw of live items outside the "
-            "routing set (reported, never trained or calibrated on).",
-        ),
-    ] = False,
+    warm: WarmOption = False,
+    fresh: FreshOption = False,
     max_loss: Annotated[
         float | None, typer.Option(min=0.0, max=1.0, help="Report at this max_loss (default: the policy's).")
     ] = None,
-    runs_file: Annotated[
-        Path | None,
-        typer.Option(
-            "--runs", help="The paired runs (JSON lines; default: routing/runs.jsonl in the results dir)."
-        ),
-    ] = None,
-    scorer_file: Annotated[
-        Path | None,
-        typer.Option(
-            "--scorer",
-            help="The scorer file to write or read (default: routing/escalation_scorer.json in the "
-            "results dir; read: else TIERFLOW_ESCALATION_SCORER, else the shipped one).",
-        ),
-    ] = None,
+    runs_file: RunsOption = None,
+    scorer_file: ScorerOption = None,
     out_dir: OutOption = None,
     traces: Annotated[Path | None, typer.Option(help="SQLite file for the collected runs' traces.")] = None,
     as_json: JsonOption = False,
