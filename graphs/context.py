@@ -26,8 +26,8 @@ from tierflow.agents.protocol import CURRENT_NODE, ChatModel, Completion, Messag
 from tierflow.agents.redaction import Redactor
 from tierflow.agents.tiers import Tiers
 from tierflow.errors import ContextOverflowError, TierflowError
-from tierflow.memory.traces.recorder import RunRecorder, StepHandle
-from tierflow.records import CallRef, ModelCallRecord
+from tierflow.memory.traces.recorder import RunRecorder
+from tierflow.records import CallRef, ModelCallRecord, StepHandle
 
 if TYPE_CHECKING:
     from tierflow.memory.documents import DocumentMemory

@@ -26,8 +26,7 @@ from tierflow.agents.prompting import render_messages
 from tierflow.agents.protocol import Completion, Message
 from tierflow.errors import GraphError, StepOutputError
 from tierflow.graphs.context import Answer, TierContext, ask
-from tierflow.memory.traces.recorder import StepHandle
-from tierflow.records import ToolCallRecord
+from tierflow.records import StepHandle, ToolCallRecord
 
 __all__ = [
     "StepScope",

@@ -22,8 +22,7 @@ if TYPE_CHECKING:
     from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
     from opentelemetry.sdk.trace.export import SpanExporter
     from opentelemetry.trace import Tracer
-    from tierflow.memory.traces.recorder import StepHandle
-    from tierflow.records import ModelCallRecord, ToolCallRecord
+    from tierflow.records import ModelCallRecord, StepHandle, ToolCallRecord
 
 __all__ = [
     "PROVIDERS",

@@ -20,7 +20,7 @@ from tierflow.records import (
     StepStarted,
 )
 
-__all__ = ["RunRecorder", "StepHandle"]
+__all__ = ["RunRecorder"]
 
 
 class RunRecorder:

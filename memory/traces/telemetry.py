@@ -55,8 +55,7 @@ if TYPE_CHECKING:
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import SpanExporter
     from opentelemetry.trace import Tracer
-    from tierflow.memory.traces.recorder import StepHandle
-    from tierflow.records import CallRef
+    from tierflow.records import CallRef, StepHandle
 
 __all__ = ["RunTelemetry", "ENDPOINT_VARIABLES", "CONTENT_VARIABLE", "PROVIDERS"]
 

@@ -12,8 +12,7 @@ from typing import Any
 
 import pytest
 from tierflow.memory import TraceStore
-from tierflow.memory.traces.recorder import StepHandle
-from tierflow.records import ModelCallRecord, ToolCallRecord
+from tierflow.records import ModelCallRecord, StepHandle, ToolCallRecord
 
 from tests.reliability.postgres import fresh_database, postgres_server
 
