@@ -143,11 +143,13 @@ def run_tasks(
     policy: TierPolicy,
     store: TraceStore,
     *,
+    relevance: Callable[[str, Sequence[str]], list[float]] | None = None,
     on_item: Callable[[TaskResult], None] | None = None,
 ) -> list[TaskResult]:
-    runner = TaskRunner(
-        tiers, default_registry(suite.workspace, clock=lambda: suite.clock), store, policy=policy
-    )
+    """Run each task through the task graph; ``relevance`` is the request-to-tool similarity
+    the escalation score reads under ``tiered`` (the app's offline embeddings)."""
+    registry = default_registry(suite.workspace, clock=lambda: suite.clock)
+    runner = TaskRunner(tiers, registry, store, policy=policy, relevance=relevance)
     results = []
     for task in tasks:
         started = time.perf_counter()

@@ -136,7 +136,9 @@ def eval_tasks(
 
         def run(label: str, chosen: TierPolicy) -> list[TaskResult]:
             on_item = partial(progress.item, label, len(tasks))
-            return run_tasks(suite, tasks, tiers, chosen, store, on_item=on_item)
+            return run_tasks(
+                suite, tasks, tiers, chosen, store, relevance=tierflow_app.relevance, on_item=on_item
+            )
 
         data = evaluate_policies(
             path,
