@@ -14,6 +14,7 @@ from functools import lru_cache
 from typing import Any
 
 from tierflow.errors import SchemaError
+from tierflow.json_values import map_subschemas
 
 __all__ = ["grammar_schema", "build_grammar"]
 
@@ -41,18 +42,9 @@ _DROPPED_KEYWORDS = frozenset(
 def grammar_schema(schema: dict[str, Any]) -> dict[str, Any]:
     """A copy of ``schema`` with the keywords that hurt grammar sampling removed."""
 
-    def strip(node: Any, in_properties: bool = False) -> Any:
-        if isinstance(node, dict):
-            return {
-                key: strip(value, in_properties=(key == "properties"))
-                for key, value in node.items()
-                if in_properties or key not in _DROPPED_KEYWORDS
-            }
-        if isinstance(node, list):
-            return [strip(item) for item in node]
-        return node
-
-    result: dict[str, Any] = strip(schema)
+    result: dict[str, Any] = map_subschemas(
+        schema, lambda node: {key: value for key, value in node.items() if key not in _DROPPED_KEYWORDS}
+    )
     return result
 
 

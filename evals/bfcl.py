@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from tierflow.errors import SchemaError, TierflowError
+from tierflow.json_values import map_subschemas
 from tierflow.tools.base import Tool
 from tierflow.tools.registry import ToolRegistry
 
@@ -277,6 +278,12 @@ def load_category(category: str) -> list[Case]:
 def to_json_schema(spec: dict[str, Any], language: str = "python") -> dict[str, Any]:
     """A Gorilla parameter spec as JSON Schema. Java and JavaScript values are strings written
     in that language's syntax, as BFCL's own handlers describe them."""
+    result: dict[str, Any] = map_subschemas(spec, lambda node: _schema_node(node, language))
+    return result
+
+
+def _schema_node(spec: dict[str, Any], language: str) -> dict[str, Any]:
+    """One Gorilla spec node as JSON Schema, its subschemas already translated."""
     out: dict[str, Any] = {}
     kind = spec.get("type")
     if language != "python":
@@ -290,10 +297,10 @@ def to_json_schema(spec: dict[str, Any], language: str = "python") -> dict[str, 
         if spec.get("description"):
             out["description"] = spec["description"]
         if mapped == "array" and isinstance(spec.get("items"), dict):
-            out["items"] = to_json_schema(spec["items"])
+            out["items"] = spec["items"]
         if mapped == "object" and isinstance(spec.get("properties"), dict):
             out["properties"] = {
-                name: to_json_schema(sub) for name, sub in spec["properties"].items() if isinstance(sub, dict)
+                name: sub for name, sub in spec["properties"].items() if isinstance(sub, dict)
             }
             required = [r for r in spec.get("required", []) if r in out["properties"]]
             if required:

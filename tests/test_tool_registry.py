@@ -1,7 +1,14 @@
+import doctest
+import enum
+import json
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+import tierflow.json_values
+import tierflow.tools.schema
+from pydantic import BaseModel
+from tierflow.agents.grammar import build_grammar, grammar_schema
 from tierflow.errors import ToolError
 from tierflow.tools import Tool, ToolRegistry, default_registry
 
@@ -36,6 +43,59 @@ def test_schema_comes_from_signature_and_docstring() -> None:
         "required": ["amount"],
         "type": "object",
     }
+
+
+class Unit(enum.Enum):
+    km = "km"
+    mi = "mi"
+
+
+class Leg(BaseModel):
+    title: str
+    distance: float
+
+
+def plan(legs: list[Leg], unit: Unit | None = None, title: str = "trip") -> str:
+    """Plan a trip."""
+    return title
+
+
+def test_typed_schemas_are_shown_flat_like_every_other_tool() -> None:
+    """Nested models and enums are inlined, Optional[X] is X, titles go, and a property
+    named ``title`` stays: the same flattening as LangChain tools get."""
+    parameters = Tool.from_function(plan).parameters
+    text = json.dumps(parameters)
+    assert "$ref" not in text and "$defs" not in text and "anyOf" not in text
+    assert parameters["properties"]["unit"] == {"default": None, "enum": ["km", "mi"], "type": "string"}
+    leg = parameters["properties"]["legs"]["items"]
+    assert set(leg["properties"]) == {"title", "distance"}
+    assert "title" not in leg and "title" not in leg["properties"]["title"]
+    assert parameters["properties"]["title"] == {"default": "trip", "type": "string"}
+    assert build_grammar(parameters) is not None  # and llama.cpp takes it as a grammar
+
+
+def test_the_schema_walker_tells_keywords_from_names_and_data() -> None:
+    schema = {
+        "type": "object",
+        "title": "drop me",
+        "properties": {
+            "format": {"type": "string", "format": "date", "title": "drop me too"},
+            "shape": {"enum": [{"title": "kept", "maxLength": 3}], "default": {"pattern": "kept"}},
+        },
+        "required": ["format"],
+    }
+    stripped = grammar_schema(schema)
+    assert stripped == {
+        "type": "object",
+        "properties": {"format": {"type": "string"}, "shape": {"enum": [{"title": "kept", "maxLength": 3}]}},
+        "required": ["format"],
+    }
+    assert schema["properties"]["format"]["format"] == "date"  # the input is left alone
+
+
+def test_schema_module_examples_hold() -> None:
+    assert doctest.testmod(tierflow.json_values).failed == 0
+    assert doctest.testmod(tierflow.tools.schema).failed == 0
 
 
 def test_validation_errors_name_the_field() -> None:

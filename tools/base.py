@@ -31,6 +31,7 @@ from typing import Any, get_type_hints, overload
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 from tierflow.errors import ToolError, describe_validation_error
 from tierflow.tools.limits import DEFAULT_LIMITS, ToolLimits, run_limited
+from tierflow.tools.schema import flat_schema, model_from_schema
 
 __all__ = ["Tool", "tool", "checked_limits", "format_result"]
 
@@ -96,8 +97,6 @@ class Tool:
     ) -> Tool:
         """A tool described by a JSON schema (``type: object``); without ``function`` it can
         be chosen and given arguments (as in evaluations) but calling it is an error."""
-        from tierflow.tools.schema import model_from_schema
-
         if not _NAME.match(name):
             raise ValueError(f"tool name {name!r} must match {_NAME.pattern}")
 
@@ -112,12 +111,7 @@ class Tool:
         """The arguments' JSON schema, flat and without titles (built once per tool)."""
         if self.input_schema is not None:
             return self.input_schema
-        schema = self.arguments_model.model_json_schema()
-        schema.pop("title", None)
-        for prop in schema.get("properties", {}).values():
-            prop.pop("title", None)
-        schema.setdefault("required", [])
-        return schema
+        return flat_schema(self.arguments_model.model_json_schema())
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         """A tool made with ``@tool`` is still the function it was."""

@@ -49,6 +49,7 @@ from pydantic import BaseModel, ValidationError
 from pydantic.v1 import ValidationError as ValidationErrorV1
 from tierflow.errors import ToolError, describe_validation_error
 from tierflow.tools.base import Tool, checked_limits, format_result
+from tierflow.tools.schema import flat_schema
 
 __all__ = ["from_langchain", "langchain_name"]
 
@@ -100,48 +101,7 @@ def langchain_name(name: str) -> str:
 def _parameters(tool: BaseTool) -> dict[str, Any]:
     """The arguments' JSON schema LangChain gives a model for ``tool`` (injected arguments
     left out: ``tool.tool_call_schema``), flat and without titles, as ``Tool.parameters``."""
-    schema = convert_to_openai_tool(tool)["function"].get("parameters") or {}
-    definitions = {**schema.get("definitions", {}), **schema.get("$defs", {})}
-    flat: dict[str, Any] = _flatten(schema, definitions, frozenset())
-    flat.pop("description", None)
-    flat["type"] = "object"
-    flat.setdefault("properties", {})
-    flat.setdefault("required", [])
-    return flat
-
-
-def _flatten(node: Any, definitions: Mapping[str, Any], seen: frozenset[str]) -> Any:
-    """Inline ``$ref``, drop titles, and turn ``anyOf: [X, null]`` (``Optional[X]``) into ``X``."""
-    if isinstance(node, list):
-        return [_flatten(item, definitions, seen) for item in node]
-    if not isinstance(node, dict):
-        return node
-    ref = node.get("$ref")
-    if isinstance(ref, str):
-        key = ref.rsplit("/", 1)[-1]
-        rest = {k: v for k, v in node.items() if k != "$ref"}
-        if ref in seen or key not in definitions:  # recursive or unknown: a free-form object
-            return {"type": "object", **_flatten(rest, definitions, seen)}
-        return _flatten({**definitions[key], **rest}, definitions, seen | {ref})
-    flat: dict[str, Any] = {}
-    for key, value in node.items():
-        if key in ("title", "$defs", "definitions"):
-            continue
-        if key == "properties" and isinstance(value, dict):  # property names are kept as they are
-            flat[key] = {prop: _flatten(sub, definitions, seen) for prop, sub in value.items()}
-        else:
-            flat[key] = _flatten(value, definitions, seen)
-    for combinator in ("anyOf", "oneOf", "allOf"):
-        options = flat.get(combinator)
-        if isinstance(options, list):
-            kept = [o for o in options if o != {"type": "null"}]
-            if len(kept) == 1 and isinstance(kept[0], dict):
-                del flat[combinator]
-                flat = {**kept[0], **flat}
-    kind = flat.get("type")
-    if isinstance(kind, list) and "null" in kind and len(kind) == 2:
-        flat["type"] = next(k for k in kind if k != "null")
-    return flat
+    return flat_schema(convert_to_openai_tool(tool)["function"].get("parameters") or {})
 
 
 def _check_injected(
