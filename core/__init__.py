@@ -62,6 +62,7 @@ _EXPORTS = {
     "ChatModel": "tierflow.agents.protocol",
     "Completion": "tierflow.agents.protocol",
     "Message": "tierflow.records",
+    "Progress": "tierflow.records",
     "ScriptedModel": "tierflow.agents.scripted",
     # settings
     "Settings": "tierflow.settings",
@@ -126,6 +127,7 @@ __all__ = [
     "ChatModel",
     "Completion",
     "Message",
+    "Progress",
     "ScriptedModel",
     "Settings",
     "load_settings",
@@ -186,7 +188,7 @@ if TYPE_CHECKING:
     )
     from tierflow.memory.documents import DocumentMemory
     from tierflow.memory.traces import TraceStore
-    from tierflow.records import Message
+    from tierflow.records import Message, Progress
     from tierflow.settings import Settings, load_settings
     from tierflow.tools.base import Tool, tool
     from tierflow.tools.limits import ToolLimits

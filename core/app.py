@@ -13,7 +13,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from tierflow.agents.catalog import CATALOG, Progress, resolve_model
+from tierflow.agents.catalog import CATALOG, resolve_model
 from tierflow.agents.llm import OpenAIChatModel
 from tierflow.agents.policy import TierPolicy
 from tierflow.agents.protocol import ChatModel
@@ -28,7 +28,7 @@ from tierflow.graphs.running import run_graph as graph_run
 from tierflow.memory.traces import TraceStore
 from tierflow.memory.traces.telemetry import RunTelemetry
 from tierflow.optional import installed, require
-from tierflow.records import TraceListener
+from tierflow.records import OnProgress, TraceListener
 from tierflow.settings import Settings, load_settings
 from tierflow.tools.builtins import default_registry
 from tierflow.tools.registry import ToolRegistry
@@ -55,19 +55,19 @@ def llm_name(settings: Settings) -> str:
     return "llm" if settings.llm_base_url else _model_name(settings.embedded_llm_model)
 
 
-def model_file(settings: Settings, spec: str, setting: str, progress: Progress | None) -> Path:
+def model_file(settings: Settings, spec: str, setting: str, on_progress: OnProgress | None) -> Path:
     return resolve_model(
         spec,
         settings.resolved_models_dir(),
         auto_pull=settings.auto_pull,
-        progress=progress,
+        on_progress=on_progress,
         setting=setting,
     )
 
 
-def build_slm(settings: Settings, progress: Progress | None = None) -> LlamaCppModel:
+def build_slm(settings: Settings, on_progress: OnProgress | None = None) -> LlamaCppModel:
     require("llama_cpp", purpose="the local SLM tier")
-    path = model_file(settings, settings.slm_model, "TIERFLOW_SLM_MODEL", progress)
+    path = model_file(settings, settings.slm_model, "TIERFLOW_SLM_MODEL", on_progress)
     return LlamaCppModel(
         path,
         name=_model_name(settings.slm_model),
@@ -77,7 +77,7 @@ def build_slm(settings: Settings, progress: Progress | None = None) -> LlamaCppM
     )
 
 
-def build_llm(settings: Settings, progress: Progress | None = None) -> ChatModel:
+def build_llm(settings: Settings, on_progress: OnProgress | None = None) -> ChatModel:
     """The LLM tier: the configured endpoint (``llm_base_url``, which the ``llm`` shorthand and
     OPENAI_BASE_URL also fill), else the embedded llama.cpp server, started on first use."""
     if settings.llm_base_url:
@@ -118,7 +118,7 @@ def build_llm(settings: Settings, progress: Progress | None = None) -> ChatModel
         "uvicorn",
         purpose="the embedded LLM server (used when no TIERFLOW_LLM or TIERFLOW_LLM_BASE_URL is set)",
     )
-    path = model_file(settings, settings.embedded_llm_model, "TIERFLOW_EMBEDDED_LLM_MODEL", progress)
+    path = model_file(settings, settings.embedded_llm_model, "TIERFLOW_EMBEDDED_LLM_MODEL", on_progress)
     server = EmbeddedServer(
         path,
         alias=llm_name(settings),
@@ -137,18 +137,18 @@ def trace_listeners(environ: Mapping[str, str] | None = None) -> list[TraceListe
     return [telemetry] if telemetry is not None else []
 
 
-def load_embeddings(settings: Settings, progress: Progress | None = None) -> OfflineEmbeddings:
+def load_embeddings(settings: Settings, on_progress: OnProgress | None = None) -> OfflineEmbeddings:
     """The offline sentence embeddings in the settings' models folder (pulled first when
     missing and ``auto_pull`` is on); a clear error when the ``memory`` extra is missing."""
     require("chromadb", "onnxruntime", "tokenizers", purpose="the offline embeddings of the memory")
     from tierflow.memory.embeddings import load_embeddings as load
 
-    return load(settings.resolved_models_dir(), auto_pull=settings.auto_pull, progress=progress)
+    return load(settings.resolved_models_dir(), auto_pull=settings.auto_pull, on_progress=on_progress)
 
 
 def open_recall(
     settings: Settings,
-    progress: Progress | None = None,
+    on_progress: OnProgress | None = None,
     *,
     learn: bool | None = None,
     embeddings: OfflineEmbeddings | None = None,
@@ -158,7 +158,7 @@ def open_recall(
     from tierflow.memory.decisions import DecisionMemory
 
     memory = DecisionMemory.open(
-        settings.resolved_memory_dir() / "decisions", embeddings or load_embeddings(settings, progress)
+        settings.resolved_memory_dir() / "decisions", embeddings or load_embeddings(settings, on_progress)
     )
     return Recall(
         memory,
@@ -176,7 +176,7 @@ class App:
         self,
         settings: Settings,
         *,
-        progress: Progress | None = None,
+        on_progress: OnProgress | None = None,
         tiers: Tiers | None = None,
         tools: ToolRegistry | None = None,
         store: TraceStore | None = None,
@@ -185,7 +185,7 @@ class App:
         """Parts given here are used as they are (scripted tiers in tests, a shared store);
         the others are built from ``settings`` on first use."""
         self.settings = settings
-        self._progress = progress
+        self._on_progress = on_progress
         given = {"tiers": tiers, "tools": tools, "store": store, "checkpointer": checkpointer}
         self._given = {name: part for name, part in given.items() if part is not None}
         self._relevance: Relevance | None = None
@@ -212,8 +212,8 @@ class App:
         downloads the other's model file."""
         conf = self.settings
         return Tiers(
-            slm=Deferred("slm", _model_name(conf.slm_model), lambda: build_slm(conf, self._progress)),
-            llm=Deferred("llm", llm_name(conf), lambda: build_llm(conf, self._progress)),
+            slm=Deferred("slm", _model_name(conf.slm_model), lambda: build_slm(conf, self._on_progress)),
+            llm=Deferred("llm", llm_name(conf), lambda: build_llm(conf, self._on_progress)),
         )
 
     @cached_property
@@ -224,7 +224,7 @@ class App:
 
     @cached_property
     def embeddings(self) -> OfflineEmbeddings:
-        return load_embeddings(self.settings, self._progress)
+        return load_embeddings(self.settings, self._on_progress)
 
     @cached_property
     def documents(self) -> DocumentMemory:
@@ -245,7 +245,7 @@ class App:
                 "(pip install 'tierflow[memory]'), or set TIERFLOW_MEMORY=false"
             )
             return None
-        return open_recall(self.settings, self._progress, embeddings=self.embeddings)
+        return open_recall(self.settings, self._on_progress, embeddings=self.embeddings)
 
     def relevance(self, request: str, texts: Sequence[str]) -> list[float]:
         """A request's embedding similarity to each text (the escalation score reads it of

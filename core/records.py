@@ -7,7 +7,7 @@ This is the ground floor: it imports nothing of tierflow's."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal, Protocol
@@ -38,6 +38,8 @@ __all__ = [
     "StepFinished",
     "StepFailed",
     "RunFinished",
+    "Progress",
+    "OnProgress",
 ]
 
 Tier = Literal["slm", "llm"]
@@ -307,6 +309,34 @@ class RunFinished:
 
 
 Event = RunStarted | StepStarted | StepFinished | StepFailed | RunFinished
+
+
+# Long work as it goes ---------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class Progress:
+    """One report of long work (a model download, a batch job, adding documents, an
+    evaluation): ``done`` of ``total`` in ``stage``. Every long operation takes an
+    ``on_progress`` callback of this one shape, and the CLI has one display for it.
+
+    ``outcome`` says how the item that just finished went (``succeeded``, ``failed``,
+    ``skipped``, ``correct``, ``wrong`` ...); a display counts them. ``item`` names it and
+    ``detail`` explains it (why it failed). ``unit`` is ``items`` or ``bytes``. ``note`` is a
+    line to show as it is (a job's id and how to resume it); a report may carry only a note.
+    """
+
+    stage: str
+    done: int = 0
+    total: int = 0
+    """0 when not known."""
+    outcome: str = ""
+    item: str = ""
+    detail: str = ""
+    unit: Literal["items", "bytes"] = "items"
+    note: str = ""
+
+
+OnProgress = Callable[[Progress], None]
+"""What long operations call with each ``Progress`` report."""
 
 
 # Who sees the trace as it is written ----------------------------------------------------------

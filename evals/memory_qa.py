@@ -27,13 +27,13 @@ import json
 import statistics
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypedDict
 
 from tierflow.evals.batch_corpus import CORPUS_DIR
 from tierflow.evals.report import markdown_table
-from tierflow.records import slm_share
+from tierflow.records import OnProgress, Progress, slm_share
 from tierflow.results import fmt
 
 if TYPE_CHECKING:
@@ -55,7 +55,6 @@ RERANK_LABELS = {
     "auto": "SLM rerank of the top 5 when the two best are within 0.03",
     "always": "SLM rerank of the top 5",
 }
-Progress = Callable[[str], None]
 
 
 class Question(TypedDict):
@@ -119,7 +118,7 @@ def _ingest(memory: DocumentMemory) -> dict[str, Any]:
 
 
 def _retrieval(
-    app: App, memory: DocumentMemory, questions: list[Question], progress: Progress
+    app: App, memory: DocumentMemory, questions: list[Question], on_progress: OnProgress, label: str
 ) -> dict[str, Any]:
     from langgraph.graph import END, START, StateGraph
     from tierflow.graphs.citing import QuestionInput, QuestionState, retrieve
@@ -135,11 +134,14 @@ def _retrieval(
         graph = builder.compile(name="retrieval")
         ranks: list[int | None] = []
         for number, question in enumerate(answerable, 1):
-            progress(f"retrieval, rerank {rerank}: {number}/{len(answerable)}")
             state = app.run_graph(graph, {"question": question["question"]}, policy="slm", name="retrieval")
             found = state.state.get("evidence") or []
             rank = next((i for i, e in enumerate(found, 1) if _gold(question, e)), None)
             ranks.append(rank)
+            outcome = "found" if rank is not None else "missed"
+            on_progress(
+                Progress(f"{label}, rerank {rerank}", number, len(answerable), outcome, question["id"])
+            )
         results[rerank] = {
             **_rank_metrics(ranks),
             "ranks": dict(zip([q["id"] for q in answerable], ranks, strict=True)),
@@ -148,7 +150,7 @@ def _retrieval(
 
 
 def _answers(
-    app: App, memory: DocumentMemory, questions: list[Question], policy: str, progress: Progress
+    app: App, memory: DocumentMemory, questions: list[Question], policy: str, on_progress: OnProgress
 ) -> dict[str, Any]:
     from tierflow.graphs.citing import NOT_FOUND, build_qa_graph
 
@@ -156,7 +158,6 @@ def _answers(
     items: list[dict[str, Any]] = []
     seconds: list[float] = []
     for number, question in enumerate(questions, 1):
-        progress(f"answers, {policy}: {number}/{len(questions)}")
         started = time.perf_counter()
         result = app.run_graph(graph, {"question": question["question"]}, policy=policy, name="memory-eval")
         seconds.append(time.perf_counter() - started)
@@ -188,6 +189,8 @@ def _answers(
                 "raw": calls[-1].raw_output if calls else None,
             }
         )
+        outcome = "correct" if items[-1]["correct"] else "wrong"
+        on_progress(Progress(f"answers, {policy}", number, len(questions), outcome, question["id"]))
     answerable = [i for i, q in zip(items, questions, strict=True) if q["evidence"]]
     unanswerable = [i for i, q in zip(items, questions, strict=True) if not q["evidence"]]
     citing = [i for i in answerable if i["citation_ok"] is not None]
@@ -220,9 +223,14 @@ def _answers(
 
 
 def memory_eval(
-    settings: Settings, progress: Progress, *, policies: Sequence[str] = POLICIES, limit: int | None = None
+    settings: Settings,
+    on_progress: OnProgress,
+    *,
+    policies: Sequence[str] = POLICIES,
+    limit: int | None = None,
 ) -> dict[str, Any]:
-    """Ingest the corpus, measure retrieval, then answer every question under each policy."""
+    """Ingest the corpus, measure retrieval, then answer every question under each policy;
+    ``on_progress`` hears of each question retrieved and answered."""
     from tierflow.app import App
     from tierflow.memory.documents import DocumentMemory
 
@@ -233,11 +241,11 @@ def memory_eval(
         conf = settings.model_copy(update={"data_dir": Path(scratch)})
         with App(conf) as app:
             memory = DocumentMemory.open(None, app.embeddings)
-            progress("adding the corpus")
+            on_progress(Progress("corpus", note="adding the corpus …"))
             ingest = _ingest(memory)
-            retrieval = _retrieval(app, memory, questions, progress)
-            retrieval_held_out = _retrieval(app, memory, held_out, lambda step: progress(f"held-out {step}"))
-            answers = {policy: _answers(app, memory, questions, policy, progress) for policy in policies}
+            retrieval = _retrieval(app, memory, questions, on_progress, "retrieval")
+            retrieval_held_out = _retrieval(app, memory, held_out, on_progress, "held-out retrieval")
+            answers = {policy: _answers(app, memory, questions, policy, on_progress) for policy in policies}
     return {
         "fixture": {
             "documents": ingest["documents"],

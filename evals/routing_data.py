@@ -17,7 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 import random
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -27,6 +27,7 @@ from tierflow.evals.bfcl import Case, load_category, registry_for, request_text
 from tierflow.evals.toolcalls import run_case
 from tierflow.graphs.task import build_tool_call_graph
 from tierflow.memory.traces import TraceStore
+from tierflow.records import OnProgress, Progress
 
 if TYPE_CHECKING:
     from tierflow.graphs.recall import Recall
@@ -180,11 +181,13 @@ def collect_runs(
     *,
     path: Path = RUNS_FILE,
     policies: Sequence[str] = ("slm", "llm"),
-    on_item: Callable[[int, int, dict[str, Any]], None] | None = None,
+    stage: str = "runs",
+    on_progress: OnProgress | None = None,
     recall: Recall | None = None,
     split: str | None = None,
 ) -> int:
-    """Run what ``path`` does not hold yet, appending a line per run; returns how many ran."""
+    """Run what ``path`` does not hold yet, appending a line per run; returns how many ran.
+    ``on_progress`` hears of each run as ``stage``, ``correct`` or ``wrong``."""
     done = {(run["id"], run["policy"]) for run in read_runs(path)}
     todo = [(case, policy) for case, policy in _jobs(cases, policies) if (case.id, policy) not in done]
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -193,8 +196,9 @@ def collect_runs(
         line = _run_line(case, policy, tiers, store, graph, recall, split)
         with path.open("a", encoding="utf-8") as handle:
             handle.write(json.dumps(line, ensure_ascii=False) + "\n")
-        if on_item is not None:
-            on_item(number, len(todo), line)
+        if on_progress is not None:
+            outcome = "correct" if line["correct"] else "wrong"
+            on_progress(Progress(stage, number, len(todo), outcome, f"{case.id} {policy}"))
     return len(todo)
 
 

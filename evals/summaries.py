@@ -29,6 +29,7 @@ from tierflow.agents.tiers import Tiers
 from tierflow.errors import TierflowError
 from tierflow.evals.documents import DOCUMENTS_DIR, Document, digest
 from tierflow.evals.report import markdown_table
+from tierflow.records import OnProgress, Progress
 from tierflow.results import fmt
 
 __all__ = [
@@ -250,11 +251,12 @@ def evaluate_summaries(
     *,
     directory: Path = DOCUMENTS_DIR,
     cache: Path | None = None,
-    on_item: Callable[[str, int, SummaryScore], None] | None = None,
+    on_progress: OnProgress | None = None,
 ) -> list[SummaryScore]:
     """Every document summarized by each tier, scored against cached facts and judgements.
     New ones are cached in ``cache`` (the results dir's ``summaries/``), starting from those
-    shipped in ``directory``; nothing is written into ``directory``."""
+    shipped in ``directory``; nothing is written into ``directory``. ``on_progress`` hears
+    of each summary, the tier as the stage, its fact coverage as the detail."""
     cache = cache or directory
     facts = _facts_for(tiers, documents, directory, cache)
     judgements = _Cache(cache / "judgements.json", seed=directory / "judgements.json")
@@ -263,7 +265,7 @@ def evaluate_summaries(
     tier: Tier
     for tier in ("slm", "llm"):
         model = tiers.model(tier)
-        for document in documents:
+        for done, document in enumerate(documents, start=1):
             completion = summarize_document(model, document)
             summary = completion.text.strip()
             key_facts = facts[document.name]
@@ -295,8 +297,9 @@ def evaluate_summaries(
                 truncated=completion.truncated,
             )
             scores.append(score)
-            if on_item is not None:
-                on_item(tier, len(documents), score)
+            if on_progress is not None:
+                detail = f"coverage {score.coverage:.0%}"
+                on_progress(Progress(tier, done, len(documents), "summarized", document.name, detail))
     return scores
 
 

@@ -30,6 +30,7 @@ from tierflow.errors import TierflowError
 from tierflow.evals.report import markdown_table
 from tierflow.graphs.runner import TaskRunner
 from tierflow.memory.traces import TraceStore
+from tierflow.records import OnProgress, Progress
 from tierflow.results import fmt, ordered_policies
 from tierflow.settings import TierPolicy
 from tierflow.tools.builtins import default_registry
@@ -144,10 +145,12 @@ def run_tasks(
     store: TraceStore,
     *,
     relevance: Callable[[str, Sequence[str]], list[float]] | None = None,
-    on_item: Callable[[TaskResult], None] | None = None,
+    stage: str = "tasks",
+    on_progress: OnProgress | None = None,
 ) -> list[TaskResult]:
     """Run each task through the task graph; ``relevance`` is the request-to-tool similarity
-    the escalation score reads under ``tiered`` (the app's offline embeddings)."""
+    the escalation score reads under ``tiered`` (the app's offline embeddings).
+    ``on_progress`` hears of each task as ``stage``, ``passed`` or ``failed``."""
     registry = default_registry(suite.workspace, clock=lambda: suite.clock)
     runner = TaskRunner(tiers, registry, store, policy=policy, relevance=relevance)
     results = []
@@ -176,8 +179,9 @@ def run_tasks(
             ],
         )
         results.append(item)
-        if on_item is not None:
-            on_item(item)
+        if on_progress is not None:
+            outcome = "passed" if item.passed else "failed"
+            on_progress(Progress(stage, len(results), len(tasks), outcome, task.id, item.error or ""))
     return results
 
 

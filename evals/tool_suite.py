@@ -6,7 +6,6 @@ from __future__ import annotations
 import random
 import re
 from collections.abc import Callable, Sequence
-from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -16,6 +15,7 @@ from tierflow.evals.bfcl import Case, load_case_file, load_category
 from tierflow.evals.report import evaluate_policies, markdown_table
 from tierflow.evals.toolcalls import ItemResult, run_cases, summarize_items
 from tierflow.memory.traces import TraceStore
+from tierflow.records import OnProgress
 from tierflow.results import TOOLS_HEADERS, ordered_policies, tools_rows
 from tierflow.settings import TierPolicy
 
@@ -62,7 +62,7 @@ def evaluate_tools(
     seed: int,
     out_dir: Path,
     settings: dict[str, Any],
-    on_item: Callable[[str, int, ItemResult], None] | None = None,
+    on_progress: OnProgress | None = None,
     memory_for: Callable[[str], Recall] | None = None,
     relevance: Callable[[str, Sequence[str]], list[float]] | None = None,
 ) -> tuple[Path, dict[str, Any]]:
@@ -72,9 +72,17 @@ def evaluate_tools(
     path = out_dir / suite_file_name(name)
 
     def run(label: str, policy: TierPolicy) -> list[ItemResult]:
-        progress = partial(on_item, label, len(cases)) if on_item else None
         recall = memory_for(label) if memory_for else None
-        return run_cases(cases, tiers, policy, store, on_item=progress, recall=recall, relevance=relevance)
+        return run_cases(
+            cases,
+            tiers,
+            policy,
+            store,
+            stage=label,
+            on_progress=on_progress,
+            recall=recall,
+            relevance=relevance,
+        )
 
     data = evaluate_policies(
         path,

@@ -21,7 +21,7 @@ from tierflow.evals.bfcl import Case, check, registry_for, request_text
 from tierflow.graphs.running import GraphResult, RunSpec, execute
 from tierflow.graphs.task import build_tool_call_graph, tool_call_input
 from tierflow.memory.traces import TraceStore
-from tierflow.records import slm_share
+from tierflow.records import OnProgress, Progress, slm_share
 from tierflow.tools.registry import ToolRegistry
 
 if TYPE_CHECKING:
@@ -174,19 +174,22 @@ def run_cases(
     policy: TierPolicy,
     store: TraceStore,
     *,
-    on_item: Callable[[ItemResult], None] | None = None,
+    stage: str = "cases",
+    on_progress: OnProgress | None = None,
     recall: Recall | None = None,
     relevance: Callable[[str, Sequence[str]], list[float]] | None = None,
 ) -> list[ItemResult]:
     """Run each case in order; with ``recall`` (learning on), later cases see the decisions
-    the earlier ones verified."""
+    the earlier ones verified. ``on_progress`` hears of each case as ``stage``, ``correct``
+    or ``wrong``."""
     graph = build_tool_call_graph()
     results = []
     for case in cases:
         result = run_case(case, tiers, policy, store, graph, recall, relevance)
         results.append(result)
-        if on_item is not None:
-            on_item(result)
+        if on_progress is not None:
+            outcome = "correct" if result.correct else "wrong"
+            on_progress(Progress(stage, len(results), len(cases), outcome, case.id))
     return results
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import hashlib
 import re
 import uuid
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -28,6 +28,7 @@ from tierflow.memory.chunks import CHUNK_TOKENS, EmbeddingTokens, chunks_of
 from tierflow.memory.embeddings import OfflineEmbeddings, cosine_similarities
 from tierflow.memory.lexical import LEXICAL_WEIGHT, Bm25
 from tierflow.memory.store import MemoryStoreError, cosine_collection, open_client
+from tierflow.records import OnProgress, Progress
 from tierflow.tools.readers import DocumentError, read_document
 
 __all__ = [
@@ -220,14 +221,19 @@ class DocumentMemory:
         *,
         collection: str = DEFAULT_COLLECTION,
         local_only: bool | None = None,
-        on_added: Callable[[Added], None] | None = None,
+        on_progress: OnProgress | None = None,
     ) -> list[Added]:
+        """``add`` for each of ``paths``; ``on_progress`` hears of each file as it is done
+        (stage ``adding``, outcome ``added``, ``replaced``, ``unchanged`` or ``failed``)."""
+        files = list(paths)
         results = []
-        for path in paths:
+        for path in files:
             result = self.add(path, collection=collection, local_only=local_only)
             results.append(result)
-            if on_added is not None:
-                on_added(result)
+            if on_progress is not None:
+                detail = result.reason or "" if result.status == "failed" else f"{result.chunks} chunk(s)"
+                done = len(results)
+                on_progress(Progress("adding", done, len(files), result.status, result.source, detail))
         return results
 
     # Reading ----------------------------------------------------------------------------

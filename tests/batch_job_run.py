@@ -9,24 +9,17 @@ from pathlib import Path
 from tierflow.app import App
 from tierflow.batch.job import JobRequest, run_job
 from tierflow.batch.worker import SummaryOptions
-from tierflow.memory.traces.tables import JobDocument
+from tierflow.records import Progress
 from tierflow.settings import Settings
 
 from tests.batch_support import slow_tiers
 
 
-class PrintJob:
-    def begin(self, job_id: str, total: int, finished: int, resumed: bool) -> None:
-        print(f"job {job_id}", flush=True)
-
-    def started(self, document: JobDocument) -> None:
-        pass
-
-    def finished(self, document: JobDocument) -> None:
-        print(f"finished {Path(document.path).name}", flush=True)
-
-    def synthesis(self) -> None:
-        pass
+def print_job(report: Progress) -> None:
+    if report.note.startswith("job "):
+        print(report.note, flush=True)
+    if report.outcome:
+        print(f"finished {report.item}", flush=True)
 
 
 if __name__ == "__main__":
@@ -35,5 +28,5 @@ if __name__ == "__main__":
         run_job(
             JobRequest(inputs=[sys.argv[2]], options=SummaryOptions(chunk_tokens=80)),
             app,
-            progress=PrintJob(),
+            on_progress=print_job,
         )

@@ -24,7 +24,7 @@ from tierflow.batch.job import JobRequest, run_job
 from tierflow.batch.jobs import JobStore
 from tierflow.batch.worker import SummaryOptions
 from tierflow.errors import LLMUnavailableError
-from tierflow.memory.traces.tables import JobDocument
+from tierflow.records import Progress
 from tierflow.settings import Settings
 
 from tests.batch_support import dying_tiers, paragraphs, scripted_app, scripted_tiers, write_reports
@@ -138,30 +138,26 @@ def test_a_document_whose_model_call_fails_fails_alone(tmp_path: Path, reports: 
 
 
 class CrashAfter:
-    """Progress that raises (as a crash would stop the driver) after ``n`` documents."""
+    """Progress that raises (as a crash would stop the driver) after ``n`` documents; the
+    job's id comes from the first report's note."""
 
     def __init__(self, n: int) -> None:
         self.n = n
+        self.job_id = ""
 
-    def begin(self, job_id: str, total: int, finished: int, resumed: bool) -> None:
-        self.job_id = job_id
-
-    def started(self, document: JobDocument) -> None:
-        pass
-
-    def finished(self, document: JobDocument) -> None:
-        self.n -= 1
-        if self.n == 0:
-            raise KeyboardInterrupt
-
-    def synthesis(self) -> None:
-        pass
+    def __call__(self, report: Progress) -> None:
+        if not self.job_id:
+            self.job_id = report.note.split()[1]
+        if report.outcome:
+            self.n -= 1
+            if self.n == 0:
+                raise KeyboardInterrupt
 
 
 def test_a_job_stopped_between_documents_continues_without_redoing_any(app: App, reports: Path) -> None:
     crash = CrashAfter(1)
     with pytest.raises(KeyboardInterrupt):
-        run_job(JobRequest(inputs=[str(reports)], options=OPTIONS), app, progress=crash)
+        run_job(JobRequest(inputs=[str(reports)], options=OPTIONS), app, on_progress=crash)
     jobs = JobStore(app.store)
     stopped = jobs.get(crash.job_id)
     assert stopped.status == "interrupted" and "--resume" in (stopped.error or "")
@@ -290,7 +286,7 @@ def test_a_resumed_job_keeps_its_own_options(app: App, tmp_path: Path) -> None:
     (folder / "b_long.txt").write_text(paragraphs("beta", 12))
     crash = CrashAfter(1)
     with pytest.raises(KeyboardInterrupt):
-        run_job(JobRequest(inputs=[str(folder)], options=OPTIONS), app, progress=crash)
+        run_job(JobRequest(inputs=[str(folder)], options=OPTIONS), app, on_progress=crash)
     other = SummaryOptions(chunk_tokens=5000, local_only=True)  # asked now, not what the job was
     report = run_job(JobRequest(resume=crash.job_id, options=other), app)
     long = next(d for d in report.documents if d.name == "b_long.txt")

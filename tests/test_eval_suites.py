@@ -5,15 +5,15 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 from rich.console import Console
 from tierflow.agents.confidence import ChoiceField, choice_field, rechoose
-from tierflow.cli.render import EvalProgress
+from tierflow.cli.render import ProgressDisplay
 from tierflow.errors import TierflowError
 from tierflow.evals.bench import orchestration_overhead
 from tierflow.evals.curve import Paired, calibrate, confidence_report, curve, split
@@ -22,6 +22,7 @@ from tierflow.evals.readme import END, START, headline_section, results_section
 from tierflow.evals.report import environment, git_dirty, record_policy
 from tierflow.evals.summaries import rouge_l, sentences
 from tierflow.evals.tasks import load_tasks, passes
+from tierflow.records import Progress
 from tierflow.tools.builtins import default_registry
 from tierflow.tools.schema import model_from_schema
 
@@ -234,18 +235,35 @@ def test_eval_cli_answers_bad_input_without_loading_models(tmp_path: Path) -> No
     assert not list(tmp_path.glob("*.md"))  # nothing half-written
 
 
-def test_eval_progress_prints_a_line_per_item_when_not_on_a_terminal() -> None:
+def test_progress_prints_a_line_per_item_when_not_on_a_terminal() -> None:
     """In a log file rich draws no live bars, so progress must come as plain lines."""
     log = io.StringIO()
-    with EvalProgress(Console(file=log, force_terminal=False)) as progress:
-        for correct in (True, False, True):
-            progress.item("tiered", 3, SimpleNamespace(correct=correct))
+    with ProgressDisplay(Console(file=log, force_terminal=False)) as progress:
+        progress(Progress("tiered", note="starting"))
+        for done, outcome in enumerate(("correct", "wrong", "correct"), start=1):
+            progress(Progress("tiered", done, 3, outcome, f"item-{done}"))
+        progress(Progress("downloading", 10, 20, unit="bytes"))  # no outcome: no line
     lines = log.getvalue().splitlines()
-    assert [line.split(" · ")[:2] for line in lines] == [
-        ["tiered 1/3", "1/1 correct"],
-        ["tiered 2/3", "1/2 correct"],
-        ["tiered 3/3", "2/3 correct"],
+    assert lines[0] == "starting"
+    assert [line.split(" · ")[:-1] for line in lines[1:]] == [
+        ["tiered 1/3", "correct item-1", "correct 1"],
+        ["tiered 2/3", "wrong item-2", "correct 1", "wrong 1"],
+        ["tiered 3/3", "correct item-3", "correct 2", "wrong 1"],
     ]
+
+
+def test_progress_bars_on_a_terminal_show_amounts_counts_and_failures() -> None:
+    screen = io.StringIO()
+    console = Console(file=screen, force_terminal=True, width=120)
+    with ProgressDisplay(console) as progress:
+        progress(Progress("assembling model", 2_000_000, 4_000_000, unit="bytes"))
+        progress(Progress("assembling model", 4_000_000, 4_000_000, unit="bytes"))  # complete: bars stop
+        progress(Progress("summarizing", 1, 2, "succeeded", "a.txt"))
+        progress(Progress("summarizing", 2, 2, "failed", "b.pdf", "not a PDF"))
+    text = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", screen.getvalue())  # without the colours
+    assert "4.0 MB/4.0 MB" in text
+    assert "failed b.pdf: not a PDF" in text and "succeeded 1 · failed 1" in text
+    assert "2/2" in text
 
 
 # Summaries, benchmarks and the README ------------------------------------------------------

@@ -10,15 +10,6 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.markup import escape
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TaskID,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
 from tierflow.cli.support import (
     JsonOption,
     PolicyOption,
@@ -26,7 +17,6 @@ from tierflow.cli.support import (
     err,
     out,
     parse_tiers,
-    pull_progress,
     settings,
 )
 from tierflow.errors import TaskInputError, TierflowError
@@ -35,83 +25,10 @@ from tierflow.optional import require
 if TYPE_CHECKING:
     from tierflow.batch.job import JobRequest
     from tierflow.batch.report import JobReport
-    from tierflow.memory.traces.tables import JobDocument
 
 __all__ = ["summarize", "jobs_app"]
 
 jobs_app = typer.Typer(no_args_is_help=True, help="Batch summarization jobs.")
-
-
-class _ProgressDisplay:
-    """A bar with documents succeeded, failed, skipped and an ETA on a terminal; one line per
-    document otherwise (logs, CI)."""
-
-    def __init__(self) -> None:
-        self._bar: Progress | None = None
-        self._task: TaskID | None = None
-        self._counts = {"succeeded": 0, "failed": 0, "skipped": 0}
-        self._total = 0
-        self._finished = 0
-
-    def begin(self, job_id: str, total: int, finished: int, resumed: bool) -> None:
-        self._total, self._finished = total, finished
-        verb = "continuing" if resumed else "started"
-        err.print(
-            f"job [bold]{job_id}[/] {verb}: {total} document(s), {total - finished} to summarize "
-            f"(resume with: tierflow summarize --resume {job_id})"
-        )
-        if err.is_terminal:
-            self._bar = Progress(
-                TextColumn("[bold]summarizing[/]"),
-                BarColumn(),
-                MofNCompleteColumn(),
-                TextColumn("{task.fields[counts]}"),
-                TimeElapsedColumn(),
-                TextColumn("ETA"),
-                TimeRemainingColumn(),
-                console=err,
-                transient=False,
-            )
-            self._bar.start()
-            self._task = self._bar.add_task("documents", total=total, completed=finished, counts=self._line())
-
-    def _line(self) -> str:
-        c = self._counts
-        return f"succeeded {c['succeeded']} · failed {c['failed']} · skipped {c['skipped']}"
-
-    def started(self, document: JobDocument) -> None:
-        pass
-
-    def finished(self, document: JobDocument) -> None:
-        self._finished += 1
-        if document.status in self._counts:
-            self._counts[document.status] += 1
-        if self._bar is not None and self._task is not None:
-            self._bar.update(self._task, completed=self._finished, counts=self._line())
-            if document.status == "failed":
-                self._bar.console.print(
-                    f"[red]failed[/] {escape(Path(document.path).name)}: {escape(document.reason or '')}"
-                )
-            return
-        detail = (
-            f"{document.seconds:.1f} s, {document.chunks} chunk(s)"
-            if document.status == "succeeded"
-            else document.reason
-        )
-        err.print(
-            f"[{self._finished}/{self._total}] {document.status} {escape(Path(document.path).name)}"
-            + (f" ({escape(detail or '')})" if detail else ""),
-            highlight=False,
-        )
-
-    def synthesis(self) -> None:
-        self.close()
-        err.print("writing the cross-document report …")
-
-    def close(self) -> None:
-        if self._bar is not None:
-            self._bar.stop()
-            self._bar = None
 
 
 def summarize(
@@ -173,16 +90,13 @@ def _run_job(request: JobRequest) -> JobReport:
     """The job, with its progress on stderr."""
     from tierflow.app import App
     from tierflow.batch.job import run_job
+    from tierflow.cli.render import ProgressDisplay
 
     # a damaged PDF is reported in the document's reason; pypdf's own log lines would only
     # break the progress display
     logging.getLogger("pypdf").setLevel(logging.ERROR)
-    display = _ProgressDisplay()
-    try:
-        with App(settings(), progress=pull_progress()) as tierflow_app:
-            return run_job(request, tierflow_app, progress=display)
-    finally:
-        display.close()
+    with ProgressDisplay(err) as display, App(settings(), on_progress=display) as tierflow_app:
+        return run_job(request, tierflow_app, on_progress=display)
 
 
 def _print_report(report: JobReport, out_path: Path | None, as_json: bool) -> None:

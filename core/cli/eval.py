@@ -18,7 +18,7 @@ from tierflow.cli.eval_support import (
     parse_policies,
     show_results,
 )
-from tierflow.cli.support import JsonOption, err, pull_progress, settings
+from tierflow.cli.support import JsonOption, err, progress_display, settings
 from tierflow.errors import ConfigError, TierflowError
 from tierflow.settings import TierPolicy
 
@@ -51,7 +51,7 @@ def eval_tools(
 ) -> None:
     """Tool selection and argument extraction on BFCL (or your cases), scored by BFCL's checker."""
     from tierflow.app import App
-    from tierflow.cli.render import EvalProgress
+    from tierflow.cli.render import ProgressDisplay
     from tierflow.evals.tool_suite import evaluate_tools, load_suite, sample, tools_markdown
 
     name, loaded = load_suite(suite, cases, answers)
@@ -61,7 +61,7 @@ def eval_tools(
         chosen_policies = {f"{label}+learn": rule for label, rule in chosen_policies.items()}
     conf = settings()
     store, trace_path = eval_store(conf, traces)
-    with App(conf, progress=pull_progress()) as tierflow_app, EvalProgress(err) as progress:
+    with ProgressDisplay(err) as progress, App(conf, on_progress=progress) as tierflow_app:
         path, data = evaluate_tools(
             name,
             chosen,
@@ -71,7 +71,7 @@ def eval_tools(
             seed=seed,
             out_dir=out_dir or settings().resolved_results_dir(),
             settings=conf.masked(),
-            on_item=progress.item,
+            on_progress=progress,
             memory_for=partial(fresh_memory, conf, name) if learn else None,
             relevance=tierflow_app.relevance,
         )
@@ -116,7 +116,7 @@ def eval_tasks(
 ) -> None:
     """The end-to-end task suite through the real task graph, checked by code."""
     from tierflow.app import App
-    from tierflow.cli.render import EvalProgress
+    from tierflow.cli.render import ProgressDisplay
     from tierflow.evals.report import evaluate_policies
     from tierflow.evals.tasks import TaskResult, load_tasks, run_tasks, summarize_tasks, tasks_markdown
 
@@ -131,13 +131,13 @@ def eval_tasks(
     conf = settings()
     store, trace_path = eval_store(conf, traces)
     path = (out_dir or settings().resolved_results_dir()) / "tasks.json"
-    with App(conf, progress=pull_progress()) as tierflow_app, EvalProgress(err) as progress:
+    with ProgressDisplay(err) as progress, App(conf, on_progress=progress) as tierflow_app:
         tiers = tierflow_app.tiers
 
         def run(label: str, chosen: TierPolicy) -> list[TaskResult]:
-            on_item = partial(progress.item, label, len(tasks))
+            relevance = tierflow_app.relevance
             return run_tasks(
-                suite, tasks, tiers, chosen, store, relevance=tierflow_app.relevance, on_item=on_item
+                suite, tasks, tiers, chosen, store, relevance=relevance, stage=label, on_progress=progress
             )
 
         data = evaluate_policies(
@@ -168,7 +168,7 @@ def eval_summaries(
 ) -> None:
     """SLM and LLM summaries of long documents: key-fact coverage, faithfulness, length, ROUGE-L."""
     from tierflow.app import App
-    from tierflow.cli.render import EvalProgress
+    from tierflow.cli.render import ProgressDisplay
     from tierflow.evals.documents import load_documents, prepare_documents
     from tierflow.evals.report import environment, tier_models, write_results
     from tierflow.evals.summaries import evaluate_summaries, summaries_markdown, summaries_results
@@ -177,12 +177,12 @@ def eval_summaries(
         prepare_documents()
     documents = load_documents()[:limit]
     conf = settings()
-    with App(conf, progress=pull_progress()) as tierflow_app, EvalProgress(err) as progress:
+    with ProgressDisplay(err) as progress, App(conf, on_progress=progress) as tierflow_app:
         tiers = tierflow_app.tiers
         tiers.load()
         env = environment(conf.masked(), tier_models(tiers))
         cache = (out_dir or conf.resolved_results_dir()) / "summaries"
-        scores = evaluate_summaries(tiers, documents, cache=cache, on_item=progress.item)
+        scores = evaluate_summaries(tiers, documents, cache=cache, on_progress=progress)
     data = summaries_results(scores, documents, env)
     path = (out_dir or settings().resolved_results_dir()) / "summaries.json"
     write_results(path, data, summaries_markdown(data))
@@ -202,7 +202,7 @@ def eval_bench(
     from tierflow.evals.report import environment, write_results
 
     conf = settings()
-    slm_path = model_file(conf, conf.slm_model, "TIERFLOW_SLM_MODEL", pull_progress())
+    slm_path = model_file(conf, conf.slm_model, "TIERFLOW_SLM_MODEL", progress_display())
     env = environment(conf.masked(), {"slm": conf.slm_model, "llm": conf.embedded_llm_model})
     data: dict[str, Any] = {}
     with err.status("orchestration overhead …"):
@@ -273,6 +273,7 @@ def eval_memory(
     """The document memory on 22 real documents and 68 questions written for them:
     retrieval (hit@1, hit@3, MRR, with and without the SLM's reranking) and cited answers
     (correctness, citation accuracy, SLM share, LLM tokens) per policy."""
+    from tierflow.cli.render import ProgressDisplay
     from tierflow.evals.memory_qa import POLICIES, memory_eval, memory_markdown
     from tierflow.evals.report import environment, write_results
 
@@ -280,13 +281,8 @@ def eval_memory(
     conf = settings()
     # the code as it is now, not after the commits made during the hour it runs
     env = environment(conf.masked(), {"slm": conf.slm_model, "llm": conf.embedded_llm_model})
-    with err.status("memory evaluation …") as status:
-        data = memory_eval(
-            conf,
-            lambda step: status.update(f"memory evaluation: {step} …"),
-            policies=policies or POLICIES,
-            limit=limit,
-        )
+    with ProgressDisplay(err) as progress:
+        data = memory_eval(conf, progress, policies=policies or POLICIES, limit=limit)
     data["environment"] = env
     write_results(path, data, memory_markdown(data))
     show_results(as_json, {k: v for k, v in data.items() if k != "answers"}, memory_markdown(data), str(path))

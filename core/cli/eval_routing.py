@@ -8,13 +8,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from tierflow.cli.eval_support import OutOption, Verdict, eval_store, fresh_memory, show_results
-from tierflow.cli.support import JsonOption, err, pull_progress, settings
+from tierflow.cli.eval_support import OutOption, eval_store, fresh_memory, show_results
+from tierflow.cli.support import JsonOption, err, progress_display, settings
 from tierflow.settings import Settings
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
-
     from tierflow.evals.bfcl import Case
 
 __all__ = ["eval_routing"]
@@ -143,18 +141,14 @@ def _collect(
     """Run both tiers on the routing items not yet run (and, asked for, the SLM with a warm
     memory, and both tiers on a fresh draw of live items)."""
     from tierflow.app import App
-    from tierflow.cli.render import EvalProgress
+    from tierflow.cli.render import ProgressDisplay
     from tierflow.evals.routing_data import MEMORY_POLICY, collect_runs, fresh_cases, seed_memory
 
     runs_path = paths.runs
     store, trace_path = eval_store(conf, traces)
-    with App(conf, progress=pull_progress()) as tierflow_app, EvalProgress(err) as progress:
-
-        def counted(label: str) -> Callable[[int, int, dict[str, Any]], None]:
-            return lambda _, total, line: progress.item(label, total, Verdict(line["correct"]))
-
+    with ProgressDisplay(err) as progress, App(conf, on_progress=progress) as tierflow_app:
         items, tiers = list(cases.values()), tierflow_app.tiers
-        collect_runs(items, tiers, store, path=runs_path, on_item=counted("runs"))
+        collect_runs(items, tiers, store, path=runs_path, on_progress=progress)
         if warm:
             recall = fresh_memory(conf, "routing", "warm")
             seeded = seed_memory(recall, cases, runs_path)
@@ -167,11 +161,18 @@ def _collect(
                 path=runs_path,
                 policies=(MEMORY_POLICY,),
                 recall=recall,
-                on_item=counted("warm"),
+                stage="warm",
+                on_progress=progress,
             )
         if fresh:
             collect_runs(
-                fresh_cases(), tiers, store, path=paths.fresh, split="fresh", on_item=counted("fresh")
+                fresh_cases(),
+                tiers,
+                store,
+                path=paths.fresh,
+                split="fresh",
+                stage="fresh",
+                on_progress=progress,
             )
     err.print(f"[dim]runs: {runs_path} (traced in {trace_path})[/]")
 
@@ -195,7 +196,7 @@ def _report(
     from tierflow.memory.embeddings import Relevance
 
     runs_path, scorer_path = paths.runs, paths.scorer
-    relevance = Relevance(load_embeddings(conf, pull_progress()))
+    relevance = Relevance(load_embeddings(conf, progress_display()))
     if train:
         scorer, scored = train_scorer(cases, relevance, runs_path=runs_path, commit=git_commit())
         scorer.save(scorer_path)

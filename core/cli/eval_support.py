@@ -3,12 +3,11 @@ a fresh memory per policy and how results are shown."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from tierflow.cli.support import emit_json, err, out, parse_tiers, pull_progress
+from tierflow.cli.support import emit_json, err, out, parse_tiers, progress_display
 from tierflow.settings import Settings, TierPolicy
 
 if TYPE_CHECKING:
@@ -18,7 +17,6 @@ if TYPE_CHECKING:
 __all__ = [
     "EvalPolicyOption",
     "OutOption",
-    "Verdict",
     "eval_store",
     "fresh_memory",
     "metrics",
@@ -33,13 +31,6 @@ EvalPolicyOption = Annotated[
 OutOption = Annotated[
     Path | None, typer.Option("--out", help="Results directory (default: the settings' results_dir).")
 ]
-
-
-@dataclass(frozen=True)
-class Verdict:
-    """An item's outcome as ``EvalProgress`` counts it."""
-
-    correct: bool
 
 
 def parse_policies(names: list[str]) -> dict[str, TierPolicy]:
@@ -64,7 +55,7 @@ def fresh_memory(conf: Settings, suite: str, label: str) -> Recall:
 
     directory = conf.resolved_data_dir() / "eval-memory" / f"{suite}-{label}".replace(":", "_")
     shutil.rmtree(directory, ignore_errors=True)
-    return open_recall(conf.model_copy(update={"memory_dir": directory}), pull_progress(), learn=True)
+    return open_recall(conf.model_copy(update={"memory_dir": directory}), progress_display(), learn=True)
 
 
 def metrics(data: dict[str, Any], chosen: dict[str, TierPolicy]) -> dict[str, Any]:

@@ -7,7 +7,6 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from tierflow.cli.render import ProgressPrinter
 from tierflow.cli.support import (
     JsonOption,
@@ -16,7 +15,7 @@ from tierflow.cli.support import (
     err,
     out,
     parse_tiers,
-    pull_progress,
+    progress_display,
     report_run,
     settings,
 )
@@ -43,7 +42,7 @@ def _documents() -> DocumentMemory:
     from tierflow.memory.documents import DocumentMemory
 
     conf = settings()
-    return DocumentMemory.open(conf.documents_dir(), load_embeddings(conf, pull_progress()))
+    return DocumentMemory.open(conf.documents_dir(), load_embeddings(conf, progress_display()))
 
 
 @memory_app.command("add")
@@ -66,21 +65,8 @@ def memory_add(
 
     files = find_inputs(paths)
     memory = _documents()
-    with Progress(
-        TextColumn("adding"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeRemainingColumn(),
-        console=err,
-        transient=True,
-    ) as bar:
-        task = bar.add_task("files", total=len(files))
-        results = memory.add_all(
-            files,
-            collection=collection,
-            local_only=local_only,
-            on_added=lambda added: bar.advance(task),
-        )
+    with progress_display() as progress:
+        results = memory.add_all(files, collection=collection, local_only=local_only, on_progress=progress)
     if as_json:
         emit_json([vars(result) for result in results])
     else:
@@ -177,7 +163,7 @@ def memory_ask(
         raise TaskInputError("the question is empty", hint='e.g. tierflow memory ask "How do I reset it?"')
     conf = settings()
     chosen = parse_tiers(policy, [])
-    with App(conf, progress=pull_progress()) as tierflow_app:
+    with App(conf, on_progress=progress_display()) as tierflow_app:
         graph = build_qa_graph(lambda: tierflow_app.documents, k=k, collections=collection or None)
         result = tierflow_app.run_graph(
             graph,
@@ -212,7 +198,7 @@ def memory_rebuild(
     if fresh and folder.exists():
         moved = folder.with_name(f"decisions.moved-{time.strftime('%Y%m%d-%H%M%S')}")
         folder.rename(moved)
-    recall = open_recall(conf, pull_progress(), learn=True)
+    recall = open_recall(conf, progress_display(), learn=True)
     store = TraceStore.from_url(conf.resolved_database_url())
     runs, added = rebuild_decisions(store, recall.memory)
     summary = {"runs": runs, "added": added, "decisions": recall.memory.count(), "memory": str(folder)}

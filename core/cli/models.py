@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 import typer
-from tierflow.cli.support import JsonOption, emit_json, out, pull_progress, settings
+from tierflow.cli.support import JsonOption, emit_json, out, progress_display, settings
 from tierflow.errors import ModelNotFoundError
 
 __all__ = ["models_app"]
@@ -50,9 +50,9 @@ def models_pull(
 
     models_dir = settings().resolved_models_dir()
     if name == EMBEDDING_MODEL:  # the offline sentence embeddings of the decision memory
-        path = pull_embedding_model(embedding_model_dir(models_dir), pull_progress(), force=force)
+        path = pull_embedding_model(embedding_model_dir(models_dir), progress_display(), force=force)
     elif name in CATALOG:
-        path = pull(CATALOG[name], models_dir, force=force, progress=pull_progress())
+        path = pull(CATALOG[name], models_dir, force=force, on_progress=progress_display())
     else:
         raise ModelNotFoundError(
             f"no catalog model {name!r}",

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import json
 import time
+from collections import Counter
 from typing import Any
 
 from rich.console import Console
+from rich.filesize import decimal
 from rich.markup import escape
 from rich.progress import (
     BarColumn,
-    MofNCompleteColumn,
     Progress,
     TaskID,
     TextColumn,
@@ -21,8 +22,9 @@ from rich.table import Table
 from rich.text import Text
 from tierflow.memory.traces import RunSummary
 from tierflow.records import Event, RunTrace, StepFailed, StepFinished, StepStarted
+from tierflow.records import Progress as ProgressReport
 
-__all__ = ["EvalProgress", "ProgressPrinter", "print_run", "runs_table", "stats_line", "TIER_STYLE"]
+__all__ = ["ProgressDisplay", "ProgressPrinter", "print_run", "runs_table", "stats_line", "TIER_STYLE"]
 
 TIER_STYLE = {"slm": "green", "llm": "magenta"}
 STATUS_STYLE = {
@@ -144,11 +146,15 @@ def print_run(console: Console, run: RunTrace, *, full: bool = False) -> None:
             console.print(Text(f"      {step.error}", style="red"))
 
 
-class EvalProgress:
-    """Progress per policy for evaluations, with the score so far (on stderr).
+class ProgressDisplay:
+    """The CLI's one display of long work (``tierflow.records.Progress`` reports), on stderr.
 
-    On a terminal it is a live bar per policy; elsewhere (a log file, CI, `nohup`) rich
-    would only draw the bars at the end, so each finished item prints one plain line."""
+    On a terminal: a bar per stage with its amount, the outcomes counted so far, the time
+    elapsed and left; a failed item prints its reason above the bars. The bars start with
+    the first report and stop when every stage is complete, so a model download and the
+    evaluation after it each get their own. Elsewhere (a log file, CI, ``nohup``) rich would
+    draw bars only at the end, so each finished item prints one plain line. Notes print as
+    they come."""
 
     def __init__(self, console: Console) -> None:
         self._console = console
@@ -156,36 +162,73 @@ class EvalProgress:
         self._bars = Progress(
             TextColumn("{task.description}"),
             BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("{task.fields[score]}"),
+            TextColumn("{task.fields[amount]}"),
+            TextColumn("{task.fields[counts]}"),
             TimeElapsedColumn(),
             TimeRemainingColumn(),
             console=console,
-            transient=False,
         )
-        self._tasks: dict[str, TaskID] = {}
-        self._seen: dict[str, list[bool]] = {}
+        self._stages: dict[str, TaskID] = {}
+        self._counts: dict[str, Counter[str]] = {}
         self._started = time.monotonic()
 
-    def __enter__(self) -> EvalProgress:
-        if self._live:
-            self._bars.start()
+    def __enter__(self) -> ProgressDisplay:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
-        if self._live:
-            self._bars.stop()
+        self.close()
 
-    def item(self, label: str, total: int, item: Any) -> None:
-        if label not in self._tasks:
-            self._tasks[label] = self._bars.add_task(label, total=total, score="")
-            self._seen[label] = []
-        scores = self._seen[label]
-        scores.append(bool(getattr(item, "correct", getattr(item, "passed", False))))
-        score = f"{sum(scores)}/{len(scores)} correct"
-        self._bars.update(self._tasks[label], advance=1, score=score)
-        if not self._live:
+    def close(self) -> None:
+        """Stop the bars (left on screen as they are)."""
+        if self._stages:
+            self._bars.stop()
+            for task in self._stages.values():
+                self._bars.remove_task(task)
+            self._stages.clear()
+
+    def __call__(self, report: ProgressReport) -> None:
+        if report.note:
+            self._console.print(report.note, markup=False, highlight=False)
+        if not (report.done or report.total or report.outcome):
+            return  # a note only
+        counts = self._counts.setdefault(report.stage, Counter())
+        if report.outcome:
+            counts[report.outcome] += 1
+        counted = " · ".join(f"{outcome} {n}" for outcome, n in counts.items())
+        if self._live:
+            self._draw(report, counted)
+        elif report.outcome:
+            what = " ".join(part for part in (report.outcome, report.item) if part)
+            detail = f" ({report.detail})" if report.detail else ""
             elapsed = time.monotonic() - self._started
             self._console.print(
-                f"{label} {len(scores)}/{total} · {score} · {elapsed:.0f} s", markup=False, highlight=False
+                f"{report.stage} {_amount(report)} · {what}{detail} · {counted} · {elapsed:.0f} s",
+                markup=False,
+                highlight=False,
             )
+
+    def _draw(self, report: ProgressReport, counted: str) -> None:
+        if report.outcome == "failed":
+            self._console.print(
+                Text.assemble(("failed ", "red"), report.item, f": {report.detail}" if report.detail else "")
+            )
+        if not self._stages:
+            self._bars.start()
+            self._counts = {report.stage: self._counts[report.stage]}  # stages of before are done
+        if report.stage not in self._stages:
+            self._stages[report.stage] = self._bars.add_task(report.stage, amount="", counts="")
+        self._bars.update(
+            self._stages[report.stage],
+            completed=report.done,
+            total=report.total or None,
+            amount=_amount(report),
+            counts=counted,
+        )
+        if all(task.finished for task in self._bars.tasks):
+            self.close()
+
+
+def _amount(report: ProgressReport) -> str:
+    if report.unit == "bytes":
+        return f"{decimal(report.done)}/{decimal(report.total)}" if report.total else decimal(report.done)
+    return f"{report.done}/{report.total}" if report.total else str(report.done)

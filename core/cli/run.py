@@ -17,7 +17,7 @@ from tierflow.cli.support import (
     PolicyOption,
     err,
     parse_tiers,
-    pull_progress,
+    progress_display,
     report_run,
     settings,
 )
@@ -148,7 +148,7 @@ def _opened_app(conf: Settings, chosen: TierPolicy, local_only: bool) -> Iterato
     """The app, with the SLM loaded first when the run will use it."""
     from tierflow.app import App
 
-    with App(conf, progress=pull_progress()) as tierflow_app:
+    with App(conf, on_progress=progress_display()) as tierflow_app:
         if local_only or "slm" in chosen.tiers_used():
             with err.status("loading the SLM …"):
                 tierflow_app.tiers.load("slm")
@@ -194,7 +194,7 @@ def resume(
     and tool calls are not run again; the policy, privacy options and budget are the run's."""
     from tierflow.app import App
 
-    with App(settings(), progress=pull_progress()) as tierflow_app:
+    with App(settings(), on_progress=progress_display()) as tierflow_app:
         result = tierflow_app.runner.resume(run_id, on_event=ProgressPrinter(err))
         trace = tierflow_app.store.get_run(result.run_id)
     report_run(result, trace, result.answer or "", as_json)

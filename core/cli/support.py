@@ -11,8 +11,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal, NoReturn, TextIO, cas
 import typer
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, DownloadColumn, Progress, TaskID, TextColumn
-from tierflow.cli.render import stats_line
+from tierflow.cli.render import ProgressDisplay, stats_line
 from tierflow.errors import ConfigError, TierflowError
 from tierflow.records import RunStatus
 from tierflow.secrets import scrub, scrub_value
@@ -41,7 +40,7 @@ __all__ = [
     "settings",
     "emit_json",
     "parse_tiers",
-    "pull_progress",
+    "progress_display",
     "report_run",
 ]
 
@@ -136,23 +135,9 @@ def parse_tiers(preset: str, overrides: list[str]) -> TierPolicy:
     return policy.with_overrides(values)
 
 
-def pull_progress() -> Any:
-    """A progress callback that draws download and assembly bars on stderr."""
-    bars = Progress(
-        TextColumn("{task.description}"), BarColumn(), DownloadColumn(), console=err, transient=True
-    )
-    tasks: dict[str, TaskID] = {}
-
-    def progress(stage: str, done: int, total: int) -> None:
-        if stage not in tasks:
-            bars.start()
-            label = "downloading parts" if stage == "download" else "assembling"
-            tasks[stage] = bars.add_task(label, total=total or None)
-        bars.update(tasks[stage], completed=done, total=total or None)
-        if total and done >= total and stage == "assemble":
-            bars.stop()
-
-    return progress
+def progress_display() -> ProgressDisplay:
+    """The progress display on stderr (model downloads, documents added, ...)."""
+    return ProgressDisplay(err)
 
 
 def report_run(result: RunResult | GraphResult, trace: RunTrace, answer: str, as_json: bool) -> None:

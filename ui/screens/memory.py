@@ -127,12 +127,10 @@ def add_documents(memory: DocumentMemory) -> None:
     done: list[Added] = []
     bar = st.progress(0.0, text=f"0 of {len(files)} file(s) read")
 
-    def advance(result: Added) -> None:
-        done.append(result)
-        bar.progress(len(done) / len(files), text=f"{len(done)} of {len(files)} file(s) read")
-
-    try:
-        memory.add_all(files, collection=name, local_only=True if local_only else None, on_added=advance)
+    try:  # file by file, so that the files read before a failure are still listed below
+        for path in files:
+            done.append(memory.add(path, collection=name, local_only=True if local_only else None))
+            bar.progress(len(done) / len(files), text=f"{len(done)} of {len(files)} file(s) read")
     except TierflowError as exc:
         show_error(exc)  # the files read before it are still listed below
     if not done:
