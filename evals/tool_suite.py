@@ -3,6 +3,7 @@ policies, written to ``evals/results/<suite>.json`` with one entry per policy.""
 
 from __future__ import annotations
 
+import json
 import random
 import re
 from collections.abc import Callable, Sequence
@@ -12,8 +13,8 @@ from typing import TYPE_CHECKING, Any
 from tierflow.agents.tiers import Tiers
 from tierflow.errors import ConfigError
 from tierflow.evals.bfcl import Case, load_case_file, load_category
-from tierflow.evals.report import evaluate_policies, markdown_table
-from tierflow.evals.toolcalls import ItemResult, run_cases, summarize_items
+from tierflow.evals.report import evaluate_policies, markdown_table, write_results
+from tierflow.evals.toolcalls import CallRecord, ItemResult, run_cases, summarize_items
 from tierflow.memory.traces import TraceStore
 from tierflow.records import OnProgress
 from tierflow.results import TOOLS_HEADERS, ordered_policies, tools_rows
@@ -22,7 +23,7 @@ from tierflow.settings import TierPolicy
 if TYPE_CHECKING:
     from tierflow.graphs.recall import Recall
 
-__all__ = ["load_suite", "sample", "suite_file_name", "evaluate_tools", "tools_markdown"]
+__all__ = ["load_suite", "sample", "suite_file_name", "evaluate_tools", "tools_markdown", "refresh_metrics"]
 
 
 def load_suite(suite: str | None, cases: Path | None, answers: Path | None) -> tuple[str, list[Case]]:
@@ -118,3 +119,18 @@ def tools_markdown(data: dict[str, Any]) -> str:
             f"{env['machine']['cores']} cores, {env['created_at']}."
         )
     return "\n".join(lines) + "\n"
+
+
+def refresh_metrics(path: Path) -> dict[str, Any]:
+    """Recompute a tool suite's results file's metrics from the items its runs recorded, and
+    rewrite it and its Markdown: for when what a metric means changes (as SLM share did), so
+    that figures of runs made before read as the ones made after. Nothing is run again."""
+    data = json.loads(path.read_text(encoding="utf-8"))
+    for entry in data["policies"].values():
+        items = [
+            ItemResult(**{**item, "calls": [CallRecord(**call) for call in item["calls"]]})
+            for item in entry["items"]
+        ]
+        entry["metrics"] = summarize_items(items)
+    write_results(path, data, tools_markdown(data))
+    return data

@@ -9,6 +9,7 @@ import re
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 from rich.console import Console
@@ -332,3 +333,56 @@ def test_key_facts_cut_off_by_the_token_cap_keep_the_complete_ones() -> None:
 
     cut = '{"facts": ["Sockets connect hosts.", "A \\"server\\" socket listens.", "Non-blocking so'
     assert _complete_strings(cut) == ["Sockets connect hosts.", 'A "server" socket listens.']
+
+
+def test_refresh_metrics_recounts_the_recorded_calls(tmp_path: Path) -> None:
+    """An older results file's SLM share is recomputed from its items' model calls: an
+    escalated SLM call counts as one SLM call, and nothing is run again."""
+    from tierflow.evals.tool_suite import refresh_metrics
+
+    def call(tier: str, escalated: bool = False) -> dict[str, Any]:
+        return {
+            "node": "select_tool",
+            "tier": tier,
+            "prompt_tokens": 10,
+            "completion_tokens": 2,
+            "latency_ms": 5.0,
+            "escalated": escalated,
+            "reason": "escalation_score: high" if escalated else None,
+            "confidence": None,
+        }
+
+    def item(number: int, calls: list[dict[str, Any]]) -> dict[str, Any]:
+        return {
+            "id": f"multiple_{number}",
+            "category": "multiple",
+            "correct": True,
+            "valid": True,
+            "output": [],
+            "error_type": None,
+            "detail": "",
+            "latency_ms": 100.0,
+            "run_id": f"r{number}",
+            "calls": calls,
+        }
+
+    items = [item(1, [call("slm"), call("slm")]), item(2, [call("slm", escalated=True), call("llm")])]
+    environment = {
+        "models": {"slm": "s", "llm": "l"},
+        "git_commit": "abc",
+        "git_dirty": False,
+        "machine": {"cores": 2},
+        "created_at": "2026-12-03",
+    }
+    entry = {
+        "policy": {"default": "tiered"},
+        "metrics": {"slm_share": 0.5},
+        "items": items,
+        "environment": environment,
+    }
+    path = tmp_path / "bfcl_multiple.json"
+    path.write_text(json.dumps({"suite": "bfcl_multiple", "kind": "tools", "policies": {"tiered": entry}}))
+    metrics = refresh_metrics(path)["policies"]["tiered"]["metrics"]
+    assert metrics["slm_share"] == pytest.approx(3 / 4) and metrics["kept_local"] == 0.5
+    assert json.loads(path.read_text())["policies"]["tiered"]["metrics"] == metrics
+    assert "| tiered | 2 |" in path.with_suffix(".md").read_text()
