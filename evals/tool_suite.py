@@ -125,7 +125,7 @@ def refresh_metrics(path: Path) -> dict[str, Any]:
     """Recompute a tool suite's results file's metrics from the items its runs recorded, and
     rewrite it and its Markdown: for when what a metric means changes (as SLM share did), so
     that figures of runs made before read as the ones made after. Nothing is run again."""
-    data = json.loads(path.read_text(encoding="utf-8"))
+    data: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
     for entry in data["policies"].values():
         items = [
             ItemResult(**{**item, "calls": [CallRecord(**call) for call in item["calls"]]})
