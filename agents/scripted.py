@@ -81,11 +81,12 @@ class ScriptedModel:
         text = reply(messages) if callable(reply) else reply
         if isinstance(text, dict):
             text = json.dumps(text)
-        is_choice = choice_field(schema) is not None
+        field = choice_field(schema)
+        is_choice = field is not None
         choosing = self._confidence is not None and is_choice
         scores = None
-        if self._choices is not None and is_choice:
-            scores = ChoiceProbabilities(self._choices, str(json.loads(text).get("tool")), 0.0)
+        if self._choices is not None and field is not None:
+            scores = ChoiceProbabilities(self._choices, str(json.loads(text).get(field.name)), 0.0)
         return Completion(
             text=text,
             model=self.name,

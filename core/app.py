@@ -13,6 +13,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from tierflow.agents.calibration import StepScorers, scorer_file
 from tierflow.agents.catalog import CATALOG, resolve_model
 from tierflow.agents.llm import OpenAIChatModel
 from tierflow.agents.policy import TierPolicy
@@ -292,7 +293,11 @@ class App:
         """``tierflow.run_graph`` on this app's tiers, store and settings (the models stay
         loaded between runs); the run's steps search this app's document memory and the
         escalation score reads its embeddings."""
-        services = {"documents": lambda: self.documents, "relevance": self.relevance}
+        services = {
+            "documents": lambda: self.documents,
+            "relevance": self.relevance,
+            "scorers": self.step_scorers(options.get("name") or getattr(graph, "name", None) or "graph"),
+        }
         return graph_run(
             graph,
             input,
@@ -304,6 +309,11 @@ class App:
             context={**services, **(context or {})},
             **options,
         )
+
+    def step_scorers(self, graph: str) -> StepScorers:
+        """The step scorers calibrated for the graph named ``graph`` (``tierflow calibrate``),
+        read afresh for each run so that a new calibration applies at once."""
+        return StepScorers.load(scorer_file(self.settings.scorers_dir(), graph))
 
     def close(self) -> None:
         """Stop what this app started (the embedded server, the checkpoint database); parts

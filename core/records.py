@@ -115,6 +115,9 @@ class ModelCallRecord:
     signals: TokenSignals | None = None  # log-probabilities of the SLM's generated values
     choice_probabilities: ChoiceProbabilities | None = None  # a choice among fixed options
     p_wrong: float | None = None  # the escalation score: P(this SLM output is wrong), when judged
+    step_kind: str | None = None  # choose, extract or text: which signals an SLM output has
+    features: dict[str, float] | None = None  # those signals, by name (tierflow.agents.judging)
+    scorer: dict[str, Any] | None = None  # the scorer that judged it: source, pair, threshold
     recall: dict[str, Any] | None = None  # what the memory of decisions gave the prompt (or why not)
     error: str | None = None
     id: int | None = None  # set once stored
@@ -197,6 +200,9 @@ class StoredModelCall:
     choice_probabilities: dict[str, float] | None = None  # the most probable options of a choice
     p_wrong: float | None = None  # the escalation score: P(this SLM output is wrong), when judged
     recall: dict[str, Any] | None = None
+    step_kind: str | None = None
+    features: dict[str, float] | None = None
+    scorer: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -187,6 +187,10 @@ class Settings(BaseSettings):
     def resolved_data_dir(self) -> Path:
         return self.data_dir or paths.data_dir()
 
+    def scorers_dir(self) -> Path:
+        """Where ``tierflow calibrate`` keeps each graph's step scorers."""
+        return self.resolved_data_dir() / "scorers"
+
     def documents_dir(self) -> Path:
         """Where the users' documents are kept (``tierflow memory add``)."""
         return self.resolved_memory_dir() / "documents"

@@ -2,8 +2,11 @@
 the one way a step calls a model (tier choice, escalation, privacy, budget, tracing).
 
 A step whose tier choice is ``tiered`` runs on the SLM first; when the output is rejected
-(it does not parse, fails validation, or the SLM was not sure enough of a choice), the same
-messages go to the LLM within the same step and the trace records why. Local-only steps
+(it does not parse, fails validation, the SLM was not sure enough of a choice, or the step's
+scorer judges it likely wrong), the same messages go to the LLM within the same step and the
+trace records why. A step that says what it is (``view``: a choice, an extraction, a text)
+has the signals of every SLM output recorded, and is judged by its node's scorer
+(``tierflow calibrate``) or its kind's prior. Local-only steps
 never reach the LLM: an escalation they would have made is refused and recorded. Before
 every LLM call the run's budget is checked, and with redaction on, personal values are
 replaced by placeholders and restored in the reply.
@@ -13,13 +16,16 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from pydantic import BaseModel
 from tierflow.agents.budget import BudgetMeter
+from tierflow.agents.calibration import ScorerMatch, StepScorers
 from tierflow.agents.escalation import Rejected, parse_model
+from tierflow.agents.judging import StepView, step_features
 from tierflow.agents.policy import TierChoice, TierPolicy
 from tierflow.agents.prompting import render_messages
 from tierflow.agents.protocol import CURRENT_NODE, ChatModel, Completion, Message, Tier
@@ -55,6 +61,9 @@ class TierContext:
     relevance: Callable[[str, Sequence[str]], list[float]] | None = None
     """A request's embedding similarity to some texts (the escalation score reads it of the
     tools); the app passes the offline embedding model's."""
+    scorers: StepScorers | None = None
+    """The graph's step scorers (calibrated per node, and priors per kind of step); without
+    them tiered steps escalate on validation alone."""
 
 
 @dataclass(frozen=True)
@@ -116,6 +125,7 @@ def ask(
     redact: bool | None = None,
     judge: Judge | None = None,
     tool: dict[str, Any] | None = None,
+    view: StepView | None = None,
 ) -> Answer[T]:
     """Call the model that serves ``step`` now, parse its reply, escalate if it is rejected.
 
@@ -125,11 +135,13 @@ def ask(
     parsed SLM output of a tiered step; one it judges likely wrong escalates like a rejected
     one (and is kept when it cannot escalate). ``tool``: the OpenAI function spec whose
     arguments the reply is; an LLM endpoint that takes ``tools=`` is then asked through a
-    native tool call, and its arguments are the reply's text.
+    native tool call, and its arguments are the reply's text. ``view``: what kind of step
+    this is and what its output must rest on; the SLM output's signals are then recorded,
+    and under ``tiered`` the step's scorer judges it (when ``judge`` does not).
     """
     choice: TierChoice = tier or ctx.policy.for_node(step.node, prefer)
     local = local_only or ctx.local_only
-    call = _Call(ctx, step, messages, parse, max_tokens, schema, redact, judge, tool)
+    call = _Call(ctx, step, messages, parse, max_tokens, schema, redact, judge, tool, view)
     if choice == "llm":
         if not local:
             return call.attempt("llm", may_escalate=False)
@@ -159,6 +171,7 @@ class _Call:
     redact: bool | None
     judge: Judge | None = None
     tool: dict[str, Any] | None = None  # the function whose arguments the reply is
+    view: StepView | None = None  # what kind of step it is, for the signals and the scorer
     node: str = ""  # the name the call is traced under; the step's node by default
 
     def __post_init__(self) -> None:
@@ -233,6 +246,18 @@ class _Call:
             record.error = rejection.reason
             return Answer(None, tier, completion, ref, record, rejection)
         record.parsed = value.model_dump() if isinstance(value, BaseModel) else value
+        if tier == "slm" and self.view is not None:
+            record.step_kind = self.view.kind
+            record.features = step_features(
+                self.view,
+                value,
+                completion.text,
+                max_tokens=self.max_tokens,
+                completion_tokens=completion.completion_tokens,
+                finish_reason=completion.finish_reason,
+                probabilities=completion.choice_probabilities,
+                signals=completion.signals,
+            )
         floor = self.ctx.policy.min_confidence
         if may_escalate and record.confidence is not None and record.confidence < floor:
             unsure = Rejected(
@@ -241,11 +266,30 @@ class _Call:
             )
             return Answer(value, tier, completion, ref, record, unsure)  # kept if it cannot escalate
         judgement = self.judge(value, completion) if may_escalate and self.judge else None
+        if judgement is None and may_escalate and record.features is not None:
+            judgement = self._scored(record)
         if judgement is not None:
             record.p_wrong = judgement.p_wrong
             if judgement.escalate:
                 return Answer(value, tier, completion, ref, record, judgement.rejection())
         return Answer(value, tier, completion, ref, record)
+
+    def _scored(self, record: ModelCallRecord) -> Judgement | None:
+        """The step scorer's judgement of an SLM output (``None`` without a scorer). One
+        fitted for another model pair is used at its strictest threshold, and says so."""
+        assert self.view is not None and record.features is not None
+        scorers = self.ctx.scorers
+        tiers = self.ctx.tiers
+        found = (
+            scorers.for_step(self.node, self.view.kind, tiers.slm.name, tiers.llm.name) if scorers else None
+        )
+        if found is None:
+            return None
+        threshold = found.threshold(self.ctx.policy.max_loss)
+        record.scorer = _scorer_note(found, threshold)
+        if not found.matches:
+            _warn_other_pair(self.node, found)
+        return Judgement(found.scorer.model.p_wrong(record.features), threshold)
 
     def _complete(self, model: ChatModel, tier: Tier, messages: list[Message]) -> Completion:
         """The model's reply; for a tool's arguments on an LLM endpoint that takes ``tools=``,
@@ -266,6 +310,35 @@ class _Call:
         return Completion(
             text, got.model, tier, got.prompt_tokens, got.completion_tokens, got.latency_ms, got.finish_reason
         )
+
+
+def _scorer_note(found: ScorerMatch, threshold: float) -> dict[str, Any]:
+    """What the trace keeps of the scorer that judged a call."""
+    slm, llm = found.scorer.pair()
+    return {
+        "source": found.scorer.trained_on.get("source", "calibrated"),
+        "fitted_for": {"slm": slm, "llm": llm},
+        "pair_matches": found.matches,
+        "threshold": round(threshold, 4),
+    }
+
+
+_WARNED: set[tuple[str, str, str]] = set()
+
+
+def _warn_other_pair(node: str, found: ScorerMatch) -> None:
+    """Say once per node and pair that a scorer fitted for other models judges this step."""
+    slm, llm = found.scorer.pair()
+    if (node, slm, llm) in _WARNED:
+        return
+    _WARNED.add((node, slm, llm))
+    logging.getLogger("tierflow").warning(
+        "step %r is judged by a scorer fitted for the models %s / %s, not this run's: it escalates "
+        "at that scorer's strictest threshold. Fit one for these models: tierflow calibrate.",
+        node,
+        slm or "?",
+        llm or "?",
+    )
 
 
 class _Names(BaseModel):

@@ -21,6 +21,7 @@ from langgraph.runtime import get_runtime
 from pydantic import BaseModel
 from pydantic_core import to_jsonable_python
 from tierflow.agents.escalation import Rejected, parse_model, parse_text
+from tierflow.agents.judging import StepView
 from tierflow.agents.policy import TierChoice
 from tierflow.agents.prompting import render_messages
 from tierflow.agents.protocol import Completion, Message
@@ -127,6 +128,11 @@ def _inputs(state: Mapping[str, Any], keys: list[str], node: str) -> list[tuple[
     return [(key, _as_text(state[key])) for key in keys]
 
 
+def _source(given: list[tuple[str, str]]) -> str:
+    """The inputs as one text, what a step's output must rest on."""
+    return "\n\n".join(text for _, text in given)
+
+
 def _fields(model: type[BaseModel]) -> list[tuple[str, str]]:
     return [(name, info.description or "") for name, info in model.model_fields.items()]
 
@@ -166,13 +172,14 @@ def extract(
     schema, routing = output.model_json_schema(), _routing(prefer, local_only, redact)
 
     def run(state: Mapping[str, Any], scope: StepScope) -> Update:
+        given = _inputs(state, _keys(inputs), scope.node)
         messages = render_messages(
-            "step_extract",
-            instructions=instructions,
-            fields=_fields(output),
-            inputs=_inputs(state, _keys(inputs), scope.node),
+            "step_extract", instructions=instructions, fields=_fields(output), inputs=given
         )
-        got = scope.ask(messages, parse_model(output), max_tokens=max_tokens, schema=schema, **routing)
+        view = StepView("extract", _source(given))
+        got = scope.ask(
+            messages, parse_model(output), max_tokens=max_tokens, schema=schema, view=view, **routing
+        )
         value = _value(got, scope.node)
         scope.summarize_as(value.model_dump_json())
         return {into: [value] if append else value}
@@ -214,14 +221,16 @@ def choose(
         return data.label
 
     def run(state: Mapping[str, Any], scope: StepScope) -> Update:
+        given = _inputs(state, _keys(inputs), scope.node)
         messages = render_messages(
             "step_choose",
             instructions=instructions,
             options=list(described.items()),
             field="label",
-            inputs=_inputs(state, _keys(inputs), scope.node),
+            inputs=given,
         )
-        got = scope.ask(messages, parse, max_tokens=32, schema=schema, **routing)
+        view = StepView("choose", _source(given), tuple(labels))
+        got = scope.ask(messages, parse, max_tokens=32, schema=schema, view=view, **routing)
         label = _value(got, scope.node)
         scope.summarize_as(label)
         update: Update = {into: [label] if append else label}
@@ -270,7 +279,9 @@ def summarize(
                 "step_summarize", instructions=instructions, max_sentences=max_sentences, text=piece
             )
             parse = parse_text if verify is None else _verified(verify, piece)
-            return _value(_kept(scope.ask(messages, parse, max_tokens=max_tokens, **routing)), scope.node)
+            view = StepView("text", piece)
+            got = scope.ask(messages, parse, max_tokens=max_tokens, view=view, **routing)
+            return _value(_kept(got), scope.node)
 
         summary = fit_and_summarize(scope.ctx.tiers.slm, text, once, overhead=overhead, max_tokens=max_tokens)
         scope.summarize_as(summary)
@@ -371,13 +382,10 @@ def reason(
     routing = _routing(prefer, local_only, redact)
 
     def run(state: Mapping[str, Any], scope: StepScope) -> Update:
-        messages = render_messages(
-            "step_reason",
-            instructions=instructions,
-            fields=fields,
-            inputs=_inputs(state, _keys(inputs), scope.node),
-        )
-        got = scope.ask(messages, parse, max_tokens=max_tokens, schema=schema, **routing)
+        given = _inputs(state, _keys(inputs), scope.node)
+        messages = render_messages("step_reason", instructions=instructions, fields=fields, inputs=given)
+        view = StepView("extract" if output is not None else "text", _source(given))
+        got = scope.ask(messages, parse, max_tokens=max_tokens, schema=schema, view=view, **routing)
         value = _value(got if output is not None else _kept(got), scope.node)
         scope.summarize_as(value.model_dump_json() if isinstance(value, BaseModel) else str(value))
         return {into: [value] if append else value}

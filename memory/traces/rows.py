@@ -111,6 +111,9 @@ def stored_call(call: ModelCall) -> StoredModelCall:
         choice_probabilities=(call.signals or {}).get("choice"),
         p_wrong=_p_wrong(call.signals),
         recall=(call.signals or {}).get("recall"),
+        step_kind=(call.signals or {}).get("kind"),
+        features=(call.signals or {}).get("features"),
+        scorer=(call.signals or {}).get("scorer"),
     )
 
 
@@ -126,6 +129,11 @@ def signals_column(record: ModelCallRecord) -> dict[str, Any] | None:
         stored["p_wrong"] = round(record.p_wrong, 4)
     if record.recall:
         stored["recall"] = record.recall
+    if record.features is not None:
+        stored["kind"] = record.step_kind
+        stored["features"] = {name: round(value, 5) for name, value in record.features.items()}
+    if record.scorer is not None:
+        stored["scorer"] = record.scorer
     return stored or None
 
 

@@ -1,0 +1,131 @@
+"""A graph's step scorers: per node, P(the SLM's output is wrong) and the thresholds for
+stated losses, with what they were fitted on. ``tierflow calibrate`` writes them; a run
+loads the file that matches its graph and its model pair.
+
+A scorer carries the model pair it was fitted for. ``StepScorers.for_step`` never hands out
+one fitted for another pair as if it fitted this one: it returns it with ``matches=False``,
+and the caller says so and falls back to the scorer's strictest threshold.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tierflow.agents.judging import STEP_KINDS, Logistic, StepKind, ThresholdPoint
+from tierflow.errors import ConfigError
+
+__all__ = ["StepScorer", "StepScorers", "ScorerMatch", "scorer_file"]
+
+FORMAT = 1
+
+
+@dataclass(frozen=True)
+class StepScorer:
+    """One node's score and thresholds, and what they were fitted on (``slm``, ``llm``,
+    ``graph``, ``node``, ``items``, ``wrong``, ``created_at``, ``source``)."""
+
+    kind: StepKind
+    model: Logistic
+    thresholds: tuple[ThresholdPoint, ...]
+    trained_on: Mapping[str, Any] = field(default_factory=dict)
+
+    def threshold(self, max_loss: float) -> float:
+        """The threshold fitted for the largest loss at most ``max_loss`` (the strictest
+        one when ``max_loss`` is below them all)."""
+        ordered = sorted(self.thresholds, key=lambda point: point.max_loss)
+        chosen = ordered[0].threshold if ordered else 0.0
+        for point in ordered:
+            if point.max_loss <= max_loss + 1e-9:
+                chosen = point.threshold
+        return chosen
+
+    @property
+    def strictest(self) -> float:
+        return min((point.threshold for point in self.thresholds), default=0.0)
+
+    def pair(self) -> tuple[str, str]:
+        return str(self.trained_on.get("slm", "")), str(self.trained_on.get("llm", ""))
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind,
+            "model": self.model.to_json(),
+            "thresholds": [vars(point) for point in self.thresholds],
+            "trained_on": dict(self.trained_on),
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> StepScorer:
+        kind = data["kind"]
+        if kind not in STEP_KINDS:
+            raise ValueError(f"unknown step kind {kind!r}")
+        return cls(
+            kind=kind,
+            model=Logistic.from_json(data["model"]),
+            thresholds=tuple(ThresholdPoint(**point) for point in data["thresholds"]),
+            trained_on=dict(data.get("trained_on") or {}),
+        )
+
+
+@dataclass(frozen=True)
+class ScorerMatch:
+    """The scorer a step uses, and whether it was fitted for the run's model pair."""
+
+    scorer: StepScorer
+    matches: bool
+
+    def threshold(self, max_loss: float) -> float:
+        """The threshold for ``max_loss``; for a scorer of another pair, its strictest (it
+        escalates more, never less, than it was fitted to)."""
+        return self.scorer.threshold(max_loss) if self.matches else self.scorer.strictest
+
+
+@dataclass(frozen=True)
+class StepScorers:
+    """The scorers of one graph's nodes (calibrated) and of step kinds (shipped priors)."""
+
+    nodes: Mapping[str, StepScorer] = field(default_factory=dict)
+    priors: Mapping[StepKind, StepScorer] = field(default_factory=dict)
+    path: Path | None = None
+
+    def for_step(self, node: str, kind: StepKind, slm: str, llm: str) -> ScorerMatch | None:
+        """The node's own scorer when it is of this kind, else the kind's prior; ``None``
+        when there is neither (the step is judged by validation alone)."""
+        scorer = self.nodes.get(node)
+        if scorer is None or scorer.kind != kind:
+            scorer = self.priors.get(kind)
+        if scorer is None:
+            return None
+        return ScorerMatch(scorer, scorer.pair() == (slm, llm))
+
+    def save(self, path: Path) -> None:
+        document = {"format": FORMAT, "nodes": {node: s.to_json() for node, s in self.nodes.items()}}
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_name(path.name + ".partial")
+        partial.write_text(json.dumps(document, indent=1) + "\n", encoding="utf-8")
+        partial.replace(path)
+
+    @classmethod
+    def load(cls, path: Path, priors: Mapping[StepKind, StepScorer] | None = None) -> StepScorers:
+        """The scorers in ``path`` (none when it does not exist), with ``priors``."""
+        if not path.exists():
+            return cls({}, dict(priors or {}), None)
+        hint = f"Calibrate the graph again (tierflow calibrate), or remove {path}."
+        try:
+            document = json.loads(path.read_text(encoding="utf-8"))
+            nodes = {node: StepScorer.from_json(data) for node, data in document["nodes"].items()}
+        except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError) as exc:
+            raise ConfigError(f"the step scorers in {path} cannot be read: {exc}", hint=hint) from None
+        return cls(nodes, dict(priors or {}), path)
+
+
+def scorer_file(directory: Path, graph: str) -> Path:
+    """Where a graph's calibrated scorers live under ``directory`` (the data dir's
+    ``scorers/``): one file per graph name."""
+    safe = re.sub(r"[^A-Za-z0-9_.-]", "_", graph) or "graph"
+    return directory / f"{safe}.json"

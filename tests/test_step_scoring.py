@@ -1,0 +1,142 @@
+"""Every kit step judged by a scorer: the signals recorded on each SLM output, escalation
+above the node's threshold with the score in the trace, priors per kind of step, and a
+scorer fitted for other models never used as if it fitted these (scripted tiers)."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import TypedDict
+
+import pytest
+from langgraph.graph import START, StateGraph
+from tierflow import TierContext, TierPolicy, choose, run_graph
+from tierflow.agents.calibration import StepScorer, StepScorers, scorer_file
+from tierflow.agents.judging import FEATURES, Labelled, choose_thresholds, fit_logistic
+from tierflow.agents.scripted import ScriptedModel
+from tierflow.agents.tiers import Tiers
+from tierflow.memory import TraceStore
+from tierflow.records import StoredModelCall
+
+OPTIONS = ["refund", "bug", "question"]
+
+
+class Ticket(TypedDict, total=False):
+    text: str
+    label: str
+
+
+def graph():  # type: ignore[no-untyped-def]
+    builder = StateGraph(Ticket, context_schema=TierContext)
+    builder.add_node("classify", choose(OPTIONS, inputs="text", into="label"))
+    builder.add_edge(START, "classify")
+    return builder.compile(name="tickets")
+
+
+def tiers(probabilities: dict[str, float], slm_says: str, llm_says: str = "refund") -> Tiers:
+    return Tiers(
+        ScriptedModel(
+            tier="slm", name="tiny", by_node={"classify": [{"label": slm_says}]}, choices=probabilities
+        ),
+        ScriptedModel(tier="llm", name="big", by_node={"classify": [{"label": llm_says}]}),
+    )
+
+
+def margin_scorer(slm: str = "tiny", llm: str = "big", source: str = "calibrated") -> StepScorer:
+    """A choose scorer fitted on outputs whose small margin meant wrong."""
+    rows = [{"margin": m / 20, "p_choice": 0.5 + m / 40} for m in range(20)]
+    wrong = [m < 8 for m in range(20)]
+    model = fit_logistic(rows, wrong, FEATURES["choose"])
+    labelled = [Labelled(model.p_wrong(row), not bad) for row, bad in zip(rows, wrong, strict=True)]
+    points = tuple(choose_thresholds(labelled, [0.0, 0.05]))
+    trained_on = {"slm": slm, "llm": llm, "graph": "tickets", "node": "classify", "source": source}
+    return StepScorer("choose", model, points, trained_on)
+
+
+def calls(store: TraceStore, run_id: str) -> list[StoredModelCall]:
+    return [call for step in store.get_run(run_id).steps for call in step.model_calls]
+
+
+SURE = {"refund": 0.96, "bug": 0.03, "question": 0.01}
+UNSURE = {"bug": 0.41, "refund": 0.38, "question": 0.21}
+
+
+def test_every_slm_output_of_a_kit_step_has_its_signals_in_the_trace(store: TraceStore) -> None:
+    result = run_graph(
+        graph(), {"text": "I was charged twice"}, tiers=tiers(UNSURE, "bug"), store=store, policy="slm"
+    )
+    (call,) = calls(store, result.run_id)
+    assert call.step_kind == "choose" and set(call.features or {}) == set(FEATURES["choose"])
+    assert call.features and call.features["margin"] == pytest.approx(0.03)
+    assert call.p_wrong is None and not call.escalated  # nothing judges it without a scorer
+
+
+def test_an_output_the_scorer_judges_likely_wrong_goes_to_the_llm(store: TraceStore) -> None:
+    scorers = StepScorers({"classify": margin_scorer()})
+    doubtful = run_graph(
+        graph(),
+        {"text": "I was charged twice"},
+        tiers=tiers(UNSURE, "bug"),
+        store=store,
+        context={"scorers": scorers},
+    )
+    slm_call, llm_call = calls(store, doubtful.run_id)
+    assert doubtful.state["label"] == "refund" and llm_call.tier == "llm"
+    assert slm_call.escalated and (slm_call.escalation_reason or "").startswith("escalation_score")
+    assert slm_call.p_wrong is not None and slm_call.p_wrong > (slm_call.scorer or {})["threshold"]
+    assert slm_call.scorer == {
+        "source": "calibrated",
+        "fitted_for": {"slm": "tiny", "llm": "big"},
+        "pair_matches": True,
+        "threshold": pytest.approx(scorers.nodes["classify"].threshold(TierPolicy().max_loss), abs=1e-4),
+    }
+    sure = run_graph(
+        graph(),
+        {"text": "refund please"},
+        tiers=tiers(SURE, "refund"),
+        store=store,
+        context={"scorers": scorers},
+    )
+    (kept,) = calls(store, sure.run_id)
+    assert kept.tier == "slm" and not kept.escalated and kept.p_wrong is not None
+
+
+def test_a_prior_judges_a_node_that_was_never_calibrated(store: TraceStore) -> None:
+    scorers = StepScorers({}, {"choose": margin_scorer(source="prior")})
+    result = run_graph(
+        graph(), {"text": "x"}, tiers=tiers(UNSURE, "bug"), store=store, context={"scorers": scorers}
+    )
+    slm_call, _ = calls(store, result.run_id)
+    assert slm_call.escalated and (slm_call.scorer or {})["source"] == "prior"
+
+
+def test_a_scorer_for_another_model_pair_is_never_used_silently(
+    store: TraceStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    other = margin_scorer(slm="qwen-0.5b", llm="gpt-4o")
+    scorers = StepScorers({"classify": other})
+    with caplog.at_level(logging.WARNING, logger="tierflow"):
+        for _ in range(2):
+            result = run_graph(
+                graph(), {"text": "x"}, tiers=tiers(SURE, "refund"), store=store, context={"scorers": scorers}
+            )
+    warnings = [r.getMessage() for r in caplog.records if "fitted for the models" in r.getMessage()]
+    assert len(warnings) == 1 and "qwen-0.5b / gpt-4o" in warnings[0]  # said once
+    (call, *_) = calls(store, result.run_id)
+    assert call.scorer is not None and call.scorer["pair_matches"] is False
+    assert call.scorer["threshold"] == pytest.approx(other.strictest, abs=1e-4)
+
+
+def test_scorers_round_trip_through_their_file_and_a_broken_file_says_so(tmp_path: Path) -> None:
+    path = scorer_file(tmp_path / "scorers", "tickets/v2")
+    assert path.name == "tickets_v2.json"
+    StepScorers({"classify": margin_scorer()}).save(path)
+    loaded = StepScorers.load(path)
+    assert loaded.nodes["classify"].threshold(0.05) == margin_scorer().threshold(0.05)
+    assert StepScorers.load(tmp_path / "none.json").nodes == {}
+    path.write_text("{not json")
+    from tierflow.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="cannot be read") as info:
+        StepScorers.load(path)
+    assert "calibrate" in info.value.hint
