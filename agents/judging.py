@@ -29,8 +29,9 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
+from tierflow.agents.prompting import render_messages
 from tierflow.json_values import json_leaves
-from tierflow.records import ChoiceProbabilities, TokenSignals
+from tierflow.records import ChoiceProbabilities, Message, TokenSignals
 
 __all__ = [
     "StepKind",
@@ -44,6 +45,9 @@ __all__ = [
     "Labelled",
     "ThresholdPoint",
     "choose_thresholds",
+    "same_output",
+    "JUDGE_SCHEMA",
+    "judge_text_messages",
 ]
 
 StepKind = Literal["choose", "extract", "text"]
@@ -386,3 +390,54 @@ def _loss_at(items: Sequence[Labelled], threshold: float) -> tuple[float, float,
     loss = sum(differences) / n
     spread = math.sqrt(sum((d - loss) ** 2 for d in differences) / max(n - 1, 1) / n)
     return kept, loss, 1.645 * spread
+
+
+# Labels -------------------------------------------------------------------------------
+def same_output(kind: StepKind, output: Any, reference: Any) -> bool | None:
+    """Whether an output matches a reference (the LLM's, or a gold value): the same label for
+    ``choose``, every field the same for ``extract`` (strings ignoring case and spacing,
+    numbers as numbers); ``None`` for ``text``, which needs a judge (``judge_text_messages``)."""
+    if kind == "choose":
+        return str(output).strip().casefold() == str(reference).strip().casefold()
+    if kind == "extract":
+        return bool(_normalised(_plain(output)) == _normalised(_plain(reference)))
+    return None
+
+
+def _plain(value: Any) -> Any:
+    return value.model_dump() if hasattr(value, "model_dump") else value
+
+
+def _normalised(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _normalised(v) for k, v in value.items() if v not in (None, "", [], {})}
+    if isinstance(value, list | tuple):
+        return [_normalised(item) for item in value]
+    if isinstance(value, bool) or value is None:
+        return value
+    if isinstance(value, int | float):
+        return round(float(value), 6)
+    if isinstance(value, str):
+        number = _as_number(value)
+        return number if number is not None else " ".join(value.casefold().split())
+    return value
+
+
+def _as_number(text: str) -> float | None:
+    try:
+        return round(float(text.replace(",", "")), 6)
+    except ValueError:
+        return None
+
+
+JUDGE_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {"verdict": {"type": "string", "enum": ["same", "different"]}},
+    "required": ["verdict"],
+}
+"""The reply a text judge gives (``judge_text_messages``)."""
+
+
+def judge_text_messages(source: str, answer: str, reference: str) -> list[Message]:
+    """The prompt that asks a model whether ``answer`` says what ``reference`` says."""
+    return render_messages("judge_text", source=source, answer=answer, reference=reference)

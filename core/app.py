@@ -297,6 +297,7 @@ class App:
             "documents": lambda: self.documents,
             "relevance": self.relevance,
             "scorers": self.step_scorers(options.get("name") or getattr(graph, "name", None) or "graph"),
+            "shadow_rate": self.settings.shadow_rate,
         }
         return graph_run(
             graph,

@@ -22,6 +22,8 @@ __all__ = [
     "TokenSignals",
     "StepHandle",
     "TraceListener",
+    "OutputLabel",
+    "StoredLabel",
     "ModelCallRecord",
     "ToolCallRecord",
     "CallRef",
@@ -91,6 +93,37 @@ RunStatus = Literal["running", "succeeded", "failed", "interrupted", "budget_exc
 RUN_STATUSES: tuple[RunStatus, ...] = ("running", "succeeded", "failed", "interrupted", "budget_exceeded")
 
 
+@dataclass(frozen=True, slots=True)
+class OutputLabel:
+    """Whether an SLM output was right, and the LLM's on the same input, by ``source``:
+    ``shadow`` (the LLM answered it too, after the step), ``gold`` (a known answer),
+    ``calibrate``. ``detail``: what it was compared with."""
+
+    slm_right: bool
+    llm_right: bool = True
+    source: str = "shadow"
+    detail: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class StoredLabel:
+    """A label as the trace database holds it, with the signals of the output it labels."""
+
+    run_id: str
+    model_call_id: int
+    graph: str
+    node: str
+    kind: str
+    slm_model: str
+    llm_model: str
+    slm_right: bool
+    llm_right: bool
+    source: str
+    features: dict[str, float]
+    detail: str | None
+    created_at: datetime
+
+
 @dataclass(slots=True)
 class ModelCallRecord:
     """One model call: what was sent, what came back, what it cost, and any escalation."""
@@ -118,6 +151,7 @@ class ModelCallRecord:
     step_kind: str | None = None  # choose, extract or text: which signals an SLM output has
     features: dict[str, float] | None = None  # those signals, by name (tierflow.agents.judging)
     scorer: dict[str, Any] | None = None  # the scorer that judged it: source, pair, threshold
+    label: OutputLabel | None = None  # whether this SLM output was right (its LLM shadow said)
     recall: dict[str, Any] | None = None  # what the memory of decisions gave the prompt (or why not)
     error: str | None = None
     id: int | None = None  # set once stored

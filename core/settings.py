@@ -114,6 +114,14 @@ class Settings(BaseSettings):
         description="a scorer file fitted for your model pair (tierflow eval routing --train "
         "writes one to the results dir); default: the one shipped with tierflow",
     )
+    shadow_rate: float = Field(
+        0.02,
+        ge=0,
+        le=1,
+        description="the share of kept SLM outputs of kit steps also sent to the LLM after the "
+        "step, to label them for `tierflow calibrate --from-runs` (0 turns it off; never under "
+        "local-only, always within the run's budget)",
+    )
     # What the console's cost view prices LLM tokens at (US$ per million tokens).
     llm_price_prompt_per_mtok: float = Field(2.5, ge=0)
     llm_price_completion_per_mtok: float = Field(10.0, ge=0)

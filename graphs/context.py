@@ -15,6 +15,7 @@ replaced by placeholders and restored in the reply.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import logging
 from collections.abc import Callable, Sequence
@@ -22,10 +23,11 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from pydantic import BaseModel
+from pydantic_core import to_jsonable_python
 from tierflow.agents.budget import BudgetMeter
 from tierflow.agents.calibration import ScorerMatch, StepScorers
 from tierflow.agents.escalation import Rejected, parse_model
-from tierflow.agents.judging import StepView, step_features
+from tierflow.agents.judging import JUDGE_SCHEMA, StepView, judge_text_messages, same_output, step_features
 from tierflow.agents.policy import TierChoice, TierPolicy
 from tierflow.agents.prompting import render_messages
 from tierflow.agents.protocol import CURRENT_NODE, ChatModel, Completion, Message, Tier
@@ -33,7 +35,7 @@ from tierflow.agents.redaction import Redactor
 from tierflow.agents.tiers import Tiers
 from tierflow.errors import ContextOverflowError, TierflowError
 from tierflow.memory.traces.recorder import RunRecorder
-from tierflow.records import CallRef, ModelCallRecord, StepHandle
+from tierflow.records import CallRef, ModelCallRecord, OutputLabel, StepHandle
 
 if TYPE_CHECKING:
     from tierflow.memory.documents import DocumentMemory
@@ -64,6 +66,10 @@ class TierContext:
     scorers: StepScorers | None = None
     """The graph's step scorers (calibrated per node, and priors per kind of step); without
     them tiered steps escalate on validation alone."""
+    shadow_rate: float = 0.0
+    """The share of kept SLM outputs (of steps that say their kind) also sent to the LLM
+    after the step, to label them right or wrong for ``tierflow calibrate --from-runs``.
+    Never under local-only, and only within the run's budget."""
 
 
 @dataclass(frozen=True)
@@ -151,6 +157,8 @@ def ask(
         return first
     first = call.attempt("slm", may_escalate=choice == "tiered")
     if first.rejection is None or choice != "tiered":
+        if first.rejection is None and not local:
+            call.shadow(first)
         return first
     first.record.escalation_reason = first.reason
     if local:
@@ -274,6 +282,42 @@ class _Call:
                 return Answer(value, tier, completion, ref, record, judgement.rejection())
         return Answer(value, tier, completion, ref, record)
 
+    def shadow(self, kept: Answer[Any]) -> None:
+        """Maybe (``shadow_rate``) send a kept SLM output's messages to the LLM as well, and
+        label the output by whether the two agree (a text by the LLM's judgement). The calls
+        are traced under ``NODE:shadow`` and ``NODE:judge``; a budget that cannot take them
+        skips them, and an LLM that fails leaves the output unlabelled."""
+        if self.view is None or kept.value is None or not _sampled(self.ctx, kept.ref):
+            return
+        shadow = dataclasses.replace(self, judge=None, node=f"{self.node}:shadow")
+        try:
+            reference = shadow.attempt("llm", may_escalate=False)
+            if reference.value is None:
+                return
+            same = same_output(self.view.kind, kept.value, reference.value)
+            if same is None:
+                same = self._judged_same(str(kept.value), str(reference.value))
+        except TierflowError:  # over budget, or the LLM failed: no label, the step goes on
+            return
+        detail = json.dumps(to_jsonable_python(reference.value), ensure_ascii=False)[:1000]
+        kept.record.label = OutputLabel(slm_right=same, source="shadow", detail=detail)
+
+    def _judged_same(self, answer: str, reference: str) -> bool:
+        assert self.view is not None
+        messages = judge_text_messages(self.view.source, answer, reference)
+        judge = _Call(
+            self.ctx,
+            self.step,
+            messages,
+            parse_model(_Verdict),
+            16,
+            JUDGE_SCHEMA,
+            self.redact,
+            node=f"{self.node}:judge",
+        )
+        verdict = judge.attempt("llm", may_escalate=False).value
+        return verdict is not None and verdict.verdict == "same"
+
     def _scored(self, record: ModelCallRecord) -> Judgement | None:
         """The step scorer's judgement of an SLM output (``None`` without a scorer). One
         fitted for another model pair is used at its strictest threshold, and says so."""
@@ -339,6 +383,20 @@ def _warn_other_pair(node: str, found: ScorerMatch) -> None:
         slm or "?",
         llm or "?",
     )
+
+
+def _sampled(ctx: TierContext, ref: CallRef) -> bool:
+    """Whether this output is one of the ``shadow_rate`` share (fixed per run and call)."""
+    if ctx.shadow_rate <= 0:
+        return False
+    if ctx.shadow_rate >= 1:
+        return True
+    digest = hashlib.sha256(f"{ctx.recorder.run_id}:{ref}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64 < ctx.shadow_rate
+
+
+class _Verdict(BaseModel):
+    verdict: str
 
 
 class _Names(BaseModel):

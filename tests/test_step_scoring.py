@@ -38,7 +38,11 @@ def tiers(probabilities: dict[str, float], slm_says: str, llm_says: str = "refun
         ScriptedModel(
             tier="slm", name="tiny", by_node={"classify": [{"label": slm_says}]}, choices=probabilities
         ),
-        ScriptedModel(tier="llm", name="big", by_node={"classify": [{"label": llm_says}]}),
+        ScriptedModel(
+            tier="llm",
+            name="big",
+            by_node={"classify": [{"label": llm_says}], "classify:shadow": [{"label": llm_says}]},
+        ),
     )
 
 
@@ -140,3 +144,43 @@ def test_scorers_round_trip_through_their_file_and_a_broken_file_says_so(tmp_pat
     with pytest.raises(ConfigError, match="cannot be read") as info:
         StepScorers.load(path)
     assert "calibrate" in info.value.hint
+
+
+def test_shadow_labels_gather_on_kept_outputs_and_never_leave_a_local_run(store: TraceStore) -> None:
+    shadow = {"shadow_rate": 1.0}
+    agree = run_graph(graph(), {"text": "x"}, tiers=tiers(SURE, "refund"), store=store, context=shadow)
+    differ = run_graph(
+        graph(), {"text": "y"}, tiers=tiers(UNSURE, "bug"), store=store, context=shadow, policy="slm"
+    )
+    assert agree.state["label"] == "refund" and differ.state["label"] == "bug"  # the SLM's outputs stand
+    assert [c.node for c in calls(store, differ.run_id)] == ["classify", "classify:shadow"]
+    labels = store.labels(graph="tickets")
+    assert [(label.run_id, label.slm_right, label.source) for label in labels] == [
+        (agree.run_id, True, "shadow"),
+        (differ.run_id, False, "shadow"),
+    ]
+    assert labels[1].node == "classify" and labels[1].kind == "choose" and labels[1].detail == '"refund"'
+    assert (labels[1].slm_model, labels[1].llm_model) == ("tiny", "big")
+    assert labels[1].features["margin"] == pytest.approx(0.03)
+    local = run_graph(
+        graph(), {"text": "z"}, tiers=tiers(UNSURE, "bug"), store=store, context=shadow, local_only=True
+    )
+    assert [c.tier for c in calls(store, local.run_id)] == ["slm"] and len(store.labels()) == 2
+    off = run_graph(graph(), {"text": "w"}, tiers=tiers(UNSURE, "bug"), store=store, policy="slm")
+    assert len(calls(store, off.run_id)) == 1 and len(store.labels()) == 2
+
+
+def test_a_shadow_the_budget_cannot_take_is_skipped(store: TraceStore) -> None:
+    from tierflow import Budget
+
+    result = run_graph(
+        graph(),
+        {"text": "x"},
+        tiers=tiers(UNSURE, "bug"),
+        store=store,
+        policy="slm",
+        budget=Budget(max_llm_tokens=5),
+        context={"shadow_rate": 1.0},
+    )
+    assert result.ok and [c.node for c in calls(store, result.run_id)] == ["classify"]
+    assert store.labels() == []

@@ -67,6 +67,11 @@ def _m009_one_word_for_success(connection: Connection) -> None:
     connection.execute(text("UPDATE job_documents SET status = 'succeeded' WHERE status = 'done'"))
 
 
+def _m010_labels(connection: Connection) -> None:
+    """Right-or-wrong labels of SLM outputs, for ``tierflow calibrate``."""
+    SQLModel.metadata.create_all(connection, tables=[SQLModel.metadata.tables["labels"]])
+
+
 MIGRATIONS: list[tuple[str, Callable[[Connection], None]]] = [
     ("m001_initial", _m001_initial),
     ("m002_model_call_confidence", _m002_model_call_confidence),
@@ -77,6 +82,7 @@ MIGRATIONS: list[tuple[str, Callable[[Connection], None]]] = [
     ("m007_jobs", _m007_jobs),
     ("m008_step_evidence", _m008_step_evidence),
     ("m009_one_word_for_success", _m009_one_word_for_success),
+    ("m010_labels", _m010_labels),
 ]
 
 

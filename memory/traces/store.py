@@ -33,14 +33,16 @@ from tierflow.memory.traces.rows import (
     stored_call,
     stored_tool_call,
 )
-from tierflow.memory.traces.tables import ModelCall, Run, Step, ToolCall, utcnow
+from tierflow.memory.traces.tables import Label, ModelCall, Run, Step, ToolCall, utcnow
 from tierflow.records import (
     CallRef,
     ModelCallRecord,
+    OutputLabel,
     RunStats,
     RunTrace,
     StepHandle,
     StepTrace,
+    StoredLabel,
     StoredModelCall,
     TraceListener,
 )
@@ -48,7 +50,11 @@ from tierflow.secrets import register, scrub_value
 
 __all__ = ["TraceStore"]
 
-_CALL_FIELDS = tuple(f.name for f in fields(ModelCallRecord) if f.name not in ("id", "run_id"))
+_CALL_FIELDS = tuple(
+    f.name
+    for f in fields(ModelCallRecord)
+    if f.name in ModelCall.model_fields and f.name not in ("id", "run_id")
+)
 
 
 class TraceStore:
@@ -206,6 +212,13 @@ class TraceStore:
                 for record, call_id in zip(step.calls, ids, strict=True):
                     assert call_id is not None
                     record.id, record.run_id = int(call_id), run_id
+                labelled = [c for c in step.calls if c.label is not None and c.id is not None]
+                if labelled:
+                    run = connection.execute(
+                        select(Run.graph, Run.slm_model, Run.llm_model).where(Run.id == run_id)
+                    ).one()
+                    rows = [self._label_row(run_id, run, c, c.label, now) for c in labelled if c.label]
+                    connection.execute(insert(Label), rows)
             if step.tools:
                 tools = [
                     {**self.scrub(asdict(t)), "run_id": run_id, "step_id": step_id, "created_at": now}
@@ -215,6 +228,73 @@ class TraceStore:
         for listener in self.listeners:
             listener.step_written(run_id, step, status=status, error=error, finished_at=now)
         return step_id
+
+    def _label_row(
+        self, run_id: str, run: Any, call: ModelCallRecord, label: OutputLabel, now: datetime
+    ) -> dict[str, Any]:
+        return {
+            "run_id": run_id,
+            "model_call_id": call.id,
+            "graph": run.graph,
+            "node": call.node,
+            "kind": call.step_kind or "",
+            "slm_model": run.slm_model,
+            "llm_model": run.llm_model,
+            "slm_right": label.slm_right,
+            "llm_right": label.llm_right,
+            "source": label.source,
+            "features": call.features or {},
+            "detail": self.scrub(label.detail),
+            "created_at": now,
+        }
+
+    def add_label(self, run_id: str, call_id: int, label: OutputLabel) -> None:
+        """Label a stored SLM output after its run (a gold value compared with it)."""
+        with self._begin() as connection:
+            run = connection.execute(
+                select(Run.graph, Run.slm_model, Run.llm_model).where(Run.id == run_id)
+            ).one_or_none()
+            call = connection.execute(select(ModelCall).where(ModelCall.id == call_id)).one_or_none()
+            if run is None or call is None:
+                raise RunNotFoundError(f"no model call {call_id} in run {run_id}")
+            stored = stored_call(call[0])
+            record = ModelCallRecord(
+                node=stored.node, tier=stored.tier, model=stored.model, messages=[], id=call_id
+            )
+            record.step_kind, record.features = stored.step_kind, stored.features
+            connection.execute(insert(Label), [self._label_row(run_id, run, record, label, utcnow())])
+
+    def labels(
+        self, *, graph: str | None = None, slm_model: str | None = None, llm_model: str | None = None
+    ) -> list[StoredLabel]:
+        """The labels of SLM outputs, oldest first, of one graph and model pair if named."""
+        query = select(Label).order_by(col(Label.id))
+        if graph is not None:
+            query = query.where(Label.graph == graph)
+        if slm_model is not None:
+            query = query.where(Label.slm_model == slm_model)
+        if llm_model is not None:
+            query = query.where(Label.llm_model == llm_model)
+        with self._session() as session:
+            rows = session.exec(query).all()
+        return [
+            StoredLabel(
+                run_id=row.run_id,
+                model_call_id=row.model_call_id,
+                graph=row.graph,
+                node=row.node,
+                kind=row.kind,
+                slm_model=row.slm_model,
+                llm_model=row.llm_model,
+                slm_right=row.slm_right,
+                llm_right=row.llm_right,
+                source=row.source,
+                features=dict(row.features or {}),
+                detail=row.detail,
+                created_at=aware(row.created_at),
+            )
+            for row in rows
+        ]
 
     def _fields(self, record: ModelCallRecord) -> dict[str, Any]:
         fields = {name: getattr(record, name) for name in _CALL_FIELDS}

@@ -9,7 +9,7 @@ from typing import Any
 from sqlalchemy import JSON, Column, Text
 from sqlmodel import Field, SQLModel
 
-__all__ = ["Run", "Step", "ModelCall", "ToolCall", "Job", "JobDocument", "utcnow"]
+__all__ = ["Run", "Step", "ModelCall", "ToolCall", "Label", "Job", "JobDocument", "utcnow"]
 
 
 def utcnow() -> datetime:
@@ -91,6 +91,28 @@ class ToolCall(SQLModel, table=True):
     error: str | None = Field(default=None, sa_column=Column(Text))
     latency_ms: float = 0.0
     created_at: datetime = Field(default_factory=utcnow)
+
+
+class Label(SQLModel, table=True):
+    """Whether an SLM output was right: from its LLM shadow (``shadow``), a gold value
+    (``gold``), or both tiers run side by side (``calibrate``). The scorers are fitted on these."""
+
+    __tablename__ = "labels"
+
+    id: int | None = Field(default=None, primary_key=True)
+    run_id: str = Field(foreign_key="runs.id", index=True)
+    model_call_id: int = Field(foreign_key="model_calls.id", index=True)
+    graph: str = Field(index=True)
+    node: str = Field(index=True)
+    kind: str
+    slm_model: str
+    llm_model: str
+    slm_right: bool
+    llm_right: bool = True
+    source: str = "shadow"
+    features: dict[str, float] = Field(default_factory=dict, sa_column=Column(JSON))
+    detail: str | None = Field(default=None, sa_column=Column(Text))
+    created_at: datetime = Field(default_factory=utcnow, index=True)
 
 
 class Job(SQLModel, table=True):
