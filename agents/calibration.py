@@ -11,15 +11,26 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tierflow.agents.judging import STEP_KINDS, Logistic, StepKind, ThresholdPoint
+from tierflow.agents.judging import (
+    FEATURES,
+    STEP_KINDS,
+    Labelled,
+    Logistic,
+    StepKind,
+    ThresholdPoint,
+    choose_thresholds,
+    fit_logistic,
+    grouped_folds,
+)
 from tierflow.errors import ConfigError
+from tierflow.records import StoredLabel
 
-__all__ = ["StepScorer", "StepScorers", "ScorerMatch", "scorer_file"]
+__all__ = ["StepScorer", "StepScorers", "ScorerMatch", "scorer_file", "NodeFit", "fit_scorers", "LOSSES"]
 
 FORMAT = 1
 
@@ -129,3 +140,81 @@ def scorer_file(directory: Path, graph: str) -> Path:
     ``scorers/``): one file per graph name."""
     safe = re.sub(r"[^A-Za-z0-9_.-]", "_", graph) or "graph"
     return directory / f"{safe}.json"
+
+
+# Fitting ------------------------------------------------------------------------------
+LOSSES = (0.0, 0.01, 0.02, 0.05, 0.1, 0.2)
+"""The accuracy losses a fit chooses thresholds for (with the one asked for)."""
+
+
+@dataclass(frozen=True)
+class NodeFit:
+    """What a fit measured of one node, out of fold: the labels it had, the threshold for the
+    loss asked for, the share of outputs that stay on the SLM there, and the loss."""
+
+    node: str
+    kind: StepKind
+    labels: int
+    slm_wrong: int
+    point: ThresholdPoint
+
+
+def fit_scorers(
+    labels: Sequence[StoredLabel],
+    *,
+    graph: str,
+    slm: str,
+    llm: str,
+    max_loss: float,
+    folds: int = 5,
+    created_at: str = "",
+) -> tuple[StepScorers, list[NodeFit]]:
+    """Per node, a scorer fitted on ``labels`` (a gold label wins over a shadow one for the
+    same output). Thresholds are chosen on out-of-fold scores, grouped by run (one input's
+    outputs never sit on both sides of a fit); the stored model is then fitted on all."""
+    by_call: dict[int, StoredLabel] = {}
+    for label in labels:
+        if label.model_call_id not in by_call or label.source == "gold":
+            by_call[label.model_call_id] = label
+    by_node: dict[str, list[StoredLabel]] = {}
+    for label in by_call.values():
+        if label.kind in STEP_KINDS:
+            by_node.setdefault(label.node, []).append(label)
+    losses = sorted({*LOSSES, max_loss})
+    nodes: dict[str, StepScorer] = {}
+    fits = []
+    for node, items in sorted(by_node.items()):
+        kind: StepKind = items[0].kind  # type: ignore[assignment]  # checked against STEP_KINDS
+        features = FEATURES[kind]
+        scored = _out_of_fold(items, features, folds)
+        points = tuple(choose_thresholds(scored, losses))
+        model = fit_logistic([i.features for i in items], [not i.slm_right for i in items], features)
+        point = next(p for p in points if p.max_loss == max_loss)
+        wrong = sum(not i.slm_right for i in items)
+        trained_on = {
+            "slm": slm,
+            "llm": llm,
+            "graph": graph,
+            "node": node,
+            "items": len(items),
+            "wrong": wrong,
+            "created_at": created_at,
+            "source": "calibrated",
+            "max_loss": max_loss,
+            "estimated_loss": round(point.loss, 4),
+            "estimated_slm_share": round(point.slm_share, 4),
+        }
+        nodes[node] = StepScorer(kind, model, points, trained_on)
+        fits.append(NodeFit(node, kind, len(items), wrong, point))
+    return StepScorers(nodes), fits
+
+
+def _out_of_fold(items: Sequence[StoredLabel], features: Sequence[str], folds: int) -> list[Labelled]:
+    fold_of = grouped_folds([item.run_id for item in items], folds)
+    scored = []
+    for fold in sorted(set(fold_of)):
+        train = [item for item, f in zip(items, fold_of, strict=True) if f != fold]
+        held = [item for item, f in zip(items, fold_of, strict=True) if f == fold]
+        model = fit_logistic([i.features for i in train], [not i.slm_right for i in train], features)
+        scored += [Labelled(model.p_wrong(i.features), i.slm_right, i.llm_right) for i in held]
+    return scored

@@ -110,6 +110,8 @@ class StepView:
     kind: StepKind
     source: str = ""
     options: tuple[str, ...] = ()
+    into: str = ""
+    """The state key the step writes its output to (a gold value of it labels the output)."""
 
 
 def step_features(

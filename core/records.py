@@ -149,6 +149,7 @@ class ModelCallRecord:
     choice_probabilities: ChoiceProbabilities | None = None  # a choice among fixed options
     p_wrong: float | None = None  # the escalation score: P(this SLM output is wrong), when judged
     step_kind: str | None = None  # choose, extract or text: which signals an SLM output has
+    into: str | None = None  # the state key the step writes its output to
     features: dict[str, float] | None = None  # those signals, by name (tierflow.agents.judging)
     scorer: dict[str, Any] | None = None  # the scorer that judged it: source, pair, threshold
     label: OutputLabel | None = None  # whether this SLM output was right (its LLM shadow said)
@@ -237,6 +238,7 @@ class StoredModelCall:
     step_kind: str | None = None
     features: dict[str, float] | None = None
     scorer: dict[str, Any] | None = None
+    into: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -255,7 +255,7 @@ class _Call:
             return Answer(None, tier, completion, ref, record, rejection)
         record.parsed = value.model_dump() if isinstance(value, BaseModel) else value
         if tier == "slm" and self.view is not None:
-            record.step_kind = self.view.kind
+            record.step_kind, record.into = self.view.kind, self.view.into or None
             record.features = step_features(
                 self.view,
                 value,

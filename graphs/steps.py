@@ -176,7 +176,7 @@ def extract(
         messages = render_messages(
             "step_extract", instructions=instructions, fields=_fields(output), inputs=given
         )
-        view = StepView("extract", _source(given))
+        view = StepView("extract", _source(given), into=into)
         got = scope.ask(
             messages, parse_model(output), max_tokens=max_tokens, schema=schema, view=view, **routing
         )
@@ -229,7 +229,7 @@ def choose(
             field="label",
             inputs=given,
         )
-        view = StepView("choose", _source(given), tuple(labels))
+        view = StepView("choose", _source(given), tuple(labels), into)
         got = scope.ask(messages, parse, max_tokens=32, schema=schema, view=view, **routing)
         label = _value(got, scope.node)
         scope.summarize_as(label)
@@ -279,7 +279,7 @@ def summarize(
                 "step_summarize", instructions=instructions, max_sentences=max_sentences, text=piece
             )
             parse = parse_text if verify is None else _verified(verify, piece)
-            view = StepView("text", piece)
+            view = StepView("text", piece, into=into)
             got = scope.ask(messages, parse, max_tokens=max_tokens, view=view, **routing)
             return _value(_kept(got), scope.node)
 
@@ -384,7 +384,7 @@ def reason(
     def run(state: Mapping[str, Any], scope: StepScope) -> Update:
         given = _inputs(state, _keys(inputs), scope.node)
         messages = render_messages("step_reason", instructions=instructions, fields=fields, inputs=given)
-        view = StepView("extract" if output is not None else "text", _source(given))
+        view = StepView("extract" if output is not None else "text", _source(given), into=into)
         got = scope.ask(messages, parse, max_tokens=max_tokens, schema=schema, view=view, **routing)
         value = _value(got if output is not None else _kept(got), scope.node)
         scope.summarize_as(value.model_dump_json() if isinstance(value, BaseModel) else str(value))

@@ -184,3 +184,80 @@ def test_a_shadow_the_budget_cannot_take_is_skipped(store: TraceStore) -> None:
     )
     assert result.ok and [c.node for c in calls(store, result.run_id)] == ["classify"]
     assert store.labels() == []
+
+
+def calibration_tiers(n: int) -> Tiers:
+    """Inputs 0..n-1: the SLM is unsure and wrong on every third, sure and right otherwise."""
+    slm_replies, llm_replies, choices = [], [], []
+    for i in range(n):
+        wrong = i % 3 == 0
+        slm_replies.append({"label": "bug" if wrong else "refund"})
+        llm_replies.append({"label": "refund"})
+        choices.append(UNSURE if wrong else SURE)
+    slm = ScriptedModel(tier="slm", name="tiny", by_node={"classify": slm_replies})
+    probabilities = iter(choices)
+    original = slm.complete
+
+    def complete(messages, *, schema=None, max_tokens):  # type: ignore[no-untyped-def]
+        slm._choices = next(probabilities)  # this input's option probabilities
+        return original(messages, schema=schema, max_tokens=max_tokens)
+
+    slm.complete = complete  # type: ignore[method-assign]
+    return Tiers(slm, ScriptedModel(tier="llm", name="big", by_node={"classify:shadow": llm_replies}))
+
+
+def test_calibrate_labels_each_input_once_and_fits_a_scorer_that_then_judges(
+    store: TraceStore, tmp_path: Path
+) -> None:
+    from functools import partial
+
+    from tierflow.agents.calibration import fit_scorers
+    from tierflow.graphs.calibrating import collect_labels, read_inputs
+
+    inputs = tmp_path / "inputs.jsonl"
+    inputs.write_text("\n".join(f'{{"text": "ticket {i}", "label": "refund"}}' for i in range(30)) + "\n")
+    compiled = graph()
+    items = read_inputs(inputs, compiled, ["label"])
+    assert (
+        len(items) == 30 and items[0].gold == {"label": "refund"} and items[0].input == {"text": "ticket 0"}
+    )
+    tiered = calibration_tiers(30)
+    run = partial(run_graph, tiers=tiered, store=store)
+    seen: list[str] = []
+    outcomes = lambda report: seen.append(report.outcome)  # noqa: E731
+    ran = collect_labels(compiled, "tickets", items[:20], run, store, tiered.llm, on_progress=outcomes)
+    assert ran == 20 and seen.count("labelled") == 20
+    ran = collect_labels(compiled, "tickets", items, run, store, tiered.llm)  # a stopped calibration goes on
+    assert ran == 10
+    labels = store.labels(graph="tickets")
+    gold = [label for label in labels if label.source == "gold"]
+    assert len(gold) == 30 and sum(not label.slm_right for label in gold) == 10
+    scorers, fits = fit_scorers(labels, graph="tickets", slm="tiny", llm="big", max_loss=0.0)
+    (fit,) = fits
+    assert (fit.node, fit.kind, fit.labels, fit.slm_wrong) == ("classify", "choose", 30, 10)
+    assert fit.point.loss == 0.0 and fit.point.slm_share == pytest.approx(20 / 30)
+    scorer = scorers.nodes["classify"]
+    assert scorer.trained_on["items"] == 30 and scorer.trained_on["slm"] == "tiny"
+    doubtful = run_graph(
+        graph(), {"text": "new"}, tiers=tiers(UNSURE, "bug"), store=store, context={"scorers": scorers}
+    )
+    assert doubtful.state["label"] == "refund" and calls(store, doubtful.run_id)[0].escalated
+
+
+def test_from_runs_refits_on_the_shadow_labels_of_everyday_runs(store: TraceStore) -> None:
+    from tierflow.agents.calibration import fit_scorers
+
+    for i in range(24):
+        wrong = i % 4 == 0
+        run_graph(
+            graph(),
+            {"text": f"ticket {i}"},
+            tiers=tiers(UNSURE if wrong else SURE, "bug" if wrong else "refund"),
+            store=store,
+            context={"shadow_rate": 1.0},
+        )
+    labels = store.labels(graph="tickets", slm_model="tiny", llm_model="big")
+    assert len(labels) == 24 and {label.source for label in labels} == {"shadow"}
+    scorers, (fit,) = fit_scorers(labels, graph="tickets", slm="tiny", llm="big", max_loss=0.0)
+    assert fit.slm_wrong == 6 and fit.point.slm_share == pytest.approx(18 / 24)
+    assert scorers.nodes["classify"].model.p_wrong({"margin": 0.03}) > 0.5

@@ -17,6 +17,7 @@ from typing import Annotated, Any
 import typer
 from rich.markup import escape
 from tierflow.cli.batch import jobs_app, summarize
+from tierflow.cli.calibrate import calibrate
 from tierflow.cli.config import show_config
 from tierflow.cli.console import serve_console
 from tierflow.cli.eval import eval_app
@@ -52,6 +53,7 @@ app = typer.Typer(
 app.command("summarize")(summarize)
 app.command("run")(run_task)
 app.command("resume")(resume)
+app.command("calibrate")(calibrate)
 app.command("config")(show_config)
 app.command("ui")(serve_console)
 app.add_typer(runs_app, name="runs")

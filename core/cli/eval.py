@@ -12,6 +12,7 @@ from tierflow.cli.eval_routing import eval_routing
 from tierflow.cli.eval_support import (
     EvalPolicyOption,
     OutOption,
+    eval_settings,
     eval_store,
     fresh_memory,
     metrics,
@@ -59,7 +60,7 @@ def eval_tools(
     chosen_policies = parse_policies(policy)
     if learn:
         chosen_policies = {f"{label}+learn": rule for label, rule in chosen_policies.items()}
-    conf = settings()
+    conf = eval_settings()
     store, trace_path = eval_store(conf, traces)
     with ProgressDisplay(err) as progress, App(conf, on_progress=progress) as tierflow_app:
         path, data = evaluate_tools(
@@ -128,7 +129,7 @@ def eval_tasks(
             hint="Categories: " + ", ".join(sorted({t.category for t in suite.tasks})),
         )
     chosen_policies = parse_policies(policy)
-    conf = settings()
+    conf = eval_settings()
     store, trace_path = eval_store(conf, traces)
     path = (out_dir or settings().resolved_results_dir()) / "tasks.json"
     with ProgressDisplay(err) as progress, App(conf, on_progress=progress) as tierflow_app:
@@ -176,7 +177,7 @@ def eval_summaries(
     if prepare:
         prepare_documents()
     documents = load_documents()[:limit]
-    conf = settings()
+    conf = eval_settings()
     with ProgressDisplay(err) as progress, App(conf, on_progress=progress) as tierflow_app:
         tiers = tierflow_app.tiers
         tiers.load()
@@ -201,7 +202,7 @@ def eval_bench(
     from tierflow.evals import bench, load
     from tierflow.evals.report import environment, write_results
 
-    conf = settings()
+    conf = eval_settings()
     slm_path = model_file(conf, conf.slm_model, "TIERFLOW_SLM_MODEL", progress_display())
     env = environment(conf.masked(), {"slm": conf.slm_model, "llm": conf.embedded_llm_model})
     data: dict[str, Any] = {}
@@ -239,7 +240,7 @@ def eval_batch(
     from tierflow.evals.report import environment, read_results, write_results
 
     path = (out_dir or settings().resolved_results_dir()) / "batch.json"
-    conf = settings()
+    conf = eval_settings()
     with err.status("batch benchmark …") as status:
 
         def progress(step: str) -> None:
@@ -278,7 +279,7 @@ def eval_memory(
     from tierflow.evals.report import environment, write_results
 
     path = (out_dir or settings().resolved_results_dir()) / "memory.json"
-    conf = settings()
+    conf = eval_settings()
     # the code as it is now, not after the commits made during the hour it runs
     env = environment(conf.masked(), {"slm": conf.slm_model, "llm": conf.embedded_llm_model})
     with ProgressDisplay(err) as progress:

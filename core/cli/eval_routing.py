@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from tierflow.cli.eval_support import OutOption, eval_store, fresh_memory, show_results
+from tierflow.cli.eval_support import OutOption, eval_settings, eval_store, fresh_memory, show_results
 from tierflow.cli.support import JsonOption, err, progress_display, settings
 from tierflow.settings import Settings
 
@@ -75,7 +75,7 @@ def eval_routing(
     from tierflow.evals.routing import routing_markdown
     from tierflow.evals.routing_data import routing_cases
 
-    conf = settings()
+    conf = eval_settings()
     paths = RoutingFiles.of(conf, runs_file, scorer_file, train=train, collect=collect)
     cases = {case.id: case for case in routing_cases()}
     if collect:

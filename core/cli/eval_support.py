@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from tierflow.cli.support import emit_json, err, out, parse_tiers, progress_display
+from tierflow.cli.support import emit_json, err, out, parse_tiers, progress_display, settings
 from tierflow.settings import Settings, TierPolicy
 
 if TYPE_CHECKING:
@@ -31,6 +31,12 @@ EvalPolicyOption = Annotated[
 OutOption = Annotated[
     Path | None, typer.Option("--out", help="Results directory (default: the settings' results_dir).")
 ]
+
+
+def eval_settings() -> Settings:
+    """The settings an evaluation runs with: the user's, with no shadow calls (an evaluation
+    measures each policy as it is; a shadow would add LLM calls to its figures)."""
+    return settings().model_copy(update={"shadow_rate": 0.0})
 
 
 def parse_policies(names: list[str]) -> dict[str, TierPolicy]:

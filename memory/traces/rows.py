@@ -114,6 +114,7 @@ def stored_call(call: ModelCall) -> StoredModelCall:
         step_kind=(call.signals or {}).get("kind"),
         features=(call.signals or {}).get("features"),
         scorer=(call.signals or {}).get("scorer"),
+        into=(call.signals or {}).get("into"),
     )
 
 
@@ -131,6 +132,8 @@ def signals_column(record: ModelCallRecord) -> dict[str, Any] | None:
         stored["recall"] = record.recall
     if record.features is not None:
         stored["kind"] = record.step_kind
+        if record.into:
+            stored["into"] = record.into
         stored["features"] = {name: round(value, 5) for name, value in record.features.items()}
     if record.scorer is not None:
         stored["scorer"] = record.scorer

@@ -250,19 +250,18 @@ class TraceStore:
 
     def add_label(self, run_id: str, call_id: int, label: OutputLabel) -> None:
         """Label a stored SLM output after its run (a gold value compared with it)."""
-        with self._begin() as connection:
-            run = connection.execute(
-                select(Run.graph, Run.slm_model, Run.llm_model).where(Run.id == run_id)
-            ).one_or_none()
-            call = connection.execute(select(ModelCall).where(ModelCall.id == call_id)).one_or_none()
-            if run is None or call is None:
+        with self._session() as session:
+            run = session.get(Run, run_id)
+            call = session.get(ModelCall, call_id)
+            if run is None or call is None or call.run_id != run_id:
                 raise RunNotFoundError(f"no model call {call_id} in run {run_id}")
-            stored = stored_call(call[0])
+            stored = stored_call(call)
             record = ModelCallRecord(
                 node=stored.node, tier=stored.tier, model=stored.model, messages=[], id=call_id
             )
             record.step_kind, record.features = stored.step_kind, stored.features
-            connection.execute(insert(Label), [self._label_row(run_id, run, record, label, utcnow())])
+            session.add(Label(**self._label_row(run_id, run, record, label, utcnow())))
+            session.commit()
 
     def labels(
         self, *, graph: str | None = None, slm_model: str | None = None, llm_model: str | None = None

@@ -1,0 +1,103 @@
+"""``tierflow calibrate``: fit each node's escalation scorer for a graph on your own inputs
+and your own model pair (see ``tierflow.graphs.calibrating``)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+from rich.markup import escape
+from rich.table import Table
+from tierflow.cli.support import JsonOption, emit_json, err, out, progress_display, settings
+from tierflow.errors import TaskInputError
+
+if TYPE_CHECKING:
+    from tierflow.agents.calibration import NodeFit
+
+__all__ = ["calibrate"]
+
+
+def calibrate(
+    graph: Annotated[str, typer.Option("--graph", help="The graph to calibrate: MODULE:ATTR.")],
+    inputs: Annotated[
+        Path | None, typer.Option("--inputs", help="Sample inputs, one JSON object per line (JSONL).")
+    ] = None,
+    gold: Annotated[
+        list[str] | None,
+        typer.Option("--gold", help="An output key whose right value each input line carries; repeatable."),
+    ] = None,
+    max_loss: Annotated[
+        float,
+        typer.Option(
+            "--max-loss", min=0.0, max=1.0, help="Accuracy the SLM may lose against sending all to the LLM."
+        ),
+    ] = 0.02,
+    from_runs: Annotated[
+        bool, typer.Option("--from-runs", help="Fit on the labels stored runs gathered, without running.")
+    ] = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Run both tiers on your sample inputs, label each SLM output right or wrong (by --gold
+    values, else by agreement with the LLM), and fit per node a scorer and the threshold
+    that keeps the most outputs on the SLM within --max-loss. Resumable: the same command
+    goes on where a stopped one ended. Runs of the graph then use these scorers."""
+    from tierflow.agents.calibration import fit_scorers, scorer_file
+    from tierflow.app import App
+    from tierflow.graphs.calibrating import check_gold_fields, collect_labels, graph_key, read_inputs
+    from tierflow.graphs.introspect import load_graph
+
+    loaded = load_graph(graph)
+    gold_fields = gold or []
+    check_gold_fields(loaded, gold_fields)
+    if inputs is None and not from_runs:
+        raise TaskInputError("nothing to calibrate on", hint="Give --inputs FILE.jsonl, or --from-runs.")
+    items = read_inputs(inputs, loaded, gold_fields) if inputs is not None and not from_runs else []
+    name = graph_key(loaded, graph)
+    conf = settings()
+    with progress_display() as progress, App(conf, on_progress=progress) as tierflow_app:
+        if items:
+            run, store, judge = tierflow_app.run_graph, tierflow_app.store, tierflow_app.tiers.llm
+            ran = collect_labels(loaded, name, items, run, store, judge, on_progress=progress)
+            err.print(f"[dim]{ran} input(s) run, {len(items) - ran} already run before[/]")
+        slm, llm = tierflow_app.tiers.slm.name, tierflow_app.tiers.llm.name
+        labels = tierflow_app.store.labels(graph=name, slm_model=slm, llm_model=llm)
+    if not labels:
+        raise TaskInputError(
+            f"no labelled outputs of graph {name!r} for the models {slm} / {llm}",
+            hint="Its steps must be kit steps (choose, extract, summarize, reason); give --inputs.",
+        )
+    created = datetime.now(UTC).isoformat(timespec="seconds")
+    scorers, fits = fit_scorers(labels, graph=name, slm=slm, llm=llm, max_loss=max_loss, created_at=created)
+    path = scorer_file(conf.scorers_dir(), name)
+    scorers.save(path)
+    if as_json:
+        emit_json({"graph": name, "path": str(path), "nodes": [_fit_json(fit) for fit in fits]})
+        return
+    out.print(_fits_table(fits, max_loss))
+    err.print(f"scorers for {escape(name)} ({escape(slm)} / {escape(llm)}) written to {escape(str(path))}")
+
+
+def _fit_json(fit: NodeFit) -> dict[str, Any]:
+    return asdict(fit)
+
+
+def _fits_table(fits: list[NodeFit], max_loss: float) -> Table:
+    table = Table(box=None, header_style="bold")
+    for column in ("node", "kind", "labels", "SLM wrong", "threshold", "SLM share", "est. loss (90%)"):
+        table.add_column(column)
+    for fit in fits:
+        point = fit.point
+        table.add_row(
+            fit.node,
+            fit.kind,
+            str(fit.labels),
+            f"{fit.slm_wrong / fit.labels:.0%}" if fit.labels else "–",
+            f"{point.threshold:.2f}",
+            f"{point.slm_share:.0%}",
+            f"{point.loss:+.1%} ({point.loss_low:+.1%} to {point.loss_high:+.1%})",
+        )
+    table.caption = f"thresholds for a loss of at most {max_loss:.1%} against all-LLM, measured out of fold"
+    return table

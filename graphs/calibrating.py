@@ -1,0 +1,170 @@
+"""``tierflow calibrate``: run a graph on a user's sample inputs with both tiers, label each
+SLM output right or wrong, and fit each node's scorer and threshold on those labels.
+
+Each input runs once under the ``slm`` policy with every kept SLM output shadowed by the
+LLM (``shadow_rate`` 1), so both tiers answer the same prompt and the labels say whether the
+SLM agreed. With ``gold`` fields, an input line also carries the right values of those
+state keys, and the outputs written to them are labelled against the gold value instead
+(the LLM's as well). Runs are stored like any other, under the graph's name, so a stopped
+calibration continues where it stopped and ``--from-runs`` can refit from every label the
+store holds, shadow labels of everyday runs included.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tierflow.agents.judging import JUDGE_SCHEMA, STEP_KINDS, judge_text_messages, same_output
+from tierflow.agents.protocol import ChatModel
+from tierflow.errors import GraphError, TaskInputError
+from tierflow.graphs.introspect import check_input
+from tierflow.graphs.running import GraphResult
+from tierflow.memory.traces import TraceStore
+from tierflow.records import OnProgress, OutputLabel, Progress, StoredModelCall
+
+__all__ = ["CalibrationItem", "graph_key", "read_inputs", "check_gold_fields", "collect_labels"]
+
+TASK_PREFIX = "calibrate:"
+
+
+@dataclass(frozen=True)
+class CalibrationItem:
+    """One input line: its id (a digest of the line), the graph's input, and gold values."""
+
+    id: str
+    input: dict[str, Any]
+    gold: dict[str, Any]
+
+
+def graph_key(graph: Any, reference: str) -> str:
+    """The name runs, labels and scorers of ``graph`` are kept under: its own name
+    (``compile(name=...)``), else the ``MODULE:ATTR`` it was loaded from."""
+    named = getattr(graph, "name", None)
+    return str(named) if named and named != "LangGraph" else reference
+
+
+def read_inputs(path: Path, graph: Any, gold_fields: Sequence[str]) -> list[CalibrationItem]:
+    """The JSONL file's lines as inputs of ``graph``; each must fit its input schema once the
+    gold fields are taken out. A line that does not is a ``TaskInputError`` naming it."""
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        hint = "Give a UTF-8 JSONL file, one input per line."
+        raise TaskInputError(f"cannot read {path}: {exc}", hint=hint) from None
+    items = []
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        where = f"{path}, line {number}"
+        try:
+            data = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise TaskInputError(
+                f"{where}: not valid JSON ({exc.msg})", hint="One JSON object per line."
+            ) from None
+        if not isinstance(data, dict):
+            raise TaskInputError(f"{where}: not a JSON object", hint="One JSON object per line.")
+        gold = {field: data[field] for field in gold_fields if field in data}
+        given = {key: value for key, value in data.items() if key not in gold_fields}
+        try:
+            check_input(graph, given)
+        except GraphError as exc:
+            raise TaskInputError(f"{where}: {exc.message}", hint=exc.hint) from None
+        digest = hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
+        items.append(CalibrationItem(digest, given, gold))
+    if not items:
+        raise TaskInputError(f"{path} holds no inputs", hint="One JSON object per line.")
+    return items
+
+
+def check_gold_fields(graph: Any, gold_fields: Sequence[str]) -> None:
+    """Each gold field must be a key of the graph's output (``TaskInputError`` otherwise)."""
+    if not gold_fields:
+        return
+    try:
+        keys = set((graph.get_output_jsonschema().get("properties") or {}).keys())
+    except Exception:  # noqa: BLE001 - an output schema pydantic cannot describe: use the channels
+        keys = {name for name in getattr(graph, "channels", {}) if not name.startswith("__")}
+    missing = [field for field in gold_fields if field not in keys]
+    if missing:
+        raise TaskInputError(
+            f"the graph's output has no key {', '.join(map(repr, missing))}",
+            hint=f"--gold names output keys: {', '.join(sorted(keys))}.",
+        )
+
+
+Runner = Callable[..., GraphResult]
+"""Runs a graph as ``App.run_graph`` does: ``run(graph, input, policy=, name=, task=, context=)``."""
+
+
+def collect_labels(
+    graph: Any,
+    name: str,
+    items: Sequence[CalibrationItem],
+    run: Runner,
+    store: TraceStore,
+    judge: ChatModel,
+    *,
+    on_progress: OnProgress | None = None,
+) -> int:
+    """Run each item not yet run (a stopped calibration goes on where it stopped), with every
+    kept SLM output shadowed; label against gold values where given. Returns how many ran."""
+    done = _finished_items(store, name)
+    todo = [item for item in items if item.id not in done]
+    report = on_progress or (lambda _: None)
+    report(Progress("calibrating", len(items) - len(todo), len(items), note=f"{len(todo)} input(s) to run"))
+    for number, item in enumerate(todo, start=len(items) - len(todo) + 1):
+        result = run(
+            graph,
+            item.input,
+            policy="slm",
+            name=name,
+            task=TASK_PREFIX + item.id,
+            context={"shadow_rate": 1.0},
+        )
+        if result.ok and item.gold:
+            _gold_labels(store, result.run_id, item, judge)
+        outcome = "labelled" if result.ok else "failed"
+        report(Progress("calibrating", number, len(items), outcome, item.id, result.error or ""))
+    return len(todo)
+
+
+def _finished_items(store: TraceStore, name: str) -> set[str]:
+    runs = store.list_runs(limit=1_000_000, graph=name, search=TASK_PREFIX, status="succeeded")
+    return {run.task[len(TASK_PREFIX) :] for run in runs if run.task.startswith(TASK_PREFIX)}
+
+
+def _gold_labels(store: TraceStore, run_id: str, item: CalibrationItem, judge: ChatModel) -> None:
+    calls = [call for step in store.get_run(run_id).steps for call in step.model_calls]
+    for index, call in enumerate(calls):
+        if call.tier != "slm" or call.into not in item.gold or call.id is None or not call.step_kind:
+            continue
+        gold = item.gold[call.into]
+        shadow = next((c for c in calls[index + 1 :] if c.node == f"{call.node}:shadow"), None)
+        slm_right = _matches(call, call.parsed, gold, judge)
+        llm_right = _matches(call, shadow.parsed, gold, judge) if shadow is not None else True
+        detail = json.dumps(gold, ensure_ascii=False)[:1000]
+        store.add_label(run_id, call.id, OutputLabel(slm_right, llm_right, "gold", detail))
+
+
+def _matches(call: StoredModelCall, value: Any, gold: Any, judge: ChatModel) -> bool:
+    kind = call.step_kind
+    if kind not in STEP_KINDS:
+        return False
+    same = same_output(kind, value, gold)
+    if same is not None:
+        return same
+    source = "\n".join(m["content"] for m in call.messages if m["role"] == "user")
+    reply = judge.complete(
+        judge_text_messages(source, str(value), str(gold)), schema=JUDGE_SCHEMA, max_tokens=16
+    )
+    try:
+        verdict: Mapping[str, Any] = json.loads(reply.text)
+    except json.JSONDecodeError:
+        return False
+    return verdict.get("verdict") == "same"
