@@ -235,3 +235,25 @@ def test_a_corrupt_memory_names_its_path_and_the_command_that_rebuilds_it(isolat
     summary = json.loads(fresh.stdout)
     assert summary["decisions"] == 0 and "decisions.moved-" in summary["moved_aside"]
     assert (Path(summary["moved_aside"]) / "chroma.sqlite3").exists()  # nothing deleted
+
+
+def test_bad_calibrations_exit_2_and_say_why(tmp_path: Path) -> None:
+    good = tmp_path / "good.jsonl"
+    good.write_text('{"report": "The export crashes.", "category": "bug"}\n')
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"report": "fine"}\n{"text": "wrong key"}\n')
+    broken = tmp_path / "broken.jsonl"
+    broken.write_text("{not json\n")
+    cases = [
+        (["--inputs", str(bad)], "line 2"),
+        (["--inputs", str(broken)], "line 1: not valid JSON"),
+        (["--inputs", str(good), "--gold", "colour"], "no key 'colour'"),
+        (["--inputs", str(good), "--max-loss", "1.5"], "less than or equal to 1"),
+        (["--inputs", str(tmp_path / "none.jsonl")], "cannot read"),
+        ([], "nothing to calibrate on"),
+    ]
+    for arguments, message in cases:
+        result = tierflow("calibrate", "--graph", TRIAGE, *arguments, env=DEAD_LLM)
+        no_traceback(result)
+        assert result.returncode == 2, (arguments, result.stderr)
+        assert message in result.stderr, (arguments, result.stderr)
