@@ -23,6 +23,7 @@ from tierflow.agents.server import EmbeddedLLM, EmbeddedServer
 from tierflow.agents.slm import LlamaCppModel
 from tierflow.agents.tiers import Deferred, Tiers, built
 from tierflow.errors import ConfigError
+from tierflow.graphs.introspect import graph_key
 from tierflow.graphs.runner import TaskRunner
 from tierflow.graphs.running import GraphResult
 from tierflow.graphs.running import run_graph as graph_run
@@ -296,7 +297,7 @@ class App:
         services = {
             "documents": lambda: self.documents,
             "relevance": self.relevance,
-            "scorers": self.step_scorers(options.get("name") or getattr(graph, "name", None) or "graph"),
+            "scorers": self.step_scorers(graph_key(graph, options.get("name") or "graph")),
             "shadow_rate": self.settings.shadow_rate,
         }
         return graph_run(
@@ -312,8 +313,9 @@ class App:
         )
 
     def step_scorers(self, graph: str) -> StepScorers:
-        """The step scorers calibrated for the graph named ``graph`` (``tierflow calibrate``),
-        read afresh for each run so that a new calibration applies at once."""
+        """The step scorers calibrated for the graph named ``graph`` (``tierflow calibrate``;
+        a graph's name is its ``compile(name=...)``, else the name its runs are given), read
+        afresh for each run so that a new calibration applies at once."""
         return StepScorers.load(scorer_file(self.settings.scorers_dir(), graph))
 
     def close(self) -> None:

@@ -27,7 +27,7 @@ from tierflow.graphs.running import GraphResult
 from tierflow.memory.traces import TraceStore
 from tierflow.records import OnProgress, OutputLabel, Progress, StoredModelCall
 
-__all__ = ["CalibrationItem", "graph_key", "read_inputs", "check_gold_fields", "collect_labels"]
+__all__ = ["CalibrationItem", "read_inputs", "check_gold_fields", "collect_labels"]
 
 TASK_PREFIX = "calibrate:"
 
@@ -39,13 +39,6 @@ class CalibrationItem:
     id: str
     input: dict[str, Any]
     gold: dict[str, Any]
-
-
-def graph_key(graph: Any, reference: str) -> str:
-    """The name runs, labels and scorers of ``graph`` are kept under: its own name
-    (``compile(name=...)``), else the ``MODULE:ATTR`` it was loaded from."""
-    named = getattr(graph, "name", None)
-    return str(named) if named and named != "LangGraph" else reference
 
 
 def read_inputs(path: Path, graph: Any, gold_fields: Sequence[str]) -> list[CalibrationItem]:

@@ -15,7 +15,7 @@ from tierflow.agents.policy import TierPolicy
 from tierflow.errors import GraphError, describe_validation_error
 from typing_extensions import is_typeddict
 
-__all__ = ["load_graph", "check_graph", "check_input", "check_policy", "node_names"]
+__all__ = ["load_graph", "graph_key", "check_graph", "check_input", "check_policy", "node_names"]
 
 
 def load_graph(reference: str) -> Any:
@@ -44,6 +44,13 @@ def load_graph(reference: str) -> Any:
         ) from None
     check_graph(graph, reference)
     return graph
+
+
+def graph_key(graph: Any, reference: str) -> str:
+    """The name runs, labels and scorers of ``graph`` are kept under: its own name
+    (``compile(name=...)``), else the ``MODULE:ATTR`` it was loaded from."""
+    named = getattr(graph, "name", None)
+    return str(named) if named and named != "LangGraph" else reference
 
 
 def _is_graph(value: Any) -> bool:

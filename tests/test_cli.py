@@ -257,3 +257,46 @@ def test_bad_calibrations_exit_2_and_say_why(tmp_path: Path) -> None:
         no_traceback(result)
         assert result.returncode == 2, (arguments, result.stderr)
         assert message in result.stderr, (arguments, result.stderr)
+
+
+CALIBRATION_REPORTS = [
+    ("Since this morning the CSV export gives an empty file, version 4.2 on Windows.", "bug"),
+    ("I was charged twice for the March invoice, please refund one of the payments.", "billing"),
+    ("CHEAP WATCHES!!! Visit our shop today for 90% off, best replica brands.", "spam"),
+    ("Congratulations, you have won a free cruise. Click here to claim your prize.", "spam"),
+]
+
+
+@pytest.mark.real_slm
+@pytest.mark.real_llm
+def test_calibrate_the_triage_example_on_the_real_models(isolated_env: Path, tmp_path: Path) -> None:
+    """End to end, as a user runs it: label the SLM's outputs on a few reports with gold
+    categories, fit the scorers, go on without redoing anything, and judge the next run."""
+    inputs = tmp_path / "reports.jsonl"
+    inputs.write_text(
+        "".join(json.dumps({"report": r, "category": c}) + "\n" for r, c in CALIBRATION_REPORTS)
+    )
+    command = ("calibrate", "--graph", TRIAGE, "--inputs", str(inputs), "--gold", "category")
+    first = tierflow(*command, "--json", timeout=1800)
+    no_traceback(first)
+    assert first.returncode == 0, first.stderr
+    fitted = json.loads(first.stdout)
+    nodes = {node["node"]: node for node in fitted["nodes"]}
+    assert fitted["graph"] == "triage" and nodes["classify"]["labels"] == len(CALIBRATION_REPORTS)
+    assert nodes["classify"]["kind"] == "choose" and nodes["extract_fields"]["kind"] == "extract"
+    scorers = json.loads(Path(fitted["path"]).read_text())["nodes"]
+    settings = load_settings()
+    assert scorers["classify"]["trained_on"]["slm"] == settings.slm_model
+    store = TraceStore.from_url(settings.resolved_database_url())
+    gold = [label for label in store.labels(graph="triage") if label.source == "gold"]
+    assert len(gold) == len(CALIBRATION_REPORTS) and {label.node for label in gold} == {"classify"}
+
+    again = tierflow(*command, timeout=600)
+    assert again.returncode == 0 and "0 input(s) run, 4 already run before" in again.stderr
+
+    run = tierflow("run", "--graph", TRIAGE, "--input", json.dumps({"report": "The app is down."}), "--json")
+    assert run.returncode == 0, run.stderr
+    trace = store.get_run(json.loads(run.stdout)["run_id"])
+    (classify,) = [c for s in trace.steps for c in s.model_calls if c.node == "classify" and c.tier == "slm"]
+    assert classify.scorer is not None and classify.scorer["source"] == "calibrated"
+    assert classify.scorer["pair_matches"] is True and classify.p_wrong is not None

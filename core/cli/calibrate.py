@@ -46,8 +46,8 @@ def calibrate(
     goes on where a stopped one ended. Runs of the graph then use these scorers."""
     from tierflow.agents.calibration import fit_scorers, scorer_file
     from tierflow.app import App
-    from tierflow.graphs.calibrating import check_gold_fields, collect_labels, graph_key, read_inputs
-    from tierflow.graphs.introspect import load_graph
+    from tierflow.graphs.calibrating import check_gold_fields, collect_labels, read_inputs
+    from tierflow.graphs.introspect import graph_key, load_graph
 
     loaded = load_graph(graph)
     gold_fields = gold or []
@@ -63,7 +63,8 @@ def calibrate(
             ran = collect_labels(loaded, name, items, run, store, judge, on_progress=progress)
             err.print(f"[dim]{ran} input(s) run, {len(items) - ran} already run before[/]")
         slm, llm = tierflow_app.tiers.slm.name, tierflow_app.tiers.llm.name
-        labels = tierflow_app.store.labels(graph=name, slm_model=slm, llm_model=llm)
+        # runs of `tierflow run --graph` are named by the reference, those from Python by the name
+        labels = tierflow_app.store.labels(graph=[name, graph], slm_model=slm, llm_model=llm)
     if not labels:
         raise TaskInputError(
             f"no labelled outputs of graph {name!r} for the models {slm} / {llm}",

@@ -264,12 +264,18 @@ class TraceStore:
             session.commit()
 
     def labels(
-        self, *, graph: str | None = None, slm_model: str | None = None, llm_model: str | None = None
+        self,
+        *,
+        graph: str | Sequence[str] | None = None,
+        slm_model: str | None = None,
+        llm_model: str | None = None,
     ) -> list[StoredLabel]:
-        """The labels of SLM outputs, oldest first, of one graph and model pair if named."""
+        """The labels of SLM outputs, oldest first, of the graph (any of several names) and
+        the model pair if named."""
         query = select(Label).order_by(col(Label.id))
         if graph is not None:
-            query = query.where(Label.graph == graph)
+            names = [graph] if isinstance(graph, str) else list(graph)
+            query = query.where(col(Label.graph).in_(names))
         if slm_model is not None:
             query = query.where(Label.slm_model == slm_model)
         if llm_model is not None:
