@@ -29,7 +29,7 @@ from tierflow.agents.policy import TierChoice
 from tierflow.agents.prompting import render_messages
 from tierflow.agents.protocol import Completion, Tier
 from tierflow.errors import GraphError
-from tierflow.graphs.context import LOCAL_ONLY, Answer, TierContext
+from tierflow.graphs.context import Answer, TierContext, escalate, kept_local
 from tierflow.graphs.grounding import (
     RELEVANT_ABOVE,
     WEAK_BELOW,
@@ -227,15 +227,9 @@ def _answer_on_tiers(
     if problem is not None:
         trace["check"] = problem.reason
     if choice == "llm":
-        got.record.escalation_reason = "the policy sends this step to the LLM"
-        got.record.escalation_refused = LOCAL_ONLY
-    elif problem is not None and choice == "tiered":
-        got.record.escalation_reason = problem.reason
-        if private:
-            got.record.escalation_refused = LOCAL_ONLY
-        else:
-            got.record.escalated = True
-            got, shown = answering.attempt("llm", shareable), shareable
+        kept_local(got.record)
+    elif problem is not None and choice == "tiered" and escalate(got.record, problem.reason, local=private):
+        got, shown = answering.attempt("llm", shareable), shareable
     return got, shown
 
 

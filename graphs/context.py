@@ -40,7 +40,17 @@ from tierflow.records import CallRef, ModelCallRecord, OutputLabel, StepHandle
 if TYPE_CHECKING:
     from tierflow.memory.documents import DocumentMemory
 
-__all__ = ["TierContext", "Answer", "Judgement", "Judge", "ask", "LOCAL_ONLY"]
+__all__ = [
+    "TierContext",
+    "Answer",
+    "Judgement",
+    "Judge",
+    "ask",
+    "escalate",
+    "escalate_earlier",
+    "kept_local",
+    "LOCAL_ONLY",
+]
 
 T = TypeVar("T")
 
@@ -117,6 +127,35 @@ class Answer(Generic[T]):
         return self.rejection.reason if self.rejection else ""
 
 
+# The one place escalations are written down ----------------------------------------------
+POLICY_SENDS_TO_LLM = "the policy sends this step to the LLM"
+
+
+def escalate(record: ModelCallRecord, reason: str, *, local: bool) -> bool:
+    """Write on an SLM call that its output goes to the LLM for ``reason``: escalated, or,
+    where the data must stay on this machine (``local``), refused. True when the step may
+    now ask the LLM."""
+    record.escalation_reason = reason
+    if local:
+        record.escalation_refused = LOCAL_ONLY
+        return False
+    record.escalated = True
+    return True
+
+
+def kept_local(record: ModelCallRecord) -> None:
+    """Write on an SLM call that the policy wanted the LLM but the data had to stay here."""
+    escalate(record, POLICY_SENDS_TO_LLM, local=True)
+
+
+def escalate_earlier(ctx: TierContext, ref: CallRef | None, reason: str, *, local: bool) -> bool:
+    """``escalate`` for a call an earlier step made and stored (a tool rejected the arguments
+    it wrote, or a later judgement found it wrong). True when the LLM may now be asked."""
+    if ref is not None:
+        ctx.recorder.mark_call(ref, escalation_reason=reason, refused=LOCAL_ONLY if local else None)
+    return not local
+
+
 def ask(
     ctx: TierContext,
     step: StepHandle,
@@ -152,19 +191,15 @@ def ask(
         if not local:
             return call.attempt("llm", may_escalate=False)
         first = call.attempt("slm", may_escalate=False)
-        first.record.escalation_refused = LOCAL_ONLY
-        first.record.escalation_reason = "the policy sends this step to the LLM"
+        kept_local(first.record)
         return first
     first = call.attempt("slm", may_escalate=choice == "tiered")
     if first.rejection is None or choice != "tiered":
         if first.rejection is None and not local:
             call.shadow(first)
         return first
-    first.record.escalation_reason = first.reason
-    if local:
-        first.record.escalation_refused = LOCAL_ONLY
+    if not escalate(first.record, first.reason, local=local):
         return first
-    first.record.escalated = True
     return dataclasses.replace(call.attempt("llm", may_escalate=False), escalated=True)
 
 

@@ -21,7 +21,7 @@ from tierflow.agents.prompting import render_messages
 from tierflow.agents.protocol import Completion, Message
 from tierflow.agents.scoring import EscalationScorer, default_scorer
 from tierflow.errors import GraphError, ToolError
-from tierflow.graphs.context import LOCAL_ONLY, Answer, TierContext
+from tierflow.graphs.context import Answer, TierContext, escalate, escalate_earlier
 from tierflow.graphs.judging import judge_arguments, select_judge
 from tierflow.graphs.state import Observation, TaskState
 from tierflow.graphs.steps import StepScope
@@ -325,17 +325,11 @@ def _escalate_call(state: TaskState, scope: StepScope, tool: Tool, got: Answer[d
     if not judgement.escalate:
         return False
     reason = judgement.rejection().reason
-    got.record.escalation_reason = reason
-    chosen_by = state.get("choice_call")
-    if ctx.local_only or _private(state):
-        got.record.escalation_refused = LOCAL_ONLY
+    if not escalate(got.record, reason, local=ctx.local_only or _private(state)):
         return False
-    got.record.escalated = True
-    if chosen_by:
-        ctx.recorder.mark_call(
-            CallRef.parse(chosen_by), escalation_reason=f"its call was judged wrong: {reason}"
-        )
-    return True
+    chosen_by = state.get("choice_call")
+    chooser = CallRef.parse(chosen_by) if chosen_by else None
+    return escalate_earlier(ctx, chooser, f"its call was judged wrong: {reason}", local=False)
 
 
 def act(state: TaskState, scope: StepScope) -> Update:
@@ -364,12 +358,8 @@ def act(state: TaskState, scope: StepScope) -> Update:
         reason = f"tool_rejected_arguments: {error}"
         written_by = state.get("args_call")
         ref = CallRef.parse(written_by) if written_by else None
-        if not (ctx.local_only or _private(state)):
-            if ref is not None:
-                ctx.recorder.mark_call(ref, escalation_reason=reason)
+        if escalate_earlier(ctx, ref, reason, local=ctx.local_only or _private(state)):
             return {"escalation": {"node": "extract_args", "reason": reason}}
-        if ref is not None:
-            ctx.recorder.mark_call(ref, escalation_reason=reason, refused=LOCAL_ONLY)
     update = _advance(
         state, Observation(step=step, tool=name, arguments=arguments, result=result, error=error)
     )
