@@ -42,6 +42,10 @@ RejectionCode = Literal[
     "empty_answer",
     "ungrounded_code",
     "ungrounded_answer",
+    # the task graph's answer (tierflow.graphs.grounding.answer_problem)
+    "no_tool_result",
+    "plan_as_answer",
+    "ungrounded_units",
 ]
 
 M = TypeVar("M", bound=BaseModel)

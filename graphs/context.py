@@ -287,20 +287,12 @@ class _Call:
             value = self.parse(completion)
         except Rejected as rejection:
             record.error = rejection.reason
+            if tier == "slm" and self.view is not None and self.view.kind == "text":
+                self._record_signals(record, completion.text, completion)  # a text has them anyway
             return Answer(None, tier, completion, ref, record, rejection)
         record.parsed = value.model_dump() if isinstance(value, BaseModel) else value
         if tier == "slm" and self.view is not None:
-            record.step_kind, record.into = self.view.kind, self.view.into or None
-            record.features = step_features(
-                self.view,
-                value,
-                completion.text,
-                max_tokens=self.max_tokens,
-                completion_tokens=completion.completion_tokens,
-                finish_reason=completion.finish_reason,
-                probabilities=completion.choice_probabilities,
-                signals=completion.signals,
-            )
+            self._record_signals(record, value, completion)
         floor = self.ctx.policy.min_confidence
         if may_escalate and record.confidence is not None and record.confidence < floor:
             unsure = Rejected(
@@ -316,6 +308,20 @@ class _Call:
             if judgement.escalate:
                 return Answer(value, tier, completion, ref, record, judgement.rejection())
         return Answer(value, tier, completion, ref, record)
+
+    def _record_signals(self, record: ModelCallRecord, value: Any, completion: Completion) -> None:
+        assert self.view is not None
+        record.step_kind, record.into = self.view.kind, self.view.into or None
+        record.features = step_features(
+            self.view,
+            value,
+            completion.text,
+            max_tokens=self.max_tokens,
+            completion_tokens=completion.completion_tokens,
+            finish_reason=completion.finish_reason,
+            probabilities=completion.choice_probabilities,
+            signals=completion.signals,
+        )
 
     def shadow(self, kept: Answer[Any]) -> None:
         """Maybe (``shadow_rate``) send a kept SLM output's messages to the LLM as well, and

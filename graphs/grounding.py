@@ -25,6 +25,7 @@ __all__ = [
     "grounding_problem",
     "cited_chunks",
     "recited",
+    "answer_problem",
 ]
 
 # MiniLM cosine similarities of a question to the best chunk; chosen on the sample help
@@ -174,3 +175,98 @@ _CODE = re.compile(r"`([^`\n]+)`|(?<![\w-])(--?[A-Za-z][\w-]*)")
 def _code(text: str) -> list[str]:
     """The code spans and command-line options an answer states, which must be verbatim."""
     return [quoted or option for quoted, option in _CODE.findall(text)]
+
+
+# The task graph's answer ----------------------------------------------------------------------
+_UNITS = {
+    **dict.fromkeys(("g", "gram", "grams", "gramme", "grammes"), "gram"),
+    **dict.fromkeys(("kg", "kilogram", "kilograms", "kilo", "kilos"), "kilogram"),
+    **dict.fromkeys(("oz", "ounce", "ounces"), "ounce"),
+    **dict.fromkeys(("lb", "lbs", "pound", "pounds"), "pound"),
+    **dict.fromkeys(("l", "liter", "liters", "litre", "litres"), "liter"),
+    **dict.fromkeys(("ml", "milliliter", "milliliters", "millilitre", "millilitres"), "milliliter"),
+    **dict.fromkeys(("gal", "gallon", "gallons"), "gallon"),
+    **dict.fromkeys(("cup", "cups"), "cup"),
+    **dict.fromkeys(("m", "meter", "meters", "metre", "metres"), "meter"),
+    **dict.fromkeys(("km", "kilometer", "kilometers", "kilometre", "kilometres"), "kilometer"),
+    **dict.fromkeys(("cm", "centimeter", "centimeters", "centimetre", "centimetres"), "centimeter"),
+    **dict.fromkeys(("mi", "mile", "miles"), "mile"),
+    **dict.fromkeys(("ft", "foot", "feet"), "foot"),
+    **dict.fromkeys(("inch", "inches"), "inch"),
+    **dict.fromkeys(("yd", "yard", "yards"), "yard"),
+    **dict.fromkeys(("°c", "degc", "celsius"), "celsius"),
+    **dict.fromkeys(("°f", "degf", "fahrenheit"), "fahrenheit"),
+    **dict.fromkeys(("kelvin", "kelvins"), "kelvin"),
+    **dict.fromkeys(("mph",), "mph"),
+    **dict.fromkeys(("kmh", "km/h", "kph"), "km/h"),
+}
+_SYMBOLS = frozenset(unit for unit in _UNITS if len(unit) <= 3 and unit not in ("cup", "mph", "kmh", "kph"))
+_UNIT_AFTER_NUMBER = re.compile(r"\d\s*(°[cf]|[a-z]+(?:/h)?)\b", re.IGNORECASE)
+_UNIT_WORD = re.compile(r"[a-z°/]+", re.IGNORECASE)
+_PLAN_STEP = re.compile(r"^\s*(?:\d+[.)]|step \d+:?)\s", re.IGNORECASE)
+
+
+def _units_in(text: str) -> set[str]:
+    """The units a text names: unit words anywhere, symbols (``g``, ``m``, ``l``) only
+    right after a number."""
+    lowered = text.lower()
+    words = {_UNITS[w] for w in _UNIT_WORD.findall(lowered) if w in _UNITS and w not in _SYMBOLS}
+    symbols = {_UNITS[s.lower()] for s in _UNIT_AFTER_NUMBER.findall(lowered) if s.lower() in _UNITS}
+    return words | symbols
+
+
+def _same_number(stated: str, source: set[str]) -> bool:
+    """``stated`` is one of ``source``'s numbers, or one of them rounded as it is written."""
+    if stated in source:
+        return True
+    try:
+        value = float(stated)
+    except ValueError:
+        return False
+    decimals = len(stated.partition(".")[2])
+    for number in source:
+        try:
+            if round(float(number), decimals) == value:
+                return True
+        except ValueError:
+            continue
+    return False
+
+
+_FAILURE_WORDS = re.compile(
+    r"\b(cannot|can't|could not|couldn't|unable|not possible|impossible|undefined|error|failed|"
+    r"fails|not able|no result|not available|unknown|not found|don't know|do not know)\b",
+    re.IGNORECASE,
+)
+
+
+def answer_problem(
+    task: str, results: Sequence[str], errors: Sequence[str], steps: Sequence[str], answer: str
+) -> Rejected | None:
+    """Why an answer to a task does not hold, or ``None``. ``results``: what the tool calls
+    that succeeded returned; ``errors``: those of the calls that failed. It is empty; every
+    tool call failed and it does not say so, so it rests on no result; it gives a step of
+    the plan instead of its outcome; or it states numbers or units neither the task nor a
+    result holds."""
+    text = answer.strip()
+    if not text:
+        return Rejected("empty_output", "the answer is empty")
+    tools_tried = len(results) + len(errors)
+    if tools_tried and not results and not _FAILURE_WORDS.search(text):
+        return Rejected(
+            "no_tool_result", f"all {tools_tried} tool call(s) failed, so the answer rests on no result"
+        )
+    planned = {" ".join(step.lower().split()).rstrip(".") for step in steps}
+    first = " ".join(_PLAN_STEP.sub("", text.splitlines()[0]).lower().split()).rstrip(".")
+    if _PLAN_STEP.match(text) or (first and first in planned):
+        return Rejected("plan_as_answer", "it repeats a step of the plan instead of giving its outcome")
+    if not results:
+        return None
+    source = "\n".join([task, *results])
+    invented = sorted(n for n in numbers_in(text) if not _same_number(n, numbers_in(source)))
+    if invented:
+        return Rejected("ungrounded_numbers", f"it states {', '.join(invented[:5])}, which no result holds")
+    stray = sorted(_units_in(text) - _units_in(source))
+    if stray:
+        return Rejected("ungrounded_units", f"it names {', '.join(stray)}, which no result or the task does")
+    return None

@@ -17,11 +17,13 @@ from typing import TYPE_CHECKING, Any, cast
 from pydantic import BaseModel, Field, field_validator, model_validator
 from tierflow.agents.escalation import Rejected, parse_json, parse_model, parse_text
 from tierflow.agents.fitting import fit_and_summarize
+from tierflow.agents.judging import StepView
 from tierflow.agents.prompting import render_messages
 from tierflow.agents.protocol import Completion, Message
 from tierflow.agents.scoring import EscalationScorer, default_scorer
-from tierflow.errors import GraphError, ToolError
+from tierflow.errors import GraphError, StepOutputError, ToolError
 from tierflow.graphs.context import Answer, TierContext, escalate, escalate_earlier
+from tierflow.graphs.grounding import answer_problem
 from tierflow.graphs.judging import judge_arguments, select_judge
 from tierflow.graphs.state import Observation, TaskState
 from tierflow.graphs.steps import StepScope
@@ -392,10 +394,36 @@ def summarize(state: TaskState, scope: StepScope) -> Update:
     return {"observations": observations, "pending_summary": False}
 
 
+_NOT_AN_ANSWER = ("empty_output", "no_tool_result", "plan_as_answer")
+
+
 def answer(state: TaskState, scope: StepScope) -> Update:
+    """The final answer from the tool results. Judged on whether it answers at all, rests on
+    a result that succeeded, and states only numbers and units the task or a result holds;
+    one that fails escalates under ``tiered``. A last answer that is no answer at all fails
+    the run rather than pass as a success."""
     passages = retrieved_passages(state)
     messages = render_messages("answer", task=state["task"], results=result_lines(state), cite=bool(passages))
-    got = scope.ask(messages, parse_text, max_tokens=384, local_only=_private(state))
+    tried = [obs for obs in state.get("observations") or [] if obs["tool"]]
+    results = [str(obs["result"]) for obs in tried if not obs["error"] and obs["result"] is not None]
+    errors = [str(obs["error"]) for obs in tried if obs["error"]]
+    steps = state.get("steps") or []
+
+    def parse(completion: Completion) -> str:
+        text = parse_text(completion)
+        problem = answer_problem(state["task"], results, errors, steps, text)
+        if problem is not None:
+            raise problem
+        return text
+
+    view = StepView("text", "\n".join([state["task"], *results]), into="answer")
+    got = scope.ask(messages, parse, max_tokens=384, local_only=_private(state), view=view)
+    if got.value is None and got.rejection is not None and got.rejection.code in _NOT_AN_ANSWER:
+        raise StepOutputError(
+            f"the {got.tier.upper()}'s answer does not hold: {got.reason}",
+            hint="The trace shows each tool call and its error (tierflow runs show RUN_ID); "
+            "the run may succeed on the LLM (--policy tiered or llm).",
+        )
     text = got.value or got.completion.text.strip() or "\n".join(result_lines(state))
     if passages:
         cited = [p for p in passages if f"[{p['source']}]" in text]

@@ -286,3 +286,62 @@ def test_graph_topology() -> None:
         ("summarize", "answer"),
         ("answer", "__end__"),
     }
+
+
+def test_the_answer_is_judged_on_the_results_it_has() -> None:
+    from tierflow.graphs.grounding import answer_problem
+
+    task = "How many ounces are 1 kg?"
+    results = ["35.274 ounce"]
+    assert answer_problem(task, results, [], [], "1 kg is about 35.27 ounces.") is None
+    assert answer_problem(task, results, [], [], "35 ounces") is None  # rounded as written
+    wrong_unit = answer_problem(task, results, [], [], "It is 35 grams.")
+    assert wrong_unit is not None and wrong_unit.code == "ungrounded_units" and "gram" in wrong_unit.detail
+    invented = answer_problem(task, results, [], [], "It is 36.5 ounces.")
+    assert invented is not None and invented.code == "ungrounded_numbers" and "36.5" in invented.detail
+    steps = ["Convert 5 liters to US gallons using the unit_convert tool"]
+    echoed = answer_problem(
+        "5 l in gallons?", ["1.32 gallon"], [], steps, "1. Convert 5 liters to US gallons..."
+    )
+    assert echoed is not None and echoed.code == "plan_as_answer"
+    on_nothing = answer_problem(
+        "Which technique?", [], ["no such file", "no such file"], [], "It is word_count."
+    )
+    assert on_nothing is not None and on_nothing.code == "no_tool_result"
+    assert answer_problem("What is 1/0?", [], ["division by zero"], [], "It cannot be computed.") is None
+    assert answer_problem("Capital of France?", [], [], [], "Paris.") is None  # no tools: nothing to check
+    assert answer_problem(task, results, [], [], "  ").code == "empty_output"  # type: ignore[union-attr]
+
+
+def test_an_slm_answer_the_results_do_not_hold_goes_to_the_llm(store: TraceStore, tmp_path: Path) -> None:
+    runner, _, _ = scripted_runner(
+        store,
+        tmp_path,
+        llm={**ONE_STEP, ANSWER: ["17 * 23 + 4 is 395."]},
+        slm={
+            SELECT: ['{"tool": "calculator"}'],
+            EXTRACT: ['{"expression": "17 * 23 + 4"}'],
+            ANSWER: ["It is 359."],
+        },
+    )
+    result = runner.run("What is 17 * 23 + 4?")
+    assert (result.status, result.answer) == ("succeeded", "17 * 23 + 4 is 395.")
+    slm_answer = [c for c in model_calls(store.get_run(result.run_id)) if c.node == "answer"][0]
+    assert slm_answer.escalated and (slm_answer.escalation_reason or "").startswith("ungrounded_numbers")
+    assert slm_answer.step_kind == "text" and slm_answer.features is not None
+
+
+def test_an_answer_on_no_tool_result_never_passes_as_a_success(store: TraceStore, tmp_path: Path) -> None:
+    runner, _, _ = scripted_runner(
+        store,
+        tmp_path,
+        policy=TierPolicy.preset("slm"),
+        slm={
+            PLAN: ['{"steps": ["Read notes.md"], "answer": ""}'],
+            SELECT: ['{"tool": "read_file"}'],
+            EXTRACT: ['{"path": "notes.md"}'],
+            ANSWER: ["The technique is word_count."],
+        },
+    )
+    result = runner.run("According to my notes, which technique saves memory?")
+    assert result.status == "failed" and "no_tool_result" in (result.error or "")
