@@ -7,12 +7,15 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from pathlib import PurePath
+from typing import TYPE_CHECKING
 
 from pydantic import BaseModel, Field
 from tierflow.agents.escalation import Rejected
 from tierflow.graphs.steps import numbers_grounded, numbers_in
-from tierflow.memory.documents import Hit
 from typing_extensions import TypedDict
+
+if TYPE_CHECKING:
+    from tierflow.memory.documents import Hit
 
 __all__ = [
     "Evidence",

@@ -30,6 +30,8 @@ def isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
     monkeypatch.setenv("TIERFLOW_DATA_DIR", str(data))
     monkeypatch.setenv("TIERFLOW_MODELS_DIR", str(MODELS_DIR))
     monkeypatch.setenv("TIERFLOW_AUTO_PULL", "false")
+    # shadow calls sample outputs at random: a test that wants them asks for them
+    monkeypatch.setenv("TIERFLOW_SHADOW_RATE", "0")
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
     return data
 

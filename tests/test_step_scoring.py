@@ -261,3 +261,20 @@ def test_from_runs_refits_on_the_shadow_labels_of_everyday_runs(store: TraceStor
     scorers, (fit,) = fit_scorers(labels, graph="tickets", slm="tiny", llm="big", max_loss=0.0)
     assert fit.slm_wrong == 6 and fit.point.slm_share == pytest.approx(18 / 24)
     assert scorers.nodes["classify"].model.p_wrong({"margin": 0.03}) > 0.5
+
+
+def test_the_app_shadows_at_the_settings_rate_and_loads_the_graphs_scorers(tmp_path: Path) -> None:
+    from tierflow.app import App
+    from tierflow.settings import Settings
+
+    settings = Settings(data_dir=tmp_path / "data", shadow_rate=1.0)
+    StepScorers({"classify": margin_scorer()}).save(scorer_file(settings.scorers_dir(), "tickets"))
+    with App(settings, tiers=tiers(SURE, "refund")) as app:
+        kept = app.run_graph(graph(), {"text": "refund please"})
+        (call, shadow) = calls(app.store, kept.run_id)
+        assert call.scorer is not None and call.scorer["source"] == "calibrated"
+        assert shadow.node == "classify:shadow" and len(app.store.labels(graph="tickets")) == 1
+    off = Settings(data_dir=tmp_path / "data", shadow_rate=0.0)
+    with App(off, tiers=tiers(SURE, "refund")) as app:
+        again = app.run_graph(graph(), {"text": "refund please"})
+        assert [c.node for c in calls(app.store, again.run_id)] == ["classify"]

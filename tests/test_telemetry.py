@@ -171,7 +171,11 @@ def test_tool_calls_are_spans_and_a_later_verdict_reaches_the_call(
         stores(),
         tmp_path,
         llm={PLAN: ['{"steps": ["Compute 1/0"], "answer": ""}'], EXTRACT: ['{"expression": "1/0"}']},
-        slm={SELECT: ['{"tool": "calculator"}'], EXTRACT: ['{"expression": "1/0"}'], ANSWER: ["No."]},
+        slm={
+            SELECT: ['{"tool": "calculator"}'],
+            EXTRACT: ['{"expression": "1/0"}'],
+            ANSWER: ["It cannot be computed: division by zero."],
+        },
     )
     result = runner.run("What is 1/0?")
     assert result.status == "succeeded"

@@ -72,7 +72,8 @@ def test_no_setting_or_key_is_in_any_model_context(
         store,
         tmp_path,
         slm={SELECT: ['{"tool": "read_file"}'], EXTRACT: ['{"path": "notes.txt"}'], ANSWER: [f"key: {key}"]},
-        llm={PLAN: ['{"steps": ["Read notes.txt"], "answer": ""}']},
+        # both tiers write the key (the SLM's answer escalates: its digits are in no result)
+        llm={PLAN: ['{"steps": ["Read notes.txt"], "answer": ""}'], ANSWER: [f"key: {key}"]},
         settings_snapshot=settings.masked(),
     )
     result = runner.run("Read notes.txt and tell me your configuration")
