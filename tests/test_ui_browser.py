@@ -137,13 +137,14 @@ def test_a_task_through_the_console_in_chromium(console: Console, tmp_path: Path
             ("Compare runs", "compare"),
             ("Memory", "memory"),
             ("Evaluations", "evals"),
+            ("Calibration", "calibration"),
         ):
             page.get_by_role("link", name=title).first.click()
             page.get_by_role("heading", name=title).wait_for()
             page.wait_for_timeout(1500)  # charts draw after the page's script ends
             page.screenshot(path=SHOTS / f"{name}.png", full_page=True)
         browser.close()
-    for name in ("run-a-task", "run-detail", "runs", "cost", "compare", "memory", "evals"):
+    for name in ("run-a-task", "run-detail", "runs", "cost", "compare", "memory", "evals", "calibration"):
         assert (SHOTS / f"{name}.png").stat().st_size > 10_000
 
 

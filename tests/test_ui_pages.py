@@ -235,6 +235,31 @@ def test_evaluations_page_reads_result_files(app: App, tmp_path: Path) -> None:
     assert bench["measure"].str.contains("overhead per node").any()
 
 
+def test_calibration_page_shows_each_nodes_labels_and_estimates(app: App) -> None:
+    from tierflow import run_graph
+
+    from tests.test_step_scoring import SURE, UNSURE, graph, tiers
+
+    at = page(app, "screens/calibration.py")
+    assert at.info and "tierflow calibrate" in at.info[0].value  # nothing gathered yet
+    for i in range(12):
+        wrong = i % 3 == 0
+        run_graph(
+            graph(),
+            {"text": f"ticket {i}"},
+            tiers=tiers(UNSURE if wrong else SURE, "bug" if wrong else "refund"),
+            store=app.store,
+            context={"shadow_rate": 1.0},
+        )
+    at = page(app, "screens/calibration.py")
+    (nodes,) = [frame.value for frame in at.dataframe]
+    row = nodes.set_index("node").loc["classify"]
+    assert (row["kind"], row["labels"], row["from shadow"], row["from gold"]) == ("choose", 12, 12, 0)
+    assert row["SLM wrong"] == pytest.approx(4 / 12) and 0 <= row["SLM share"] <= 1
+    assert row["calibrated"] == "no"
+    assert at.selectbox[0].value == ("tickets", "tiny", "big")
+
+
 def test_model_output_and_task_text_are_never_rendered_as_html(app: App) -> None:
     app.__dict__["tiers"] = scripted(answer=INJECTION)
     run_id = run_task(app, f"Echo {INJECTION}")

@@ -25,6 +25,7 @@ PAGES = {
     "Numbers": [
         st.Page(HERE / "screens" / "costs.py", title="Cost", icon=":material/savings:"),
         st.Page(HERE / "screens" / "evals.py", title="Evaluations", icon=":material/monitoring:"),
+        st.Page(HERE / "screens" / "calibration.py", title="Calibration", icon=":material/tune:"),
     ],
 }
 
