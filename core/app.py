@@ -299,6 +299,7 @@ class App:
             "relevance": self.relevance,
             "scorers": self.step_scorers(graph_key(graph, options.get("name") or "graph")),
             "shadow_rate": self.settings.shadow_rate,
+            "shadow_rates": self.settings.shadow_rates,
         }
         return graph_run(
             graph,

@@ -122,6 +122,11 @@ class Settings(BaseSettings):
         "step, to label them for `tierflow calibrate --from-runs` (0 turns it off; never under "
         "local-only, always within the run's budget)",
     )
+    shadow_rates: dict[str, float] = Field(
+        default_factory=dict,
+        description="per node, a shadow share that replaces shadow_rate, e.g. "
+        '{"classify": 0.1, "draft_reply": 0}',
+    )
     # What the console's cost view prices LLM tokens at (US$ per million tokens).
     llm_price_prompt_per_mtok: float = Field(2.5, ge=0)
     llm_price_completion_per_mtok: float = Field(10.0, ge=0)

@@ -18,7 +18,7 @@ import dataclasses
 import hashlib
 import json
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
@@ -80,6 +80,8 @@ class TierContext:
     """The share of kept SLM outputs (of steps that say their kind) also sent to the LLM
     after the step, to label them right or wrong for ``tierflow calibrate --from-runs``.
     Never under local-only, and only within the run's budget."""
+    shadow_rates: Mapping[str, float] = field(default_factory=dict)
+    """Per node, a share that replaces ``shadow_rate`` (0 keeps a node's outputs unshadowed)."""
 
 
 @dataclass(frozen=True)
@@ -328,7 +330,7 @@ class _Call:
         label the output by whether the two agree (a text by the LLM's judgement). The calls
         are traced under ``NODE:shadow`` and ``NODE:judge``; a budget that cannot take them
         skips them, and an LLM that fails leaves the output unlabelled."""
-        if self.view is None or kept.value is None or not _sampled(self.ctx, kept.ref):
+        if self.view is None or kept.value is None or not _sampled(self.ctx, self.node, kept.ref):
             return
         shadow = dataclasses.replace(self, judge=None, node=f"{self.node}:shadow")
         try:
@@ -426,14 +428,15 @@ def _warn_other_pair(node: str, found: ScorerMatch) -> None:
     )
 
 
-def _sampled(ctx: TierContext, ref: CallRef) -> bool:
-    """Whether this output is one of the ``shadow_rate`` share (fixed per run and call)."""
-    if ctx.shadow_rate <= 0:
+def _sampled(ctx: TierContext, node: str, ref: CallRef) -> bool:
+    """Whether this output is one of its node's shadowed share (fixed per run and call)."""
+    rate = ctx.shadow_rates.get(node, ctx.shadow_rate)
+    if rate <= 0:
         return False
-    if ctx.shadow_rate >= 1:
+    if rate >= 1:
         return True
     digest = hashlib.sha256(f"{ctx.recorder.run_id}:{ref}".encode()).digest()
-    return int.from_bytes(digest[:8], "big") / 2**64 < ctx.shadow_rate
+    return int.from_bytes(digest[:8], "big") / 2**64 < rate
 
 
 class _Verdict(BaseModel):

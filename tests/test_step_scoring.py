@@ -278,3 +278,20 @@ def test_the_app_shadows_at_the_settings_rate_and_loads_the_graphs_scorers(tmp_p
     with App(off, tiers=tiers(SURE, "refund")) as app:
         again = app.run_graph(graph(), {"text": "refund please"})
         assert [c.node for c in calls(app.store, again.run_id)] == ["classify"]
+
+
+def test_a_node_can_have_its_own_shadow_rate(store: TraceStore) -> None:
+    context = {"shadow_rate": 1.0, "shadow_rates": {"classify": 0.0}}
+    result = run_graph(graph(), {"text": "x"}, tiers=tiers(SURE, "refund"), store=store, context=context)
+    assert [c.node for c in calls(store, result.run_id)] == ["classify"] and store.labels() == []
+    sampled = 0
+    for i in range(40):  # a share in between samples some of the outputs
+        run = run_graph(
+            graph(),
+            {"text": f"t{i}"},
+            tiers=tiers(SURE, "refund"),
+            store=store,
+            context={"shadow_rates": {"classify": 0.5}},
+        )
+        sampled += len(calls(store, run.run_id)) - 1
+    assert 8 <= sampled <= 32 and len(store.labels()) == sampled
