@@ -113,6 +113,13 @@ def bench_rows(data: dict[str, Any]) -> list[list[str]]:
             ],
             ["memory of the embedding model (MiniLM int8)", f"{costs['embedding_model_mib']:.0f} MiB"],
         ]
+    if signal := data.get("signal_costs"):
+        rows.append(
+            [
+                "signals and P(wrong) of a kit step's SLM output: choose / extract / text (p50)",
+                " / ".join(f"{signal[f'{kind}_ms_p50']:.3f} ms" for kind in ("choose", "extract", "text")),
+            ]
+        )
     if "error" in mem:
         rows.append(["peak RSS", f"failed: {mem['error']}"])
     else:

@@ -49,6 +49,7 @@ from tierflow.tools.registry import ToolRegistry
 
 __all__ = [
     "orchestration_overhead",
+    "signal_costs",
     "slm_throughput",
     "selection_latency",
     "peak_memory",
@@ -335,6 +336,44 @@ def decision_costs(models_dir: Path, decisions: int = 500, requests: int = 40) -
         "score_ms_p50": percentile(score_ms, 0.5),
         "embedding_model_mib": model_mib,
     }
+
+
+def signal_costs(repeats: int = 300) -> dict[str, Any]:
+    """What judging a kit step's SLM output adds, without the model call: its signals
+    (``step_features``) and P(wrong), per kind of step, on inputs of a realistic size (a
+    choice among 5 options, an object of 4 values, a 120-word summary of a 900-word text)."""
+    from tierflow.agents.judging import FEATURES, StepView, fit_logistic, step_features
+    from tierflow.agents.signals import TokenSignals
+    from tierflow.records import ChoiceProbabilities
+
+    words = [f"word{n % 97}" for n in range(900)]
+    source = " ".join(words[:450]) + " In May 2024 we sold 1,250 units to Acme Corp. " + " ".join(words[450:])
+    summary = "Sales rose to 1,250 units in May 2024, mostly to Acme Corp. " + " ".join(words[:110])
+    options = ("bug", "outage", "billing", "feature_request", "spam")
+    probabilities = ChoiceProbabilities(
+        dict(zip(options, (0.6, 0.2, 0.1, 0.06, 0.04), strict=True)), "bug", 0.0
+    )
+    signals = TokenSignals(tokens=12, min_logprob=-2.1, mean_logprob=-0.3, forced_tokens=1)
+    cases: dict[str, tuple[StepView, Any, dict[str, Any]]] = {
+        "choose": (StepView("choose", source, options), "bug", {"probabilities": probabilities}),
+        "extract": (
+            StepView("extract", source),
+            {"customer": "Acme Corp", "units": 1250, "month": "May", "year": 2024},
+            {"signals": signals},
+        ),
+        "text": (StepView("text", source), summary, {"signals": signals, "completion_tokens": 160}),
+    }
+    timings: dict[str, float] = {}
+    for kind, (view, value, extra) in cases.items():
+        row = step_features(view, value, str(value), max_tokens=256, **extra)
+        model = fit_logistic([row, {**row, FEATURES[view.kind][0]: 0.0}], [True, False], FEATURES[view.kind])
+        elapsed = []
+        for _ in range(repeats):
+            started = time.perf_counter()
+            model.p_wrong(step_features(view, value, str(value), max_tokens=256, **extra))
+            elapsed.append((time.perf_counter() - started) * 1000)
+        timings[f"{kind}_ms_p50"] = percentile(elapsed, 0.5) or 0.0
+    return timings
 
 
 def _rss_bytes() -> int:

@@ -386,3 +386,15 @@ def test_refresh_metrics_recounts_the_recorded_calls(tmp_path: Path) -> None:
     assert metrics["slm_share"] == pytest.approx(3 / 4) and metrics["kept_local"] == 0.5
     assert json.loads(path.read_text())["policies"]["tiered"]["metrics"] == metrics
     assert "| tiered | 2 |" in path.with_suffix(".md").read_text()
+
+
+def test_the_benchmark_times_each_kind_of_step_signal() -> None:
+    from tierflow.evals.bench import signal_costs
+    from tierflow.results import bench_rows
+
+    costs = signal_costs(repeats=5)
+    assert set(costs) == {"choose_ms_p50", "extract_ms_p50", "text_ms_p50"}
+    assert all(0 < value < 1000 for value in costs.values())
+    committed = json.loads((Path(__file__).parents[1] / "evals" / "results" / "bench.json").read_text())
+    rows = bench_rows({**committed, "signal_costs": costs})
+    assert any(row[0].startswith("signals and P(wrong)") for row in rows)

@@ -214,6 +214,8 @@ def eval_bench(
         data["selection"] = bench.selection_latency(slm_path, n_threads=conf.slm_threads)
     with err.status("escalation score and memory recall …"):
         data["decision_costs"] = bench.decision_costs(conf.resolved_models_dir())
+    with err.status("signals of a kit step's output …"):
+        data["signal_costs"] = bench.signal_costs()
     with err.status("peak memory of a task run …"):
         data["memory"] = bench.peak_memory()
     with err.status("concurrent task runs sharing one SLM …"):
