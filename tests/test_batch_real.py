@@ -127,7 +127,9 @@ def test_summarize_on_real_documents_with_the_real_slm(tmp_path: Path) -> None:
     done = [d for d in report["documents"] if d["status"] == "succeeded"]
     assert len(done) == 3 and all(d["summary"] and d["llm_calls"] == 0 for d in done)
     assert report["synthesis"] and report["totals"]["slm_share"] == 1.0
-    assert "[4/4] " in result.stderr and "failed broken.pdf" in result.stderr  # a line per document
+    assert (
+        "summarizing 4/4 · " in result.stderr and "failed broken.pdf" in result.stderr
+    )  # a line per document
 
     again = subprocess.run(
         [*command, "--local-only", "--max-sentences", "3"],
