@@ -30,6 +30,7 @@ from typing import Any, Literal
 
 import numpy as np
 from tierflow.agents.prompting import render_messages
+from tierflow.agents.scoring import normal_text, number_grounded, string_grounded
 from tierflow.json_values import json_leaves
 from tierflow.records import ChoiceProbabilities, Message, TokenSignals
 
@@ -172,10 +173,6 @@ def _choose_features(
     }
 
 
-def _normal(text: str) -> str:
-    return " ".join(_WORD.findall(text.lower()))
-
-
 def _numbers(text: str) -> set[float]:
     found = set()
     for match in _NUMBER.findall(text):
@@ -189,12 +186,13 @@ def _numbers(text: str) -> set[float]:
 def _extract_features(source: str, value: Any, signals: TokenSignals | None) -> dict[str, float]:
     data = value.model_dump() if hasattr(value, "model_dump") else value
     leaves = [leaf for leaf in json_leaves(data) if leaf is not None]
-    source_normal, source_words = _normal(source), set(_normal(source).split())
+    source_normal = normal_text(source)
+    source_words = set(source_normal.split())
     source_numbers = _numbers(source)
     strings = [leaf for leaf in leaves if isinstance(leaf, str)]
     numbers = [float(leaf) for leaf in leaves if isinstance(leaf, int | float) and not isinstance(leaf, bool)]
-    grounded_strings = sum(_string_grounded(s, source_normal, source_words) for s in strings)
-    grounded_numbers = sum(n in source_numbers or (n == int(n) and abs(n) <= 1) for n in numbers)
+    grounded_strings = sum(string_grounded(s, source_normal, source_words) for s in strings)
+    grounded_numbers = sum(number_grounded(n, source_numbers) for n in numbers)
     empty = sum(1 for leaf in json_leaves(data) if leaf in (None, "", [], {}))
     return {
         "has_token_signals": float(signals is not None),
@@ -209,12 +207,6 @@ def _extract_features(source: str, value: Any, signals: TokenSignals | None) -> 
         "empty_values": float(empty),
         "source_numbers_unused": float(len(source_numbers - set(numbers))),
     }
-
-
-def _string_grounded(value: str, source_normal: str, source_words: set[str]) -> bool:
-    """The value is in the source, or all of its words are (in another order or case)."""
-    normal = _normal(value)
-    return not normal or normal in source_normal or set(normal.split()) <= source_words
 
 
 def _shingles(words: list[str], size: int = 4) -> set[tuple[str, ...]]:

@@ -45,6 +45,9 @@ __all__ = [
     "OPTIONS_KEPT",
     "top_options",
     "default_scorer",
+    "normal_text",
+    "string_grounded",
+    "number_grounded",
 ]
 
 OPTIONS_KEPT = 8
@@ -179,19 +182,21 @@ def top_options(probabilities: Mapping[str, float], keep: int = OPTIONS_KEPT) ->
     return dict(ranked[:keep])
 
 
-def _normal(text: str) -> str:
+def normal_text(text: str) -> str:
+    """The text's lower-case words and numbers, one space apart."""
     return " ".join(_WORD.findall(text.lower()))
 
 
-def _string_grounded(value: str, request_normal: str, request_words: set[str]) -> bool:
+def string_grounded(value: str, request_normal: str, request_words: set[str]) -> bool:
     """The value is in the request, or all of its words are (in another order or case)."""
-    normal = _normal(value)
+    normal = normal_text(value)
     if not normal:
         return True
     return normal in request_normal or set(normal.split()) <= request_words
 
 
-def _number_grounded(value: float, request_numbers: set[float]) -> bool:
+def number_grounded(value: float, request_numbers: set[float]) -> bool:
+    """The number is in the request, or is 0, 1 or -1 (defaults anyone may write)."""
     return value in request_numbers or (value == int(value) and abs(value) <= 1)
 
 
@@ -207,10 +212,10 @@ def args_features(
     required = set(tool.parameters.get("required") or [])
     if arguments is None:
         return [*select, -20.0, -20.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, len(required)]
-    request_normal = _normal(request)
+    request_normal = normal_text(request)
     request_words = set(request_normal.split())
     request_numbers = {float(n.replace(",", ".")) for n in _NUMBER.findall(request)}
-    schema_text = _normal(f"{tool.description} {json.dumps(tool.parameters, ensure_ascii=False)}")
+    schema_text = normal_text(f"{tool.description} {json.dumps(tool.parameters, ensure_ascii=False)}")
     strings = grounded_strings = numbers = grounded_numbers = empty = from_schema = 0
     used_numbers: set[float] = set()
     for leaf in json_leaves(dict(arguments)):
@@ -222,14 +227,14 @@ def args_features(
                 continue
             strings += 1
             used_numbers |= {float(n.replace(",", ".")) for n in _NUMBER.findall(leaf)}
-            if _string_grounded(leaf, request_normal, request_words):
+            if string_grounded(leaf, request_normal, request_words):
                 grounded_strings += 1
-            elif _normal(leaf) and _normal(leaf) in schema_text:  # copied from the tool's description
+            elif normal_text(leaf) and normal_text(leaf) in schema_text:  # copied from the tool's description
                 from_schema += 1
         elif isinstance(leaf, int | float):
             numbers += 1
             used_numbers.add(float(leaf))
-            grounded_numbers += _number_grounded(float(leaf), request_numbers)
+            grounded_numbers += number_grounded(float(leaf), request_numbers)
     empty += sum(1 for value in arguments.values() if value in ([], {}))
     optional = [name for name in properties if name not in required]
     filled = sum(1 for name in optional if name in arguments)

@@ -128,8 +128,8 @@ def collect_labels(
 
 
 def _finished_items(store: TraceStore, name: str) -> set[str]:
-    runs = store.list_runs(limit=1_000_000, graph=name, search=TASK_PREFIX, status="succeeded")
-    return {run.task[len(TASK_PREFIX) :] for run in runs if run.task.startswith(TASK_PREFIX)}
+    tasks = store.run_tasks(graph=name, status="succeeded", prefix=TASK_PREFIX)
+    return {task[len(TASK_PREFIX) :] for task in tasks}
 
 
 def _gold_labels(store: TraceStore, run_id: str, item: CalibrationItem, judge: ChatModel) -> None:

@@ -57,6 +57,20 @@ def margin_scorer(slm: str = "tiny", llm: str = "big", source: str = "calibrated
     return StepScorer("choose", model, points, trained_on)
 
 
+def shadowed_runs(store: TraceStore, count: int, wrong_every: int) -> None:
+    """``count`` runs with every output shadowed; the SLM is unsure and wrong on every
+    ``wrong_every``-th, sure and right otherwise."""
+    for i in range(count):
+        wrong = i % wrong_every == 0
+        run_graph(
+            graph(),
+            {"text": f"ticket {i}"},
+            tiers=tiers(UNSURE if wrong else SURE, "bug" if wrong else "refund"),
+            store=store,
+            context={"shadow_rate": 1.0},
+        )
+
+
 def calls(store: TraceStore, run_id: str) -> list[StoredModelCall]:
     return [call for step in store.get_run(run_id).steps for call in step.model_calls]
 
@@ -247,15 +261,7 @@ def test_calibrate_labels_each_input_once_and_fits_a_scorer_that_then_judges(
 def test_from_runs_refits_on_the_shadow_labels_of_everyday_runs(store: TraceStore) -> None:
     from tierflow.agents.calibration import fit_scorers
 
-    for i in range(24):
-        wrong = i % 4 == 0
-        run_graph(
-            graph(),
-            {"text": f"ticket {i}"},
-            tiers=tiers(UNSURE if wrong else SURE, "bug" if wrong else "refund"),
-            store=store,
-            context={"shadow_rate": 1.0},
-        )
+    shadowed_runs(store, 24, wrong_every=4)
     labels = store.labels(graph="tickets", slm_model="tiny", llm_model="big")
     assert len(labels) == 24 and {label.source for label in labels} == {"shadow"}
     scorers, (fit,) = fit_scorers(labels, graph="tickets", slm="tiny", llm="big", max_loss=0.0)

@@ -236,21 +236,11 @@ def test_evaluations_page_reads_result_files(app: App, tmp_path: Path) -> None:
 
 
 def test_calibration_page_shows_each_nodes_labels_and_estimates(app: App) -> None:
-    from tierflow import run_graph
-
-    from tests.test_step_scoring import SURE, UNSURE, graph, tiers
+    from tests.test_step_scoring import shadowed_runs
 
     at = page(app, "screens/calibration.py")
     assert at.info and "tierflow calibrate" in at.info[0].value  # nothing gathered yet
-    for i in range(12):
-        wrong = i % 3 == 0
-        run_graph(
-            graph(),
-            {"text": f"ticket {i}"},
-            tiers=tiers(UNSURE if wrong else SURE, "bug" if wrong else "refund"),
-            store=app.store,
-            context={"shadow_rate": 1.0},
-        )
+    shadowed_runs(app.store, 12, wrong_every=3)
     at = page(app, "screens/calibration.py")
     (nodes,) = [frame.value for frame in at.dataframe]
     row = nodes.set_index("node").loc["classify"]

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.markup import escape
@@ -75,14 +75,10 @@ def calibrate(
     path = scorer_file(conf.scorers_dir(), name)
     scorers.save(path)
     if as_json:
-        emit_json({"graph": name, "path": str(path), "nodes": [_fit_json(fit) for fit in fits]})
+        emit_json({"graph": name, "path": str(path), "nodes": [asdict(fit) for fit in fits]})
         return
     out.print(_fits_table(fits, max_loss))
     err.print(f"scorers for {escape(name)} ({escape(slm)} / {escape(llm)}) written to {escape(str(path))}")
-
-
-def _fit_json(fit: NodeFit) -> dict[str, Any]:
-    return asdict(fit)
 
 
 def _fits_table(fits: list[NodeFit], max_loss: float) -> Table:

@@ -212,12 +212,15 @@ class TraceStore:
                 for record, call_id in zip(step.calls, ids, strict=True):
                     assert call_id is not None
                     record.id, record.run_id = int(call_id), run_id
-                labelled = [c for c in step.calls if c.label is not None and c.id is not None]
+                labelled = [(c, c.label) for c in step.calls if c.label is not None and c.id is not None]
                 if labelled:
                     run = connection.execute(
                         select(Run.graph, Run.slm_model, Run.llm_model).where(Run.id == run_id)
                     ).one()
-                    rows = [self._label_row(run_id, run, c, c.label, now) for c in labelled if c.label]
+                    rows = [
+                        self._label_row(run_id, run, c.id, c.node, c.step_kind, c.features, label, now)
+                        for c, label in labelled
+                    ]
                     connection.execute(insert(Label), rows)
             if step.tools:
                 tools = [
@@ -230,20 +233,30 @@ class TraceStore:
         return step_id
 
     def _label_row(
-        self, run_id: str, run: Any, call: ModelCallRecord, label: OutputLabel, now: datetime
+        self,
+        run_id: str,
+        run: Any,
+        call_id: int | None,
+        node: str,
+        kind: str | None,
+        features: dict[str, float] | None,
+        label: OutputLabel,
+        now: datetime,
     ) -> dict[str, Any]:
+        """A ``labels`` row: the label, the output's node, kind and signals, the run's graph
+        and model pair (``run``: its row's ``graph``, ``slm_model``, ``llm_model``)."""
         return {
             "run_id": run_id,
-            "model_call_id": call.id,
+            "model_call_id": call_id,
             "graph": run.graph,
-            "node": call.node,
-            "kind": call.step_kind or "",
+            "node": node,
+            "kind": kind or "",
             "slm_model": run.slm_model,
             "llm_model": run.llm_model,
             "slm_right": label.slm_right,
             "llm_right": label.llm_right,
             "source": label.source,
-            "features": call.features or {},
+            "features": features or {},
             "detail": self.scrub(label.detail),
             "created_at": now,
         }
@@ -255,12 +268,11 @@ class TraceStore:
             call = session.get(ModelCall, call_id)
             if run is None or call is None or call.run_id != run_id:
                 raise RunNotFoundError(f"no model call {call_id} in run {run_id}")
-            stored = stored_call(call)
-            record = ModelCallRecord(
-                node=stored.node, tier=stored.tier, model=stored.model, messages=[], id=call_id
+            stored = stored_call(call)  # its kind and signals live in the signals column
+            row = self._label_row(
+                run_id, run, call_id, stored.node, stored.step_kind, stored.features, label, utcnow()
             )
-            record.step_kind, record.features = stored.step_kind, stored.features
-            session.add(Label(**self._label_row(run_id, run, record, label, utcnow())))
+            session.add(Label(**row))
             session.commit()
 
     def labels(
@@ -369,6 +381,15 @@ class TraceStore:
                 f"no run matches {run_id!r}", hint="`tierflow runs list` shows the stored runs."
             )
         raise RunNotFoundError(f"{run_id!r} matches several runs", hint="Give more characters of the run id.")
+
+    def run_tasks(self, *, graph: str, status: str, prefix: str) -> list[str]:
+        """The task labels, starting with ``prefix``, of a graph's runs in ``status`` (no
+        model calls loaded: ``calibrate`` asks it for the inputs it has already run)."""
+        query = select(Run.task).where(
+            Run.graph == graph, Run.status == status, col(Run.task).startswith(prefix)
+        )
+        with self._session() as session:
+            return list(session.exec(query).all())
 
     def list_runs(
         self,
