@@ -40,7 +40,7 @@ from tierflow.agents.scoring import (
 from tierflow.agents.signals import TokenSignals
 from tierflow.errors import TierflowError
 from tierflow.evals.bfcl import Case, registry_for, request_text
-from tierflow.evals.routing_data import LIVE, RUNS_FILE, read_runs
+from tierflow.evals.routing_data import LIVE, RUNS_FILE, read_runs, source_group
 from tierflow.graphs.judging import tool_texts
 
 __all__ = [
@@ -181,8 +181,9 @@ def fit_scorer(examples: Sequence[Example]) -> dict[str, NodeScorer]:
 
 
 def fold_of(case_id: str, folds: int = FOLDS) -> int:
-    """A fixed fold per item, independent of the train/calib/test split's hash."""
-    return int(hashlib.sha256(f"fold:{case_id}".encode()).hexdigest(), 16) % folds
+    """A fixed fold per item's source group (siblings never sit on both sides of a fit),
+    independent of the train/calib/test split's hash."""
+    return int(hashlib.sha256(f"fold:{source_group(case_id)}".encode()).hexdigest(), 16) % folds
 
 
 def out_of_fold(examples: Sequence[Example], folds: int = FOLDS) -> list[Scored]:

@@ -36,6 +36,7 @@ __all__ = [
     "DEFAULT_SAMPLE",
     "RUNS_FILE",
     "Split",
+    "source_group",
     "split_of",
     "routing_cases",
     "read_runs",
@@ -69,9 +70,22 @@ left): drawn after the score's design was fixed, so it checks the test split's r
 items no decision was ever made with."""
 
 
+def source_group(case_id: str) -> str:
+    """The group an item shares its source with. A live id's middle number
+    (``live_multiple_12-4-0``: group 4) names the conversation it was taken from, and items of
+    one group offer the same tools, so they must sit on one side of every split; live items
+    of different categories share a group when they share that number. Other items are
+    their own group."""
+    prefix, _, number = case_id.rpartition("_")
+    if prefix.startswith("live_") and number.count("-") == 2:
+        return f"live:{number.split('-')[1]}"
+    return case_id
+
+
 def split_of(case_id: str) -> Split:
-    """50% train, 20% calib, 30% test, fixed by the id (independent of what else is drawn)."""
-    bucket = int(hashlib.sha256(case_id.encode()).hexdigest(), 16) % 10
+    """50% train, 20% calib, 30% test, fixed by the item's source group (independent of
+    what else is drawn): no item has a sibling of its group in another split."""
+    bucket = int(hashlib.sha256(source_group(case_id).encode()).hexdigest(), 16) % 10
     return "train" if bucket < 5 else "calib" if bucket < 7 else "test"
 
 
