@@ -13,6 +13,7 @@ import json
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -30,9 +31,23 @@ from tierflow.agents.judging import (
 from tierflow.errors import ConfigError
 from tierflow.records import StoredLabel
 
-__all__ = ["StepScorer", "StepScorers", "ScorerMatch", "scorer_file", "NodeFit", "fit_scorers", "LOSSES"]
+__all__ = [
+    "StepScorer",
+    "StepScorers",
+    "ScorerMatch",
+    "scorer_file",
+    "NodeFit",
+    "fit_scorers",
+    "LOSSES",
+    "PRIORS_FILE",
+    "shipped_priors",
+    "save_priors",
+]
 
 FORMAT = 1
+
+PRIORS_FILE = Path(__file__).parent / "data" / "step_priors.json"
+"""The shipped priors of ``choose`` and ``extract`` steps (``tierflow eval priors`` fits them)."""
 
 
 @dataclass(frozen=True)
@@ -135,6 +150,30 @@ class StepScorers:
         return cls(nodes, dict(priors or {}), path)
 
 
+def save_priors(priors: Mapping[str, StepScorer], path: Path = PRIORS_FILE) -> None:
+    """Write priors per kind of step (``tierflow eval priors``)."""
+    document = {"format": FORMAT, "priors": {kind: scorer.to_json() for kind, scorer in priors.items()}}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(document, indent=1) + "\n", encoding="utf-8")
+
+
+@cache
+def shipped_priors(path: Path = PRIORS_FILE) -> dict[StepKind, StepScorer]:
+    """The priors per kind of step that judge a step no calibration covers: fitted on BFCL
+    tool calls seen as kit steps, for the default model pair (another pair gets their
+    strictest threshold). None when the file is missing."""
+    if not path.exists():
+        return {}
+    try:
+        document = json.loads(path.read_text(encoding="utf-8"))
+        priors = {str(kind): StepScorer.from_json(data) for kind, data in document["priors"].items()}
+    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError) as exc:
+        raise ConfigError(
+            f"the shipped step priors in {path} cannot be read: {exc}", hint="Reinstall tierflow."
+        ) from None
+    return {scorer.kind: scorer for scorer in priors.values()}
+
+
 def scorer_file(directory: Path, graph: str) -> Path:
     """Where a graph's calibrated scorers live under ``directory`` (the data dir's
     ``scorers/``): one file per graph name."""
@@ -168,9 +207,11 @@ def fit_scorers(
     max_loss: float,
     folds: int = 5,
     created_at: str = "",
+    source: str = "calibrated",
 ) -> tuple[StepScorers, list[NodeFit]]:
     """Per node, a scorer fitted on ``labels`` (a gold label wins over a shadow one for the
-    same output). Thresholds are chosen on out-of-fold scores, grouped by run (one input's
+    same output); ``source`` says what they are (``calibrated``, or ``prior`` for the
+    shipped ones). Thresholds are chosen on out-of-fold scores, grouped by run (one input's
     outputs never sit on both sides of a fit); the stored model is then fitted on all."""
     by_call: dict[int, StoredLabel] = {}
     for label in labels:
@@ -199,7 +240,7 @@ def fit_scorers(
             "items": len(items),
             "wrong": wrong,
             "created_at": created_at,
-            "source": "calibrated",
+            "source": source,
             "max_loss": max_loss,
             "estimated_loss": round(point.loss, 4),
             "estimated_slm_share": round(point.slm_share, 4),

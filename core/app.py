@@ -13,7 +13,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from tierflow.agents.calibration import StepScorers, scorer_file
+from tierflow.agents.calibration import StepScorers, scorer_file, shipped_priors
 from tierflow.agents.catalog import CATALOG, resolve_model
 from tierflow.agents.llm import OpenAIChatModel
 from tierflow.agents.policy import TierPolicy
@@ -316,8 +316,10 @@ class App:
     def step_scorers(self, graph: str) -> StepScorers:
         """The step scorers calibrated for the graph named ``graph`` (``tierflow calibrate``;
         a graph's name is its ``compile(name=...)``, else the name its runs are given), read
-        afresh for each run so that a new calibration applies at once."""
-        return StepScorers.load(scorer_file(self.settings.scorers_dir(), graph))
+        afresh for each run so that a new calibration applies at once; with the shipped
+        priors for steps they do not cover (setting ``step_priors``)."""
+        priors = shipped_priors() if self.settings.step_priors else {}
+        return StepScorers.load(scorer_file(self.settings.scorers_dir(), graph), priors)
 
     def close(self) -> None:
         """Stop what this app started (the embedded server, the checkpoint database); parts

@@ -127,6 +127,11 @@ class Settings(BaseSettings):
         description="per node, a shadow share that replaces shadow_rate, e.g. "
         '{"classify": 0.1, "draft_reply": 0}',
     )
+    step_priors: bool = Field(
+        True,
+        description="judge kit choose/extract steps that no calibration covers with the priors "
+        "shipped with tierflow (fitted on BFCL tool calls); false: by validation alone",
+    )
     # What the console's cost view prices LLM tokens at (US$ per million tokens).
     llm_price_prompt_per_mtok: float = Field(2.5, ge=0)
     llm_price_completion_per_mtok: float = Field(10.0, ge=0)

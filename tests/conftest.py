@@ -32,6 +32,9 @@ def isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
     monkeypatch.setenv("TIERFLOW_AUTO_PULL", "false")
     # shadow calls sample outputs at random: a test that wants them asks for them
     monkeypatch.setenv("TIERFLOW_SHADOW_RATE", "0")
+    # the shipped priors are fitted for the default models; scripted tiers are another pair,
+    # so a test of orchestration judges by validation alone unless it asks for the priors
+    monkeypatch.setenv("TIERFLOW_STEP_PRIORS", "false")
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
     return data
 

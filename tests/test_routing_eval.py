@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
+from tierflow.agents.judging import FEATURES
 from tierflow.agents.scoring import ARGS_FEATURES, SELECT_FEATURES
 from tierflow.evals.bfcl import is_reserved, load_category, reserved_digests
 from tierflow.evals.routing import (
@@ -138,3 +139,34 @@ def test_runs_file_lines_are_complete(tmp_path: Path) -> None:
         assert {"id", "category", "split", "policy", "correct", "calls"} <= set(run)
         assert run["split"] == split_of(run["id"])
         json.dumps(run)
+
+
+def test_live_items_of_one_source_group_share_their_split_and_fold() -> None:
+    from tierflow.evals.routing_data import source_group
+
+    assert source_group("live_multiple_12-4-0") == source_group("live_irrelevance_300-4-2") == "live:4"
+    assert source_group("simple_python_7") == "simple_python_7"
+    groups: dict[str, set[str]] = {}
+    for run in read_runs():
+        groups.setdefault(source_group(run["id"]), set()).add(split_of(run["id"]))
+    assert all(len(splits) == 1 for splits in groups.values())
+    assert len({fold_of("live_simple_1-4-0"), fold_of("live_multiple_9-4-1")}) == 1
+
+
+def test_the_kit_priors_learn_from_train_items_only_as_choose_and_extract_outputs() -> None:
+    from tierflow.evals.priors import prior_labels
+    from tierflow.evals.routing_data import routing_cases
+
+    cases = {case.id: case for case in routing_cases()}
+    labels = prior_labels(read_runs(), cases)
+    ids = {label.detail for label in labels}
+    assert ids and all(split_of(str(i)) == "train" and not is_reserved(str(i)) for i in ids)
+    choose = [label for label in labels if label.kind == "choose"]
+    extract = [label for label in labels if label.kind == "extract"]
+    assert len(choose) == len(ids) and 0 < len(extract) < len(choose)
+    assert {label.node for label in labels} == {"choose", "extract"}
+    assert any(not label.slm_right for label in choose) and any(label.slm_right for label in choose)
+    # an output is labelled as the kit's signals see it at run time
+    assert set(choose[0].features) == set(FEATURES["choose"]) and set(extract[0].features) == set(
+        FEATURES["extract"]
+    )

@@ -33,14 +33,19 @@ def graph():  # type: ignore[no-untyped-def]
     return builder.compile(name="tickets")
 
 
-def tiers(probabilities: dict[str, float], slm_says: str, llm_says: str = "refund") -> Tiers:
+def tiers(
+    probabilities: dict[str, float],
+    slm_says: str,
+    llm_says: str = "refund",
+    names: tuple[str, str] = ("tiny", "big"),
+) -> Tiers:
     return Tiers(
         ScriptedModel(
-            tier="slm", name="tiny", by_node={"classify": [{"label": slm_says}]}, choices=probabilities
+            tier="slm", name=names[0], by_node={"classify": [{"label": slm_says}]}, choices=probabilities
         ),
         ScriptedModel(
             tier="llm",
-            name="big",
+            name=names[1],
             by_node={"classify": [{"label": llm_says}], "classify:shadow": [{"label": llm_says}]},
         ),
     )
@@ -301,3 +306,40 @@ def test_a_node_can_have_its_own_shadow_rate(store: TraceStore) -> None:
         )
         sampled += len(calls(store, run.run_id)) - 1
     assert 8 <= sampled <= 32 and len(store.labels()) == sampled
+
+
+def test_the_shipped_priors_are_fitted_for_the_default_models_on_bfcl_train_items() -> None:
+    from tierflow.agents.calibration import shipped_priors
+    from tierflow.settings import Settings
+
+    defaults = Settings()
+    priors = shipped_priors()
+    assert set(priors) == {"choose", "extract"}
+    for kind, prior in priors.items():
+        assert prior.kind == kind and prior.trained_on["source"] == "prior"
+        assert prior.pair() == (defaults.slm_model, defaults.embedded_llm_model)
+        assert "train split" in prior.trained_on["graph"] and prior.trained_on["items"] >= 100
+        assert 0.0 < prior.strictest < prior.threshold(0.05) <= 1.0
+
+
+def test_the_app_judges_an_uncalibrated_graph_by_the_shipped_priors(tmp_path: Path) -> None:
+    from tierflow.app import App
+    from tierflow.settings import Settings
+
+    def default_pair(probabilities: dict[str, float], slm_says: str) -> Tiers:
+        return tiers(probabilities, slm_says, names=("qwen2.5-coder-0.5b", "qwen2.5-coder-1.5b"))
+
+    on = Settings(data_dir=tmp_path / "data", step_priors=True)
+    with App(on, tiers=default_pair(UNSURE, "bug")) as app:
+        doubted = app.run_graph(graph(), {"text": "refund please"})
+        slm_call, llm_call = calls(app.store, doubted.run_id)
+        assert slm_call.escalated and (slm_call.scorer or {})["source"] == "prior"
+        assert (slm_call.scorer or {})["pair_matches"] and doubted.state["label"] == "refund"
+    with App(on, tiers=default_pair(SURE, "refund")) as app:
+        sure = app.run_graph(graph(), {"text": "refund please"})
+        assert [c.tier for c in calls(app.store, sure.run_id)] == ["slm"]
+    off = Settings(data_dir=tmp_path / "data", step_priors=False)
+    with App(off, tiers=default_pair(UNSURE, "bug")) as app:
+        alone = app.run_graph(graph(), {"text": "refund please"})
+        (kept,) = calls(app.store, alone.run_id)
+        assert kept.tier == "slm" and kept.scorer is None and alone.state["label"] == "bug"

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from tierflow.cli.eval_routing import eval_routing
+from tierflow.cli.eval_routing import eval_priors, eval_routing
 from tierflow.cli.eval_support import (
     EvalPolicyOption,
     OutOption,
@@ -304,3 +304,4 @@ def eval_readme(
 
 
 eval_app.command("routing")(eval_routing)
+eval_app.command("priors")(eval_priors)

@@ -9,13 +9,13 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from tierflow.cli.eval_support import OutOption, eval_settings, eval_store, fresh_memory, show_results
-from tierflow.cli.support import JsonOption, err, progress_display, settings
+from tierflow.cli.support import JsonOption, emit_json, err, progress_display, settings
 from tierflow.settings import Settings
 
 if TYPE_CHECKING:
     from tierflow.evals.bfcl import Case
 
-__all__ = ["eval_routing"]
+__all__ = ["eval_routing", "eval_priors"]
 
 
 WarmOption = Annotated[
@@ -212,3 +212,43 @@ def _report(
     )
     memory_size = sum(1 for run in read_runs(runs_path) if run["policy"] == "llm" and run["split"] != "test")
     return routing_report(scorer, scored, max_loss, warm_scored, memory_size, fresh_scored)
+
+
+def eval_priors(
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            help="Where to write the priors (default: routing/step_priors.json in the results dir)."
+        ),
+    ] = None,
+    runs_file: RunsOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Fit the kit's shipped choose and extract priors on the BFCL routing runs' train split
+    (grouped by source group). tierflow ships them as agents/data/step_priors.json."""
+    from tierflow.agents.calibration import save_priors
+    from tierflow.evals.priors import fit_priors
+    from tierflow.evals.routing_data import RUNS_FILE, read_runs, routing_cases
+
+    cases = {case.id: case for case in routing_cases()}
+    priors, fits = fit_priors(read_runs(runs_file or RUNS_FILE), cases)
+    path = out or settings().resolved_results_dir() / "routing" / "step_priors.json"
+    save_priors(priors, path)
+    rows = [
+        {
+            "kind": fit.kind,
+            "labels": fit.labels,
+            "slm_wrong": fit.slm_wrong,
+            "threshold": round(fit.point.threshold, 4),
+            "slm_share": round(fit.point.slm_share, 4),
+            "loss": round(fit.point.loss, 4),
+        }
+        for fit in fits
+    ]
+    if as_json:
+        emit_json({"path": str(path), "priors": rows})
+        return
+    for row in rows:
+        out_line = ", ".join(f"{key} {value}" for key, value in row.items())
+        err.print(f"{out_line} (out of fold, max_loss 0.02)")
+    err.print(f"[dim]priors: {path}[/]")
