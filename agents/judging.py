@@ -387,15 +387,31 @@ def _loss_at(items: Sequence[Labelled], threshold: float) -> tuple[float, float,
 
 
 # Labels -------------------------------------------------------------------------------
+FREE_TEXT_WORDS = 6
+"""A string field longer than this in both outputs is free text: two tiers never word it alike,
+so ``same_output`` leaves it out of an ``extract`` comparison."""
+
+
 def same_output(kind: StepKind, output: Any, reference: Any) -> bool | None:
     """Whether an output matches a reference (the LLM's, or a gold value): the same label for
-    ``choose``, every field the same for ``extract`` (strings ignoring case and spacing,
-    numbers as numbers); ``None`` for ``text``, which needs a judge (``judge_text_messages``)."""
+    ``choose``, field by field for ``extract`` (strings ignoring case and spacing, numbers as
+    numbers; only the fields a reference names when it is a gold value of some of them, and
+    free-text fields left out); ``None`` for ``text``, which needs a judge
+    (``judge_text_messages``)."""
     if kind == "choose":
         return str(output).strip().casefold() == str(reference).strip().casefold()
     if kind == "extract":
-        return bool(_normalised(_plain(output)) == _normalised(_plain(reference)))
+        got, want = _plain(output), _plain(reference)
+        if isinstance(got, dict) and isinstance(want, dict):
+            got, want = {key: got.get(key) for key in want}, dict(want)
+            for key in [k for k in want if _free_text(got[k]) and _free_text(want[k])]:
+                del got[key], want[key]
+        return bool(_normalised(got) == _normalised(want))
     return None
+
+
+def _free_text(value: Any) -> bool:
+    return isinstance(value, str) and len(value.split()) > FREE_TEXT_WORDS
 
 
 def _plain(value: Any) -> Any:

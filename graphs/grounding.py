@@ -29,6 +29,8 @@ __all__ = [
     "cited_chunks",
     "recited",
     "answer_problem",
+    "asks_about_documents",
+    "searches_documents",
 ]
 
 # MiniLM cosine similarities of a question to the best chunk; chosen on the sample help
@@ -273,3 +275,23 @@ def answer_problem(
     if stray:
         return Rejected("ungrounded_units", f"it names {', '.join(stray)}, which no result or the task does")
     return None
+
+
+_DOCUMENTS = re.compile(
+    r"\b(?:my|our|the user's|your)\s+(?:own\s+)?(?:documents?|docs|notes|papers|files in (?:the\s+)?memory|"
+    r"knowledge base|memory)\b|\baccording to (?:my|our|the) (?:documents?|notes|sources)\b",
+    re.IGNORECASE,
+)
+_SEARCH = re.compile(
+    r"\b(?:search|look up|find|query)\b.*\b(?:documents?|docs|notes|memory)\b|search_memory", re.I
+)
+
+
+def asks_about_documents(task: str) -> bool:
+    """Whether a task asks about the user's own documents ("according to my documents ...")."""
+    return _DOCUMENTS.search(task) is not None
+
+
+def searches_documents(steps: Sequence[str]) -> bool:
+    """Whether a plan has a step that searches the documents."""
+    return any(_SEARCH.search(step) for step in steps)

@@ -23,7 +23,7 @@ from tierflow.agents.protocol import Completion, Message
 from tierflow.agents.scoring import EscalationScorer, default_scorer
 from tierflow.errors import GraphError, StepOutputError, ToolError
 from tierflow.graphs.context import Answer, TierContext, escalate, escalate_earlier
-from tierflow.graphs.grounding import answer_problem
+from tierflow.graphs.grounding import answer_problem, asks_about_documents, searches_documents
 from tierflow.graphs.judging import judge_arguments, select_judge
 from tierflow.graphs.state import Observation, TaskState
 from tierflow.graphs.steps import StepScope
@@ -165,9 +165,16 @@ def plan(state: TaskState, scope: StepScope) -> Update:
     got = scope.ask(messages, parse_model(PlanOutput), max_tokens=512, schema=PLAN_SCHEMA, prefer="llm")
     if got.value is None:  # no usable plan even from the last tier: treat the task as one step
         return {"steps": [state["task"]], "step_index": 0, "observations": []}
-    if not got.value.steps:
+    steps = got.value.steps
+    if SEARCH_MEMORY in ctx.tools and asks_about_documents(state["task"]) and not searches_documents(steps):
+        # the answer is in the user's documents: search them first, whatever the planner wrote
+        steps = [f"Search the documents for: {state['task']}", *steps][: ctx.max_steps]
+        scope.summarize_as(
+            "the task asks about the user's documents: the plan searches them first | " + " | ".join(steps)
+        )
+    if not steps:
         return {"steps": [], "answer": got.value.answer.strip()}
-    return {"steps": got.value.steps[: ctx.max_steps], "step_index": 0, "observations": []}
+    return {"steps": steps[: ctx.max_steps], "step_index": 0, "observations": []}
 
 
 def select_tool(state: TaskState, scope: StepScope) -> Update:

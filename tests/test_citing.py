@@ -287,6 +287,46 @@ def test_the_task_graph_searches_the_memory_and_its_answer_cites(
     assert not any(step.node == "summarize" for step in trace.steps)  # passages are kept whole
 
 
+def test_a_plan_for_a_question_about_my_documents_searches_them_first(
+    memory: DocumentMemory, store: TraceStore, tmp_path: Path
+) -> None:
+    """The planner reached for the file tools; the plan searches the documents first."""
+    runner, _small, _large = task_runner(
+        store,
+        tmp_path,
+        memory,
+        slm={
+            SELECT: ['{"tool": "search_memory"}', '{"tool": "word_count"}'],
+            EXTRACT: ['{"query": "refund period"}', '{"text": "refund"}'],
+            ANSWER: [cite_in_text("14 days", "Refunds are possible within 14 days.")],
+        },
+        llm={PLAN: ['{"steps": ["Count the words of the refund policy with word_count"], "answer": ""}']},
+    )
+    result = runner.run("According to my documents, how long can I ask for a refund?")
+    trace = store.get_run(result.run_id)
+    plan_step = next(step for step in trace.steps if step.node == "plan")
+    assert "searches them first" in (plan_step.summary or "")
+    assert [t.tool for t in tool_calls(trace)][0] == "search_memory"
+    assert result.status == "succeeded" and "14 days" in (result.answer or "")
+
+
+@pytest.mark.parametrize(
+    ("task", "about"),
+    [
+        ("According to my documents, which technique saves memory?", True),
+        ("What do my notes say about the launch date?", True),
+        ("Search our knowledge base for the refund period", True),
+        ("How many words are in notes.txt?", False),
+        ("Convert 5 liters to US gallons", False),
+        ("What documents does a passport application need?", False),
+    ],
+)
+def test_which_tasks_ask_about_the_users_documents(task: str, about: bool) -> None:
+    from tierflow.graphs.grounding import asks_about_documents
+
+    assert asks_about_documents(task) is about
+
+
 def test_a_local_only_passage_keeps_the_rest_of_the_task_run_on_the_slm(
     memory: DocumentMemory, store: TraceStore, tmp_path: Path
 ) -> None:

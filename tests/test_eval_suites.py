@@ -398,3 +398,60 @@ def test_the_benchmark_times_each_kind_of_step_signal() -> None:
     committed = json.loads((Path(__file__).parents[1] / "evals" / "results" / "bench.json").read_text())
     rows = bench_rows({**committed, "signal_costs": costs})
     assert any(row[0].startswith("signals and P(wrong)") for row in rows)
+
+
+# The kit-level evaluation ---------------------------------------------------------------
+def test_the_triage_reports_are_labelled_varied_and_split_once() -> None:
+    from tierflow.evals.kit import load_reports, split_of
+    from tierflow.graphs.examples.triage import CATEGORIES
+
+    reports = load_reports()
+    assert len(reports) >= 60 and len({r.id for r in reports}) == len(reports)
+    assert {r.category for r in reports} == set(CATEGORIES)
+    assert {r.difficulty for r in reports} == {"easy", "hard", "misleading"}
+    assert {r.severity for r in reports} <= {"low", "medium", "high", "critical"}
+    splits = [split_of(r.id) for r in reports]
+    assert 0.35 < splits.count("test") / len(reports) < 0.55 and splits == [split_of(r.id) for r in reports]
+
+
+def test_the_kit_evaluation_runs_each_mode_through_the_app_and_resumes(tmp_path: Path) -> None:
+    """Scripted tiers: the SLM always says bug/low, the LLM knows every report's labels."""
+    from tierflow.agents.scripted import ScriptedModel
+    from tierflow.agents.tiers import Tiers
+    from tierflow.app import App
+    from tierflow.evals.kit import gap_closed, kit_eval, kit_markdown, load_reports
+    from tierflow.settings import Settings
+
+    gold = {r.text: r for r in load_reports()}
+
+    def oracle(messages: Any) -> str:
+        text = "\n".join(m["content"] for m in messages)
+        report = next(r for t, r in gold.items() if t in text)
+        if "customer_email" not in text:  # the choice, not the fields
+            return json.dumps({"label": report.category})
+        return json.dumps({"product": "app", "severity": report.severity, "summary": "It broke."})
+
+    def small(messages: Any) -> str:
+        if "customer_email" not in "\n".join(m["content"] for m in messages):
+            return json.dumps({"label": "bug"})
+        return json.dumps({"product": "app", "severity": "low", "summary": "It broke."})
+
+    def app() -> App:
+        tiers = Tiers(
+            ScriptedModel([small] * 500, name="tiny"), ScriptedModel([oracle] * 500, tier="llm", name="big")
+        )
+        return App(Settings(data_dir=tmp_path / "data"), tiers=tiers)
+
+    modes = ["slm", "llm", "tiered-validation", "tiered-calibrated"]
+    with app() as first:
+        data = kit_eval(first, tmp_path / "work", modes=modes, limit=4)
+    assert data["modes"]["llm"]["accuracy"] == 1.0 and data["modes"]["slm"]["slm_share"] == 1.0
+    assert data["modes"]["tiered-validation"]["accuracy"] == data["modes"]["slm"]["accuracy"]
+    assert set(data["calibration"]["nodes"]) == {"classify", "extract_fields"}
+    assert len(data["items"]) == 4 * len(modes) and "| tiered-calibrated |" in kit_markdown(data)
+    if data["modes"]["slm"]["accuracy"] < 1.0:
+        assert gap_closed(data, "tiered-validation") == 0.0
+    with app() as again:  # a finished evaluation runs nothing again
+        runs = len(again.store.list_runs(limit=1000))
+        assert kit_eval(again, tmp_path / "work", modes=modes, limit=4)["modes"] == data["modes"]
+        assert len(again.store.list_runs(limit=1000)) == runs

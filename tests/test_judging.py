@@ -15,6 +15,7 @@ from tierflow.agents.judging import (
     choose_thresholds,
     fit_logistic,
     grouped_folds,
+    same_output,
     step_features,
 )
 from tierflow.records import ChoiceProbabilities, TokenSignals
@@ -132,3 +133,23 @@ def test_folds_keep_a_group_together() -> None:
     for group in set(groups):
         assert len({fold for fold, g in zip(folds, groups, strict=True) if g == group}) == 1
     assert len(set(folds)) > 1
+
+
+def test_outputs_are_compared_field_by_field_leaving_free_text_and_unnamed_fields_out() -> None:
+    slm = {
+        "product": "Kanban board",
+        "severity": "high",
+        "summary": "Cards snap back to their old column on drop.",
+    }
+    llm = {
+        "product": "kanban  board",
+        "severity": "high",
+        "summary": "Dragging a card does nothing: it returns at once.",
+    }
+    assert same_output("extract", slm, llm)  # the summaries are free text: worded apart
+    assert not same_output("extract", {**slm, "severity": "low"}, llm)
+    assert same_output("extract", slm, {"severity": "high"})  # a gold value of one field
+    assert not same_output("extract", slm, {"severity": "medium"})
+    assert not same_output("extract", {**slm, "summary": "crash"}, llm)  # short: compared
+    assert same_output("choose", " Bug", "bug") and not same_output("choose", "bug", "spam")
+    assert same_output("text", "a", "a") is None

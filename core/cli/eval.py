@@ -106,6 +106,57 @@ def eval_confidence(
     show_results(as_json, report, markdown)
 
 
+@eval_app.command("kit")
+def eval_kit(
+    mode: Annotated[
+        list[str],
+        typer.Option(
+            "--mode",
+            help="slm | llm | tiered-validation | tiered-priors | tiered-calibrated; repeatable "
+            "(default: all, side by side).",
+        ),
+    ] = [],  # noqa: B006
+    limit: Annotated[int | None, typer.Option(min=1, help="Run only the first N test reports.")] = None,
+    max_loss: Annotated[
+        float, typer.Option("--max-loss", min=0.0, max=1.0, help="The loss calibrate fits thresholds for.")
+    ] = 0.02,
+    restart: Annotated[
+        bool, typer.Option("--restart", help="Forget a stopped evaluation's runs and start over.")
+    ] = False,
+    out_dir: OutOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Escalation in a graph of kit steps (the triage example's classify and extract_fields)
+    on 90 labelled reports: validation only, the shipped priors and after calibrate, side by
+    side with slm and llm. Resumable: the same command goes on where a stopped one ended."""
+    import shutil
+
+    from tierflow.app import App
+    from tierflow.cli.render import ProgressDisplay
+    from tierflow.evals.kit import MODES, kit_eval, kit_markdown
+    from tierflow.evals.report import environment, write_results
+
+    unknown = [m for m in mode if m not in MODES]
+    if unknown:
+        raise ConfigError(f"unknown mode {', '.join(map(repr, unknown))}", hint=f"Modes: {', '.join(MODES)}.")
+    conf = eval_settings()
+    work = conf.resolved_data_dir() / "eval-kit"
+    if restart:
+        shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True, exist_ok=True)
+    kit_conf = conf.model_copy(update={"data_dir": work})
+    env = environment(conf.masked(), {"slm": conf.slm_model, "llm": conf.embedded_llm_model})
+    path = (out_dir or settings().resolved_results_dir()) / "kit.json"
+    with ProgressDisplay(err) as progress, App(kit_conf, on_progress=progress) as tierflow_app:
+        chosen = [m for m in MODES if m in mode] or list(MODES)
+        data = kit_eval(
+            tierflow_app, work, modes=chosen, max_loss=max_loss, limit=limit, on_progress=progress
+        )
+    data["environment"] = env
+    write_results(path, data, kit_markdown(data))
+    show_results(as_json, {k: v for k, v in data.items() if k != "items"}, kit_markdown(data), str(path))
+
+
 @eval_app.command("tasks")
 def eval_tasks(
     policy: EvalPolicyOption = [],  # noqa: B006
