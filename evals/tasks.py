@@ -23,7 +23,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tierflow.agents.tiers import Tiers
 from tierflow.errors import TierflowError
@@ -35,8 +35,12 @@ from tierflow.results import fmt, ordered_policies
 from tierflow.settings import TierPolicy
 from tierflow.tools.builtins import default_registry
 
+if TYPE_CHECKING:
+    from tierflow.memory.documents import DocumentMemory
+
 __all__ = [
     "TASKS_FILE",
+    "HELDOUT_FILE",
     "Task",
     "TaskResult",
     "TaskSuite",
@@ -47,6 +51,9 @@ __all__ = [
 ]
 
 TASKS_FILE = Path(__file__).resolve().parent / "data" / "tasks.json"
+HELDOUT_FILE = TASKS_FILE.with_name("tasks_heldout.json")
+"""Tasks written for issue 24's failure kinds (general knowledge, unit words, the user's
+documents), run once at the end of that work: never tuned on."""
 
 _NUMBER = re.compile(r"-?\d{1,3}(?:,\d{3})+(?:\.\d+)?|-?\d+(?:\.\d+)?")
 
@@ -64,6 +71,8 @@ class TaskSuite:
     tasks: list[Task]
     workspace: Path
     clock: datetime
+    documents: Path | None = None
+    """A folder of documents the tasks ask about (put in a fresh document memory)."""
 
 
 def _check_spec(where: str, check: Any) -> dict[str, Any]:
@@ -89,14 +98,15 @@ def load_tasks(path: Path = TASKS_FILE) -> TaskSuite:
             for t in data["tasks"]
         ]
         clock = datetime.fromisoformat(data["clock"])
+        documents = (path.parent / data["documents"]).resolve() if data.get("documents") else None
     except (OSError, json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
         raise TierflowError(
             f"cannot read the task suite {path}: {exc}",
-            hint="It is JSON: {clock, workspace, tasks: [{id, category, task, check}]}.",
+            hint="It is JSON: {clock, workspace, documents?, tasks: [{id, category, task, check}]}.",
         ) from None
     if len({t.id for t in tasks}) != len(tasks):
         raise TierflowError(f"{path}: task ids must be unique")
-    return TaskSuite(tasks, (path.parent / data.get("workspace", "workspace")).resolve(), clock)
+    return TaskSuite(tasks, (path.parent / data.get("workspace", "workspace")).resolve(), clock, documents)
 
 
 def _numbers(text: str) -> list[float]:
@@ -145,13 +155,19 @@ def run_tasks(
     store: TraceStore,
     *,
     relevance: Callable[[str, Sequence[str]], list[float]] | None = None,
+    documents: DocumentMemory | None = None,
     stage: str = "tasks",
     on_progress: OnProgress | None = None,
 ) -> list[TaskResult]:
     """Run each task through the task graph; ``relevance`` is the request-to-tool similarity
-    the escalation score reads under ``tiered`` (the app's offline embeddings).
+    the escalation score reads under ``tiered`` (the app's offline embeddings); with
+    ``documents``, the graph has the ``search_memory`` tool over them.
     ``on_progress`` hears of each task as ``stage``, ``passed`` or ``failed``."""
     registry = default_registry(suite.workspace, clock=lambda: suite.clock)
+    if documents is not None:
+        from tierflow.graphs.citing import search_memory_tool
+
+        registry.register(search_memory_tool(documents))
     runner = TaskRunner(tiers, registry, store, policy=policy, relevance=relevance)
     results = []
     for task in tasks:

@@ -455,3 +455,14 @@ def test_the_kit_evaluation_runs_each_mode_through_the_app_and_resumes(tmp_path:
         runs = len(again.store.list_runs(limit=1000))
         assert kit_eval(again, tmp_path / "work", modes=modes, limit=4)["modes"] == data["modes"]
         assert len(again.store.list_runs(limit=1000)) == runs
+
+
+def test_the_held_out_tasks_ask_about_knowledge_units_and_the_users_documents() -> None:
+    from tierflow.evals.tasks import HELDOUT_FILE
+
+    held_out, suite = load_tasks(HELDOUT_FILE), load_tasks()
+    assert {t.category for t in held_out.tasks} == {"no_tool", "units", "documents"}
+    assert not {t.id for t in held_out.tasks} & {t.id for t in suite.tasks}
+    assert not {t.task for t in held_out.tasks} & {t.task for t in suite.tasks}
+    assert held_out.documents is not None and len(list(held_out.documents.glob("*.md"))) >= 2
+    assert suite.documents is None

@@ -162,6 +162,12 @@ def eval_tasks(
     policy: EvalPolicyOption = [],  # noqa: B006
     limit: Annotated[int | None, typer.Option(min=1, help="Run only the first N tasks.")] = None,
     only: Annotated[str | None, typer.Option(help="Only tasks of this category.")] = None,
+    heldout: Annotated[
+        bool,
+        typer.Option(
+            "--heldout", help="The held-out tasks (evals/data/tasks_heldout.json, with their documents)."
+        ),
+    ] = False,
     out_dir: OutOption = None,
     traces: Annotated[Path | None, typer.Option(help="SQLite file for the runs' traces.")] = None,
     as_json: JsonOption = False,
@@ -170,9 +176,17 @@ def eval_tasks(
     from tierflow.app import App
     from tierflow.cli.render import ProgressDisplay
     from tierflow.evals.report import evaluate_policies
-    from tierflow.evals.tasks import TaskResult, load_tasks, run_tasks, summarize_tasks, tasks_markdown
+    from tierflow.evals.tasks import (
+        HELDOUT_FILE,
+        TASKS_FILE,
+        TaskResult,
+        load_tasks,
+        run_tasks,
+        summarize_tasks,
+        tasks_markdown,
+    )
 
-    suite = load_tasks()
+    suite = load_tasks(HELDOUT_FILE if heldout else TASKS_FILE)
     tasks = [t for t in suite.tasks if only is None or t.category == only][:limit]
     if not tasks:
         raise ConfigError(
@@ -182,19 +196,29 @@ def eval_tasks(
     chosen_policies = parse_policies(policy)
     conf = eval_settings()
     store, trace_path = eval_store(conf, traces)
-    path = (out_dir or settings().resolved_results_dir()) / "tasks.json"
+    name = "tasks_heldout" if heldout else "tasks"
+    path = (out_dir or settings().resolved_results_dir()) / f"{name}.json"
     with ProgressDisplay(err) as progress, App(conf, on_progress=progress) as tierflow_app:
         tiers = tierflow_app.tiers
+        documents = _task_documents(tierflow_app, suite.documents) if suite.documents else None
 
         def run(label: str, chosen: TierPolicy) -> list[TaskResult]:
             relevance = tierflow_app.relevance
             return run_tasks(
-                suite, tasks, tiers, chosen, store, relevance=relevance, stage=label, on_progress=progress
+                suite,
+                tasks,
+                tiers,
+                chosen,
+                store,
+                relevance=relevance,
+                documents=documents,
+                stage=label,
+                on_progress=progress,
             )
 
         data = evaluate_policies(
             path,
-            "tasks",
+            name,
             "tasks",
             tiers,
             chosen_policies,
@@ -207,6 +231,18 @@ def eval_tasks(
     show_results(
         as_json, metrics(data, chosen_policies), tasks_markdown(data), f"{path} (runs traced in {trace_path})"
     )
+
+
+def _task_documents(app: Any, folder: Path) -> Any:
+    """A fresh in-memory document memory holding ``folder``'s files."""
+    from tierflow.memory.documents import DocumentMemory
+
+    memory = DocumentMemory.open(None, app.embeddings)
+    for file in sorted(folder.iterdir()):
+        added = memory.add(file)
+        if added.status == "failed":
+            raise ConfigError(f"cannot add {file} to the task documents: {added.reason}")
+    return memory
 
 
 @eval_app.command("summaries")
