@@ -201,8 +201,16 @@ def select_tool(state: TaskState, scope: StepScope) -> Update:
     judge = None
     if retry is None and ctx.policy.for_node("select_tool") == "tiered":
         judge = select_judge(ctx, ctx.escalation_scorer(), step, offered, features, ctx.escalation_relevance)
+    view = StepView("choose", step, (*names, "none"), "tool")  # a kit choose: its signals are traced
     got = scope.ask(
-        messages, parse, max_tokens=32, schema=schema, tier=retry, judge=judge, local_only=_private(state)
+        messages,
+        parse,
+        max_tokens=32,
+        schema=schema,
+        tier=retry,
+        judge=judge,
+        local_only=_private(state),
+        view=view,
     )
     if recall is not None:
         got.record.recall = _recall_note(examples, len(offered), len(ctx.tools))
@@ -303,6 +311,7 @@ def extract_args(state: TaskState, scope: StepScope) -> Update:
         tier=retry,
         local_only=_private(state),
         tool=tool.spec(),
+        view=StepView("extract", "\n".join([state["task"], step, *result_lines(state)]), into="arguments"),
     )
     if recall is not None:
         got.record.recall = _recall_note(examples, 1, 1)

@@ -55,6 +55,14 @@ def test_happy_path_uses_both_tiers_and_traces_every_step(store: TraceStore, tmp
     assert "Step: Compute 17 * 23 + 4" in select_call.messages[1]["content"]
     assert select_call.output_schema["properties"]["tool"]["enum"][-1] == "none"
     assert "395" in small.calls[-1]["messages"][1]["content"]  # the answer saw the tool result
+    # its steps are kit steps: a choose, an extract and a text, each with its signals traced
+    kinds = [(c.node, c.step_kind, c.into) for c in model_calls(trace) if c.tier == "slm"]
+    assert kinds == [
+        ("select_tool", "choose", "tool"),
+        ("extract_args", "extract", "arguments"),
+        ("answer", "text", "answer"),
+    ]
+    assert all(c.features for c in model_calls(trace) if c.tier == "slm")
     # the checkpointer keeps the run's final state under its run id
     state = runner.graph.get_state({"configurable": {"thread_id": result.run_id}})
     assert state.values["answer"] == "395"
