@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 from tierflow.records import TokenSignals
 
-__all__ = ["TokenTrace", "TokenSignals", "value_spans", "token_signals"]
+__all__ = ["TokenTrace", "TokenSignals", "value_spans", "token_signals", "text_signals"]
 
 
 @dataclass
@@ -100,4 +100,16 @@ def token_signals(trace: TokenTrace, detokenize: Callable[[int], bytes], text: s
         min_logprob=min(values),
         mean_logprob=sum(values) / len(values),
         forced_tokens=sum(1 for _, forced in picked if forced),
+    )
+
+
+def text_signals(trace: TokenTrace) -> TokenSignals | None:
+    """The signals of every token of a free-text reply (no grammar: nothing is forced)."""
+    if not trace.logprobs:
+        return None
+    return TokenSignals(
+        tokens=len(trace.logprobs),
+        min_logprob=min(trace.logprobs),
+        mean_logprob=sum(trace.logprobs) / len(trace.logprobs),
+        forced_tokens=0,
     )

@@ -18,7 +18,7 @@ from typing import Any
 from tierflow.agents.confidence import choice_field, choice_probabilities, rechoose
 from tierflow.agents.grammar import build_grammar
 from tierflow.agents.protocol import ChoiceProbabilities, Completion, Message, Tier
-from tierflow.agents.signals import TokenTrace, token_signals
+from tierflow.agents.signals import TokenTrace, text_signals, token_signals
 from tierflow.errors import ContextOverflowError, ModelFileError, ModelNotFoundError
 
 __all__ = ["LlamaCppModel", "check_gguf"]
@@ -120,7 +120,8 @@ class LlamaCppModel:
             from llama_cpp import LogitsProcessorList
 
             field = choice_field(schema)
-            trace = TokenTrace() if grammar is not None and field is None else None
+            # how sure the model was of what it wrote: a value's tokens, or a free text's
+            trace = TokenTrace() if field is None else None
             started = time.perf_counter()
             try:
                 response = llama.create_chat_completion(
@@ -145,8 +146,10 @@ class LlamaCppModel:
             text = choice["message"].get("content") or ""
             scores: ChoiceProbabilities | None = None
             signals = None
-            if trace is not None:  # how sure was the model of each value it wrote?
+            if trace is not None and grammar is not None:  # how sure of each value it wrote?
                 signals = token_signals(trace, lambda token: llama.detokenize([token]), text)
+            elif trace is not None:
+                signals = text_signals(trace)
             if field is not None:  # a choice among fixed options: how sure was the model?
                 scoring = time.perf_counter()
                 probabilities = choice_probabilities(llama, int(usage.get("prompt_tokens", 0)), text, field)

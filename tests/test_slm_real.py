@@ -150,3 +150,14 @@ def test_token_signals_see_a_value_the_grammar_forced(slm: LlamaCppModel) -> Non
     assert natural.signals.forced_tokens == 0 and unlikely.signals.forced_tokens >= 1
     assert unlikely.signals.min_logprob < natural.signals.min_logprob - 5
     assert natural.signals.min_logprob > -3  # the model was sure of "Paris"
+
+
+def test_a_free_text_reply_carries_the_log_probabilities_of_its_tokens(slm: LlamaCppModel) -> None:
+    sure = [{"role": "user", "content": "Reply with exactly the word: yes"}]
+    open_ended = [{"role": "user", "content": "Invent a name for a new colour and describe it."}]
+    said = slm.complete(sure, max_tokens=8)  # type: ignore[arg-type]
+    made_up = slm.complete(open_ended, max_tokens=40)  # type: ignore[arg-type]
+    assert said.signals is not None and made_up.signals is not None
+    assert said.signals.forced_tokens == 0 and 1 <= said.signals.tokens <= said.completion_tokens
+    assert made_up.signals.tokens >= 10
+    assert said.signals.mean_logprob > made_up.signals.mean_logprob  # surer of the word it was told
