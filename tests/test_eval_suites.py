@@ -233,6 +233,8 @@ def test_eval_cli_answers_bad_input_without_loading_models(tmp_path: Path) -> No
     assert done.returncode == 1 and "no tasks of category 'poetry'" in done.stderr
     done = tierflow("eval", "confidence", str(tmp_path / "none.json"), "--out", str(tmp_path))
     assert done.returncode == 1 and "lacks the slm or llm policy" in done.stderr
+    done = tierflow("eval", "kit", "--mode", "tiered-guess", "--out", str(tmp_path))
+    assert done.returncode == 2 and "unknown mode 'tiered-guess'" in done.stderr
     assert not list(tmp_path.glob("*.md"))  # nothing half-written
 
 

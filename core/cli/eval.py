@@ -20,7 +20,7 @@ from tierflow.cli.eval_support import (
     show_results,
 )
 from tierflow.cli.support import JsonOption, err, progress_display, settings
-from tierflow.errors import ConfigError, TierflowError
+from tierflow.errors import ConfigError, TaskInputError, TierflowError
 from tierflow.settings import TierPolicy
 
 __all__ = ["eval_app"]
@@ -138,7 +138,9 @@ def eval_kit(
 
     unknown = [m for m in mode if m not in MODES]
     if unknown:
-        raise ConfigError(f"unknown mode {', '.join(map(repr, unknown))}", hint=f"Modes: {', '.join(MODES)}.")
+        raise TaskInputError(
+            f"unknown mode {', '.join(map(repr, unknown))}", hint=f"Modes: {', '.join(MODES)}."
+        )
     conf = eval_settings()
     work = conf.resolved_data_dir() / "eval-kit"
     if restart:
