@@ -13,7 +13,8 @@ run takes, under five modes:
 * ``tiered-priors``: the priors shipped with tierflow judge both steps;
 * ``tiered-calibrated``: the scorers ``calibrate`` fitted on the calib reports.
 
-An item is right when both its category and its severity are. Every run is stored, and a
+Accuracy is the share of step outputs that are right (the category, and the severity of the
+extracted fields), beside the share of reports with both right. Every run is stored, and a
 stopped evaluation goes on where it stopped (the item results and the calibration runs are
 kept in its data directory).
 """
@@ -216,7 +217,8 @@ def _metrics(lines: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     calls = slm_calls + sum(line["llm_calls"] for line in lines)
     return {
         "items": len(lines),
-        "accuracy": sum(line["right"] for line in lines) / n,
+        "accuracy": sum(line["category_right"] + line["severity_right"] for line in lines) / (2 * n),
+        "both_right": sum(line["right"] for line in lines) / n,
         "category_accuracy": sum(line["category_right"] for line in lines) / n,
         "severity_accuracy": sum(line["severity_right"] for line in lines) / n,
         "slm_share": slm_calls / calls if calls else 0.0,
@@ -240,16 +242,18 @@ def kit_markdown(data: Mapping[str, Any]) -> str:
     rows = [
         "# Kit-level evaluation: the triage example's steps",
         "",
-        f"{split['test']} test reports (calibrated on {split['calib']} others). Right: category and "
-        "severity both right. SLM share: of model calls; kept local: items with no LLM call.",
+        f"{split['test']} test reports (calibrated on {split['calib']} others). Steps right: the category "
+        "and the severity, over both steps. SLM share: of model calls; kept local: reports with no LLM call.",
         "",
-        "| mode | right | category | severity | SLM share | kept local | gap closed | LLM tokens/item |",
-        "|---|---|---|---|---|---|---|---|",
+        "| mode | steps right | category | severity | both right | SLM share | kept local | gap closed "
+        "| LLM tokens/report |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for mode, m in data["modes"].items():
         closed = gap_closed(data, mode)
         rows.append(
             f"| {mode} | {m['accuracy']:.1%} | {m['category_accuracy']:.1%} | {m['severity_accuracy']:.1%} "
+            f"| {m['both_right']:.1%} "
             f"| {m['slm_share']:.1%} | {m['kept_local']:.1%} | "
             f"{'' if closed is None or mode in ('slm', 'llm') else f'{closed:.0%}'} "
             f"| {m['llm_tokens_per_item']:.0f} |"

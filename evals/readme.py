@@ -340,7 +340,7 @@ def headline_section(directory: Path = RESULTS_DIR) -> str:
     if {"slm", "tiered-calibrated", "llm"} <= set(kit):
         k = {label: kit[label] for label in ("slm", "tiered-calibrated", "llm")}
         rows.append(
-            ["your graph's kit steps, calibrated (triage): both fields right", str(k["llm"]["items"])]
+            ["your graph's kit steps, calibrated (triage): steps right", str(k["llm"]["items"])]
             + [fmt(k[label]["accuracy"], "%") for label in ("slm", "tiered-calibrated", "llm")]
             + [
                 _gap_closed(k["slm"]["accuracy"], k["tiered-calibrated"]["accuracy"], k["llm"]["accuracy"]),
