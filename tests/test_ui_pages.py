@@ -102,9 +102,10 @@ def test_run_a_task_shows_steps_status_and_answer(app: App) -> None:
 
 
 def test_cancel_stops_a_running_task_before_its_next_step(tmp_path: Path) -> None:
-    release = threading.Event()
+    release, planning = threading.Event(), threading.Event()
 
     def slow_plan(messages: object) -> str:  # the plan step waits until the test lets it go
+        planning.set()
         release.wait(30)
         return json.dumps({"steps": ["compute 17 * 23 + 4"], "answer": ""})
 
@@ -116,6 +117,7 @@ def test_cancel_stops_a_running_task_before_its_next_step(tmp_path: Path) -> Non
     at.button[0].click()
     at.run()
     assert any(s.label.startswith("Running") for s in at.status)
+    assert planning.wait(30)  # cancel while the plan step runs (on a busy machine it starts later)
     next(b for b in at.button if b.label == "Cancel").click()
     at.run()
     assert any(s.label.startswith("Cancelling") for s in at.status)
