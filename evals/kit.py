@@ -234,7 +234,7 @@ def gap_closed(data: Mapping[str, Any], mode: str) -> float | None:
     if "slm" not in modes or "llm" not in modes or mode not in modes:
         return None
     gap = modes["llm"]["accuracy"] - modes["slm"]["accuracy"]
-    return (modes[mode]["accuracy"] - modes["slm"]["accuracy"]) / gap if gap > 0 else None
+    return (modes[mode]["accuracy"] - modes["slm"]["accuracy"]) / gap if gap >= 0.03 else None
 
 
 def kit_markdown(data: Mapping[str, Any]) -> str:
@@ -255,7 +255,7 @@ def kit_markdown(data: Mapping[str, Any]) -> str:
             f"| {mode} | {m['accuracy']:.1%} | {m['category_accuracy']:.1%} | {m['severity_accuracy']:.1%} "
             f"| {m['both_right']:.1%} "
             f"| {m['slm_share']:.1%} | {m['kept_local']:.1%} | "
-            f"{'' if closed is None or mode in ('slm', 'llm') else f'{closed:.0%}'} "
+            f"{'' if mode in ('slm', 'llm') else 'no gap' if closed is None else f'{closed:.0%}'} "
             f"| {m['llm_tokens_per_item']:.0f} |"
         )
     return "\n".join(rows) + "\n"

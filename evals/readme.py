@@ -384,9 +384,14 @@ def headline_section(directory: Path = RESULTS_DIR) -> str:
     return _origin(directory) + "\n" + markdown_table(headers, rows) + note
 
 
+MIN_GAP = 0.03
+"""The least slm-to-llm gap whose closed share is shown."""
+
+
 def _gap_closed(slm: float, tiered: float, llm: float) -> str:
-    """The share of the slm-to-llm gap that tiered closes (none when the LLM is not ahead)."""
-    return f"{(tiered - slm) / (llm - slm):.0%}" if llm > slm else "–"
+    """The share of the slm-to-llm gap that tiered closes; "no gap" when the LLM is less than
+    3 points ahead (a share of a gap that small says nothing)."""
+    return f"{(tiered - slm) / (llm - slm):.0%}" if llm - slm >= MIN_GAP else "no gap"
 
 
 def _token_ratio(tiered: dict[str, Any], llm: dict[str, Any]) -> str:
