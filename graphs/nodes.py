@@ -414,10 +414,12 @@ _NOT_AN_ANSWER = ("empty_output", "no_tool_result", "plan_as_answer")
 
 
 def answer(state: TaskState, scope: StepScope) -> Update:
-    """The final answer from the tool results. Judged on whether it answers at all, rests on
-    a result that succeeded, and states only numbers and units the task or a result holds;
-    one that fails escalates under ``tiered``. A last answer that is no answer at all fails
-    the run rather than pass as a success."""
+    """The final answer from the tool results. The SLM's is judged on whether it answers at
+    all, rests on a result that succeeded, and states only numbers and units the task or a
+    result holds; one that fails escalates under ``tiered``, and where it cannot, the run
+    fails rather than pass it as a success. The LLM's answer is refused only when empty: it
+    may answer from what it knows when the tools failed (the trace keeps what the checks
+    found)."""
     passages = retrieved_passages(state)
     messages = render_messages("answer", task=state["task"], results=result_lines(state), cite=bool(passages))
     tried = [obs for obs in state.get("observations") or [] if obs["tool"]]
@@ -428,8 +430,10 @@ def answer(state: TaskState, scope: StepScope) -> Update:
     def parse(completion: Completion) -> str:
         text = parse_text(completion)
         problem = answer_problem(state["task"], results, errors, steps, text)
-        if problem is not None:
+        if problem is not None and (completion.tier == "slm" or problem.code == "empty_output"):
             raise problem
+        if problem is not None:
+            scope.summarize_as(f"{text} (checks: {problem.reason})")
         return text
 
     view = StepView("text", "\n".join([state["task"], *results]), into="answer")

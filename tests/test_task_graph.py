@@ -353,3 +353,28 @@ def test_an_answer_on_no_tool_result_never_passes_as_a_success(store: TraceStore
     )
     result = runner.run("According to my notes, which technique saves memory?")
     assert result.status == "failed" and "no_tool_result" in (result.error or "")
+
+
+def test_the_llm_may_answer_from_what_it_knows_when_every_tool_call_failed(
+    store: TraceStore, tmp_path: Path
+) -> None:
+    runner, _, _ = scripted_runner(
+        store,
+        tmp_path,
+        slm={
+            SELECT: ['{"tool": "read_file"}'],
+            EXTRACT: ['{"path": "novel.txt"}'],
+            ANSWER: ["The author is read_file."],
+        },
+        llm={
+            PLAN: ['{"steps": ["Read novel.txt"], "answer": ""}'],
+            EXTRACT: ['{"path": "novel.txt"}'],
+            ANSWER: ["Pride and Prejudice was written by Jane Austen."],
+        },
+    )
+    result = runner.run("Who wrote Pride and Prejudice?")
+    assert result.status == "succeeded" and "Austen" in (result.answer or "")
+    trace = store.get_run(result.run_id)
+    slm_answer = next(c for c in model_calls(trace) if c.node == ANSWER and c.tier == "slm")
+    assert slm_answer.escalated and "no_tool_result" in (slm_answer.escalation_reason or "")
+    assert "checks: no_tool_result" in (trace.steps[-1].summary or "")
