@@ -245,6 +245,9 @@ _FAILURE_WORDS = re.compile(
 )
 
 
+_CITATION = re.compile(r"\[[^\]]*\]")
+
+
 def answer_problem(
     task: str, results: Sequence[str], errors: Sequence[str], steps: Sequence[str], answer: str
 ) -> Rejected | None:
@@ -256,6 +259,8 @@ def answer_problem(
     text = answer.strip()
     if not text:
         return Rejected("empty_output", "the answer is empty")
+    if not _CITATION.sub("", text).strip(" .,;:\n"):
+        return Rejected("empty_output", "the answer is only a citation")
     tools_tried = len(results) + len(errors)
     if tools_tried and not results and not _FAILURE_WORDS.search(text):
         return Rejected(

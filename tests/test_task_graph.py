@@ -378,3 +378,13 @@ def test_the_llm_may_answer_from_what_it_knows_when_every_tool_call_failed(
     slm_answer = next(c for c in model_calls(trace) if c.node == ANSWER and c.tier == "slm")
     assert slm_answer.escalated and "no_tool_result" in (slm_answer.escalation_reason or "")
     assert "checks: no_tool_result" in (trace.steps[-1].summary or "")
+
+
+def test_an_answer_that_is_only_a_citation_is_no_answer() -> None:
+    from tierflow.graphs.grounding import answer_problem
+
+    problem = answer_problem(
+        "Which planet is red?", ['[{"source": "notes.md, part 2"}]'], [], [], "[notes.md, part 2]"
+    )
+    assert problem is not None and problem.code == "empty_output"
+    assert answer_problem("Which planet is red?", [], [], [], "Mars [notes.md, part 2].") is None
