@@ -166,12 +166,12 @@ def shipped_priors(path: Path = PRIORS_FILE) -> dict[StepKind, StepScorer]:
         return {}
     try:
         document = json.loads(path.read_text(encoding="utf-8"))
-        priors = {str(kind): StepScorer.from_json(data) for kind, data in document["priors"].items()}
+        scorers = [StepScorer.from_json(data) for data in document["priors"].values()]
     except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError) as exc:
         raise ConfigError(
             f"the shipped step priors in {path} cannot be read: {exc}", hint="Reinstall tierflow."
         ) from None
-    return {scorer.kind: scorer for scorer in priors.values()}
+    return {scorer.kind: scorer for scorer in scorers}
 
 
 def scorer_file(directory: Path, graph: str) -> Path:

@@ -30,6 +30,7 @@ from typing import Any, Literal
 
 from langgraph.graph import END, START, StateGraph
 from tierflow.agents.calibration import StepScorers, fit_scorers, shipped_priors
+from tierflow.evals.report import gap_closed as report_gap_closed
 from tierflow.graphs.calibrating import CalibrationItem, collect_labels
 from tierflow.graphs.steps import choose, extract
 from tierflow.records import OnProgress, Progress
@@ -233,8 +234,7 @@ def gap_closed(data: Mapping[str, Any], mode: str) -> float | None:
     modes = data["modes"]
     if "slm" not in modes or "llm" not in modes or mode not in modes:
         return None
-    gap = modes["llm"]["accuracy"] - modes["slm"]["accuracy"]
-    return (modes[mode]["accuracy"] - modes["slm"]["accuracy"]) / gap if gap >= 0.03 else None
+    return report_gap_closed(modes["slm"]["accuracy"], modes[mode]["accuracy"], modes["llm"]["accuracy"])
 
 
 def kit_markdown(data: Mapping[str, Any]) -> str:

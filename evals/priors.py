@@ -25,12 +25,15 @@ from tierflow.evals.bfcl import Case, is_reserved, request_text
 from tierflow.evals.routing_data import source_group, split_of
 from tierflow.records import ChoiceProbabilities, StoredLabel, TokenSignals
 
-__all__ = ["prior_labels", "fit_priors", "NONE"]
+__all__ = ["prior_labels", "fit_priors", "NONE", "MAX_LOSS"]
 
 NONE = "none"
 """The option of calling no tool."""
 
 PAIR = ("qwen2.5-coder-0.5b", "qwen2.5-coder-1.5b")
+
+MAX_LOSS = 0.02
+"""The loss whose threshold a fit reports (the priors hold thresholds for every loss)."""
 
 
 def _call(run: Mapping[str, Any], node: str) -> Mapping[str, Any] | None:
@@ -120,7 +123,7 @@ def _label(
 
 
 def fit_priors(
-    runs: Sequence[Mapping[str, Any]], cases: Mapping[str, Case], *, max_loss: float = 0.02
+    runs: Sequence[Mapping[str, Any]], cases: Mapping[str, Case], *, max_loss: float = MAX_LOSS
 ) -> tuple[dict[str, StepScorer], list[NodeFit]]:
     """The ``choose`` and ``extract`` priors fitted on the train split's labels."""
     labels = prior_labels(runs, cases)

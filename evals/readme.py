@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from tierflow.errors import TierflowError
-from tierflow.evals.report import RESULTS_DIR, markdown_table, read_results
+from tierflow.evals.report import RESULTS_DIR, gap_closed, markdown_table, read_results
 from tierflow.results import fmt, ordered_policies, shown_policy
 
 __all__ = ["results_section", "headline_section", "update_readme", "START", "END"]
@@ -384,14 +384,9 @@ def headline_section(directory: Path = RESULTS_DIR) -> str:
     return _origin(directory) + "\n" + markdown_table(headers, rows) + note
 
 
-MIN_GAP = 0.03
-"""The least slm-to-llm gap whose closed share is shown."""
-
-
 def _gap_closed(slm: float, tiered: float, llm: float) -> str:
-    """The share of the slm-to-llm gap that tiered closes; "no gap" when the LLM is less than
-    3 points ahead (a share of a gap that small says nothing)."""
-    return f"{(tiered - slm) / (llm - slm):.0%}" if llm - slm >= MIN_GAP else "no gap"
+    closed = gap_closed(slm, tiered, llm)
+    return "no gap" if closed is None else f"{closed:.0%}"
 
 
 def _token_ratio(tiered: dict[str, Any], llm: dict[str, Any]) -> str:

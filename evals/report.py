@@ -30,6 +30,8 @@ __all__ = [
     "evaluate_policies",
     "tier_models",
     "markdown_table",
+    "MIN_GAP",
+    "gap_closed",
 ]
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
@@ -132,6 +134,16 @@ def write_results(path: Path, data: dict[str, Any], markdown: str) -> None:
         partial = target.with_name(target.name + ".partial")
         partial.write_text(text, encoding="utf-8")
         partial.replace(target)
+
+
+MIN_GAP = 0.03
+"""The least slm-to-llm gap whose closed share is reported (a share of a smaller gap says nothing)."""
+
+
+def gap_closed(slm: float, tiered: float, llm: float) -> float | None:
+    """The share of the slm-to-llm accuracy gap that tiered closes; ``None`` when the LLM is
+    less than ``MIN_GAP`` ahead."""
+    return (tiered - slm) / (llm - slm) if llm - slm >= MIN_GAP else None
 
 
 def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:

@@ -227,7 +227,7 @@ def eval_priors(
     """Fit the kit's shipped choose and extract priors on the BFCL routing runs' train split
     (grouped by source group). tierflow ships them as agents/data/step_priors.json."""
     from tierflow.agents.calibration import save_priors
-    from tierflow.evals.priors import fit_priors
+    from tierflow.evals.priors import MAX_LOSS, fit_priors
     from tierflow.evals.routing_data import RUNS_FILE, read_runs, routing_cases
 
     cases = {case.id: case for case in routing_cases()}
@@ -250,5 +250,5 @@ def eval_priors(
         return
     for row in rows:
         out_line = ", ".join(f"{key} {value}" for key, value in row.items())
-        err.print(f"{out_line} (out of fold, max_loss 0.02)")
+        err.print(f"{out_line} (out of fold, max_loss {MAX_LOSS})")
     err.print(f"[dim]priors: {path}[/]")
