@@ -184,7 +184,7 @@ def _numbers(text: str) -> set[float]:
 
 
 def _extract_features(source: str, value: Any, signals: TokenSignals | None) -> dict[str, float]:
-    data = value.model_dump() if hasattr(value, "model_dump") else value
+    data = value.model_dump(by_alias=True) if hasattr(value, "model_dump") else value
     leaves = [leaf for leaf in json_leaves(data) if leaf is not None]
     source_normal = normal_text(source)
     source_words = set(source_normal.split())
@@ -415,7 +415,7 @@ def _free_text(value: Any) -> bool:
 
 
 def _plain(value: Any) -> Any:
-    return value.model_dump() if hasattr(value, "model_dump") else value
+    return value.model_dump(by_alias=True) if hasattr(value, "model_dump") else value
 
 
 def _normalised(value: Any) -> Any:

@@ -38,6 +38,7 @@ __all__ = [
     "is_reserved",
     "load_case_file",
     "to_json_schema",
+    "function_schema",
     "registry_for",
     "request_text",
     "check",
@@ -312,7 +313,8 @@ def _schema_node(spec: dict[str, Any], language: str) -> dict[str, Any]:
     return out
 
 
-def _function_schema(function: dict[str, Any], language: str) -> dict[str, Any]:
+def function_schema(function: dict[str, Any], language: str) -> dict[str, Any]:
+    """A function's parameters as the JSON Schema of its arguments object."""
     parameters = function.get("parameters") or {}
     properties = {
         name: to_json_schema(prop, language)
@@ -326,7 +328,7 @@ def _function_schema(function: dict[str, Any], language: str) -> dict[str, Any]:
 def registry_for(case: Case) -> ToolRegistry:
     """The case's functions as schema-only tools (chosen and filled in, never called)."""
     tools = [
-        Tool.from_schema(f["name"], f.get("description", ""), _function_schema(f, case.language))
+        Tool.from_schema(f["name"], f.get("description", ""), function_schema(f, case.language))
         for f in case.functions
     ]
     return ToolRegistry(tools)

@@ -1,57 +1,109 @@
-"""``tierflow eval kit``: escalation in a user's own graph of kit steps, on the triage example.
+"""``tierflow eval kit``: escalation in a user's own graph of kit steps.
 
-The graph is the triage example's ``classify`` (a ``choose`` among five categories) and
-``extract_fields`` (an ``extract`` of a typed record), run on 90 support reports written for
-it (``data/triage/reports.jsonl``: easy ones, hard ones and ones with misleading words),
-each with its right category and severity. The reports are split once by a hash of their
-id: ``calib`` (``tierflow calibrate`` runs on them, with the gold values) and ``test``
-(reported). On the test reports the graph runs, through the same ``App.run_graph`` a user's
-run takes, under five modes:
+Two graphs, each of a ``choose`` step and an ``extract`` step, as a Python graph author
+writes them with the tiering kit:
+
+* ``triage``: the triage example's ``classify`` (a ``choose`` among five categories) and
+  ``extract_fields`` (an ``extract`` of a typed record), on 90 support reports written for it
+  (``data/triage/reports.jsonl``: easy ones, hard ones and ones with misleading words), each
+  with its right category and severity. Split once by a hash of the report's id.
+* ``bfcl``: BFCL live requests (``live_simple``, ``live_multiple``, ``live_irrelevance``;
+  never a reserved id) as a graph per request: ``choose_tool`` (a ``choose`` among the
+  request's functions and ``none``) and, when a function was chosen, ``write_args`` (an
+  ``extract`` of that function's arguments, a pydantic model made from its parameters).
+  BFCL's own checker scores the call. Items are split by source group (the id's middle
+  number), so no tool set is on both sides: ``calib`` items come from the routing split's
+  calib groups and ``test`` items from its test groups, and no train group (what the shipped
+  priors were fitted on) is used at all.
+
+``tierflow calibrate`` runs on the calib items (labelled against the gold value of the
+``choose`` step, and against the LLM's output for the ``extract`` step, as a user without
+gold values would have them). On the test items each graph runs, through the same
+``App.run_graph`` a user's run takes, under five modes:
 
 * ``slm`` and ``llm``: one tier for every step;
 * ``tiered-validation``: escalation on invalid output only (no scorer);
 * ``tiered-priors``: the priors shipped with tierflow judge both steps;
-* ``tiered-calibrated``: the scorers ``calibrate`` fitted on the calib reports.
+* ``tiered-calibrated``: the scorers ``calibrate`` fitted on the calib items.
 
-Accuracy is the share of step outputs that are right (the category, and the severity of the
-extracted fields), beside the share of reports with both right. Every run is stored, and a
-stopped evaluation goes on where it stopped (the item results and the calibration runs are
-kept in its data directory).
+Every run is stored, and a stopped evaluation goes on where it stopped (the item results
+and the calibration runs are kept in its data directory).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+import random
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Protocol
 
+from langchain_core.runnables import RunnableConfig
 from langgraph.graph import END, START, StateGraph
+from pydantic import BaseModel
 from tierflow.agents.calibration import StepScorers, fit_scorers, shipped_priors
 from tierflow.evals.report import gap_closed as report_gap_closed
 from tierflow.graphs.calibrating import CalibrationItem, collect_labels
 from tierflow.graphs.steps import choose, extract
 from tierflow.records import OnProgress, Progress
+from typing_extensions import TypedDict
 
 __all__ = [
     "REPORTS_FILE",
     "MODES",
+    "SUITES",
+    "KitItem",
     "Report",
     "load_reports",
     "split_of",
     "triage_graph",
+    "bfcl_graph",
+    "suite_named",
     "kit_eval",
     "kit_markdown",
+    "gap_closed",
 ]
 
 REPORTS_FILE = Path(__file__).parent / "data" / "triage" / "reports.jsonl"
-GRAPH_NAME = "triage-eval"
 MODES = ("slm", "llm", "tiered-validation", "tiered-priors", "tiered-calibrated")
-Split = Literal["calib", "test"]
+SUITES = ("triage", "bfcl")
+NONE = "none"
+"""The ``choose_tool`` option of calling no function."""
 
 
+@dataclass(frozen=True)
+class KitItem:
+    """One input of a kit graph: the graph's input, the right values of the state keys its
+    steps write (what calibrate labels against) and the item's kind (difficulty, category)."""
+
+    id: str
+    input: dict[str, Any]
+    gold: dict[str, Any]
+    kind: str
+    extra: Any = field(default=None, compare=False)
+
+
+class KitSuite(Protocol):
+    name: str
+    graph_name: str
+    title: str
+    checks: tuple[str, ...]
+    """What is judged on each item; the first ``scored`` of them make its accuracy."""
+
+    def split(self) -> tuple[list[KitItem], list[KitItem]]:
+        """The calib items and the test items."""
+        ...
+
+    def graph(self, item: KitItem) -> Any: ...
+
+    def judge(self, item: KitItem, state: Mapping[str, Any]) -> tuple[dict[str, bool], float, dict[str, Any]]:
+        """The item's checks, its accuracy and what the graph answered (for the item line)."""
+        ...
+
+
+# The triage example ------------------------------------------------------------------
 @dataclass(frozen=True)
 class Report:
     id: str
@@ -72,7 +124,7 @@ def load_reports(path: Path = REPORTS_FILE) -> list[Report]:
     return reports
 
 
-def split_of(report_id: str) -> Split:
+def split_of(report_id: str) -> str:
     """55% calib, 45% test, fixed by the report's id."""
     bucket = int(hashlib.sha256(f"triage:{report_id}".encode()).hexdigest(), 16) % 20
     return "calib" if bucket < 11 else "test"
@@ -89,31 +141,177 @@ def triage_graph() -> Any:
     builder.add_edge(START, "classify")
     builder.add_edge("classify", "extract_fields")
     builder.add_edge("extract_fields", END)
-    return builder.compile(name=GRAPH_NAME)
+    return builder.compile(name=TriageSuite.graph_name)
 
 
-def _gold(report: Report) -> dict[str, Any]:
-    return {"category": report.category, "fields": {"severity": report.severity}}
+class TriageSuite:
+    name = "triage"
+    graph_name = "triage-eval"
+    title = "the triage example: classify (choose) and extract_fields (extract)"
+    checks = ("category", "severity")
+
+    def __init__(self) -> None:
+        self._graph: Any = None
+
+    def split(self) -> tuple[list[KitItem], list[KitItem]]:
+        items = [
+            KitItem(
+                r.id,
+                {"report": r.text},
+                {"category": r.category, "fields": {"severity": r.severity}},
+                r.difficulty,
+            )
+            for r in load_reports()
+        ]
+        return [i for i in items if split_of(i.id) == "calib"], [i for i in items if split_of(i.id) == "test"]
+
+    def graph(self, item: KitItem) -> Any:
+        if self._graph is None:
+            self._graph = triage_graph()
+        return self._graph
+
+    def judge(self, item: KitItem, state: Mapping[str, Any]) -> tuple[dict[str, bool], float, dict[str, Any]]:
+        fields = state.get("fields")
+        severity = fields.get("severity") if isinstance(fields, dict) else getattr(fields, "severity", None)
+        checks = {
+            "category": state.get("category") == item.gold["category"],
+            "severity": severity == item.gold["fields"]["severity"],
+        }
+        answered = {"category": state.get("category"), "severity": severity}
+        return checks, sum(checks.values()) / len(checks), answered
 
 
-Runner = Callable[..., Any]
+# BFCL live requests as kit steps -----------------------------------------------------------
+class BfclKitInput(TypedDict):
+    request: str
 
 
+class BfclKitState(BfclKitInput, total=False):
+    tool: str
+    arguments: Any
+
+
+def bfcl_graph(functions: Sequence[Mapping[str, Any]], name: str = "bfcl-kit") -> Any:
+    """A request's function call as a graph of kit steps: ``choose_tool`` picks one of the
+    functions (or ``none``), and ``write_args`` extracts the chosen one's arguments."""
+    from tierflow.evals.bfcl import function_schema
+    from tierflow.graphs.context import TierContext
+    from tierflow.tools.schema import model_from_schema
+
+    options = {str(f["name"]): str(f.get("description") or "")[:300] for f in functions}
+    options[NONE] = "no function fits: the request needs none of them, or lacks what they need"
+    writers = {
+        str(f["name"]): extract(
+            model_from_schema(f"{f['name']}_arguments", function_schema(dict(f), "python")),
+            inputs="request",
+            into="arguments",
+            instructions=f"Write the arguments of the function {f['name']} for the request: "
+            f"{str(f.get('description') or '')[:300]}",
+        )
+        for f in functions
+    }
+
+    def write_args(state: BfclKitState, config: RunnableConfig) -> dict[str, Any]:
+        return writers[state["tool"]](state, config)
+
+    def after_choice(state: BfclKitState) -> str:
+        return "write_args" if state.get("tool") in writers else END
+
+    builder = StateGraph(BfclKitState, context_schema=TierContext, input_schema=BfclKitInput)
+    builder.add_node(
+        "choose_tool",
+        choose(
+            options,
+            inputs="request",
+            into="tool",
+            instructions="Choose the function that serves the request, or none.",
+        ),
+    )
+    builder.add_node("write_args", write_args)
+    builder.add_edge(START, "choose_tool")
+    builder.add_conditional_edges("choose_tool", after_choice, ["write_args", END])
+    builder.add_edge("write_args", END)
+    return builder.compile(name=name)
+
+
+BFCL_SAMPLE = {
+    "calib": {"live_simple": 30, "live_multiple": 40, "live_irrelevance": 25},
+    "test": {"live_simple": 30, "live_multiple": 30, "live_irrelevance": 20},
+}
+"""Items drawn per split and category (the calib groups hold 18 live_simple items)."""
+
+
+class BfclSuite:
+    name = "bfcl"
+    graph_name = "bfcl-kit"
+    title = "BFCL live requests: choose_tool (choose) and write_args (extract)"
+    checks = ("call", "tool")
+
+    def __init__(self, sample: Mapping[str, Mapping[str, int]] | None = None, seed: int = 0) -> None:
+        self.sample = dict(sample or BFCL_SAMPLE)
+        self.seed = seed
+
+    def split(self) -> tuple[list[KitItem], list[KitItem]]:
+        from tierflow.evals.bfcl import load_category, request_text
+        from tierflow.evals.routing_data import split_of as group_split
+
+        calib: list[KitItem] = []
+        test: list[KitItem] = []
+        for split, into in (("calib", calib), ("test", test)):
+            for category, count in self.sample[split].items():
+                pool = [c for c in load_category(category) if len(c.ground_truth or []) <= 1]
+                cases = [c for c in pool if group_split(c.id) == split]
+                for case in random.Random(f"kit:{self.seed}:{category}:{split}").sample(
+                    cases, min(count, len(cases))
+                ):
+                    gold = next(iter((case.ground_truth or [{}])[0]), NONE)
+                    given = {"request": request_text(case)}
+                    into.append(KitItem(case.id, given, {"tool": gold}, category, case))
+        for split, items in (("calib", calib), ("test", test)):
+            random.Random(f"kit:{self.seed}:{split}").shuffle(items)
+        return calib, test
+
+    def graph(self, item: KitItem) -> Any:
+        return bfcl_graph(item.extra.functions, self.graph_name)
+
+    def judge(self, item: KitItem, state: Mapping[str, Any]) -> tuple[dict[str, bool], float, dict[str, Any]]:
+        from tierflow.evals.bfcl import check
+
+        tool = state.get("tool")
+        arguments = state.get("arguments")
+        if isinstance(arguments, BaseModel):
+            arguments = arguments.model_dump(by_alias=True, exclude_unset=True, exclude_none=True)
+        called = tool and tool != NONE and state.get("arguments") is not None
+        verdict = check(item.extra, [{tool: arguments or {}}] if called else [])
+        checks = {"call": verdict.correct, "tool": (tool or NONE) == item.gold["tool"]}
+        answered = {"tool": tool, "arguments": arguments, "error": verdict.error_type}
+        return checks, float(verdict.correct), answered
+
+
+def suite_named(name: str) -> KitSuite:
+    if name == "triage":
+        return TriageSuite()
+    if name == "bfcl":
+        return BfclSuite()
+    raise ValueError(f"unknown kit suite {name!r}; suites: {', '.join(SUITES)}")
+
+
+# Running the modes -------------------------------------------------------------------------
 def kit_eval(
     app: Any,
     work_dir: Path,
     *,
+    suite: KitSuite | None = None,
     modes: Sequence[str] = MODES,
     max_loss: float = 0.02,
     limit: int | None = None,
     on_progress: OnProgress | None = None,
 ) -> dict[str, Any]:
-    """Calibrate on the calib reports (when ``tiered-calibrated`` is asked for), then run each
-    mode on the test reports; ``work_dir`` keeps the item results of a stopped run."""
-    reports = load_reports()
-    calib = [r for r in reports if split_of(r.id) == "calib"]
-    test = [r for r in reports if split_of(r.id) == "test"][:limit]
-    graph = triage_graph()
+    """Calibrate on the suite's calib items (when ``tiered-calibrated`` is asked for), then
+    run each mode on its test items; ``work_dir`` keeps the item results of a stopped run."""
+    suite = suite or TriageSuite()
+    calib, test = suite.split()
+    test = test[:limit]
     report = on_progress or (lambda _: None)
     slm, llm = app.tiers.slm.name, app.tiers.llm.name
     priors = shipped_priors()
@@ -123,13 +321,22 @@ def kit_eval(
     }
     calibration: dict[str, Any] = {}
     if "tiered-calibrated" in modes:
-        items = [CalibrationItem(r.id, {"report": r.text}, _gold(r)) for r in calib]
-        collect_labels(graph, GRAPH_NAME, items, app.run_graph, app.store, app.tiers.llm, on_progress=report)
-        labels = app.store.labels(graph=GRAPH_NAME, slm_model=slm, llm_model=llm)
-        fitted, fits = fit_scorers(labels, graph=GRAPH_NAME, slm=slm, llm=llm, max_loss=max_loss)
+        by_id = {item.id: item for item in calib}
+        collect_labels(
+            None,
+            suite.graph_name,
+            [CalibrationItem(i.id, i.input, i.gold) for i in calib],
+            app.run_graph,
+            app.store,
+            app.tiers.llm,
+            on_progress=report,
+            graph_for=lambda item: suite.graph(by_id[item.id]),
+        )
+        labels = app.store.labels(graph=suite.graph_name, slm_model=slm, llm_model=llm)
+        fitted, fits = fit_scorers(labels, graph=suite.graph_name, slm=slm, llm=llm, max_loss=max_loss)
         scorers["tiered-calibrated"] = StepScorers(fitted.nodes, priors)
         calibration = {
-            "reports": len(calib),
+            "items": len(calib),
             "max_loss": max_loss,
             "nodes": {
                 fit.node: {
@@ -151,27 +358,31 @@ def kit_eval(
             if (mode, item.id) not in done:
                 context = {"scorers": scorers.get(mode, StepScorers()), "shadow_rate": 0.0}
                 result = app.run_graph(
-                    graph,
-                    {"report": item.text},
+                    suite.graph(item),
+                    item.input,
                     policy=policy_of.get(mode, "tiered"),
-                    name=GRAPH_NAME,
+                    name=suite.graph_name,
                     task=f"kit:{mode}:{item.id}",
                     context=context,
                 )
-                line = _item_line(app.store, mode, item, result)
+                line = _item_line(app.store, suite, mode, item, result)
                 with results_file.open("a", encoding="utf-8") as handle:
-                    handle.write(json.dumps(line) + "\n")
+                    handle.write(json.dumps(line, default=str) + "\n")
                 done[(mode, item.id)] = line
             line = done[(mode, item.id)]
             report(Progress(mode, number, len(test), "right" if line["right"] else "wrong", item.id))
     lines = [done[(mode, item.id)] for mode in modes for item in test]
     return {
         "suite": "kit",
-        "graph": "triage example: classify (choose) and extract_fields (extract)",
+        "graph": suite.title,
+        "kit_suite": suite.name,
+        "checks": list(suite.checks),
         "split": {"calib": len(calib), "test": len(test)},
         "calibration": calibration,
         "priors": {kind: dict(prior.trained_on) for kind, prior in priors.items()},
-        "modes": {mode: _metrics([line for line in lines if line["mode"] == mode]) for mode in modes},
+        "modes": {
+            mode: _metrics([line for line in lines if line["mode"] == mode], suite.checks) for mode in modes
+        },
         "items": lines,
     }
 
@@ -183,21 +394,19 @@ def _done(path: Path) -> dict[tuple[str, str], dict[str, Any]]:
     return {(line["mode"], line["id"]): line for line in lines}
 
 
-def _item_line(store: Any, mode: str, item: Report, result: Any) -> dict[str, Any]:
+def _item_line(store: Any, suite: KitSuite, mode: str, item: KitItem, result: Any) -> dict[str, Any]:
     state = result.state if result.ok else {}
-    fields = state.get("fields")
-    severity = fields.get("severity") if isinstance(fields, dict) else getattr(fields, "severity", None)
+    checks, accuracy, answered = suite.judge(item, state)
     calls = [call for step in store.get_run(result.run_id).steps for call in step.model_calls]
     return {
         "mode": mode,
         "id": item.id,
-        "difficulty": item.difficulty,
+        "kind": item.kind,
         "status": result.status,
-        "category": state.get("category"),
-        "severity": severity,
-        "category_right": state.get("category") == item.category,
-        "severity_right": severity == item.severity,
-        "right": state.get("category") == item.category and severity == item.severity,
+        "answered": answered,
+        "checks": checks,
+        "accuracy": accuracy,
+        "right": all(checks.values()),
         "slm_calls": sum(call.tier == "slm" for call in calls),
         "llm_calls": sum(call.tier == "llm" for call in calls),
         "llm_tokens": sum(
@@ -212,16 +421,15 @@ def _item_line(store: Any, mode: str, item: Report, result: Any) -> dict[str, An
     }
 
 
-def _metrics(lines: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+def _metrics(lines: Sequence[Mapping[str, Any]], checks: Sequence[str]) -> dict[str, Any]:
     n = len(lines) or 1
     slm_calls = sum(line["slm_calls"] for line in lines)
     calls = slm_calls + sum(line["llm_calls"] for line in lines)
     return {
         "items": len(lines),
-        "accuracy": sum(line["category_right"] + line["severity_right"] for line in lines) / (2 * n),
-        "both_right": sum(line["right"] for line in lines) / n,
-        "category_accuracy": sum(line["category_right"] for line in lines) / n,
-        "severity_accuracy": sum(line["severity_right"] for line in lines) / n,
+        "accuracy": sum(line["accuracy"] for line in lines) / n,
+        "all_right": sum(line["right"] for line in lines) / n,
+        "checks": {check: sum(bool(line["checks"].get(check)) for line in lines) / n for check in checks},
         "slm_share": slm_calls / calls if calls else 0.0,
         "kept_local": sum(line["llm_calls"] == 0 for line in lines) / n,
         "llm_tokens_per_item": sum(line["llm_tokens"] for line in lines) / n,
@@ -237,24 +445,28 @@ def gap_closed(data: Mapping[str, Any], mode: str) -> float | None:
     return report_gap_closed(modes["slm"]["accuracy"], modes[mode]["accuracy"], modes["llm"]["accuracy"])
 
 
+ACCURACY = {"triage": "steps right (category and severity)", "bfcl": "calls right (BFCL's checker)"}
+
+
 def kit_markdown(data: Mapping[str, Any]) -> str:
-    split = data["split"]
+    split, checks = data["split"], data["checks"]
+    accuracy = ACCURACY.get(data.get("kit_suite", ""), "accuracy")
     rows = [
-        "# Kit-level evaluation: the triage example's steps",
+        f"# Kit-level evaluation: {data['graph']}",
         "",
-        f"{split['test']} test reports (calibrated on {split['calib']} others). Steps right: the category "
-        "and the severity, over both steps. SLM share: of model calls; kept local: reports with no LLM call.",
+        f"{split['test']} test items (calibrated on {split['calib']} others). Accuracy: {accuracy}. "
+        "SLM share: of model calls; kept local: items with no LLM call.",
         "",
-        "| mode | steps right | category | severity | both right | SLM share | kept local | gap closed "
-        "| LLM tokens/report |",
-        "|---|---|---|---|---|---|---|---|---|",
+        f"| mode | accuracy | {' | '.join(checks)} | all right | SLM share | kept local | gap closed "
+        "| LLM tokens/item |",
+        "|---|---|" + "---|" * len(checks) + "---|---|---|---|---|",
     ]
     for mode, m in data["modes"].items():
         closed = gap_closed(data, mode)
         rows.append(
-            f"| {mode} | {m['accuracy']:.1%} | {m['category_accuracy']:.1%} | {m['severity_accuracy']:.1%} "
-            f"| {m['both_right']:.1%} "
-            f"| {m['slm_share']:.1%} | {m['kept_local']:.1%} | "
+            f"| {mode} | {m['accuracy']:.1%} | "
+            + " | ".join(f"{m['checks'][check]:.1%}" for check in checks)
+            + f" | {m['all_right']:.1%} | {m['slm_share']:.1%} | {m['kept_local']:.1%} | "
             f"{'' if mode in ('slm', 'llm') else 'no gap' if closed is None else f'{closed:.0%}'} "
             f"| {m['llm_tokens_per_item']:.0f} |"
         )

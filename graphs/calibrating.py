@@ -104,16 +104,20 @@ def collect_labels(
     judge: ChatModel,
     *,
     on_progress: OnProgress | None = None,
+    graph_for: Callable[[CalibrationItem], Any] | None = None,
 ) -> int:
     """Run each item not yet run (a stopped calibration goes on where it stopped), with every
-    kept SLM output shadowed; label against gold values where given. Returns how many ran."""
+    kept SLM output shadowed; label against gold values where given. Returns how many ran.
+
+    ``graph_for``: the graph an item runs, where items differ (each request offers its own
+    tools); the graphs share ``name``, and so their nodes' labels and scorers."""
     done = _finished_items(store, name)
     todo = [item for item in items if item.id not in done]
     report = on_progress or (lambda _: None)
     report(Progress("calibrating", len(items) - len(todo), len(items), note=f"{len(todo)} input(s) to run"))
     for number, item in enumerate(todo, start=len(items) - len(todo) + 1):
         result = run(
-            graph,
+            graph_for(item) if graph_for is not None else graph,
             item.input,
             policy="slm",
             name=name,

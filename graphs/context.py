@@ -292,7 +292,7 @@ class _Call:
             if tier == "slm" and self.view is not None and self.view.kind == "text":
                 self._record_signals(record, completion.text, completion)  # a text has them anyway
             return Answer(None, tier, completion, ref, record, rejection)
-        record.parsed = value.model_dump() if isinstance(value, BaseModel) else value
+        record.parsed = value.model_dump(by_alias=True) if isinstance(value, BaseModel) else value
         if tier == "slm" and self.view is not None:
             self._record_signals(record, value, completion)
         floor = self.ctx.policy.min_confidence

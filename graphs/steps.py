@@ -134,7 +134,8 @@ def _source(given: list[tuple[str, str]]) -> str:
 
 
 def _fields(model: type[BaseModel]) -> list[tuple[str, str]]:
-    return [(name, info.description or "") for name, info in model.model_fields.items()]
+    """The fields as the output's JSON names them (a field's alias where it has one)."""
+    return [(info.alias or name, info.description or "") for name, info in model.model_fields.items()]
 
 
 def _routing(prefer: TierChoice | None, local_only: bool, redact: bool | None) -> dict[str, Any]:

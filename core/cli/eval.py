@@ -108,6 +108,14 @@ def eval_confidence(
 
 @eval_app.command("kit")
 def eval_kit(
+    suite: Annotated[
+        str,
+        typer.Option(
+            "--suite",
+            help="triage (the triage example on 90 labelled reports) | bfcl (BFCL live requests "
+            "as choose_tool and write_args steps).",
+        ),
+    ] = "triage",
     mode: Annotated[
         list[str],
         typer.Option(
@@ -116,7 +124,7 @@ def eval_kit(
             "(default: all, side by side).",
         ),
     ] = [],  # noqa: B006
-    limit: Annotated[int | None, typer.Option(min=1, help="Run only the first N test reports.")] = None,
+    limit: Annotated[int | None, typer.Option(min=1, help="Run only the first N test items.")] = None,
     max_loss: Annotated[
         float, typer.Option("--max-loss", min=0.0, max=1.0, help="The loss calibrate fits thresholds for.")
     ] = 0.02,
@@ -126,14 +134,15 @@ def eval_kit(
     out_dir: OutOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Escalation in a graph of kit steps (the triage example's classify and extract_fields)
-    on 90 labelled reports: validation only, the shipped priors and after calibrate, side by
-    side with slm and llm. Resumable: the same command goes on where a stopped one ended."""
+    """Escalation in a graph of kit steps (the triage example's classify and extract_fields on
+    90 labelled reports, or BFCL live requests as choose_tool and write_args): validation
+    only, the shipped priors and after calibrate, side by side with slm and llm. Resumable:
+    the same command goes on where a stopped one ended."""
     import shutil
 
     from tierflow.app import App
     from tierflow.cli.render import ProgressDisplay
-    from tierflow.evals.kit import MODES, kit_eval, kit_markdown
+    from tierflow.evals.kit import MODES, SUITES, kit_eval, kit_markdown, suite_named
     from tierflow.evals.report import environment, write_results
 
     unknown = [m for m in mode if m not in MODES]
@@ -141,18 +150,27 @@ def eval_kit(
         raise TaskInputError(
             f"unknown mode {', '.join(map(repr, unknown))}", hint=f"Modes: {', '.join(MODES)}."
         )
+    if suite not in SUITES:
+        raise TaskInputError(f"unknown suite {suite!r}", hint=f"Suites: {', '.join(SUITES)}.")
     conf = eval_settings()
-    work = conf.resolved_data_dir() / "eval-kit"
+    work = conf.resolved_data_dir() / "eval-kit" / suite
     if restart:
         shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True, exist_ok=True)
     kit_conf = conf.model_copy(update={"data_dir": work})
     env = environment(conf.masked(), {"slm": conf.slm_model, "llm": conf.embedded_llm_model})
-    path = (out_dir or settings().resolved_results_dir()) / "kit.json"
+    name = "kit.json" if suite == "triage" else f"kit_{suite}.json"
+    path = (out_dir or settings().resolved_results_dir()) / name
     with ProgressDisplay(err) as progress, App(kit_conf, on_progress=progress) as tierflow_app:
         chosen = [m for m in MODES if m in mode] or list(MODES)
         data = kit_eval(
-            tierflow_app, work, modes=chosen, max_loss=max_loss, limit=limit, on_progress=progress
+            tierflow_app,
+            work,
+            suite=suite_named(suite),
+            modes=chosen,
+            max_loss=max_loss,
+            limit=limit,
+            on_progress=progress,
         )
     data["environment"] = env
     write_results(path, data, kit_markdown(data))
