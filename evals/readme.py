@@ -316,6 +316,13 @@ HEADLINE = (
 )
 
 
+KIT_HEADLINE = (
+    ("your graph's kit steps, calibrated (BFCL live requests): calls right", "kit_bfcl.json"),
+    ("your graph's kit steps, calibrated (triage): steps right", "kit.json"),
+)
+"""The kit evaluations' rows (``tierflow eval kit``): ``tiered`` is the calibrated mode."""
+
+
 def headline_section(directory: Path = RESULTS_DIR) -> str:
     """One table: each workload's quality per policy, and what ``tiered`` kept local and
     spent, from real runs of each policy (never a replay of recorded outcomes)."""
@@ -336,11 +343,13 @@ def headline_section(directory: Path = RESULTS_DIR) -> str:
                 _token_ratio(m["tiered"], m["llm"]),
             ]
         )
-    kit = read_results(directory / "kit.json").get("modes", {})
-    if {"slm", "tiered-calibrated", "llm"} <= set(kit):
+    for title, name in KIT_HEADLINE:
+        kit = read_results(directory / name).get("modes", {})
+        if not {"slm", "tiered-calibrated", "llm"} <= set(kit):
+            continue
         k = {label: kit[label] for label in ("slm", "tiered-calibrated", "llm")}
         rows.append(
-            ["your graph's kit steps, calibrated (triage): steps right", str(k["llm"]["items"])]
+            [title, str(k["llm"]["items"])]
             + [fmt(k[label]["accuracy"], "%") for label in ("slm", "tiered-calibrated", "llm")]
             + [
                 _gap_closed(k["slm"]["accuracy"], k["tiered-calibrated"]["accuracy"], k["llm"]["accuracy"]),

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tierflow.agents.tiers import Tiers
-from tierflow.errors import TierflowError
+from tierflow.errors import TaskInputError
 from tierflow.evals.report import markdown_table
 from tierflow.graphs.runner import TaskRunner
 from tierflow.memory.traces import TraceStore
@@ -78,15 +78,15 @@ class TaskSuite:
 def _check_spec(where: str, check: Any) -> dict[str, Any]:
     kinds = ("number", "contains_any", "contains_all")
     if not isinstance(check, dict) or check.get("type") not in kinds:
-        raise TierflowError(f"{where}: check must be an object with type one of {', '.join(kinds)}")
+        raise TaskInputError(f"{where}: check must be an object with type one of {', '.join(kinds)}")
     if check["type"] == "number" and not isinstance(check.get("value"), int | float):
-        raise TierflowError(f'{where}: a number check needs a numeric "value"')
+        raise TaskInputError(f'{where}: a number check needs a numeric "value"')
     if check["type"] != "number" and not (
         isinstance(check.get("values"), list)
         and check["values"]
         and all(isinstance(v, str) for v in check["values"])
     ):
-        raise TierflowError(f'{where}: a {check["type"]} check needs "values", a list of strings')
+        raise TaskInputError(f'{where}: a {check["type"]} check needs "values", a list of strings')
     return check
 
 
@@ -100,12 +100,12 @@ def load_tasks(path: Path = TASKS_FILE) -> TaskSuite:
         clock = datetime.fromisoformat(data["clock"])
         documents = (path.parent / data["documents"]).resolve() if data.get("documents") else None
     except (OSError, json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
-        raise TierflowError(
+        raise TaskInputError(
             f"cannot read the task suite {path}: {exc}",
             hint="It is JSON: {clock, workspace, documents?, tasks: [{id, category, task, check}]}.",
         ) from None
     if len({t.id for t in tasks}) != len(tasks):
-        raise TierflowError(f"{path}: task ids must be unique")
+        raise TaskInputError(f"{path}: task ids must be unique")
     return TaskSuite(tasks, (path.parent / data.get("workspace", "workspace")).resolve(), clock, documents)
 
 

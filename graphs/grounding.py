@@ -238,6 +238,29 @@ def _same_number(stated: str, source: set[str]) -> bool:
     return False
 
 
+MAX_COMBINED = 12
+"""Results with more numbers than this are not combined (their pairs would ground anything)."""
+
+
+def _combined(results: Sequence[str]) -> set[str]:
+    """What an answer may fairly derive from the results' numbers: the sum or difference of
+    two of them, and the total of all (an answer that adds up two tool results states a
+    number no single result holds)."""
+    values = []
+    for number in numbers_in("\n".join(results)):
+        try:
+            values.append(float(number))
+        except ValueError:
+            continue
+    if not 2 <= len(values) <= MAX_COMBINED:
+        return set()
+    derived = {sum(values)}
+    for i, a in enumerate(values):
+        for b in values[i + 1 :]:
+            derived |= {a + b, abs(a - b)}
+    return {f"{value:.10g}" for value in derived}
+
+
 _FAILURE_WORDS = re.compile(
     r"\b(cannot|can't|could not|couldn't|unable|not possible|impossible|undefined|error|failed|"
     r"fails|not able|no result|not available|unknown|not found|don't know|do not know)\b",
@@ -273,7 +296,8 @@ def answer_problem(
     if not results:
         return None
     source = "\n".join([task, *results])
-    invented = sorted(n for n in numbers_in(text) if not _same_number(n, numbers_in(source)))
+    grounded = numbers_in(source) | _combined(results)
+    invented = sorted(n for n in numbers_in(text) if not _same_number(n, grounded))
     if invented:
         return Rejected("ungrounded_numbers", f"it states {', '.join(invented[:5])}, which no result holds")
     stray = sorted(_units_in(text) - _units_in(source))

@@ -235,6 +235,10 @@ def test_eval_cli_answers_bad_input_without_loading_models(tmp_path: Path) -> No
     assert done.returncode == 1 and "lacks the slm or llm policy" in done.stderr
     done = tierflow("eval", "kit", "--mode", "tiered-guess", "--out", str(tmp_path))
     assert done.returncode == 2 and "unknown mode 'tiered-guess'" in done.stderr
+    done = tierflow("eval", "kit", "--suite", "poems", "--out", str(tmp_path))
+    assert done.returncode == 2 and "unknown suite 'poems'" in done.stderr
+    done = tierflow("eval", "tasks", "--tasks", str(tmp_path / "mine.json"), "--out", str(tmp_path))
+    assert done.returncode == 2 and "cannot read the task suite" in done.stderr
     assert not list(tmp_path.glob("*.md"))  # nothing half-written
 
 
@@ -459,12 +463,70 @@ def test_the_kit_evaluation_runs_each_mode_through_the_app_and_resumes(tmp_path:
         assert len(again.store.list_runs(limit=1000)) == runs
 
 
+def test_bfcl_requests_run_as_kit_steps_split_by_group_and_scored_by_bfcls_checker(tmp_path: Path) -> None:
+    """Scripted tiers: the SLM picks the right function (or none) and gets its arguments'
+    values wrong; the LLM knows each item's answer. Calibration gathers labels of both steps."""
+    from tierflow.agents.scripted import ScriptedModel
+    from tierflow.agents.tiers import Tiers
+    from tierflow.app import App
+    from tierflow.evals.bfcl import is_reserved
+    from tierflow.evals.kit import NONE, BfclSuite, kit_eval
+    from tierflow.evals.routing_data import source_group
+    from tierflow.settings import Settings
+
+    suite = BfclSuite({"calib": {"live_simple": 3, "live_irrelevance": 2}, "test": {"live_simple": 3}})
+    calib, test = suite.split()
+    assert len(calib) == 5 and len(test) == 3
+    assert not {source_group(i.id) for i in calib} & {source_group(i.id) for i in test}
+    assert not any(is_reserved(i.id) for i in calib + test)
+    by_request = {i.input["request"].strip()[-200:]: i for i in calib + test}
+
+    def item_of(messages: Any) -> Any:
+        text = "\n".join(m["content"] for m in messages)
+        return next(i for r, i in by_request.items() if r in text), text
+
+    def answer(item: Any, text: str, right: bool) -> str:
+        if "Write the arguments of the function" not in text:
+            return json.dumps({"label": item.gold["tool"]})
+        _, arguments = next(iter(item.extra.ground_truth[0].items()))
+        values = {k: v[0] for k, v in arguments.items() if v and v[0] != ""}
+        if not right:  # valid, but every string and number off
+            values = {
+                k: v + "?" if isinstance(v, str) else v + 1 if isinstance(v, int | float) else v
+                for k, v in values.items()
+            }
+        return json.dumps(values)
+
+    def app() -> App:
+        tiers = Tiers(
+            ScriptedModel([lambda m: answer(*item_of(m), right=False)] * 200, name="tiny"),
+            ScriptedModel([lambda m: answer(*item_of(m), right=True)] * 200, tier="llm", name="big"),
+        )
+        return App(Settings(data_dir=tmp_path / "data"), tiers=tiers)
+
+    with app() as evaluation:
+        data = kit_eval(evaluation, tmp_path / "work", suite=suite, modes=["slm", "llm", "tiered-calibrated"])
+        labels = evaluation.store.labels(graph="bfcl-kit")
+    assert data["modes"]["llm"]["accuracy"] == 1.0 and data["modes"]["slm"]["accuracy"] < 1.0
+    assert {label.node for label in labels} == {"choose_tool", "write_args"}
+    assert "gold" in {label.source for label in labels if label.node == "choose_tool"}
+    slm = [line for line in data["items"] if line["mode"] == "slm"]
+    ran = [line for line in slm if line["status"] == "succeeded"]  # an invalid enum value fails the run
+    assert data["modes"]["slm"]["failed_runs"] == len(slm) - len(ran)
+    assert all(line["checks"] == {"call": False, "tool": True} and line["slm_calls"] == 2 for line in ran)
+    assert all(line["answered"]["error"].startswith("value_error") for line in ran)
+
+
 def test_the_held_out_tasks_ask_about_knowledge_units_and_the_users_documents() -> None:
     from tierflow.evals.tasks import HELDOUT_FILE
 
-    held_out, suite = load_tasks(HELDOUT_FILE), load_tasks()
-    assert {t.category for t in held_out.tasks} == {"no_tool", "units", "documents"}
-    assert not {t.id for t in held_out.tasks} & {t.id for t in suite.tasks}
-    assert not {t.task for t in held_out.tasks} & {t.task for t in suite.tasks}
-    assert held_out.documents is not None and len(list(held_out.documents.glob("*.md"))) >= 2
+    suite = load_tasks()
+    first, second = load_tasks(HELDOUT_FILE), load_tasks(HELDOUT_FILE.with_name("tasks_heldout2.json"))
+    for held_out in (first, second):
+        assert {t.category for t in held_out.tasks} == {"no_tool", "units", "documents"}
+        assert not {t.id for t in held_out.tasks} & {t.id for t in suite.tasks}
+        assert not {t.task for t in held_out.tasks} & {t.task for t in suite.tasks}
+        assert held_out.documents is not None and len(list(held_out.documents.glob("*.md"))) >= 2
+    assert not {t.task for t in first.tasks} & {t.task for t in second.tasks}
+    assert first.documents != second.documents
     assert suite.documents is None

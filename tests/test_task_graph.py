@@ -1,6 +1,7 @@
 """The whole task graph on scripted tiers: routing, escalation for each reason, failures,
 and the trace each leaves behind."""
 
+import re
 from pathlib import Path
 
 import pytest
@@ -319,6 +320,28 @@ def test_the_answer_is_judged_on_the_results_it_has() -> None:
     assert answer_problem("What is 1/0?", [], ["division by zero"], [], "It cannot be computed.") is None
     assert answer_problem("Capital of France?", [], [], [], "Paris.") is None  # no tools: nothing to check
     assert answer_problem(task, results, [], [], "  ").code == "empty_output"  # type: ignore[union-attr]
+    two = ["words: 312", "words: 231"]  # an answer may add up or compare two results
+    assert answer_problem("Words in both files?", two, [], [], "543 words in all.") is None
+    assert answer_problem("How many more?", two, [], [], "81 more words.") is None
+    made_up = answer_problem("Words in both files?", two, [], [], "544 words in all.")
+    assert made_up is not None and made_up.code == "ungrounded_numbers"
+
+
+def test_the_prompts_give_no_answer_to_copy_and_steer_units_to_their_tool() -> None:
+    from types import SimpleNamespace
+
+    from tierflow.agents.prompting import render_messages
+
+    answer = render_messages("answer", task="t", results=["r"], cite=True)[0]["content"]
+    assert "square brackets" in answer and not re.search(r"\[[^\]]+\]", answer)  # no citation to copy
+    tools = [
+        SimpleNamespace(name="unit_convert", description="units"),
+        SimpleNamespace(name="calculator", description=""),
+    ]
+    plan = render_messages("plan", tools=tools, task="t", max_steps=3, documents=True)[0]["content"]
+    assert "unit_convert step" in plan and "needs no search" in plan
+    plain = render_messages("plan", tools=tools[1:], task="t", max_steps=3, documents=False)[0]["content"]
+    assert "unit_convert" not in plain and "search" not in plain
 
 
 def test_an_slm_answer_the_results_do_not_hold_goes_to_the_llm(store: TraceStore, tmp_path: Path) -> None:

@@ -188,6 +188,14 @@ def eval_tasks(
             "--heldout", help="The held-out tasks (evals/data/tasks_heldout.json, with their documents)."
         ),
     ] = False,
+    tasks_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--tasks",
+            help="A task suite file of your own (the JSON of evals/data/tasks.json); its results "
+            "are named after the file.",
+        ),
+    ] = None,
     out_dir: OutOption = None,
     traces: Annotated[Path | None, typer.Option(help="SQLite file for the runs' traces.")] = None,
     as_json: JsonOption = False,
@@ -206,7 +214,10 @@ def eval_tasks(
         tasks_markdown,
     )
 
-    suite = load_tasks(HELDOUT_FILE if heldout else TASKS_FILE)
+    if heldout and tasks_file is not None:
+        raise TaskInputError("--heldout and --tasks name two suites", hint="Give one of them.")
+    suite_file = tasks_file or (HELDOUT_FILE if heldout else TASKS_FILE)
+    suite = load_tasks(suite_file)
     tasks = [t for t in suite.tasks if only is None or t.category == only][:limit]
     if not tasks:
         raise ConfigError(
@@ -216,7 +227,7 @@ def eval_tasks(
     chosen_policies = parse_policies(policy)
     conf = eval_settings()
     store, trace_path = eval_store(conf, traces)
-    name = "tasks_heldout" if heldout else "tasks"
+    name = suite_file.stem
     path = (out_dir or settings().resolved_results_dir()) / f"{name}.json"
     with ProgressDisplay(err) as progress, App(conf, on_progress=progress) as tierflow_app:
         tiers = tierflow_app.tiers
