@@ -470,7 +470,7 @@ def test_bfcl_requests_run_as_kit_steps_split_by_group_and_scored_by_bfcls_check
     from tierflow.agents.tiers import Tiers
     from tierflow.app import App
     from tierflow.evals.bfcl import is_reserved
-    from tierflow.evals.kit import NONE, BfclSuite, kit_eval
+    from tierflow.evals.kit import BfclSuite, kit_eval
     from tierflow.evals.routing_data import source_group
     from tierflow.settings import Settings
 
