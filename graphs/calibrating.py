@@ -1,13 +1,16 @@
 """``tierflow calibrate``: run a graph on a user's sample inputs with both tiers, label each
 SLM output right or wrong, and fit each node's scorer and threshold on those labels.
 
-Each input runs once under the ``slm`` policy with every kept SLM output shadowed by the
-LLM (``shadow_rate`` 1), so both tiers answer the same prompt and the labels say whether the
-SLM agreed. With ``gold`` fields, an input line also carries the right values of those
-state keys, and the outputs written to them are labelled against the gold value instead
-(the LLM's as well). Runs are stored like any other, under the graph's name, so a stopped
-calibration continues where it stopped and ``--from-runs`` can refit from every label the
-store holds, shadow labels of everyday runs included.
+Each input runs once with every step on the SLM first and every kept SLM output shadowed by
+the LLM (``shadow_rate`` 1), so both tiers answer the same prompt and the labels say whether
+the SLM agreed. An SLM output that is not valid goes on to the LLM, as under ``tiered``, so
+the run reaches its later steps; no scorer judges the outputs (what is being labelled is
+the SLM's own behaviour, not a scorer's choice of it). With ``gold`` fields, an input line
+also carries the right values of those state keys, and the outputs written to them are
+labelled against the gold value instead (the LLM's as well). Runs are stored like any
+other, under the graph's name, so a stopped calibration continues where it stopped and
+``--from-runs`` can refit from every label the store holds, shadow labels of everyday runs
+included.
 """
 
 from __future__ import annotations
@@ -19,15 +22,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tierflow.agents.calibration import StepScorers
 from tierflow.agents.judging import JUDGE_SCHEMA, STEP_KINDS, judge_text_messages, same_output
+from tierflow.agents.policy import TierPolicy
 from tierflow.agents.protocol import ChatModel
 from tierflow.errors import GraphError, TaskInputError
-from tierflow.graphs.introspect import check_input
+from tierflow.graphs.introspect import check_input, node_names
 from tierflow.graphs.running import GraphResult
 from tierflow.memory.traces import TraceStore
 from tierflow.records import OnProgress, OutputLabel, Progress, StoredModelCall
 
-__all__ = ["CalibrationItem", "read_inputs", "check_gold_fields", "collect_labels"]
+__all__ = ["CalibrationItem", "read_inputs", "check_gold_fields", "collect_labels", "slm_first"]
 
 TASK_PREFIX = "calibrate:"
 
@@ -116,19 +121,26 @@ def collect_labels(
     report = on_progress or (lambda _: None)
     report(Progress("calibrating", len(items) - len(todo), len(items), note=f"{len(todo)} input(s) to run"))
     for number, item in enumerate(todo, start=len(items) - len(todo) + 1):
+        chosen = graph_for(item) if graph_for is not None else graph
         result = run(
-            graph_for(item) if graph_for is not None else graph,
+            chosen,
             item.input,
-            policy="slm",
+            policy=slm_first(chosen),
             name=name,
             task=TASK_PREFIX + item.id,
-            context={"shadow_rate": 1.0},
+            context={"shadow_rate": 1.0, "scorers": StepScorers()},
         )
         if result.ok and item.gold:
             _gold_labels(store, result.run_id, item, judge)
         outcome = "labelled" if result.ok else "failed"
         report(Progress("calibrating", number, len(items), outcome, item.id, result.error or ""))
     return len(todo)
+
+
+def slm_first(graph: Any) -> TierPolicy:
+    """Every node SLM first, escalating only an invalid output (an override per node, so a
+    step that prefers the LLM under ``tiered`` is labelled too)."""
+    return TierPolicy(default="tiered", nodes=dict.fromkeys(node_names(graph), "tiered"))
 
 
 def _finished_items(store: TraceStore, name: str) -> set[str]:
@@ -140,6 +152,8 @@ def _gold_labels(store: TraceStore, run_id: str, item: CalibrationItem, judge: C
     calls = [call for step in store.get_run(run_id).steps for call in step.model_calls]
     for index, call in enumerate(calls):
         if call.tier != "slm" or call.into not in item.gold or call.id is None or not call.step_kind:
+            continue
+        if call.error is not None:  # rejected, so escalated whatever a scorer says: nothing to learn
             continue
         gold = item.gold[call.into]
         shadow = next((c for c in calls[index + 1 :] if c.node == f"{call.node}:shadow"), None)

@@ -263,6 +263,31 @@ def test_calibrate_labels_each_input_once_and_fits_a_scorer_that_then_judges(
     assert doubtful.state["label"] == "refund" and calls(store, doubtful.run_id)[0].escalated
 
 
+def test_calibrate_lets_an_invalid_slm_output_escalate_and_labels_steps_that_prefer_the_llm(
+    store: TraceStore, tmp_path: Path
+) -> None:
+    """The run goes on past an SLM output that is not valid (the LLM answers it, nothing is
+    labelled of it), and a step that prefers the LLM under tiered is still tried on the SLM."""
+    from functools import partial
+
+    from tierflow.graphs.calibrating import CalibrationItem, collect_labels
+
+    builder = StateGraph(Ticket, context_schema=TierContext)
+    builder.add_node("classify", choose(OPTIONS, inputs="text", into="label", prefer="llm"))
+    builder.add_edge(START, "classify")
+    compiled = builder.compile(name="tickets")
+    tiered = Tiers(
+        ScriptedModel([{"label": "maybe"}, {"label": "bug"}], tier="slm", name="tiny", choices=SURE),
+        ScriptedModel([{"label": "refund"}] * 4, tier="llm", name="big"),
+    )
+    items = [CalibrationItem(f"t{i}", {"text": f"ticket {i}"}, {"label": "refund"}) for i in range(2)]
+    run = partial(run_graph, tiers=tiered, store=store)
+    assert collect_labels(compiled, "tickets", items, run, store, tiered.llm) == 2
+    assert [r.status for r in store.list_runs(limit=10)] == ["succeeded", "succeeded"]
+    (label,) = [label for label in store.labels(graph="tickets") if label.source == "gold"]
+    assert not label.slm_right and label.llm_right  # of the valid "bug" only
+
+
 def test_from_runs_refits_on_the_shadow_labels_of_everyday_runs(store: TraceStore) -> None:
     from tierflow.agents.calibration import fit_scorers
 
