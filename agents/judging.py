@@ -24,7 +24,7 @@ from __future__ import annotations
 import hashlib
 import math
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -113,6 +113,13 @@ class StepView:
     options: tuple[str, ...] = ()
     into: str = ""
     """The state key the step writes its output to (a gold value of it labels the output)."""
+    text: Callable[[Any], str] | None = None
+    """For a ``text`` step whose parsed output is a structured reply: where its text is (the
+    answer of a cited reply); the signals and the text judge read that."""
+
+    def text_of(self, value: Any) -> str:
+        """The output's text as the signals and the judge read it."""
+        return self.text(value) if self.text is not None else str(value)
 
 
 def step_features(
@@ -135,7 +142,9 @@ def step_features(
         return _choose_features(view, str(value), probabilities)
     if view.kind == "extract":
         return _extract_features(view.source, value, signals)
-    return _text_features(view.source, str(value), max_tokens, completion_tokens, finish_reason, signals)
+    return _text_features(
+        view.source, view.text_of(value), max_tokens, completion_tokens, finish_reason, signals
+    )
 
 
 def _words(text: str) -> set[str]:

@@ -27,6 +27,7 @@ _EXPORTS = {
     "Redactor": "tierflow.agents.redaction",
     "TierContext": "tierflow.graphs.context",
     "StepScope": "tierflow.graphs.steps",
+    "StepView": "tierflow.agents.judging",
     "Answer": "tierflow.graphs.context",
     "extract": "tierflow.graphs.steps",
     "choose": "tierflow.graphs.steps",
@@ -96,6 +97,7 @@ __all__ = [
     "Redactor",
     "TierContext",
     "StepScope",
+    "StepView",
     "Answer",
     "extract",
     "choose",
@@ -157,6 +159,7 @@ if TYPE_CHECKING:
     from tierflow.agents.tiers import Tiers
     from tierflow.app import App, run_graph
     from tierflow.batch.job import JobRequest, run_job
+    from tierflow.agents.judging import StepView
     from tierflow.batch.worker import SummaryOptions
     from tierflow.errors import (
         BudgetExceededError,

@@ -25,11 +25,12 @@ from langgraph.graph import END, START, StateGraph
 from langgraph.graph.state import CompiledStateGraph
 from pydantic import BaseModel
 from tierflow.agents.escalation import parse_model
+from tierflow.agents.judging import StepView
 from tierflow.agents.policy import TierChoice
 from tierflow.agents.prompting import render_messages
 from tierflow.agents.protocol import Completion, Tier
 from tierflow.errors import GraphError
-from tierflow.graphs.context import Answer, TierContext, escalate, kept_local
+from tierflow.graphs.context import Answer, TierContext, escalate, kept_local, scored
 from tierflow.graphs.grounding import (
     RELEVANT_ABOVE,
     WEAK_BELOW,
@@ -187,7 +188,7 @@ def cited_answer(
         if not given:
             scope.summarize_as("nothing retrieved: " + not_found)
             return _written(into, cited_into, not_found, [])
-        answering = _Answering(scope, asked, instructions, max_tokens, redact, trace["shown"])
+        answering = _Answering(scope, asked, instructions, max_tokens, redact, trace["shown"], into)
         checks = (weak_below, relevant_above)
         got, shown = _answer_on_tiers(
             answering, given, trace, prefer, local_only or scope.ctx.local_only, checks
@@ -226,6 +227,11 @@ def _answer_on_tiers(
         )
     if problem is not None:
         trace["check"] = problem.reason
+    elif choice == "tiered" and got.value is not None:  # the checks hold: the node's scorer judges
+        judgement = scored(scope.ctx, scope.node, "text", got.record)
+        if judgement is not None and judgement.escalate:
+            problem = judgement.rejection()
+            trace["check"] = problem.reason
     if choice == "llm":
         kept_local(got.record)
     elif problem is not None and choice == "tiered" and escalate(got.record, problem.reason, local=private):
@@ -272,9 +278,11 @@ class _Answering:
         max_tokens: int,
         redact: bool | None,
         shown: dict[str, list[str]],
+        into: str,
     ) -> None:
         self.scope, self.question, self.instructions = scope, question, instructions
         self.max_tokens, self.redact, self.shown = max_tokens, redact, shown  # chunk ids per tier
+        self.into = into
 
     def attempt(self, tier: Tier, shown: list[Evidence]) -> Answer[CitedReply]:
         self.shown[tier] = [e["id"] for e in shown]
@@ -291,9 +299,22 @@ class _Answering:
         messages = render_messages(
             "cited_answer", instructions=self.instructions, question=self.question, sources=shown
         )
+        source = "\n".join([self.question, *(e["text"] for e in shown)])
         return self.scope.ask(
-            messages, _parse_reply, max_tokens=self.max_tokens, schema=schema, tier=tier, redact=self.redact
+            messages,
+            _parse_reply,
+            max_tokens=self.max_tokens,
+            schema=schema,
+            tier=tier,
+            redact=self.redact,
+            # a local-only chunk shown to the SLM never goes to the LLM, not even as a shadow
+            local_only=any(e["local_only"] for e in shown),
+            view=StepView("text", source, into=self.into, text=_answer_text),
         )
+
+
+def _answer_text(reply: Any) -> str:
+    return reply.answer if isinstance(reply, CitedReply) else str(reply)
 
 
 def _parse_reply(completion: Completion) -> CitedReply:

@@ -27,7 +27,14 @@ from pydantic_core import to_jsonable_python
 from tierflow.agents.budget import BudgetMeter
 from tierflow.agents.calibration import ScorerMatch, StepScorers
 from tierflow.agents.escalation import Rejected, parse_model
-from tierflow.agents.judging import JUDGE_SCHEMA, StepView, judge_text_messages, same_output, step_features
+from tierflow.agents.judging import (
+    JUDGE_SCHEMA,
+    StepKind,
+    StepView,
+    judge_text_messages,
+    same_output,
+    step_features,
+)
 from tierflow.agents.policy import TierChoice, TierPolicy
 from tierflow.agents.prompting import render_messages
 from tierflow.agents.protocol import CURRENT_NODE, ChatModel, Completion, Message, Tier
@@ -46,6 +53,7 @@ __all__ = [
     "Judgement",
     "Judge",
     "ask",
+    "scored",
     "escalate",
     "escalate_earlier",
     "kept_local",
@@ -339,7 +347,7 @@ class _Call:
                 return
             same = same_output(self.view.kind, kept.value, reference.value)
             if same is None:
-                same = self._judged_same(str(kept.value), str(reference.value))
+                same = self._judged_same(self.view.text_of(kept.value), self.view.text_of(reference.value))
         except TierflowError:  # over budget, or the LLM failed: no label, the step goes on
             return
         detail = json.dumps(to_jsonable_python(reference.value), ensure_ascii=False)[:1000]
@@ -362,21 +370,8 @@ class _Call:
         return verdict is not None and verdict.verdict == "same"
 
     def _scored(self, record: ModelCallRecord) -> Judgement | None:
-        """The step scorer's judgement of an SLM output (``None`` without a scorer). One
-        fitted for another model pair is used at its strictest threshold, and says so."""
-        assert self.view is not None and record.features is not None
-        scorers = self.ctx.scorers
-        tiers = self.ctx.tiers
-        found = (
-            scorers.for_step(self.node, self.view.kind, tiers.slm.name, tiers.llm.name) if scorers else None
-        )
-        if found is None:
-            return None
-        threshold = found.threshold(self.ctx.policy.max_loss)
-        record.scorer = _scorer_note(found, threshold)
-        if not found.matches:
-            _warn_other_pair(self.node, found)
-        return Judgement(found.scorer.model.p_wrong(record.features), threshold)
+        assert self.view is not None
+        return scored(self.ctx, self.node, self.view.kind, record)
 
     def _complete(self, model: ChatModel, tier: Tier, messages: list[Message]) -> Completion:
         """The model's reply; for a tool's arguments on an LLM endpoint that takes ``tools=``,
@@ -397,6 +392,25 @@ class _Call:
         return Completion(
             text, got.model, tier, got.prompt_tokens, got.completion_tokens, got.latency_ms, got.finish_reason
         )
+
+
+def scored(ctx: TierContext, node: str, kind: StepKind, record: ModelCallRecord) -> Judgement | None:
+    """The step scorer's judgement of an SLM output whose signals ``record`` holds (``None``
+    without a scorer, or without signals); the trace notes the scorer and P(wrong). One
+    fitted for another model pair is used at its strictest threshold, and says so."""
+    if record.features is None:
+        return None
+    scorers, tiers = ctx.scorers, ctx.tiers
+    found = scorers.for_step(node, kind, tiers.slm.name, tiers.llm.name) if scorers else None
+    if found is None:
+        return None
+    threshold = found.threshold(ctx.policy.max_loss)
+    record.scorer = _scorer_note(found, threshold)
+    if not found.matches:
+        _warn_other_pair(node, found)
+    judgement = Judgement(found.scorer.model.p_wrong(record.features), threshold)
+    record.p_wrong = judgement.p_wrong
+    return judgement
 
 
 def _scorer_note(found: ScorerMatch, threshold: float) -> dict[str, Any]:

@@ -347,3 +347,71 @@ def test_a_local_only_passage_keeps_the_rest_of_the_task_run_on_the_slm(
     assert "4417" in (result.answer or "") and "4417" in sent(small) and "4417" not in sent(large)
     answer_call = next(c for c in model_calls(store.get_run(result.run_id)) if c.node == ANSWER)
     assert answer_call.tier == "slm" and answer_call.escalation_refused == "local_only"
+
+
+def copy_scorer(node: str = "answer") -> Any:
+    """A text scorer for which an answer that copies its source is likely wrong."""
+    from tierflow.agents.calibration import StepScorer
+    from tierflow.agents.judging import FEATURES, Logistic, ThresholdPoint
+
+    names = FEATURES["text"]
+    copy = names.index("copied_share")
+    model = Logistic(
+        names,
+        (0.0,) * len(names),
+        (1.0,) * len(names),
+        tuple(8.0 if i == copy else 0.0 for i in range(len(names))),
+        -4.0,
+    )
+    points = (ThresholdPoint(0.01, 0.5, 0.8, 0.0, 0.0, 0.0),)
+    return StepScorer("text", model, points, {"slm": "tiny", "llm": "big", "node": node})
+
+
+def test_a_cited_answer_is_judged_by_its_nodes_scorer_and_shadowed_only_when_shareable(
+    memory: DocumentMemory, store: TraceStore, tmp_path: Path
+) -> None:
+    from tierflow.agents.calibration import StepScorers
+
+    scorers = StepScorers({"answer": copy_scorer()})
+    copied = "a new Plus subscription is refunded in full within 14 days of the first payment"
+    result, _small, large = ask(
+        memory,
+        store,
+        "Can I get my money back after buying Plus?",
+        [citing("14 days", copied)],  # grounded, but a copy of its chunk: the scorer doubts it
+        [citing("14 days", "Yes, within 14 days.")],
+        context={"scorers": scorers},
+    )
+    first, second = (c for c in model_calls(store.get_run(result.run_id)) if c.node == "answer")
+    assert first.step_kind == "text" and first.features and first.features["copied_share"] > 0.5
+    assert first.escalated and (first.escalation_reason or "").startswith("escalation_score")
+    assert first.p_wrong is not None and first.p_wrong > 0.5 and second.tier == "llm"
+    assert result.state["answer"].startswith("Yes, within 14 days") and len(large.calls) == 1
+
+    def shadowed(question: str, slm: Any, llm: Any) -> tuple[Any, ScriptedModel, ScriptedModel]:
+        small = ScriptedModel(tier="slm", name="tiny", by_node={"answer": [slm]})
+        large = ScriptedModel(
+            tier="llm", name="big", by_node={"answer:shadow": [llm], "answer:judge": [{"verdict": "same"}]}
+        )
+        result = run_graph(
+            build_qa_graph(memory),
+            {"question": question},
+            tiers=Tiers(small, large),
+            store=store,
+            context={"shadow_rate": 1.0},
+        )
+        assert result.ok, result.error
+        return result, small, large
+
+    reply = citing("14 days", "Yes, within 14 days.")
+    kept, _, large = shadowed("Can I get my money back after buying Plus?", reply, reply)
+    nodes = [c.node for c in model_calls(store.get_run(kept.run_id))]
+    assert nodes[-3:] == ["answer", "answer:shadow", "answer:judge"]
+    (label,) = store.labels(graph=None)
+    assert label.node == "answer" and label.slm_right and label.source == "shadow"
+    add_vault(memory, tmp_path)
+    private, small, large = shadowed(
+        "What is the door code of the office vault?", citing("4417", "The code is 4417."), reply
+    )
+    assert "4417" in sent(small) and not large.calls  # a local-only chunk was shown: no shadow
+    assert private.state["answer"].startswith("The code is 4417")
