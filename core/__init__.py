@@ -152,6 +152,7 @@ __all__ = [
 if TYPE_CHECKING:
     from tierflow.agents.budget import Budget, Prices
     from tierflow.agents.escalation import Rejected, parse_json, parse_model, parse_text
+    from tierflow.agents.judging import StepView
     from tierflow.agents.policy import POLICY_PRESETS, TierChoice, TierPolicy
     from tierflow.agents.protocol import ChatModel, Completion
     from tierflow.agents.redaction import Redactor
@@ -159,7 +160,6 @@ if TYPE_CHECKING:
     from tierflow.agents.tiers import Tiers
     from tierflow.app import App, run_graph
     from tierflow.batch.job import JobRequest, run_job
-    from tierflow.agents.judging import StepView
     from tierflow.batch.worker import SummaryOptions
     from tierflow.errors import (
         BudgetExceededError,
