@@ -129,6 +129,12 @@ class StepScorers:
             return None
         return ScorerMatch(scorer, scorer.pair() == (slm, llm))
 
+    def calibrated_for(self, node: str, kind: StepKind, slm: str, llm: str) -> bool:
+        """Whether the node has a scorer of its own, of this kind, fitted for these models
+        (it then takes precedence over any built-in judge of the step)."""
+        scorer = self.nodes.get(node)
+        return scorer is not None and scorer.kind == kind and scorer.pair() == (slm, llm)
+
     def save(self, path: Path) -> None:
         document = {"format": FORMAT, "nodes": {node: s.to_json() for node, s in self.nodes.items()}}
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -24,7 +24,7 @@ from tierflow.agents.slm import LlamaCppModel
 from tierflow.agents.tiers import Deferred, Tiers, built
 from tierflow.errors import ConfigError
 from tierflow.graphs.introspect import graph_key
-from tierflow.graphs.runner import TaskRunner
+from tierflow.graphs.runner import TASK_GRAPH, TaskRunner
 from tierflow.graphs.running import GraphResult
 from tierflow.graphs.running import run_graph as graph_run
 from tierflow.memory.traces import TraceStore
@@ -280,6 +280,8 @@ class App:
             recall=self.recall,
             relevance=self.relevance,
             scorer=self.scorer,
+            # calibrated for the task graph's own nodes: the shipped task score serves the rest
+            scorers=lambda: StepScorers.load(scorer_file(self.settings.scorers_dir(), TASK_GRAPH)),
         )
 
     def run_graph(

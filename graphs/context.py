@@ -54,6 +54,7 @@ __all__ = [
     "Judge",
     "ask",
     "scored",
+    "calibrated",
     "escalate",
     "escalate_earlier",
     "kept_local",
@@ -310,7 +311,11 @@ class _Call:
                 f"the SLM gave its choice probability {record.confidence:.2f}, below {floor:.2f}",
             )
             return Answer(value, tier, completion, ref, record, unsure)  # kept if it cannot escalate
-        judgement = self.judge(value, completion) if may_escalate and self.judge else None
+        judgement = None
+        if may_escalate and self._calibrated():  # the user's own calibration comes first
+            judgement = self._scored(record)
+        elif may_escalate and self.judge:
+            judgement = self.judge(value, completion)
         if judgement is None and may_escalate and record.features is not None:
             judgement = self._scored(record)
         if judgement is not None:
@@ -373,6 +378,9 @@ class _Call:
         assert self.view is not None
         return scored(self.ctx, self.node, self.view.kind, record)
 
+    def _calibrated(self) -> bool:
+        return self.view is not None and calibrated(self.ctx, self.node, self.view.kind)
+
     def _complete(self, model: ChatModel, tier: Tier, messages: list[Message]) -> Completion:
         """The model's reply; for a tool's arguments on an LLM endpoint that takes ``tools=``,
         through a native tool call (its arguments, as JSON, are the reply's text)."""
@@ -392,6 +400,12 @@ class _Call:
         return Completion(
             text, got.model, tier, got.prompt_tokens, got.completion_tokens, got.latency_ms, got.finish_reason
         )
+
+
+def calibrated(ctx: TierContext, node: str, kind: StepKind) -> bool:
+    """Whether ``node`` has a scorer calibrated for this run's models (``tierflow calibrate``)."""
+    tiers = ctx.tiers
+    return ctx.scorers is not None and ctx.scorers.calibrated_for(node, kind, tiers.slm.name, tiers.llm.name)
 
 
 def scored(ctx: TierContext, node: str, kind: StepKind, record: ModelCallRecord) -> Judgement | None:

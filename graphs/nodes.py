@@ -22,7 +22,7 @@ from tierflow.agents.prompting import render_messages
 from tierflow.agents.protocol import Completion, Message
 from tierflow.agents.scoring import EscalationScorer, default_scorer
 from tierflow.errors import GraphError, StepOutputError, ToolError
-from tierflow.graphs.context import Answer, TierContext, escalate, escalate_earlier
+from tierflow.graphs.context import Answer, TierContext, calibrated, escalate, escalate_earlier
 from tierflow.graphs.grounding import answer_problem, asks_about_documents, searches_documents
 from tierflow.graphs.judging import judge_arguments, select_judge
 from tierflow.graphs.state import Observation, TaskState
@@ -332,6 +332,8 @@ def _escalate_call(state: TaskState, scope: StepScope, tool: Tool, got: Answer[d
     (the SLM's choice and arguments are then marked escalated). Local-only runs keep it."""
     ctx = _ctx(scope)
     if ctx.policy.for_node("extract_args") != "tiered" or ctx.policy.for_node("select_tool") == "slm":
+        return False
+    if calibrated(ctx, "extract_args", "extract"):  # its own scorer judged the arguments already
         return False
     choice = state.get("choice_features")
     judgement = judge_arguments(

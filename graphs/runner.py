@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from langgraph.checkpoint.base import BaseCheckpointSaver
 from tierflow.agents.budget import Budget, BudgetMeter, Prices
+from tierflow.agents.calibration import StepScorers
 from tierflow.agents.policy import TierPolicy
 from tierflow.agents.scoring import EscalationScorer
 from tierflow.agents.tiers import Tiers
@@ -27,7 +28,10 @@ from tierflow.tools.registry import ToolRegistry
 if TYPE_CHECKING:
     from tierflow.graphs.recall import Recall
 
-__all__ = ["TaskRunner", "RunResult", "MAX_TASK_CHARS", "check_task"]
+__all__ = ["TaskRunner", "RunResult", "MAX_TASK_CHARS", "TASK_GRAPH", "check_task"]
+
+TASK_GRAPH = "task"
+"""The name the task graph's runs are stored under (and its calibrated scorers)."""
 
 MAX_TASK_CHARS = 20_000
 
@@ -89,11 +93,13 @@ class TaskRunner:
         recall: Recall | None = None,
         relevance: Callable[[str, Sequence[str]], list[float]] | None = None,
         scorer: EscalationScorer | None = None,
+        scorers: Callable[[], StepScorers] | None = None,
     ) -> None:
         self.tiers = tiers
         self.recall = recall
         self.relevance = relevance
         self.scorer = scorer
+        self.scorers = scorers  # the task graph's calibrated step scorers, read for each run
         self.tools = tools
         self.store = store
         self.policy = policy or TierPolicy()
@@ -109,7 +115,7 @@ class TaskRunner:
         options and budget it started with (the LLM tokens it already used count against
         the budget). Finished steps, tool calls included, are not run again."""
         trace = self.store.get_run(run_id)
-        if trace.graph != "task":
+        if trace.graph != TASK_GRAPH:
             raise RunNotResumableError(
                 f"run {trace.run_id} ran the graph {trace.graph!r}, not the task graph",
                 hint="Continue it from Python: run_graph(graph, {}, resume=RUN_ID) with the same graph.",
@@ -126,7 +132,7 @@ class TaskRunner:
             meter=meter,
             local_only=bool(options.get("local_only")),
             redactor=redactor_for(bool(options.get("redact"))),
-            name="task",
+            name=TASK_GRAPH,
             task=trace.task,
             context=self._context(self.max_steps),
             config={"recursion_limit": 12 + 10 * self.max_steps},
@@ -147,6 +153,7 @@ class TaskRunner:
             "recall": self.recall,
             "relevance": self.relevance,
             "scorer": self.scorer,
+            "scorers": self.scorers() if self.scorers is not None else None,
         }
 
     def run(
@@ -174,7 +181,7 @@ class TaskRunner:
             meter=BudgetMeter(budget, self.prices),
             local_only=local_only,
             redactor=redactor_for(redact),
-            name="task",
+            name=TASK_GRAPH,
             task=text,
             context=self._context(steps),
             config={"recursion_limit": 12 + 10 * steps},

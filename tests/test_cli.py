@@ -257,6 +257,9 @@ def test_bad_calibrations_exit_2_and_say_why(tmp_path: Path) -> None:
         no_traceback(result)
         assert result.returncode == 2, (arguments, result.stderr)
         assert message in result.stderr, (arguments, result.stderr)
+    task = tierflow("calibrate", "--graph", "task", "--inputs", str(good), env=DEAD_LLM)
+    assert task.returncode == 2 and "calibrated from the labels its runs gathered" in task.stderr
+    assert "--graph task --from-runs" in task.stderr
 
 
 CALIBRATION_REPORTS = [

@@ -6,10 +6,11 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import TypedDict
+from typing import Any, TypedDict
 
 import pytest
 from langgraph.graph import START, StateGraph
+from pydantic import BaseModel
 from tierflow import TierContext, TierPolicy, choose, run_graph
 from tierflow.agents.calibration import StepScorer, StepScorers, scorer_file
 from tierflow.agents.judging import FEATURES, Labelled, choose_thresholds, fit_logistic
@@ -368,3 +369,42 @@ def test_the_app_judges_an_uncalibrated_graph_by_the_shipped_priors(tmp_path: Pa
         alone = app.run_graph(graph(), {"text": "refund please"})
         (kept,) = calls(app.store, alone.run_id)
         assert kept.tier == "slm" and kept.scorer is None and alone.state["label"] == "bug"
+
+
+def test_a_nodes_calibrated_scorer_comes_before_the_steps_built_in_judge(store: TraceStore) -> None:
+    """The task graph's tool steps have a judge of their own (the shipped task score); once
+    the user calibrates such a node for these models, the calibrated scorer judges it."""
+    from tierflow import StepView, tiered_node
+    from tierflow.agents.escalation import parse_model
+    from tierflow.graphs.context import Judgement
+
+    def classify(state: Ticket, scope: Any) -> dict[str, str]:
+        keep = lambda value, completion: Judgement(0.0, 1.0)  # noqa: E731 - the built-in judge keeps it
+        got = scope.ask(
+            [{"role": "user", "content": state["text"]}],
+            lambda completion: parse_model(_LabelModel)(completion).label,
+            max_tokens=16,
+            schema={"type": "object", "properties": {"label": {"type": "string", "enum": OPTIONS}}},
+            judge=keep,
+            view=StepView("choose", state["text"], tuple(OPTIONS), "label"),
+        )
+        return {"label": got.value}
+
+    builder = StateGraph(Ticket, context_schema=TierContext)
+    builder.add_node("classify", tiered_node(classify))
+    builder.add_edge(START, "classify")
+    compiled = builder.compile(name="tickets")
+    judged_by = {}
+    for name, scorers in (("judge", None), ("calibrated", StepScorers({"classify": margin_scorer()}))):
+        result = run_graph(
+            compiled, {"text": "hm"}, tiers=tiers(UNSURE, "bug"), store=store, context={"scorers": scorers}
+        )
+        judged_by[name] = calls(store, result.run_id)[0]
+    assert not judged_by["judge"].escalated and judged_by["judge"].p_wrong == 0.0
+    assert (
+        judged_by["calibrated"].escalated and (judged_by["calibrated"].scorer or {})["source"] == "calibrated"
+    )
+
+
+class _LabelModel(BaseModel):
+    label: str

@@ -5,6 +5,7 @@ import re
 from pathlib import Path
 
 import pytest
+from tierflow.agents.calibration import StepScorer, StepScorers
 from tierflow.errors import LLMUnavailableError
 from tierflow.graphs.task import build_task_graph
 from tierflow.memory import TraceStore
@@ -411,3 +412,55 @@ def test_an_answer_that_is_only_a_citation_is_no_answer() -> None:
     )
     assert problem is not None and problem.code == "empty_output"
     assert answer_problem("Which planet is red?", [], [], [], "Mars [notes.md, part 2].") is None
+
+
+def always_doubtful(kind: str, node: str) -> StepScorer:
+    """A scorer calibrated for the scripted pair that finds every output likely wrong."""
+    from tierflow.agents.judging import FEATURES, Logistic, ThresholdPoint
+
+    names = FEATURES[kind]
+    model = Logistic(names, (0.0,) * len(names), (1.0,) * len(names), (0.0,) * len(names), 3.0)
+    points = (ThresholdPoint(0.01, 0.5, 0.5, 0.0, 0.0, 0.0),)
+    return StepScorer(
+        kind, model, points, {"slm": "tiny", "llm": "big", "node": node, "source": "calibrated"}
+    )
+
+
+def test_a_calibrated_scorer_of_a_task_node_takes_precedence_over_the_shipped_task_score(
+    store: TraceStore, tmp_path: Path
+) -> None:
+    scorers = StepScorers(
+        {SELECT: always_doubtful("choose", SELECT), ANSWER: always_doubtful("text", ANSWER)}
+    )
+    runner, _, large = scripted_runner(
+        store,
+        tmp_path,
+        llm={
+            **ONE_STEP,
+            SELECT: ['{"tool": "calculator"}'],
+            EXTRACT: ['{"expression": "17 * 23 + 4"}'],
+            ANSWER: ["It is 395."],
+        },
+        slm={SELECT: ['{"tool": "calculator"}'], ANSWER: ["395."]},
+        scorers=lambda: scorers,
+    )
+    result = runner.run("What is 17 * 23 + 4?")
+    assert result.status == "succeeded" and result.answer == "It is 395."
+    calls = model_calls(store.get_run(result.run_id))
+    select = next(c for c in calls if c.node == SELECT and c.tier == "slm")
+    answer = next(c for c in calls if c.node == ANSWER and c.tier == "slm")
+    for judged in (select, answer):
+        assert judged.escalated and (judged.escalation_reason or "").startswith("escalation_score")
+        assert judged.scorer is not None and judged.scorer["source"] == "calibrated"
+    doubtful = always_doubtful("choose", SELECT)
+    other_pair = StepScorers({SELECT: StepScorer("choose", doubtful.model, (), {"slm": "other"})})
+    runner, _, _ = scripted_runner(
+        store,
+        tmp_path,
+        llm={**ONE_STEP, SELECT: ['{"tool": "calculator"}'], EXTRACT: ['{"expression": "2 + 2"}']},
+        slm={SELECT: ['{"tool": "calculator"}'], ANSWER: ["4."]},
+        scorers=lambda: other_pair,
+    )
+    run = runner.run("What is 2 + 2?")  # fitted for other models: never first, never silently
+    select = next(c for c in model_calls(store.get_run(run.run_id)) if c.node == SELECT)
+    assert run.answer == "4." and select.scorer is not None and select.scorer["pair_matches"] is False

@@ -21,7 +21,12 @@ __all__ = ["calibrate"]
 
 
 def calibrate(
-    graph: Annotated[str, typer.Option("--graph", help="The graph to calibrate: MODULE:ATTR.")],
+    graph: Annotated[
+        str,
+        typer.Option(
+            "--graph", help="The graph to calibrate: MODULE:ATTR, or task (the graph `tierflow run` runs)."
+        ),
+    ],
     inputs: Annotated[
         Path | None, typer.Option("--inputs", help="Sample inputs, one JSON object per line (JSONL).")
     ] = None,
@@ -48,14 +53,24 @@ def calibrate(
     from tierflow.app import App
     from tierflow.graphs.calibrating import check_gold_fields, collect_labels, read_inputs
     from tierflow.graphs.introspect import graph_key, load_graph
+    from tierflow.graphs.runner import TASK_GRAPH
 
-    loaded = load_graph(graph)
-    gold_fields = gold or []
-    check_gold_fields(loaded, gold_fields)
-    if inputs is None and not from_runs:
-        raise TaskInputError("nothing to calibrate on", hint="Give --inputs FILE.jsonl, or --from-runs.")
-    items = read_inputs(inputs, loaded, gold_fields) if inputs is not None and not from_runs else []
-    name = graph_key(loaded, graph)
+    if graph == TASK_GRAPH:  # tasks are not graph inputs: the shadow labels of its runs are
+        if not from_runs or inputs is not None or gold:
+            raise TaskInputError(
+                "the task graph is calibrated from the labels its runs gathered",
+                hint="Run tasks with TIERFLOW_SHADOW_RATE above 0, then: tierflow calibrate --graph "
+                "task --from-runs.",
+            )
+        loaded, items, name = None, [], TASK_GRAPH
+    else:
+        loaded = load_graph(graph)
+        gold_fields = gold or []
+        check_gold_fields(loaded, gold_fields)
+        if inputs is None and not from_runs:
+            raise TaskInputError("nothing to calibrate on", hint="Give --inputs FILE.jsonl, or --from-runs.")
+        items = read_inputs(inputs, loaded, gold_fields) if inputs is not None and not from_runs else []
+        name = graph_key(loaded, graph)
     conf = settings()
     with progress_display() as progress, App(conf, on_progress=progress) as tierflow_app:
         if items:
