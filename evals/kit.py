@@ -148,7 +148,7 @@ class TriageSuite:
     name = "triage"
     graph_name = "triage-eval"
     title = "the triage example: classify (choose) and extract_fields (extract)"
-    checks = ("category", "severity")
+    checks: tuple[str, ...] = ("category", "severity")
 
     def __init__(self) -> None:
         self._graph: Any = None
@@ -245,7 +245,7 @@ class BfclSuite:
     name = "bfcl"
     graph_name = "bfcl-kit"
     title = "BFCL live requests: choose_tool (choose) and write_args (extract)"
-    checks = ("call", "tool")
+    checks: tuple[str, ...] = ("call", "tool")
 
     def __init__(self, sample: Mapping[str, Mapping[str, int]] | None = None, seed: int = 0) -> None:
         self.sample = dict(sample or BFCL_SAMPLE)
@@ -277,13 +277,13 @@ class BfclSuite:
     def judge(self, item: KitItem, state: Mapping[str, Any]) -> tuple[dict[str, bool], float, dict[str, Any]]:
         from tierflow.evals.bfcl import check
 
-        tool = state.get("tool")
+        tool = str(state.get("tool") or NONE)
         arguments = state.get("arguments")
         if isinstance(arguments, BaseModel):
             arguments = arguments.model_dump(by_alias=True, exclude_unset=True, exclude_none=True)
-        called = tool and tool != NONE and state.get("arguments") is not None
+        called = tool != NONE and state.get("arguments") is not None
         verdict = check(item.extra, [{tool: arguments or {}}] if called else [])
-        checks = {"call": verdict.correct, "tool": (tool or NONE) == item.gold["tool"]}
+        checks = {"call": verdict.correct, "tool": tool == item.gold["tool"]}
         answered = {"tool": tool, "arguments": arguments, "error": verdict.error_type}
         return checks, float(verdict.correct), answered
 
@@ -309,7 +309,7 @@ def kit_eval(
 ) -> dict[str, Any]:
     """Calibrate on the suite's calib items (when ``tiered-calibrated`` is asked for), then
     run each mode on its test items; ``work_dir`` keeps the item results of a stopped run."""
-    suite = suite or TriageSuite()
+    suite = suite if suite is not None else TriageSuite()
     calib, test = suite.split()
     test = test[:limit]
     report = on_progress or (lambda _: None)
