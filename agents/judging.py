@@ -39,6 +39,8 @@ __all__ = [
     "STEP_KINDS",
     "StepView",
     "FEATURES",
+    "PAST_FEATURES",
+    "past_features",
     "step_features",
     "Logistic",
     "fit_logistic",
@@ -54,6 +56,10 @@ __all__ = [
 StepKind = Literal["choose", "extract", "text"]
 STEP_KINDS: tuple[StepKind, ...] = ("choose", "extract", "text")
 
+PAST_FEATURES = ("has_past", "past_similarity", "past_agrees")
+"""A choice's or an extraction's agreement with the node's nearest verified past output:
+whether one is stored, how similar its input is, and whether the outputs agree."""
+
 FEATURES: dict[StepKind, tuple[str, ...]] = {
     "choose": (
         "options_log",
@@ -63,6 +69,7 @@ FEATURES: dict[StepKind, tuple[str, ...]] = {
         "choice_in_source",
         "best_other_in_source",
         "choice_is_best_in_source",
+        *PAST_FEATURES,
     ),
     "extract": (
         "has_token_signals",
@@ -76,6 +83,7 @@ FEATURES: dict[StepKind, tuple[str, ...]] = {
         "numbers_ungrounded",
         "empty_values",
         "source_numbers_unused",
+        *PAST_FEATURES,
     ),
     "text": (
         "empty",
@@ -132,6 +140,7 @@ def step_features(
     finish_reason: str = "stop",
     probabilities: ChoiceProbabilities | None = None,
     signals: TokenSignals | None = None,
+    past: tuple[float, Any] | None = None,
 ) -> dict[str, float]:
     """The signals of one SLM output of a ``view.kind`` step, by name (``FEATURES``).
 
@@ -139,12 +148,22 @@ def step_features(
     raw reply. A signal the output does not carry (no choice probabilities from a remote SLM)
     is 0 with its ``has_...`` flag 0, so a scorer can tell absent from low."""
     if view.kind == "choose":
-        return _choose_features(view, str(value), probabilities)
+        return _choose_features(view, str(value), probabilities) | past_features("choose", value, past)
     if view.kind == "extract":
-        return _extract_features(view.source, value, signals)
+        return _extract_features(view.source, value, signals) | past_features("extract", value, past)
     return _text_features(
         view.source, view.text_of(value), max_tokens, completion_tokens, finish_reason, signals
     )
+
+
+def past_features(kind: StepKind, value: Any, past: tuple[float, Any] | None) -> dict[str, float]:
+    """``PAST_FEATURES`` of an output, given the node's nearest verified output and the
+    similarity of its input (``None``: the node has none stored)."""
+    if past is None:
+        return dict.fromkeys(PAST_FEATURES, 0.0)
+    similarity, output = past
+    agrees = same_output(kind, value, output)
+    return {"has_past": 1.0, "past_similarity": round(similarity, 4), "past_agrees": float(bool(agrees))}
 
 
 def _words(text: str) -> set[str]:

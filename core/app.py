@@ -37,6 +37,7 @@ from tierflow.tools.registry import ToolRegistry
 
 if TYPE_CHECKING:
     from tierflow.graphs.recall import Recall
+    from tierflow.memory.decisions import OutputMemory
     from tierflow.memory.documents import DocumentMemory
     from tierflow.memory.embeddings import OfflineEmbeddings, Relevance
 
@@ -249,6 +250,17 @@ class App:
             return None
         return open_recall(self.settings, self._on_progress, embeddings=self.embeddings)
 
+    @cached_property
+    def outputs(self) -> OutputMemory | None:
+        """The memory of verified step outputs, in the decision memory's store (None with
+        ``memory`` or ``learn`` off); opened the first time a step asks for it."""
+        recall = self.recall
+        if recall is None or not recall.learn:
+            return None
+        from tierflow.memory.decisions import OutputMemory as Outputs
+
+        return Outputs(recall.memory)
+
     def relevance(self, request: str, texts: Sequence[str]) -> list[float]:
         """A request's embedding similarity to each text (the escalation score reads it of
         the tools); the embedding model loads on first use."""
@@ -282,6 +294,7 @@ class App:
             scorer=self.scorer,
             # calibrated for the task graph's own nodes: the shipped task score serves the rest
             scorers=lambda: StepScorers.load(scorer_file(self.settings.scorers_dir(), TASK_GRAPH)),
+            outputs=lambda: self.outputs,
         )
 
     def run_graph(
@@ -300,6 +313,7 @@ class App:
             "documents": lambda: self.documents,
             "relevance": self.relevance,
             "scorers": self.step_scorers(graph_key(graph, options.get("name") or "graph")),
+            "outputs": lambda: self.outputs,
             "shadow_rate": self.settings.shadow_rate,
             "shadow_rates": self.settings.shadow_rates,
         }

@@ -120,6 +120,13 @@ def bench_rows(data: dict[str, Any]) -> list[list[str]]:
                 " / ".join(f"{signal[f'{kind}_ms_p50']:.3f} ms" for kind in ("choose", "extract", "text")),
             ]
         )
+    if past := data.get("past_output_costs"):
+        rows.append(
+            [
+                f"nearest verified output of a step ({past['stored']} stored): lookup / keep (p50)",
+                f"{past['lookup_ms_p50']:.1f} ms / {past['add_ms_p50']:.1f} ms",
+            ]
+        )
     if "error" in mem:
         rows.append(["peak RSS", f"failed: {mem['error']}"])
     else:

@@ -376,6 +376,37 @@ def signal_costs(repeats: int = 300) -> dict[str, Any]:
     return timings
 
 
+def past_output_costs(models_dir: Path, stored: int = 500, lookups: int = 40) -> dict[str, Any]:
+    """What the nearest-verified-output signal adds to a choice or extraction: finding the
+    node's nearest verified output among ``stored`` (embedding the input, a filtered query)
+    and comparing with it; and keeping a newly verified output."""
+    import chromadb
+    from chromadb.config import Settings as ChromaSettings
+    from tierflow.agents.judging import past_features
+    from tierflow.memory.decisions import DecisionMemory, OutputMemory
+    from tierflow.memory.embeddings import OfflineEmbeddings, embedding_model_dir
+
+    embeddings = OfflineEmbeddings(embedding_model_dir(models_dir))
+    embeddings.embed(["warm up"])
+    client = chromadb.EphemeralClient(settings=ChromaSettings(anonymized_telemetry=False))
+    outputs = OutputMemory(DecisionMemory(client, embeddings, collection=f"bench{time.time_ns()}"))
+    add_ms, lookup_ms = [], []
+    for index in range(stored):
+        started = time.perf_counter()
+        outputs.add("bench", "classify", f"Report {index}: the export to CSV fails", {"label": "bug"}, "llm")
+        add_ms.append((time.perf_counter() - started) * 1000)
+    for index in range(lookups):
+        started = time.perf_counter()
+        found = outputs.nearest("bench", "classify", f"Since update {index} the CSV export is empty")
+        past_features("choose", "bug", (found.similarity, found.output["label"]) if found else None)
+        lookup_ms.append((time.perf_counter() - started) * 1000)
+    return {
+        "stored": stored,
+        "lookup_ms_p50": percentile(lookup_ms, 0.5) or 0.0,
+        "add_ms_p50": percentile(add_ms, 0.5) or 0.0,
+    }
+
+
 def _rss_bytes() -> int:
     for line in Path("/proc/self/status").read_text().splitlines():
         if line.startswith("VmRSS:"):

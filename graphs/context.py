@@ -43,8 +43,10 @@ from tierflow.agents.tiers import Tiers
 from tierflow.errors import ContextOverflowError, TierflowError
 from tierflow.memory.traces.recorder import RunRecorder
 from tierflow.records import CallRef, ModelCallRecord, OutputLabel, StepHandle
+from tierflow.secrets import scrub, scrub_value
 
 if TYPE_CHECKING:
+    from tierflow.memory.decisions import OutputMemory
     from tierflow.memory.documents import DocumentMemory
 
 __all__ = [
@@ -91,6 +93,12 @@ class TierContext:
     Never under local-only, and only within the run's budget."""
     shadow_rates: Mapping[str, float] = field(default_factory=dict)
     """Per node, a share that replaces ``shadow_rate`` (0 keeps a node's outputs unshadowed)."""
+    graph: str = ""
+    """The run's graph name (what its nodes' verified outputs are kept under)."""
+    outputs: Callable[[], OutputMemory | None] | None = None
+    """Opens the memory of verified outputs (an LLM's, or an SLM's the LLM agreed with): a
+    choice's or extraction's SLM output is compared with its node's nearest one (a signal),
+    and each newly verified output is added. The app passes the one in its memory folder."""
 
 
 @dataclass(frozen=True)
@@ -304,6 +312,8 @@ class _Call:
         record.parsed = value.model_dump(by_alias=True) if isinstance(value, BaseModel) else value
         if tier == "slm" and self.view is not None:
             self._record_signals(record, value, completion)
+        elif tier == "llm" and self.view is not None:
+            self.remember(value, "llm")
         floor = self.ctx.policy.min_confidence
         if may_escalate and record.confidence is not None and record.confidence < floor:
             unsure = Rejected(
@@ -336,7 +346,35 @@ class _Call:
             finish_reason=completion.finish_reason,
             probabilities=completion.choice_probabilities,
             signals=completion.signals,
+            past=self._past() if self.view.kind != "text" else None,
         )
+
+    def _past(self) -> tuple[float, Any] | None:
+        """The similarity and output of the node's nearest verified output, if any."""
+        assert self.view is not None
+        memory = _output_memory(self.ctx)
+        if memory is None:
+            return None
+        try:
+            found = memory.nearest(self.ctx.graph, self.node, self.view.source)
+        except TierflowError as exc:
+            _memory_off(exc)
+            return None
+        return (found.similarity, found.output) if found is not None else None
+
+    def remember(self, value: Any, verified_by: str) -> None:
+        """Keep a verified output of this step's node (never fails the step)."""
+        if self.view is None or self.view.kind == "text" or value is None:
+            return
+        memory = _output_memory(self.ctx)
+        if memory is None:
+            return
+        output = value.model_dump(by_alias=True) if isinstance(value, BaseModel) else value
+        node = self.node.removesuffix(":shadow")
+        try:
+            memory.add(self.ctx.graph, node, scrub(self.view.source), scrub_value(output), verified_by)
+        except TierflowError as exc:
+            _memory_off(exc)
 
     def shadow(self, kept: Answer[Any]) -> None:
         """Maybe (``shadow_rate``) send a kept SLM output's messages to the LLM as well, and
@@ -357,6 +395,8 @@ class _Call:
             return
         detail = json.dumps(to_jsonable_python(reference.value), ensure_ascii=False)[:1000]
         kept.record.label = OutputLabel(slm_right=same, source="shadow", detail=detail)
+        if same:
+            self.remember(kept.value, "shadow")
 
     def _judged_same(self, answer: str, reference: str) -> bool:
         assert self.view is not None
@@ -425,6 +465,27 @@ def scored(ctx: TierContext, node: str, kind: StepKind, record: ModelCallRecord)
     judgement = Judgement(found.scorer.model.p_wrong(record.features), threshold)
     record.p_wrong = judgement.p_wrong
     return judgement
+
+
+_OUTPUT_MEMORY_WARNED: set[str] = set()
+
+
+def _output_memory(ctx: TierContext) -> OutputMemory | None:
+    """The run's memory of verified outputs, or None (none given, or it cannot be opened)."""
+    if ctx.outputs is None or not ctx.graph:
+        return None
+    try:
+        return ctx.outputs()
+    except TierflowError as exc:
+        _memory_off(exc)
+        return None
+
+
+def _memory_off(exc: TierflowError) -> None:
+    """The step goes on without the verified-output memory; say why once per reason."""
+    if exc.message not in _OUTPUT_MEMORY_WARNED:
+        _OUTPUT_MEMORY_WARNED.add(exc.message)
+        logging.getLogger("tierflow").warning("the memory of verified outputs is skipped: %s", exc.message)
 
 
 def _scorer_note(found: ScorerMatch, threshold: float) -> dict[str, Any]:

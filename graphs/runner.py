@@ -27,6 +27,7 @@ from tierflow.tools.registry import ToolRegistry
 
 if TYPE_CHECKING:
     from tierflow.graphs.recall import Recall
+    from tierflow.memory.decisions import OutputMemory
 
 __all__ = ["TaskRunner", "RunResult", "MAX_TASK_CHARS", "TASK_GRAPH", "check_task"]
 
@@ -94,12 +95,14 @@ class TaskRunner:
         relevance: Callable[[str, Sequence[str]], list[float]] | None = None,
         scorer: EscalationScorer | None = None,
         scorers: Callable[[], StepScorers] | None = None,
+        outputs: Callable[[], OutputMemory | None] | None = None,
     ) -> None:
         self.tiers = tiers
         self.recall = recall
         self.relevance = relevance
         self.scorer = scorer
         self.scorers = scorers  # the task graph's calibrated step scorers, read for each run
+        self.outputs = outputs  # opens the memory of verified step outputs
         self.tools = tools
         self.store = store
         self.policy = policy or TierPolicy()
@@ -154,6 +157,7 @@ class TaskRunner:
             "relevance": self.relevance,
             "scorer": self.scorer,
             "scorers": self.scorers() if self.scorers is not None else None,
+            "outputs": self.outputs,
         }
 
     def run(

@@ -273,7 +273,8 @@ def _run_context(graph: Any, spec: RunSpec, tiers: Tiers, recorder: RunRecorder)
         local_only=spec.local_only,
         redactor=spec.redactor,
         meter=spec.meter,
-        **{k: v for k, v in spec.context.items() if k in known},
+        graph=spec.name,
+        **{k: v for k, v in spec.context.items() if k in known and k != "graph"},
     )
 
 

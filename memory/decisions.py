@@ -32,6 +32,8 @@ __all__ = [
     "MemoryWriteError",
     "PlanMemory",
     "PastPlan",
+    "OutputMemory",
+    "PastOutput",
 ]
 
 COLLECTION = "tierflow_decisions"
@@ -287,3 +289,67 @@ class PlanMemory:
         metadata = cast(dict[str, Any], metadatas[0][0])
         steps = json.loads(str(metadata["steps"]))
         return PastPlan(documents[0][0], steps, str(metadata["run_id"]) or None, 1.0 - float(distances[0][0]))
+
+
+OUTPUT_COLLECTION = "tierflow_outputs"
+
+
+@dataclass(frozen=True)
+class PastOutput:
+    """A verified output of a node, for an input this similar to the one at hand."""
+
+    source: str
+    output: Any
+    verified_by: str
+    similarity: float
+
+
+class OutputMemory:
+    """Verified outputs of kit steps (an LLM's output, or an SLM output the LLM agreed with),
+    per graph and node, embedded by the text the output rests on, in the decision memory's
+    store. A step's SLM output is compared with the nearest one of its node (a signal)."""
+
+    def __init__(self, memory: DecisionMemory) -> None:
+        self._memory = memory
+        self._collection = memory.open_collection(OUTPUT_COLLECTION)
+
+    @staticmethod
+    def _where(graph: str, node: str) -> dict[str, Any]:
+        return {"$and": [{"graph": graph}, {"node": node}]}
+
+    def add(self, graph: str, node: str, source: str, output: Any, verified_by: str) -> None:
+        """Store an output (once per node, input and output); ``MemoryWriteError`` if it cannot be."""
+        value = json.dumps(output, ensure_ascii=False, sort_keys=True, default=str)
+        key = hashlib.sha256(json.dumps([graph, node, source, value]).encode()).hexdigest()[:32]
+        try:
+            if self._collection.get(ids=[key], include=[])["ids"]:
+                return
+            vector = self._memory.embeddings.embed([source])
+            metadata = {"graph": graph, "node": node, "output": value, "verified_by": verified_by}
+            self._collection.add(ids=[key], documents=[source], embeddings=vector, metadatas=[metadata])
+        except Exception as exc:  # noqa: BLE001 - see DecisionMemory.add
+            raise self._memory.write_error("a verified output", exc) from exc
+
+    def nearest(self, graph: str, node: str, source: str) -> PastOutput | None:
+        """The node's verified output whose input is nearest to ``source`` (none stored: None;
+        the embedding model is not asked then)."""
+        where = self._where(graph, node)
+        try:
+            if not self._collection.get(where=where, limit=1, include=[])["ids"]:
+                return None
+            found = self._collection.query(
+                query_embeddings=self._memory.embeddings.embed([source]),
+                n_results=1,
+                where=where,
+                include=["documents", "metadatas", "distances"],
+            )
+        except Exception as exc:  # noqa: BLE001 - see DecisionMemory.similar
+            raise _store_error(self._memory.location, self._memory.fix, "cannot be read", exc) from exc
+        documents, metadatas, distances = found["documents"], found["metadatas"], found["distances"]
+        assert documents is not None and metadatas is not None and distances is not None
+        if not documents[0]:
+            return None
+        metadata = cast(dict[str, Any], metadatas[0][0])
+        output = json.loads(str(metadata["output"]))
+        similarity = 1.0 - float(distances[0][0])
+        return PastOutput(documents[0][0], output, str(metadata["verified_by"]), similarity)

@@ -408,3 +408,40 @@ def test_a_nodes_calibrated_scorer_comes_before_the_steps_built_in_judge(store: 
 
 class _LabelModel(BaseModel):
     label: str
+
+
+def test_an_slm_output_is_compared_with_its_nodes_nearest_verified_output(tmp_path: Path) -> None:
+    """The LLM's outputs (and SLM outputs the LLM agreed with) are kept per node in the
+    memory; a later SLM output of that node on a near input says whether it agrees."""
+    from tierflow.app import App
+    from tierflow.settings import Settings
+
+    def many(slm_says: str, llm_says: str = "refund") -> Tiers:
+        return Tiers(
+            ScriptedModel(
+                tier="slm", name="tiny", by_node={"classify": [{"label": slm_says}] * 3}, choices=SURE
+            ),
+            ScriptedModel(tier="llm", name="big", by_node={"classify": [{"label": llm_says}] * 3}),
+        )
+
+    settings = Settings(data_dir=tmp_path / "data", shadow_rate=0.0)
+    with App(settings, tiers=many("bug")) as app:
+        first = app.run_graph(graph(), {"text": "I was charged twice for March"}, policy="slm")
+        (alone,) = calls(app.store, first.run_id)
+        assert alone.features and alone.features["has_past"] == 0.0  # nothing verified yet
+        app.run_graph(graph(), {"text": "I was charged twice for March"}, policy="llm")
+        disagrees = app.run_graph(graph(), {"text": "I was charged twice for March!"}, policy="slm")
+        (call,) = calls(app.store, disagrees.run_id)
+    assert call.features and call.features["has_past"] == 1.0 and call.features["past_similarity"] > 0.9
+    assert call.features["past_agrees"] == 0.0  # the SLM says bug, the LLM said refund
+    with App(settings, tiers=many("refund")) as app:  # the memory persists
+        agrees = app.run_graph(graph(), {"text": "Charged twice in March, please refund"}, policy="slm")
+        (call,) = calls(app.store, agrees.run_id)
+    assert call.features and call.features["has_past"] == 1.0 and call.features["past_agrees"] == 1.0
+    other = StateGraph(Ticket, context_schema=TierContext)
+    other.add_node("classify", choose(OPTIONS, inputs="text", into="label"))
+    other.add_edge(START, "classify")
+    with App(settings, tiers=many("refund")) as app:  # another graph's node: nothing of its own
+        elsewhere = app.run_graph(other.compile(name="other"), {"text": "I was charged twice"}, policy="slm")
+        (call,) = calls(app.store, elsewhere.run_id)
+    assert call.features and call.features["has_past"] == 0.0

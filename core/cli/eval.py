@@ -334,6 +334,8 @@ def eval_bench(
         data["decision_costs"] = bench.decision_costs(conf.resolved_models_dir())
     with err.status("signals of a kit step's output …"):
         data["signal_costs"] = bench.signal_costs()
+    with err.status("the nearest verified output of a step …"):
+        data["past_output_costs"] = bench.past_output_costs(conf.resolved_models_dir())
     with err.status("peak memory of a task run …"):
         data["memory"] = bench.peak_memory()
     with err.status("concurrent task runs sharing one SLM …"):
