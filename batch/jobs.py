@@ -37,7 +37,9 @@ FINISHED: tuple[str, ...] = ("succeeded", "failed", "skipped")
 
 
 class JobNotFoundError(TierflowError):
-    pass
+    """An id that names no job (or more than one): a usage error."""
+
+    exit_code = 2
 
 
 def signature(value: Any) -> str:

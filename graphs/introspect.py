@@ -5,6 +5,8 @@ names only nodes it has; and ``load_graph`` for ``MODULE:ATTR`` references."""
 from __future__ import annotations
 
 import importlib
+import os
+import sys
 import types
 import typing
 from collections.abc import Mapping
@@ -26,6 +28,7 @@ def load_graph(reference: str) -> Any:
             f"--graph {reference!r} is not MODULE:ATTR",
             hint="For example: --graph tierflow.graphs.examples.triage:graph",
         )
+    _current_folder_importable()
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:
@@ -33,6 +36,16 @@ def load_graph(reference: str) -> Any:
             f"module {module_name!r} does not import: {exc}",
             hint="Check the module path; a module of your own must be importable "
             "(run from its folder, or add it to PYTHONPATH).",
+        ) from None
+    except SystemExit as exc:  # its import ran a program that exited: no graph, whatever the code
+        raise GraphError(
+            f"module {module_name!r} exited (sys.exit({exc.code!r})) while being imported",
+            hint='Put the code that runs a program under `if __name__ == "__main__":`.',
+        ) from None
+    except Exception as exc:  # noqa: BLE001 - any error of the user's module at import time
+        raise GraphError(
+            f"module {module_name!r} failed while being imported: {type(exc).__name__}: {exc}",
+            hint=f"Fix the module; `python -c 'import {module_name}'` shows where it fails.",
         ) from None
     try:
         graph = getattr(module, attribute)
@@ -44,6 +57,14 @@ def load_graph(reference: str) -> Any:
         ) from None
     check_graph(graph, reference)
     return graph
+
+
+def _current_folder_importable() -> None:
+    """The current folder on the import path, last (as ``python -m`` has it, but never ahead
+    of installed modules): a graph module of one's own imports when run from its folder."""
+    folder = os.getcwd()
+    if folder not in sys.path and "" not in sys.path:
+        sys.path.append(folder)
 
 
 def graph_key(graph: Any, reference: str) -> str:

@@ -221,6 +221,47 @@ def test_bad_graph_runs_exit_2_and_say_why(arguments: list[str], message: str) -
     assert message in result.stderr
 
 
+def test_hostile_graph_modules_and_inputs_exit_2_and_say_why(tmp_path: Path) -> None:
+    """A module that fails or exits while imported, an input nested too deep, too large or
+    not a regular file, and a bad --tier or --policy are usage errors (status 2), never an
+    internal error (70) or a silent 0. A module of one's own imports from its folder."""
+    (tmp_path / "broken_syntax.py").write_text("def graph(:\n")
+    (tmp_path / "raises.py").write_text("raise RuntimeError('boom at import')\n")
+    (tmp_path / "exits.py").write_text("import sys\nsys.exit(0)\n")
+    (tmp_path / "mine.py").write_text("from tierflow.graphs.examples.triage import graph\n")
+    big = tmp_path / "big.json"
+    big.write_text('{"report": "' + "x" * (11 * 2**20) + '"}')
+    deep = tmp_path / "deep.json"
+    deep.write_text("[" * 100_000 + "]" * 100_000)  # past Python's recursion limit
+    cases = [
+        (["--graph", "broken_syntax:graph", "--input", "{}"], "SyntaxError"),
+        (["--graph", "raises:graph", "--input", "{}"], "boom at import"),
+        (["--graph", "exits:graph", "--input", "{}"], "exited (sys.exit(0))"),
+        (["--graph", "mine:graph", "--input", '{"text": "x"}'], "missing report"),  # it imported
+        (["--graph", TRIAGE, "--input", f"@{deep}"], "nests deeper than"),
+        (["--graph", TRIAGE, "--input", "[" * 80 + "]" * 80], "nests deeper than"),
+        (["--graph", TRIAGE, "--input", f"@{big}"], "over the 10,485,760"),
+        (["--graph", TRIAGE, "--input", "@/dev/zero"], "not a regular file"),
+        (["--graph", TRIAGE, "--input", f"@{tmp_path}"], "not a regular file"),
+        (["--graph", TRIAGE, "--input", '{"report": "x"}', "--tier", "classify=bogus"], "NODE=TIER"),
+        (["--graph", TRIAGE, "--input", '{"report": "x"}', "--policy", "bogus"], "bogus"),
+    ]
+    for arguments, message in cases:
+        result = subprocess.run(
+            [*TIERFLOW, "run", *arguments],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env={**os.environ, **DEAD_LLM},
+            stdin=subprocess.DEVNULL,
+            cwd=tmp_path,
+            check=False,
+        )
+        no_traceback(result)
+        assert result.returncode == 2, (arguments[:2], result.returncode, result.stderr[-500:])
+        assert message in result.stderr, (arguments[:2], result.stderr[-500:])
+
+
 def test_a_corrupt_memory_names_its_path_and_the_command_that_rebuilds_it(isolated_env: Path) -> None:
     folder = isolated_env / "memory" / "decisions"
     folder.mkdir(parents=True)

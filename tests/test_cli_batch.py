@@ -37,10 +37,10 @@ def test_jobs_list_and_show_without_jobs(tmp_path: Path) -> None:
     assert json.loads(tierflow("jobs", "list", "--json").stdout) == []
     shown = tierflow("jobs", "show", "abc123")
     no_traceback(shown)
-    assert shown.returncode == 1 and "no job matches 'abc123'" in shown.stderr and "jobs list" in shown.stderr
+    assert shown.returncode == 2 and "no job matches 'abc123'" in shown.stderr and "jobs list" in shown.stderr
 
 
 def test_summarize_resume_of_an_unknown_job_is_clear() -> None:
     result = tierflow("summarize", "--resume", "feedbeef")
     no_traceback(result)
-    assert result.returncode == 1 and "no job matches 'feedbeef'" in result.stderr
+    assert result.returncode == 2 and "no job matches 'feedbeef'" in result.stderr

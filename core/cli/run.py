@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import stat
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -165,10 +166,12 @@ def _load_graph_input(reference: str, text: str | None) -> tuple[Any, dict[str, 
     if text.startswith("@"):
         path = Path(text[1:]).expanduser()
         source = str(path)
-        try:
-            text = path.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as exc:
-            raise TaskInputError(f"cannot read {path}: {exc}", hint="Give a UTF-8 JSON file.") from None
+        text = _input_file(path)
+    if len(text) > MAX_INPUT_BYTES:
+        raise TaskInputError(
+            f"{source} is {len(text):,} characters, over the {MAX_INPUT_BYTES:,} a graph input may be",
+            hint="Pass large documents as files the graph reads, not inside its input.",
+        )
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
@@ -176,8 +179,59 @@ def _load_graph_input(reference: str, text: str | None) -> tuple[Any, dict[str, 
             f"{source} is not valid JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}",
             hint='Give a JSON object, e.g. --input \'{"text": "..."}\'',
         ) from None
+    except RecursionError:
+        data = None  # nested past what the reader follows: refused below
+    if data is None or _depth(data) > MAX_INPUT_DEPTH:
+        raise TaskInputError(
+            f"{source} nests deeper than {MAX_INPUT_DEPTH} levels", hint="Give a flatter JSON object."
+        )
     check_input(loaded, data)
     return loaded, data
+
+
+MAX_INPUT_BYTES = 10 * 2**20
+"""The most a graph's ``--input`` may be (inline or ``@FILE``): 10 MiB."""
+MAX_INPUT_DEPTH = 64
+"""The deepest nesting of arrays and objects a graph's ``--input`` may have."""
+
+
+def _input_file(path: Path) -> str:
+    """An ``@FILE`` input: a regular UTF-8 file of at most ``MAX_INPUT_BYTES`` (a device, a
+    FIFO or a folder is refused before anything is read)."""
+    hint = "Give a UTF-8 JSON file."
+    try:
+        info = path.stat()
+    except OSError as exc:
+        raise TaskInputError(f"cannot read {path}: {exc.strerror or exc}", hint=hint) from None
+    if not stat.S_ISREG(info.st_mode):
+        raise TaskInputError(f"cannot read {path}: not a regular file", hint=hint)
+    if info.st_size > MAX_INPUT_BYTES:
+        raise TaskInputError(
+            f"{path} is {info.st_size:,} bytes, over the {MAX_INPUT_BYTES:,} a graph input may be",
+            hint="Pass large documents as files the graph reads, not inside its input.",
+        )
+    try:
+        with path.open("rb") as handle:
+            data = handle.read(MAX_INPUT_BYTES + 1)
+        if len(data) > MAX_INPUT_BYTES:  # it grew while being read
+            raise TaskInputError(f"{path} is over the {MAX_INPUT_BYTES:,} bytes a graph input may be")
+        return data.decode("utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise TaskInputError(f"cannot read {path}: {exc}", hint=hint) from None
+
+
+def _depth(value: Any) -> int:
+    """How deep arrays and objects nest in a JSON value (without recursion)."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, level = stack.pop()
+        if isinstance(item, dict | list):
+            deepest = max(deepest, level)
+            if level <= MAX_INPUT_DEPTH:
+                stack.extend(
+                    (child, level + 1) for child in (item.values() if isinstance(item, dict) else item)
+                )
+    return deepest
 
 
 def _state_text(state: dict[str, Any]) -> str:

@@ -12,7 +12,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 from tierflow.cli.render import ProgressDisplay, stats_line
-from tierflow.errors import ConfigError, TierflowError
+from tierflow.errors import TaskInputError, TierflowError
 from tierflow.records import RunStatus
 from tierflow.secrets import scrub, scrub_value
 from tierflow.settings import (
@@ -118,6 +118,10 @@ def parse_tiers(preset: str, overrides: list[str]) -> TierPolicy:
     """The policy of ``--policy PRESET`` (or ``settings``) with ``--tier NODE=TIER`` overrides;
     the graph that runs checks that the nodes exist."""
     configured = settings().policy
+    if preset != "settings" and preset not in POLICY_PRESETS:
+        raise TaskInputError(
+            f"unknown policy {preset!r}", hint=f"Use one of: settings, {', '.join(POLICY_PRESETS)}."
+        )
     policy = (
         configured
         if preset == "settings"
@@ -127,7 +131,7 @@ def parse_tiers(preset: str, overrides: list[str]) -> TierPolicy:
     for item in overrides:
         node, sep, tier = item.partition("=")
         if not sep or not node or tier not in POLICY_PRESETS:
-            raise ConfigError(
+            raise TaskInputError(
                 f"--tier {item!r} is not NODE=TIER",
                 hint="TIER is one of slm, llm, tiered; NODE is a node of the graph (e.g. answer).",
             )
