@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     from tierflow.graphs.recall import Recall
     from tierflow.memory.decisions import OutputMemory
 
-__all__ = ["TaskRunner", "RunResult", "MAX_TASK_CHARS", "TASK_GRAPH", "check_task"]
+__all__ = ["TaskRunner", "RunResult", "MAX_TASK_CHARS", "TASK_GRAPH", "check_task", "check_text"]
 
 TASK_GRAPH = "task"
 """The name the task graph's runs are stored under (and its calibrated scorers)."""
@@ -57,22 +57,33 @@ class RunResult:
 
 def check_task(task: str) -> str:
     """The task, stripped; ``TaskInputError`` when it is empty or too long."""
-    text = task.strip()
+    return check_text(
+        task,
+        "task",
+        limit=MAX_TASK_CHARS,
+        example='tierflow run "What is 2 + 2?"',
+        too_long="Put long material in a workspace file and refer to it in the task.",
+    )
+
+
+def check_text(text: str, what: str, *, limit: int, example: str, too_long: str = "Shorten it.") -> str:
+    """A text a user gave (a task, a query, a question), stripped: ``TaskInputError`` when it
+    is not UTF-8 (bytes of another encoding arrive as surrogates), empty, or over ``limit``."""
+    stripped = text.strip()
     try:
-        text.encode("utf-8")
+        stripped.encode("utf-8")
     except UnicodeEncodeError:
         raise TaskInputError(
-            "the task is not valid UTF-8 text (it holds bytes of another encoding)",
-            hint="Give the task as UTF-8, e.g. convert it with iconv -t utf-8.",
+            f"the {what} is not valid UTF-8 text (it holds bytes of another encoding)",
+            hint="Give it as UTF-8, e.g. convert it with iconv -t utf-8.",
         ) from None
-    if not text:
-        raise TaskInputError("the task is empty", hint='Give a task, e.g. tierflow run "What is 2 + 2?"')
-    if len(text) > MAX_TASK_CHARS:
+    if not stripped:
+        raise TaskInputError(f"the {what} is empty", hint=f"Give one, e.g. {example}")
+    if len(stripped) > limit:
         raise TaskInputError(
-            f"the task is {len(text):,} characters long (at most {MAX_TASK_CHARS:,})",
-            hint="Put long material in a workspace file and refer to it in the task.",
+            f"the {what} is {len(stripped):,} characters long (at most {limit:,})", hint=too_long
         )
-    return text
+    return stripped
 
 
 class TaskRunner:

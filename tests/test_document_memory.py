@@ -182,6 +182,17 @@ def test_the_store_survives_a_restart_offline_writing_only_its_folders(
     listed = tierflow("memory", "list", "--json", env=env)
     assert listed.returncode == 0, listed.stderr
     assert sorted(Path(s["source"]).name for s in json.loads(listed.stdout)) == sorted([BUGS.name, FAQ.name])
+    for query, message in (("  ", "the query is empty"), ("x" * 2001, "at most 2,000")):
+        refused = tierflow("memory", "search", query, env=env)
+        assert refused.returncode == 2 and message in refused.stderr, refused.stderr
+    for command in ("search", "ask"):  # bytes of another encoding (Latin-1 "café")
+        latin = subprocess.run(
+            [sys.executable, "-m", "tierflow", "memory", command, b"caf\xe9"],
+            capture_output=True,
+            env=env,
+            check=False,
+        )
+        assert latin.returncode == 2 and b"not valid UTF-8" in latin.stderr, latin.stderr[-400:]
     forgot = tierflow("memory", "forget", str(files / BUGS.name), env=env)
     assert forgot.returncode == 0, forgot.stderr
     listed = tierflow("memory", "list", "--json", env=env)

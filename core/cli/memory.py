@@ -80,6 +80,10 @@ def memory_add(
     raise typer.Exit(1 if failed else 0)
 
 
+MAX_QUERY_CHARS = 2000
+"""The longest query or question ``memory search`` and ``memory ask`` take."""
+
+
 @memory_app.command("search")
 def memory_search(
     query: Annotated[str, typer.Argument(help="What to look for, in plain language.")],
@@ -89,6 +93,11 @@ def memory_search(
 ) -> None:
     """The chunks that best match QUERY, best first (by meaning, plus the words they share
     with it), with their source and position."""
+    from tierflow.graphs.runner import check_text
+
+    query = check_text(
+        query, "query", limit=MAX_QUERY_CHARS, example='tierflow memory search "refund policy"'
+    )
     hits = _documents().search(query, k=k, collections=collection or None)
     if as_json:
         emit_json(
@@ -158,9 +167,11 @@ def memory_ask(
     question they do not answer gets "not found" rather than a guess."""
     from tierflow.app import App
     from tierflow.graphs.citing import build_qa_graph
+    from tierflow.graphs.runner import check_text
 
-    if not question.strip():
-        raise TaskInputError("the question is empty", hint='e.g. tierflow memory ask "How do I reset it?"')
+    question = check_text(
+        question, "question", limit=MAX_QUERY_CHARS, example='tierflow memory ask "How do I reset it?"'
+    )
     conf = settings()
     chosen = parse_tiers(policy, [])
     with App(conf, on_progress=progress_display()) as tierflow_app:
