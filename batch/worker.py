@@ -165,6 +165,6 @@ class Worker:
 
 
 def _build_tiers(settings: Settings) -> Tiers:
-    from tierflow.app import build_llm, build_slm
+    from tierflow.app import build_tiers
 
-    return Tiers(slm=build_slm(settings), llm=build_llm(settings))
+    return build_tiers(settings)  # a tier the policy never calls is never built

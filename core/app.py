@@ -41,7 +41,7 @@ if TYPE_CHECKING:
     from tierflow.memory.documents import DocumentMemory
     from tierflow.memory.embeddings import OfflineEmbeddings, Relevance
 
-__all__ = ["App", "run_graph", "build_slm", "build_llm", "trace_listeners"]
+__all__ = ["App", "run_graph", "build_slm", "build_llm", "build_tiers", "trace_listeners"]
 
 logger = logging.getLogger("tierflow")
 
@@ -77,6 +77,15 @@ def build_slm(settings: Settings, on_progress: OnProgress | None = None) -> Llam
         n_ctx=settings.slm_n_ctx,
         n_threads=settings.slm_threads,
         seed=settings.seed,
+    )
+
+
+def build_tiers(settings: Settings, on_progress: OnProgress | None = None) -> Tiers:
+    """Both tiers, each built on its first use: a run on one tier never resolves or downloads
+    the other's model file (``--policy llm`` needs no SLM file)."""
+    return Tiers(
+        slm=Deferred("slm", _model_name(settings.slm_model), lambda: build_slm(settings, on_progress)),
+        llm=Deferred("llm", llm_name(settings), lambda: build_llm(settings, on_progress)),
     )
 
 
@@ -213,11 +222,7 @@ class App:
     def tiers(self) -> Tiers:
         """Each tier's model is built on its first use: a run on one tier never resolves or
         downloads the other's model file."""
-        conf = self.settings
-        return Tiers(
-            slm=Deferred("slm", _model_name(conf.slm_model), lambda: build_slm(conf, self._on_progress)),
-            llm=Deferred("llm", llm_name(conf), lambda: build_llm(conf, self._on_progress)),
-        )
+        return build_tiers(self.settings, self._on_progress)
 
     @cached_property
     def checkpointer(self) -> Any:

@@ -40,6 +40,7 @@ __all__ = [
     "concise",
     "all_of",
     "require_keys",
+    "first_model",
     "Keys",
 ]
 
@@ -141,6 +142,15 @@ def _fields(model: type[BaseModel]) -> list[tuple[str, str]]:
 def _routing(prefer: TierChoice | None, local_only: bool, redact: bool | None) -> dict[str, Any]:
     """The keyword arguments every builder passes on to ``ask``."""
     return {"prefer": prefer, "local_only": local_only, "redact": redact}
+
+
+def first_model(
+    ctx: TierContext, node: str, prefer: TierChoice | None = None, local_only: bool = False
+) -> Any:
+    """The model a step's text goes to first, whose context it must fit: the LLM when the
+    step runs on it, else the SLM (a run on the LLM never needs the SLM's file)."""
+    on_llm = ctx.policy.for_node(node, prefer) == "llm" and not (local_only or ctx.local_only)
+    return ctx.tiers.llm if on_llm else ctx.tiers.slm
 
 
 def _value(got: Answer[T], node: str) -> T:
@@ -284,7 +294,8 @@ def summarize(
             got = scope.ask(messages, parse, max_tokens=max_tokens, view=view, **routing)
             return _value(_kept(got), scope.node)
 
-        summary = fit_and_summarize(scope.ctx.tiers.slm, text, once, overhead=overhead, max_tokens=max_tokens)
+        model = first_model(scope.ctx, scope.node, prefer, local_only)
+        summary = fit_and_summarize(model, text, once, overhead=overhead, max_tokens=max_tokens)
         scope.summarize_as(summary)
         return {into: [summary] if append else summary}
 

@@ -28,7 +28,16 @@ from tierflow.agents.escalation import parse_text
 from tierflow.agents.fitting import context_budget, count_tokens, split_to_fit
 from tierflow.agents.prompting import render_messages
 from tierflow.graphs.context import TierContext
-from tierflow.graphs.steps import StepScope, all_of, concise, numbers_grounded, reason, summarize, tiered_node
+from tierflow.graphs.steps import (
+    StepScope,
+    all_of,
+    concise,
+    first_model,
+    numbers_grounded,
+    reason,
+    summarize,
+    tiered_node,
+)
 from typing_extensions import TypedDict
 
 __all__ = [
@@ -94,8 +103,9 @@ def chunk_budget(model: Any, chunk_tokens: int) -> int:
 
 
 def _budget(scope: StepScope) -> tuple[Any, int]:
-    """The SLM and the chunk budget of this run."""
-    model = scope.ctx.tiers.slm
+    """The model the chunks are written for (the SLM, unless they all go to the LLM, whose
+    context is not the SLM's and whose file a run on the LLM never needs) and the budget."""
+    model = first_model(scope.ctx, "summarize_chunk")
     chunk_tokens = getattr(scope.ctx, "chunk_tokens", BatchContext.chunk_tokens)
     return model, chunk_budget(model, chunk_tokens)
 

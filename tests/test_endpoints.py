@@ -5,8 +5,10 @@ structured-output form, native tool calls, the OpenAI SDK's variables and the
 
 from __future__ import annotations
 
+import json
 import logging
 import os
+from pathlib import Path
 from typing import Any, Literal
 
 import openai
@@ -413,3 +415,36 @@ def test_a_llamacpp_server_gets_json_replies_rather_than_tool_calls() -> None:
     with fake_openai(Endpoint()) as server:
         assert chat_model(server, response_format="llamacpp").native_tools is False
         assert chat_model(server, response_format="llamacpp", native_tools="on").native_tools is True
+
+
+def test_summarize_on_the_llm_needs_no_slm_file(tmp_path: Path) -> None:
+    """--policy llm downloads nothing: the chunks are sized for the LLM, never the SLM."""
+    import subprocess
+    import sys
+
+    folder = tmp_path / "reports"
+    folder.mkdir()
+    for name in ("a.txt", "b.txt"):
+        (folder / name).write_text("Sales rose 5 percent in May, mostly in the north region.\n")
+    reply = "Sales rose 5 percent in May."
+    with fake_openai(Endpoint(reply=reply)) as server:
+        env = {
+            **os.environ,
+            "TIERFLOW_DATA_DIR": str(tmp_path / "data"),
+            "TIERFLOW_MODELS_DIR": str(tmp_path / "no-models"),
+            "TIERFLOW_AUTO_PULL": "false",
+            "TIERFLOW_LLM_BASE_URL": server.base_url,
+            "TIERFLOW_LLM_MODEL": "served-model",
+        }
+        done = subprocess.run(
+            [sys.executable, "-m", "tierflow", "summarize", str(folder), "--policy", "llm", "--json"],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=300,
+            check=False,
+        )
+    assert done.returncode == 0, done.stderr[-800:]
+    report = json.loads(done.stdout)
+    assert [d["status"] for d in report["documents"]] == ["succeeded", "succeeded"]
+    assert not (tmp_path / "no-models").exists() or not any((tmp_path / "no-models").rglob("*.gguf"))
