@@ -7,7 +7,9 @@ Two kinds are scrubbed to ``[REDACTED]``:
   ``*_TOKEN``, ``*_SECRET``, ``*_PASSWORD``), registered when the settings load;
 * **shapes** of common credentials wherever they appear (a key typed into a task, quoted by
   an endpoint's error): OpenAI-style ``sk-…`` keys, bearer tokens, GitHub, Slack and AWS
-  access keys, and the password of any ``scheme://user:password@host`` URL.
+  access keys, the password of any ``scheme://user:password@host`` URL, a value a label
+  calls secret (``password: …``, ``api_key=…``, ``token = …``), and a spoken password
+  with a digit in it (``password hunter2``, ``my PIN is 4417``).
 
 ``scrub`` is what every store and printer calls; ``install_log_scrubbing`` makes every log
 record (tierflow's, httpx's, openai's) pass through it.
@@ -42,6 +44,13 @@ _SHAPES = re.compile(
     r"|(?<=Bearer )[A-Za-z0-9._~+/-]{16,}=*",  # Authorization headers
 )
 _URL_PASSWORD = re.compile(r"(?<=://)([^/\s:@]+):([^/\s@]+)@")
+_LABELLED = re.compile(  # a value a label calls secret: "password: x", "api_key=x", "token = x"
+    r"(?i)\b((?:password|passwd|passphrase|pwd|secret|api[_ -]?key|access[_ -]?key|auth[_ -]?token|token)"
+    r"\s*[:=]\s*)([^\s\"',;]+)"
+)
+_SPOKEN_PASSWORD = re.compile(  # "password hunter2", "my password is hunter2": a value with a digit
+    r"(?i)\b((?:password|passwd|passphrase|pin)\s+(?:is\s+|was\s+)?)(?=[^\s\"',;]*\d)([^\s\"',;.]+)"
+)
 _SECRET_ENV = re.compile(r"(API_?KEY|TOKEN|SECRET|PASSWORD|PASSWD)$", re.IGNORECASE)
 
 _known: set[str] = set()
@@ -79,7 +88,9 @@ def scrub(text: str) -> str:
     if pattern is not None:
         text = pattern.sub(REDACTED, text)
     text = _SHAPES.sub(REDACTED, text)
-    return _URL_PASSWORD.sub(lambda m: f"{m.group(1)}:{REDACTED}@", text)
+    text = _URL_PASSWORD.sub(lambda m: f"{m.group(1)}:{REDACTED}@", text)
+    text = _LABELLED.sub(lambda m: m.group(1) + REDACTED, text)
+    return _SPOKEN_PASSWORD.sub(lambda m: m.group(1) + REDACTED, text)
 
 
 def scrub_value(value: Any) -> Any:

@@ -236,7 +236,10 @@ def test_content_only_when_asked_and_scrubbed_of_secrets(
     receiver: Receiver, stores: Callable[[], TraceStore], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("TIERFLOW_OTEL_CONTENT", "true")
-    report = REPORT + " My key is sk-abcdefghijklmnopqrstuvwx, the other sk-test-SECRET-42."
+    report = REPORT + (
+        " My key is sk-abcdefghijklmnopqrstuvwx, the other sk-test-SECRET-42,"
+        " my password is hunter2 and api_key=abc123def."
+    )
     result = run_graph(triage.graph, {"report": report}, tiers=triage_tiers(), store=stores())
     assert result.ok
     [spans] = receiver.traces().values()
@@ -255,6 +258,7 @@ def test_content_only_when_asked_and_scrubbed_of_secrets(
     }
     for body in receiver.requests:
         assert b"sk-abcdefghijklmnopqrstuvwx" not in body and b"sk-test-SECRET-42" not in body
+        assert b"hunter2" not in body and b"abc123def" not in body
 
 
 def test_a_batch_workers_trace_is_exported_when_replayed(
