@@ -9,6 +9,7 @@ records why; model-caused problems never crash a run. Failures of the tiers them
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -429,12 +430,15 @@ def answer(state: TaskState, scope: StepScope) -> Update:
     errors = [str(obs["error"]) for obs in tried if obs["error"]]
     steps = state.get("steps") or []
 
+    unchecked: list[str] = []  # an answer kept although its checks failed
+
     def parse(completion: Completion) -> str:
         text = parse_text(completion)
         problem = answer_problem(state["task"], results, errors, steps, text)
         if problem is not None and (completion.tier == "slm" or problem.code == "empty_output"):
             raise problem
         if problem is not None:
+            unchecked.append(problem.reason)
             scope.summarize_as(f"{text} (checks: {problem.reason})")
         return text
 
@@ -450,7 +454,8 @@ def answer(state: TaskState, scope: StepScope) -> Update:
     if passages:
         cited = [p for p in passages if f"[{p['source']}]" in text]
         scope.handle.evidence = {"retrieved": passages, "cited": [p["source"] for p in cited]}
-    _remember_plan(state, scope, got.record)
+    if got.value is not None and not unchecked:  # only a plan whose answer held its checks
+        _remember_plan(state, scope, got.record)
     return {"answer": text}
 
 
@@ -473,12 +478,22 @@ def retrieved_passages(state: TaskState) -> list[dict[str, Any]]:
     ]
 
 
+_OUTSIDE = re.compile(r"(?:^|[\s'\"(=])(?:/(?=[\w.])|~[\w-]*/|[A-Za-z]:\\)|\.\.[/\\]")
+"""A path that is absolute, in a home folder or up a level: never in a plan worth keeping."""
+
+
 def _remember_plan(state: TaskState, scope: StepScope, record: ModelCallRecord) -> None:
-    """A plan whose every step used a tool without error is kept for similar tasks."""
+    """A plan is kept for similar tasks only when every step used a tool without error, the
+    answer held its checks, and no step names a path outside the workspace (a plan written
+    by a compromised or misled model is never offered again)."""
     ctx = _ctx(scope)
     observations = state.get("observations") or []
     worked = bool(observations) and all(obs["tool"] and not obs["error"] for obs in observations)
+    steps = state.get("steps") or []
     if ctx.recall is None or state.get("plan_reused") or not worked:
+        return
+    if any(_OUTSIDE.search(step) for step in steps):
+        _note_skipped(record, "a step names a path outside the workspace")
         return
     problem = ctx.recall.remember_plan(state["task"], state.get("steps") or [], ctx.recorder.run_id)
     if problem is not None:

@@ -271,3 +271,30 @@ def test_the_memory_is_rebuilt_from_the_stored_runs(
         "llm",
     )
     assert rebuild_decisions(store, fresh) == (2, 0)  # idempotent
+
+
+def test_only_a_checked_plan_inside_the_workspace_is_kept(
+    store: TraceStore, tmp_path: Path, embeddings: OfflineEmbeddings
+) -> None:
+    """A plan whose answer failed its checks, or whose steps name paths outside the
+    workspace, is never offered again, even when every tool call succeeded."""
+    recall = Recall(memory(embeddings), plan_reuse_similarity=0.9)
+    (tmp_path / "notes.md").write_text("twelve words of notes here\n")
+    outside = {"steps": ["Count the words of ../notes.md", "Count the words of /etc/notes.md"], "answer": ""}
+    plain = {"steps": ["Compute 12 * 7 with the calculator"], "answer": ""}
+    scripts = {
+        "slm": {
+            SELECT: [{"tool": "word_count"}] * 2 + [{"tool": "calculator"}] * 2,
+            EXTRACT: [{"path": "notes.md"}] * 2 + [{"expression": "12 * 7"}] * 2,
+            ANSWER: ["5 words.", "It is 85."],  # the second: a number no result holds
+        },
+        "llm": {PLAN: [outside, plain, plain], ANSWER: ["It is 96."]},
+    }
+    runner, _, large = scripted_runner(store, tmp_path, recall=recall, policy=TierPolicy(), **scripts)
+    first = runner.run("How many words are in my notes?")  # both tool calls succeed
+    assert first.status == "succeeded" and first.answer == "5 words."
+    second = runner.run("What is 12 * 7?")  # the LLM's answer is kept, but fails its checks
+    assert second.status == "succeeded" and second.answer == "It is 96."
+    for task in ("How many words are in my notes?", "What is 12 * 7?"):  # neither plan was kept
+        past = recall.plans.nearest(task)
+        assert past is None or past.task != task
