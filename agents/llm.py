@@ -27,6 +27,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
+import httpx2 as http  # the HTTP client openai 3 is built on (its transports, its errors)
 import openai
 from tierflow.agents.grammar import grammar_schema
 from tierflow.agents.protocol import Completion, Message, Tier
@@ -40,7 +41,15 @@ from tierflow.agents.tool_calls import (
 from tierflow.errors import LLMUnavailableError
 from tierflow.secrets import scrub
 
-__all__ = ["OpenAIChatModel", "ResponseFormat", "TokenParameter", "NativeTools", "ToolCallResult"]
+__all__ = [
+    "OpenAIChatModel",
+    "ResponseFormat",
+    "TokenParameter",
+    "NativeTools",
+    "ToolCallResult",
+    "bounded_client",
+    "MAX_REPLY_BYTES",
+]
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +80,69 @@ _HINTS = {
     "to fall back to JSON replies, or off; vLLM needs --enable-auto-tool-choice and "
     "--tool-call-parser, llama.cpp's llama-server needs --jinja.",
 }
+
+
+MAX_REPLY_BYTES = 4 * 2**20
+"""The largest reply body an LLM endpoint may send (a reply of thousands of tokens is tens of
+kilobytes; a larger one is refused, not stored)."""
+
+
+class ReplyTooLarge(http.ReadError):
+    """A reply body over ``MAX_REPLY_BYTES``."""
+
+
+class _Bounded(http.SyncByteStream):
+    """A response body read within the request's total deadline and the size cap."""
+
+    def __init__(
+        self, stream: http.SyncByteStream, request: http.Request, deadline: float, total_s: float
+    ) -> None:
+        self._stream, self._request, self._deadline, self._total_s = stream, request, deadline, total_s
+
+    def __iter__(self) -> Any:
+        size = 0
+        for chunk in self._stream:
+            size += len(chunk)
+            if time.monotonic() > self._deadline:  # a server that drips bytes is cut off here
+                raise http.ReadTimeout(f"no whole reply within {self._total_s:g} s", request=self._request)
+            if size > MAX_REPLY_BYTES:
+                raise ReplyTooLarge(f"the reply is over {MAX_REPLY_BYTES:,} bytes", request=self._request)
+            yield chunk
+
+    def close(self) -> None:
+        self._stream.close()
+
+
+class _DeadlineTransport(http.BaseTransport):
+    """Each request answered whole within ``total_s`` (httpx's own timeouts bound each read,
+    so a server sending a byte now and then could hold a call forever)."""
+
+    def __init__(self, total_s: float) -> None:
+        self._inner = http.HTTPTransport()
+        self._total_s = total_s
+
+    def handle_request(self, request: http.Request) -> http.Response:
+        deadline = time.monotonic() + self._total_s
+        response = self._inner.handle_request(request)
+        assert isinstance(response.stream, http.SyncByteStream)
+        response.stream = _Bounded(response.stream, request, deadline, self._total_s)
+        return response
+
+    def close(self) -> None:
+        self._inner.close()
+
+
+def bounded_client(base_url: str, api_key: str, *, timeout: float, max_retries: int) -> openai.OpenAI:
+    """An OpenAI client whose every attempt ends within ``timeout`` seconds in all (so a call
+    ends within (1 + ``max_retries``) × ``timeout`` plus the back-off), and whose replies are
+    at most ``MAX_REPLY_BYTES``."""
+    return openai.OpenAI(
+        base_url=base_url,
+        api_key=api_key,
+        timeout=timeout,
+        max_retries=max_retries,
+        http_client=openai.DefaultHttpxClient(transport=_DeadlineTransport(timeout)),
+    )
 
 
 class OpenAIChatModel:
@@ -348,6 +420,12 @@ def _describe(exc: openai.APIError, base_url: str, model: str) -> LLMUnavailable
         return LLMUnavailableError(
             f"the LLM at {base_url} did not answer in time",
             hint="Raise TIERFLOW_LLM_TIMEOUT, or check that the server is not overloaded.",
+        )
+    if isinstance(exc, openai.APIConnectionError) and isinstance(exc.__cause__, ReplyTooLarge):
+        return LLMUnavailableError(
+            f"the LLM at {base_url} sent {exc.__cause__}: refused",
+            hint="Check that TIERFLOW_LLM_BASE_URL is a chat-completions endpoint, not a file or a "
+            "proxy page.",
         )
     if isinstance(exc, openai.APIConnectionError):
         return LLMUnavailableError(

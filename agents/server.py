@@ -228,12 +228,10 @@ class EmbeddedLLM:
 
     def _client_model_locked(self) -> OpenAIChatModel:
         if self._model is None or not self.server.running:
-            import openai
+            from tierflow.agents.llm import bounded_client
 
             base_url = self.server.start()
-            client = openai.OpenAI(
-                base_url=base_url, api_key="embedded", timeout=self._timeout, max_retries=1
-            )
+            client = bounded_client(base_url, "embedded", timeout=self._timeout, max_retries=1)
             self._model = OpenAIChatModel(
                 client, self.server.alias, response_format="llamacpp", seed=self._seed
             )

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from tierflow.agents.calibration import StepScorers, scorer_file, shipped_priors
 from tierflow.agents.catalog import CATALOG, resolve_model
-from tierflow.agents.llm import OpenAIChatModel
+from tierflow.agents.llm import OpenAIChatModel, bounded_client
 from tierflow.agents.policy import TierPolicy
 from tierflow.agents.protocol import ChatModel
 from tierflow.agents.scoring import EscalationScorer
@@ -95,7 +95,6 @@ def build_llm(settings: Settings, on_progress: OnProgress | None = None) -> Chat
     if settings.llm_base_url:
         from urllib.parse import urlsplit
 
-        import openai
         from tierflow.secrets import scrub
 
         if not settings.llm_model:
@@ -110,9 +109,9 @@ def build_llm(settings: Settings, on_progress: OnProgress | None = None) -> Chat
                 "no API key for OpenAI",
                 hint="Set OPENAI_API_KEY (or TIERFLOW_LLM_API_KEY) to your OpenAI API key.",
             )
-        client = openai.OpenAI(
-            base_url=settings.llm_base_url,
-            api_key=key or "unused",
+        client = bounded_client(
+            settings.llm_base_url,
+            key or "unused",
             timeout=settings.llm_timeout,
             max_retries=settings.llm_max_retries,
         )

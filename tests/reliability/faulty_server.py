@@ -37,6 +37,7 @@ class Fault:
     headers: dict[str, str] = field(default_factory=dict)
     delay_s: float = 0.0
     cut_after: int | None = None  # send this many bytes of the body, then drop the connection
+    drip_s: float = 0.0  # send the body one byte at a time, this long apart
 
 
 class FaultyServer:
@@ -76,6 +77,12 @@ class FaultyServer:
                     for key, value in fault.headers.items():
                         self.send_header(key, value)
                     self.end_headers()
+                    if fault.drip_s:
+                        for byte in data:
+                            self.wfile.write(bytes([byte]))
+                            self.wfile.flush()
+                            time.sleep(fault.drip_s)
+                        return
                     if fault.cut_after is not None:
                         self.wfile.write(data[: fault.cut_after])
                         self.wfile.flush()

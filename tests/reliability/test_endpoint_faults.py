@@ -61,6 +61,36 @@ def test_each_fault_ends_in_a_clear_error_after_bounded_retries(name: str, tally
     assert len(server.requests) == attempts  # retried what may pass, not what cannot
 
 
+def test_a_dripping_server_is_cut_off_at_the_total_deadline(tally: Any) -> None:
+    """Headers at once, then a byte every 0.2 s: each read is quick, the whole reply would
+    take minutes. Each attempt ends at the timeout, so the call ends within (1 + retries) ×
+    timeout plus the back-off."""
+    import time
+
+    from tierflow.agents.llm import bounded_client
+
+    tally(faults_injected=1)
+    with faulty_server(Fault(drip_s=0.2)) as server:
+        client = bounded_client(server.base_url, "unused", timeout=1.0, max_retries=RETRIES)
+        started = time.monotonic()
+        with pytest.raises(LLMUnavailableError, match="did not answer in time"):
+            ask(OpenAIChatModel(client, "faulty"))
+        elapsed = time.monotonic() - started
+    assert elapsed < (1 + RETRIES) * 1.0 + 5.0, elapsed
+    assert len(server.requests) == RETRIES + 1
+
+
+def test_a_reply_over_the_size_cap_is_refused_not_stored(tally: Any) -> None:
+    from tierflow.agents.llm import MAX_REPLY_BYTES, bounded_client
+
+    tally(faults_injected=1)
+    huge = {**completion(), "padding": "x" * (MAX_REPLY_BYTES + 10)}
+    with faulty_server(Fault(body=huge)) as server:
+        client = bounded_client(server.base_url, "unused", timeout=10.0, max_retries=0)
+        with pytest.raises(LLMUnavailableError, match="over 4,194,304 bytes"):
+            ask(OpenAIChatModel(client, "faulty"))
+
+
 def test_unreachable_endpoint(tally: Any) -> None:
     tally(faults_injected=1)
     with faulty_server() as server:
