@@ -31,7 +31,14 @@ from tierflow.graphs.summaries import SYNTHESIS_GROUP_CHARS, summaries_text, syn
 from tierflow.memory.traces.tables import Job, JobDocument
 from tierflow.memory.traces.tracelog import replay
 from tierflow.records import OnProgress, Progress
-from tierflow.tools.readers import DocumentError, content_hash, find_inputs, read_document
+from tierflow.tools.readers import (
+    DocumentError,
+    content_hash,
+    find_inputs,
+    name_is_utf8,
+    printable_name,
+    read_document,
+)
 
 if TYPE_CHECKING:
     from tierflow.app import App
@@ -150,7 +157,7 @@ def _open_job(jobs: JobStore, request: JobRequest, summary_signature: str) -> tu
         return job, [Path(p) for p in job.inputs], True
     paths = find_inputs(request.inputs)
     job_signature = signature(
-        {"inputs": [str(p) for p in paths], "summary": summary_signature, "synthesis": request.synthesis}
+        {"inputs": [_stored(p) for p in paths], "summary": summary_signature, "synthesis": request.synthesis}
     )
     found = jobs.unfinished(job_signature)
     if found is not None:
@@ -160,27 +167,42 @@ def _open_job(jobs: JobStore, request: JobRequest, summary_signature: str) -> tu
         "summary_signature": summary_signature,
         "synthesis": request.synthesis,
     }
-    return jobs.create([str(p) for p in paths], options, job_signature=job_signature), paths, False
+    return jobs.create([_stored(p) for p in paths], options, job_signature=job_signature), paths, False
+
+
+def _stored(path: Path) -> str:
+    """How a job keeps a path: as it is, or, for a name that is not UTF-8 (which no store
+    takes), printably; such a document fails alone, with the reason."""
+    return str(path) if name_is_utf8(path) else printable_name(path)
 
 
 def _prepare(jobs: JobStore, job_id: str, paths: Sequence[Path], summary_signature: str) -> list[JobDocument]:
     """Add the job's documents not yet in it; return those left to summarize. A document
     finished before stays finished while its file is unchanged; an unchanged file another
     job already summarized with the same options is skipped with that summary."""
-    hashes = {str(path): _hash(path) for path in paths}  # every file read once here
+    hashes = {_stored(path): _hash(path) if name_is_utf8(path) else None for path in paths}  # read once
+    misnamed = {_stored(path) for path in paths if not name_is_utf8(path)}
     known = {document.path for document in jobs.documents(job_id)}
     jobs.add_documents(
         job_id,
         [
-            NewDocument(position, str(path), hashes[str(path)], _size(path))
+            NewDocument(position, _stored(path), hashes[_stored(path)], _size(path))
             for position, path in enumerate(paths)
-            if str(path) not in known
+            if _stored(path) not in known
         ],
     )
     todo = []
     for document in jobs.documents(job_id):
         document_id = document.id
         assert document_id is not None
+        if document.path in misnamed:
+            jobs.update_document(
+                document_id,
+                status="failed",
+                reason=f"name_not_utf8: {document.path} has a name that is not valid UTF-8 "
+                "(rename it, e.g. with convmv -f latin1 -t utf-8)",
+            )
+            continue
         current = hashes[document.path]
         unchanged = current is not None and current == document.content_hash
         if document.status in ("succeeded", "skipped") and unchanged:

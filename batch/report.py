@@ -5,6 +5,7 @@ the cross-document report; then the totals. Markdown, or JSON with ``--json``.""
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -12,8 +13,27 @@ from typing import Any
 from tierflow.batch.jobs import JobStore
 from tierflow.memory.traces import TraceStore
 from tierflow.records import slm_share
+from tierflow.tools.readers import printable_name
 
-__all__ = ["DocumentReport", "Totals", "JobReport", "build_report"]
+__all__ = ["DocumentReport", "Totals", "JobReport", "build_report", "markdown_text", "model_text"]
+
+_MARKDOWN = re.compile(r"([\\`*\[\]<>])")  # what starts emphasis, code, links or HTML
+
+
+_HIDDEN = re.compile(r"[\u200b-\u200f\u202a-\u202e\u2060-\u2069\ufeff\x00-\x08\x0b-\x1f\x7f]")
+
+
+def model_text(text: str) -> str:
+    """A model's Markdown as the report keeps it: its lines and markup as they are, but
+    control, zero-width and bidirectional characters (which could hide or reverse text)
+    escaped."""
+    return _HIDDEN.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
+
+
+def markdown_text(text: str) -> str:
+    """Text from a file name or a reason as Markdown shows it literally: control and
+    bidirectional characters escaped, Markdown's markup characters backslashed."""
+    return _MARKDOWN.sub(r"\\\1", printable_name(text))
 
 
 @dataclass(frozen=True)
@@ -83,15 +103,16 @@ class JobReport:
             "## Documents",
         ]
         for d in self.documents:
-            lines += ["", f"### {d.position + 1}. {d.name} ({d.status})", ""]
+            lines += ["", f"### {d.position + 1}. {markdown_text(d.name)} ({d.status})", ""]
             if d.summary:
-                lines += [d.summary.strip(), ""]
+                lines += [model_text(d.summary.strip()), ""]
             if d.reason:
-                lines += [f"**{'Why it failed' if d.status == 'failed' else 'Note'}:** {d.reason}", ""]
+                label = "Why it failed" if d.status == "failed" else "Note"
+                lines += [f"**{label}:** {markdown_text(d.reason)}", ""]
             lines.append(f"*{_costs(d)}*")
         lines += ["", "## Cross-document report", ""]
         if self.synthesis:
-            lines.append(self.synthesis.strip())
+            lines.append(model_text(self.synthesis.strip()))
         elif self.error:
             lines.append(f"**Not written:** {self.error}")
         elif not self.synthesis_requested:
@@ -138,7 +159,7 @@ def build_report(jobs: JobStore, job_id: str, *, seconds: float, store: TraceSto
         DocumentReport(
             position=row.position,
             path=row.path,
-            name=Path(row.path).name,
+            name=printable_name(Path(row.path).name),
             status=row.status,
             summary=row.summary,
             reason=row.reason,

@@ -29,7 +29,7 @@ from tierflow.memory.embeddings import OfflineEmbeddings, cosine_similarities
 from tierflow.memory.lexical import LEXICAL_WEIGHT, Bm25
 from tierflow.memory.store import MemoryStoreError, cosine_collection, open_client
 from tierflow.records import OnProgress, Progress
-from tierflow.tools.readers import DocumentError, read_document
+from tierflow.tools.readers import DocumentError, name_is_utf8, printable_name, read_document
 
 __all__ = [
     "CHUNK_TOKENS",
@@ -172,6 +172,9 @@ class DocumentMemory:
         replaced when it changed; a file that cannot be read is ``failed`` with the reason.
         ``local_only``: a new collection's flag (an existing one must match; ``None``: as it is)."""
         source = str(Path(path).absolute())
+        if not name_is_utf8(source):  # no store takes it: the file fails alone
+            shown = printable_name(source)
+            return Added(shown, "failed", reason=f"name_not_utf8: {shown} has a name that is not valid UTF-8")
         store = self._collection(collection, create=True, local_only=local_only)
         try:
             read = read_document(Path(path))

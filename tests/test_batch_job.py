@@ -291,3 +291,28 @@ def test_a_resumed_job_keeps_its_own_options(app: App, tmp_path: Path) -> None:
     report = run_job(JobRequest(resume=crash.job_id, options=other), app)
     long = next(d for d in report.documents if d.name == "b_long.txt")
     assert report.ok and long.chunks > 1  # still 80-token chunks
+
+
+def test_hostile_file_names_fail_alone_or_are_shown_escaped(app: App, reports: Path) -> None:
+    """A name that is not UTF-8 fails alone (at 4569ff0 it aborted the whole job, exit 70);
+    a name with a newline or a right-to-left override is summarized and shown escaped, so it
+    can neither break the report's Markdown nor reverse its text."""
+    folder = reports.parent / "named"
+    folder.mkdir()
+    text = (reports / "b_short.md").read_text()
+    (folder / os.fsdecode(b"caf\xe9.txt")).write_text(text)
+    (folder / "two\nlines.txt").write_text(text)
+    (folder / "invoice\u202etxt.exe.txt").write_text(text)
+    (folder / "plain.txt").write_text(text)
+    report = job(app, folder)
+    by_status = {d.name: (d.status, d.reason) for d in report.documents}
+    assert by_status["caf\\xe9.txt"][0] == "failed" and "name_not_utf8" in (
+        by_status["caf\\xe9.txt"][1] or ""
+    )
+    assert by_status["two\\u000alines.txt"][0] == "succeeded"
+    assert (
+        by_status["invoice\\u202etxt.exe.txt"][0] == "succeeded" and by_status["plain.txt"][0] == "succeeded"
+    )
+    markdown = report.to_markdown()
+    assert "\u202e" not in markdown and "two\nlines" not in markdown
+    assert json.loads(report.to_json_text())  # the JSON report holds every document too

@@ -42,11 +42,21 @@ __all__ = [
     "content_hash",
     "find_inputs",
     "read_document",
+    "printable_name",
+    "name_is_utf8",
 ]
 
 DocumentKind = Literal["text", "markdown", "html", "pdf", "docx"]
 FailureReason = Literal[
-    "unreadable", "empty", "binary", "password_protected", "too_large", "corrupt", "not_utf8", "unsupported"
+    "unreadable",
+    "empty",
+    "binary",
+    "password_protected",
+    "too_large",
+    "corrupt",
+    "not_utf8",
+    "unsupported",
+    "name_not_utf8",
 ]
 
 SUPPORTED_SUFFIXES: tuple[str, ...] = (".txt", ".md", ".markdown", ".html", ".htm", ".pdf", ".docx")
@@ -95,6 +105,24 @@ class ReadDocument:
     text: str
     size: int  # bytes on disk
     content_hash: str  # sha256 hex of the file's bytes
+
+
+def name_is_utf8(path: Path | str) -> bool:
+    """Whether a path's name is valid UTF-8 (the OS hands other bytes over as surrogates,
+    which no store, hash or report can take)."""
+    try:
+        str(path).encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def printable_name(path: Path | str) -> str:
+    """A path as text that prints, stores and renders safely: bytes that are not UTF-8 as
+    ``\\xNN``, control and bidirectional-control characters (a newline, U+202E) as
+    ``\\uNNNN``; nothing else changes."""
+    text = os.fsencode(path).decode("utf-8", "backslashreplace")
+    return "".join(char if char.isprintable() else f"\\u{ord(char):04x}" for char in text)
 
 
 def content_hash(path: Path) -> str:

@@ -61,7 +61,7 @@ def memory_add(
     """Add documents (.txt .md .html .pdf .docx) to the memory: unchanged files are left as
     they are, changed ones replace their chunks, unreadable ones are reported."""
     require("pypdf", "docx", "bs4", purpose="reading documents")
-    from tierflow.tools.readers import find_inputs
+    from tierflow.tools.readers import find_inputs, printable_name
 
     files = find_inputs(paths)
     memory = _documents()
@@ -72,7 +72,8 @@ def memory_add(
     else:
         for result in results:
             detail = f"{result.chunks} chunk(s)" if result.status != "failed" else result.reason or ""
-            out.print(f"{result.status:9} {escape(result.source)} ({escape(detail)})", highlight=False)
+            shown = escape(printable_name(result.source))
+            out.print(f"{result.status:9} {shown} ({escape(printable_name(detail))})", highlight=False)
     failed = sum(result.status == "failed" for result in results)
     err.print(
         f"{len(results) - failed} file(s) in the collection {collection!r}, {failed} failed", highlight=False

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from collections import Counter
@@ -23,6 +24,7 @@ from rich.text import Text
 from tierflow.memory.traces import RunSummary
 from tierflow.records import Event, RunTrace, StepFailed, StepFinished, StepStarted
 from tierflow.records import Progress as ProgressReport
+from tierflow.tools.readers import printable_name
 
 __all__ = ["ProgressDisplay", "ProgressPrinter", "print_run", "runs_table", "stats_line", "TIER_STYLE"]
 
@@ -187,6 +189,10 @@ class ProgressDisplay:
             self._stages.clear()
 
     def __call__(self, report: ProgressReport) -> None:
+        # a file name or a reason may hold a newline or a bidirectional override: shown escaped
+        report = dataclasses.replace(
+            report, item=printable_name(report.item), detail=printable_name(report.detail)
+        )
         if report.note:
             self._console.print(report.note, markup=False, highlight=False)
         if not (report.done or report.total or report.outcome):
