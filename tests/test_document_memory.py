@@ -209,3 +209,14 @@ def test_bm25_weighs_rare_words_and_ignores_stop_words() -> None:
     assert index.top("the git frobnicate option", 1) == [("c", scores["c"])]
     assert scores["a"] == pytest.approx(scores["b"]) and scores["c"] > scores["a"] > 0
     assert index.scores("what is the") == {} and Bm25([], []).top("git", 3) == []
+
+
+def test_a_file_whose_name_is_not_utf8_fails_alone(memory: DocumentMemory, files: Path) -> None:
+    """At 4569ff0 such a name crashed `memory add` (chromadb refuses the surrogates)."""
+    latin = files / os.fsdecode(b"caf\xe9.md")
+    latin.write_text((files / FAQ.name).read_text())
+    results = {Path(r.source).name: r for r in memory.add_all([latin, files / FAQ.name])}
+    assert results["caf\\xe9.md"].status == "failed" and "name_not_utf8" in (
+        results["caf\\xe9.md"].reason or ""
+    )
+    assert results[FAQ.name].status == "added"
