@@ -33,6 +33,7 @@ from tierflow.memory.traces.tracelog import replay
 from tierflow.records import OnProgress, Progress
 from tierflow.tools.readers import (
     DocumentError,
+    Inputs,
     content_hash,
     find_inputs,
     name_is_utf8,
@@ -60,6 +61,8 @@ class JobRequest:
     ray_address: str | None = None
     resume: str | None = None
     synthesis: bool = True
+    follow_links: bool = False
+    """Read links found in the folders that lead out of them (refused by default)."""
 
 
 def run_job(
@@ -155,7 +158,7 @@ def _open_job(jobs: JobStore, request: JobRequest, summary_signature: str) -> tu
     if request.resume is not None:
         job = jobs.get(request.resume)
         return job, [Path(p) for p in job.inputs], True
-    paths = find_inputs(request.inputs)
+    paths = find_inputs(request.inputs, follow_links=request.follow_links)
     job_signature = signature(
         {"inputs": [_stored(p) for p in paths], "summary": summary_signature, "synthesis": request.synthesis}
     )
@@ -170,6 +173,13 @@ def _open_job(jobs: JobStore, request: JobRequest, summary_signature: str) -> tu
     return jobs.create([_stored(p) for p in paths], options, job_signature=job_signature), paths, False
 
 
+_NEVER_READ = ("name_not_utf8:", "link_outside:")
+
+
+def _refusal(paths: Sequence[Path], path: Path) -> DocumentError | None:
+    return paths.refusal(path) if isinstance(paths, Inputs) else None
+
+
 def _stored(path: Path) -> str:
     """How a job keeps a path: as it is, or, for a name that is not UTF-8 (which no store
     takes), printably; such a document fails alone, with the reason."""
@@ -182,6 +192,7 @@ def _prepare(jobs: JobStore, job_id: str, paths: Sequence[Path], summary_signatu
     job already summarized with the same options is skipped with that summary."""
     hashes = {_stored(path): _hash(path) if name_is_utf8(path) else None for path in paths}  # read once
     misnamed = {_stored(path) for path in paths if not name_is_utf8(path)}
+    refused = {_stored(path): error for path in paths if (error := _refusal(paths, path)) is not None}
     known = {document.path for document in jobs.documents(job_id)}
     jobs.add_documents(
         job_id,
@@ -203,6 +214,12 @@ def _prepare(jobs: JobStore, job_id: str, paths: Sequence[Path], summary_signatu
                 "(rename it, e.g. with convmv -f latin1 -t utf-8)",
             )
             continue
+        if document.path in refused:
+            error = refused[document.path]
+            jobs.update_document(document_id, status="failed", reason=f"{error.reason}: {error.message}")
+            continue
+        if document.status == "failed" and (document.reason or "").startswith(_NEVER_READ):
+            continue  # refused before it was read: a resumed job does not read it either
         current = hashes[document.path]
         unchanged = current is not None and current == document.content_hash
         if document.status in ("succeeded", "skipped") and unchanged:

@@ -29,7 +29,7 @@ from tierflow.memory.embeddings import OfflineEmbeddings, cosine_similarities
 from tierflow.memory.lexical import LEXICAL_WEIGHT, Bm25
 from tierflow.memory.store import MemoryStoreError, cosine_collection, open_client
 from tierflow.records import OnProgress, Progress
-from tierflow.tools.readers import DocumentError, name_is_utf8, printable_name, read_document
+from tierflow.tools.readers import DocumentError, Inputs, name_is_utf8, printable_name, read_document
 
 __all__ = [
     "CHUNK_TOKENS",
@@ -231,7 +231,12 @@ class DocumentMemory:
         files = list(paths)
         results = []
         for path in files:
-            result = self.add(path, collection=collection, local_only=local_only)
+            refused = paths.refusal(path) if isinstance(paths, Inputs) else None
+            if refused is not None:  # a link out of the folder it was found in: not read
+                source = printable_name(Path(path).absolute())
+                result = Added(source, "failed", reason=f"{refused.reason}: {refused.message}")
+            else:
+                result = self.add(path, collection=collection, local_only=local_only)
             results.append(result)
             if on_progress is not None:
                 detail = result.reason or "" if result.status == "failed" else f"{result.chunks} chunk(s)"

@@ -316,3 +316,47 @@ def test_hostile_file_names_fail_alone_or_are_shown_escaped(app: App, reports: P
     markdown = report.to_markdown()
     assert "\u202e" not in markdown and "two\nlines" not in markdown
     assert json.loads(report.to_json_text())  # the JSON report holds every document too
+
+
+def test_links_out_of_the_folder_are_refused_unless_followed(app: App, reports: Path, tmp_path: Path) -> None:
+    """At 4569ff0 `ln -s /etc/passwd DIR/x.txt` was summarized (and sent to the LLM). A link
+    that stays inside the folder is read; one that leads out fails alone, and a resumed
+    job does not read it either; --follow-links reads it."""
+    secret = tmp_path / "outside" / "secret.txt"
+    secret.parent.mkdir()
+    secret.write_text("The vault code is 4417. " * 20)
+    folder = reports.parent / "linked"
+    folder.mkdir()
+    (folder / "real.txt").write_text((reports / "b_short.md").read_text())
+    (folder / "inside.txt").symlink_to(folder / "real.txt")
+    (folder / "x.txt").symlink_to(secret)
+    report = job(app, folder)
+    status = {d.name: (d.status, d.reason or "") for d in report.documents}
+    assert status["real.txt"][0] == status["inside.txt"][0] == "succeeded"
+    assert status["x.txt"][0] == "failed" and status["x.txt"][1].startswith("link_outside:")
+    assert all("4417" not in (d.summary or "") for d in report.documents)
+    again = run_job(JobRequest(resume=report.job_id, options=OPTIONS), app)
+    assert {d.name: d.status for d in again.documents}["x.txt"] == "failed"
+    followed = job(app, folder, follow_links=True)
+    assert {d.name: d.status for d in followed.documents}["x.txt"] == "succeeded"
+
+
+def test_memory_add_refuses_links_out_of_the_folder(tmp_path: Path) -> None:
+    from tierflow.memory.documents import DocumentMemory
+    from tierflow.memory.embeddings import OfflineEmbeddings, embedding_model_dir
+    from tierflow.settings import load_settings
+    from tierflow.tools.readers import find_inputs
+
+    secret = tmp_path / "secret.txt"
+    secret.write_text("The vault code is 4417.")
+    folder = tmp_path / "docs"
+    folder.mkdir()
+    (folder / "notes.md").write_text("Team notes: the standup is at nine.")
+    (folder / "x.md").symlink_to(secret)
+    memory = DocumentMemory.open(
+        None, OfflineEmbeddings(embedding_model_dir(load_settings().resolved_models_dir()))
+    )
+    results = {Path(r.source).name: r for r in memory.add_all(find_inputs([str(folder)]))}
+    assert results["notes.md"].status == "added" and results["x.md"].status == "failed"
+    assert "link_outside" in (results["x.md"].reason or "")
+    assert all("4417" not in hit.chunk.text for hit in memory.search("vault code", k=5))

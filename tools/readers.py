@@ -17,7 +17,7 @@ import re
 import stat
 import warnings
 import zipfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -44,6 +44,7 @@ __all__ = [
     "read_document",
     "printable_name",
     "name_is_utf8",
+    "Inputs",
 ]
 
 DocumentKind = Literal["text", "markdown", "html", "pdf", "docx"]
@@ -57,6 +58,8 @@ FailureReason = Literal[
     "not_utf8",
     "unsupported",
     "name_not_utf8",
+    "too_complex",
+    "link_outside",
 ]
 
 SUPPORTED_SUFFIXES: tuple[str, ...] = (".txt", ".md", ".markdown", ".html", ".htm", ".pdf", ".docx")
@@ -71,6 +74,14 @@ _KINDS: dict[str, DocumentKind] = {
     ".docx": "docx",
 }
 _SNIFF_BYTES = 8192  # a NUL byte this early means the file is not text
+MAX_UNPACKED_PART = 64_000_000
+"""The most one part of a .docx may unpack to (a zip bomb holds hundreds of MB of XML)."""
+MAX_UNPACKED_TOTAL = 400_000_000
+"""The most all parts of a .docx may unpack to."""
+MAX_HTML_DEPTH = 512
+"""The deepest nesting of HTML elements read (100,000 nested divs take minutes to parse)."""
+MAX_HTML_TAGS = 500_000
+MAX_PDF_PAGES = 5_000
 _GLOB_CHARS = frozenset("*?[")
 _DROPPED_TAGS = ["script", "style", "noscript", "template", "head"]
 _BLOCK_TAGS = [
@@ -161,16 +172,37 @@ def read_document(path: Path, *, max_bytes: int = 50_000_000, max_chars: int = 2
     return ReadDocument(path, kind, text, len(data), hashlib.sha256(data).hexdigest())
 
 
-def find_inputs(specs: Sequence[str]) -> list[Path]:
+class Inputs(list[Path]):
+    """The files found, and those of them refused before reading: a link found inside a
+    folder that leads out of it (``refused``: the path and why)."""
+
+    def __init__(self, paths: Iterable[Path], refused: Mapping[Path, str]) -> None:
+        super().__init__(paths)
+        self.refused = dict(refused)
+
+    def refusal(self, path: Path) -> DocumentError | None:
+        """Why ``path`` is not to be read, or None."""
+        reason = self.refused.get(path)
+        if reason is None:
+            return None
+        hint = "Give --follow-links to read what links out of the folder lead to."
+        return DocumentError("link_outside", reason, hint=hint)
+
+
+def find_inputs(specs: Sequence[str], *, follow_links: bool = False) -> Inputs:
     """The files named by ``specs`` (files, folders read recursively, globs), absolute,
-    without duplicates, sorted. A spec that finds nothing raises ``TierflowError``."""
+    without duplicates, sorted. A spec that finds nothing raises ``TierflowError``. A link
+    found in a folder (or by a glob) that leads out of that folder is refused unless
+    ``follow_links``; a file named directly is read wherever its link leads."""
     if not specs:
         raise TaskInputError(
             "No input files were given.", hint="Name files, folders or glob patterns to read."
         )
     found: set[Path] = set()
+    refused: dict[Path, str] = {}
+    named: set[Path] = set()
     for spec in specs:
-        matches = _expand(spec)
+        matches = _expand(spec, refused, named)
         if not matches:
             raise TaskInputError(
                 f"{spec!r} matches no document to read.",
@@ -179,34 +211,55 @@ def find_inputs(specs: Sequence[str]) -> list[Path]:
                 ),
             )
         found.update(matches)
-    return sorted(found)
+    kept = {} if follow_links else {path: why for path, why in refused.items() if path not in named}
+    return Inputs(sorted(found), kept)
 
 
-def _expand(spec: str) -> set[Path]:
+def _expand(spec: str, refused: dict[Path, str], named: set[Path]) -> set[Path]:
     if not spec.strip():
         return set()
-    named = Path(os.path.expanduser(spec))
-    if named.is_dir():
-        return _walk(named)
-    if os.path.lexists(named):
-        return {_resolve(named)}  # named directly: kept whatever its suffix, read_document judges it
+    given = Path(os.path.expanduser(spec))
+    if given.is_dir():
+        return _walk(given, refused)
+    if os.path.lexists(given):
+        named.add(_resolve(given))  # named directly: kept whatever its suffix or link
+        return {_resolve(given)}
     if not _GLOB_CHARS.intersection(spec):
         return set()
     found: set[Path] = set()
     for match in map(Path, glob.glob(os.path.expanduser(spec), recursive=True)):
         if match.is_dir():
-            found |= _walk(match)
+            found |= _walk(match, refused)
         elif _is_supported(match.name):
-            found.add(_resolve(match))
+            path = _resolve(match)
+            found.add(path)
+            _check_link(path, path.parent, refused)
     return found
 
 
-def _walk(folder: Path) -> set[Path]:
+def _walk(folder: Path, refused: dict[Path, str]) -> set[Path]:
     found: set[Path] = set()
-    for root, dirs, files in os.walk(folder):
+    for root, dirs, files in os.walk(folder):  # links to folders are not followed
         dirs[:] = [name for name in dirs if not name.startswith(".")]
-        found.update(_resolve(Path(root, name)) for name in files if _is_supported(name))
+        for name in files:
+            if _is_supported(name):
+                path = _resolve(Path(root, name))
+                found.add(path)
+                _check_link(path, folder, refused)
     return found
+
+
+def _check_link(path: Path, folder: Path, refused: dict[Path, str]) -> None:
+    """Note ``path`` as refused when it is a link that leads out of ``folder``."""
+    if not path.is_symlink():
+        return
+    inside = Path(os.path.realpath(folder))
+    target = Path(os.path.realpath(path))
+    if not target.is_relative_to(inside):
+        refused[path] = (
+            f"{printable_name(path)} is a link that leads out of {printable_name(folder)} "
+            f"(to {printable_name(target)}): not read"
+        )
 
 
 def _resolve(path: Path) -> Path:
@@ -292,9 +345,39 @@ def _decode_text(path: Path, data: bytes, declared: str | None = None) -> str:
         ) from None
 
 
+_TAG = re.compile(r"<(/?)([A-Za-z][A-Za-z0-9-]*)[^>]*?(/?)>")
+_VOID = frozenset("area base br col embed hr img input link meta param source track wbr".split())
+_SELF_CLOSING = frozenset("p li dt dd tr td th option".split())  # a sibling ends the open one
+
+
+def _check_html_shape(path: Path, text: str) -> None:
+    """Refuse HTML whose elements nest deeper than ``MAX_HTML_DEPTH`` or number more than
+    ``MAX_HTML_TAGS``, before a parser spends minutes on it (one pass over the tags)."""
+    stack: list[str] = []
+    for tags, match in enumerate(_TAG.finditer(text), start=1):
+        name = match.group(2).lower()
+        if match.group(1):  # an end tag closes up to its element, if it is open
+            if name in stack:
+                del stack[len(stack) - 1 - stack[::-1].index(name) :]
+        elif name not in _VOID and not match.group(3):
+            if not (name in _SELF_CLOSING and stack and stack[-1] == name):
+                stack.append(name)
+        if len(stack) > MAX_HTML_DEPTH or tags > MAX_HTML_TAGS:
+            what = (
+                f"nests deeper than {MAX_HTML_DEPTH} levels"
+                if len(stack) > MAX_HTML_DEPTH
+                else f"has more than {MAX_HTML_TAGS:,} tags"
+            )
+            raise DocumentError(
+                "too_complex", f"{path} {what}.", hint="Export it again as plain HTML, or as text."
+            )
+
+
 def _html(path: Path, data: bytes) -> str:
     declared = EncodingDetector.find_declared_encoding(data, is_html=True)
-    soup = BeautifulSoup(_decode_text(path, data, declared), "html.parser")
+    text = _decode_text(path, data, declared)
+    _check_html_shape(path, text)
+    soup = BeautifulSoup(text, "html.parser")
     for tag in soup.find_all(_DROPPED_TAGS):
         tag.decompose()
     for string in soup.find_all(string=True):
@@ -324,6 +407,8 @@ def _pdf(path: Path, data: bytes) -> str:
                     f"{path} is password-protected.",
                     hint="Save an unprotected copy (e.g. `qpdf --decrypt --password=... in.pdf out.pdf`).",
                 )
+            if len(reader.pages) > MAX_PDF_PAGES:
+                raise _too_large(path, f"{len(reader.pages):,} pages", f"{MAX_PDF_PAGES:,} pages")
             pages = [page.extract_text() for page in reader.pages]
         except DependencyError as exc:
             raise DocumentError(
@@ -346,7 +431,22 @@ def _pdf(path: Path, data: bytes) -> str:
     return "\n\n".join(pages)
 
 
+def _check_unpacked(path: Path, data: bytes) -> None:
+    """Refuse a .docx whose parts unpack past ``MAX_UNPACKED_PART`` or, together, past
+    ``MAX_UNPACKED_TOTAL`` (a zip's sizes are declared up front, and reading stops at them)."""
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as archive:
+            sizes = [info.file_size for info in archive.infolist()]
+    except zipfile.BadZipFile:
+        return  # reported as damaged below
+    if sizes and max(sizes) > MAX_UNPACKED_PART:
+        raise _too_large(path, f"a part that unpacks to {max(sizes):,} bytes", f"{MAX_UNPACKED_PART:,} bytes")
+    if sum(sizes) > MAX_UNPACKED_TOTAL:
+        raise _too_large(path, f"{sum(sizes):,} bytes unpacked", f"{MAX_UNPACKED_TOTAL:,} bytes")
+
+
 def _docx(path: Path, data: bytes) -> str:
+    _check_unpacked(path, data)
     try:
         document = docx.Document(io.BytesIO(data))
         blocks = [

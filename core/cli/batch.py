@@ -54,6 +54,9 @@ def summarize(
     chunk_tokens: Annotated[int, typer.Option(min=64, help="Tokens of text per chunk, at most.")] = 1500,
     max_sentences: Annotated[int, typer.Option(min=1, help="Sentences per document summary.")] = 6,
     synthesis: Annotated[bool, typer.Option(help="Write the cross-document report.")] = True,
+    follow_links: Annotated[
+        bool, typer.Option("--follow-links", help="Read links in the folders that lead out of them.")
+    ] = False,
 ) -> None:
     """Summarize folders of reports (.txt .md .html .pdf .docx): each document on the SLM by
     map-reduce, then a cross-document report on the LLM. Resumable: each finished document
@@ -80,6 +83,7 @@ def summarize(
         ray_address=ray_address,
         resume=resume,
         synthesis=synthesis,
+        follow_links=follow_links,
     )
     report = _run_job(request)  # inputs that match nothing: a usage error (TaskInputError)
     _print_report(report, out_path, as_json)

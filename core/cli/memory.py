@@ -56,14 +56,18 @@ def memory_add(
             help="A new collection's privacy: its chunks never go to the LLM.",
         ),
     ] = None,
+    follow_links: Annotated[
+        bool, typer.Option("--follow-links", help="Read links in the folders that lead out of them.")
+    ] = False,
     as_json: JsonOption = False,
 ) -> None:
     """Add documents (.txt .md .html .pdf .docx) to the memory: unchanged files are left as
-    they are, changed ones replace their chunks, unreadable ones are reported."""
+    they are, changed ones replace their chunks, unreadable ones are reported. A link found
+    in a folder that leads out of it is refused unless --follow-links."""
     require("pypdf", "docx", "bs4", purpose="reading documents")
     from tierflow.tools.readers import find_inputs, printable_name
 
-    files = find_inputs(paths)
+    files = find_inputs(paths, follow_links=follow_links)
     memory = _documents()
     with progress_display() as progress:
         results = memory.add_all(files, collection=collection, local_only=local_only, on_progress=progress)
