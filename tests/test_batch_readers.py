@@ -339,3 +339,35 @@ def test_a_spec_matching_nothing_is_an_error(
 def test_no_specs_is_an_error() -> None:
     with pytest.raises(TierflowError, match="No input files"):
         find_inputs([])
+
+
+def test_zip_bombs_deep_html_and_huge_pdfs_are_refused_quickly(tmp_path: Path) -> None:
+    """At 4569ff0 each of these read without limit: minutes of CPU, gigabytes of memory."""
+    import time
+    import zipfile
+
+    bomb = make_docx(tmp_path / "bomb.docx")
+    with zipfile.ZipFile(bomb, "a", compression=zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("word/padding.xml", b"<w:p/>" * 12_000_000)  # 72 MB, about 70 KB packed
+    assert bomb.stat().st_size < 2_000_000
+    deep = tmp_path / "deep.html"
+    deep.write_text("<html><body>" + "<div>" * 100_000 + "x" + "</div>" * 100_000 + "</body></html>")
+    paged = tmp_path / "paged.pdf"
+    writer = pypdf.PdfWriter()
+    for _ in range(5_001):
+        writer.add_blank_page(width=72, height=72)
+    with paged.open("wb") as handle:
+        writer.write(handle)
+    for path, reason, says in (
+        (bomb, "too_large", "a part that unpacks to 72,000,000 bytes"),
+        (deep, "too_complex", "nests deeper than 512 levels"),
+        (paged, "too_large", "5,001 pages"),
+    ):
+        started = time.monotonic()
+        with pytest.raises(DocumentError) as info:
+            read_document(path)
+        assert info.value.reason == reason and says in info.value.message, info.value.message
+        assert time.monotonic() - started < 20
+    long_list = tmp_path / "list.html"  # many unclosed <li> and <p> are siblings, not a deep tree
+    long_list.write_text("<ul>" + "<li><p>item" * 3_000 + "</ul>")
+    assert "item" in read_document(long_list).text

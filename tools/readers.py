@@ -350,6 +350,19 @@ _VOID = frozenset("area base br col embed hr img input link meta param source tr
 _SELF_CLOSING = frozenset("p li dt dd tr td th option".split())  # a sibling ends the open one
 
 
+_CONTAINERS = frozenset("ul ol dl table tbody thead tfoot select div body html section article".split())
+
+
+def _close_sibling(stack: list[str], name: str) -> None:
+    """Pop an open ``name`` that a new one ends, unless a container lies between them."""
+    for index in range(len(stack) - 1, -1, -1):
+        if stack[index] == name:
+            del stack[index:]
+            return
+        if stack[index] in _CONTAINERS:
+            return
+
+
 def _check_html_shape(path: Path, text: str) -> None:
     """Refuse HTML whose elements nest deeper than ``MAX_HTML_DEPTH`` or number more than
     ``MAX_HTML_TAGS``, before a parser spends minutes on it (one pass over the tags)."""
@@ -360,8 +373,9 @@ def _check_html_shape(path: Path, text: str) -> None:
             if name in stack:
                 del stack[len(stack) - 1 - stack[::-1].index(name) :]
         elif name not in _VOID and not match.group(3):
-            if not (name in _SELF_CLOSING and stack and stack[-1] == name):
-                stack.append(name)
+            if name in _SELF_CLOSING:  # a new <li> ends the open <li> (and what it holds)
+                _close_sibling(stack, name)
+            stack.append(name)
         if len(stack) > MAX_HTML_DEPTH or tags > MAX_HTML_TAGS:
             what = (
                 f"nests deeper than {MAX_HTML_DEPTH} levels"
