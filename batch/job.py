@@ -111,12 +111,14 @@ def run_job(
             synthesis_run_id=synthesis.run_id,
             synthesis_key=synthesis.key,
             error=synthesis.error,
+            seconds=time.perf_counter() - started,
         )
     except BaseException:
         jobs.finish(
             job.id,
             "interrupted",
             error=f"the job was interrupted; continue it with: tierflow summarize --resume {job.id}",
+            seconds=time.perf_counter() - started,
         )
         raise
     return build_report(jobs, job.id, seconds=time.perf_counter() - started, store=app.store)

@@ -116,11 +116,16 @@ class JobStore:
         synthesis_run_id: str | None = None,
         synthesis_key: str | None = None,
         error: str | None = None,
+        seconds: float = 0.0,
     ) -> None:
+        """Close this invocation of the job; ``seconds``, its wall time, adds to the job's
+        (``options["wall_seconds"]``: every invocation, the resumed ones too)."""
         with Session(self.engine) as session:
             job = session.get(Job, job_id)
             assert job is not None
             job.status, job.finished_at = status, utcnow()
+            wall = float((job.options or {}).get("wall_seconds", 0.0)) + seconds
+            job.options = {**(job.options or {}), "wall_seconds": round(wall, 3)}
             if synthesis_key is not None:
                 job.options = {**(job.options or {}), "synthesis_key": synthesis_key}
             job.synthesis = self.store.scrub(synthesis)

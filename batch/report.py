@@ -65,8 +65,9 @@ class Totals:
     llm_calls: int
     slm_share: float | None
     llm_tokens: int
-    seconds: float  # this invocation's wall time
+    seconds: float  # the job's wall time, over every invocation (a resumed job's too)
     document_seconds: float  # the documents' summarizing time, over every attempt that finished
+    this_run_seconds: float = 0.0  # this invocation's wall time
 
 
 @dataclass(frozen=True)
@@ -126,7 +127,7 @@ class JobReport:
             "| documents | succeeded | failed | skipped | SLM share | LLM tokens | time |",
             "|---|---|---|---|---|---|---|",
             f"| {t.documents} | {t.succeeded} | {t.failed} | {t.skipped} | {_share(t.slm_share)} | "
-            f"{t.llm_tokens:,} | {_duration(t.seconds)} |",
+            f"{t.llm_tokens:,} | {_duration(t.seconds)}{_this_run(t)} |",
             "",
         ]
         return "\n".join(lines)
@@ -134,6 +135,11 @@ class JobReport:
 
 def _share(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.0%}"
+
+
+def _this_run(t: Totals) -> str:
+    """A resumed job's time in this run, beside its time in all."""
+    return f" ({_duration(t.this_run_seconds)} this run)" if t.seconds - t.this_run_seconds > 0.5 else ""
 
 
 def _duration(seconds: float) -> str:
@@ -195,8 +201,9 @@ def build_report(jobs: JobStore, job_id: str, *, seconds: float, store: TraceSto
         llm_calls=llm,
         slm_share=slm_share(slm, slm + llm),
         llm_tokens=tokens,
-        seconds=round(seconds, 3),
+        seconds=round(float((job.options or {}).get("wall_seconds", seconds)), 3),
         document_seconds=round(sum(d.seconds for d in counted), 3),
+        this_run_seconds=round(seconds, 3),
     )
     requested = bool((job.options or {}).get("synthesis", True))
     return JobReport(

@@ -161,11 +161,14 @@ def test_a_job_stopped_between_documents_continues_without_redoing_any(app: App,
     jobs = JobStore(app.store)
     stopped = jobs.get(crash.job_id)
     assert stopped.status == "interrupted" and "--resume" in (stopped.error or "")
+    before = float((stopped.options or {})["wall_seconds"])  # the stopped run's time is kept
     first = {d.path: d for d in jobs.documents(stopped.id)}
     assert [d.status for d in first.values()] == ["succeeded", "pending", "pending"]
 
     again = job(app, reports)  # the same command continues the same job
     assert again.job_id == stopped.id and again.ok
+    assert again.totals.seconds == pytest.approx(before + again.totals.this_run_seconds, abs=0.01)
+    assert before > 0 and again.totals.seconds > again.totals.this_run_seconds  # at b666717: this run only
     second = {d.path: d for d in jobs.documents(stopped.id)}
     done_before = next(path for path, d in first.items() if d.status == "succeeded")
     assert second[done_before].run_id == first[done_before].run_id  # not redone
