@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Literal
 
 from tierflow.agents.tiers import Tiers
 from tierflow.batch.backends import Backend, InProcessBackend, ProcessBackend, RayBackend
-from tierflow.batch.jobs import JobStore, NewDocument, signature
+from tierflow.batch.jobs import JobBusyError, JobStore, NewDocument, signature
 from tierflow.batch.report import JobReport, build_report
 from tierflow.batch.worker import (
     DocumentOutcome,
@@ -159,11 +159,13 @@ def _open_job(jobs: JobStore, request: JobRequest, summary_signature: str) -> tu
     ``--resume`` names, an unfinished job of the same inputs and options, or a new one."""
     if request.resume is not None:
         job = jobs.get(request.resume)
+        _not_running(jobs.running(job.signature) if job.status == "running" else None)
         return job, [Path(p) for p in job.inputs], True
     paths = find_inputs(request.inputs, follow_links=request.follow_links)
     job_signature = signature(
         {"inputs": [_stored(p) for p in paths], "summary": summary_signature, "synthesis": request.synthesis}
     )
+    _not_running(jobs.running(job_signature))
     found = jobs.unfinished(job_signature)
     if found is not None:
         return found, paths, True
@@ -173,6 +175,16 @@ def _open_job(jobs: JobStore, request: JobRequest, summary_signature: str) -> tu
         "synthesis": request.synthesis,
     }
     return jobs.create([_stored(p) for p in paths], options, job_signature=job_signature), paths, False
+
+
+def _not_running(job: Job | None) -> None:
+    """Refuse to start a job that another process is running now."""
+    if job is not None:
+        raise JobBusyError(
+            f"job {job.id} is already summarizing these inputs with these options (process {job.owner})",
+            hint=f"Wait for it to finish (tierflow jobs show {job.id}), or stop it and run "
+            f"tierflow summarize --resume {job.id}.",
+        )
 
 
 _NEVER_READ = ("name_not_utf8:", "link_outside:")

@@ -26,6 +26,7 @@ __all__ = [
     "DocumentStatus",
     "JobStatus",
     "JobNotFoundError",
+    "JobBusyError",
     "NewDocument",
     "JobStore",
     "signature",
@@ -34,6 +35,10 @@ __all__ = [
 DocumentStatus = Literal["pending", "running", "succeeded", "failed", "skipped"]
 JobStatus = Literal["running", "succeeded", "failed", "interrupted"]
 FINISHED: tuple[str, ...] = ("succeeded", "failed", "skipped")
+
+
+class JobBusyError(TierflowError):
+    """The same job is running in another process: running it twice would pay twice."""
 
 
 class JobNotFoundError(TierflowError):
@@ -87,6 +92,14 @@ class JobStore:
                 f"{problem} matches {job_id!r}", hint="`tierflow jobs list` shows the jobs and their ids."
             )
         return matches[0]
+
+    def running(self, job_signature: str) -> Job | None:
+        """A job with this signature that another live process is running now."""
+        self.reconcile()  # jobs of processes that are gone are interrupted, not running
+        with Session(self.engine, expire_on_commit=False) as session:
+            return session.exec(
+                select(Job).where(Job.signature == job_signature, Job.status == "running").limit(1)
+            ).first()
 
     def unfinished(self, job_signature: str) -> Job | None:
         """The latest job with this signature that did not finish, to be continued."""

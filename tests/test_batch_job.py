@@ -363,3 +363,23 @@ def test_memory_add_refuses_links_out_of_the_folder(tmp_path: Path) -> None:
     assert results["notes.md"].status == "added" and results["x.md"].status == "failed"
     assert "link_outside" in (results["x.md"].reason or "")
     assert all("4417" not in hit.chunk.text for hit in memory.search("vault code", k=5))
+
+
+def test_a_second_job_on_the_same_inputs_refuses_while_the_first_runs(app: App, reports: Path) -> None:
+    """At b666717 two jobs on one folder at once each did all the work and paid the LLM twice."""
+    from tierflow.batch.job import _open_job
+    from tierflow.batch.jobs import JobBusyError
+
+    first = job(app, reports)
+    assert first.ok
+    jobs = JobStore(app.store)
+    request = JobRequest(inputs=[str(reports)], options=OPTIONS)
+    stored = jobs.get(first.job_id)
+    jobs.reopen(first.job_id)  # as if this live process were running it now
+    with pytest.raises(JobBusyError, match=f"job {first.job_id} is already summarizing") as info:
+        _open_job(jobs, request, str(stored.options["summary_signature"]))
+    assert f"--resume {first.job_id}" in info.value.hint
+    with pytest.raises(JobBusyError):
+        run_job(JobRequest(resume=first.job_id, options=OPTIONS), app)
+    jobs.finish(first.job_id, "interrupted")
+    assert run_job(JobRequest(resume=first.job_id, options=OPTIONS), app).ok  # once it stopped
