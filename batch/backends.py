@@ -91,12 +91,12 @@ class ProcessBackend:
         return self._pool
 
     def run(self, tasks: Iterable[DocumentTask], on_start: Started, on_done: Done) -> None:
-        queue = deque((task, 1) for task in tasks)
+        queue = _Queue(tasks)
         pool = self._pool or self._new_pool()
         flying: dict[Future[DocumentOutcome], tuple[DocumentTask, int]] = {}
         while queue or flying:
-            while queue and len(flying) < self.workers:
-                task, attempt = queue.popleft()
+            while len(flying) < self.workers and (nxt := queue.next()) is not None:
+                task, attempt = nxt
                 on_start(task)
                 flying[pool.submit(_summarize_in_process, task)] = (task, attempt)
             finished, _ = wait(flying, return_when=FIRST_COMPLETED)
@@ -120,13 +120,43 @@ class ProcessBackend:
             self._pool = None
 
 
-def _retry(
-    queue: deque[tuple[DocumentTask, int]], task: DocumentTask, attempt: int, detail: str, on_done: Done
-) -> None:
+class _Queue:
+    """The documents still to hand out: retries first, then the next of ``tasks``, taken
+    only when a worker is free (each document is read as late as that, so a slow one holds
+    up no other)."""
+
+    def __init__(self, tasks: Iterable[DocumentTask]) -> None:
+        self._retries: deque[tuple[DocumentTask, int]] = deque()
+        self._pending = iter(tasks)
+        self._ahead: tuple[DocumentTask, int] | None = None
+
+    def __bool__(self) -> bool:
+        if self._retries or self._ahead is not None:
+            return True
+        self._ahead = self._take()
+        return self._ahead is not None
+
+    def _take(self) -> tuple[DocumentTask, int] | None:
+        task = next(self._pending, None)
+        return (task, 1) if task is not None else None
+
+    def next(self) -> tuple[DocumentTask, int] | None:
+        if self._retries:
+            return self._retries.popleft()
+        if self._ahead is not None:
+            ahead, self._ahead = self._ahead, None
+            return ahead
+        return self._take()
+
+    def retry(self, task: DocumentTask, attempt: int) -> None:
+        self._retries.append((task, attempt))
+
+
+def _retry(queue: _Queue, task: DocumentTask, attempt: int, detail: str, on_done: Done) -> None:
     if attempt >= MAX_ATTEMPTS:
         on_done(worker_died(task, attempt, detail))
     else:
-        queue.appendleft((task, attempt + 1))
+        queue.retry(task, attempt + 1)
 
 
 class RayBackend:
@@ -165,13 +195,13 @@ class RayBackend:
 
     def run(self, tasks: Iterable[DocumentTask], on_start: Started, on_done: Done) -> None:
         ray = self._ray
-        queue = deque((task, 1) for task in tasks)
+        queue = _Queue(tasks)
         idle = deque(self._actors or [self._actor() for _ in range(self.workers)])
         self._actors = list(idle)
         flying: dict[Any, tuple[DocumentTask, int, Any]] = {}
         while queue or flying:
-            while queue and idle:
-                task, attempt = queue.popleft()
+            while idle and (nxt := queue.next()) is not None:
+                task, attempt = nxt
                 actor = idle.popleft()
                 on_start(task)
                 flying[actor.summarize.remote(task)] = (task, attempt, actor)

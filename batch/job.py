@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
@@ -280,23 +280,25 @@ def _summarize_all(
     progress: _JobProgress,
     make_tiers: Callable[[Settings], Tiers] | None,
 ) -> None:
-    tasks: list[DocumentTask] = []
-    for document in todo:
-        assert document.id is not None
-        try:
-            read = read_document(Path(document.path))
-        except DocumentError as exc:
-            progress.finished(
-                jobs.update_document(
-                    document.id,
-                    status="failed",
-                    reason=f"{exc.reason}: {exc.message}",
-                    attempts=document.attempts + 1,
+    def tasks() -> Iterator[DocumentTask]:
+        """Each document read when a worker is free for it (a bad one fails alone)."""
+        for document in todo:
+            assert document.id is not None
+            try:
+                read = read_document(Path(document.path))
+            except DocumentError as exc:
+                progress.finished(
+                    jobs.update_document(
+                        document.id,
+                        status="failed",
+                        reason=f"{exc.reason}: {exc.message}",
+                        attempts=document.attempts + 1,
+                    )
                 )
-            )
-            continue
-        tasks.append(DocumentTask(document.id, Path(document.path).name, read.text))
-    if not tasks:
+                continue
+            yield DocumentTask(document.id, Path(document.path).name, read.text)
+
+    if not todo:
         return
     backend = _backend(request, app, make_tiers)
 
@@ -321,7 +323,7 @@ def _summarize_all(
         )
 
     try:
-        backend.run(tasks, on_start, on_done)
+        backend.run(tasks(), on_start, on_done)
     finally:
         backend.close()
 
