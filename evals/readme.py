@@ -254,13 +254,15 @@ RELIABILITY_COUNTS = (
     ("inputs_tried", "hostile or malformed inputs tried"),
     ("rows_lost", "rows lost or duplicated (must be 0)"),
     ("secrets_found", "planted secrets found in any store or output (must be 0)"),
+    ("hangs", "runs past their stated time bound (must be 0)"),
+    ("bad_exit_codes", "exit codes outside 0, 1, 2 and 130 (must be 0)"),
 )
 """What the reliability suite tallies (tests/reliability/conftest.py), and how it is named."""
 
 
 def reliability_table(data: dict[str, Any]) -> str:
     """The reliability tally as a Markdown table (reliability.md and the README)."""
-    rows = [[label, f"{data[key]:g}"] for key, label in RELIABILITY_COUNTS]
+    rows = [[label, f"{data.get(key, 0):g}"] for key, label in RELIABILITY_COUNTS]
     rows.append(["the longest any tool call ran", f"{data['longest_tool_call_s']:g} s"])
     return markdown_table(["measure", "count"], rows)
 
