@@ -32,13 +32,13 @@ from tierflow.memory.traces.tables import Job, JobDocument
 from tierflow.memory.traces.tracelog import replay
 from tierflow.records import OnProgress, Progress
 from tierflow.tools.readers import (
+    BoundedReader,
     DocumentError,
     Inputs,
     content_hash,
     find_inputs,
     name_is_utf8,
     printable_name,
-    read_document,
 )
 
 if TYPE_CHECKING:
@@ -280,12 +280,13 @@ def _summarize_all(
     progress: _JobProgress,
     make_tiers: Callable[[Settings], Tiers] | None,
 ) -> None:
-    def tasks() -> Iterator[DocumentTask]:
-        """Each document read when a worker is free for it (a bad one fails alone)."""
+    def tasks(reader: BoundedReader) -> Iterator[DocumentTask]:
+        """Each document read when a worker is free for it, within the reader's deadline (a
+        bad one fails alone)."""
         for document in todo:
             assert document.id is not None
             try:
-                read = read_document(Path(document.path))
+                read = reader.read(Path(document.path))
             except DocumentError as exc:
                 progress.finished(
                     jobs.update_document(
@@ -323,7 +324,8 @@ def _summarize_all(
         )
 
     try:
-        backend.run(tasks(), on_start, on_done)
+        with BoundedReader() as reader:
+            backend.run(tasks(reader), on_start, on_done)
     finally:
         backend.close()
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import hashlib
 import re
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -29,7 +29,14 @@ from tierflow.memory.embeddings import OfflineEmbeddings, cosine_similarities
 from tierflow.memory.lexical import LEXICAL_WEIGHT, Bm25
 from tierflow.memory.store import MemoryStoreError, cosine_collection, open_client
 from tierflow.records import OnProgress, Progress
-from tierflow.tools.readers import DocumentError, Inputs, name_is_utf8, printable_name, read_document
+from tierflow.tools.readers import (
+    DocumentError,
+    Inputs,
+    ReadDocument,
+    name_is_utf8,
+    printable_name,
+    read_document,
+)
 
 __all__ = [
     "CHUNK_TOKENS",
@@ -166,25 +173,31 @@ class DocumentMemory:
         return chunks_of(self._counter, text)
 
     def add(
-        self, path: Path, *, collection: str = DEFAULT_COLLECTION, local_only: bool | None = None
+        self,
+        path: Path,
+        *,
+        collection: str = DEFAULT_COLLECTION,
+        local_only: bool | None = None,
+        read: Callable[[Path], ReadDocument] = read_document,
     ) -> Added:
         """Store ``path``'s chunks: nothing when its content is unchanged, its chunks
         replaced when it changed; a file that cannot be read is ``failed`` with the reason.
-        ``local_only``: a new collection's flag (an existing one must match; ``None``: as it is)."""
+        ``local_only``: a new collection's flag (an existing one must match; ``None``: as it is).
+        ``read``: how the file is read (``BoundedReader().read`` puts a deadline on it)."""
         source = str(Path(path).absolute())
         if not name_is_utf8(source):  # no store takes it: the file fails alone
             shown = printable_name(source)
             return Added(shown, "failed", reason=f"name_not_utf8: {shown} has a name that is not valid UTF-8")
         store = self._collection(collection, create=True, local_only=local_only)
         try:
-            read = read_document(Path(path))
+            document = read(Path(path))
         except DocumentError as exc:
             return Added(source, "failed", reason=f"{exc.reason}: {exc.message}")
         existing = store.get(where={"source": source}, include=["metadatas"])
         hashes = {str(m.get("content_hash")) for m in existing["metadatas"] or []}
-        if hashes == {read.content_hash}:
+        if hashes == {document.content_hash}:
             return Added(source, "unchanged", chunks=len(existing["ids"]))
-        chunks = self.chunks_of(read.text)
+        chunks = self.chunks_of(document.text)
         added_at = datetime.now(UTC).isoformat(timespec="seconds")
         ids = [_chunk_id(collection, source, position) for position in range(len(chunks))]
         metadatas: list[dict[str, str | int | bool]] = [
@@ -192,10 +205,10 @@ class DocumentMemory:
                 "source": source,
                 "position": position,
                 "start": start,
-                "content_hash": read.content_hash,
+                "content_hash": document.content_hash,
                 "chunk_hash": hashlib.sha256(piece.encode()).hexdigest()[:16],
                 "added_at": added_at,
-                "kind": read.kind,
+                "kind": document.kind,
             }
             for position, (start, piece) in enumerate(chunks)
         ]
@@ -225,6 +238,7 @@ class DocumentMemory:
         collection: str = DEFAULT_COLLECTION,
         local_only: bool | None = None,
         on_progress: OnProgress | None = None,
+        read: Callable[[Path], ReadDocument] = read_document,
     ) -> list[Added]:
         """``add`` for each of ``paths``; ``on_progress`` hears of each file as it is done
         (stage ``adding``, outcome ``added``, ``replaced``, ``unchanged`` or ``failed``)."""
@@ -236,7 +250,7 @@ class DocumentMemory:
                 source = printable_name(Path(path).absolute())
                 result = Added(source, "failed", reason=f"{refused.reason}: {refused.message}")
             else:
-                result = self.add(path, collection=collection, local_only=local_only)
+                result = self.add(path, collection=collection, local_only=local_only, read=read)
             results.append(result)
             if on_progress is not None:
                 detail = result.reason or "" if result.status == "failed" else f"{result.chunks} chunk(s)"

@@ -9,6 +9,7 @@ import pickle
 import re
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import docx
 import pypdf
@@ -371,3 +372,27 @@ def test_zip_bombs_deep_html_and_huge_pdfs_are_refused_quickly(tmp_path: Path) -
     long_list = tmp_path / "list.html"  # many unclosed <li> and <p> are siblings, not a deep tree
     long_list.write_text("<ul>" + "<li><p>item" * 3_000 + "</ul>")
     assert "item" in read_document(long_list).text
+
+
+def _stuck(path: Path) -> Any:
+    """A reader whose parsing runs away (for the deadline test; module level, so a spawned
+    worker can import it)."""
+    import time
+
+    time.sleep(60)
+
+
+def test_a_read_that_runs_past_its_deadline_is_stopped_and_the_next_file_is_read(tmp_path: Path) -> None:
+    import time
+
+    from tierflow.tools.readers import BoundedReader
+
+    good = tmp_path / "good.txt"
+    good.write_text(SENTENCES)
+    with BoundedReader(seconds=3.0, function=_stuck) as stuck:
+        started = time.monotonic()
+        with pytest.raises(DocumentError) as info:
+            stuck.read(good)
+        assert info.value.reason == "too_slow" and time.monotonic() - started < 20
+    with BoundedReader(seconds=30.0) as reader:  # a fresh worker reads the next file
+        assert reader.read(good).text == SENTENCES

@@ -20,7 +20,7 @@ import zipfile
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import docx
 import pypdf
@@ -45,6 +45,8 @@ __all__ = [
     "printable_name",
     "name_is_utf8",
     "Inputs",
+    "BoundedReader",
+    "READ_DEADLINE_S",
 ]
 
 DocumentKind = Literal["text", "markdown", "html", "pdf", "docx"]
@@ -60,6 +62,7 @@ FailureReason = Literal[
     "name_not_utf8",
     "too_complex",
     "link_outside",
+    "too_slow",
 ]
 
 SUPPORTED_SUFFIXES: tuple[str, ...] = (".txt", ".md", ".markdown", ".html", ".htm", ".pdf", ".docx")
@@ -187,6 +190,52 @@ class Inputs(list[Path]):
             return None
         hint = "Give --follow-links to read what links out of the folder lead to."
         return DocumentError("link_outside", reason, hint=hint)
+
+
+READ_DEADLINE_S = 60.0
+"""The longest one document may take to read (its parsing runs in a worker process)."""
+
+
+class BoundedReader:
+    """``read_document`` in a worker process that is stopped after ``seconds``: a file whose
+    parsing runs away costs that long and no more, and the next file gets a fresh worker.
+    Use it as a context manager (the worker is started on the first read)."""
+
+    def __init__(
+        self, seconds: float = READ_DEADLINE_S, function: Callable[[Path], ReadDocument] | None = None
+    ) -> None:
+        self.seconds = seconds
+        self._function = function or read_document
+        self._pool: Any = None
+
+    def read(self, path: Path) -> ReadDocument:
+        import multiprocessing
+
+        if self._pool is None:
+            self._pool = multiprocessing.get_context("spawn").Pool(1)
+        pending = self._pool.apply_async(self._function, (path,))
+        try:
+            result: ReadDocument = pending.get(timeout=self.seconds)
+        except multiprocessing.TimeoutError:
+            self._pool.terminate()
+            self._pool = None
+            raise DocumentError(
+                "too_slow",
+                f"{printable_name(path)} took more than {self.seconds:g} s to read: stopped.",
+                hint="Export it again in a simpler form (plain text, or a PDF printed anew).",
+            ) from None
+        return result
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.terminate()
+            self._pool = None
+
+    def __enter__(self) -> BoundedReader:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
 
 
 def find_inputs(specs: Sequence[str], *, follow_links: bool = False) -> Inputs:

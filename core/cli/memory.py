@@ -65,12 +65,14 @@ def memory_add(
     they are, changed ones replace their chunks, unreadable ones are reported. A link found
     in a folder that leads out of it is refused unless --follow-links."""
     require("pypdf", "docx", "bs4", purpose="reading documents")
-    from tierflow.tools.readers import find_inputs, printable_name
+    from tierflow.tools.readers import BoundedReader, find_inputs, printable_name
 
     files = find_inputs(paths, follow_links=follow_links)
     memory = _documents()
-    with progress_display() as progress:
-        results = memory.add_all(files, collection=collection, local_only=local_only, on_progress=progress)
+    with progress_display() as progress, BoundedReader() as reader:
+        results = memory.add_all(
+            files, collection=collection, local_only=local_only, on_progress=progress, read=reader.read
+        )
     if as_json:
         emit_json([vars(result) for result in results])
     else:
