@@ -95,7 +95,7 @@ def test_unreachable_llm_is_stored_as_failed(slm_path: Path) -> None:
             "tierflow models pull smollm2-135m",
         ),
         (["run", "hi"], {"TIERFLOW_MAX_STEPS": "zero"}, 1, "max_steps"),
-        (["run", "hi", "--tier", "plan=gpt"], {}, 1, "NODE=TIER"),
+        (["run", "hi", "--tier", "plan=gpt"], {}, 2, "NODE=TIER"),  # a usage error (exit 1 before issue 25)
         (["models", "pull", "gpt-5"], {}, 1, "no catalog model"),
         (["runs", "list", "--status", "bogus"], {}, 2, "is not one of"),
         (["run", "hi", "--policy", "fastest"], {}, 2, "is not one of"),

@@ -320,6 +320,7 @@ loaded = [m for m in sys.modules if m.startswith(heavy)]
 print(json.dumps({"ok": result.ok, "telemetry": bool(store.listeners), "loaded": loaded}))
 """
     env = {key: value for key, value in os.environ.items() if not key.startswith("OTEL_")}
+    env["TIERFLOW_MEMORY"] = "false"  # chromadb imports the OTLP exporter itself, for its own telemetry
     done = subprocess.run(
         [sys.executable, "-c", script], cwd=REPO, env=env, capture_output=True, text=True, timeout=300
     )
