@@ -330,7 +330,9 @@ def _verified(verify: Callable[[str, str], None], source: str) -> Callable[[Comp
     return parse
 
 
-_NUMBER = re.compile(r"(?<![\w.])\d[\d,]*(?:\.\d+)?")
+_NUMBER = re.compile(r"(?<![\w.])(?:\d{1,3}(?:,\d{3})+(?!\d)|\d+)(?:\.\d+)?")
+"""A number as written: a comma groups thousands only before exactly three digits, so the
+values of a CSV line ("bolts,340,0.12") stay apart."""
 
 
 def numbers_in(text: str) -> set[str]:

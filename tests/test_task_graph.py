@@ -326,6 +326,8 @@ def test_the_answer_is_judged_on_the_results_it_has() -> None:
     assert answer_problem("How many more?", two, [], [], "81 more words.") is None
     made_up = answer_problem("Words in both files?", two, [], [], "544 words in all.")
     assert made_up is not None and made_up.code == "ungrounded_numbers"
+    csv = ["item,quantity,unit_price_eur bolts,340,0.12 nuts,125,0.08"]  # commas between values
+    assert answer_problem("Bolts and nuts in stock?", csv, [], [], "340 bolts and 125 nuts: 465.") is None
 
 
 def test_the_prompts_give_no_answer_to_copy_and_keep_general_knowledge_off_the_documents() -> None:
