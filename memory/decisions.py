@@ -282,13 +282,22 @@ class PlanMemory:
             )
         except Exception as exc:  # noqa: BLE001 - see DecisionMemory.similar
             raise _store_error(self._memory.location, self._memory.fix, "cannot be read", exc) from exc
-        documents, metadatas, distances = found["documents"], found["metadatas"], found["distances"]
-        assert documents is not None and metadatas is not None and distances is not None
-        if not documents[0]:
+        hit = _nearest_hit(found)
+        if hit is None:
             return None
-        metadata = cast(dict[str, Any], metadatas[0][0])
+        text, metadata, similarity = hit
         steps = json.loads(str(metadata["steps"]))
-        return PastPlan(documents[0][0], steps, str(metadata["run_id"]) or None, 1.0 - float(distances[0][0]))
+        return PastPlan(text, steps, str(metadata["run_id"]) or None, similarity)
+
+
+def _nearest_hit(found: Any) -> tuple[str, dict[str, Any], float] | None:
+    """The first result of a one-query chromadb ``query``: its document, metadata and cosine
+    similarity (None when nothing came back)."""
+    documents, metadatas, distances = found["documents"], found["metadatas"], found["distances"]
+    assert documents is not None and metadatas is not None and distances is not None
+    if not documents[0]:
+        return None
+    return documents[0][0], cast(dict[str, Any], metadatas[0][0]), 1.0 - float(distances[0][0])
 
 
 OUTPUT_COLLECTION = "tierflow_outputs"
@@ -345,11 +354,8 @@ class OutputMemory:
             )
         except Exception as exc:  # noqa: BLE001 - see DecisionMemory.similar
             raise _store_error(self._memory.location, self._memory.fix, "cannot be read", exc) from exc
-        documents, metadatas, distances = found["documents"], found["metadatas"], found["distances"]
-        assert documents is not None and metadatas is not None and distances is not None
-        if not documents[0]:
+        hit = _nearest_hit(found)
+        if hit is None:
             return None
-        metadata = cast(dict[str, Any], metadatas[0][0])
-        output = json.loads(str(metadata["output"]))
-        similarity = 1.0 - float(distances[0][0])
-        return PastOutput(documents[0][0], output, str(metadata["verified_by"]), similarity)
+        text, metadata, similarity = hit
+        return PastOutput(text, json.loads(str(metadata["output"])), str(metadata["verified_by"]), similarity)
