@@ -12,8 +12,8 @@ from typing import Any
 
 from tierflow.batch.jobs import JobStore
 from tierflow.memory.traces import TraceStore
+from tierflow.paths import printable_name
 from tierflow.records import slm_share
-from tierflow.tools.readers import printable_name
 
 __all__ = ["DocumentReport", "Totals", "JobReport", "build_report", "markdown_text", "model_text"]
 

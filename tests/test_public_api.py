@@ -46,6 +46,15 @@ def test_importing_tierflow_loads_no_heavy_module() -> None:
     assert output.strip() == "[]"
 
 
+def test_the_command_line_loads_no_optional_extra() -> None:
+    # The base install has none of these; the CLI must start without them (a module-level
+    # import of an extra broke `tierflow --version` in the wheel check).
+    extras = "('llama_cpp', 'chromadb', 'streamlit', 'pandas', 'pypdf', 'docx', 'bs4', 'ray', 'sklearn')"
+    code = f"import sys, tierflow.cli; print(sorted(m for m in {extras} if m in sys.modules))"
+    output = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert output.strip() == "[]"
+
+
 def test_an_unknown_name_is_an_attribute_error() -> None:
     try:
         tierflow.nonexistent  # noqa: B018

@@ -32,6 +32,7 @@ from docx.table import Table
 from lxml.etree import LxmlError
 from pypdf.errors import DependencyError, LimitReachedError, PyPdfError
 from tierflow.errors import TaskInputError, TierflowError
+from tierflow.paths import name_is_utf8, printable_name
 
 __all__ = [
     "SUPPORTED_SUFFIXES",
@@ -119,24 +120,6 @@ class ReadDocument:
     text: str
     size: int  # bytes on disk
     content_hash: str  # sha256 hex of the file's bytes
-
-
-def name_is_utf8(path: Path | str) -> bool:
-    """Whether a path's name is valid UTF-8 (the OS hands other bytes over as surrogates,
-    which no store, hash or report can take)."""
-    try:
-        str(path).encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
-
-
-def printable_name(path: Path | str) -> str:
-    """A path as text that prints, stores and renders safely: bytes that are not UTF-8 as
-    ``\\xNN``, control and bidirectional-control characters (a newline, U+202E) as
-    ``\\uNNNN``; nothing else changes."""
-    text = os.fsencode(path).decode("utf-8", "backslashreplace")
-    return "".join(char if char.isprintable() else f"\\u{ord(char):04x}" for char in text)
 
 
 def content_hash(path: Path) -> str:

@@ -22,9 +22,9 @@ from rich.progress import (
 from rich.table import Table
 from rich.text import Text
 from tierflow.memory.traces import RunSummary
+from tierflow.paths import printable_name
 from tierflow.records import Event, RunTrace, StepFailed, StepFinished, StepStarted
 from tierflow.records import Progress as ProgressReport
-from tierflow.tools.readers import printable_name
 
 __all__ = ["ProgressDisplay", "ProgressPrinter", "print_run", "runs_table", "stats_line", "TIER_STYLE"]
 
