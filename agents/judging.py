@@ -29,6 +29,8 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
+from pydantic import BaseModel, ValidationError
+from pydantic_core import PydanticUndefined
 from tierflow.agents.prompting import render_messages
 from tierflow.agents.scoring import normal_text, number_grounded, string_grounded
 from tierflow.json_values import json_leaves
@@ -429,6 +431,7 @@ def same_output(kind: StepKind, output: Any, reference: Any) -> bool | None:
     if kind == "choose":
         return str(output).strip().casefold() == str(reference).strip().casefold()
     if kind == "extract":
+        output, reference = _as_model(output, reference), _as_model(reference, output)
         got, want = _plain(output), _plain(reference)
         if isinstance(got, dict) and isinstance(want, dict):
             got, want = {key: got.get(key) for key in want}, dict(want)
@@ -442,8 +445,32 @@ def _free_text(value: Any) -> bool:
     return isinstance(value, str) and len(value.split()) > FREE_TEXT_WORDS
 
 
+def _as_model(value: Any, other: Any) -> Any:
+    """A stored dict read as the other side's model when it fits, so both get its defaults."""
+    if isinstance(value, dict) and isinstance(other, BaseModel):
+        try:
+            return type(other).model_validate(value)
+        except ValidationError:
+            return value
+    return value
+
+
 def _plain(value: Any) -> Any:
-    return value.model_dump(by_alias=True) if hasattr(value, "model_dump") else value
+    """A model as a dict by alias, with a field left empty (``None``) read as its default: an
+    omitted optional argument and its default mean the same call."""
+    if isinstance(value, BaseModel):
+        plain: dict[str, Any] = {}
+        for name, field in type(value).model_fields.items():
+            item = _plain(getattr(value, name))
+            if item is None and field.default not in (None, PydanticUndefined):
+                item = field.default
+            plain[field.alias or name] = item
+        return plain
+    if isinstance(value, list | tuple):
+        return [_plain(item) for item in value]
+    if isinstance(value, dict):
+        return {key: _plain(item) for key, item in value.items()}
+    return value
 
 
 def _normalised(value: Any) -> Any:

@@ -19,6 +19,7 @@ from tierflow.agents.judging import (
     step_features,
 )
 from tierflow.records import ChoiceProbabilities, TokenSignals
+from tierflow.tools.schema import model_from_schema
 
 
 def test_every_kind_computes_exactly_its_named_signals() -> None:
@@ -153,3 +154,23 @@ def test_outputs_are_compared_field_by_field_leaving_free_text_and_unnamed_field
     assert not same_output("extract", {**slm, "summary": "crash"}, llm)  # short: compared
     assert same_output("choose", " Bug", "bug") and not same_output("choose", "bug", "spam")
     assert same_output("text", "a", "a") is None
+
+
+def test_an_empty_optional_field_means_its_default() -> None:
+    # A tier that leaves an optional argument out and one that writes its default make the
+    # same call; the comparison must not count that as a disagreement.
+    weather = model_from_schema(
+        "weather",
+        {
+            "type": "object",
+            "properties": {"city": {"type": "string"}, "unit": {"type": "string", "default": "fahrenheit"}},
+            "required": ["city"],
+        },
+    )
+    written = weather.model_validate({"city": "New York, NY", "unit": "fahrenheit"})
+    left_out = weather.model_validate({"city": "New York, NY", "unit": None})
+    assert same_output("extract", written, left_out)
+    assert same_output("extract", written, {"city": "new york,  ny"})  # a stored dict, read as the model
+    assert not same_output(
+        "extract", weather.model_validate({"city": "New York, NY", "unit": "celsius"}), left_out
+    )
