@@ -19,7 +19,7 @@ from tierflow.errors import TierflowError
 from tierflow.evals.bench import orchestration_overhead
 from tierflow.evals.curve import Paired, calibrate, confidence_report, curve, split
 from tierflow.evals.documents import load_documents
-from tierflow.evals.readme import END, START, headline_section, results_section
+from tierflow.evals.readme import END, START, readme_section, results_section
 from tierflow.evals.report import environment, git_dirty, record_policy
 from tierflow.evals.summaries import rouge_l, sentences
 from tierflow.evals.tasks import load_tasks, passes
@@ -307,7 +307,7 @@ def test_the_orchestration_benchmark_runs_the_real_graph() -> None:
 def test_readme_results_are_generated_from_the_result_files() -> None:
     readme = (Path(__file__).parents[1] / "README.md").read_text(encoding="utf-8")
     block = readme.split(START, 1)[1].split(END, 1)[0]
-    assert block.strip() == headline_section().strip(), (
+    assert block.strip() == readme_section().strip(), (
         "run `make results-table` after updating evals/results"
     )
 
