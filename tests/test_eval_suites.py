@@ -307,9 +307,7 @@ def test_the_orchestration_benchmark_runs_the_real_graph() -> None:
 def test_readme_results_are_generated_from_the_result_files() -> None:
     readme = (Path(__file__).parents[1] / "README.md").read_text(encoding="utf-8")
     block = readme.split(START, 1)[1].split(END, 1)[0]
-    assert block.strip() == readme_section().strip(), (
-        "run `make results-table` after updating evals/results"
-    )
+    assert block.strip() == readme_section().strip(), "run `make results-table` after updating evals/results"
 
 
 def test_the_tiered_headline_is_computed_from_both_policies(tmp_path: Path) -> None:
