@@ -308,7 +308,8 @@ def kit_eval(
     on_progress: OnProgress | None = None,
 ) -> dict[str, Any]:
     """Calibrate on the suite's calib items (when ``tiered-calibrated`` is asked for), then
-    run each mode on its test items; ``work_dir`` keeps the item results of a stopped run."""
+    run each mode on its test items; ``work_dir`` keeps the item results of a stopped run.
+    Every mode starts from the verified outputs calibration left (``_MemoryStart``)."""
     suite = suite if suite is not None else TriageSuite()
     calib, test = suite.split()
     test = test[:limit]
@@ -353,7 +354,10 @@ def kit_eval(
     results_file = work_dir / "items.jsonl"
     done = _done(results_file)
     policy_of = {"slm": "slm", "llm": "llm"}
+    start_memory = _MemoryStart(app.outputs, suite.graph_name, work_dir / "memory-start.json")
     for mode in modes:
+        if any((mode, item.id) not in done for item in test):
+            start_memory.restore()
         for number, item in enumerate(test, start=1):
             if (mode, item.id) not in done:
                 context = {"scorers": scorers.get(mode, StepScorers()), "shadow_rate": 0.0}
@@ -385,6 +389,27 @@ def kit_eval(
         },
         "items": lines,
     }
+
+
+class _MemoryStart:
+    """The verified outputs the test modes start from: those calibration left. Each mode
+    starts there and keeps what its own runs verify, as a user's traffic would; no mode sees
+    the outputs another mode verified for the same test requests (the ``llm`` mode's would
+    tell a tiered mode each answer). The keys are kept in ``path`` for a resumed evaluation."""
+
+    def __init__(self, outputs: Any, graph: str, path: Path) -> None:
+        self.outputs, self.graph = outputs, graph
+        if outputs is None:
+            self.keys: set[str] = set()
+        elif path.exists():
+            self.keys = set(json.loads(path.read_text(encoding="utf-8")))
+        else:
+            self.keys = outputs.keys(graph)
+            path.write_text(json.dumps(sorted(self.keys)), encoding="utf-8")
+
+    def restore(self) -> None:
+        if self.outputs is not None:
+            self.outputs.forget(self.graph, keep=self.keys)
 
 
 def _done(path: Path) -> dict[tuple[str, str], dict[str, Any]]:

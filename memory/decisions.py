@@ -339,6 +339,23 @@ class OutputMemory:
         except Exception as exc:  # noqa: BLE001 - see DecisionMemory.add
             raise self._memory.write_error("a verified output", exc) from exc
 
+    def keys(self, graph: str) -> set[str]:
+        """The keys of the graph's stored outputs (to ``forget`` all stored after them)."""
+        try:
+            return set(self._collection.get(where={"graph": graph}, include=[])["ids"])
+        except Exception as exc:  # noqa: BLE001 - see DecisionMemory.similar
+            raise _store_error(self._memory.location, self._memory.fix, "cannot be read", exc) from exc
+
+    def forget(self, graph: str, *, keep: set[str]) -> int:
+        """Drop the graph's stored outputs whose keys are not in ``keep``; how many went."""
+        drop = sorted(self.keys(graph) - keep)
+        try:
+            if drop:
+                self._collection.delete(ids=drop)
+        except Exception as exc:  # noqa: BLE001 - see DecisionMemory.add
+            raise self._memory.write_error("a verified output", exc) from exc
+        return len(drop)
+
     def nearest(self, graph: str, node: str, source: str) -> PastOutput | None:
         """The node's verified output whose input is nearest to ``source`` (none stored: None;
         the embedding model is not asked then)."""
