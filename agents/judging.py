@@ -32,7 +32,7 @@ import numpy as np
 from pydantic import BaseModel, ValidationError
 from pydantic_core import PydanticUndefined
 from tierflow.agents.prompting import render_messages
-from tierflow.agents.scoring import normal_text, number_grounded, string_grounded
+from tierflow.agents.scoring import normal_text, number_grounded, string_grounded, written_numbers
 from tierflow.json_values import json_leaves
 from tierflow.records import ChoiceProbabilities, Message, TokenSignals
 
@@ -105,7 +105,6 @@ FEATURES: dict[StepKind, tuple[str, ...]] = {
 """The signals of each kind of step, in the order a scorer's weights are."""
 
 _WORD = re.compile(r"[a-z0-9]+")
-_NUMBER = re.compile(r"(?<![\w.])-?\d+(?:[.,]\d+)*(?![\w])")
 _NAME = re.compile(r"(?<![.!?]\s)(?<!^)\b[A-Z][a-z]+(?:\s+[A-Z][a-z]+)*")
 _STOP = frozenset(
     "a an and are as at be by for from how i in is it me my of on or the this to what with "
@@ -204,13 +203,7 @@ def _choose_features(
 
 
 def _numbers(text: str) -> set[float]:
-    found = set()
-    for match in _NUMBER.findall(text):
-        try:
-            found.add(float(match.replace(",", "")))
-        except ValueError:
-            continue
-    return found
+    return {float(number) for number in written_numbers(text)}
 
 
 def _extract_features(source: str, value: Any, signals: TokenSignals | None) -> dict[str, float]:

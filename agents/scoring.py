@@ -33,6 +33,7 @@ from tierflow.errors import ConfigError
 from tierflow.json_values import json_leaves
 
 __all__ = [
+    "written_numbers",
     "SELECT_FEATURES",
     "ARGS_FEATURES",
     "ToolText",
@@ -96,6 +97,7 @@ ARGS_FEATURES = (
 _WORD = re.compile(r"[a-z0-9]+")
 _CAMEL = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
 _NUMBER = re.compile(r"-?\d+(?:[.,]\d+)?")
+_WRITTEN_NUMBER = re.compile(r"(?<![\w.])-?(?:\d{1,3}(?:,\d{3})+(?!\d)|\d+)(?:\.\d+)?")
 _STOP = frozenset(
     "a an and are as at be by for from get how i in is it me my of on or please the this to "
     "what with you your can do does will would should set use".split()
@@ -193,6 +195,13 @@ def string_grounded(value: str, request_normal: str, request_words: set[str]) ->
     if not normal:
         return True
     return normal in request_normal or set(normal.split()) <= request_words
+
+
+def written_numbers(text: str) -> list[str]:
+    """The numbers a text states, signed, without thousands separators. A comma groups
+    thousands only before exactly three digits, so a CSV line's values stay apart
+    ("bolts,340,0.12" states 340 and 0.12, not 3400.12)."""
+    return [match.replace(",", "") for match in _WRITTEN_NUMBER.findall(text)]
 
 
 def number_grounded(value: float, request_numbers: set[float]) -> bool:

@@ -25,6 +25,7 @@ from tierflow.agents.judging import StepView
 from tierflow.agents.policy import TierChoice
 from tierflow.agents.prompting import render_messages
 from tierflow.agents.protocol import Completion, Message
+from tierflow.agents.scoring import written_numbers
 from tierflow.errors import GraphError, StepOutputError
 from tierflow.graphs.context import Answer, TierContext, ask
 from tierflow.records import StepHandle, ToolCallRecord
@@ -330,14 +331,13 @@ def _verified(verify: Callable[[str, str], None], source: str) -> Callable[[Comp
     return parse
 
 
-_NUMBER = re.compile(r"(?<![\w.])(?:\d{1,3}(?:,\d{3})+(?!\d)|\d+)(?:\.\d+)?")
 """A number as written: a comma groups thousands only before exactly three digits, so the
 values of a CSV line ("bolts,340,0.12") stay apart."""
 
 
 def numbers_in(text: str) -> set[str]:
     """The numbers a text states, as written without thousands separators."""
-    return {match.replace(",", "").rstrip(".") for match in _NUMBER.findall(text)}
+    return {number.lstrip("-") for number in written_numbers(text)}
 
 
 def numbers_grounded(summary: str, source: str) -> None:

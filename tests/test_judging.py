@@ -81,6 +81,17 @@ def test_text_signals_catch_copies_truncation_and_facts_from_nowhere() -> None:
     assert step_features(StepView("text", source), "", "", max_tokens=64)["empty"] == 1.0
 
 
+def test_a_csv_lines_values_are_read_apart_when_an_answer_is_judged() -> None:
+    # "bolts,340,0.12" states 340 and 0.12; read as 3400.12, an answer quoting 340 would
+    # count as a number from nowhere.
+    source = "part,count,price\nbolts,340,0.12\nnuts,1,200,0.05"
+    answer = "There are 340 bolts at 0.12 each."
+    features = step_features(StepView("text", source), answer, "", max_tokens=64, completion_tokens=12)
+    assert features["numbers_ungrounded"] == 0.0
+    invented = step_features(StepView("text", source), "There are 3400 bolts.", "", max_tokens=64)
+    assert invented["numbers_ungrounded"] == 1.0
+
+
 def test_the_fit_learns_which_way_a_signal_points() -> None:
     rng = random.Random(7)
     rows, wrong = [], []
