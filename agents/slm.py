@@ -56,6 +56,7 @@ class LlamaCppModel:
         n_ctx: int = 4096,
         n_threads: int | None = None,
         seed: int = 0,
+        lora_path: Path | None = None,
         llama: Any | None = None,
     ) -> None:
         if model_path is None and llama is None:
@@ -65,6 +66,7 @@ class LlamaCppModel:
         self._n_ctx = n_ctx
         self._n_threads = n_threads or os.cpu_count() or 1
         self._seed = seed
+        self.lora_path = lora_path  # a GGUF LoRA adapter applied over the model
         self._llama = llama
         self._lock = threading.Lock()
 
@@ -88,11 +90,14 @@ class LlamaCppModel:
         if self._llama is None:
             assert self.model_path is not None
             check_gguf(self.model_path)
+            if self.lora_path is not None:
+                check_gguf(self.lora_path)
             from llama_cpp import Llama
 
             try:
                 self._llama = Llama(
                     model_path=str(self.model_path),
+                    lora_path=str(self.lora_path) if self.lora_path is not None else None,
                     n_ctx=self._n_ctx,
                     n_threads=self._n_threads,
                     seed=self._seed,
@@ -100,8 +105,9 @@ class LlamaCppModel:
                     verbose=False,
                 )
             except ValueError as exc:
+                adapter = f" with the adapter {self.lora_path}" if self.lora_path is not None else ""
                 raise ModelFileError(
-                    f"llama.cpp could not load {self.model_path}: {exc}",
+                    f"llama.cpp could not load {self.model_path}{adapter}: {exc}",
                     hint="The file may be truncated or corrupt: re-download it with "
                     "`tierflow models pull NAME --force`, or choose another GGUF.",
                 ) from exc

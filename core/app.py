@@ -13,6 +13,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from tierflow.agents.adapters import AdapterStore, adapted_name
 from tierflow.agents.calibration import StepScorers, scorer_file, shipped_priors
 from tierflow.agents.catalog import CATALOG, resolve_model
 from tierflow.agents.llm import OpenAIChatModel, bounded_client
@@ -22,7 +23,7 @@ from tierflow.agents.scoring import EscalationScorer
 from tierflow.agents.server import EmbeddedLLM, EmbeddedServer
 from tierflow.agents.slm import LlamaCppModel
 from tierflow.agents.tiers import Deferred, Tiers, built
-from tierflow.errors import ConfigError
+from tierflow.errors import ConfigError, TierflowError
 from tierflow.graphs.introspect import graph_key
 from tierflow.graphs.runner import TASK_GRAPH, TaskRunner
 from tierflow.graphs.running import GraphResult
@@ -41,7 +42,17 @@ if TYPE_CHECKING:
     from tierflow.memory.documents import DocumentMemory
     from tierflow.memory.embeddings import OfflineEmbeddings, Relevance
 
-__all__ = ["App", "run_graph", "build_slm", "build_llm", "build_tiers", "trace_listeners"]
+__all__ = [
+    "App",
+    "run_graph",
+    "build_slm",
+    "build_llm",
+    "build_tiers",
+    "trace_listeners",
+    "slm_adapter",
+    "slm_name",
+    "adapter_store",
+]
 
 logger = logging.getLogger("tierflow")
 
@@ -71,20 +82,75 @@ def model_file(settings: Settings, spec: str, setting: str, on_progress: OnProgr
 def build_slm(settings: Settings, on_progress: OnProgress | None = None) -> LlamaCppModel:
     require("llama_cpp", purpose="the local SLM tier")
     path = model_file(settings, settings.slm_model, "TIERFLOW_SLM_MODEL", on_progress)
+    adapter = slm_adapter(settings, path)
     return LlamaCppModel(
         path,
-        name=_model_name(settings.slm_model),
+        name=slm_name(settings, adapter),
         n_ctx=settings.slm_n_ctx,
         n_threads=settings.slm_threads,
         seed=settings.seed,
+        lora_path=adapter[1] if adapter else None,
     )
+
+
+def slm_name(settings: Settings, adapter: tuple[str, Path] | None = None) -> str:
+    """The SLM tier's model name, with its adapter (``qwen2.5-coder-0.5b+lora-…``)."""
+    return adapted_name(_model_name(settings.slm_model), adapter[0] if adapter else None)
+
+
+def slm_adapter(settings: Settings, base: Path | None = None) -> tuple[str, Path] | None:
+    """The adapter the SLM loads (its name and GGUF file), or None for the base SLM.
+
+    ``auto`` takes the active adapter of ``<data dir>/adapters`` if it was trained on this SLM
+    (another SLM's adapter is skipped with a warning); a name takes that adapter; a path, that
+    GGUF LoRA file."""
+    choice = settings.slm_adapter.strip()
+    if choice in ("none", ""):
+        return None
+    if choice.endswith(".gguf") or "/" in choice:
+        path = Path(choice).expanduser()
+        return path.stem, path
+    store = adapter_store(settings)
+    name = store.active() if choice == "auto" else choice
+    if name is None:
+        return None
+    card = store.card(name)
+    size = base.stat().st_size if base is not None and base.is_file() else None
+    if card.base_model != settings.slm_model or (size is not None and size != card.base_file_size):
+        message = (
+            f"the adapter {name!r} was trained on {card.base_model}, not on the configured SLM "
+            f"{settings.slm_model}"
+        )
+        if choice != "auto":
+            raise ConfigError(message, hint="Set TIERFLOW_SLM_ADAPTER=none, or train one for this SLM.")
+        _warn_once(f"{message}; the base SLM serves (`tierflow adapters revert` to stop using it)")
+        return None
+    return name, store.file(name)
+
+
+def adapter_store(settings: Settings) -> AdapterStore:
+    """The LoRA adapters ``tierflow learn`` trained, in the data directory."""
+    return AdapterStore(settings.resolved_data_dir() / "adapters")
+
+
+_WARNED: set[str] = set()
+
+
+def _warn_once(message: str) -> None:
+    if message not in _WARNED:
+        _WARNED.add(message)
+        logger.warning(message)
 
 
 def build_tiers(settings: Settings, on_progress: OnProgress | None = None) -> Tiers:
     """Both tiers, each built on its first use: a run on one tier never resolves or downloads
     the other's model file (``--policy llm`` needs no SLM file)."""
+    try:
+        slm = slm_name(settings, slm_adapter(settings))
+    except TierflowError:  # a broken adapter setting fails when the SLM is built, not before
+        slm = slm_name(settings)
     return Tiers(
-        slm=Deferred("slm", _model_name(settings.slm_model), lambda: build_slm(settings, on_progress)),
+        slm=Deferred("slm", slm, lambda: build_slm(settings, on_progress)),
         llm=Deferred("llm", llm_name(settings), lambda: build_llm(settings, on_progress)),
     )
 

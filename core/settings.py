@@ -67,6 +67,11 @@ class Settings(BaseSettings):
     slm_model: str = Field("qwen2.5-coder-0.5b", description="catalog name or GGUF path")
     slm_n_ctx: int = Field(4096, ge=512)
     slm_threads: int | None = Field(None, ge=1, description="default: all cores")
+    slm_adapter: str = Field(
+        "auto",
+        description="the SLM's LoRA adapter: auto (the one `tierflow adapters use` made active, "
+        "if trained on this SLM), none, an adapter's name, or a GGUF LoRA file",
+    )
     seed: int = 0
 
     # The large model (any OpenAI-compatible endpoint, or the embedded llama.cpp server).

@@ -16,6 +16,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.markup import escape
+from tierflow.cli.adapters import adapters_app
 from tierflow.cli.batch import jobs_app, summarize
 from tierflow.cli.calibrate import calibrate
 from tierflow.cli.config import show_config
@@ -62,6 +63,7 @@ app.add_typer(memory_app, name="memory")
 app.add_typer(eval_app, name="eval")
 app.add_typer(export_app, name="export")
 app.add_typer(jobs_app, name="jobs")
+app.add_typer(adapters_app, name="adapters")
 
 
 def _print_version(wanted: bool) -> None:
