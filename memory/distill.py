@@ -123,7 +123,7 @@ def distill_examples(
     """The exportable LLM calls of the stored runs, oldest run first, counted in ``summary``
     as they are read (run ids may be prefixes or ``last``)."""
     seen: set[str] = set()
-    for run_id in _run_ids(store, run_ids, since):
+    for run_id in run_ids_since(store, since, run_ids):
         summary.runs += 1
         trace = store.get_run(run_id)
         local_only = store.is_local_only(run_id)
@@ -187,7 +187,9 @@ def export_distill(
     return summary
 
 
-def _run_ids(store: TraceStore, run_ids: Sequence[str], since: datetime | None) -> list[str]:
+def run_ids_since(store: TraceStore, since: datetime | None, run_ids: Sequence[str] = ()) -> list[str]:
+    """The stored runs' ids, oldest first: all, or those named (ids, prefixes or ``last``),
+    created at or after ``since``."""
     wanted = list(dict.fromkeys(store.resolve_id(run_id) for run_id in run_ids))
     query = select(Run.id).order_by(col(Run.created_at), col(Run.id))
     if wanted:
@@ -223,12 +225,12 @@ def _skip_reason(
         return "error"
     if not call.raw_output or not call.raw_output.strip() or call.parsed is None:
         return "no_output"
-    if not call.messages or not all(_valid(m) for m in call.messages):
+    if not call.messages or not all(valid_message(m) for m in call.messages):
         return "malformed"
     return None
 
 
-def _valid(message: Any) -> bool:
+def valid_message(message: Any) -> bool:
     return (
         isinstance(message, dict) and message.get("role") in ROLES and isinstance(message.get("content"), str)
     )

@@ -281,10 +281,13 @@ class TraceStore:
         graph: str | Sequence[str] | None = None,
         slm_model: str | None = None,
         llm_model: str | None = None,
+        run_id: str | None = None,
     ) -> list[StoredLabel]:
-        """The labels of SLM outputs, oldest first, of the graph (any of several names) and
-        the model pair if named."""
+        """The labels of SLM outputs, oldest first, of the graph (any of several names), the
+        model pair and the run if named."""
         query = select(Label).order_by(col(Label.id))
+        if run_id is not None:
+            query = query.where(Label.run_id == run_id)
         if graph is not None:
             names = [graph] if isinstance(graph, str) else list(graph)
             query = query.where(col(Label.graph).in_(names))
