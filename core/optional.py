@@ -27,6 +27,11 @@ EXTRAS = {
     "bs4": "batch",
     "ray": "ray",
     "sklearn": "eval",
+    "torch": "train",
+    "transformers": "train",
+    "peft": "train",
+    "gguf": "train",
+    "safetensors": "train",
 }
 """The module each extra provides, by the name it is imported as."""
 

@@ -23,6 +23,7 @@ from tierflow.cli.config import show_config
 from tierflow.cli.console import serve_console
 from tierflow.cli.eval import eval_app
 from tierflow.cli.export import export_app
+from tierflow.cli.learn import learn_command
 from tierflow.cli.memory import memory_app
 from tierflow.cli.models import models_app
 from tierflow.cli.run import resume, run_task
@@ -55,6 +56,7 @@ app.command("summarize")(summarize)
 app.command("run")(run_task)
 app.command("resume")(resume)
 app.command("calibrate")(calibrate)
+app.command("learn")(learn_command)
 app.command("config")(show_config)
 app.command("ui")(serve_console)
 app.add_typer(runs_app, name="runs")
