@@ -19,6 +19,7 @@ import os
 import random
 import resource
 import time
+import warnings
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -102,6 +103,9 @@ def train_adapter(
     started = time.perf_counter()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # everything comes from the GGUF on disk
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TQDM_DISABLE", "1")  # the GGUF dequantization's bar; tierflow shows its own
+    warnings.filterwarnings("ignore", category=FutureWarning, module="transformers")
+    warnings.filterwarnings("ignore", message="Could not find a config file", module="peft")
     torch.manual_seed(options.seed)
     torch.set_num_threads(os.cpu_count() or 1)
     device = "cuda" if torch.cuda.is_available() else "cpu"
