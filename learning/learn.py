@@ -62,6 +62,15 @@ class Dataset:
     held_out: list[Lesson]
     summary: LessonSummary
 
+    def check_trainable(self) -> None:
+        """A ``TaskInputError`` when there are too few lessons to train an adapter on."""
+        if len(self.train) < MIN_TRAIN:
+            raise TaskInputError(
+                f"{len(self.train)} lessons to train on; an adapter needs at least {MIN_TRAIN}",
+                hint="Run more tasks (the LLM's decisions and confirmed SLM outputs become lessons), "
+                "or see what was left out with --dry-run.",
+            )
+
     @property
     def comparable_held_out(self) -> int:
         return sum(1 for lesson in self.held_out if comparable(lesson))
@@ -177,12 +186,7 @@ def learn(
 
     report: OnProgress = on_progress or (lambda _: None)
     outcome = LearnOutcome(dataset)
-    if len(dataset.train) < MIN_TRAIN:
-        raise TaskInputError(
-            f"{len(dataset.train)} lessons to train on; an adapter needs at least {MIN_TRAIN}",
-            hint="Run more tasks (the LLM's decisions and confirmed SLM outputs become lessons), "
-            "or see what was dropped with --dry-run.",
-        )
+    dataset.check_trainable()
     work = work_root / _key(dataset, options)
     work.mkdir(parents=True, exist_ok=True)
     _write_lessons(work / "lessons.jsonl", dataset)

@@ -4,11 +4,18 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
+import pytest
 from tierflow.agents.scripted import ScriptedModel
+from tierflow.errors import ConfigError, TaskInputError
 from tierflow.learning.compare import agrees, comparable, compare
-from tierflow.memory.lessons import Lesson
+from tierflow.learning.learn import Dataset, LearnOptions, gather, read_lessons
+from tierflow.memory.lessons import Lesson, LessonSummary
+from tierflow.optional import require
+
+from tests.test_cli import no_traceback, tierflow
 
 CHOICE = {"type": "object", "properties": {"label": {"enum": ["bug", "refund", "question"]}}}
 FIELDS = {"type": "object", "properties": {"city": {"type": "string"}, "days": {"type": "integer"}}}
@@ -50,3 +57,50 @@ def test_both_models_run_every_comparable_held_out_lesson() -> None:
     assert promoted and "6/7" in why and "1/7" in why
     assert seen.count("base SLM on held-out decisions") == 7
     assert len(base.calls) == len(adapted.calls) == 7  # the text lesson is not sent
+
+
+def test_lessons_from_a_file_of_chat_lines_and_a_clear_error_for_a_bad_line(tmp_path: Path) -> None:
+    good = tmp_path / "distill.jsonl"
+    lines = [
+        {"messages": [{"role": "user", "content": f"q{n}"}, {"role": "assistant", "content": f"a{n}"}]}
+        for n in range(12)
+    ]
+    lines[0]["metadata"] = {"run_id": "r-1", "node": "answer"}
+    good.write_text("\n".join(json.dumps(line) for line in lines) + "\n", encoding="utf-8")
+    found = read_lessons(good)
+    assert len(found) == 12 and found[0].node == "answer" and found[0].run_id == "r-1"
+    assert found[1].target == "a1" and found[1].kind == "text" and not comparable(found[1])
+    dataset = gather(None, LearnOptions(from_file=good, held_out=0.3))
+    assert len(dataset.train) + len(dataset.held_out) == 12 and dataset.summary.kept == {"llm": 12}
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(json.dumps(lines[1]) + "\n" + '{"messages": [{"role": "user", "content": "x"}]}\n')
+    with pytest.raises(TaskInputError, match="line 2"):
+        read_lessons(bad)
+
+
+def test_too_few_lessons_and_a_missing_train_extra_say_what_to_do(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    few = Dataset([lesson(CHOICE, {"label": "bug"})] * 3, [], LessonSummary())
+    with pytest.raises(TaskInputError, match="at least 10"):
+        few.check_trainable()
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "peft" else real(name, *a)
+    )
+    with pytest.raises(ConfigError) as error:
+        require("torch", "peft", purpose="tierflow learn (training an adapter)")
+    assert "pip install 'tierflow[train]'" in (error.value.hint or "")
+
+
+def test_the_learn_command_refuses_bad_input_with_exit_2(tmp_path: Path) -> None:
+    env = {"TIERFLOW_DATA_DIR": str(tmp_path / "data")}
+    both = tierflow("learn", "--from", str(tmp_path / "x.jsonl"), "--from-runs", env=env)
+    assert both.returncode == 2 and "two sources" in both.stderr
+    missing = tierflow("learn", "--from", str(tmp_path / "none.jsonl"), env=env)
+    assert missing.returncode == 2 and "is not a file" in missing.stderr
+    empty = tierflow("learn", env=env)
+    assert empty.returncode == 2 and "at least 10" in empty.stderr and "--dry-run" in empty.stderr
+    no_traceback(empty)

@@ -120,6 +120,7 @@ def learn_command(
         else:
             _print_dataset(dataset)
         return
+    dataset.check_trainable()
     outcome = _train(dataset, options, as_json)
     if as_json:
         emit_json(outcome.to_json())
