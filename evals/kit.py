@@ -252,24 +252,27 @@ class BfclSuite:
         self.seed = seed
 
     def split(self) -> tuple[list[KitItem], list[KitItem]]:
+        return self.items("calib"), self.items("test")
+
+    def items(self, split: str) -> list[KitItem]:
+        """The sampled items of one split of the routing split's groups (train, calib or
+        test), shuffled by the seed."""
         from tierflow.evals.bfcl import load_category, request_text
         from tierflow.evals.routing_data import split_of as group_split
 
-        calib: list[KitItem] = []
-        test: list[KitItem] = []
-        for split, into in (("calib", calib), ("test", test)):
-            for category, count in self.sample[split].items():
-                pool = [c for c in load_category(category) if len(c.ground_truth or []) <= 1]
-                cases = [c for c in pool if group_split(c.id) == split]
-                for case in random.Random(f"kit:{self.seed}:{category}:{split}").sample(
-                    cases, min(count, len(cases))
-                ):
-                    gold = next(iter((case.ground_truth or [{}])[0]), NONE)
-                    given = {"request": request_text(case)}
-                    into.append(KitItem(case.id, given, {"tool": gold}, category, case))
-        for split, items in (("calib", calib), ("test", test)):
-            random.Random(f"kit:{self.seed}:{split}").shuffle(items)
-        return calib, test
+        found: list[KitItem] = []
+        for category, count in self.sample[split].items():
+            pool = [c for c in load_category(category) if len(c.ground_truth or []) <= 1]
+            cases = [c for c in pool if group_split(c.id) == split]
+            for case in random.Random(f"kit:{self.seed}:{category}:{split}").sample(
+                cases, min(count, len(cases))
+            ):
+                gold = next(iter((case.ground_truth or [{}])[0]), NONE)
+                found.append(
+                    KitItem(case.id, {"request": request_text(case)}, {"tool": gold}, category, case)
+                )
+        random.Random(f"kit:{self.seed}:{split}").shuffle(found)
+        return found
 
     def graph(self, item: KitItem) -> Any:
         return bfcl_graph(item.extra.functions, self.graph_name)
@@ -369,7 +372,7 @@ def kit_eval(
                     task=f"kit:{mode}:{item.id}",
                     context=context,
                 )
-                line = _item_line(app.store, suite, mode, item, result)
+                line = item_line(app.store, suite, mode, item, result)
                 with results_file.open("a", encoding="utf-8") as handle:
                     handle.write(json.dumps(line, default=str) + "\n")
                 done[(mode, item.id)] = line
@@ -385,7 +388,8 @@ def kit_eval(
         "calibration": calibration,
         "priors": {kind: dict(prior.trained_on) for kind, prior in priors.items()},
         "modes": {
-            mode: _metrics([line for line in lines if line["mode"] == mode], suite.checks) for mode in modes
+            mode: kit_metrics([line for line in lines if line["mode"] == mode], suite.checks)
+            for mode in modes
         },
         "items": lines,
     }
@@ -419,7 +423,7 @@ def _done(path: Path) -> dict[tuple[str, str], dict[str, Any]]:
     return {(line["mode"], line["id"]): line for line in lines}
 
 
-def _item_line(store: Any, suite: KitSuite, mode: str, item: KitItem, result: Any) -> dict[str, Any]:
+def item_line(store: Any, suite: KitSuite, mode: str, item: KitItem, result: Any) -> dict[str, Any]:
     state = result.state if result.ok else {}
     checks, accuracy, answered = suite.judge(item, state)
     calls = [call for step in store.get_run(result.run_id).steps for call in step.model_calls]
@@ -446,7 +450,7 @@ def _item_line(store: Any, suite: KitSuite, mode: str, item: KitItem, result: An
     }
 
 
-def _metrics(lines: Sequence[Mapping[str, Any]], checks: Sequence[str]) -> dict[str, Any]:
+def kit_metrics(lines: Sequence[Mapping[str, Any]], checks: Sequence[str]) -> dict[str, Any]:
     n = len(lines) or 1
     slm_calls = sum(line["slm_calls"] for line in lines)
     calls = slm_calls + sum(line["llm_calls"] for line in lines)

@@ -540,3 +540,44 @@ def test_the_held_out_tasks_ask_about_knowledge_units_and_the_users_documents() 
     assert not {t.task for t in first.tasks} & {t.task for t in second.tasks}
     assert first.documents != second.documents
     assert suite.documents is None
+
+
+def test_the_learning_curve_collects_llm_decisions_and_runs_each_point(tmp_path: Path) -> None:
+    """Scripted tiers, no training: the LLM's decisions on train requests stop at what the
+    largest point asks for, and point 0 (the base SLM) runs every test request under slm and
+    tiered through the app, with the shipped priors taken as fitted for the pair."""
+    from tierflow.agents.scripted import ScriptedModel
+    from tierflow.agents.tiers import Tiers
+    from tierflow.app import App
+    from tierflow.evals.kit import BfclSuite
+    from tierflow.evals.learning_curve import CURVE_SAMPLE, _collect, _lessons, curve_markdown, learning_curve
+    from tierflow.evals.routing_data import source_group
+    from tierflow.settings import Settings
+
+    suite = BfclSuite(CURVE_SAMPLE)
+    train, test = suite.items("train"), suite.items("test")
+    assert not {source_group(i.id) for i in train} & {source_group(i.id) for i in test}
+    by_request = {i.input["request"].strip()[-200:]: i for i in train + test}
+
+    def reply(messages: Any) -> str:
+        text = "\n".join(m["content"] for m in messages)
+        item = next(i for r, i in by_request.items() if r in text)
+        if "Write the arguments of the function" not in text:
+            return json.dumps({"label": item.gold["tool"]})
+        _, arguments = next(iter(item.extra.ground_truth[0].items()))
+        return json.dumps({k: v[0] for k, v in arguments.items() if v and v[0] != ""})
+
+    def tiers() -> Tiers:
+        return Tiers(
+            ScriptedModel([reply] * 400, name="tiny"), ScriptedModel([reply] * 400, tier="llm", name="big")
+        )
+
+    conf = Settings(data_dir=tmp_path / "data", memory=False, learn=False)
+    with App(conf, tiers=tiers()) as app:
+        _collect(app, suite, train, 5, lambda _: None)
+        assert 5 <= len(_lessons(app.store)) <= 6  # a request gives one decision or two
+    data = learning_curve(conf, tmp_path / "work", points=(0,), limit=3, tiers=tiers())
+    point = data["points"]["0"]
+    assert set(point["modes"]) == {"slm", "tiered"} and point["modes"]["slm"]["items"] == 3
+    assert point["modes"]["slm"]["slm_share"] == 1.0 and "training" not in point
+    assert "| 0 |" in curve_markdown(data)

@@ -177,6 +177,60 @@ def eval_kit(
     show_results(as_json, {k: v for k, v in data.items() if k != "items"}, kit_markdown(data), str(path))
 
 
+@eval_app.command("learn")
+def eval_learn(
+    point: Annotated[
+        list[int],
+        typer.Option(
+            "--point",
+            min=0,
+            help="A number of LLM decisions to learn from; repeatable (default: 0 100 200 400).",
+        ),
+    ] = [],  # noqa: B006
+    max_minutes: Annotated[
+        float, typer.Option("--max-minutes", min=0.1, help="The most one training may take.")
+    ] = 60.0,
+    limit: Annotated[int | None, typer.Option(min=1, help="Run only the first N test requests.")] = None,
+    restart: Annotated[
+        bool,
+        typer.Option("--restart", help="Forget a stopped evaluation's runs and adapters and start over."),
+    ] = False,
+    out_dir: OutOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """The SLM's learning curve: BFCL live requests of train groups answered by the LLM, an
+    adapter trained on the first 100, 200 and 400 of its decisions with tierflow learn's own
+    code, and the SLM and tiered on requests of other groups at every point. Needs the train
+    extra; hours on 2 cores; resumable."""
+    import shutil
+
+    from tierflow.cli.render import ProgressDisplay
+    from tierflow.evals.learning_curve import POINTS, curve_markdown, learning_curve
+    from tierflow.evals.report import environment, write_results
+    from tierflow.optional import require
+
+    require("torch", "transformers", "peft", "gguf", "safetensors", purpose="tierflow eval learn")
+    conf = eval_settings()
+    work = conf.resolved_data_dir() / "eval-learn"
+    if restart:
+        shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True, exist_ok=True)
+    env = environment(conf.masked(), {"slm": conf.slm_model, "llm": conf.embedded_llm_model})
+    path = (out_dir or settings().resolved_results_dir()) / "learning_curve.json"
+    with ProgressDisplay(err) as progress:
+        data = learning_curve(
+            conf,
+            work,
+            points=sorted(set(point)) or POINTS,
+            max_minutes=max_minutes,
+            limit=limit,
+            on_progress=progress,
+        )
+    data["environment"] = env
+    write_results(path, data, curve_markdown(data))
+    show_results(as_json, {k: v for k, v in data.items() if k != "items"}, curve_markdown(data), str(path))
+
+
 @eval_app.command("tasks")
 def eval_tasks(
     policy: EvalPolicyOption = [],  # noqa: B006

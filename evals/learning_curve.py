@@ -1,0 +1,235 @@
+"""``tierflow eval learn``: the SLM's learning curve, from the LLM's decisions to a LoRA adapter.
+
+BFCL live requests run as the kit graph of ``tierflow eval kit --suite bfcl`` (``choose_tool``
+and ``write_args``), split by source group (the id's middle number; never a reserved id):
+
+1. The LLM runs the graph on requests of the routing split's **train** groups, through
+   ``App.run_graph`` with the ``llm`` policy, until it has made the most decisions a point
+   asks for. Its decisions are the lessons (``tierflow.memory.lessons``), in run order.
+2. For each point (100, 200 and 400 decisions) an adapter is trained on the first N lessons
+   with ``tierflow learn``'s own code (``train_adapter``, one pass, ``max_minutes`` at most),
+   in a process of its own so that its time and peak memory are its own, and written as a
+   GGUF LoRA adapter.
+3. On requests of the **test** groups, the base SLM (point 0) and each adapted SLM run the
+   graph under ``slm`` and ``tiered``. ``tiered`` judges both steps with the shipped priors'
+   fitted thresholds at every point (an adapted SLM is a new model pair, which would
+   otherwise get the strictest thresholds; the curve compares the SLM, not the fallback).
+   The memory of decisions and of verified outputs is off, so only the adapter differs.
+
+Every run is stored and every result line kept: a stopped evaluation goes on where it ended.
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import platform
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from tierflow.agents.calibration import StepScorer, StepScorers, shipped_priors
+from tierflow.evals.kit import BfclSuite, KitItem, item_line, kit_metrics
+from tierflow.memory.lessons import Lesson, LessonSummary, lessons
+from tierflow.records import OnProgress, Progress
+
+__all__ = ["CURVE_SAMPLE", "POINTS", "learning_curve", "curve_markdown"]
+
+CURVE_SAMPLE = {
+    "train": {"live_multiple": 240, "live_simple": 60, "live_irrelevance": 60},
+    "test": {"live_multiple": 40, "live_simple": 20, "live_irrelevance": 20},
+}
+"""Requests drawn per split and category: enough train requests for 400 LLM decisions."""
+
+POINTS = (0, 100, 200, 400)
+MODES = ("slm", "tiered")
+TASK = "curve"
+
+
+def learning_curve(
+    conf: Any,
+    work: Path,
+    *,
+    points: Sequence[int] = POINTS,
+    modes: Sequence[str] = MODES,
+    max_minutes: float = 60.0,
+    limit: int | None = None,
+    on_progress: OnProgress | None = None,
+    tiers: Any = None,
+) -> dict[str, Any]:
+    """Collect the LLM's decisions, train an adapter per point, run the test requests at every
+    point; the results (``conf``: the settings; ``work``: the data folder of the runs;
+    ``tiers``: given tiers instead of the configured models, for tests)."""
+    from tierflow.app import App, model_file
+
+    report: OnProgress = on_progress or (lambda _: None)
+    suite = BfclSuite(CURVE_SAMPLE)
+    train_items, test_items = suite.items("train"), suite.items("test")[:limit]
+    quiet = conf.model_copy(update={"data_dir": work, "memory": False, "learn": False, "shadow_rate": 0.0})
+    wanted = max(points)
+    with App(quiet.model_copy(update={"slm_adapter": "none"}), on_progress=report, tiers=tiers) as app:
+        _collect(app, suite, train_items, wanted, report)
+        taught = _lessons(app.store)[:wanted]
+        base = model_file(quiet, quiet.slm_model, "TIERFLOW_SLM_MODEL", report) if max(points) else None
+    results_file = work / "curve.jsonl"
+    done = _done(results_file)
+    curve: dict[str, Any] = {}
+    for point in points:
+        entry: dict[str, Any] = {"lessons": min(point, len(taught))}
+        adapter = None
+        if point:
+            adapter, entry["training"] = _adapter(
+                base, taught[:point], work / f"point-{point}", max_minutes, report
+            )
+        settings = quiet.model_copy(update={"slm_adapter": str(adapter) if adapter else "none"})
+        with App(settings, on_progress=report, tiers=tiers) as app:
+            scorers = StepScorers({}, _priors_for(app.tiers.slm.name, app.tiers.llm.name))
+            for mode in modes:
+                for number, item in enumerate(test_items, start=1):
+                    key = (point, mode, item.id)
+                    if key not in done:
+                        done[key] = _run(app, suite, item, point, mode, scorers)
+                        with results_file.open("a", encoding="utf-8") as handle:
+                            handle.write(json.dumps(done[key], default=str) + "\n")
+                    outcome = "right" if done[key]["right"] else "wrong"
+                    report(Progress(f"point {point}: {mode}", number, len(test_items), outcome, item.id))
+        entry["modes"] = {
+            mode: _by_kind([done[(point, mode, item.id)] for item in test_items], suite.checks)
+            for mode in modes
+        }
+        curve[str(point)] = entry
+    return {
+        "suite": "learning_curve",
+        "graph": suite.title,
+        "split": {"train_requests": len(train_items), "test": len(test_items), "lessons": len(taught)},
+        "points": curve,
+        "machine": {"cpu": platform.processor() or platform.machine(), "cores": multiprocessing.cpu_count()},
+    }
+
+
+def _collect(app: Any, suite: BfclSuite, items: Sequence[KitItem], wanted: int, report: OnProgress) -> None:
+    """Run the LLM on train requests, in order, until it has made ``wanted`` decisions."""
+    prefix = f"{TASK}:llm:"
+    ran = set(app.store.run_tasks(graph=suite.graph_name, status="succeeded", prefix=prefix))
+    made = len(_lessons(app.store))
+    for item in items:
+        if made >= wanted:
+            return
+        if prefix + item.id in ran:
+            continue
+        result = app.run_graph(
+            suite.graph(item), item.input, policy="llm", name=suite.graph_name, task=prefix + item.id
+        )
+        calls = [call for step in app.store.get_run(result.run_id).steps for call in step.model_calls]
+        made += sum(call.tier == "llm" and call.error is None and call.parsed is not None for call in calls)
+        report(Progress("the LLM's decisions on train requests", min(made, wanted), wanted, item=item.id))
+
+
+def _lessons(store: Any) -> list[Lesson]:
+    return list(lessons(store, LessonSummary()))
+
+
+def _adapter(
+    base: Path, taught: Sequence[Lesson], work: Path, max_minutes: float, report: OnProgress
+) -> tuple[Path, dict[str, Any]]:
+    """Train (or reuse) the point's adapter in a process of its own; its GGUF file and what
+    the training measured."""
+    gguf = work / "adapter.gguf"
+    record = work / "training.json"
+    if gguf.exists() and record.exists():
+        return gguf, json.loads(record.read_text(encoding="utf-8"))
+    work.mkdir(parents=True, exist_ok=True)
+    report(Progress(f"training on {len(taught)} lessons", note=f"in {work}"))
+    context = multiprocessing.get_context("spawn")
+    worker = context.Process(
+        target=_train_worker,
+        args=(str(base), [lesson.to_json() for lesson in taught], str(work), max_minutes),
+    )
+    worker.start()
+    worker.join()
+    if worker.exitcode != 0 or not record.exists():
+        raise RuntimeError(f"training the adapter in {work} failed (exit {worker.exitcode})")
+    return gguf, json.loads(record.read_text(encoding="utf-8"))
+
+
+def _train_worker(base: str, taught: list[dict[str, Any]], work: str, max_minutes: float) -> None:
+    from tierflow.learning.convert import to_gguf_adapter
+    from tierflow.learning.train import TrainOptions, train_adapter
+
+    folder = Path(work)
+    items = [Lesson.from_json(data) for data in taught]
+    options = TrainOptions(max_steps=len(items), max_minutes=max_minutes)
+    result = train_adapter(Path(base), items, folder, options)
+    written = to_gguf_adapter(result.adapter_dir, Path(base), folder / "adapter.gguf")
+    data = {**result.to_json(), **written}
+    (folder / "training.json").write_text(json.dumps(data, indent=1), encoding="utf-8")
+
+
+def _priors_for(slm: str, llm: str) -> dict[Any, StepScorer]:
+    """The shipped priors, taken as fitted for this pair (see the module's docstring)."""
+    return {
+        kind: replace(scorer, trained_on={**scorer.trained_on, "slm": slm, "llm": llm})
+        for kind, scorer in shipped_priors().items()
+    }
+
+
+def _run(
+    app: Any, suite: BfclSuite, item: KitItem, point: int, mode: str, scorers: StepScorers
+) -> dict[str, Any]:
+    result = app.run_graph(
+        suite.graph(item),
+        item.input,
+        policy=mode,
+        name=suite.graph_name,
+        task=f"{TASK}:{point}:{mode}:{item.id}",
+        context={"scorers": scorers if mode == "tiered" else StepScorers(), "shadow_rate": 0.0},
+    )
+    return {**item_line(app.store, suite, mode, item, result), "point": point}
+
+
+def _done(path: Path) -> dict[tuple[int, str, str], dict[str, Any]]:
+    if not path.exists():
+        return {}
+    lines = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    return {(int(line["point"]), line["mode"], line["id"]): line for line in lines}
+
+
+def _by_kind(lines: Sequence[Mapping[str, Any]], checks: Sequence[str]) -> dict[str, Any]:
+    kinds = sorted({str(line["kind"]) for line in lines})
+    return {
+        **kit_metrics(lines, checks),
+        "by_kind": {kind: kit_metrics([ln for ln in lines if ln["kind"] == kind], checks) for kind in kinds},
+    }
+
+
+def curve_markdown(data: Mapping[str, Any]) -> str:
+    """The curve as a table: per point, the SLM's accuracy (all and live_multiple), tiered's
+    accuracy, SLM share and LLM tokens, and the training's minutes and peak memory."""
+    rows = [
+        "| decisions learned | slm | slm, live_multiple | tiered | tiered: SLM share "
+        "| tiered: LLM tokens per item | training | peak memory |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for point, entry in data["points"].items():
+        slm = entry["modes"].get("slm", {})
+        tiered = entry["modes"].get("tiered", {})
+        multiple = slm.get("by_kind", {}).get("live_multiple", {})
+        training = entry.get("training") or {}
+        minutes = f"{training['seconds'] / 60:.0f} min, {training['steps']} steps" if training else "–"
+        memory = f"{training['peak_memory_mb']:,.0f} MiB" if training else "–"
+        rows.append(
+            f"| {point} | {_pct(slm.get('accuracy'))} | {_pct(multiple.get('accuracy'))} | "
+            f"{_pct(tiered.get('accuracy'))} | {_pct(tiered.get('slm_share'))} | "
+            f"{tiered.get('llm_tokens_per_item', 0):.0f} | {minutes} | {memory} |"
+        )
+    split = data["split"]
+    return (
+        f"# {data['graph']}: the SLM's learning curve\n\n"
+        f"{split['lessons']} LLM decisions on {split['train_requests']} train requests; "
+        f"{split['test']} test requests from other source groups.\n\n" + "\n".join(rows) + "\n"
+    )
+
+
+def _pct(value: float | None) -> str:
+    return "–" if value is None else f"{value:.1%}"
