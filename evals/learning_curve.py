@@ -78,10 +78,9 @@ def learning_curve(
     for point in points:
         entry: dict[str, Any] = {"lessons": min(point, len(taught))}
         adapter = None
-        if point:
-            adapter, entry["training"] = _adapter(
-                base, taught[:point], work / f"point-{point}", max_minutes, report
-            )
+        if point and base is not None:
+            folder = work / f"point-{point}"
+            adapter, entry["training"] = _adapter(base, taught[:point], folder, max_minutes, report)
         settings = quiet.model_copy(update={"slm_adapter": str(adapter) if adapter else "none"})
         with App(settings, on_progress=report, tiers=tiers) as app:
             scorers = StepScorers({}, _priors_for(app.tiers.slm.name, app.tiers.llm.name))
