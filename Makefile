@@ -100,6 +100,8 @@ eval-full: models
 	$(BIN)/tierflow eval tasks --policy slm --policy tiered --policy llm
 	$(BIN)/tierflow eval summaries
 	$(BIN)/tierflow eval memory
+	# the SLM's learning curve: adapters trained on 100, 200 and 400 LLM decisions (hours)
+	$(BIN)/tierflow eval learn
 	$(MAKE) results-table
 
 # The reliability suite with its tally: evals/results/reliability.{json,md} (the README's table).
