@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -19,7 +20,10 @@ def installed_layout(where: Path, extra: dict[str, str] | None = None) -> Path:
     (``.ci/typecheck-tree``'s layout), with ``extra`` modules added under their dotted names."""
     root = where / "tierflow"
     root.mkdir(parents=True)
-    folders = {"agents", "tools", "graphs", "memory", "ui", "evals", "batch"}
+    mapping = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))["tool"]["setuptools"][
+        "package-dir"
+    ]
+    folders = {folder for folder in mapping.values() if folder != "core"}  # each subpackage's folder
     for entry in (REPO / "core").iterdir():
         if entry.name != "__pycache__":
             (root / entry.name).symlink_to(entry)
