@@ -114,7 +114,13 @@ def slm_adapter(settings: Settings, base: Path | None = None) -> tuple[str, Path
     name = store.active() if choice == "auto" else choice
     if name is None:
         return None
-    card = store.card(name)
+    try:
+        card = store.card(name)
+    except TierflowError as exc:
+        if choice != "auto":
+            raise
+        _warn_once(f"the active adapter cannot be used ({exc.message}); the base SLM serves")
+        return None
     size = base.stat().st_size if base is not None and base.is_file() else None
     if card.base_model != settings.slm_model or (size is not None and size != card.base_file_size):
         message = (

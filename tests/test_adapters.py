@@ -113,3 +113,20 @@ def test_the_adapters_command_lists_uses_and_reverts(tmp_path: Path) -> None:
     assert reverted.returncode == 0 and "base SLM" in reverted.stdout
     unknown = tierflow("adapters", "use", "nope", env=env)
     assert unknown.returncode == 2 and "good" in unknown.stderr
+
+
+def test_a_missing_active_adapter_falls_back_to_the_base_slm_with_a_warning(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    conf = Settings(data_dir=tmp_path / "data")
+    store = AdapterStore(tmp_path / "data" / "adapters")
+    stored(store, tmp_path, card("gone"))
+    store.use("gone")
+    import shutil
+
+    shutil.rmtree(tmp_path / "data" / "adapters" / "gone")  # removed by hand
+    with caplog.at_level(logging.WARNING, logger="tierflow"):
+        assert slm_adapter(conf) is None
+    assert "no adapter named 'gone'" in caplog.text
+    with pytest.raises(TaskInputError):
+        slm_adapter(conf.model_copy(update={"slm_adapter": "gone"}))  # asked for by name: an error
