@@ -163,7 +163,9 @@ def _check_resumable(graph: Any, run_id: str) -> None:
             f"run {run_id} has no checkpoint to continue from (it stopped before its first step ended)",
             hint="Run the task again.",
         )
-    if not saved.next:
+    # A task that finished but whose step's checkpoint was never written leaves its result as a
+    # pending write: the run goes on from there, though ``next`` lists no step to run.
+    if not saved.next and not any(task.result is not None for task in saved.tasks):
         raise RunNotResumableError(
             f"run {run_id} has no step left to run", hint="`tierflow runs show` has its result."
         )
@@ -222,7 +224,10 @@ def execute(
         _start_servers(recorder, tiers, spec.policy, spec.local_only)
         stream_input = None if spec.resume is not None else input
         ctx = _run_context(graph, spec, tiers, recorder)
-        for values in graph.stream(stream_input, run_config, context=ctx, stream_mode="values"):
+        # "sync": a step's checkpoint is on disk before the next step starts, so a killed
+        # process never leaves a finished tool call unrecorded (to be repeated on resume).
+        steps = graph.stream(stream_input, run_config, context=ctx, stream_mode="values", durability="sync")
+        for values in steps:
             if isinstance(values, dict):
                 state = values
         result = GraphResult(run_id, "succeeded", state)

@@ -77,3 +77,52 @@ def test_unknown_and_live_runs_are_refused(tmp_path: Path) -> None:
     live = task_runner.store.start_run("still going", graph="task")  # owned by this process: alive
     with pytest.raises(RunNotResumableError, match="still running"):
         task_runner.resume(live)
+
+
+def test_a_step_whose_result_was_saved_but_not_its_checkpoint_is_not_run_again(tmp_path: Path) -> None:
+    """A process killed between a step's result being written and the step's checkpoint
+    leaves the result as a pending write and no step listed to run: resume finishes from it."""
+    from typing import TypedDict
+
+    from langgraph.graph import END, START, StateGraph
+    from tierflow.agents.scripted import ScriptedModel
+    from tierflow.agents.tiers import Tiers
+    from tierflow.errors import StepOutputError
+    from tierflow.graphs.running import run_graph
+    from tierflow.memory.checkpoints import open_checkpointer
+
+    class State(TypedDict, total=False):
+        text: str
+        done: str
+
+    calls: list[str] = []
+
+    def first(state: State) -> State:
+        return {"text": state["text"].upper()}
+
+    def second(state: State) -> State:
+        calls.append(state["text"])
+        raise StepOutputError("stopped before the second step ended")
+
+    builder = StateGraph(State)
+    builder.add_node("first", first)
+    builder.add_node("second", second)
+    builder.add_edge(START, "first")
+    builder.add_edge("first", "second")
+    builder.add_edge("second", END)
+    saver = open_checkpointer(tmp_path / "checkpoints.sqlite")
+    graph = builder.compile(checkpointer=saver)
+    tiers = Tiers(ScriptedModel(tier="slm", name="tiny"), ScriptedModel(tier="llm", name="big"))
+    store = TraceStore.from_url(f"sqlite:///{tmp_path / 'traces.db'}")
+
+    stopped = run_graph(graph, {"text": "hi"}, tiers=tiers, store=store)
+    assert stopped.status == "failed" and calls == ["HI"]
+    # What a kill leaves: the second step's result saved, the checkpoint after it not.
+    saved = graph.get_state({"configurable": {"thread_id": stopped.run_id}})
+    [task] = saved.tasks
+    saver.put_writes(saved.config, [("done", "from the saved result")], task.id)
+
+    resumed = run_graph(graph, {}, tiers=tiers, store=store, resume=stopped.run_id)
+    assert resumed.status == "succeeded", resumed.error
+    assert resumed.state["done"] == "from the saved result"
+    assert calls == ["HI"]  # the step was not run again
