@@ -32,10 +32,11 @@ $(VENV)/.installed: pyproject.toml requirements-dev.lock
 	@touch $@
 
 # Pin the development environment as it is now (after changing pyproject.toml's dependencies).
+# torch is pinned without its local tag (+cpu), so that PyPI's build of the same release matches.
 lock: setup
 	{ echo "# The development environment, pinned: make setup installs with these as constraints."; \
 	  echo "# Regenerate after changing dependencies: make lock"; \
-	  $(BIN)/python -m pip freeze --exclude-editable | grep -v '^tierflow'; } > requirements-dev.lock
+	  $(BIN)/python -m pip freeze --exclude-editable | grep -v '^tierflow' | sed 's/^\(torch==[^+]*\)+cpu$$/\1/'; } > requirements-dev.lock
 
 models: setup
 	$(BIN)/tierflow models pull qwen2.5-coder-0.5b
