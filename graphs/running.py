@@ -19,6 +19,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 from langchain_core.runnables import RunnableConfig
+from langgraph.checkpoint.base import BaseCheckpointSaver
 from pydantic_core import to_jsonable_python
 from tierflow.agents.budget import Budget, BudgetMeter, Prices
 from tierflow.agents.policy import TierPolicy
@@ -226,7 +227,12 @@ def execute(
         ctx = _run_context(graph, spec, tiers, recorder)
         # "sync": a step's checkpoint is on disk before the next step starts, so a killed
         # process never leaves a finished tool call unrecorded (to be repeated on resume).
-        steps = graph.stream(stream_input, run_config, context=ctx, stream_mode="values", durability="sync")
+        # LangGraph fails on a durability without a checkpointer: such a graph gets none.
+        saves = isinstance(getattr(graph, "checkpointer", None), BaseCheckpointSaver)
+        durability = "sync" if saves else None
+        steps = graph.stream(
+            stream_input, run_config, context=ctx, stream_mode="values", durability=durability
+        )
         for values in steps:
             if isinstance(values, dict):
                 state = values
