@@ -17,6 +17,7 @@ __all__ = [
     "shown_policy",
     "tools_rows",
     "bench_rows",
+    "curve_points",
 ]
 
 
@@ -134,3 +135,28 @@ def bench_rows(data: dict[str, Any]) -> list[list[str]]:
         if mem.get("llm_server_mib"):
             rows.append(["peak RSS, embedded LLM server", f"{mem['llm_server_mib']:.0f} MiB"])
     return rows
+
+
+def curve_points(data: dict[str, Any]) -> list[dict[str, Any]]:
+    """The learning curve (``learning_curve.json``), one row per point: the decisions learned,
+    the SLM's accuracy (all and live_multiple), ``tiered``'s accuracy, SLM share and LLM tokens
+    per item, and the training's minutes, steps and peak memory (None at the base point)."""
+    rows = []
+    for point, entry in (data.get("points") or {}).items():
+        slm = entry["modes"].get("slm", {})
+        tiered = entry["modes"].get("tiered", {})
+        training = entry.get("training") or {}
+        rows.append(
+            {
+                "decisions learned": int(point),
+                "slm": slm.get("accuracy"),
+                "slm, live_multiple": slm.get("by_kind", {}).get("live_multiple", {}).get("accuracy"),
+                "tiered": tiered.get("accuracy"),
+                "tiered: SLM share": tiered.get("slm_share"),
+                "tiered: LLM tokens per item": tiered.get("llm_tokens_per_item"),
+                "training minutes": training["seconds"] / 60 if training else None,
+                "training steps": training.get("steps"),
+                "peak memory MiB": training.get("peak_memory_mb"),
+            }
+        )
+    return sorted(rows, key=lambda row: row["decisions learned"])

@@ -33,6 +33,7 @@ from tierflow.agents.calibration import StepScorer, StepScorers, shipped_priors
 from tierflow.evals.kit import BfclSuite, KitItem, item_line, kit_metrics
 from tierflow.memory.lessons import Lesson, LessonSummary, lessons
 from tierflow.records import OnProgress, Progress
+from tierflow.results import curve_points
 
 __all__ = ["CURVE_SAMPLE", "POINTS", "learning_curve", "curve_markdown"]
 
@@ -210,17 +211,14 @@ def curve_markdown(data: Mapping[str, Any]) -> str:
         "| tiered: LLM tokens per item | training | peak memory |",
         "|---|---|---|---|---|---|---|---|",
     ]
-    for point, entry in data["points"].items():
-        slm = entry["modes"].get("slm", {})
-        tiered = entry["modes"].get("tiered", {})
-        multiple = slm.get("by_kind", {}).get("live_multiple", {})
-        training = entry.get("training") or {}
-        minutes = f"{training['seconds'] / 60:.0f} min, {training['steps']} steps" if training else "–"
-        memory = f"{training['peak_memory_mb']:,.0f} MiB" if training else "–"
+    for row in curve_points(dict(data)):
+        minutes = row["training minutes"]
+        trained = f"{minutes:.0f} min, {row['training steps']} steps" if minutes is not None else "–"
+        memory = f"{row['peak memory MiB']:,.0f} MiB" if row["peak memory MiB"] is not None else "–"
         rows.append(
-            f"| {point} | {_pct(slm.get('accuracy'))} | {_pct(multiple.get('accuracy'))} | "
-            f"{_pct(tiered.get('accuracy'))} | {_pct(tiered.get('slm_share'))} | "
-            f"{tiered.get('llm_tokens_per_item', 0):.0f} | {minutes} | {memory} |"
+            f"| {row['decisions learned']} | {_pct(row['slm'])} | {_pct(row['slm, live_multiple'])} | "
+            f"{_pct(row['tiered'])} | {_pct(row['tiered: SLM share'])} | "
+            f"{row['tiered: LLM tokens per item'] or 0:.0f} | {trained} | {memory} |"
         )
     split = data["split"]
     return (

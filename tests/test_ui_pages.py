@@ -337,3 +337,29 @@ def test_the_accuracy_against_llm_tokens_chart_has_a_point_per_suite_and_policy(
     slm = [p for p in points if p["policy"] == "slm"]
     assert all(p["LLM tokens per 100 items"] > 0 for p in llm)
     assert all(p["LLM tokens per 100 items"] == 0 for p in slm)
+
+
+def test_evaluations_page_plots_the_learning_curve(app: App, tmp_path: Path) -> None:
+    def point(slm: float, share: float, training: dict[str, float] | None) -> dict[str, object]:
+        modes = {
+            "slm": {"accuracy": slm, "by_kind": {"live_multiple": {"accuracy": slm - 0.1}}},
+            "tiered": {"accuracy": 0.6, "slm_share": share, "llm_tokens_per_item": 300.0},
+        }
+        return {"lessons": 0, "modes": modes, **({"training": training} if training else {})}
+
+    curve = {
+        "suite": "learning_curve",
+        "graph": "kit",
+        "split": {"train_requests": 200, "test": 80, "lessons": 400},
+        "points": {
+            "0": point(0.35, 0.5, None),
+            "100": point(0.40, 0.55, {"seconds": 600.0, "steps": 100, "peak_memory_mb": 3000.0}),
+        },
+    }
+    (tmp_path / "learning_curve.json").write_text(json.dumps(curve), encoding="utf-8")
+    at = page(app, "screens/evals.py", results=str(tmp_path))
+    assert "The SLM learning from the LLM" in {h.value for h in at.subheader}
+    [frame] = [f.value for f in at.dataframe]
+    assert list(frame["decisions learned"]) == [0, 100]
+    assert list(frame["slm"]) == [0.35, 0.40] and frame["training minutes"].iloc[1] == 10
+    assert "400 LLM decisions" in at.caption[-1].value

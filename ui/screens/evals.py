@@ -9,7 +9,7 @@ from typing import Any
 import altair as alt
 import pandas as pd
 import streamlit as st
-from tierflow.results import TOOLS_HEADERS, bench_rows, ordered_policies, tools_rows
+from tierflow.results import TOOLS_HEADERS, bench_rows, curve_points, ordered_policies, tools_rows
 from tierflow.ui.resources import current_app
 from tierflow.ui.views import POLICY_COLOURS, accuracy_vs_tokens
 
@@ -27,7 +27,8 @@ def load(name: str) -> dict[str, Any]:
 
 
 suites = sorted(p.name for p in directory.glob("bfcl_*.json")) if directory.is_dir() else []
-if not suites and not (directory / "tasks.json").exists():
+OTHERS = ("confidence.json", "routing.json", "learning_curve.json", "tasks.json", "summaries.json", "bench.json")
+if not suites and not any((directory / name).exists() for name in OTHERS):
     st.info("No evaluation results yet.")
     st.stop()
 
@@ -117,6 +118,40 @@ if routing:
             pd.DataFrame(live),
             {"escalation score": "accuracy", "random, same share": "random", "perfect router": "perfect"},
         )
+
+curve = curve_points(load("learning_curve.json"))
+if curve:
+    st.subheader("The SLM learning from the LLM")
+    split = load("learning_curve.json").get("split", {})
+    st.caption(
+        f"An adapter trained on the first N of {split.get('lessons', '?')} LLM decisions (train source "
+        f"groups), measured on {split.get('test', '?')} requests of other groups (`tierflow eval learn`)."
+    )
+    frame = pd.DataFrame(curve)
+    lines = ["slm", "slm, live_multiple", "tiered", "tiered: SLM share"]
+    long = frame.melt(id_vars="decisions learned", value_vars=lines, var_name="measure", value_name="value")
+    st.altair_chart(
+        alt.Chart(long.dropna())
+        .mark_line(point=True)
+        .encode(
+            x=alt.X("decisions learned:Q", title="LLM decisions learned"),
+            y=alt.Y("value:Q", title="accuracy (or share)", axis=alt.Axis(format="%")),
+            color=alt.Color("measure:N", title=None),
+            tooltip=["decisions learned", "measure", alt.Tooltip("value:Q", format=".1%")],
+        ),
+        width="stretch",
+    )
+    st.dataframe(
+        frame,
+        hide_index=True,
+        width="stretch",
+        column_config={
+            **{name: st.column_config.NumberColumn(name, format="percent") for name in lines},
+            "tiered: LLM tokens per item": st.column_config.NumberColumn(format="%.0f"),
+            "training minutes": st.column_config.NumberColumn(format="%.0f"),
+            "peak memory MiB": st.column_config.NumberColumn(format="%.0f"),
+        },
+    )
 
 tasks = load("tasks.json")
 if tasks.get("policies"):
