@@ -33,6 +33,8 @@ class Completion:
     """A choice among fixed options: the probability of the option chosen (read from
     ``choice_probabilities`` when the model measured them all)."""
     signals: TokenSignals | None = None  # log-probabilities of the generated JSON values
+    stopped: str | None = None
+    """Why the model's watch ended the reply early (``tierflow.agents.watch``), if it did."""
 
     def __post_init__(self) -> None:
         if self.confidence is None and self.choice_probabilities is not None:

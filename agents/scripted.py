@@ -10,12 +10,14 @@ simulate an unreachable endpoint).
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from tierflow.agents.confidence import choice_field
 from tierflow.agents.protocol import CURRENT_NODE, ChoiceProbabilities, Completion, Message, Tier
 from tierflow.agents.signals import TokenSignals
+from tierflow.agents.watch import CURRENT_WATCH
 
 __all__ = ["ScriptedModel", "Reply"]
 
@@ -81,6 +83,10 @@ class ScriptedModel:
         text = reply(messages) if callable(reply) else reply
         if isinstance(text, dict):
             text = json.dumps(text)
+        stopped = None
+        watch = CURRENT_WATCH.get() if schema is None else None
+        if watch is not None:  # written word by word, as the SLM does, and stopped the same way
+            text, stopped = _watched(text, watch)
         field = choice_field(schema)
         is_choice = field is not None
         choosing = self._confidence is not None and is_choice
@@ -94,8 +100,17 @@ class ScriptedModel:
             prompt_tokens=sum(len(m["content"].split()) for m in messages),
             completion_tokens=len(text.split()),
             latency_ms=0.0,
-            finish_reason=self._finish_reason,
+            finish_reason="stopped" if stopped else self._finish_reason,
             confidence=self._confidence if choosing else None,
             choice_probabilities=scores,
             signals=self._signals if schema is not None and not is_choice else None,
+            stopped=stopped,
         )
+
+
+def _watched(text: str, watch: Any) -> tuple[str, str | None]:
+    """``text`` as far as ``watch`` lets it be written, word by word, and why it stopped."""
+    for match in re.finditer(r"\S+", text):
+        if watch.check(text[: match.end()] + " "):
+            return text[: match.end()], watch.stopped
+    return text, None

@@ -19,9 +19,10 @@ from tierflow.agents.confidence import choice_field, choice_probabilities, recho
 from tierflow.agents.grammar import build_grammar
 from tierflow.agents.protocol import ChoiceProbabilities, Completion, Message, Tier
 from tierflow.agents.signals import TokenTrace, text_signals, token_signals
+from tierflow.agents.watch import CURRENT_WATCH, GenerationWatch
 from tierflow.errors import ContextOverflowError, ModelFileError, ModelNotFoundError
 
-__all__ = ["LlamaCppModel", "check_gguf"]
+__all__ = ["LlamaCppModel", "WatchStop", "check_gguf"]
 
 _GGUF_MAGIC = b"GGUF"
 
@@ -41,6 +42,28 @@ def check_gguf(path: Path) -> None:
             hint="Point the setting at a .gguf file, or re-download with "
             "`tierflow models pull NAME --force`.",
         )
+
+
+class WatchStop:
+    """A llama-cpp logits processor that ends the reply (forces end-of-generation) once the
+    watch finds a reason to stop the text generated so far."""
+
+    def __init__(self, llama: Any, watch: GenerationWatch) -> None:
+        self.llama, self.watch = llama, watch
+        self.prompt_tokens: int | None = None  # the input at the first token is the prompt
+
+    def __call__(self, input_ids: Any, logits: Any) -> Any:
+        if self.prompt_tokens is None:
+            self.prompt_tokens = len(input_ids)
+        generated = [int(token) for token in input_ids[self.prompt_tokens :]]
+        if generated or self.watch.stopped:
+            text = self.llama.detokenize(generated).decode("utf-8", errors="ignore")
+            if self.watch.check(text):
+                end = logits.copy()
+                end[:] = -float("inf")
+                end[self.llama.token_eos()] = 0.0
+                return end
+        return logits
 
 
 class LlamaCppModel:
@@ -128,6 +151,10 @@ class LlamaCppModel:
             field = choice_field(schema)
             # how sure the model was of what it wrote: a value's tokens, or a free text's
             trace = TokenTrace() if field is None else None
+            processors: list[Any] = [trace] if trace is not None else []
+            watch = CURRENT_WATCH.get() if grammar is None else None
+            if watch is not None:  # a free text, stopped early when it goes wrong
+                processors.append(WatchStop(llama, watch))
             started = time.perf_counter()
             try:
                 response = llama.create_chat_completion(
@@ -136,7 +163,7 @@ class LlamaCppModel:
                     max_tokens=max_tokens,
                     temperature=0.0,
                     seed=self._seed,
-                    logits_processor=LogitsProcessorList([trace]) if trace is not None else None,
+                    logits_processor=LogitsProcessorList(processors) if processors else None,
                 )
             except ValueError as exc:
                 if "exceed context window" not in str(exc):
@@ -147,6 +174,7 @@ class LlamaCppModel:
                     "TIERFLOW_SLM_N_CTX (the model's own limit permitting).",
                 ) from None
             latency_ms = (time.perf_counter() - started) * 1000
+            stopped = watch.stopped if watch is not None else None
             choice = response["choices"][0]
             usage = response.get("usage") or {}
             text = choice["message"].get("content") or ""
@@ -170,7 +198,8 @@ class LlamaCppModel:
             prompt_tokens=int(usage.get("prompt_tokens", 0)),
             completion_tokens=int(usage.get("completion_tokens", 0)),
             latency_ms=latency_ms,
-            finish_reason=choice.get("finish_reason") or "stop",
+            finish_reason="stopped" if stopped else choice.get("finish_reason") or "stop",
             choice_probabilities=scores,
             signals=signals,
+            stopped=stopped,
         )

@@ -40,6 +40,7 @@ from tierflow.agents.prompting import render_messages
 from tierflow.agents.protocol import CURRENT_NODE, ChatModel, Completion, Message, Tier
 from tierflow.agents.redaction import Redactor
 from tierflow.agents.tiers import Tiers
+from tierflow.agents.watch import GenerationWatch, stop_description, watching
 from tierflow.errors import ContextOverflowError, TierflowError
 from tierflow.memory.traces.recorder import RunRecorder
 from tierflow.records import CallRef, ModelCallRecord, OutputLabel, StepHandle
@@ -190,6 +191,7 @@ def ask(
     judge: Judge | None = None,
     tool: dict[str, Any] | None = None,
     view: StepView | None = None,
+    watch: GenerationWatch | None = None,
 ) -> Answer[T]:
     """Call the model that serves ``step`` now, parse its reply, escalate if it is rejected.
 
@@ -201,11 +203,13 @@ def ask(
     arguments the reply is; an LLM endpoint that takes ``tools=`` is then asked through a
     native tool call, and its arguments are the reply's text. ``view``: what kind of step
     this is and what its output must rest on; the SLM output's signals are then recorded,
-    and under ``tiered`` the step's scorer judges it (when ``judge`` does not).
+    and under ``tiered`` the step's scorer judges it (when ``judge`` does not). ``watch``: a
+    free-text reply of the SLM is read as it is written and ended as soon as the watch finds
+    it copying its source, looping or over its sentence budget; the reply is then rejected.
     """
     choice: TierChoice = tier or ctx.policy.for_node(step.node, prefer)
     local = local_only or ctx.local_only
-    call = _Call(ctx, step, messages, parse, max_tokens, schema, redact, judge, tool, view)
+    call = _Call(ctx, step, messages, parse, max_tokens, schema, redact, judge, tool, view, watch)
     if choice == "llm":
         if not local:
             return call.attempt("llm", may_escalate=False)
@@ -234,6 +238,7 @@ class _Call:
     judge: Judge | None = None
     tool: dict[str, Any] | None = None  # the function whose arguments the reply is
     view: StepView | None = None  # what kind of step it is, for the signals and the scorer
+    watch: GenerationWatch | None = None  # stops an SLM text going wrong while it is written
     node: str = ""  # the name the call is traced under; the step's node by default
 
     def __post_init__(self) -> None:
@@ -277,8 +282,10 @@ class _Call:
         )
         ref = self.step.model_call(record)
         token = CURRENT_NODE.set(self.node)
+        watch = dataclasses.replace(self.watch, stopped=None) if self.watch and tier == "slm" else None
         try:
-            completion = self._complete(model, tier, messages)
+            with watching(watch):
+                completion = self._complete(model, tier, messages)
         except ContextOverflowError as exc:
             record.error = exc.message
             if not may_escalate:
@@ -303,6 +310,8 @@ class _Call:
         if kinds and redactor is not None:
             completion = dataclasses.replace(completion, text=redactor.restore(completion.text))
         try:
+            if completion.stopped:  # the watch ended it: what it wrote so far is not the answer
+                raise Rejected(completion.stopped, stop_description(completion.stopped))
             value = self.parse(completion)
         except Rejected as rejection:
             record.error = rejection.reason

@@ -26,6 +26,7 @@ from tierflow.agents.policy import TierChoice
 from tierflow.agents.prompting import render_messages
 from tierflow.agents.protocol import Completion, Message
 from tierflow.agents.scoring import written_numbers
+from tierflow.agents.watch import GenerationWatch
 from tierflow.errors import GraphError, StepOutputError
 from tierflow.graphs.context import Answer, TierContext, ask
 from tierflow.records import StepHandle, ToolCallRecord
@@ -270,13 +271,16 @@ def summarize(
     redact: bool | None = None,
     append: bool = False,
     verify: Callable[[str, str], None] | None = None,
+    watch: bool = True,
 ) -> Node:
     """A node that summarizes the state's ``inputs`` into ``into`` (plain text).
 
     It never sends the SLM more than its context holds: a longer text is cut into pieces
     that fit, each is summarized, and the summaries are summarized in turn. ``verify``:
     ``verify(summary, text)`` raises ``Rejected`` for a summary the text does not support
-    (e.g. ``numbers_grounded``), which escalates it under ``tiered``."""
+    (e.g. ``numbers_grounded``), which escalates it under ``tiered``. ``watch``: the SLM's
+    summary is ended as soon as it copies the text, loops or runs past ``max_sentences``
+    (``tierflow.agents.watch``), and escalated at once under ``tiered``."""
     from tierflow.agents.fitting import fit_and_summarize
 
     routing = _routing(prefer, local_only, redact)
@@ -292,7 +296,8 @@ def summarize(
             )
             parse = parse_text if verify is None else _verified(verify, piece)
             view = StepView("text", piece, into=into)
-            got = scope.ask(messages, parse, max_tokens=max_tokens, view=view, **routing)
+            guard = GenerationWatch(source=piece, max_sentences=max_sentences) if watch else None
+            got = scope.ask(messages, parse, max_tokens=max_tokens, view=view, watch=guard, **routing)
             return _value(_kept(got), scope.node)
 
         model = first_model(scope.ctx, scope.node, prefer, local_only)
@@ -314,7 +319,7 @@ def _kept(got: Answer[str]) -> Answer[str]:
     if got.value is not None:
         return got
     text = got.completion.text.strip()
-    if got.completion.truncated:
+    if got.completion.truncated or got.completion.stopped:
         ends = [match.end() for match in _SENTENCE_END.finditer(text)]
         text = text[: ends[-1]] if ends else ""
     if not text:

@@ -27,6 +27,7 @@ from langgraph.types import Send
 from tierflow.agents.escalation import parse_text
 from tierflow.agents.fitting import context_budget, count_tokens, split_to_fit
 from tierflow.agents.prompting import render_messages
+from tierflow.agents.watch import GenerationWatch
 from tierflow.graphs.context import TierContext
 from tierflow.graphs.steps import (
     StepScope,
@@ -143,7 +144,8 @@ def _collapse(state: DocumentState, scope: StepScope) -> dict[str, Any]:
         messages = render_messages(
             "step_summarize", instructions=NOTES_INSTRUCTIONS, max_sentences=4, text=group
         )
-        got = scope.ask(messages, parse_text, max_tokens=CHUNK_SUMMARY_TOKENS)
+        watch = GenerationWatch(source=group, max_sentences=4)
+        got = scope.ask(messages, parse_text, max_tokens=CHUNK_SUMMARY_TOKENS, watch=watch)
         collapsed.append(got.value or group)
     scope.summarize_as(f"{len(groups)} group(s) of notes summarized")
     return {"notes": "\n\n".join(collapsed), "rounds": rounds + 1, "fits": False}

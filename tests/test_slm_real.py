@@ -161,3 +161,31 @@ def test_a_free_text_reply_carries_the_log_probabilities_of_its_tokens(slm: Llam
     assert said.signals.forced_tokens == 0 and 1 <= said.signals.tokens <= said.completion_tokens
     assert made_up.signals.tokens >= 10
     assert said.signals.mean_logprob > made_up.signals.mean_logprob  # surer of the word it was told
+
+
+PASSAGE = (
+    "The northern plant produced 4,200 tonnes of steel in March, up from 3,900 in February. "
+    "Its new furnace, installed in January after two years of planning, cut the energy used "
+    "per tonne by a fifth. The southern plant was closed for repairs for the whole month and "
+    "produced nothing, so the company's total output fell by a tenth against the year before."
+)
+
+
+def test_the_watch_ends_a_reply_that_copies_or_runs_over_while_it_is_written(slm: LlamaCppModel) -> None:
+    from tierflow.agents.watch import GenerationWatch, watching
+
+    copy = ask(f"Repeat this text exactly, word for word:\n\n{PASSAGE}")
+    free = slm.complete(copy, max_tokens=120)
+    with watching(GenerationWatch(source=PASSAGE)) as watch:
+        stopped = slm.complete(copy, max_tokens=120)
+    assert watch is not None and watch.stopped == "copies_source"
+    assert (stopped.stopped, stopped.finish_reason) == ("copies_source", "stopped")
+    assert stopped.completion_tokens < free.completion_tokens / 2  # the tokens it did not write
+    assert free.text.startswith(stopped.text.strip()[:40])  # the same reply, cut short
+
+    many = ask("Write ten short sentences about the sea.")
+    with watching(GenerationWatch(max_sentences=2)):
+        over = slm.complete(many, max_tokens=200)
+    assert over.stopped == "over_budget" and over.completion_tokens < 120
+    after = slm.complete(many, max_tokens=200)  # the model is sound after a forced end
+    assert after.stopped is None and after.completion_tokens > over.completion_tokens
