@@ -35,6 +35,10 @@ RejectionCode = Literal[
     "context_overflow",
     "ungrounded_numbers",
     "too_long",
+    # a free text stopped while it was written (tierflow.agents.watch)
+    "copies_source",
+    "loops",
+    "over_budget",
     # cited answers (tierflow.graphs.citing)
     "weak_evidence",
     "not_found_relevant",

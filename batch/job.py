@@ -297,6 +297,8 @@ def _summarize_all(
                     )
                 )
                 continue
+            if read.encoding not in (None, "utf-8"):  # what it was read in, for the report
+                jobs.update_document(document.id, encoding=read.encoding)
             yield DocumentTask(document.id, Path(document.path).name, read.text)
 
     if not todo:
@@ -320,6 +322,9 @@ def _summarize_all(
                 llm_calls=outcome.llm_calls,
                 llm_tokens=outcome.llm_tokens,
                 seconds=outcome.seconds,
+                slm_seconds=outcome.slm_seconds,
+                llm_seconds=outcome.llm_seconds,
+                escalations=outcome.escalations,
             )
         )
 

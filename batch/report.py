@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +52,10 @@ class DocumentReport:
     seconds: float
     run_id: str | None
     reused_from: str | None
+    slm_seconds: float = 0.0  # the SLM's calls
+    llm_seconds: float = 0.0  # the LLM's calls
+    escalations: dict[str, int] = field(default_factory=dict)  # SLM outputs sent to the LLM, by reason
+    encoding: str | None = None  # the text's encoding, when it was not UTF-8
 
 
 @dataclass(frozen=True)
@@ -152,9 +156,14 @@ def _costs(d: DocumentReport) -> str:
         return f"unchanged: summary of job {d.reused_from}"
     if d.run_id is None:
         return "no model call"
+    escalated = ", ".join(f"{reason} ×{count}" for reason, count in d.escalations.items())
     return (
         f"{d.chunks} chunk(s) · {d.slm_calls} SLM / {d.llm_calls} LLM calls (SLM share "
-        f"{_share(d.slm_share)}) · {d.llm_tokens:,} LLM tokens · {d.seconds:.1f} s · run {d.run_id}"
+        f"{_share(d.slm_share)}) · {d.llm_tokens:,} LLM tokens · {d.seconds:.1f} s "
+        f"(SLM {d.slm_seconds:.1f} s, LLM {d.llm_seconds:.1f} s)"
+        + (f" · escalated: {escalated}" if escalated else "")
+        + (f" · read as {d.encoding}" if d.encoding else "")
+        + f" · run {d.run_id}"
     )
 
 
@@ -177,6 +186,10 @@ def build_report(jobs: JobStore, job_id: str, *, seconds: float, store: TraceSto
             seconds=row.seconds,
             run_id=row.run_id,
             reused_from=row.reused_from,
+            slm_seconds=row.slm_seconds or 0.0,
+            llm_seconds=row.llm_seconds or 0.0,
+            escalations=dict(row.escalations or {}),
+            encoding=row.encoding,
         )
         for row in rows
     ]

@@ -6,6 +6,7 @@ outcome, and the driver, which owns the database, stores them."""
 from __future__ import annotations
 
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -15,6 +16,7 @@ from tierflow.agents.tiers import Tiers
 from tierflow.graphs.summaries import document_graph
 from tierflow.memory.traces import TraceStore
 from tierflow.memory.traces.tracelog import TraceLog, TraceWrite
+from tierflow.records import ModelCallRecord
 
 if TYPE_CHECKING:
     from tierflow.settings import Settings
@@ -79,6 +81,9 @@ class DocumentOutcome:
     llm_calls: int = 0
     llm_tokens: int = 0
     seconds: float = 0.0
+    slm_seconds: float = 0.0
+    llm_seconds: float = 0.0
+    escalations: dict[str, int] = field(default_factory=dict)  # why SLM outputs went to the LLM
     trace: list[TraceWrite] = field(default_factory=list)  # for the driver to store
 
 
@@ -130,6 +135,9 @@ def summarize_document(
         llm_calls=len(llm),
         llm_tokens=sum(call.prompt_tokens + call.completion_tokens for call in llm),
         seconds=round(time.perf_counter() - started, 3),
+        slm_seconds=round(sum(call.latency_ms for call in calls if call.tier == "slm") / 1000, 3),
+        llm_seconds=round(sum(call.latency_ms for call in llm) / 1000, 3),
+        escalations=escalation_counts(calls),
         trace=[] if store is not None else log.writes,
     )
 
@@ -168,3 +176,13 @@ def _build_tiers(settings: Settings) -> Tiers:
     from tierflow.app import build_tiers
 
     return build_tiers(settings)  # a tier the policy never calls is never built
+
+
+def escalation_counts(calls: list[ModelCallRecord]) -> dict[str, int]:
+    """How many SLM outputs went to the LLM, by reason (its code, before the colon)."""
+    reasons = Counter(
+        (call.escalation_reason or "").split(":")[0]
+        for call in calls
+        if call.tier == "slm" and call.escalated
+    )
+    return dict(reasons.most_common())

@@ -20,13 +20,13 @@ import json
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
 
 from pydantic import BaseModel
 from pydantic_core import to_jsonable_python
 from tierflow.agents.budget import BudgetMeter
 from tierflow.agents.calibration import ScorerMatch, StepScorers
-from tierflow.agents.escalation import Rejected, parse_model
+from tierflow.agents.escalation import Rejected, RejectionCode, parse_model
 from tierflow.agents.judging import (
     JUDGE_SCHEMA,
     StepKind,
@@ -311,7 +311,8 @@ class _Call:
             completion = dataclasses.replace(completion, text=redactor.restore(completion.text))
         try:
             if completion.stopped:  # the watch ended it: what it wrote so far is not the answer
-                raise Rejected(completion.stopped, stop_description(completion.stopped))
+                code = cast(RejectionCode, completion.stopped)
+                raise Rejected(code, stop_description(completion.stopped))
             value = self.parse(completion)
         except Rejected as rejection:
             record.error = rejection.reason

@@ -113,11 +113,13 @@ def test_bad_files_fail_alone_with_their_reason(app: App, reports: Path, fifo: b
     reasons = {d.name: d.reason or "" for d in report.documents if d.status == "failed"}
     assert reasons["empty.txt"].startswith("empty:")
     assert reasons["binary.txt"].startswith("binary:")
-    assert reasons["latin1.txt"].startswith("not_utf8:")
     assert reasons["truncated.pdf"].startswith("corrupt:")
     assert reasons["gone.txt"].startswith("unreadable:")
     assert ("pipe.txt" in reasons) == fifo
-    assert report.totals.succeeded == 3 and not report.ok and report.status == "failed"
+    assert report.totals.succeeded == 4 and not report.ok and report.status == "failed"
+    [latin1] = [d for d in report.documents if d.name == "latin1.txt"]  # read, in its encoding
+    assert (latin1.status, latin1.encoding) == ("succeeded", "cp1252")
+    assert "read as cp1252" in report.to_markdown()
 
 
 def test_a_document_whose_model_call_fails_fails_alone(tmp_path: Path, reports: Path) -> None:
@@ -279,7 +281,10 @@ def test_a_summary_that_copies_its_text_escalates(tmp_path: Path) -> None:
         (document,) = report.documents
         assert document.summary == "The report is about sales."
         slm_call = app.store.get_run(document.run_id).steps[-1].model_calls[0]
-        assert slm_call.escalated and (slm_call.escalation_reason or "").startswith("too_long")
+        # stopped while it was written, as soon as the copy was clear
+        assert slm_call.escalated and (slm_call.escalation_reason or "").startswith("copies_source")
+        assert slm_call.completion_tokens < len(text[:1200].split()) / 2
+        assert document.escalations == {"copies_source": 1}
 
 
 def test_a_resumed_job_keeps_its_own_options(app: App, tmp_path: Path) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import os
 import pickle
+import random
 import re
 from collections.abc import Callable
 from pathlib import Path
@@ -168,15 +169,11 @@ def binary_text(tmp_path: Path) -> Path:
     return path
 
 
-def latin1_text(tmp_path: Path) -> Path:
-    path = tmp_path / "menu.txt"
-    path.write_bytes("Le café est fermé.".encode("latin-1"))
-    return path
-
-
-def undeclared_latin1_html(tmp_path: Path) -> Path:
-    path = tmp_path / "menu.html"
-    path.write_bytes("<p>café</p>".encode("latin-1"))
+def noise_text(tmp_path: Path) -> Path:
+    """Bytes no encoding reads as text (and no NUL among them)."""
+    path = tmp_path / "noise.txt"
+    noise = random.Random(1)
+    path.write_bytes(b"report " + bytes(noise.randrange(1, 256) for _ in range(2000)))
     return path
 
 
@@ -219,8 +216,7 @@ def spreadsheet(tmp_path: Path) -> Path:
         (empty_file, "empty"),
         (blank_markdown, "empty"),
         (binary_text, "binary"),
-        (latin1_text, "not_utf8"),
-        (undeclared_latin1_html, "not_utf8"),
+        (noise_text, "unknown_encoding"),
         (password_pdf, "password_protected"),
         (truncated_pdf, "corrupt"),
         (truncated_docx, "corrupt"),
@@ -243,8 +239,10 @@ def test_bad_inputs_raise_a_document_error_naming_the_file(
 
 def test_error_hints_say_what_to_do(tmp_path: Path) -> None:
     with pytest.raises(DocumentError) as caught:
-        read_document(latin1_text(tmp_path))
-    assert "offset 6" in caught.value.message and "iconv -f latin1 -t utf-8" in caught.value.hint
+        read_document(noise_text(tmp_path))
+    assert (
+        re.search(r"offset \d+", caught.value.message) and "iconv -f ENCODING -t utf-8" in caught.value.hint
+    )
     with pytest.raises(DocumentError) as caught:
         read_document(spreadsheet(tmp_path))
     assert all(suffix in caught.value.hint for suffix in SUPPORTED_SUFFIXES)
@@ -396,3 +394,47 @@ def test_a_read_that_runs_past_its_deadline_is_stopped_and_the_next_file_is_read
         assert info.value.reason == "too_slow" and time.monotonic() - started < 20
     with BoundedReader(seconds=30.0) as reader:  # a fresh worker reads the next file
         assert reader.read(good).text == SENTENCES
+
+
+@pytest.mark.parametrize(
+    ("name", "text", "written_as", "read_as"),
+    [
+        ("menu.txt", "Le café est fermé à midi.", "latin-1", "cp1252"),
+        ("menu.html", "<p>Café au lait, crème brûlée.</p>", "latin-1", "cp1252"),
+        (
+            "bericht.md",
+            "Die Qualität hat sich verbessert; Größe und Maß sind gleich. " * 3,
+            "cp1252",
+            "cp1252",
+        ),
+        (
+            "otchet.txt",
+            "Отчёт о продажах за третий квартал показывает рост выручки. " * 3,
+            "cp1251",
+            "cp1251",
+        ),
+        ("wide.txt", "A report saved as UTF-16, with its byte-order mark.", "utf-16", "utf-16"),
+        ("plain.txt", "Plain UTF-8: naïve café.", "utf-8", "utf-8"),
+        ("marked.txt", "UTF-8 with a byte-order mark.", "utf-8-sig", "utf-8-sig"),
+    ],
+)
+def test_text_in_other_encodings_is_read_with_the_encoding_detected_and_recorded(
+    tmp_path: Path, name: str, text: str, written_as: str, read_as: str
+) -> None:
+    path = tmp_path / name
+    path.write_bytes(text.encode(written_as))
+    read = read_document(path)
+    assert read.encoding == read_as
+    expected = text.replace("<p>", "").replace("</p>", "").strip()
+    assert read.text == expected
+
+
+def test_a_declared_html_encoding_is_used(tmp_path: Path) -> None:
+    path = tmp_path / "page.html"
+    path.write_bytes('<meta charset="koi8-r"><p>Отчёт</p>'.encode("koi8-r"))
+    read = read_document(path)
+    assert (read.encoding, read.text) == ("koi8-r", "Отчёт")
+
+
+def test_pdf_and_docx_have_no_encoding(tmp_path: Path) -> None:
+    assert read_document(make_pdf(tmp_path / "a.pdf", text="Hello there")).encoding is None

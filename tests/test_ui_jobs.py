@@ -50,6 +50,10 @@ def make_job(
         llm_calls=1,
         llm_tokens=250,
         seconds=1.5,
+        slm_seconds=0.9,
+        llm_seconds=0.5,
+        escalations={"copies_source": 1},
+        encoding="cp1252",
     )
     jobs.update_document(failed.id or 0, status="failed", reason=FAILED_REASON)
     jobs.update_document(skipped.id or 0, status="skipped", reason="empty file: nothing to summarize")
@@ -80,6 +84,8 @@ def test_a_job_shows_progress_documents_and_a_link_to_each_run(app: App) -> None
     assert list(documents["status"]) == ["succeeded", "failed", "skipped", "pending"]
     assert documents.loc[1, "reason"] == FAILED_REASON
     assert documents.loc[0, "run"] == run_id and documents.loc[0, "LLM tokens"] == 250
+    where = documents.loc[0, ["SLM seconds", "LLM seconds", "escalated", "encoding"]].tolist()
+    assert where == [0.9, 0.5, "copies_source ×1", "cp1252"]  # where its time went
     (link,) = at.page_link
     assert link.proto.page.endswith("run_detail") and link.proto.query_string == f"run={run_id}"
     at = page(app, "screens/run_detail.py", run=run_id)  # where the link leads

@@ -83,7 +83,9 @@ def summarizer_run(tmp_path: Any, slm_reply: str, policy: str) -> tuple[Any, Any
     small = ScriptedModel([slm_reply], tier="slm", name="tiny")
     large = ScriptedModel([SUMMARY], tier="llm", name="big")
     store = TraceStore.from_url(f"sqlite:///{tmp_path / 'traces.db'}")
-    result = run_graph(builder.compile(), {"text": SOURCE}, tiers=Tiers(small, large), store=store, policy=policy)
+    result = run_graph(
+        builder.compile(), {"text": SOURCE}, tiers=Tiers(small, large), store=store, policy=policy
+    )
     return result, store.get_run(result.run_id)
 
 

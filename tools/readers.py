@@ -33,6 +33,7 @@ from lxml.etree import LxmlError
 from pypdf.errors import DependencyError, LimitReachedError, PyPdfError
 from tierflow.errors import TaskInputError, TierflowError
 from tierflow.paths import name_is_utf8, printable_name
+from tierflow.tools.encodings import BinaryText, UndecodableText, text_encoding
 
 __all__ = [
     "SUPPORTED_SUFFIXES",
@@ -58,7 +59,7 @@ FailureReason = Literal[
     "password_protected",
     "too_large",
     "corrupt",
-    "not_utf8",
+    "unknown_encoding",
     "unsupported",
     "name_not_utf8",
     "too_complex",
@@ -77,7 +78,6 @@ _KINDS: dict[str, DocumentKind] = {
     ".pdf": "pdf",
     ".docx": "docx",
 }
-_SNIFF_BYTES = 8192  # a NUL byte this early means the file is not text
 MAX_UNPACKED_PART = 64_000_000
 """The most one part of a .docx may unpack to (a zip bomb holds hundreds of MB of XML)."""
 MAX_UNPACKED_TOTAL = 400_000_000
@@ -120,6 +120,7 @@ class ReadDocument:
     text: str
     size: int  # bytes on disk
     content_hash: str  # sha256 hex of the file's bytes
+    encoding: str | None = None  # what a text or HTML file was read in (detected unless UTF-8)
 
 
 def content_hash(path: Path) -> str:
@@ -147,7 +148,8 @@ def read_document(path: Path, *, max_bytes: int = 50_000_000, max_chars: int = 2
     if size > max_bytes:
         raise _too_large(path, f"{size:,} bytes", f"{max_bytes:,} bytes")
     data = _read_bytes(path, max_bytes)
-    text = _normalize(_EXTRACTORS[kind](path, data))
+    raw, encoding = _EXTRACTORS[kind](path, data)
+    text = _normalize(raw)
     if not text:
         hint = "Remove it, or check that it was exported with its content."
         if kind == "pdf":
@@ -155,7 +157,7 @@ def read_document(path: Path, *, max_bytes: int = 50_000_000, max_chars: int = 2
         raise DocumentError("empty", f"{path} contains no text.", hint=hint)
     if len(text) > max_chars:
         raise _too_large(path, f"{len(text):,} characters of text", f"{max_chars:,} characters")
-    return ReadDocument(path, kind, text, len(data), hashlib.sha256(data).hexdigest())
+    return ReadDocument(path, kind, text, len(data), hashlib.sha256(data).hexdigest(), encoding)
 
 
 class Inputs(list[Path]):
@@ -355,26 +357,24 @@ def _normalize(text: str) -> str:
     return re.sub(r"\n{3,}", "\n\n", text).strip()
 
 
-def _decode_text(path: Path, data: bytes, declared: str | None = None) -> str:
-    if b"\x00" in data[:_SNIFF_BYTES]:
+def _decode_text(path: Path, data: bytes, declared: str | None = None) -> tuple[str, str]:
+    """The text and the encoding it was read in (detected when it is not UTF-8)."""
+    try:
+        encoding = text_encoding(data, declared, path=path)
+    except BinaryText:
         raise DocumentError(
             "binary",
             f"{path} looks like a binary file, not text (it contains NUL bytes).",
-            hint="Check that it is the document you meant; UTF-16 text must be converted to UTF-8 first.",
-        )
-    try:
-        return data.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        if declared is not None:
-            try:
-                return data.decode(declared)
-            except (UnicodeDecodeError, LookupError):
-                pass
-        raise DocumentError(
-            "not_utf8",
-            f"{path} is not UTF-8 text (invalid byte at offset {exc.start}).",
-            hint=f"Convert it to UTF-8, e.g. `iconv -f latin1 -t utf-8 '{path}' > converted{path.suffix}`.",
+            hint="Check that it is the document you meant.",
         ) from None
+    except UndecodableText as exc:
+        raise DocumentError(
+            "unknown_encoding",
+            f"{path} is not UTF-8 text (invalid byte at offset {exc.offset}), and no other "
+            "encoding reads it as text.",
+            hint=f"Convert it to UTF-8, e.g. `iconv -f ENCODING -t utf-8 '{path}' > converted{path.suffix}`.",
+        ) from None
+    return data.decode(encoding), encoding
 
 
 _TAG = re.compile(r"<(/?)([A-Za-z][A-Za-z0-9-]*)[^>]*?(/?)>")
@@ -419,9 +419,9 @@ def _check_html_shape(path: Path, text: str) -> None:
             )
 
 
-def _html(path: Path, data: bytes) -> str:
+def _html(path: Path, data: bytes) -> tuple[str, str]:
     declared = EncodingDetector.find_declared_encoding(data, is_html=True)
-    text = _decode_text(path, data, declared)
+    text, encoding = _decode_text(path, data, declared)
     _check_html_shape(path, text)
     soup = BeautifulSoup(text, "html.parser")
     for tag in soup.find_all(_DROPPED_TAGS):
@@ -439,7 +439,7 @@ def _html(path: Path, data: bytes) -> str:
         tag.insert_before("\n\n")
         tag.insert_after("\n\n")
     lines = soup.get_text().split("\n")
-    return "\n".join(line.strip(" \t") for line in lines)
+    return "\n".join(line.strip(" \t") for line in lines), encoding
 
 
 def _pdf(path: Path, data: bytes) -> str:
@@ -513,10 +513,10 @@ def _table_text(table: Table) -> str:
     return "\n" + "\n".join(rows) + "\n"
 
 
-_EXTRACTORS: dict[DocumentKind, Callable[[Path, bytes], str]] = {
+_EXTRACTORS: dict[DocumentKind, Callable[[Path, bytes], tuple[str, str | None]]] = {
     "text": _decode_text,
     "markdown": _decode_text,
     "html": _html,
-    "pdf": _pdf,
-    "docx": _docx,
+    "pdf": lambda path, data: (_pdf(path, data), None),
+    "docx": lambda path, data: (_docx(path, data), None),
 }

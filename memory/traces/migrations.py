@@ -72,6 +72,15 @@ def _m010_labels(connection: Connection) -> None:
     SQLModel.metadata.create_all(connection, tables=[SQLModel.metadata.tables["labels"]])
 
 
+def _m011_document_costs(connection: Connection) -> None:
+    """Where a job document's time went (SLM and LLM seconds, escalations by reason), and the
+    encoding its text was read in."""
+    _add_column(connection, "job_documents", "slm_seconds", "FLOAT DEFAULT 0")
+    _add_column(connection, "job_documents", "llm_seconds", "FLOAT DEFAULT 0")
+    _add_column(connection, "job_documents", "escalations", "JSON")
+    _add_column(connection, "job_documents", "encoding", "VARCHAR")
+
+
 MIGRATIONS: list[tuple[str, Callable[[Connection], None]]] = [
     ("m001_initial", _m001_initial),
     ("m002_model_call_confidence", _m002_model_call_confidence),
@@ -83,6 +92,7 @@ MIGRATIONS: list[tuple[str, Callable[[Connection], None]]] = [
     ("m008_step_evidence", _m008_step_evidence),
     ("m009_one_word_for_success", _m009_one_word_for_success),
     ("m010_labels", _m010_labels),
+    ("m011_document_costs", _m011_document_costs),
 ]
 
 

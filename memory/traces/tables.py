@@ -154,6 +154,10 @@ class JobDocument(SQLModel, table=True):
     llm_calls: int = 0
     llm_tokens: int = 0
     seconds: float = 0.0
+    slm_seconds: float = 0.0  # of seconds: the SLM's calls
+    llm_seconds: float = 0.0  # of seconds: the LLM's calls
+    escalations: dict[str, int] | None = Field(default=None, sa_column=Column(JSON))  # reason: count
+    encoding: str | None = None  # a text file's encoding when it was not UTF-8 (detected)
     reused_from: str | None = None  # the job whose summary a skipped document reuses
     attempts: int = 0
     finished_at: datetime | None = None

@@ -27,7 +27,14 @@ def load(name: str) -> dict[str, Any]:
 
 
 suites = sorted(p.name for p in directory.glob("bfcl_*.json")) if directory.is_dir() else []
-OTHERS = ("confidence.json", "routing.json", "learning_curve.json", "tasks.json", "summaries.json", "bench.json")
+OTHERS = (
+    "confidence.json",
+    "routing.json",
+    "learning_curve.json",
+    "tasks.json",
+    "summaries.json",
+    "bench.json",
+)
 if not suites and not any((directory / name).exists() for name in OTHERS):
     st.info("No evaluation results yet.")
     st.stop()

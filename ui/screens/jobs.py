@@ -55,36 +55,35 @@ def reason_of(document: JobDocument) -> str:
     return ""
 
 
+DOCUMENT_COLUMNS = [
+    "#", "file", "status", "reason", "chunks", "SLM calls", "LLM calls", "LLM tokens",
+    "seconds", "SLM seconds", "LLM seconds", "escalated", "encoding", "run",
+]  # fmt: skip
+
+
 def documents_frame(documents: list[JobDocument]) -> pd.DataFrame:
-    return pd.DataFrame(
-        [
-            {
-                "#": d.position,
-                "file": PurePath(d.path).name,
-                "status": d.status,
-                "reason": reason_of(d),
-                "chunks": d.chunks,
-                "SLM calls": d.slm_calls,
-                "LLM calls": d.llm_calls,
-                "LLM tokens": d.llm_tokens,
-                "seconds": d.seconds,
-                "run": d.run_id or "",
-            }
-            for d in documents
-        ],
-        columns=[
-            "#",
-            "file",
-            "status",
-            "reason",
-            "chunks",
-            "SLM calls",
-            "LLM calls",
-            "LLM tokens",
-            "seconds",
-            "run",
-        ],
-    )
+    """One row per document, with where its time went: SLM and LLM seconds, and the SLM
+    outputs sent to the LLM by reason."""
+    rows = [
+        {
+            "#": d.position,
+            "file": PurePath(d.path).name,
+            "status": d.status,
+            "reason": reason_of(d),
+            "chunks": d.chunks,
+            "SLM calls": d.slm_calls,
+            "LLM calls": d.llm_calls,
+            "LLM tokens": d.llm_tokens,
+            "seconds": d.seconds,
+            "SLM seconds": d.slm_seconds or 0.0,
+            "LLM seconds": d.llm_seconds or 0.0,
+            "escalated": ", ".join(f"{why} ×{n}" for why, n in (d.escalations or {}).items()),
+            "encoding": d.encoding or "",
+            "run": d.run_id or "",
+        }
+        for d in documents
+    ]
+    return pd.DataFrame(rows, columns=DOCUMENT_COLUMNS)
 
 
 def open_run_link(documents: list[JobDocument]) -> None:
@@ -125,7 +124,10 @@ def show_progress(store: JobStore, job_id: str, *, was_running: bool) -> None:
         documents_frame(documents),
         hide_index=True,
         width="stretch",
-        column_config={"seconds": st.column_config.NumberColumn("seconds", format="%.1f")},
+        column_config={
+            name: st.column_config.NumberColumn(name, format="%.1f")
+            for name in ("seconds", "SLM seconds", "LLM seconds")
+        },
     )
     open_run_link(documents)
 
