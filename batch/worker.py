@@ -39,6 +39,7 @@ class SummaryOptions:
     local_only: bool = False
     chunk_tokens: int = 1500
     max_sentences: int = 6
+    watch: bool = True  # stop an SLM summary that copies, loops or runs over while it is written
 
     @classmethod
     def from_data(cls, data: dict[str, Any]) -> SummaryOptions:
@@ -49,15 +50,19 @@ class SummaryOptions:
             local_only=bool(data.get("local_only", defaults.local_only)),
             chunk_tokens=int(data.get("chunk_tokens", defaults.chunk_tokens)),
             max_sentences=int(data.get("max_sentences", defaults.max_sentences)),
+            watch=bool(data.get("watch", defaults.watch)),
         )
 
     def signature_data(self) -> dict[str, Any]:
-        return {
+        data = {
             "policy": self.policy.model_dump(),
             "local_only": self.local_only,
             "chunk_tokens": self.chunk_tokens,
             "max_sentences": self.max_sentences,
         }
+        if not self.watch:  # named only when off: jobs from before the watch keep their signature
+            data["watch"] = False
+        return data
 
 
 @dataclass(frozen=True)
@@ -105,7 +110,7 @@ def summarize_document(
     run_id: str | None
     try:
         result = run_graph(
-            document_graph(max_sentences=options.max_sentences),
+            document_graph(max_sentences=options.max_sentences, watch=options.watch),
             {"document": task.name, "text": task.text},
             policy=options.policy,
             local_only=options.local_only,

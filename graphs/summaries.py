@@ -127,36 +127,40 @@ def _fan_out(state: DocumentState) -> list[Send] | str:
     return [Send("summarize_chunk", {"document": name, "chunk": piece}) for piece in state["pieces"]]
 
 
-def _collapse(state: DocumentState, scope: StepScope) -> dict[str, Any]:
-    """Join the chunk summaries; while they do not fit one call, summarize groups of them."""
-    model, budget = _budget(scope)
-    joined = state["notes"] if "notes" in state else "\n\n".join(state["summaries"])
-    rounds = state.get("rounds", 0)
-    if count_tokens(model, joined) <= budget:
-        scope.summarize_as("the notes fit one call")
-        return {"notes": joined, "fits": True}
-    if rounds >= MAX_COLLAPSE_ROUNDS:  # summaries that do not shrink: keep what fits
-        scope.summarize_as(f"still too long after {rounds} rounds: the first part is kept")
-        return {"notes": split_to_fit(model, joined, budget)[0], "fits": True}
-    collapsed = []
-    groups = split_to_fit(model, joined, budget)
-    for group in groups:
-        messages = render_messages(
-            "step_summarize", instructions=NOTES_INSTRUCTIONS, max_sentences=4, text=group
-        )
-        watch = GenerationWatch(source=group, max_sentences=4)
-        got = scope.ask(messages, parse_text, max_tokens=CHUNK_SUMMARY_TOKENS, watch=watch)
-        collapsed.append(got.value or group)
-    scope.summarize_as(f"{len(groups)} group(s) of notes summarized")
-    return {"notes": "\n\n".join(collapsed), "rounds": rounds + 1, "fits": False}
+def _collapser(watch: bool) -> Any:
+    def _collapse(state: DocumentState, scope: StepScope) -> dict[str, Any]:
+        """Join the chunk summaries; while they do not fit one call, summarize groups of them."""
+        model, budget = _budget(scope)
+        joined = state["notes"] if "notes" in state else "\n\n".join(state["summaries"])
+        rounds = state.get("rounds", 0)
+        if count_tokens(model, joined) <= budget:
+            scope.summarize_as("the notes fit one call")
+            return {"notes": joined, "fits": True}
+        if rounds >= MAX_COLLAPSE_ROUNDS:  # summaries that do not shrink: keep what fits
+            scope.summarize_as(f"still too long after {rounds} rounds: the first part is kept")
+            return {"notes": split_to_fit(model, joined, budget)[0], "fits": True}
+        collapsed = []
+        groups = split_to_fit(model, joined, budget)
+        for group in groups:
+            messages = render_messages(
+                "step_summarize", instructions=NOTES_INSTRUCTIONS, max_sentences=4, text=group
+            )
+            guard = GenerationWatch(source=group, max_sentences=4) if watch else None
+            got = scope.ask(messages, parse_text, max_tokens=CHUNK_SUMMARY_TOKENS, watch=guard)
+            collapsed.append(got.value or group)
+        scope.summarize_as(f"{len(groups)} group(s) of notes summarized")
+        return {"notes": "\n\n".join(collapsed), "rounds": rounds + 1, "fits": False}
+
+    return _collapse
 
 
 def _after_collapse(state: DocumentState) -> str:
     return "document_summary" if state.get("fits") else "collapse"
 
 
-def document_graph(*, max_sentences: int = 6, checkpointer: Any | None = None) -> Any:
-    """The compiled map-reduce graph of one document (see the module)."""
+def document_graph(*, max_sentences: int = 6, watch: bool = True, checkpointer: Any | None = None) -> Any:
+    """The compiled map-reduce graph of one document (see the module); ``watch``: SLM
+    summaries that copy, loop or run over are stopped while they are written."""
     builder = StateGraph(DocumentState, context_schema=BatchContext)
     builder.add_node("split", tiered_node(_split))
     builder.add_node(
@@ -169,9 +173,10 @@ def document_graph(*, max_sentences: int = 6, checkpointer: Any | None = None) -
             max_sentences=4,
             max_tokens=CHUNK_SUMMARY_TOKENS,
             verify=all_of(numbers_grounded, concise(4)),
+            watch=watch,
         ),
     )
-    builder.add_node("collapse", tiered_node(_collapse))
+    builder.add_node("collapse", tiered_node(_collapser(watch)))
     builder.add_node(
         "document_summary",
         summarize(
@@ -181,6 +186,7 @@ def document_graph(*, max_sentences: int = 6, checkpointer: Any | None = None) -
             max_sentences=max_sentences,
             max_tokens=320,
             verify=all_of(numbers_grounded, concise(max_sentences)),
+            watch=watch,
         ),
     )
     builder.add_edge(START, "split")
