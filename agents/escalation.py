@@ -35,6 +35,10 @@ RejectionCode = Literal[
     "context_overflow",
     "ungrounded_numbers",
     "too_long",
+    # a summary unfaithful to its source (tierflow.agents.faithfulness)
+    "ungrounded_names",
+    "misattributed",
+    "misses_part",
     # a free text stopped while it was written (tierflow.agents.watch)
     "copies_source",
     "loops",

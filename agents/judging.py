@@ -31,6 +31,7 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import BaseModel, ValidationError
 from pydantic_core import PydanticUndefined
+from tierflow.agents.faithfulness import ungrounded_names
 from tierflow.agents.prompting import render_messages
 from tierflow.agents.scoring import normal_text, number_grounded, string_grounded, written_numbers
 from tierflow.json_values import json_leaves
@@ -105,7 +106,6 @@ FEATURES: dict[StepKind, tuple[str, ...]] = {
 """The signals of each kind of step, in the order a scorer's weights are."""
 
 _WORD = re.compile(r"[a-z0-9]+")
-_NAME = re.compile(r"(?<![.!?]\s)(?<!^)\b[A-Z][a-z]+(?:\s+[A-Z][a-z]+)*")
 _STOP = frozenset(
     "a an and are as at be by for from how i in is it me my of on or the this to what with "
     "you your was were not no yes that which who".split()
@@ -251,8 +251,7 @@ def _text_features(
     new_words = len(content - _words(source)) / len(content) if content else 0.0
     numbers, source_numbers = _numbers(text), _numbers(source)
     ungrounded = len(numbers - source_numbers)
-    source_lower = source.lower()
-    names = {name for name in _NAME.findall(text) if name.lower() not in source_lower}
+    names = ungrounded_names(text, source)
     return {
         "empty": float(not text.strip()),
         "truncated": float(finish_reason == "length"),

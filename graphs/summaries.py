@@ -25,6 +25,12 @@ from typing import Annotated, Any
 from langgraph.graph import END, START, StateGraph
 from langgraph.types import Send
 from tierflow.agents.escalation import parse_text
+from tierflow.agents.faithfulness import (
+    every_part_drawn_on,
+    names_grounded,
+    numbers_attributed,
+    part_label,
+)
 from tierflow.agents.fitting import context_budget, count_tokens, split_to_fit
 from tierflow.agents.prompting import render_messages
 from tierflow.agents.watch import GenerationWatch
@@ -131,7 +137,7 @@ def _collapser(watch: bool) -> Any:
     def _collapse(state: DocumentState, scope: StepScope) -> dict[str, Any]:
         """Join the chunk summaries; while they do not fit one call, summarize groups of them."""
         model, budget = _budget(scope)
-        joined = state["notes"] if "notes" in state else "\n\n".join(state["summaries"])
+        joined = state["notes"] if "notes" in state else in_parts(state["summaries"])
         rounds = state.get("rounds", 0)
         if count_tokens(model, joined) <= budget:
             scope.summarize_as("the notes fit one call")
@@ -149,9 +155,18 @@ def _collapser(watch: bool) -> Any:
             got = scope.ask(messages, parse_text, max_tokens=CHUNK_SUMMARY_TOKENS, watch=guard)
             collapsed.append(got.value or group)
         scope.summarize_as(f"{len(groups)} group(s) of notes summarized")
-        return {"notes": "\n\n".join(collapsed), "rounds": rounds + 1, "fits": False}
+        return {"notes": in_parts(collapsed), "rounds": rounds + 1, "fits": False}
 
     return _collapse
+
+
+def in_parts(summaries: list[str]) -> str:
+    """Consecutive parts' summaries as one text, each under its part label (``Part 2 of 3:``),
+    so that the document's summary can be checked to draw on every part."""
+    total = len(summaries)
+    if total == 1:
+        return summaries[0].strip()
+    return "\n\n".join(part_label(i, total) + text.strip() for i, text in enumerate(summaries, start=1))
 
 
 def _after_collapse(state: DocumentState) -> str:
@@ -172,7 +187,7 @@ def document_graph(*, max_sentences: int = 6, watch: bool = True, checkpointer: 
             instructions=CHUNK_INSTRUCTIONS,
             max_sentences=4,
             max_tokens=CHUNK_SUMMARY_TOKENS,
-            verify=all_of(numbers_grounded, concise(4)),
+            verify=all_of(numbers_grounded, names_grounded, numbers_attributed, concise(4)),
             watch=watch,
         ),
     )
@@ -185,7 +200,13 @@ def document_graph(*, max_sentences: int = 6, watch: bool = True, checkpointer: 
             instructions=DOCUMENT_INSTRUCTIONS,
             max_sentences=max_sentences,
             max_tokens=320,
-            verify=all_of(numbers_grounded, concise(max_sentences)),
+            verify=all_of(
+                numbers_grounded,
+                names_grounded,
+                numbers_attributed,
+                every_part_drawn_on,
+                concise(max_sentences),
+            ),
             watch=watch,
         ),
     )
