@@ -35,6 +35,7 @@ from tierflow.agents.fitting import context_budget, count_tokens, split_to_fit
 from tierflow.agents.prompting import render_messages
 from tierflow.agents.watch import GenerationWatch
 from tierflow.graphs.context import TierContext
+from tierflow.graphs.report_checks import mend_report
 from tierflow.graphs.steps import (
     StepScope,
     all_of,
@@ -229,10 +230,18 @@ def _synthesis_fan_out(state: SynthesisState) -> list[Send] | str:
     return [Send("synthesis_part", {"summaries": group}) for group in groups]
 
 
+def _check_report(state: SynthesisState, scope: StepScope) -> dict[str, Any]:
+    """The report's sections made to hold what their titles promise (``mend_report``)."""
+    mended = mend_report(state["report"], "\n\n".join(state["groups"]))
+    scope.summarize_as("; ".join(mended.changes) or "every section holds what its title promises")
+    return {"report": mended.report}
+
+
 def synthesis_graph() -> Any:
     """The compiled graph of the cross-document report: one ``synthesis`` call over the
     summaries, or, when they are too many for one call, a ``synthesis_part`` report per
-    group and a ``synthesis`` of those."""
+    group and a ``synthesis`` of those; then ``check_report`` mends a section that does not
+    hold what its title promises (``tierflow.graphs.report_checks``)."""
     builder = StateGraph(SynthesisState)
     builder.add_node("one_group", lambda state: {"summaries": state["groups"][0]})
     builder.add_node(
@@ -247,7 +256,9 @@ def synthesis_graph() -> Any:
     builder.add_edge("one_group", "synthesis")
     builder.add_edge("synthesis_part", "join_parts")
     builder.add_edge("join_parts", "synthesis")
-    builder.add_edge("synthesis", END)
+    builder.add_node("check_report", tiered_node(_check_report))
+    builder.add_edge("synthesis", "check_report")
+    builder.add_edge("check_report", END)
     return builder.compile(name="summarize_synthesis")
 
 

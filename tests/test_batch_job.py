@@ -79,8 +79,8 @@ def test_the_report_has_each_document_then_the_synthesis_then_totals(app: App, r
     assert data["synthesis"] and data["synthesis_run_id"]
     assert set(data["totals"]) >= {"succeeded", "failed", "skipped", "slm_share", "llm_tokens", "seconds"}
     synthesis = app.store.get_run(data["synthesis_run_id"])
-    assert [s.node for s in synthesis.steps][-1] == "synthesis"
-    assert synthesis.steps[-1].model_calls[0].tier == "llm"  # the report is the LLM's by default
+    assert [s.node for s in synthesis.steps][-2:] == ["synthesis", "check_report"]
+    assert synthesis.steps[-2].model_calls[0].tier == "llm"  # the report is the LLM's by default
     assert all(d["slm_calls"] >= 1 and d["llm_calls"] == 0 for d in data["documents"])
 
 
@@ -95,9 +95,9 @@ def test_many_summaries_are_reported_on_in_groups(
     report = run_job(JobRequest(inputs=[str(folder)], options=OPTIONS), app)
     assert report.ok
     groups = app.store.get_run(report.synthesis_run_id).steps
-    assert all(len(step.model_calls[0].messages[-1]["content"]) < 200 + 400 for step in groups[:-1])
+    assert all(len(step.model_calls[0].messages[-1]["content"]) < 200 + 400 for step in groups[:-2])
     nodes = [step.node for step in app.store.get_run(report.synthesis_run_id).steps]
-    assert nodes.count("synthesis_part") >= 1 and nodes[-1] == "synthesis"
+    assert nodes.count("synthesis_part") >= 1 and nodes[-2:] == ["synthesis", "check_report"]
 
 
 @pytest.mark.parametrize("fifo", [True, False])
