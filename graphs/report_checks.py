@@ -59,7 +59,7 @@ def _grams(text: str) -> set[tuple[str, ...]]:
 
 
 def _figures_quoted(summaries: dict[str, str]) -> list[str]:
-    lines = []
+    lines: list[str] = []
     for name, summary in summaries.items():
         for sentence in _SENTENCE.split(summary):
             if written_numbers(sentence) and len(lines) < MAX_QUOTED:
