@@ -41,6 +41,7 @@ from tierflow.graphs.grounding import (
     evidence_problem,
     grounding_problem,
     recited,
+    supported_citations,
 )
 from tierflow.graphs.nodes import passages_in
 from tierflow.graphs.steps import Node, StepScope, require_keys, tiered_node
@@ -250,6 +251,13 @@ def _final_answer(
     elif reply is not None and grounding_problem(reply, shown, asked) is not None:
         trace["citations_repaired"] = [e["id"] for e in cited_chunks(reply, shown)]
         reply = recited(reply, shown)
+    elif reply is not None and reply.found:  # cite only the chunks that hold the answer
+        pruned = supported_citations(reply, shown, asked)
+        if pruned.sources != reply.sources:
+            trace["citations_pruned"] = [
+                e["id"] for e in cited_chunks(reply, shown) if e not in cited_chunks(pruned, shown)
+            ]
+            reply = pruned
     cited = cited_chunks(reply, shown) if ungrounded is None else []
     trace["cited"] = [e["id"] for e in cited]
     if reply is None or ungrounded is not None or not reply.found or not reply.answer.strip():

@@ -4,6 +4,7 @@ step's state holds them (``Evidence``), the reply an answering model writes
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Sequence
 from pathlib import PurePath
@@ -28,6 +29,8 @@ __all__ = [
     "grounding_problem",
     "cited_chunks",
     "recited",
+    "supports",
+    "supported_citations",
     "answer_problem",
     "asks_about_documents",
     "searches_documents",
@@ -92,6 +95,36 @@ def recited(reply: CitedReply, shown: list[Evidence]) -> CitedReply:
 
     best = max(range(len(shown)), key=lambda i: support(shown[i]))
     return reply.model_copy(update={"sources": [best + 1]})
+
+
+_SENTENCE = re.compile(r"(?<=[.!?])\s+|\n+")
+
+
+def supports(chunk: str, answer: str, question: str = "") -> bool:
+    """Whether one sentence of ``chunk`` supports ``answer``: it states one of the answer's
+    numbers, codes or options, or half or more of the words the answer adds to the question
+    (at least two). An answer that adds no word is supported by any chunk."""
+    codes = numbers_in(answer) | set(_code(answer))
+    words = _content_words(answer) - _content_words(question)
+    if not codes and not words:
+        return True
+    needed = max(2, math.ceil(len(words) / 2))
+    for sentence in _SENTENCE.split(chunk):
+        if any(code in sentence for code in codes):
+            return True
+        if len(words & _content_words(sentence)) >= min(needed, len(words)):
+            return True
+    return False
+
+
+def supported_citations(reply: CitedReply, shown: list[Evidence], question: str = "") -> CitedReply:
+    """The reply citing only the chunks that hold a sentence supporting its answer (a small
+    model cites most of what it is shown); unchanged when none of them does."""
+    cited = [n for n in dict.fromkeys(reply.sources) if 1 <= n <= len(shown)]
+    holding = [n for n in cited if supports(shown[n - 1]["text"], reply.answer, question)]
+    if not holding or len(holding) == len(cited):
+        return reply
+    return reply.model_copy(update={"sources": holding})
 
 
 def cited_chunks(reply: CitedReply | None, shown: list[Evidence]) -> list[Evidence]:

@@ -415,3 +415,29 @@ def test_a_cited_answer_is_judged_by_its_nodes_scorer_and_shadowed_only_when_sha
     )
     assert "4417" in sent(small) and not large.calls  # a local-only chunk was shown: no shadow
     assert private.state["answer"].startswith("The code is 4417")
+
+
+def test_citations_of_chunks_that_do_not_hold_the_answer_are_dropped(
+    memory: DocumentMemory, store: TraceStore
+) -> None:
+    def cite_everything(messages: Sequence[Message]) -> str:  # as a small model does
+        return json.dumps(
+            {"found": True, "sources": list(sources_of(messages)), "answer": "120 requests per minute."}
+        )
+
+    result, _small, large = ask(memory, store, "What is the API's rate limit?", [cite_everything])
+    assert not large.calls  # grounded: it stays on the SLM
+    (cited,) = result.state["citations"]
+    assert "120 requests" in cited["text"]
+    evidence = store.get_run(result.run_id).steps[-1].evidence or {}
+    assert evidence["cited"] == [cited["id"]] and len(evidence["citations_pruned"]) >= 1
+
+
+def test_support_is_a_sentence_holding_the_answers_figure_or_most_of_its_words() -> None:
+    from tierflow.graphs.grounding import supports
+
+    chunk = "Billing is monthly. The API allows 120 requests per minute per token. Keys expire."
+    assert supports(chunk, "120 a minute")
+    assert supports(chunk, "Requests are allowed per token per minute.", "What is the limit?")
+    assert not supports(chunk, "Passwords must be rotated every quarter.")
+    assert supports(chunk, "Yes.")  # an answer that adds nothing cannot be checked
