@@ -103,6 +103,8 @@ eval-full: models
 	$(BIN)/tierflow eval memory
 	# the SLM's learning curve: adapters trained on 100, 200 and 400 LLM decisions (hours)
 	$(BIN)/tierflow eval learn
+	# 1,000 documents through tierflow summarize, killed and resumed, then on a 2-node Ray cluster
+	$(BIN)/tierflow eval large-job
 	$(MAKE) results-table
 
 # The reliability suite with its tally: evals/results/reliability.{json,md} (the README's table).

@@ -231,6 +231,59 @@ def eval_learn(
     show_results(as_json, {k: v for k, v in data.items() if k != "items"}, curve_markdown(data), str(path))
 
 
+@eval_app.command("large-job")
+def eval_large_job(
+    documents: Annotated[
+        int, typer.Option(min=30, help="Documents in the job: the 22 and passages of them.")
+    ] = 1000,
+    kill_after: Annotated[
+        int, typer.Option(min=1, help="Kill the job (SIGKILL) after this many documents, then resume it.")
+    ] = 50,
+    ray: Annotated[
+        bool,
+        typer.Option("--ray/--no-ray", help="Run it once more on a Ray cluster started with `ray start`."),
+    ] = True,
+    policy: Annotated[str | None, typer.Option(help="The job's policy (default: the settings').")] = None,
+    out_dir: OutOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """A large job through `tierflow summarize`, as a user runs it: the batch corpus's 22
+    documents and passages of them, with throughput, memory over time, database size and the
+    time to resume after kill -9; then the same on a two-node local Ray cluster. Hours."""
+    import shutil
+
+    from tierflow.evals.batch_corpus import CORPUS_DIR, load_manifest
+    from tierflow.evals.large_job import SAMPLE_S, derived_corpus, large_job, large_job_markdown, ray_cluster
+    from tierflow.evals.report import environment, write_results
+
+    conf = eval_settings()
+    work = conf.resolved_data_dir() / "eval-large-job"
+    shutil.rmtree(work, ignore_errors=True)
+    originals = [CORPUS_DIR / entry["file"] for entry in load_manifest()]
+    corpus = work / "corpus"
+    with err.status(f"writing {documents} documents …"):
+        derived_corpus(corpus, originals, count=documents)
+    options = ["--policy", policy] if policy else []
+    runs: dict[str, Any] = {}
+    with err.status("the large job, with a kill -9 and a resume …"):
+        runs["local, 1 worker"] = large_job(corpus, work / "local", options=options, kill_after=kill_after)
+    if ray:
+        with err.status("the large job on a two-node Ray cluster …"), ray_cluster() as address:
+            ray_options = [*options, "--backend", "ray", "--workers", "2", "--ray-address", address]
+            runs["Ray, 2 nodes"] = large_job(corpus, work / "ray", options=ray_options)
+    data = {
+        "suite": "large_job",
+        "documents": documents,
+        "sample_s": SAMPLE_S,
+        "runs": runs,
+        "environment": environment(conf.masked(), {"slm": conf.slm_model, "llm": conf.embedded_llm_model}),
+    }
+    path = (out_dir or settings().resolved_results_dir()) / "large_job.json"
+    write_results(path, data, large_job_markdown(data))
+    summary = {label: {k: v for k, v in run.items() if k != "samples"} for label, run in runs.items()}
+    show_results(as_json, summary, large_job_markdown(data), str(path))
+
+
 @eval_app.command("tasks")
 def eval_tasks(
     policy: EvalPolicyOption = [],  # noqa: B006

@@ -1,0 +1,272 @@
+"""``tierflow eval large-job``: a thousand documents through ``tierflow summarize``, as a user
+runs it, with its throughput, memory over time, database size, and the time to resume after
+``kill -9``.
+
+The documents are the 22 of the batch corpus (``evals/batch_corpus.py``) and passages of
+them: each derived document is a run of consecutive paragraphs of one original (1,500 to
+9,000 characters, so one to a few chunks), as ``.txt`` or ``.md``, chosen by a seeded
+generator (``derived_corpus``). Nothing is invented: every sentence is a real document's.
+
+The job runs as its own process (``tierflow summarize DIR --json --out REPORT``) in a data
+directory of its own. Every ``SAMPLE_S`` seconds the resident memory of that process and its
+children (worker processes, the LLM server) is read from ``/proc``, beside the number of
+documents finished, so memory can be plotted against the work done: flat is what a long job
+must show. With ``kill_after`` the process is killed (SIGKILL) once that many documents have
+finished, and ``--resume JOB`` started: the time until its first new document finishes is
+the time to resume. With ``ray_address`` the job runs on an existing Ray cluster
+(``--backend ray``), e.g. one started by ``ray_cluster``: a head and one more node process on
+this machine, as a deployment would start them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import re
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+__all__ = ["derived_corpus", "process_tree_mib", "large_job", "ray_cluster", "large_job_markdown"]
+
+SAMPLE_S = 10.0
+_PARAGRAPHS = re.compile(r"\n\s*\n")
+
+
+def derived_corpus(out: Path, originals: Sequence[Path], count: int = 1000, seed: int = 0) -> list[Path]:
+    """``count`` documents in ``out``: the originals, copied, and passages of them (see the
+    module). The same arguments give the same files."""
+    from tierflow.tools.readers import read_document
+
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    texts = {}
+    for path in originals:
+        shutil.copyfile(path, out / path.name)
+        written.append(out / path.name)
+        texts[path.stem] = [p.strip() for p in _PARAGRAPHS.split(read_document(path).text) if p.strip()]
+    rng = random.Random(seed)
+    names = sorted(texts)
+    for number in range(1, count - len(written) + 1):
+        stem = rng.choice(names)
+        paragraphs = texts[stem]
+        target = rng.randint(1500, 9000)
+        start = rng.randrange(len(paragraphs))
+        passage: list[str] = []
+        for paragraph in paragraphs[start:] + paragraphs[:start]:
+            if sum(len(p) for p in passage) >= target:
+                break
+            passage.append(paragraph)
+        suffix = rng.choice((".txt", ".md"))
+        path = out / f"derived-{number:04d}-{stem}{suffix}"
+        path.write_text("\n\n".join(passage) + "\n", encoding="utf-8")
+        written.append(path)
+    return written
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        found = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    except OSError:
+        return []
+    return [int(child) for child in found]
+
+
+def process_tree_mib(pid: int) -> float:
+    """The resident memory of process ``pid`` and all its descendants, in MiB (Linux)."""
+    total, todo = 0, [pid]
+    while todo:
+        current = todo.pop()
+        try:
+            for line in Path(f"/proc/{current}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1])
+        except OSError:
+            continue
+        todo += _children(current)
+    return total / 1024
+
+
+def _finished(database: Path) -> int:
+    """Documents of the database's jobs that have finished (0 before the job is stored)."""
+    if not database.exists():
+        return 0
+    try:
+        with sqlite3.connect(f"file:{database}?mode=ro", uri=True, timeout=5) as connection:
+            row = connection.execute(
+                "SELECT count(*) FROM job_documents WHERE status IN ('succeeded', 'failed', 'skipped')"
+            ).fetchone()
+    except sqlite3.Error:
+        return 0
+    return int(row[0])
+
+
+def _job_id(database: Path) -> str | None:
+    with sqlite3.connect(f"file:{database}?mode=ro", uri=True, timeout=5) as connection:
+        row = connection.execute("SELECT id FROM jobs ORDER BY created_at DESC LIMIT 1").fetchone()
+    return str(row[0]) if row else None
+
+
+class _Watch:
+    """One job process, sampled every ``interval`` seconds: (seconds, MiB, documents done)."""
+
+    def __init__(self, process: subprocess.Popen[bytes], database: Path, interval: float, t0: float) -> None:
+        self.process, self.database, self.interval, self.t0 = process, database, interval, t0
+        self.samples: list[list[float]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set() and self.process.poll() is None:
+            elapsed = round(time.monotonic() - self.t0, 1)
+            mib = round(process_tree_mib(self.process.pid), 1)
+            self.samples.append([elapsed, mib, _finished(self.database)])
+            self._stop.wait(self.interval)
+
+    def stop(self) -> list[list[float]]:
+        self._stop.set()
+        self._thread.join()
+        return self.samples
+
+
+def large_job(
+    corpus: Path,
+    work: Path,
+    *,
+    command: Sequence[str] | None = None,
+    options: Sequence[str] = (),
+    kill_after: int | None = None,
+    env: dict[str, str] | None = None,
+    interval: float = SAMPLE_S,
+) -> dict[str, Any]:
+    """Summarize ``corpus`` as one job in data directory ``work`` (see the module).
+    ``command``: the job's command line before its inputs (default: this Python's
+    ``tierflow summarize``); ``options``: more of its options (``--policy slm``, ``--backend ray``)."""
+    base = list(command or [sys.executable, "-m", "tierflow", "summarize"])
+    report = work / "report.json"
+    database = work / "tierflow.db"
+    environment = {**os.environ, **(env or {}), "TIERFLOW_DATA_DIR": str(work)}
+    argv = [*base, str(corpus), "--json", "--out", str(report), "--no-synthesis", *options]
+    t0 = time.monotonic()
+    process = subprocess.Popen(argv, env=environment, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    watch = _Watch(process, database, interval, t0)
+    result: dict[str, Any] = {"command": [Path(argv[0]).name, *argv[1:]], "killed_after": None}
+    if kill_after is not None:
+        while process.poll() is None and _finished(database) < kill_after:
+            time.sleep(0.2)
+        done_before = _finished(database)
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+        samples = watch.stop()
+        job = _job_id(database)
+        restarted = time.monotonic()
+        argv = [*base, "--resume", str(job), "--json", "--out", str(report), *options]
+        process = subprocess.Popen(argv, env=environment, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        watch = _Watch(process, database, interval, t0)
+        while process.poll() is None and _finished(database) <= done_before:
+            time.sleep(0.1)
+        result["killed_after"] = done_before
+        result["resume_seconds_to_next_document"] = round(time.monotonic() - restarted, 1)
+        watch.samples[:0] = samples
+    _, errors = process.communicate()
+    seconds = time.monotonic() - t0
+    samples = watch.stop()
+    data = json.loads(report.read_text(encoding="utf-8")) if report.exists() else {}
+    totals = data.get("totals", {})
+    result.update(
+        {
+            "exit_code": process.returncode,
+            "error": errors.decode("utf-8", "replace")[-2000:] if process.returncode else None,
+            "documents": totals.get("documents", 0),
+            "succeeded": totals.get("succeeded", 0),
+            "failed": totals.get("failed", 0),
+            "seconds": round(seconds, 1),
+            "documents_per_minute": round(60 * totals.get("succeeded", 0) / seconds, 2) if seconds else 0.0,
+            "slm_share": totals.get("slm_share"),
+            "llm_tokens": totals.get("llm_tokens", 0),
+            "database_mib": round(_database_bytes(database) / 2**20, 3),
+            "memory": _memory(samples),
+            "samples": samples,
+        }
+    )
+    return result
+
+
+def _database_bytes(database: Path) -> int:
+    """The trace database's size on disk, its write-ahead log included."""
+    files = [database, database.with_name(database.name + "-wal")]
+    return sum(path.stat().st_size for path in files if path.exists())
+
+
+def _memory(samples: list[list[float]]) -> dict[str, float | None]:
+    """Peak memory, and its growth per 100 documents (least squares over the samples after
+    the first tenth of the documents, when the models are loaded)."""
+    if not samples:
+        return {"peak_mib": None, "mib_per_100_documents": None}
+    last = samples[-1][2] or 1
+    steady = [s for s in samples if s[2] >= last / 10] or samples
+    xs, ys = [s[2] for s in steady], [s[1] for s in steady]
+    mean_x, mean_y = sum(xs) / len(xs), sum(ys) / len(ys)
+    spread = sum((x - mean_x) ** 2 for x in xs)
+    slope = sum((x - mean_x) * (y - mean_y) for x, y in zip(xs, ys, strict=True)) / spread if spread else 0.0
+    return {"peak_mib": max(s[1] for s in samples), "mib_per_100_documents": round(100 * slope, 1)}
+
+
+@contextmanager
+def ray_cluster(cpus_per_node: int = 1) -> Iterator[str]:
+    """A Ray cluster of a head and one more node process on this machine, started with
+    ``ray start`` as a deployment starts them; its address. Stopped on leaving."""
+    port = 6390
+    ray = [sys.executable, "-m", "ray.scripts.scripts"]
+    head = [
+        *ray,
+        "start",
+        "--head",
+        f"--port={port}",
+        f"--num-cpus={cpus_per_node}",
+        "--include-dashboard=false",
+    ]
+    subprocess.run(head, check=True, capture_output=True, timeout=180)
+    try:
+        address = f"127.0.0.1:{port}"
+        node = [*ray, "start", f"--address={address}", f"--num-cpus={cpus_per_node}"]
+        subprocess.run(node, check=True, capture_output=True, timeout=180)
+        yield address
+    finally:
+        subprocess.run([*ray, "stop", "--force"], capture_output=True, timeout=180, check=False)
+
+
+def large_job_markdown(data: dict[str, Any]) -> str:
+    rows = [
+        "| run | documents | succeeded | time | documents/min | peak memory | memory growth | database "
+        "| resume |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for label, run in data["runs"].items():
+        memory = run["memory"]
+        resume = (
+            f"{run['resume_seconds_to_next_document']:.0f} s (killed after {run['killed_after']})"
+            if run.get("killed_after") is not None
+            else "–"
+        )
+        rows.append(
+            f"| {label} | {run['documents']} | {run['succeeded']} | {run['seconds'] / 60:.0f} min | "
+            f"{run['documents_per_minute']:.2f} | {memory['peak_mib'] or 0:,.0f} MiB | "
+            f"{memory['mib_per_100_documents'] or 0:+.1f} MiB per 100 documents | "
+            f"{run['database_mib']:.2f} MiB | {resume} |"
+        )
+    return (
+        f"# A large job: {data['documents']} documents through `tierflow summarize`\n\n"
+        "Memory is the job's process and its children, sampled every "
+        f"{data.get('sample_s', SAMPLE_S):g} s (`evals/large_job.py`).\n\n" + "\n".join(rows) + "\n"
+    )
