@@ -22,6 +22,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from tierflow.agents.hub import hub_model_file, parse_hub_spec
 from tierflow.errors import ModelNotFoundError, ModelPullError
 from tierflow.records import OnProgress, Progress
 
@@ -139,7 +140,18 @@ def resolve_model(
     on_progress: OnProgress | None = None,
     setting: str = "TIERFLOW_SLM_MODEL",
 ) -> Path:
-    """A catalog name or a GGUF path -> a local GGUF file (pulling it if allowed)."""
+    """A catalog name, an ``hf:OWNER/REPO/FILE.gguf`` spec or a GGUF path -> a local GGUF file
+    (pulling it if allowed: a Hub file without ``auto_pull`` comes from the Hub's cache only)."""
+    hub = parse_hub_spec(spec)
+    if hub is not None:
+        if auto_pull:
+            return hub_model_file(hub, on_progress=on_progress)
+        try:
+            return hub_model_file(hub, offline=True)
+        except ModelNotFoundError:
+            raise ModelNotFoundError(
+                f"model {spec!r} is not downloaded", hint=f"Run `tierflow models pull {spec}`."
+            ) from None
     if spec in CATALOG:
         model = CATALOG[spec]
         if is_pulled(model, models_dir):
@@ -160,7 +172,7 @@ def resolve_model(
         )
     raise ModelNotFoundError(
         f"{spec!r} is neither a catalog model nor a GGUF file",
-        hint=f"Set {setting} to one of {', '.join(CATALOG)} or to a .gguf path.",
+        hint=f"Set {setting} to one of {', '.join(CATALOG)}, to a .gguf path, or to hf:OWNER/REPO/FILE.gguf.",
     )
 
 

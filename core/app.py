@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from tierflow.agents.adapters import AdapterStore, adapted_name
 from tierflow.agents.calibration import StepScorers, scorer_file, shipped_priors
 from tierflow.agents.catalog import CATALOG, resolve_model
+from tierflow.agents.hub import parse_hub_spec
 from tierflow.agents.llm import OpenAIChatModel, bounded_client
 from tierflow.agents.policy import TierPolicy
 from tierflow.agents.protocol import ChatModel
@@ -58,7 +59,13 @@ logger = logging.getLogger("tierflow")
 
 
 def _model_name(spec: str) -> str:
-    return spec if spec in CATALOG else spec.rsplit("/", 1)[-1].removesuffix(".gguf")
+    """A model's name in traces: the catalog name, or the GGUF file's name (a Hub spec's
+    revision left out)."""
+    if spec in CATALOG:
+        return spec
+    hub = parse_hub_spec(spec)
+    path = hub.filename if hub is not None else spec
+    return path.rsplit("/", 1)[-1].removesuffix(".gguf")
 
 
 def llm_name(settings: Settings) -> str:

