@@ -365,7 +365,8 @@ def _decode_text(path: Path, data: bytes, declared: str | None = None) -> tuple[
         raise DocumentError(
             "binary",
             f"{path} looks like a binary file, not text (it contains NUL bytes).",
-            hint="Check that it is the document you meant.",
+            hint="Check that it is the document you meant; UTF-16 text without a byte-order mark "
+            "must be converted to UTF-8 first.",
         ) from None
     except UndecodableText as exc:
         raise DocumentError(
