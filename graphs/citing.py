@@ -254,9 +254,8 @@ def _final_answer(
     elif reply is not None and reply.found:  # cite only the chunks that hold the answer
         pruned = supported_citations(reply, shown, asked)
         if pruned.sources != reply.sources:
-            trace["citations_pruned"] = [
-                e["id"] for e in cited_chunks(reply, shown) if e not in cited_chunks(pruned, shown)
-            ]
+            kept = cited_chunks(pruned, shown)
+            trace["citations_pruned"] = [e["id"] for e in cited_chunks(reply, shown) if e not in kept]
             reply = pruned
     cited = cited_chunks(reply, shown) if ungrounded is None else []
     trace["cited"] = [e["id"] for e in cited]
