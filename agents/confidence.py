@@ -115,11 +115,15 @@ def choice_probabilities(
     return {option: weight / norm for option, weight in weights.items()}
 
 
-def rechoose(text: str, field: ChoiceField, probabilities: dict[str, float]) -> tuple[str, str]:
-    """``text`` with its choice replaced by the most probable option, and the original choice."""
+def rechoose(
+    text: str, field: ChoiceField, probabilities: dict[str, float], best: str | None = None
+) -> tuple[str, str]:
+    """``text`` with its choice replaced by ``best`` (default: the most probable option), and
+    the original choice."""
     data = json.loads(text)
     greedy = str(data[field.name])
-    best = max(probabilities, key=lambda option: probabilities[option])
+    if best is None:
+        best = max(probabilities, key=lambda option: probabilities[option])
     if best == greedy:
         return text, greedy
     data[field.name] = best

@@ -11,6 +11,10 @@ Endpoints differ in what they take, and this adapter copes with four differences
   uncapped). ``token_parameter="auto"`` picks by endpoint and model name.
 * **sampling**: reasoning models refuse ``temperature=0``.
 * **native tool calls** (``tools=``): servers started without a tool parser refuse them.
+* **log-probabilities** (``logprobs``, ``top_logprobs``), asked for when the model serves the
+  SLM tier: llama-cpp-python's server refuses them unless started with ``--logits_all true``.
+  Without them the escalation signals they carry are missing, and each reply says so
+  (``Completion.missing_signals``).
 
 When a server refuses one of these by name (its error's ``param``, or a word of its message),
 the call is sent once more without it or in the other form, and the model keeps that for
@@ -20,6 +24,7 @@ the refused parameter and the setting that changes it.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import re
 import time
@@ -29,8 +34,10 @@ from urllib.parse import urlsplit
 
 import httpx2 as http  # the HTTP client openai 3 is built on (its transports, its errors)
 import openai
+from tierflow.agents.confidence import choice_field, rechoose
 from tierflow.agents.grammar import grammar_schema
-from tierflow.agents.protocol import Completion, Message, Tier
+from tierflow.agents.protocol import ChoiceProbabilities, Completion, Message, Tier
+from tierflow.agents.served import served_choice, served_text_signals, served_tokens, served_value_signals
 from tierflow.agents.tool_calls import (
     ToolCallResult,
     chosen_call,
@@ -38,7 +45,7 @@ from tierflow.agents.tool_calls import (
     tool_reply_schema,
     with_tool_instruction,
 )
-from tierflow.errors import LLMUnavailableError
+from tierflow.errors import ContextOverflowError, LLMUnavailableError
 from tierflow.secrets import scrub
 
 __all__ = [
@@ -67,6 +74,7 @@ _NAMED_BY: dict[str, frozenset[str]] = {  # a parameter we send: the words that 
     "seed": frozenset({"seed"}),
     "response_format": frozenset({"response_format", "json_schema"}),
     "tools": frozenset({"tools", "tool_choice", "tool"}),
+    "logprobs": frozenset({"logprobs", "top_logprobs", "logits_all"}),
 }
 _HINTS = {
     "max_tokens": "This model takes max_completion_tokens instead: set "
@@ -76,6 +84,8 @@ _HINTS = {
     "response_format": "This server does not take that response_format: set "
     "TIERFLOW_LLM_RESPONSE_FORMAT=llamacpp (llama.cpp's servers take json_object with a schema), "
     "none, or auto to try each.",
+    "logprobs": "This server does not return log-probabilities: start llama-cpp-python's server with "
+    "--logits_all true (tierflow serve-slm does), or set TIERFLOW_SLM_TOP_LOGPROBS=0 to ask for none.",
     "tools": "This endpoint does not take native tool calls (tools=): set TIERFLOW_LLM_NATIVE_TOOLS=auto "
     "to fall back to JSON replies, or off; vLLM needs --enable-auto-tool-choice and "
     "--tool-call-parser, llama.cpp's llama-server needs --jinja.",
@@ -145,8 +155,18 @@ def bounded_client(base_url: str, api_key: str, *, timeout: float, max_retries: 
     )
 
 
+_OVERFLOW = re.compile(
+    r"context (window|length|size)|maximum context|too many tokens|prompt is too long", re.I
+)
+
+
 class OpenAIChatModel:
-    """A ``ChatModel`` over a ready ``openai.OpenAI`` client, with tool calls on top."""
+    """A ``ChatModel`` over a ready ``openai.OpenAI`` client, with tool calls on top.
+
+    It serves the LLM tier, or the SLM tier (``tier="slm"``) on a server the user runs:
+    then it asks for ``top_logprobs`` log-probabilities per token and reads the escalation
+    signals from them (``tierflow.agents.served``), and ``n_ctx`` bounds what one call takes.
+    """
 
     tier: Tier = "llm"
 
@@ -160,9 +180,16 @@ class OpenAIChatModel:
         temperature: float | None = 0.0,
         native_tools: NativeTools = "auto",
         seed: int | None = 0,
+        tier: Tier = "llm",
+        top_logprobs: int | None = None,
+        n_ctx: int | None = None,
     ) -> None:
         self.client = client
         self.name = model
+        self.tier = tier
+        self.n_ctx = n_ctx  # the server's context size in tokens, when known (it bounds a call)
+        self._top_logprobs = top_logprobs  # None: ask for no log-probabilities
+        self._wants_signals = top_logprobs is not None
         self._auto_format = response_format == "auto"
         self._response_format: Literal["json_schema", "llamacpp", "none"] = (
             "json_schema" if response_format == "auto" else response_format
@@ -193,12 +220,15 @@ class OpenAIChatModel:
         schema: dict[str, Any] | None = None,
         max_tokens: int,
     ) -> Completion:
-        response, _, latency_ms = self._send(
-            lambda: {"messages": list(messages), **self._parameters(max_tokens, schema=schema)}
+        response, sent, latency_ms = self._send(
+            lambda: {
+                "messages": list(messages),
+                **self._parameters(max_tokens, schema=schema, logprobs=self._top_logprobs),
+            }
         )
         choice, message = self._first_choice(response)
         prompt_tokens, completion_tokens = _usage(response)
-        return Completion(
+        completion = Completion(
             text=message.content or "",
             model=_served_model(response, self.name),
             tier=self.tier,
@@ -207,6 +237,9 @@ class OpenAIChatModel:
             latency_ms=latency_ms,
             finish_reason=choice.finish_reason if isinstance(choice.finish_reason, str) else "stop",
         )
+        if not self._wants_signals:
+            return completion
+        return _with_signals(completion, getattr(choice, "logprobs", None), schema, "response_format" in sent)
 
     def call_tool(
         self,
@@ -267,8 +300,11 @@ class OpenAIChatModel:
         schema: dict[str, Any] | None = None,
         tools: list[dict[str, Any]] | None = None,
         tool_choice: str = "auto",
+        logprobs: int | None = None,
     ) -> dict[str, Any]:
         parameters: dict[str, Any] = {self._token_parameter: max_tokens}
+        if logprobs is not None:
+            parameters.update(logprobs=True, top_logprobs=logprobs)
         if self._temperature is not None:
             parameters["temperature"] = self._temperature
         if self._seed is not None:
@@ -299,13 +335,19 @@ class OpenAIChatModel:
             try:
                 response = self.client.chat.completions.create(model=self.name, **sent)
             except openai.APIStatusError as exc:
+                if self.tier == "slm" and _OVERFLOW.search(_server_message(exc)):
+                    raise ContextOverflowError(
+                        f"the prompt does not fit the SLM's context ({_server_message(exc)})",
+                        hint="Tiered steps send it to the LLM; otherwise shorten the input, or set "
+                        "TIERFLOW_SLM_N_CTX to the server's context size.",
+                    ) from None
                 refused = _refused_parameter(exc, sent)
                 if refused is None or not self._adapt(refused):
-                    raise self._refusal(exc, refused) from exc
+                    raise self._named(self._refusal(exc, refused)) from exc
             except openai.APIError as exc:
-                raise _unavailable(exc, str(self.client.base_url), self.name) from exc
+                raise self._named(_unavailable(exc, str(self.client.base_url), self.name)) from exc
             except ValueError as exc:  # a 200 whose body is not JSON
-                raise self._malformed(f"a body that is not JSON ({exc})") from None
+                raise self._named(self._malformed(f"a body that is not JSON ({exc})")) from None
             else:
                 return response, sent, (time.perf_counter() - started) * 1000
 
@@ -323,11 +365,24 @@ class OpenAIChatModel:
             change = f"asking for structured output as {self._response_format!r}"
         elif refused == "tools" and self._native_setting == "auto":
             self._native, change = False, "asking for tool calls as JSON replies"
+        elif refused == "logprobs" and self._top_logprobs is not None:
+            self._top_logprobs = None
+            change = "asking for no log-probabilities (the escalation signals read from them are missing)"
         else:
             return False
         url = scrub(str(self.client.base_url))
-        log.warning("the LLM at %s refused %s for %s; %s from now on", url, refused, self.name, change)
+        tier = self.tier.upper()
+        log.warning("the %s at %s refused %s for %s; %s from now on", tier, url, refused, self.name, change)
         return True
+
+    def _named(self, error: LLMUnavailableError) -> LLMUnavailableError:
+        """An endpoint error worded for the tier this model serves (its settings' names too)."""
+        if self.tier == "llm":
+            return error
+        return LLMUnavailableError(
+            error.message.replace("the LLM", "the SLM"),
+            hint=(error.hint or "").replace("TIERFLOW_LLM_", "TIERFLOW_SLM_"),
+        )
 
     # Errors ------------------------------------------------------------------------------
     def _refusal(self, exc: openai.APIStatusError, refused: str | None) -> LLMUnavailableError:
@@ -357,6 +412,33 @@ class OpenAIChatModel:
         if message is None or (content is not None and not isinstance(content, str)):
             raise self._malformed("a choice without a text message")
         return choice, message
+
+
+def _with_signals(
+    completion: Completion, logprobs: Any, schema: dict[str, Any] | None, constrained: bool
+) -> Completion:
+    """``completion`` with the signals read from the server's log-probabilities, its choice set
+    to the option they favour, or with the signals that could not be read named as missing."""
+    tokens = served_tokens(logprobs)
+    if tokens is None:
+        return dataclasses.replace(completion, missing_signals=("logprobs",))
+    field = choice_field(schema)
+    if field is None:
+        if schema is None:
+            return dataclasses.replace(completion, signals=served_text_signals(tokens))
+        missing = () if constrained else ("constrained_output",)
+        signals = served_value_signals(tokens, completion.text)
+        return dataclasses.replace(completion, signals=signals, missing_signals=missing)
+    started = time.perf_counter()
+    estimate = served_choice(tokens, completion.text, field)
+    if estimate is None:
+        return dataclasses.replace(completion, missing_signals=("choice_probabilities",))
+    probabilities, keep = estimate
+    text, greedy = rechoose(completion.text, field, probabilities, keep)
+    scores = ChoiceProbabilities(probabilities, greedy, (time.perf_counter() - started) * 1000)
+    return dataclasses.replace(
+        completion, text=text, choice_probabilities=scores, confidence=probabilities[keep]
+    )
 
 
 def _prefers_completion_tokens(model: str, base_url: str) -> bool:

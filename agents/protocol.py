@@ -35,6 +35,9 @@ class Completion:
     signals: TokenSignals | None = None  # log-probabilities of the generated JSON values
     stopped: str | None = None
     """Why the model's watch ended the reply early (``tierflow.agents.watch``), if it did."""
+    missing_signals: tuple[str, ...] = ()
+    """The escalation signals this call could not measure (an SLM on a server that returned
+    no log-probabilities: ``logprobs``), so a trace can say why a step was judged without them."""
 
     def __post_init__(self) -> None:
         if self.confidence is None and self.choice_probabilities is not None:

@@ -13,14 +13,22 @@ another shows as a chosen token that is not the argmax.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 from tierflow.records import TokenSignals
 
-__all__ = ["TokenTrace", "TokenSignals", "value_spans", "token_signals", "text_signals"]
+__all__ = [
+    "TokenTrace",
+    "TokenSignals",
+    "value_spans",
+    "token_signals",
+    "value_signals",
+    "text_signals",
+    "signals_of",
+]
 
 
 @dataclass
@@ -82,34 +90,40 @@ def _skip(text: str, index: int, characters: str) -> int:
 def token_signals(trace: TokenTrace, detokenize: Callable[[int], bytes], text: str) -> TokenSignals | None:
     """The signals of the tokens of ``text`` that fall inside its JSON values (offsets in
     UTF-8 bytes: a token may hold part of a character)."""
+    steps = [
+        (detokenize(token), logprob, forced)
+        for token, logprob, forced in zip(trace.chosen, trace.logprobs, trace.forced, strict=True)
+    ]
+    return value_signals(steps, text)
+
+
+def value_signals(steps: Sequence[tuple[bytes, float, bool]], text: str) -> TokenSignals | None:
+    """The signals of the generated tokens (each its bytes, log-probability and whether it was
+    forced) that fall inside the JSON values of ``text``, the reply they spell."""
     spans = [(len(text[:a].encode()), len(text[:b].encode())) for a, b in value_spans(text)]
-    if not spans or not trace.chosen:
+    if not spans or not steps:
         return None
     picked: list[tuple[float, bool]] = []
     offset = 0
-    for token, logprob, forced in zip(trace.chosen, trace.logprobs, trace.forced, strict=True):
-        piece = detokenize(token)
+    for piece, logprob, forced in steps:
         start, offset = offset, offset + len(piece)
         if any(start < end and offset > begin for begin, end in spans):
             picked.append((logprob, forced))
-    if not picked:
-        return None
-    values = [logprob for logprob, _ in picked]
-    return TokenSignals(
-        tokens=len(picked),
-        min_logprob=min(values),
-        mean_logprob=sum(values) / len(values),
-        forced_tokens=sum(1 for _, forced in picked if forced),
-    )
+    return signals_of([logprob for logprob, _ in picked], sum(1 for _, forced in picked if forced))
 
 
 def text_signals(trace: TokenTrace) -> TokenSignals | None:
     """The signals of every token of a free-text reply (no grammar: nothing is forced)."""
-    if not trace.logprobs:
+    return signals_of(trace.logprobs, 0)
+
+
+def signals_of(logprobs: Sequence[float], forced: int) -> TokenSignals | None:
+    """The lowest and mean of some tokens' log-probabilities (``None`` for no tokens)."""
+    if not logprobs:
         return None
     return TokenSignals(
-        tokens=len(trace.logprobs),
-        min_logprob=min(trace.logprobs),
-        mean_logprob=sum(trace.logprobs) / len(trace.logprobs),
-        forced_tokens=0,
+        tokens=len(logprobs),
+        min_logprob=min(logprobs),
+        mean_logprob=sum(logprobs) / len(logprobs),
+        forced_tokens=forced,
     )

@@ -12,14 +12,16 @@ from collections.abc import Mapping, Sequence
 from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
+from pydantic import SecretStr
 from tierflow.agents.adapters import AdapterStore, adapted_name
 from tierflow.agents.calibration import StepScorers, scorer_file, shipped_priors
 from tierflow.agents.catalog import CATALOG, resolve_model
 from tierflow.agents.hub import parse_hub_spec
-from tierflow.agents.llm import OpenAIChatModel, bounded_client
+from tierflow.agents.llm import OpenAIChatModel, ResponseFormat, bounded_client
 from tierflow.agents.policy import TierPolicy
-from tierflow.agents.protocol import ChatModel
+from tierflow.agents.protocol import ChatModel, Tier
 from tierflow.agents.scoring import EscalationScorer
 from tierflow.agents.server import EmbeddedLLM, EmbeddedServer
 from tierflow.agents.slm import LlamaCppModel
@@ -33,6 +35,7 @@ from tierflow.memory.traces import TraceStore
 from tierflow.memory.traces.telemetry import RunTelemetry
 from tierflow.optional import installed, require
 from tierflow.records import OnProgress, TraceListener
+from tierflow.secrets import scrub
 from tierflow.settings import Settings, load_settings
 from tierflow.tools.builtins import default_registry
 from tierflow.tools.registry import ToolRegistry
@@ -86,7 +89,19 @@ def model_file(settings: Settings, spec: str, setting: str, on_progress: OnProgr
     )
 
 
-def build_slm(settings: Settings, on_progress: OnProgress | None = None) -> LlamaCppModel:
+def build_slm(settings: Settings, on_progress: OnProgress | None = None) -> ChatModel:
+    """The SLM tier: llama.cpp in process, or the OpenAI-compatible server ``slm_base_url``
+    names (which the ``slm`` shorthand also fills)."""
+    if settings.slm_base_url:
+        return served_model(
+            settings,
+            "slm",
+            settings.slm_base_url,
+            settings.slm_api_key,
+            settings.slm_model,
+            timeout=settings.slm_timeout,
+            response_format=settings.slm_response_format,
+        )
     require("llama_cpp", purpose="the local SLM tier")
     path = model_file(settings, settings.slm_model, "TIERFLOW_SLM_MODEL", on_progress)
     adapter = slm_adapter(settings, path)
@@ -102,6 +117,8 @@ def build_slm(settings: Settings, on_progress: OnProgress | None = None) -> Llam
 
 def slm_name(settings: Settings, adapter: tuple[str, Path] | None = None) -> str:
     """The SLM tier's model name, with its adapter (``qwen2.5-coder-0.5b+lora-…``)."""
+    if settings.slm_base_url:
+        return settings.slm_model  # the model's name at the server
     return adapted_name(_model_name(settings.slm_model), adapter[0] if adapter else None)
 
 
@@ -113,6 +130,13 @@ def slm_adapter(settings: Settings, base: Path | None = None) -> tuple[str, Path
     GGUF LoRA file."""
     choice = settings.slm_adapter.strip()
     if choice in ("none", ""):
+        return None
+    if settings.slm_base_url:  # the server holds the model: an adapter is the server's to load
+        if choice != "auto":
+            _warn_once(
+                f"TIERFLOW_SLM_ADAPTER={choice} is not applied to the SLM server at "
+                f"{scrub(settings.slm_base_url)}: start that server with the adapter instead"
+            )
         return None
     if choice.endswith(".gguf") or "/" in choice:
         path = Path(choice).expanduser()
@@ -172,36 +196,14 @@ def build_llm(settings: Settings, on_progress: OnProgress | None = None) -> Chat
     """The LLM tier: the configured endpoint (``llm_base_url``, which the ``llm`` shorthand and
     OPENAI_BASE_URL also fill), else the embedded llama.cpp server, started on first use."""
     if settings.llm_base_url:
-        from urllib.parse import urlsplit
-
-        from tierflow.secrets import scrub
-
-        if not settings.llm_model:
-            raise ConfigError(
-                f"no model is named for the LLM at {scrub(settings.llm_base_url)}",
-                hint="Set TIERFLOW_LLM_MODEL to a model the endpoint serves, or name both at once, "
-                "e.g. TIERFLOW_LLM=openai:gpt-4o-mini (providers: openai, vllm, ollama, llamacpp).",
-            )
-        key = settings.llm_api_key.get_secret_value() if settings.llm_api_key else ""
-        if not key and urlsplit(settings.llm_base_url).hostname == "api.openai.com":
-            raise ConfigError(
-                "no API key for OpenAI",
-                hint="Set OPENAI_API_KEY (or TIERFLOW_LLM_API_KEY) to your OpenAI API key.",
-            )
-        client = bounded_client(
+        return served_model(
+            settings,
+            "llm",
             settings.llm_base_url,
-            key or "unused",
-            timeout=settings.llm_timeout,
-            max_retries=settings.llm_max_retries,
-        )
-        return OpenAIChatModel(
-            client,
+            settings.llm_api_key,
             settings.llm_model,
+            timeout=settings.llm_timeout,
             response_format=settings.llm_response_format,
-            token_parameter=settings.llm_token_parameter,
-            temperature=settings.llm_temperature,
-            native_tools=settings.llm_native_tools,
-            seed=settings.seed,
         )
     require(
         "llama_cpp",
@@ -218,6 +220,58 @@ def build_llm(settings: Settings, on_progress: OnProgress | None = None) -> Chat
         startup_timeout=settings.embedded_llm_startup_timeout,
     )
     return EmbeddedLLM(server, timeout=settings.llm_timeout, seed=settings.seed)
+
+
+def served_model(
+    settings: Settings,
+    tier: Tier,
+    base_url: str,
+    api_key: SecretStr | None,
+    model: str | None,
+    *,
+    timeout: float,
+    response_format: ResponseFormat,
+) -> OpenAIChatModel:
+    """A tier on an OpenAI-compatible server: the LLM's endpoint, or the SLM's server (which
+    is asked for log-probabilities, the escalation signals, and is bounded by ``slm_n_ctx``)."""
+    name = tier.upper()
+    if not model:
+        raise ConfigError(
+            f"no model is named for the {name} at {scrub(base_url)}",
+            hint=f"Set TIERFLOW_{name}_MODEL to a model the endpoint serves, or name both at once, "
+            + (
+                "e.g. TIERFLOW_LLM=openai:gpt-4o-mini"
+                if tier == "llm"
+                else "e.g. TIERFLOW_SLM=llamacpp:qwen2.5-coder-0.5b"
+            )
+            + " (providers: openai, vllm, ollama, llamacpp).",
+        )
+    key = api_key.get_secret_value() if api_key else ""
+    if not key and urlsplit(base_url).hostname == "api.openai.com":
+        raise ConfigError(
+            "no API key for OpenAI",
+            hint=f"Set OPENAI_API_KEY (or TIERFLOW_{name}_API_KEY) to your OpenAI API key.",
+        )
+    client = bounded_client(base_url, key or "unused", timeout=timeout, max_retries=settings.llm_max_retries)
+    if tier == "llm":
+        return OpenAIChatModel(
+            client,
+            model,
+            response_format=response_format,
+            token_parameter=settings.llm_token_parameter,
+            temperature=settings.llm_temperature,
+            native_tools=settings.llm_native_tools,
+            seed=settings.seed,
+        )
+    return OpenAIChatModel(
+        client,
+        model,
+        response_format=response_format,
+        seed=settings.seed,
+        tier="slm",
+        top_logprobs=settings.slm_top_logprobs or None,
+        n_ctx=settings.slm_n_ctx,
+    )
 
 
 def trace_listeners(environ: Mapping[str, str] | None = None) -> list[TraceListener]:

@@ -154,6 +154,7 @@ class ModelCallRecord:
     scorer: dict[str, Any] | None = None  # the scorer that judged it: source, pair, threshold
     label: OutputLabel | None = None  # whether this SLM output was right (its LLM shadow said)
     recall: dict[str, Any] | None = None  # what the memory of decisions gave the prompt (or why not)
+    missing_signals: list[str] | None = None  # signals the SLM's server could not give (no logprobs)
     error: str | None = None
     id: int | None = None  # set once stored
     run_id: str | None = None
@@ -239,6 +240,7 @@ class StoredModelCall:
     features: dict[str, float] | None = None
     scorer: dict[str, Any] | None = None
     into: str | None = None
+    missing_signals: list[str] | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -52,7 +52,7 @@ LLM_PROVIDERS: dict[str, LLMProvider] = {
     "ollama": LLMProvider("http://127.0.0.1:11434/v1", "json_schema"),
     "llamacpp": LLMProvider("http://127.0.0.1:8080/v1", "llamacpp"),  # llama.cpp's llama-server
 }
-"""The providers of the ``llm`` shorthand (``TIERFLOW_LLM=ollama:llama3.2``)."""
+"""The providers of the ``llm`` and ``slm`` shorthands (``TIERFLOW_LLM=ollama:llama3.2``)."""
 
 
 class Settings(BaseSettings):
@@ -63,8 +63,28 @@ class Settings(BaseSettings):
         env_prefix="TIERFLOW_", env_nested_delimiter="__", extra="forbid", validate_default=True
     )
 
-    # The small local model (in process).
-    slm_model: str = Field("qwen2.5-coder-0.5b", description="catalog name or GGUF path")
+    # The small model: in process, or on an OpenAI-compatible server the user runs. ``slm`` is
+    # a shorthand (``llamacpp:qwen2.5-coder-0.5b``, ``ollama:qwen2.5:0.5b``) filling the server's
+    # address and the model's name (slm_base_url, slm_model).
+    slm: str | None = Field(None, description="provider:model of an SLM server; unset: in process")
+    slm_model: str = Field(
+        "qwen2.5-coder-0.5b",
+        description="catalog name, GGUF path or hf:OWNER/REPO/FILE.gguf; with slm_base_url, the "
+        "model's name at that server",
+    )
+    slm_base_url: str | None = Field(None, description="an OpenAI-compatible SLM server; unset: in process")
+    slm_api_key: SecretStr | None = None
+    slm_timeout: float = Field(60.0, gt=0)
+    slm_response_format: Literal["auto", "json_schema", "llamacpp", "none"] = Field(
+        "auto", description="how the SLM server takes a JSON schema (as llm_response_format)"
+    )
+    slm_top_logprobs: int = Field(
+        10,
+        ge=0,
+        le=20,
+        description="the most likely tokens an SLM server reports per position, for the escalation "
+        "signals (0: ask for none)",
+    )
     slm_n_ctx: int = Field(4096, ge=512)
     slm_threads: int | None = Field(None, ge=1, description="default: all cores")
     slm_adapter: str = Field(
@@ -173,7 +193,7 @@ class Settings(BaseSettings):
         openai_url = os.environ.get("OPENAI_BASE_URL") or None
         openai_key = os.environ.get("OPENAI_API_KEY") or None
         if self.llm:
-            name, provider, model = _llm_shorthand(self.llm)
+            name, provider, model = _shorthand(self.llm, "LLM")
             if self.llm_base_url is None:
                 self.llm_base_url = (openai_url if name == "openai" else None) or provider.base_url
             self.llm_model = self.llm_model or model
@@ -183,6 +203,13 @@ class Settings(BaseSettings):
             self.llm_base_url = openai_url  # a remote endpoint, not the embedded server
         if self.llm_api_key is None and openai_key:
             self.llm_api_key = SecretStr(openai_key)
+        if self.slm:
+            _, provider, model = _shorthand(self.slm, "SLM")
+            self.slm_base_url = self.slm_base_url or provider.base_url
+            if "slm_model" not in self.model_fields_set:
+                self.slm_model = model
+            if self.slm_response_format == "auto":
+                self.slm_response_format = provider.response_format
         return self
 
     @classmethod
@@ -250,15 +277,18 @@ class Settings(BaseSettings):
         """Values that must never reach a trace, a checkpoint, a log or the screen: the API
         key, passwords in the endpoint's and the database's URLs, and the values of
         environment variables named like secrets (``tierflow.secrets``)."""
-        key = self.llm_api_key.get_secret_value() if self.llm_api_key else ""
-        passwords = [url_password(self.llm_base_url), url_password(self.database_url)]
-        found = [key, *(p for p in passwords if p), *secret_env_values()]
+        keys = [key.get_secret_value() for key in (self.llm_api_key, self.slm_api_key) if key]
+        urls = (self.llm_base_url, self.slm_base_url, self.database_url)
+        passwords = [url_password(url) for url in urls]
+        found = [*keys, *(p for p in passwords if p), *secret_env_values()]
         return [value for value in dict.fromkeys(found) if len(value) >= 4]
 
     def masked(self) -> dict[str, Any]:
         """The effective settings as plain data, secrets masked, for display and traces."""
         data: dict[str, Any] = json.loads(self.model_dump_json())
         data["llm_api_key"] = _mask(self.llm_api_key)
+        data["slm_api_key"] = _mask(self.slm_api_key)
+        data["slm_base_url"] = scrub(self.slm_base_url) if self.slm_base_url else "(in process)"
         data["llm_base_url"] = (
             scrub(self.llm_base_url) if self.llm_base_url else "(embedded llama.cpp server)"
         )
@@ -343,20 +373,21 @@ def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings
     return loaded
 
 
-def _llm_shorthand(value: str) -> tuple[str, LLMProvider, str]:
+def _shorthand(value: str, tier: Literal["LLM", "SLM"]) -> tuple[str, LLMProvider, str]:
     """``provider:model`` split and checked; the model may hold colons (``ollama:llama3.2:3b``)."""
     name, _, model = value.partition(":")
     name, model = name.strip().lower(), model.strip()
+    example = "ollama:llama3.2" if tier == "LLM" else "llamacpp:qwen2.5-coder-0.5b"
     hint = (
-        "TIERFLOW_LLM takes provider:model with provider one of "
+        f"TIERFLOW_{tier} takes provider:model with provider one of "
         + ", ".join(LLM_PROVIDERS)
-        + " (e.g. TIERFLOW_LLM=ollama:llama3.2); for another endpoint set TIERFLOW_LLM_BASE_URL "
-        "and TIERFLOW_LLM_MODEL instead."
+        + f" (e.g. TIERFLOW_{tier}={example}); for another endpoint set TIERFLOW_{tier}_BASE_URL "
+        f"and TIERFLOW_{tier}_MODEL instead."
     )
     if not model:
-        raise ConfigError(f"TIERFLOW_LLM={value!r} is not provider:model", hint=hint)
+        raise ConfigError(f"TIERFLOW_{tier}={value!r} is not provider:model", hint=hint)
     if name not in LLM_PROVIDERS:
-        raise ConfigError(f"unknown LLM provider {name!r} in TIERFLOW_LLM={value!r}", hint=hint)
+        raise ConfigError(f"unknown {tier} provider {name!r} in TIERFLOW_{tier}={value!r}", hint=hint)
     return name, LLM_PROVIDERS[name], model
 
 

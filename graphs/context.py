@@ -307,6 +307,7 @@ class _Call:
         record.latency_ms, record.finish_reason = completion.latency_ms, completion.finish_reason
         record.confidence, record.signals = completion.confidence, completion.signals
         record.choice_probabilities = completion.choice_probabilities
+        record.missing_signals = list(completion.missing_signals) or None
         if kinds and redactor is not None:
             completion = dataclasses.replace(completion, text=redactor.restore(completion.text))
         try:

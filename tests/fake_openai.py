@@ -6,7 +6,15 @@ client raises what it would raise in production:
 * ``refuse_max_tokens``, ``refuse_temperature``: OpenAI's reasoning models (400, ``param`` set);
 * ``refuse_max_completion_tokens``: older servers and proxies (400, no ``param``);
 * ``refuse_json_schema``: llama-cpp-python's server (500 quoting its validation error);
-* ``refuse_tools``: Ollama with a model without tools, or vLLM without a tool parser (400).
+* ``refuse_tools``: Ollama with a model without tools, or vLLM without a tool parser (400);
+* ``refuse_logprobs``: llama-cpp-python's server started with ``--logits_all false`` (500);
+* ``context_overflow``: a prompt longer than the server's context (400, llama.cpp's wording).
+
+An SLM server's log-probabilities come back for ``tokens`` (each its text, log-probability
+and the most likely tokens) in the shape of ``logprobs_shape``: ``openai``/``vllm``/``ollama``
+send each token's ``bytes`` (vLLM writes minus infinity as -9999.0), llama-cpp-python sends no
+bytes and lists the chosen token among the top ones, and ``ignored`` (Ollama before 0.12)
+sends none at all.
 
 Otherwise it answers with ``tool_call`` (to a request with ``tools``) or with ``reply``, and
 ``fail`` answers every request with one status and body. It keeps every request.
@@ -27,6 +35,8 @@ from tests.local_http import serving
 __all__ = ["Endpoint", "FakeServer", "fake_openai"]
 
 Answer = tuple[int, dict[str, Any]]
+Token = tuple[str, float, list[tuple[str, float]]]
+LogprobsShape = Literal["openai", "vllm", "ollama", "llamacpp", "ignored"]
 
 
 def _openai_error(message: str, param: str | None = None, code: str | None = None) -> dict[str, Any]:
@@ -67,6 +77,21 @@ JSON_SCHEMA_REFUSED: Answer = (  # llama-cpp-python: FastAPI's validation error,
         }
     },
 )
+LOGPROBS_REFUSED: Answer = (  # llama-cpp-python's server without logits_all
+    500,
+    {
+        "error": {
+            "message": "logprobs is not supported for models created with logits_all=False",
+            "type": "internal_server_error",
+            "param": None,
+            "code": None,
+        }
+    },
+)
+CONTEXT_OVERFLOW: Answer = (
+    400,
+    _openai_error("Requested tokens (5000) exceed context window of 4096"),
+)
 TOOLS_REFUSED: dict[str, Answer] = {
     "ollama": (
         400,
@@ -106,6 +131,30 @@ class Endpoint:
     reply: str = "ok"
     fail: Answer | None = None
     model: str = "served-model"
+    refuse_logprobs: bool = False
+    context_overflow: bool = False
+    tokens: list[Token] | None = None  # the reply, token by token, with log-probabilities
+    logprobs_shape: LogprobsShape = "openai"
+
+    def _logprobs(self, top_n: int) -> dict[str, Any] | None:
+        assert self.tokens is not None
+        if self.logprobs_shape == "ignored":
+            return None
+
+        def entry(token: str, logprob: float) -> dict[str, Any]:
+            if self.logprobs_shape == "llamacpp":
+                return {"token": token, "logprob": logprob, "bytes": None}
+            if self.logprobs_shape == "vllm" and logprob == float("-inf"):
+                logprob = -9999.0
+            return {"token": token, "logprob": logprob, "bytes": list(token.encode())}
+
+        content = []
+        for token, logprob, top in self.tokens:
+            listed = [entry(other, value) for other, value in top[:top_n]]
+            if self.logprobs_shape == "llamacpp" and all(other != token for other, _ in top[:top_n]):
+                listed.append(entry(token, logprob))  # llama-cpp-python adds the chosen token
+            content.append({**entry(token, logprob), "top_logprobs": listed})
+        return {"content": content}
 
     def answer(self, body: dict[str, Any]) -> Answer:
         if self.fail is not None:
@@ -120,18 +169,26 @@ class Endpoint:
             return JSON_SCHEMA_REFUSED
         if self.refuse_tools and "tools" in body:
             return TOOLS_REFUSED[self.refuse_tools]
-        message: dict[str, Any] = {"role": "assistant", "content": self.reply}
+        if self.refuse_logprobs and body.get("logprobs"):
+            return LOGPROBS_REFUSED
+        if self.context_overflow:
+            return CONTEXT_OVERFLOW
+        reply = "".join(token for token, _, _ in self.tokens) if self.tokens is not None else self.reply
+        message: dict[str, Any] = {"role": "assistant", "content": reply}
         if "tools" in body and self.tool_call is not None:
             name, arguments = self.tool_call
             call = {"id": "call_1", "type": "function", "function": {"name": name, "arguments": arguments}}
             message = {"role": "assistant", "content": None, "tool_calls": [call]}
         finish = "tool_calls" if "tool_calls" in message else "stop"
+        choice: dict[str, Any] = {"index": 0, "message": message, "finish_reason": finish}
+        if body.get("logprobs") and self.tokens is not None:
+            choice["logprobs"] = self._logprobs(int(body.get("top_logprobs") or 0))
         return 200, {
             "id": "chatcmpl-fake",
             "object": "chat.completion",
             "created": 0,
             "model": self.model,
-            "choices": [{"index": 0, "message": message, "finish_reason": finish}],
+            "choices": [choice],
             "usage": {"prompt_tokens": 21, "completion_tokens": 7, "total_tokens": 28},
         }
 

@@ -115,6 +115,7 @@ def stored_call(call: ModelCall) -> StoredModelCall:
         features=(call.signals or {}).get("features"),
         scorer=(call.signals or {}).get("scorer"),
         into=(call.signals or {}).get("into"),
+        missing_signals=(call.signals or {}).get("missing"),
     )
 
 
@@ -137,6 +138,8 @@ def signals_column(record: ModelCallRecord) -> dict[str, Any] | None:
         stored["features"] = {name: round(value, 5) for name, value in record.features.items()}
     if record.scorer is not None:
         stored["scorer"] = record.scorer
+    if record.missing_signals:
+        stored["missing"] = record.missing_signals
     return stored or None
 
 

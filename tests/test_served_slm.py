@@ -1,0 +1,274 @@
+"""The SLM tier on an OpenAI-compatible server: its escalation signals read from the server's
+log-probabilities in the response shapes of llama-cpp-python, vLLM and Ollama, the signals a
+server cannot give named in the trace, and its settings. Fake servers on 127.0.0.1 answer the
+real ``openai`` client; the real llama-cpp-python server is in ``test_served_slm_real``."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from typing import Any, TypedDict
+
+import pytest
+from langgraph.graph import END, START, StateGraph
+from tierflow import TierContext, TierPolicy, choose, run_graph
+from tierflow.agents.confidence import ChoiceField
+from tierflow.agents.llm import OpenAIChatModel, bounded_client
+from tierflow.agents.scripted import ScriptedModel
+from tierflow.agents.served import served_choice, served_tokens, served_value_signals
+from tierflow.agents.tiers import Tiers
+from tierflow.app import build_slm, slm_name
+from tierflow.errors import ConfigError, ContextOverflowError, LLMUnavailableError
+from tierflow.memory import TraceStore
+from tierflow.settings import load_settings
+
+from tests.fake_openai import Endpoint, LogprobsShape, Token, fake_openai
+
+TOOLS = ("get_weather", "get_time", "none")
+TOOL_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {"tool": {"type": "string", "enum": list(TOOLS)}},
+    "required": ["tool"],
+}
+
+
+def reply(*value_tokens: Token, key: str = "tool") -> list[Token]:
+    """``{"KEY": ...}`` token by token: certain punctuation around the given value tokens."""
+    return [
+        ('{"', -0.01, [('{"', -0.01)]),
+        (key, -0.02, [(key, -0.02)]),
+        ('":', -0.01, [('":', -0.01)]),
+        (' "', -0.01, [(' "', -0.01), (" [", -6.0)]),
+        *value_tokens,
+        ('"}', -0.03, [('"}', -0.03), ('",', -4.0)]),
+    ]
+
+
+def tokens_of(tokens: list[Token], shape: LogprobsShape = "openai", top: int = 5) -> Any:
+    """What ``served_tokens`` reads from a response of this shape."""
+    endpoint = Endpoint(tokens=tokens, logprobs_shape=shape)
+    _, body = endpoint.answer({"logprobs": True, "top_logprobs": top})
+    return served_tokens(body["choices"][0]["logprobs"])
+
+
+# The llama.cpp grammar forced "ge" + "t" although the model would write "get": both tools
+# share those tokens, so they cost neither anything; "_weather" against "_time" decides.
+GRAMMAR_SPLIT = reply(
+    ("ge", -1.0, [("ge", -1.0), ("none", -3.0), ("Weather", -3.5)]),
+    ("t", -16.8, [("ol", -1.2), ("oc", -1.5), ("t", -16.8)]),
+    ("_weather", -0.3, [("_weather", -0.3), ("_time", -1.6), ("weather", -2.5)]),
+)
+
+
+@pytest.mark.parametrize("shape", ["openai", "vllm", "ollama", "llamacpp"])
+def test_option_probabilities_come_from_the_top_logprobs_along_the_reply(shape: LogprobsShape) -> None:
+    text = '{"tool": "get_weather"}'
+    tokens = tokens_of(GRAMMAR_SPLIT, shape)
+    probabilities, keep = served_choice(tokens, text, ChoiceField("tool", TOOLS)) or ({}, "")
+    assert keep == "get_weather"
+    assert sum(probabilities.values()) == pytest.approx(1.0)
+    # P(get_*) = e^-1 / (e^-1 + e^-3); then _weather against _time: e^-0.3 / (e^-0.3 + e^-1.6)
+    get = 1 / (1 + math.exp(-2))
+    weather = 1 / (1 + math.exp(-1.3))
+    assert probabilities["get_weather"] == pytest.approx(get * weather, rel=1e-3)
+    assert probabilities["get_time"] == pytest.approx(get * (1 - weather), rel=1e-3)
+    assert probabilities["none"] == pytest.approx(1 - get, rel=1e-3)
+
+
+def test_a_more_probable_option_replaces_the_reply_but_a_bound_never_does() -> None:
+    text = '{"tool": "get_time"}'
+    spoken = reply(("get", -0.1, [("get", -0.1)]), ("_time", -1.5, [("_weather", -0.4), ("_time", -1.5)]))
+    probabilities, keep = served_choice(tokens_of(spoken), text, ChoiceField("tool", TOOLS)) or ({}, "")
+    assert keep == "get_weather" and probabilities["get_weather"] > probabilities["get_time"]
+    # nothing but the reply's tokens is listed: every other option is bounded by the smallest
+    # listed probability, which can make it look as likely as the reply; a bound never wins
+    unlisted = reply(("get", -2.0, [("get", -2.0)]), ("_time", -0.1, [("_time", -0.1)]))
+    probabilities, keep = served_choice(tokens_of(unlisted), text, ChoiceField("tool", TOOLS)) or ({}, "")
+    assert keep == "get_time" and probabilities["none"] > probabilities["get_time"]
+
+
+def test_value_signals_read_bytes_across_a_split_character() -> None:
+    # "é" is two bytes; vLLM and Ollama may split it over two tokens, each with its bytes
+    pieces = [
+        (b'{"', -0.01),
+        (b"city", -0.02),
+        (b'":', -0.01),
+        (b' "', -0.01),
+        (b"caf", -0.2),
+        (b"\xc3", -0.5),
+        (b"\xa9", -2.5),
+        (b'"}', -0.03),
+    ]
+    content = [
+        {
+            "token": piece.decode(errors="replace"),
+            "logprob": logprob,
+            "bytes": list(piece),
+            "top_logprobs": [],
+        }
+        for piece, logprob in pieces
+    ]
+    content[6]["top_logprobs"] = [{"token": "x", "logprob": -0.1, "bytes": [120]}]  # not the likeliest
+    read = served_tokens({"content": content})
+    assert read is not None and b"".join(t.piece for t in read) == '{"city": "café"}'.encode()
+    signals = served_value_signals(read, '{"city": "café"}')
+    assert signals is not None and signals.tokens == 5  # ' "' (its quote), caf, two halves of é, '"}'
+    assert signals.min_logprob == -2.5 and signals.forced_tokens == 1
+
+
+def slm_on(
+    server_url: str, top_logprobs: int | None = 5, response_format: Any = "json_schema"
+) -> OpenAIChatModel:
+    client = bounded_client(server_url, "unused", timeout=10, max_retries=0)
+    return OpenAIChatModel(
+        client,
+        "served-model",
+        tier="slm",
+        top_logprobs=top_logprobs,
+        response_format=response_format,
+        n_ctx=2048,
+    )
+
+
+MESSAGES = [{"role": "user", "content": "What is the weather in Paris?"}]
+
+
+@pytest.mark.parametrize("shape", ["openai", "vllm", "ollama", "llamacpp"])
+def test_a_served_slm_asks_for_logprobs_and_gives_every_signal(shape: LogprobsShape) -> None:
+    with fake_openai(Endpoint(tokens=GRAMMAR_SPLIT, logprobs_shape=shape)) as fake:
+        slm = slm_on(fake.base_url)
+        chosen = slm.complete(MESSAGES, schema=TOOL_SCHEMA, max_tokens=20)
+        extracted = slm.complete(
+            MESSAGES, schema={"type": "object", "properties": {"tool": {"type": "string"}}}, max_tokens=20
+        )
+        text = slm.complete(MESSAGES, max_tokens=20)
+    sent = fake.requests[0]
+    assert sent["logprobs"] is True and sent["top_logprobs"] == 5
+    assert sent["response_format"]["type"] == "json_schema"
+    assert chosen.tier == "slm" and json.loads(chosen.text) == {"tool": "get_weather"}
+    assert chosen.choice_probabilities is not None and chosen.confidence == pytest.approx(
+        chosen.choice_probabilities.probabilities["get_weather"]
+    )
+    assert chosen.missing_signals == ()
+    assert extracted.signals is not None and extracted.signals.forced_tokens == 1  # the "t"
+    assert text.signals is not None and text.signals.tokens == len(GRAMMAR_SPLIT)
+    assert slm.n_ctx == 2048
+
+
+def test_a_server_without_logprobs_is_asked_once_and_the_missing_signal_named(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    with fake_openai(Endpoint(tokens=GRAMMAR_SPLIT, refuse_logprobs=True)) as fake:
+        slm = slm_on(fake.base_url)
+        with caplog.at_level(logging.WARNING):
+            first = slm.complete(MESSAGES, schema=TOOL_SCHEMA, max_tokens=20)
+            second = slm.complete(MESSAGES, schema=TOOL_SCHEMA, max_tokens=20)
+    assert [bool(r.get("logprobs")) for r in fake.requests] == [True, False, False]
+    assert first.missing_signals == second.missing_signals == ("logprobs",)
+    assert first.choice_probabilities is None and json.loads(first.text) == {"tool": "get_weather"}
+    assert "the SLM at" in caplog.text and "logprobs" in caplog.text
+    # a server that silently ignores the request (Ollama before 0.12) says nothing: still named
+    with fake_openai(Endpoint(tokens=GRAMMAR_SPLIT, logprobs_shape="ignored")) as fake:
+        assert slm_on(fake.base_url).complete(MESSAGES, max_tokens=20).missing_signals == ("logprobs",)
+
+
+def test_a_served_slm_overflow_escalates_and_its_errors_name_the_slm_settings() -> None:
+    with fake_openai(Endpoint(context_overflow=True)) as fake, pytest.raises(ContextOverflowError):
+        slm_on(fake.base_url).complete(MESSAGES, max_tokens=20)
+    with pytest.raises(LLMUnavailableError) as raised:
+        slm_on("http://127.0.0.1:9/v1").complete(MESSAGES, max_tokens=20)
+    assert "could not reach the SLM at http://127.0.0.1:9/v1" in raised.value.message
+    assert "TIERFLOW_SLM_BASE_URL" in (raised.value.hint or "")
+
+
+class Ticket(TypedDict, total=False):
+    report: str
+    category: str
+
+
+def classify_graph() -> Any:
+    builder = StateGraph(Ticket, context_schema=TierContext)
+    builder.add_node(
+        "classify",
+        choose(
+            {"bug": "a defect", "spam": "advertising", "billing": "charges"}, inputs="report", into="category"
+        ),
+    )
+    builder.add_edge(START, "classify")
+    builder.add_edge("classify", END)
+    return builder.compile()
+
+
+# greedy decoding wrote "spam", but "bug" had more of the probability at its first token
+SPAM_OVER_BUG = reply(
+    ("sp", -1.2, [("bug", -0.6), ("sp", -1.2), ("bill", -2.5)]), ("am", -0.05, [("am", -0.05)]), key="label"
+)
+
+
+def test_a_kit_step_on_a_served_slm_traces_its_probabilities_and_escalates(store: TraceStore) -> None:
+    with fake_openai(Endpoint(tokens=SPAM_OVER_BUG, logprobs_shape="vllm")) as fake:
+        tiers = Tiers(
+            slm_on(fake.base_url),
+            ScriptedModel(tier="llm", name="big", by_node={"classify": [{"label": "bug"}]}),
+        )
+        sure = run_graph(
+            classify_graph(),
+            {"report": "Export crashes."},
+            tiers=tiers,
+            store=store,
+            policy=TierPolicy(min_confidence=0.3),
+        )
+        unsure = run_graph(
+            classify_graph(),
+            {"report": "Export crashes."},
+            tiers=tiers,
+            store=store,
+            policy=TierPolicy(min_confidence=0.6),
+        )
+    assert sure.ok and sure.state["category"] == "bug"  # the more probable option, on the SLM
+    (call,) = [c for s in store.get_run(sure.run_id).steps for c in s.model_calls]
+    assert call.tier == "slm" and not call.escalated
+    assert (
+        call.choice_probabilities is not None
+        and call.choice_probabilities["bug"] > call.choice_probabilities["spam"]
+    )
+    assert call.missing_signals is None
+    assert unsure.ok and unsure.state["category"] == "bug"
+    slm_call, llm_call = [c for s in store.get_run(unsure.run_id).steps for c in s.model_calls]
+    assert slm_call.escalated and (slm_call.escalation_reason or "").startswith("low_confidence")
+    assert llm_call.tier == "llm"
+
+
+def test_the_trace_names_a_signal_the_server_could_not_give(store: TraceStore) -> None:
+    with fake_openai(Endpoint(tokens=SPAM_OVER_BUG, logprobs_shape="ignored")) as fake:
+        tiers = Tiers(slm_on(fake.base_url), ScriptedModel(tier="llm", name="big", by_node={}))
+        result = run_graph(classify_graph(), {"report": "Buy now!"}, tiers=tiers, store=store, policy="slm")
+    assert result.ok and result.state["category"] == "spam"
+    (call,) = [c for s in store.get_run(result.run_id).steps for c in s.model_calls]
+    assert call.missing_signals == ["logprobs"] and call.choice_probabilities is None
+
+
+def test_the_slm_shorthand_names_a_server_and_its_model(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TIERFLOW_SLM", "ollama:qwen2.5:0.5b")
+    monkeypatch.setenv("TIERFLOW_SLM_API_KEY", "sk-slm-secret-1234")
+    settings = load_settings()
+    assert settings.slm_base_url == "http://127.0.0.1:11434/v1" and settings.slm_model == "qwen2.5:0.5b"
+    assert settings.slm_response_format == "json_schema" and slm_name(settings) == "qwen2.5:0.5b"
+    assert "sk-slm-secret-1234" in settings.secrets() and "sk-slm-secret" not in json.dumps(settings.masked())
+    slm = build_slm(settings)
+    assert isinstance(slm, OpenAIChatModel) and slm.tier == "slm" and slm.n_ctx == settings.slm_n_ctx
+    monkeypatch.setenv("TIERFLOW_SLM", "llamacpp:qwen2.5-coder-0.5b")
+    monkeypatch.setenv("TIERFLOW_SLM_MODEL", "other")
+    monkeypatch.setenv("TIERFLOW_SLM_BASE_URL", "http://10.0.0.5:8080/v1")
+    settings = load_settings()  # explicit settings win over the shorthand's
+    assert (settings.slm_base_url, settings.slm_model, settings.slm_response_format) == (
+        "http://10.0.0.5:8080/v1",
+        "other",
+        "llamacpp",
+    )
+    monkeypatch.setenv("TIERFLOW_SLM", "lmstudio:qwen")
+    with pytest.raises(ConfigError) as raised:
+        load_settings()
+    assert "unknown SLM provider 'lmstudio'" in raised.value.message
+    assert "TIERFLOW_SLM_BASE_URL" in (raised.value.hint or "")
