@@ -30,7 +30,7 @@ from tierflow.agents.llm import OpenAIChatModel
 from tierflow.agents.protocol import Completion, Message, Tier
 from tierflow.errors import ServerStartError
 
-__all__ = ["EmbeddedServer", "EmbeddedLLM", "free_port"]
+__all__ = ["EmbeddedServer", "EmbeddedLLM", "free_port", "server_command"]
 
 log = logging.getLogger(__name__)
 
@@ -85,6 +85,47 @@ class _Spawner:
 _spawner = _Spawner()
 
 
+def server_command(
+    model_path: Path,
+    *,
+    alias: str,
+    host: str,
+    port: int,
+    n_ctx: int,
+    n_threads: int | None = None,
+    logits_all: bool = False,
+    lora_path: Path | None = None,
+    api_key: str | None = None,
+) -> list[str]:
+    """The command line of llama-cpp-python's server on one GGUF. ``logits_all`` keeps the
+    logits of every position, which its server needs to return log-probabilities (an SLM's
+    escalation signals) and costs time on every prompt, so the LLM's server goes without."""
+    command = [
+        sys.executable,
+        "-m",
+        "llama_cpp.server",
+        "--model",
+        str(model_path),
+        "--model_alias",
+        alias,
+        "--host",
+        host,
+        "--port",
+        str(port),
+        "--n_ctx",
+        str(n_ctx),
+        "--logits_all",
+        str(logits_all).lower(),
+    ]
+    if n_threads:
+        command += ["--n_threads", str(n_threads)]
+    if lora_path is not None:
+        command += ["--lora_path", str(lora_path)]
+    if api_key:
+        command += ["--api_key", api_key]
+    return command
+
+
 class EmbeddedServer:
     """One llama.cpp server process serving one GGUF on the loopback interface."""
 
@@ -99,6 +140,7 @@ class EmbeddedServer:
         startup_timeout: float = 120.0,
         host: str = "127.0.0.1",
         port: int | None = None,
+        logits_all: bool = False,
     ) -> None:
         self.model_path = model_path
         self.alias = alias
@@ -108,6 +150,7 @@ class EmbeddedServer:
         self._n_ctx = n_ctx
         self._n_threads = n_threads
         self._startup_timeout = startup_timeout
+        self._logits_all = logits_all
         self._process: subprocess.Popen[bytes] | None = None
         self._lock = threading.Lock()
 
@@ -131,23 +174,15 @@ class EmbeddedServer:
             if self.running:
                 return self.base_url
             self.port = self.port or free_port(self.host)
-            command = [
-                sys.executable,
-                "-m",
-                "llama_cpp.server",
-                "--model",
-                str(self.model_path),
-                "--model_alias",
-                self.alias,
-                "--host",
-                self.host,
-                "--port",
-                str(self.port),
-                "--n_ctx",
-                str(self._n_ctx),
-            ]
-            if self._n_threads:
-                command += ["--n_threads", str(self._n_threads)]
+            command = server_command(
+                self.model_path,
+                alias=self.alias,
+                host=self.host,
+                port=self.port,
+                n_ctx=self._n_ctx,
+                n_threads=self._n_threads,
+                logits_all=self._logits_all,
+            )
             self.log_path.parent.mkdir(parents=True, exist_ok=True)
             log.info("starting the embedded LLM server (%s) on %s", self.alias, self.base_url)
             with self.log_path.open("ab") as log_file:

@@ -28,6 +28,7 @@ from tierflow.cli.memory import memory_app
 from tierflow.cli.models import models_app
 from tierflow.cli.run import resume, run_task
 from tierflow.cli.runs import runs_app
+from tierflow.cli.serve import serve_slm
 from tierflow.cli.support import err, fail, out, state
 from tierflow.errors import TierflowError
 from tierflow.version import __version__
@@ -59,6 +60,7 @@ app.command("calibrate")(calibrate)
 app.command("learn")(learn_command)
 app.command("config")(show_config)
 app.command("ui")(serve_console)
+app.command("serve-slm")(serve_slm)
 app.add_typer(runs_app, name="runs")
 app.add_typer(models_app, name="models")
 app.add_typer(memory_app, name="memory")
