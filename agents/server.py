@@ -141,6 +141,8 @@ class EmbeddedServer:
         host: str = "127.0.0.1",
         port: int | None = None,
         logits_all: bool = False,
+        lora_path: Path | None = None,
+        role: str = "LLM",
     ) -> None:
         self.model_path = model_path
         self.alias = alias
@@ -151,8 +153,20 @@ class EmbeddedServer:
         self._n_threads = n_threads
         self._startup_timeout = startup_timeout
         self._logits_all = logits_all
+        self._lora_path = lora_path
+        self.role = role  # whom the server serves, in messages: the embedded LLM, or the shared SLM
         self._process: subprocess.Popen[bytes] | None = None
         self._lock = threading.Lock()
+
+    @property
+    def _fix(self) -> str:
+        if self.role == "LLM":
+            return "Check TIERFLOW_EMBEDDED_LLM_MODEL, or set TIERFLOW_LLM_BASE_URL to use another endpoint."
+        return "Check TIERFLOW_SLM_MODEL, or leave --shared-slm out to load the SLM in each worker."
+
+    @property
+    def _what(self) -> str:
+        return "embedded LLM" if self.role == "LLM" else f"shared {self.role}"
 
     @property
     def base_url(self) -> str:
@@ -182,9 +196,10 @@ class EmbeddedServer:
                 n_ctx=self._n_ctx,
                 n_threads=self._n_threads,
                 logits_all=self._logits_all,
+                lora_path=self._lora_path,
             )
             self.log_path.parent.mkdir(parents=True, exist_ok=True)
-            log.info("starting the embedded LLM server (%s) on %s", self.alias, self.base_url)
+            log.info("starting the %s server (%s) on %s", self._what, self.alias, self.base_url)
             with self.log_path.open("ab") as log_file:
                 self._process = _spawner.run(
                     partial(
@@ -208,9 +223,8 @@ class EmbeddedServer:
                 tail = _tail(self.log_path)
                 self._process = None
                 raise ServerStartError(
-                    f"the embedded LLM server exited while starting:\n{tail}",
-                    hint=f"Full log: {self.log_path}. Check TIERFLOW_EMBEDDED_LLM_MODEL, or set "
-                    "TIERFLOW_LLM_BASE_URL to use another endpoint.",
+                    f"the {self._what} server exited while starting:\n{tail}",
+                    hint=f"Full log: {self.log_path}. {self._fix}",
                 )
             try:
                 with urllib.request.urlopen(f"{self.base_url}/models", timeout=2) as response:
@@ -221,7 +235,7 @@ class EmbeddedServer:
             time.sleep(0.2)
         self.stop()
         raise ServerStartError(
-            f"the embedded LLM server did not answer within {self._startup_timeout:.0f} s",
+            f"the {self._what} server did not answer within {self._startup_timeout:.0f} s",
             hint=f"See {self.log_path}; raise TIERFLOW_EMBEDDED_LLM_STARTUP_TIMEOUT on slow machines.",
         )
 

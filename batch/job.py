@@ -27,6 +27,7 @@ from tierflow.batch.worker import (
     WorkerConfig,
     summarize_document,
 )
+from tierflow.errors import ConfigError
 from tierflow.graphs.summaries import SYNTHESIS_GROUP_CHARS, summaries_text, synthesis_graph
 from tierflow.memory.traces.tables import Job, JobDocument
 from tierflow.memory.traces.tracelog import replay
@@ -63,6 +64,8 @@ class JobRequest:
     synthesis: bool = True
     follow_links: bool = False
     """Read links found in the folders that lead out of them (refused by default)."""
+    shared_slm: bool = False
+    """Worker processes share one SLM server (started here) instead of loading a copy each."""
 
 
 def run_job(
@@ -352,11 +355,22 @@ def _backend(request: JobRequest, app: App, make_tiers: Callable[[Settings], Tie
 def _worker_settings(
     request: JobRequest, app: App, make_tiers: Callable[[Settings], Tiers] | None
 ) -> Settings:
-    """The settings a worker process builds its tiers from: its share of the cores, and the
-    driver's embedded LLM server as its endpoint (started here, once, for all workers)."""
+    """The settings a worker process builds its tiers from: its share of the cores, the
+    driver's embedded LLM server as its endpoint (started here, once, for all workers), and
+    with ``shared_slm`` the one SLM server they share."""
     settings = app.settings
     update: dict[str, object] = {}
-    if settings.slm_threads is None:
+    if request.shared_slm and make_tiers is None and not settings.slm_base_url:
+        if request.backend == "ray" and (request.ray_address or os.environ.get("RAY_ADDRESS")):
+            raise ConfigError(
+                "--shared-slm serves the SLM on this machine's loopback, which a Ray cluster's "
+                "other machines cannot reach",
+                hint="Run `tierflow serve-slm --host ADDRESS --remote` on a machine the cluster "
+                "reaches and set TIERFLOW_SLM=llamacpp:NAME with TIERFLOW_SLM_BASE_URL (and "
+                "TIERFLOW_SLM_API_KEY) instead.",
+            )
+        settings = app.shared_slm_settings()
+    elif settings.slm_threads is None:
         update["slm_threads"] = max(1, (os.cpu_count() or 2) // max(1, request.workers))
     policy = request.options.policy
     all_local = request.options.local_only or (

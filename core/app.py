@@ -474,9 +474,47 @@ class App:
         priors = shipped_priors() if self.settings.step_priors else {}
         return StepScorers.load(scorer_file(self.settings.scorers_dir(), graph), priors)
 
+    @cached_property
+    def shared_slm(self) -> EmbeddedServer:
+        """One llama.cpp server on the SLM (with log-probabilities), which worker processes
+        share instead of loading a copy each (``tierflow summarize --shared-slm``); started
+        by ``shared_slm_settings``, stopped by ``close``."""
+        require("llama_cpp", "uvicorn", purpose="the shared SLM server")
+        settings = self.settings
+        path = model_file(settings, settings.slm_model, "TIERFLOW_SLM_MODEL", None)
+        adapter = slm_adapter(settings, path)
+        return EmbeddedServer(
+            path,
+            alias=slm_name(settings, adapter),
+            log_path=settings.resolved_data_dir() / "logs" / "slm-server.log",
+            n_ctx=settings.slm_n_ctx,
+            n_threads=settings.slm_threads,
+            startup_timeout=settings.embedded_llm_startup_timeout,
+            logits_all=settings.slm_top_logprobs > 0,
+            lora_path=adapter[1] if adapter else None,
+            role="SLM",
+        )
+
+    def shared_slm_settings(self) -> Settings:
+        """These settings with the SLM on the shared server (started now, if it is not
+        running); settings that already name an SLM server are kept."""
+        if self.settings.slm_base_url:
+            return self.settings
+        server = self.shared_slm
+        server.start()
+        update = {
+            "slm_base_url": server.base_url,
+            "slm_model": server.alias,
+            "slm_response_format": "llamacpp",
+        }
+        return self.settings.model_copy(update=update)
+
     def close(self) -> None:
-        """Stop what this app started (the embedded server, the checkpoint database); parts
-        given to it belong to the caller and are left as they are."""
+        """Stop what this app started (the embedded server, the shared SLM server, the
+        checkpoint database); parts given to it belong to the caller and are left as they are."""
+        shared = self.__dict__.get("shared_slm")
+        if shared is not None:
+            shared.stop()
         tiers = self.__dict__.get("tiers")
         llm = built(tiers.llm) if tiers is not None else None
         if "tiers" not in self._given and isinstance(llm, EmbeddedLLM):

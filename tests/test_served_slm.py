@@ -8,17 +8,21 @@ from __future__ import annotations
 import json
 import logging
 import math
+from pathlib import Path
 from typing import Any, TypedDict
 
 import pytest
 from langgraph.graph import END, START, StateGraph
+from rich.console import Console
 from tierflow import TierContext, TierPolicy, choose, run_graph
 from tierflow.agents.confidence import ChoiceField
 from tierflow.agents.llm import OpenAIChatModel, bounded_client
 from tierflow.agents.scripted import ScriptedModel
 from tierflow.agents.served import served_choice, served_tokens, served_value_signals
 from tierflow.agents.tiers import Tiers
-from tierflow.app import build_slm, slm_name
+from tierflow.app import App, build_slm, slm_name
+from tierflow.batch.job import JobRequest, run_job
+from tierflow.cli.render import print_run
 from tierflow.errors import ConfigError, ContextOverflowError, LLMUnavailableError
 from tierflow.memory import TraceStore
 from tierflow.settings import load_settings
@@ -247,6 +251,19 @@ def test_the_trace_names_a_signal_the_server_could_not_give(store: TraceStore) -
     assert result.ok and result.state["category"] == "spam"
     (call,) = [c for s in store.get_run(result.run_id).steps for c in s.model_calls]
     assert call.missing_signals == ["logprobs"] and call.choice_probabilities is None
+    console = Console(record=True, width=200)
+    print_run(console, store.get_run(result.run_id))
+    assert "no logprobs from the server" in console.export_text()
+
+
+def test_a_shared_slm_is_refused_for_a_ray_cluster_it_could_not_reach(tmp_path: Path) -> None:
+    (tmp_path / "a.txt").write_text("A report.", encoding="utf-8")
+    request = JobRequest(
+        inputs=[str(tmp_path)], workers=2, backend="ray", ray_address="ray://10.0.0.9:10001", shared_slm=True
+    )
+    with App(load_settings()) as app, pytest.raises(ConfigError) as raised:
+        run_job(request, app)
+    assert "cannot reach" in raised.value.message and "serve-slm" in (raised.value.hint or "")
 
 
 def test_the_slm_shorthand_names_a_server_and_its_model(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -114,3 +114,35 @@ def test_a_kit_graph_on_a_served_slm_escalates_an_unsure_choice(slm_server: str,
     assert [call.tier for call in escalated] == ["llm"]
     fields = calls["extract_fields"][0]
     assert fields.tier == "slm" and fields.signals is not None and fields.signals.min_logprob <= 0
+
+
+def test_two_workers_share_one_slm_server(tmp_path: Path) -> None:
+    reports = tmp_path / "reports"
+    reports.mkdir()
+    for name, text in {
+        "outage.txt": "The payment service was down for 40 minutes on Monday. A expired certificate "
+        "caused it. The team renewed it and added an alert for certificates close to expiry.",
+        "release.md": "# Release 2.4\n\nVersion 2.4 adds dark mode and CSV export. It drops support "
+        "for Python 3.8. Upgrading takes one command.",
+    }.items():
+        (reports / name).write_text(text, encoding="utf-8")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TIERFLOW_SLM")}
+    done = subprocess.run(
+        [sys.executable, "-m", "tierflow", "summarize", str(reports), "--workers", "2", "--shared-slm"]
+        + ["--policy", "slm", "--no-synthesis", "--json"],
+        env={**env, "TIERFLOW_DATA_DIR": str(tmp_path / "data")},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert report["totals"]["succeeded"] == 2
+    store = TraceStore.from_url(f"sqlite:///{tmp_path / 'data' / 'tierflow.db'}")
+    calls = [
+        call for run in store.list_runs() for step in store.get_run(run.id).steps for call in step.model_calls
+    ]
+    assert calls and all(call.tier == "slm" and call.model == SLM for call in calls)
+    # text signals read from the shared server's log-probabilities, none named missing
+    assert all(call.missing_signals is None for call in calls)
+    assert (tmp_path / "data" / "logs" / "slm-server.log").exists()

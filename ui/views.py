@@ -126,6 +126,11 @@ def show_model_call(call: StoredModelCall, *, key: str, expanded: bool = False) 
         if call.choice_probabilities:
             ranked = ", ".join(f"{option} {p:.2f}" for option, p in call.choice_probabilities.items())
             st.caption(f"Choice probabilities: {ranked}")
+        if call.missing_signals:
+            st.caption(
+                "Signals the model's server did not give (judged without them): "
+                + ", ".join(call.missing_signals)
+            )
         if call.recall:
             st.caption("Memory: " + ", ".join(f"{key} {value}" for key, value in call.recall.items()))
         st.caption("Prompt (exact messages)")

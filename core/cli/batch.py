@@ -57,6 +57,14 @@ def summarize(
     follow_links: Annotated[
         bool, typer.Option("--follow-links", help="Read links in the folders that lead out of them.")
     ] = False,
+    shared_slm: Annotated[
+        bool,
+        typer.Option(
+            "--shared-slm",
+            help="Workers share one SLM server on this machine instead of loading a copy each "
+            "(or set TIERFLOW_SLM to a server of your own).",
+        ),
+    ] = False,
 ) -> None:
     """Summarize folders of reports (.txt .md .html .pdf .docx): each document on the SLM by
     map-reduce, then a cross-document report on the LLM. Resumable: each finished document
@@ -84,6 +92,7 @@ def summarize(
         resume=resume,
         synthesis=synthesis,
         follow_links=follow_links,
+        shared_slm=shared_slm,
     )
     report = _run_job(request)  # inputs that match nothing: a usage error (TaskInputError)
     _print_report(report, out_path, as_json)

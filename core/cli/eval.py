@@ -284,6 +284,42 @@ def eval_large_job(
     show_results(as_json, summary, large_job_markdown(data), str(path))
 
 
+@eval_app.command("servers")
+def eval_servers(
+    limit: Annotated[int, typer.Option(min=2, help="Documents of the batch corpus to summarize.")] = 8,
+    out_dir: OutOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """A shared SLM server against a copy of the SLM per worker (`tierflow summarize --workers 2`
+    with and without --shared-slm, side by side: throughput and peak memory), and what
+    log-probabilities cost a llama.cpp server per call. Half an hour on 2 cores."""
+    import shutil
+
+    from tierflow.app import model_file
+    from tierflow.evals.batch_corpus import CORPUS_DIR, load_manifest
+    from tierflow.evals.report import environment, write_results
+    from tierflow.evals.servers import logits_cost, servers_markdown, shared_slm_runs
+
+    conf = eval_settings()
+    work = conf.resolved_data_dir() / "eval-servers"
+    shutil.rmtree(work, ignore_errors=True)
+    originals = [CORPUS_DIR / entry["file"] for entry in load_manifest()][:limit]
+    runs = shared_slm_runs(originals, work, lambda label: err.print(f"[dim]{label} …[/]"))
+    slm_path = model_file(conf, conf.slm_model, "TIERFLOW_SLM_MODEL", progress_display())
+    with err.status("log-probabilities on a server, and without …"):
+        cost = logits_cost(slm_path, work, lambda label: None, n_threads=conf.slm_threads)
+    data = {
+        "suite": "servers",
+        "documents": len(originals),
+        "runs": runs,
+        "logits_cost": cost,
+        "environment": environment(conf.masked(), {"slm": conf.slm_model, "llm": conf.embedded_llm_model}),
+    }
+    path = (out_dir or settings().resolved_results_dir()) / "servers.json"
+    write_results(path, data, servers_markdown(data))
+    show_results(as_json, data, servers_markdown(data), str(path))
+
+
 @eval_app.command("tasks")
 def eval_tasks(
     policy: EvalPolicyOption = [],  # noqa: B006

@@ -127,6 +127,8 @@ def print_run(console: Console, run: RunTrace, *, full: bool = False) -> None:
             )
             if call.p_wrong is not None:
                 line.append(f"  P(wrong) {call.p_wrong:.2f}", style="dim")
+            if call.missing_signals:
+                line.append(f"  no {', '.join(call.missing_signals)} from the server", style="dim")
             if call.escalated:
                 line.append(f"  escalated: {call.escalation_reason}", style="yellow")
             elif call.error:
