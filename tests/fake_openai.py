@@ -13,7 +13,7 @@ client raises what it would raise in production:
 An SLM server's log-probabilities come back for ``tokens`` (each its text, log-probability
 and the most likely tokens) in the shape of ``logprobs_shape``: ``openai``/``vllm``/``ollama``
 send each token's ``bytes`` (vLLM writes minus infinity as -9999.0), llama-cpp-python sends no
-bytes and lists the chosen token among the top ones, and ``ignored`` (Ollama before 0.12)
+bytes and lists the chosen token among the top ones, and ``ignored`` (older Ollama versions)
 sends none at all.
 
 Otherwise it answers with ``tool_call`` (to a request with ``tools``) or with ``reply``, and

@@ -172,7 +172,7 @@ def test_a_server_without_logprobs_is_asked_once_and_the_missing_signal_named(
     assert first.missing_signals == second.missing_signals == ("logprobs",)
     assert first.choice_probabilities is None and json.loads(first.text) == {"tool": "get_weather"}
     assert "the SLM at" in caplog.text and "logprobs" in caplog.text
-    # a server that silently ignores the request (Ollama before 0.12) says nothing: still named
+    # a server that silently ignores the request (older Ollama) says nothing: still named
     with fake_openai(Endpoint(tokens=GRAMMAR_SPLIT, logprobs_shape="ignored")) as fake:
         assert slm_on(fake.base_url).complete(MESSAGES, max_tokens=20).missing_signals == ("logprobs",)
 
