@@ -45,6 +45,7 @@ from tierflow.agents.tool_calls import (
     tool_reply_schema,
     with_tool_instruction,
 )
+from tierflow.agents.watch import CURRENT_WATCH, GenerationWatch
 from tierflow.errors import ContextOverflowError, LLMUnavailableError
 from tierflow.secrets import scrub
 
@@ -75,6 +76,7 @@ _NAMED_BY: dict[str, frozenset[str]] = {  # a parameter we send: the words that 
     "response_format": frozenset({"response_format", "json_schema"}),
     "tools": frozenset({"tools", "tool_choice", "tool"}),
     "logprobs": frozenset({"logprobs", "top_logprobs", "logits_all"}),
+    "stream_options": frozenset({"stream_options", "include_usage"}),
 }
 _HINTS = {
     "max_tokens": "This model takes max_completion_tokens instead: set "
@@ -190,6 +192,7 @@ class OpenAIChatModel:
         self.n_ctx = n_ctx  # the server's context size in tokens, when known (it bounds a call)
         self._top_logprobs = top_logprobs  # None: ask for no log-probabilities
         self._wants_signals = top_logprobs is not None
+        self._stream_usage = True  # ask a stream for its token counts (stream_options)
         self._auto_format = response_format == "auto"
         self._response_format: Literal["json_schema", "llamacpp", "none"] = (
             "json_schema" if response_format == "auto" else response_format
@@ -220,6 +223,9 @@ class OpenAIChatModel:
         schema: dict[str, Any] | None = None,
         max_tokens: int,
     ) -> Completion:
+        watch = CURRENT_WATCH.get() if self.tier == "slm" and schema is None else None
+        if watch is not None:  # a free text on the SLM's server, stopped early when it goes wrong
+            return self._watched(messages, max_tokens, watch)
         response, sent, latency_ms = self._send(
             lambda: {
                 "messages": list(messages),
@@ -240,6 +246,52 @@ class OpenAIChatModel:
         if not self._wants_signals:
             return completion
         return _with_signals(completion, getattr(choice, "logprobs", None), schema, "response_format" in sent)
+
+    def _watched(self, messages: Sequence[Message], max_tokens: int, watch: GenerationWatch) -> Completion:
+        """A free text streamed and read as it grows; the stream is closed (and llama.cpp's
+        server stops generating) as soon as ``watch`` finds a reason to stop it."""
+        started = time.perf_counter()
+        stream, _, _ = self._send(
+            lambda: {
+                "messages": list(messages),
+                "stream": True,
+                **({"stream_options": {"include_usage": True}} if self._stream_usage else {}),
+                **self._parameters(max_tokens, logprobs=self._top_logprobs),
+            }
+        )
+        text, finish, usage, model = "", "stop", None, self.name
+        logprobs: list[Any] = []
+        try:
+            for chunk in stream:
+                usage = getattr(chunk, "usage", None) or usage
+                model = getattr(chunk, "model", None) or model
+                if not chunk.choices:
+                    continue
+                choice = chunk.choices[0]
+                text += getattr(choice.delta, "content", None) or ""
+                logprobs += getattr(choice.logprobs, "content", None) or []
+                finish = choice.finish_reason or finish
+                if watch.check(text):
+                    break
+        except openai.APIError as exc:
+            raise self._named(_unavailable(exc, str(self.client.base_url), self.name)) from exc
+        finally:
+            stream.close()
+        tokens = served_tokens({"content": logprobs})
+        completion = Completion(
+            text=text,
+            model=model,
+            tier=self.tier,
+            prompt_tokens=getattr(usage, "prompt_tokens", 0) or 0,
+            completion_tokens=getattr(usage, "completion_tokens", 0) or len(logprobs),
+            latency_ms=(time.perf_counter() - started) * 1000,
+            finish_reason="stopped" if watch.stopped else finish,
+            stopped=watch.stopped,
+            signals=served_text_signals(tokens) if tokens else None,
+        )
+        if tokens is None and self._wants_signals:
+            return dataclasses.replace(completion, missing_signals=("logprobs",))
+        return completion
 
     def call_tool(
         self,
@@ -365,6 +417,8 @@ class OpenAIChatModel:
             change = f"asking for structured output as {self._response_format!r}"
         elif refused == "tools" and self._native_setting == "auto":
             self._native, change = False, "asking for tool calls as JSON replies"
+        elif refused == "stream_options" and self._stream_usage:
+            self._stream_usage, change = False, "counting a stream's tokens itself"
         elif refused == "logprobs" and self._top_logprobs is not None:
             self._top_logprobs = None
             change = "asking for no log-probabilities (the escalation signals read from them are missing)"

@@ -116,6 +116,10 @@ def server_command(
         str(n_ctx),
         "--logits_all",
         str(logits_all).lower(),
+        # its default ends a streamed reply as soon as another request arrives: workers
+        # sharing the server would cut each other's replies off
+        "--interrupt_requests",
+        "false",
     ]
     if n_threads:
         command += ["--n_threads", str(n_threads)]

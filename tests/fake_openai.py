@@ -199,6 +199,7 @@ class FakeServer:
     base_url: str = ""
     requests: list[dict[str, Any]] = field(default_factory=list)  # the JSON bodies, in order
     headers: list[dict[str, str]] = field(default_factory=list)  # names in lower case
+    streamed: int = 0  # chunks of streamed replies written
 
 
 @contextmanager
@@ -219,12 +220,48 @@ def fake_openai(endpoint: Endpoint | None = None) -> Iterator[FakeServer]:
                 fake.requests.append(body)
                 fake.headers.append({name.lower(): value for name, value in self.headers.items()})
                 status, answer = fake.endpoint.answer(body)
+            if status == 200 and body.get("stream"):
+                self._stream(answer, bool((body.get("stream_options") or {}).get("include_usage")))
+                return
             data = json.dumps(answer).encode()
             self.send_response(status)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(data)))
             self.end_headers()
             self.wfile.write(data)
+
+        def _stream(self, answer: dict[str, Any], usage: bool) -> None:
+            """``answer`` as server-sent events, a token a chunk (as vLLM and llama.cpp do)."""
+            self.send_response(200)
+            self.send_header("Content-Type", "text/event-stream")
+            self.send_header("Connection", "close")
+            self.end_headers()
+            choice = answer["choices"][0]
+            content = (choice.get("logprobs") or {}).get("content")
+            pieces = (
+                [item["token"] for item in content] if content else list(choice["message"]["content"] or "")
+            )
+            head = {k: answer[k] for k in ("id", "created", "model")} | {"object": "chat.completion.chunk"}
+            chunks = []
+            for index, piece in enumerate(pieces):
+                delta = {"index": 0, "delta": {"content": piece}, "finish_reason": None}
+                if content:
+                    delta["logprobs"] = {"content": [content[index]]}
+                chunks.append({**head, "choices": [delta]})
+            chunks.append(
+                {**head, "choices": [{"index": 0, "delta": {}, "finish_reason": choice["finish_reason"]}]}
+            )
+            if usage:
+                chunks.append({**head, "choices": [], "usage": answer["usage"]})
+            try:
+                for chunk in chunks:
+                    self.wfile.write(f"data: {json.dumps(chunk)}\n\n".encode())
+                    self.wfile.flush()
+                    fake.streamed += 1
+                self.wfile.write(b"data: [DONE]\n\n")
+            except (BrokenPipeError, ConnectionResetError):  # the client stopped reading
+                pass
+            self.close_connection = True
 
     with serving(Handler) as url:
         fake.base_url = f"{url}/v1"

@@ -14,12 +14,13 @@ from typing import Any, TypedDict
 import pytest
 from langgraph.graph import END, START, StateGraph
 from rich.console import Console
-from tierflow import TierContext, TierPolicy, choose, run_graph
+from tierflow import TierContext, TierPolicy, choose, run_graph, summarize
 from tierflow.agents.confidence import ChoiceField
 from tierflow.agents.llm import OpenAIChatModel, bounded_client
 from tierflow.agents.scripted import ScriptedModel
 from tierflow.agents.served import served_choice, served_tokens, served_value_signals
 from tierflow.agents.tiers import Tiers
+from tierflow.agents.watch import GenerationWatch, watching
 from tierflow.app import App, build_slm, slm_name
 from tierflow.batch.job import JobRequest, run_job
 from tierflow.cli.render import print_run
@@ -289,3 +290,42 @@ def test_the_slm_shorthand_names_a_server_and_its_model(monkeypatch: pytest.Monk
         load_settings()
     assert "unknown SLM provider 'lmstudio'" in raised.value.message
     assert "TIERFLOW_SLM_BASE_URL" in (raised.value.hint or "")
+
+
+LOOPING = [
+    (f" {word}", -0.3, [(f" {word}", -0.3)])
+    for _ in range(30)
+    for word in "the export crashes again and".split()
+]
+
+
+def test_a_watched_text_on_a_served_slm_is_streamed_and_cut_off_when_it_loops() -> None:
+    with fake_openai(Endpoint(tokens=LOOPING, logprobs_shape="llamacpp")) as fake:
+        slm = slm_on(fake.base_url)
+        with watching(GenerationWatch(source="The export button crashes.", loop_words=12)) as watch:
+            got = slm.complete(MESSAGES, max_tokens=400)
+        unwatched = slm.complete(MESSAGES, max_tokens=400)  # no watch: one plain request
+    assert fake.requests[0]["stream"] is True and fake.requests[0]["logprobs"] is True
+    assert "stream" not in fake.requests[1]
+    assert watch is not None and got.stopped == watch.stopped == "loops" and got.finish_reason == "stopped"
+    words = got.text.split()
+    assert 24 <= len(words) < 40 < len(unwatched.text.split())  # two loops of 12 words, not 150
+    assert got.signals is not None and got.signals.tokens == len(words)
+    assert got.completion_tokens == len(words)  # counted from the stream (no usage was sent)
+
+
+def test_a_kit_summary_on_a_served_slm_that_loops_escalates_at_once(store: TraceStore) -> None:
+    builder = StateGraph(Ticket, context_schema=TierContext)
+    builder.add_node("shorten", summarize(inputs="report", into="category", max_sentences=2))
+    builder.add_edge(START, "shorten")
+    builder.add_edge("shorten", END)
+    with fake_openai(Endpoint(tokens=LOOPING, logprobs_shape="vllm")) as fake:
+        llm = ScriptedModel(tier="llm", name="big", by_node={"shorten": ["The export crashes."]})
+        tiers = Tiers(slm_on(fake.base_url), llm)
+        result = run_graph(
+            builder.compile(), {"report": "The export button crashes."}, tiers=tiers, store=store
+        )
+    assert result.ok and result.state["category"] == "The export crashes."
+    slm_call, llm_call = [c for s in store.get_run(result.run_id).steps for c in s.model_calls]
+    assert slm_call.escalated and (slm_call.escalation_reason or "").startswith("loops")
+    assert llm_call.tier == "llm"
