@@ -116,7 +116,8 @@ def test_a_kit_graph_on_a_served_slm_escalates_an_unsure_choice(slm_server: str,
     assert fields.tier == "slm" and fields.signals is not None and fields.signals.min_logprob <= 0
 
 
-def test_two_workers_share_one_slm_server(tmp_path: Path) -> None:
+@pytest.mark.parametrize("backend", ["local", "ray"])
+def test_two_workers_share_one_slm_server(backend: str, tmp_path: Path) -> None:
     reports = tmp_path / "reports"
     reports.mkdir()
     for name, text in {
@@ -126,10 +127,10 @@ def test_two_workers_share_one_slm_server(tmp_path: Path) -> None:
         "for Python 3.8. Upgrading takes one command.",
     }.items():
         (reports / name).write_text(text, encoding="utf-8")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TIERFLOW_SLM")}
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("TIERFLOW_SLM", "RAY_ADDRESS"))}
     done = subprocess.run(
         [sys.executable, "-m", "tierflow", "summarize", str(reports), "--workers", "2", "--shared-slm"]
-        + ["--policy", "slm", "--no-synthesis", "--json"],
+        + ["--backend", backend, "--policy", "slm", "--no-synthesis", "--json"],
         env={**env, "TIERFLOW_DATA_DIR": str(tmp_path / "data")},
         capture_output=True,
         text=True,
