@@ -435,7 +435,9 @@ class OpenAIChatModel:
             return error
         return LLMUnavailableError(
             error.message.replace("the LLM", "the SLM"),
-            hint=(error.hint or "").replace("TIERFLOW_LLM_", "TIERFLOW_SLM_"),
+            hint=(error.hint or "")
+            .replace("TIERFLOW_LLM_", "TIERFLOW_SLM_")
+            .replace("use the embedded local model", "load the SLM in process"),
         )
 
     # Errors ------------------------------------------------------------------------------

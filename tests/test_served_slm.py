@@ -184,7 +184,9 @@ def test_a_served_slm_overflow_escalates_and_its_errors_name_the_slm_settings() 
     with pytest.raises(LLMUnavailableError) as raised:
         slm_on("http://127.0.0.1:9/v1").complete(MESSAGES, max_tokens=20)
     assert "could not reach the SLM at http://127.0.0.1:9/v1" in raised.value.message
-    assert "TIERFLOW_SLM_BASE_URL" in (raised.value.hint or "")
+    assert "TIERFLOW_SLM_BASE_URL" in (raised.value.hint or "") and "SLM in process" in (
+        raised.value.hint or ""
+    )
 
 
 class Ticket(TypedDict, total=False):
