@@ -248,6 +248,26 @@ def _memory(directory: Path) -> str:
     )
 
 
+def _learning(directory: Path) -> str:
+    data = read_results(directory / "learning_curve.json")
+    if not data:
+        return ""
+    from tierflow.evals.learning_curve import curve_markdown
+
+    table = curve_markdown(data).split("\n", 2)[2]  # without its title
+    return "### The SLM learns from the LLM (`tierflow eval learn`)\n\n" + table
+
+
+def _servers(directory: Path) -> str:
+    data = read_results(directory / "servers.json")
+    if not data:
+        return ""
+    from tierflow.evals.servers import servers_markdown
+
+    body = servers_markdown(data).split("\n", 2)[2].replace("## ", "#### ")
+    return f"### A shared SLM server ({data['documents']} documents, `tierflow eval servers`)\n\n" + body
+
+
 RELIABILITY_COUNTS = (
     ("faults_injected", "faults injected (endpoint errors, kills, runaway tools, overflows)"),
     ("runs_survived", "runs that ended cleanly after a fault (stored, clear status)"),
@@ -301,6 +321,8 @@ def results_section(directory: Path = RESULTS_DIR) -> str:
             _load(directory),
             _batch(directory),
             _memory(directory),
+            _learning(directory),
+            _servers(directory),
             _reliability(directory),
         )
         if p
