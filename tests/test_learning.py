@@ -103,4 +103,6 @@ def test_the_learn_command_refuses_bad_input_with_exit_2(tmp_path: Path) -> None
     assert missing.returncode == 2 and "is not a file" in missing.stderr
     empty = tierflow("learn", env=env)
     assert empty.returncode == 2 and "at least 10" in empty.stderr and "--dry-run" in empty.stderr
+    served = tierflow("learn", env={**env, "TIERFLOW_SLM": "ollama:qwen2.5:0.5b"})
+    assert served.returncode == 2 and "set to a server" in served.stderr and "serve-slm" in served.stderr
     no_traceback(empty)

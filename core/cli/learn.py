@@ -108,6 +108,13 @@ def learn_command(
         train=TrainOptions(max_steps=max_steps, max_minutes=max_minutes),
     )
     conf = settings()
+    if conf.slm_base_url and not dry_run:
+        raise TaskInputError(
+            "tierflow learn trains an adapter on the SLM's GGUF file, and the SLM is set to a server "
+            "(TIERFLOW_SLM or TIERFLOW_SLM_BASE_URL)",
+            hint="Run it with those unset and TIERFLOW_SLM_MODEL naming the file; `tierflow serve-slm` "
+            "then serves the SLM with the promoted adapter.",
+        )
     store = None if from_file is not None else TraceStore.from_url(conf.resolved_database_url())
     try:
         dataset = gather(store, options)
