@@ -365,6 +365,10 @@ class OpenAIChatModel:
             parameters["response_format"] = fmt
         if tools is not None:
             parameters.update(tools=tools, tool_choice=tool_choice)
+        if self.tier == "slm" and self._response_format == "llamacpp":
+            # llama-cpp-python's server penalises repeats by default (1.1), llama.cpp in process
+            # does not: the same SLM on a server answers as it does in process
+            parameters["extra_body"] = {"repeat_penalty": 1.0}
         return parameters
 
     def _format(self, schema: dict[str, Any]) -> dict[str, Any] | None:

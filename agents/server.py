@@ -156,7 +156,7 @@ class EmbeddedServer:
         self._n_ctx = n_ctx
         self._n_threads = n_threads
         self._startup_timeout = startup_timeout
-        self._logits_all = logits_all
+        self.logits_all = logits_all  # whether it returns log-probabilities
         self._lora_path = lora_path
         self.role = role  # whom the server serves, in messages: the embedded LLM, or the shared SLM
         self._process: subprocess.Popen[bytes] | None = None
@@ -199,7 +199,7 @@ class EmbeddedServer:
                 port=self.port,
                 n_ctx=self._n_ctx,
                 n_threads=self._n_threads,
-                logits_all=self._logits_all,
+                logits_all=self.logits_all,
                 lora_path=self._lora_path,
             )
             self.log_path.parent.mkdir(parents=True, exist_ok=True)

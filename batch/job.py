@@ -352,6 +352,14 @@ def _backend(request: JobRequest, app: App, make_tiers: Callable[[Settings], Tie
     return ProcessBackend(config, request.workers)
 
 
+def _all_local(request: JobRequest) -> bool:
+    """Whether every step of the job stays on the SLM (nothing escalates, no LLM is called)."""
+    policy = request.options.policy
+    return request.options.local_only or (
+        policy.default == "slm" and all(tier == "slm" for tier in policy.nodes.values())
+    )
+
+
 def _worker_settings(
     request: JobRequest, app: App, make_tiers: Callable[[Settings], Tiers] | None
 ) -> Settings:
@@ -369,13 +377,10 @@ def _worker_settings(
                 "reaches and set TIERFLOW_SLM=llamacpp:NAME with TIERFLOW_SLM_BASE_URL (and "
                 "TIERFLOW_SLM_API_KEY) instead.",
             )
-        settings = app.shared_slm_settings()
+        settings = app.shared_slm_settings(signals=not _all_local(request))
     elif settings.slm_threads is None:
         update["slm_threads"] = max(1, (os.cpu_count() or 2) // max(1, request.workers))
-    policy = request.options.policy
-    all_local = request.options.local_only or (
-        policy.default == "slm" and all(tier == "slm" for tier in policy.nodes.values())
-    )
+    all_local = _all_local(request)
     if settings.llm_base_url is None and not all_local and make_tiers is None:
         from tierflow.agents.server import EmbeddedLLM
         from tierflow.agents.tiers import resolved

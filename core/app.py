@@ -333,6 +333,7 @@ class App:
         given = {"tiers": tiers, "tools": tools, "store": store, "checkpointer": checkpointer}
         self._given = {name: part for name, part in given.items() if part is not None}
         self._relevance: Relevance | None = None
+        self._shared_slm: EmbeddedServer | None = None
         self.__dict__.update(self._given)
 
     @cached_property
@@ -474,47 +475,46 @@ class App:
         priors = shipped_priors() if self.settings.step_priors else {}
         return StepScorers.load(scorer_file(self.settings.scorers_dir(), graph), priors)
 
-    @cached_property
-    def shared_slm(self) -> EmbeddedServer:
-        """One llama.cpp server on the SLM (with log-probabilities), which worker processes
-        share instead of loading a copy each (``tierflow summarize --shared-slm``); started
-        by ``shared_slm_settings``, stopped by ``close``."""
-        require("llama_cpp", "uvicorn", purpose="the shared SLM server")
+    def shared_slm_settings(self, *, signals: bool = True) -> Settings:
+        """These settings with the SLM on one llama.cpp server on this machine (started now,
+        stopped by ``close``), which worker processes share instead of loading a copy each
+        (``tierflow summarize --shared-slm``); settings that already name an SLM server are
+        kept. ``signals``: the server returns log-probabilities, the SLM's escalation signals,
+        which llama-cpp-python's server pays for on every prompt token (twice the time of a
+        900-token prompt on 2 cores): a job that never escalates goes without."""
         settings = self.settings
-        path = model_file(settings, settings.slm_model, "TIERFLOW_SLM_MODEL", None)
-        adapter = slm_adapter(settings, path)
-        return EmbeddedServer(
-            path,
-            alias=slm_name(settings, adapter),
-            log_path=settings.resolved_data_dir() / "logs" / "slm-server.log",
-            n_ctx=settings.slm_n_ctx,
-            n_threads=settings.slm_threads,
-            startup_timeout=settings.embedded_llm_startup_timeout,
-            logits_all=settings.slm_top_logprobs > 0,
-            lora_path=adapter[1] if adapter else None,
-            role="SLM",
-        )
-
-    def shared_slm_settings(self) -> Settings:
-        """These settings with the SLM on the shared server (started now, if it is not
-        running); settings that already name an SLM server are kept."""
-        if self.settings.slm_base_url:
-            return self.settings
-        server = self.shared_slm
+        if settings.slm_base_url:
+            return settings
+        if self._shared_slm is None:
+            require("llama_cpp", "uvicorn", purpose="the shared SLM server")
+            path = model_file(settings, settings.slm_model, "TIERFLOW_SLM_MODEL", None)
+            adapter = slm_adapter(settings, path)
+            self._shared_slm = EmbeddedServer(
+                path,
+                alias=slm_name(settings, adapter),
+                log_path=settings.resolved_data_dir() / "logs" / "slm-server.log",
+                n_ctx=settings.slm_n_ctx,
+                n_threads=settings.slm_threads,
+                startup_timeout=settings.embedded_llm_startup_timeout,
+                logits_all=signals and settings.slm_top_logprobs > 0,
+                lora_path=adapter[1] if adapter else None,
+                role="SLM",
+            )
+        server = self._shared_slm
         server.start()
         update = {
             "slm_base_url": server.base_url,
             "slm_model": server.alias,
             "slm_response_format": "llamacpp",
+            "slm_top_logprobs": settings.slm_top_logprobs if server.logits_all else 0,
         }
-        return self.settings.model_copy(update=update)
+        return settings.model_copy(update=update)
 
     def close(self) -> None:
         """Stop what this app started (the embedded server, the shared SLM server, the
         checkpoint database); parts given to it belong to the caller and are left as they are."""
-        shared = self.__dict__.get("shared_slm")
-        if shared is not None:
-            shared.stop()
+        if self._shared_slm is not None:
+            self._shared_slm.stop()
         tiers = self.__dict__.get("tiers")
         llm = built(tiers.llm) if tiers is not None else None
         if "tiers" not in self._given and isinstance(llm, EmbeddedLLM):

@@ -159,6 +159,15 @@ def test_a_served_slm_asks_for_logprobs_and_gives_every_signal(shape: LogprobsSh
     assert extracted.signals is not None and extracted.signals.forced_tokens == 1  # the "t"
     assert text.signals is not None and text.signals.tokens == len(GRAMMAR_SPLIT)
     assert slm.n_ctx == 2048
+    with fake_openai(Endpoint(tokens=GRAMMAR_SPLIT, logprobs_shape=shape)) as fake:
+        slm_on(fake.base_url, response_format="llamacpp").complete(
+            MESSAGES, schema=TOOL_SCHEMA, max_tokens=20
+        )
+    # a llama.cpp server answers as llama.cpp in process does: no repeat penalty
+    assert (
+        fake.requests[0]["repeat_penalty"] == 1.0
+        and fake.requests[0]["response_format"]["type"] == "json_object"
+    )
 
 
 def test_a_server_without_logprobs_is_asked_once_and_the_missing_signal_named(
