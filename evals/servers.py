@@ -16,9 +16,10 @@ sampled every second from ``/proc`` (``evals/large_job.py``).
 
 **What log-probabilities cost a server.** llama-cpp-python's server returns them only when it
 keeps the logits of every prompt position (``--logits_all true``). The same prompt of a
-tool-selection size is sent to a server on the SLM with and without, ``PROMPTS`` times each
-after one warm-up, and the mean latency compared: the price of the SLM's escalation signals
-on a server, and what the embedded LLM server saves by going without them.
+tool-selection size is sent to a server with and without, ``PROMPTS`` times each after one
+warm-up, and the mean latency compared, on the SLM and on the embedded LLM's model: the price
+of the SLM's escalation signals on a server, and what the embedded LLM server (which never
+asks for them) saves by going without.
 """
 
 from __future__ import annotations
@@ -125,8 +126,7 @@ def servers_markdown(data: dict[str, Any]) -> str:
         markdown_table(["configuration", "summarized", "time", "documents/min", "peak memory"], rows),
         "",
     ]
-    cost = data.get("logits_cost")
-    if cost:
+    for cost in data.get("logits_cost") or []:
         lines += [
             f"## What log-probabilities cost a server ({cost['model']}, {cost['prompts']} prompts of "
             f"{cost['without logits_all']['prompt_tokens']} tokens)",

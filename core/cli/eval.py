@@ -305,14 +305,19 @@ def eval_servers(
     shutil.rmtree(work, ignore_errors=True)
     originals = [CORPUS_DIR / entry["file"] for entry in load_manifest()][:limit]
     runs = shared_slm_runs(originals, work, lambda label: err.print(f"[dim]{label} …[/]"))
-    slm_path = model_file(conf, conf.slm_model, "TIERFLOW_SLM_MODEL", progress_display())
-    with err.status("log-probabilities on a server, and without …"):
-        cost = logits_cost(slm_path, work, lambda label: None, n_threads=conf.slm_threads)
+    costs = []
+    for spec, setting in (
+        (conf.slm_model, "TIERFLOW_SLM_MODEL"),
+        (conf.embedded_llm_model, "TIERFLOW_EMBEDDED_LLM_MODEL"),
+    ):
+        path = model_file(conf, spec, setting, progress_display())
+        with err.status(f"log-probabilities on a server of {spec}, and without …"):
+            costs.append(logits_cost(path, work, lambda label: None, n_threads=conf.slm_threads))
     data = {
         "suite": "servers",
         "documents": len(originals),
         "runs": runs,
-        "logits_cost": cost,
+        "logits_cost": costs,
         "environment": environment(conf.masked(), {"slm": conf.slm_model, "llm": conf.embedded_llm_model}),
     }
     path = (out_dir or settings().resolved_results_dir()) / "servers.json"
