@@ -25,9 +25,11 @@ the refused parameter and the setting that changes it.
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import re
 import time
+import urllib.request
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Literal
 from urllib.parse import urlsplit
@@ -93,6 +95,9 @@ _HINTS = {
     "--tool-call-parser, llama.cpp's llama-server needs --jinja.",
 }
 
+
+_TOKENIZERS = ("/extras/tokenize/count", "/tokenize")
+"""Where servers count tokens: llama-cpp-python's server; vLLM's and llama.cpp's llama-server."""
 
 MAX_REPLY_BYTES = 4 * 2**20
 """The largest reply body an LLM endpoint may send (a reply of thousands of tokens is tens of
@@ -193,6 +198,8 @@ class OpenAIChatModel:
         self._top_logprobs = top_logprobs  # None: ask for no log-probabilities
         self._wants_signals = top_logprobs is not None
         self._stream_usage = True  # ask a stream for its token counts (stream_options)
+        self._tokenizer: str | None = None  # the server's endpoint that counts tokens, once found
+        self._tokenizers = list(_TOKENIZERS) if tier == "slm" else []  # those left to try
         self._auto_format = response_format == "auto"
         self._response_format: Literal["json_schema", "llamacpp", "none"] = (
             "json_schema" if response_format == "auto" else response_format
@@ -210,6 +217,43 @@ class OpenAIChatModel:
             # llama-cpp-python's server calls tools only when started with a function-calling
             # chat format; its grammar-forced JSON replies are the reliable path there
             self._native = False
+
+    def count_tokens(self, text: str) -> int:
+        """How many tokens ``text`` is for the served model: the server's own count where it
+        has an endpoint for it (llama-cpp-python's and llama.cpp's servers, vLLM), else a token
+        per 3 characters, which overestimates English text (splitting it more than needed)."""
+        while self._tokenizers or self._tokenizer:
+            path = self._tokenizer or self._tokenizers[0]
+            counted = self._server_count(path, text)
+            if counted is not None:
+                self._tokenizer = path
+                return counted
+            if self._tokenizer:  # it counted before: a passing failure
+                break
+            self._tokenizers.pop(0)
+            if not self._tokenizers:
+                log.info("the %s at %s counts no tokens; estimating them", self.tier.upper(), self._root())
+        return -(-len(text) // 3)
+
+    def _root(self) -> str:
+        return scrub(str(self.client.base_url).rstrip("/").removesuffix("/v1"))
+
+    def _server_count(self, path: str, text: str) -> int | None:
+        body = json.dumps({"model": self.name, "input": text, "prompt": text, "content": text}).encode()
+        request = urllib.request.Request(
+            f"{str(self.client.base_url).rstrip('/').removesuffix('/v1')}{path}",
+            data=body,
+            headers={"Content-Type": "application/json", "Authorization": f"Bearer {self.client.api_key}"},
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=10) as response:
+                answer = json.loads(response.read(MAX_REPLY_BYTES))
+        except (OSError, ValueError):
+            return None
+        if isinstance(answer, dict) and isinstance(answer.get("count"), int):
+            return int(answer["count"])
+        tokens = answer.get("tokens") if isinstance(answer, dict) else None
+        return len(tokens) if isinstance(tokens, list) else None
 
     @property
     def native_tools(self) -> bool | None:

@@ -135,6 +135,7 @@ class Endpoint:
     context_overflow: bool = False
     tokens: list[Token] | None = None  # the reply, token by token, with log-probabilities
     logprobs_shape: LogprobsShape = "openai"
+    tokenizer: Literal["llamacpp", "vllm"] | None = None  # which server's endpoint counts tokens
 
     def _logprobs(self, top_n: int) -> dict[str, Any] | None:
         assert self.tokens is not None
@@ -200,6 +201,7 @@ class FakeServer:
     requests: list[dict[str, Any]] = field(default_factory=list)  # the JSON bodies, in order
     headers: list[dict[str, str]] = field(default_factory=list)  # names in lower case
     streamed: int = 0  # chunks of streamed replies written
+    tokenized: int = 0  # requests to count tokens
 
 
 @contextmanager
@@ -216,6 +218,9 @@ def fake_openai(endpoint: Endpoint | None = None) -> Iterator[FakeServer]:
 
         def do_POST(self) -> None:  # noqa: N802 - http.server's naming
             body = json.loads(self.rfile.read(int(self.headers.get("Content-Length") or 0)) or b"{}")
+            if "tokenize" in self.path:
+                self._tokenize(body)
+                return
             with lock:
                 fake.requests.append(body)
                 fake.headers.append({name.lower(): value for name, value in self.headers.items()})
@@ -225,6 +230,25 @@ def fake_openai(endpoint: Endpoint | None = None) -> Iterator[FakeServer]:
                 return
             data = json.dumps(answer).encode()
             self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def _tokenize(self, body: dict[str, Any]) -> None:
+            """A token a word, at the path of the server ``tokenizer`` names (404 elsewhere)."""
+            paths = {"llamacpp": "/extras/tokenize/count", "vllm": "/tokenize"}
+            fake.tokenized += 1
+            text = body.get("input") or body.get("prompt") or ""
+            found = paths.get(fake.endpoint.tokenizer or "") == self.path
+            count = len(text.split())
+            answer = (
+                ({"count": count} if fake.endpoint.tokenizer == "llamacpp" else {"tokens": [1] * count})
+                if found
+                else {"detail": "Not Found"}
+            )
+            data = json.dumps(answer).encode()
+            self.send_response(200 if found else 404)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(data)))
             self.end_headers()

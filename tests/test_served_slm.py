@@ -16,6 +16,7 @@ from langgraph.graph import END, START, StateGraph
 from rich.console import Console
 from tierflow import TierContext, TierPolicy, choose, run_graph, summarize
 from tierflow.agents.confidence import ChoiceField
+from tierflow.agents.fitting import context_budget
 from tierflow.agents.llm import OpenAIChatModel, bounded_client
 from tierflow.agents.scripted import ScriptedModel
 from tierflow.agents.served import served_choice, served_tokens, served_value_signals
@@ -340,3 +341,18 @@ def test_a_kit_summary_on_a_served_slm_that_loops_escalates_at_once(store: Trace
     slm_call, llm_call = [c for s in store.get_run(result.run_id).steps for c in s.model_calls]
     assert slm_call.escalated and (slm_call.escalation_reason or "").startswith("loops")
     assert llm_call.tier == "llm"
+
+
+@pytest.mark.parametrize("tokenizer", ["llamacpp", "vllm", None])
+def test_a_served_slm_counts_tokens_at_its_server_or_estimates_them(tokenizer: Any) -> None:
+    text = "one two three four five six seven eight nine ten"
+    with fake_openai(Endpoint(tokenizer=tokenizer)) as fake:
+        slm = slm_on(fake.base_url)
+        counts = [slm.count_tokens(text), slm.count_tokens(text + " eleven")]
+        asked = fake.tokenized
+    if tokenizer is None:  # no endpoint: a token per 3 characters, and no more asking
+        assert counts == [-(-len(text) // 3), -(-(len(text) + 7) // 3)] and asked == 2
+    else:  # the server's own count (a word a token here), found once, then asked directly
+        assert counts == [10, 11] and asked == (3 if tokenizer == "vllm" else 2)
+    # the text that fits the SLM's context is measured by the same count
+    assert context_budget(slm, [], max_tokens=100) == 2048 - 100 - 48
