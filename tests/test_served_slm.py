@@ -30,6 +30,7 @@ from tierflow.memory import TraceStore
 from tierflow.settings import load_settings
 
 from tests.fake_openai import Endpoint, LogprobsShape, Token, fake_openai
+from tests.test_cli import no_traceback, tierflow
 
 TOOLS = ("get_weather", "get_time", "none")
 TOOL_SCHEMA: dict[str, Any] = {
@@ -356,3 +357,12 @@ def test_a_served_slm_counts_tokens_at_its_server_or_estimates_them(tokenizer: A
         assert counts == [10, 11] and asked == (3 if tokenizer == "vllm" else 2)
     # the text that fits the SLM's context is measured by the same count
     assert context_budget(slm, [], max_tokens=100) == 2048 - 100 - 48
+
+
+def test_serve_slm_stays_on_loopback_unless_told_and_never_serves_a_served_slm(tmp_path: Path) -> None:
+    env = {"TIERFLOW_DATA_DIR": str(tmp_path / "data")}
+    open_to_all = tierflow("serve-slm", "--host", "0.0.0.0", env=env)
+    assert open_to_all.returncode == 2 and "--remote" in open_to_all.stderr
+    served = tierflow("serve-slm", env={**env, "TIERFLOW_SLM": "ollama:qwen2.5:0.5b"})
+    assert served.returncode == 2 and "already set to a server" in served.stderr
+    no_traceback(served)
