@@ -232,16 +232,18 @@ class OpenAIChatModel:
                 break
             self._tokenizers.pop(0)
             if not self._tokenizers:
-                log.info("the %s at %s counts no tokens; estimating them", self.tier.upper(), self._root())
+                root = scrub(self._server_root())
+                log.info("the %s at %s counts no tokens; estimating them", self.tier.upper(), root)
         return -(-len(text) // 3)
 
-    def _root(self) -> str:
-        return scrub(str(self.client.base_url).rstrip("/").removesuffix("/v1"))
+    def _server_root(self) -> str:
+        """The server's address without its OpenAI API's ``/v1``."""
+        return str(self.client.base_url).rstrip("/").removesuffix("/v1")
 
     def _server_count(self, path: str, text: str) -> int | None:
         body = json.dumps({"model": self.name, "input": text, "prompt": text, "content": text}).encode()
         request = urllib.request.Request(
-            f"{str(self.client.base_url).rstrip('/').removesuffix('/v1')}{path}",
+            f"{self._server_root()}{path}",
             data=body,
             headers={"Content-Type": "application/json", "Authorization": f"Bearer {self.client.api_key}"},
         )
@@ -321,7 +323,6 @@ class OpenAIChatModel:
             raise self._named(_unavailable(exc, str(self.client.base_url), self.name)) from exc
         finally:
             stream.close()
-        tokens = served_tokens({"content": logprobs})
         completion = Completion(
             text=text,
             model=model,
@@ -331,11 +332,10 @@ class OpenAIChatModel:
             latency_ms=(time.perf_counter() - started) * 1000,
             finish_reason="stopped" if watch.stopped else finish,
             stopped=watch.stopped,
-            signals=served_text_signals(tokens) if tokens else None,
         )
-        if tokens is None and self._wants_signals:
-            return dataclasses.replace(completion, missing_signals=("logprobs",))
-        return completion
+        if not self._wants_signals:
+            return completion
+        return _with_signals(completion, {"content": logprobs}, None, constrained=True)
 
     def call_tool(
         self,

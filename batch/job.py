@@ -368,6 +368,7 @@ def _worker_settings(
     with ``shared_slm`` the one SLM server they share."""
     settings = app.settings
     update: dict[str, object] = {}
+    all_local = _all_local(request)
     if request.shared_slm and make_tiers is None and not settings.slm_base_url:
         if request.backend == "ray" and (request.ray_address or os.environ.get("RAY_ADDRESS")):
             raise ConfigError(
@@ -377,10 +378,9 @@ def _worker_settings(
                 "reaches and set TIERFLOW_SLM=llamacpp:NAME with TIERFLOW_SLM_BASE_URL (and "
                 "TIERFLOW_SLM_API_KEY) instead.",
             )
-        settings = app.shared_slm_settings(signals=not _all_local(request))
+        settings = app.shared_slm_settings(signals=not all_local)
     elif settings.slm_threads is None:
         update["slm_threads"] = max(1, (os.cpu_count() or 2) // max(1, request.workers))
-    all_local = _all_local(request)
     if settings.llm_base_url is None and not all_local and make_tiers is None:
         from tierflow.agents.server import EmbeddedLLM
         from tierflow.agents.tiers import resolved

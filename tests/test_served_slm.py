@@ -31,6 +31,7 @@ from tierflow.settings import load_settings
 
 from tests.fake_openai import Endpoint, LogprobsShape, Token, fake_openai
 from tests.test_cli import no_traceback, tierflow
+from tests.test_kit import model_calls
 
 TOOLS = ("get_weather", "get_time", "none")
 TOOL_SCHEMA: dict[str, Any] = {
@@ -245,7 +246,7 @@ def test_a_kit_step_on_a_served_slm_traces_its_probabilities_and_escalates(store
             policy=TierPolicy(min_confidence=0.6),
         )
     assert sure.ok and sure.state["category"] == "bug"  # the more probable option, on the SLM
-    (call,) = [c for s in store.get_run(sure.run_id).steps for c in s.model_calls]
+    (call,) = model_calls(store.get_run(sure.run_id))
     assert call.tier == "slm" and not call.escalated
     assert (
         call.choice_probabilities is not None
@@ -253,7 +254,7 @@ def test_a_kit_step_on_a_served_slm_traces_its_probabilities_and_escalates(store
     )
     assert call.missing_signals is None
     assert unsure.ok and unsure.state["category"] == "bug"
-    slm_call, llm_call = [c for s in store.get_run(unsure.run_id).steps for c in s.model_calls]
+    slm_call, llm_call = model_calls(store.get_run(unsure.run_id))
     assert slm_call.escalated and (slm_call.escalation_reason or "").startswith("low_confidence")
     assert llm_call.tier == "llm"
 
@@ -263,7 +264,7 @@ def test_the_trace_names_a_signal_the_server_could_not_give(store: TraceStore) -
         tiers = Tiers(slm_on(fake.base_url), ScriptedModel(tier="llm", name="big", by_node={}))
         result = run_graph(classify_graph(), {"report": "Buy now!"}, tiers=tiers, store=store, policy="slm")
     assert result.ok and result.state["category"] == "spam"
-    (call,) = [c for s in store.get_run(result.run_id).steps for c in s.model_calls]
+    (call,) = model_calls(store.get_run(result.run_id))
     assert call.missing_signals == ["logprobs"] and call.choice_probabilities is None
     console = Console(record=True, width=200)
     print_run(console, store.get_run(result.run_id))
@@ -339,7 +340,7 @@ def test_a_kit_summary_on_a_served_slm_that_loops_escalates_at_once(store: Trace
             builder.compile(), {"report": "The export button crashes."}, tiers=tiers, store=store
         )
     assert result.ok and result.state["category"] == "The export crashes."
-    slm_call, llm_call = [c for s in store.get_run(result.run_id).steps for c in s.model_calls]
+    slm_call, llm_call = model_calls(store.get_run(result.run_id))
     assert slm_call.escalated and (slm_call.escalation_reason or "").startswith("loops")
     assert llm_call.tier == "llm"
 

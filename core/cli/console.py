@@ -8,13 +8,10 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from tierflow.cli.support import err, settings, state
-from tierflow.errors import TaskInputError
+from tierflow.cli.support import err, remote_secret, settings, state
 from tierflow.optional import require
 
 __all__ = ["serve_console"]
-
-_LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 
 def serve_console(
@@ -41,7 +38,13 @@ def serve_console(
 
     address, number = host or conf.ui_host, port or conf.ui_port
     env = dict(os.environ)
-    token = _access_token(address, remote, env.get(TOKEN_VARIABLE))
+    token = remote_secret(
+        address,
+        remote,
+        env.get(TOKEN_VARIABLE),
+        what="the console",
+        needs="each session then needs the access token",
+    )
     if token:
         env[TOKEN_VARIABLE] = token
         err.print(f"[yellow]warning:[/] the console is reachable from other machines on {address}.")
@@ -57,22 +60,6 @@ def serve_console(
     except KeyboardInterrupt:
         code = 0
     raise typer.Exit(code)
-
-
-def _access_token(address: str, remote: bool, given: str | None) -> str:
-    """The token every session must give: none on loopback; otherwise the one ``given``
-    (TIERFLOW_UI_TOKEN) or a random one, and only with ``--remote``."""
-    import secrets
-
-    if address in _LOOPBACK:
-        return ""
-    if not remote:
-        raise TaskInputError(
-            f"{address} would let other machines reach the console",
-            hint="Add --remote to allow it (each session then needs the access token), "
-            "or leave --host out to stay on 127.0.0.1.",
-        )
-    return given or secrets.token_urlsafe(24)
 
 
 def _streamlit_command(script: Path, address: str, port: int) -> list[str]:

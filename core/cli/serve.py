@@ -10,19 +10,17 @@ log-probabilities the escalation signals need. Point every process at it with
 from __future__ import annotations
 
 import os
-import secrets
 import subprocess
 import sys
 from typing import Annotated
 
 import typer
-from tierflow.cli.support import err, progress_display, settings
+from tierflow.cli.support import err, progress_display, remote_secret, settings
 from tierflow.errors import TaskInputError
 from tierflow.optional import require
 
 __all__ = ["serve_slm"]
 
-_LOOPBACK = ("127.0.0.1", "localhost", "::1")
 DEFAULT_PORT = 8080  # the llamacpp provider's default address (TIERFLOW_SLM=llamacpp:NAME)
 API_KEY_VARIABLE = "TIERFLOW_SLM_API_KEY"
 
@@ -60,7 +58,11 @@ def serve_slm(
             "the SLM is already set to a server (TIERFLOW_SLM or TIERFLOW_SLM_BASE_URL)",
             hint="Unset it in this shell: serve-slm serves the in-process SLM (TIERFLOW_SLM_MODEL).",
         )
-    api_key = _api_key(host, remote, os.environ.get(API_KEY_VARIABLE))
+    given = os.environ.get(API_KEY_VARIABLE)
+    api_key = (
+        remote_secret(host, remote, given, what="the SLM server", needs="each client then needs the API key")
+        or given
+    )
     path = model_file(conf, conf.slm_model, "TIERFLOW_SLM_MODEL", progress_display())
     adapter = slm_adapter(conf, path)
     alias = slm_name(conf, adapter)
@@ -90,17 +92,3 @@ def serve_slm(
     except KeyboardInterrupt:
         code = 0
     raise typer.Exit(code)
-
-
-def _api_key(host: str, remote: bool, given: str | None) -> str:
-    """The key every client must send: none on loopback; otherwise the one ``given`` or a
-    random one, and only with ``--remote``."""
-    if host in _LOOPBACK:
-        return given or ""
-    if not remote:
-        raise TaskInputError(
-            f"{host} would let other machines reach the SLM server",
-            hint="Add --remote to allow it (each client then needs the API key), or leave --host "
-            "out to stay on 127.0.0.1.",
-        )
-    return given or secrets.token_urlsafe(24)

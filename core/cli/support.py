@@ -42,6 +42,7 @@ __all__ = [
     "parse_tiers",
     "progress_display",
     "report_run",
+    "remote_secret",
 ]
 
 
@@ -160,3 +161,22 @@ def report_run(result: RunResult | GraphResult, trace: RunTrace, answer: str, as
             if result.hint:
                 err.print(f"[dim]{result.hint}[/]")
         raise typer.Exit(1)
+
+
+_LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+def remote_secret(address: str, remote: bool, given: str | None, *, what: str, needs: str) -> str:
+    """The secret every client of ``what`` served on ``address`` must give: none on loopback;
+    otherwise the one ``given`` or a random one, and only with ``--remote`` (``needs`` says
+    who then gives which secret)."""
+    import secrets
+
+    if address in _LOOPBACK:
+        return ""
+    if not remote:
+        raise TaskInputError(
+            f"{address} would let other machines reach {what}",
+            hint=f"Add --remote to allow it ({needs}), or leave --host out to stay on 127.0.0.1.",
+        )
+    return given or secrets.token_urlsafe(24)
