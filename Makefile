@@ -101,6 +101,9 @@ eval-full: models
 	$(BIN)/tierflow eval tasks --policy slm --policy tiered --policy llm
 	$(BIN)/tierflow eval summaries
 	$(BIN)/tierflow eval memory
+	# escalation in a graph of kit steps: validation only, the priors, calibrated for a loss and a share
+	$(BIN)/tierflow eval kit --suite bfcl --limit 60
+	$(BIN)/tierflow eval kit --suite triage
 	# the SLM's learning curve: adapters trained on 100, 200 and 400 LLM decisions (hours)
 	$(BIN)/tierflow eval learn
 	# 1,000 documents through tierflow summarize, killed and resumed, then on a 2-node Ray cluster

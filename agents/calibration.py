@@ -24,10 +24,13 @@ from tierflow.agents.judging import (
     Logistic,
     StepKind,
     ThresholdPoint,
+    calls_share,
     choose_thresholds,
     fit_logistic,
     grouped_folds,
+    share_thresholds,
 )
+from tierflow.agents.policy import DEFAULT_MAX_LOSS
 from tierflow.errors import ConfigError
 from tierflow.records import StoredLabel
 
@@ -38,7 +41,9 @@ __all__ = [
     "scorer_file",
     "NodeFit",
     "fit_scorers",
+    "fitted_share",
     "LOSSES",
+    "CALIBRATE_MAX_LOSS",
     "PRIORS_FILE",
     "shipped_priors",
     "save_priors",
@@ -69,6 +74,19 @@ class StepScorer:
             if point.max_loss <= max_loss + 1e-9:
                 chosen = point.threshold
         return chosen
+
+    def run_threshold(self, max_loss: float | None) -> float:
+        """The threshold a run uses: for the policy's ``max_loss`` when it names one; else, for
+        a calibrated scorer, the operating point ``tierflow calibrate`` chose (for its
+        ``--max-loss`` or ``--slm-share``), and for a shipped prior, ``DEFAULT_MAX_LOSS``'s."""
+        if max_loss is not None:
+            return self.threshold(max_loss)
+        if self.trained_on.get("source", "calibrated") == "calibrated":
+            if "threshold" in self.trained_on:
+                return float(self.trained_on["threshold"])
+            if self.trained_on.get("max_loss") is not None:  # files written before the threshold was kept
+                return self.threshold(float(self.trained_on["max_loss"]))
+        return self.threshold(DEFAULT_MAX_LOSS)
 
     @property
     def strictest(self) -> float:
@@ -105,10 +123,11 @@ class ScorerMatch:
     scorer: StepScorer
     matches: bool
 
-    def threshold(self, max_loss: float) -> float:
-        """The threshold for ``max_loss``; for a scorer of another pair, its strictest (it
-        escalates more, never less, than it was fitted to)."""
-        return self.scorer.threshold(max_loss) if self.matches else self.scorer.strictest
+    def threshold(self, max_loss: float | None) -> float:
+        """The threshold for the policy's ``max_loss`` (``StepScorer.run_threshold``); for a
+        scorer of another pair, its strictest (it escalates more, never less, than it was
+        fitted to)."""
+        return self.scorer.run_threshold(max_loss) if self.matches else self.scorer.strictest
 
 
 @dataclass(frozen=True)
@@ -188,14 +207,19 @@ def scorer_file(directory: Path, graph: str) -> Path:
 
 
 # Fitting ------------------------------------------------------------------------------
+CALIBRATE_MAX_LOSS = 0.02
+"""``tierflow calibrate``'s default loss per node: with a hundred labels, one output is 1%,
+so a budget of 0.01 would keep on the SLM only what no label contradicts."""
+
 LOSSES = (0.0, 0.01, 0.02, 0.05, 0.1, 0.2)
 """The accuracy losses a fit chooses thresholds for (with the one asked for)."""
 
 
 @dataclass(frozen=True)
 class NodeFit:
-    """What a fit measured of one node, out of fold: the labels it had, the threshold for the
-    loss asked for, the share of outputs that stay on the SLM there, and the loss."""
+    """What a fit measured of one node, out of fold: the labels it had, the threshold chosen
+    (for the loss or the SLM share asked for), the share of its outputs that stay on the SLM
+    there, and the loss."""
 
     node: str
     kind: StepKind
@@ -210,7 +234,8 @@ def fit_scorers(
     graph: str,
     slm: str,
     llm: str,
-    max_loss: float,
+    max_loss: float | None = None,
+    slm_share: float | None = None,
     folds: int = 5,
     created_at: str = "",
     source: str = "calibrated",
@@ -218,7 +243,16 @@ def fit_scorers(
     """Per node, a scorer fitted on ``labels`` (a gold label wins over a shadow one for the
     same output); ``source`` says what they are (``calibrated``, or ``prior`` for the
     shipped ones). Thresholds are chosen on out-of-fold scores, grouped by run (one input's
-    outputs never sit on both sides of a fit); the stored model is then fitted on all."""
+    outputs never sit on both sides of a fit); the stored model is then fitted on all.
+
+    The operating point each scorer keeps (runs use it unless their policy names a
+    ``max_loss``) is, per node, the most outputs kept on the SLM within ``max_loss``; or,
+    with ``slm_share``, one cutoff for all nodes at which the graph's SLM share of model
+    calls reaches it (``share_thresholds``). Without either, ``max_loss`` is ``CALIBRATE_MAX_LOSS``."""
+    if max_loss is not None and slm_share is not None:
+        raise ValueError("give max_loss or slm_share, not both")
+    if max_loss is None and slm_share is None:
+        max_loss = CALIBRATE_MAX_LOSS
     by_call: dict[int, StoredLabel] = {}
     for label in labels:
         if label.model_call_id not in by_call or label.source == "gold":
@@ -227,16 +261,20 @@ def fit_scorers(
     for label in by_call.values():
         if label.kind in STEP_KINDS:
             by_node.setdefault(label.node, []).append(label)
-    losses = sorted({*LOSSES, max_loss})
+    losses = sorted({*LOSSES, *([max_loss] if max_loss is not None else [])})
+    scored = {
+        node: _out_of_fold(items, FEATURES[items[0].kind], folds)  # type: ignore[index]  # a step kind
+        for node, items in sorted(by_node.items())
+    }
+    shared = share_thresholds(scored, slm_share) if slm_share is not None else {}
     nodes: dict[str, StepScorer] = {}
     fits = []
     for node, items in sorted(by_node.items()):
         kind: StepKind = items[0].kind  # type: ignore[assignment]  # checked against STEP_KINDS
         features = FEATURES[kind]
-        scored = _out_of_fold(items, features, folds)
-        points = tuple(choose_thresholds(scored, losses))
+        points = tuple(choose_thresholds(scored[node], losses))
         model = fit_logistic([i.features for i in items], [not i.slm_right for i in items], features)
-        point = next(p for p in points if p.max_loss == max_loss)
+        point = shared[node] if slm_share is not None else next(p for p in points if p.max_loss == max_loss)
         wrong = sum(not i.slm_right for i in items)
         trained_on = {
             "slm": slm,
@@ -248,12 +286,19 @@ def fit_scorers(
             "created_at": created_at,
             "source": source,
             "max_loss": max_loss,
+            "slm_share_target": slm_share,
+            "threshold": point.threshold,
             "estimated_loss": round(point.loss, 4),
             "estimated_slm_share": round(point.slm_share, 4),
         }
         nodes[node] = StepScorer(kind, model, points, trained_on)
         fits.append(NodeFit(node, kind, len(items), wrong, point))
     return StepScorers(nodes), fits
+
+
+def fitted_share(fits: Sequence[NodeFit]) -> float:
+    """The graph's SLM share of model calls that the fits estimate, out of fold."""
+    return calls_share(sum(fit.labels for fit in fits), sum(fit.labels * fit.point.slm_share for fit in fits))
 
 
 def _out_of_fold(items: Sequence[StoredLabel], features: Sequence[str], folds: int) -> list[Labelled]:

@@ -51,6 +51,8 @@ __all__ = [
     "Labelled",
     "ThresholdPoint",
     "choose_thresholds",
+    "share_thresholds",
+    "calls_share",
     "same_output",
     "JUDGE_SCHEMA",
     "judge_text_messages",
@@ -395,6 +397,36 @@ def choose_thresholds(items: Sequence[Labelled], max_losses: Sequence[float]) ->
         fitting = [point for point in curve if point[2] <= max_loss + 1e-12]
         threshold, share, loss, half = max(fitting, key=lambda point: (point[1], point[0]))
         points.append(ThresholdPoint(max_loss, threshold, share, loss, loss - half, loss + half))
+    return points
+
+
+def calls_share(steps: int, kept: float) -> float:
+    """The SLM share of model calls when ``kept`` of ``steps`` SLM outputs stay on the SLM:
+    every step makes one SLM call, and each escalated one an LLM call too."""
+    return steps / (2 * steps - kept) if steps else 0.0
+
+
+def share_thresholds(
+    by_node: Mapping[str, Sequence[Labelled]], slm_share: float
+) -> dict[str, ThresholdPoint]:
+    """Per node, the point of one P(wrong) cutoff shared by all nodes: the lowest at which the
+    graph's SLM share of model calls (``calls_share``) reaches ``slm_share``. Escalating the
+    likeliest-wrong outputs of any node first loses the least for the calls it saves, as far
+    as the scores are probabilities. Each point's ``max_loss`` is the loss it measured."""
+    items = [item for node_items in by_node.values() for item in node_items]
+    candidates = sorted({0.0, *(item.p_wrong for item in items), 1.0})
+    cutoff = next(
+        (
+            c
+            for c in candidates
+            if calls_share(len(items), sum(i.p_wrong <= c for i in items)) >= slm_share - 1e-12
+        ),
+        1.0,
+    )
+    points = {}
+    for node, node_items in by_node.items():
+        share, loss, half = _loss_at(node_items, cutoff) if node_items else (0.0, 0.0, 0.0)
+        points[node] = ThresholdPoint(loss, cutoff, share, loss, loss - half, loss + half)
     return points
 
 

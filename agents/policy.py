@@ -33,11 +33,13 @@ the threshold came out at 0.90 and did no better than random routing at the same
 on held-out items. Calibrate for your own models with ``tierflow eval confidence``."""
 
 DEFAULT_MAX_LOSS = 0.01
-"""The accuracy a ``tiered`` tool-call decision may lose against the LLM's, at most, to stay
-on the SLM: the escalation score's thresholds are calibrated for it per node. Chosen on the
-calibration split before the test split was scored (evals/results/routing.md), where 0.01
-kept about three quarters of the decisions on the SLM at the LLM's accuracy; on held-out
-items the loss is larger, as that split is small (95 items)."""
+"""The accuracy a ``tiered`` decision may lose against the LLM's, at most, to stay on the SLM,
+where the policy names no ``max_loss``: for the task graph's shipped escalation score and
+the shipped priors of kit steps (a node calibrated by ``tierflow calibrate`` uses the
+operating point it was calibrated for). Chosen on the calibration split before the test
+split was scored (evals/results/routing.md), where 0.01 kept about three quarters of the
+decisions on the SLM at the LLM's accuracy; on held-out items the loss is larger, as that
+split is small (95 items)."""
 
 _FIELDS = frozenset({"default", "nodes", "min_confidence", "max_loss"})
 
@@ -62,11 +64,12 @@ class TierPolicy(BaseModel):
         le=1.0,
         description="a tiered step escalates an SLM choice less sure than this",
     )
-    max_loss: float = Field(
-        default=DEFAULT_MAX_LOSS,
+    max_loss: float | None = Field(
+        default=None,
         ge=0.0,
         le=1.0,
-        description="the accuracy a tiered tool-call decision may lose against the LLM's to stay local",
+        description="the accuracy a tiered decision may lose against the LLM's to stay local; unset, "
+        "a calibrated node uses the operating point it was calibrated for, and the rest 0.01",
     )
 
     @model_validator(mode="before")
@@ -79,6 +82,11 @@ class TierPolicy(BaseModel):
         nodes = dict(data.get("nodes") or {})
         nodes.update({key: value for key, value in data.items() if key not in _FIELDS})
         return {**{key: value for key, value in data.items() if key in _FIELDS}, "nodes": nodes}
+
+    @property
+    def loss_or_default(self) -> float:
+        """``max_loss``, or ``DEFAULT_MAX_LOSS`` when the policy names none."""
+        return DEFAULT_MAX_LOSS if self.max_loss is None else self.max_loss
 
     def for_node(self, node: str, prefer: TierChoice | None = None) -> TierChoice:
         """The tier choice for ``node``. ``prefer`` is where the step belongs under the

@@ -19,12 +19,14 @@ writes them with the tiering kit:
 ``tierflow calibrate`` runs on the calib items (labelled against the gold value of the
 ``choose`` step, and against the LLM's output for the ``extract`` step, as a user without
 gold values would have them). On the test items each graph runs, through the same
-``App.run_graph`` a user's run takes, under five modes:
+``App.run_graph`` a user's run takes, under six modes:
 
 * ``slm`` and ``llm``: one tier for every step;
 * ``tiered-validation``: escalation on invalid output only (no scorer);
 * ``tiered-priors``: the priors shipped with tierflow judge both steps;
-* ``tiered-calibrated``: the scorers ``calibrate`` fitted on the calib items.
+* ``tiered-calibrated``: the scorers ``calibrate --max-loss`` fitted on the calib items;
+* ``tiered-share``: the same labels, fitted by ``calibrate --slm-share`` (one cutoff for both
+  steps at which the graph's SLM share of calls reaches the target on the calib items).
 
 Every run is stored, and a stopped evaluation goes on where it stopped (the item results
 and the calibration runs are kept in its data directory).
@@ -43,7 +45,13 @@ from typing import Any, Protocol
 from langchain_core.runnables import RunnableConfig
 from langgraph.graph import END, START, StateGraph
 from pydantic import BaseModel
-from tierflow.agents.calibration import StepScorers, fit_scorers, shipped_priors
+from tierflow.agents.calibration import (
+    CALIBRATE_MAX_LOSS,
+    StepScorers,
+    fit_scorers,
+    fitted_share,
+    shipped_priors,
+)
 from tierflow.evals.report import gap_closed as report_gap_closed
 from tierflow.graphs.calibrating import CalibrationItem, collect_labels
 from tierflow.graphs.steps import choose, extract
@@ -67,7 +75,9 @@ __all__ = [
 ]
 
 REPORTS_FILE = Path(__file__).parent / "data" / "triage" / "reports.jsonl"
-MODES = ("slm", "llm", "tiered-validation", "tiered-priors", "tiered-calibrated")
+MODES = ("slm", "llm", "tiered-validation", "tiered-priors", "tiered-calibrated", "tiered-share")
+"""``tiered-calibrated`` runs at the thresholds ``calibrate --max-loss`` chose, and
+``tiered-share`` at those ``calibrate --slm-share`` chose, from the same labels."""
 SUITES = ("triage", "bfcl")
 NONE = "none"
 """The ``choose_tool`` option of calling no function."""
@@ -306,11 +316,12 @@ def kit_eval(
     *,
     suite: KitSuite | None = None,
     modes: Sequence[str] = MODES,
-    max_loss: float = 0.02,
+    max_loss: float = CALIBRATE_MAX_LOSS,
+    slm_share: float = 0.6,
     limit: int | None = None,
     on_progress: OnProgress | None = None,
 ) -> dict[str, Any]:
-    """Calibrate on the suite's calib items (when ``tiered-calibrated`` is asked for), then
+    """Calibrate on the suite's calib items (when a calibrated mode is asked for), then
     run each mode on its test items; ``work_dir`` keeps the item results of a stopped run.
     Every mode starts from the verified outputs calibration left (``_MemoryStart``)."""
     suite = suite if suite is not None else TriageSuite()
@@ -324,7 +335,8 @@ def kit_eval(
         "tiered-priors": StepScorers({}, priors),
     }
     calibration: dict[str, Any] = {}
-    if "tiered-calibrated" in modes:
+    targets = {"tiered-calibrated": {"max_loss": max_loss}, "tiered-share": {"slm_share": slm_share}}
+    if any(mode in targets for mode in modes):
         by_id = {item.id: item for item in calib}
         collect_labels(
             None,
@@ -337,22 +349,31 @@ def kit_eval(
             graph_for=lambda item: suite.graph(by_id[item.id]),
         )
         labels = app.store.labels(graph=suite.graph_name, slm_model=slm, llm_model=llm)
-        fitted, fits = fit_scorers(labels, graph=suite.graph_name, slm=slm, llm=llm, max_loss=max_loss)
-        scorers["tiered-calibrated"] = StepScorers(fitted.nodes, priors)
-        calibration = {
-            "items": len(calib),
-            "max_loss": max_loss,
-            "nodes": {
-                fit.node: {
-                    "labels": fit.labels,
-                    "slm_wrong": fit.slm_wrong,
-                    "threshold": fit.point.threshold,
-                    "estimated_slm_share": fit.point.slm_share,
-                    "estimated_loss": fit.point.loss,
-                }
-                for fit in fits
-            },
-        }
+        calibration = {"items": len(calib), "max_loss": max_loss, "slm_share": slm_share, "modes": {}}
+        for mode, target in targets.items():
+            fitted, fits = fit_scorers(
+                labels,
+                graph=suite.graph_name,
+                slm=slm,
+                llm=llm,
+                max_loss=target.get("max_loss"),
+                slm_share=target.get("slm_share"),
+            )
+            scorers[mode] = StepScorers(fitted.nodes, priors)
+            calibration["modes"][mode] = {
+                **target,
+                "estimated_slm_share": fitted_share(fits),
+                "nodes": {
+                    fit.node: {
+                        "labels": fit.labels,
+                        "slm_wrong": fit.slm_wrong,
+                        "threshold": fit.point.threshold,
+                        "estimated_kept": fit.point.slm_share,
+                        "estimated_loss": fit.point.loss,
+                    }
+                    for fit in fits
+                },
+            }
     work_dir.mkdir(parents=True, exist_ok=True)
     results_file = work_dir / "items.jsonl"
     done = _done(results_file)
@@ -499,4 +520,20 @@ def kit_markdown(data: Mapping[str, Any]) -> str:
             f"{'' if mode in ('slm', 'llm') else 'no gap' if closed is None else f'{closed:.0%}'} "
             f"| {m['llm_tokens_per_item']:.0f} |"
         )
+    fitted = data.get("calibration", {}).get("modes", {})
+    if fitted:
+        rows += [
+            "",
+            "Calibration, out of fold on the calib items (threshold, outputs kept on the SLM, loss):",
+            "",
+        ]
+    for mode, fit in fitted.items():
+        target = (
+            f"max loss {fit['max_loss']:.0%}" if "max_loss" in fit else f"SLM share {fit['slm_share']:.0%}"
+        )
+        nodes = "; ".join(
+            f"{node} {n['threshold']:.2f}, {n['estimated_kept']:.0%} kept, loss {n['estimated_loss']:+.1%}"
+            for node, n in fit["nodes"].items()
+        )
+        rows.append(f"- {mode} ({target}): {nodes}; SLM share of calls {fit['estimated_slm_share']:.1%}")
     return "\n".join(rows) + "\n"

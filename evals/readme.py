@@ -5,6 +5,7 @@ built."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -341,10 +342,22 @@ HEADLINE = (
 
 
 KIT_HEADLINE = (
-    ("your graph's kit steps, calibrated (BFCL live requests): calls right", "kit_bfcl.json"),
-    ("your graph's kit steps, calibrated (triage): steps right", "kit.json"),
+    ("BFCL live requests", "calls right", "kit_bfcl.json"),
+    ("triage", "steps right", "kit.json"),
 )
-"""The kit evaluations' rows (``tierflow eval kit``): ``tiered`` is the calibrated mode."""
+"""The kit evaluations' rows (``tierflow eval kit``): ``tiered`` is a calibrated mode."""
+
+KIT_MODES = ("tiered-calibrated", "tiered-share")
+"""The calibrated modes a kit evaluation may hold (``--max-loss`` and ``--slm-share``)."""
+
+
+def _kit_target(data: Mapping[str, Any], mode: str) -> str:
+    """What a calibrated mode was calibrated for: "calibrated (max loss 2%)" or
+    "calibrated for a 60% SLM share"."""
+    calibration = data.get("calibration", {})
+    if mode == "tiered-share":
+        return f"calibrated for a {calibration.get('slm_share', 0.6):.0%} SLM share"
+    return f"calibrated (max loss {calibration.get('max_loss', 0.02):.0%})"
 
 
 def headline_section(directory: Path = RESULTS_DIR) -> str:
@@ -367,20 +380,25 @@ def headline_section(directory: Path = RESULTS_DIR) -> str:
                 _token_ratio(m["tiered"], m["llm"]),
             ]
         )
-    for title, name in KIT_HEADLINE:
-        kit = read_results(directory / name).get("modes", {})
-        if not {"slm", "tiered-calibrated", "llm"} <= set(kit):
-            continue
-        k = {label: kit[label] for label in ("slm", "tiered-calibrated", "llm")}
-        rows.append(
-            [title, str(k["llm"]["items"])]
-            + [fmt(k[label]["accuracy"], "%") for label in ("slm", "tiered-calibrated", "llm")]
-            + [
-                _gap_closed(k["slm"]["accuracy"], k["tiered-calibrated"]["accuracy"], k["llm"]["accuracy"]),
-                fmt(k["tiered-calibrated"]["slm_share"], "%"),
-                _ratio(k["tiered-calibrated"]["llm_tokens_per_item"], k["llm"]["llm_tokens_per_item"]),
-            ]
-        )
+    for suite, measure, name in KIT_HEADLINE:
+        data = read_results(directory / name)
+        kit = data.get("modes", {})
+        for mode in KIT_MODES:
+            if not {"slm", mode, "llm"} <= set(kit):
+                continue
+            k = {label: kit[label] for label in ("slm", mode, "llm")}
+            rows.append(
+                [
+                    f"your graph's kit steps, {_kit_target(data, mode)} ({suite}): {measure}",
+                    str(k["llm"]["items"]),
+                ]
+                + [fmt(k[label]["accuracy"], "%") for label in ("slm", mode, "llm")]
+                + [
+                    _gap_closed(k["slm"]["accuracy"], k[mode]["accuracy"], k["llm"]["accuracy"]),
+                    fmt(k[mode]["slm_share"], "%"),
+                    _ratio(k[mode]["llm_tokens_per_item"], k["llm"]["llm_tokens_per_item"]),
+                ]
+            )
     answers = read_results(directory / "memory.json").get("answers", {})
     if {"slm", "tiered", "llm"} <= set(answers):
         rows.append(

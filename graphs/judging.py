@@ -54,7 +54,7 @@ def select_judge(
         probabilities = completion.choice_probabilities.probabilities
         features = select_features(request, texts, choice, probabilities, similarities)
         keep.append(features)
-        judgement = _judgement(scorer, "select_tool", ctx.policy.max_loss, features)
+        judgement = _judgement(scorer, "select_tool", ctx.policy.loss_or_default, features)
         if choice == "none" and not scorer.nodes["select_tool"].none_confirmed(features):
             return dataclasses.replace(judgement, unconfirmed_none=True)  # never on the SLM's word alone
         return judgement
@@ -76,4 +76,4 @@ def judge_arguments(
         return None
     (text,) = tool_texts([tool])
     features = args_features(request, text, arguments, completion.signals, choice_features)
-    return _judgement(scorer, "extract_args", ctx.policy.max_loss, features)
+    return _judgement(scorer, "extract_args", ctx.policy.loss_or_default, features)

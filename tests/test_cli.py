@@ -290,6 +290,8 @@ def test_bad_calibrations_exit_2_and_say_why(tmp_path: Path) -> None:
         (["--inputs", str(broken)], "line 1: not valid JSON"),
         (["--inputs", str(good), "--gold", "colour"], "no key 'colour'"),
         (["--inputs", str(good), "--max-loss", "1.5"], "less than or equal to 1"),
+        (["--inputs", str(good), "--slm-share", "0.3"], "greater than or equal to 0.5"),
+        (["--inputs", str(good), "--max-loss", "0.1", "--slm-share", "0.7"], "both set"),
         (["--inputs", str(tmp_path / "none.jsonl")], "cannot read"),
         ([], "nothing to calibrate on"),
     ]
@@ -344,3 +346,5 @@ def test_calibrate_the_triage_example_on_the_real_models(isolated_env: Path, tmp
     (classify,) = [c for s in trace.steps for c in s.model_calls if c.node == "classify" and c.tier == "slm"]
     assert classify.scorer is not None and classify.scorer["source"] == "calibrated"
     assert classify.scorer["pair_matches"] is True and classify.p_wrong is not None
+    operating = scorers["classify"]["trained_on"]["threshold"]  # the run uses calibrate's threshold
+    assert classify.scorer["threshold"] == pytest.approx(operating, abs=1e-4)

@@ -446,13 +446,17 @@ def test_the_kit_evaluation_runs_each_mode_through_the_app_and_resumes(tmp_path:
         )
         return App(Settings(data_dir=tmp_path / "data"), tiers=tiers)
 
-    modes = ["slm", "llm", "tiered-validation", "tiered-calibrated"]
+    modes = ["slm", "llm", "tiered-validation", "tiered-calibrated", "tiered-share"]
     with app() as first:
-        data = kit_eval(first, tmp_path / "work", modes=modes, limit=4)
+        data = kit_eval(first, tmp_path / "work", modes=modes, limit=4, slm_share=0.75)
     assert data["modes"]["llm"]["accuracy"] == 1.0 and data["modes"]["slm"]["slm_share"] == 1.0
     assert data["modes"]["tiered-validation"]["accuracy"] == data["modes"]["slm"]["accuracy"]
-    assert set(data["calibration"]["nodes"]) == {"classify", "extract_fields"}
-    assert len(data["items"]) == 4 * len(modes) and "| tiered-calibrated |" in kit_markdown(data)
+    fitted = data["calibration"]["modes"]
+    assert set(fitted["tiered-calibrated"]["nodes"]) == {"classify", "extract_fields"}
+    assert fitted["tiered-share"]["estimated_slm_share"] >= 0.75  # reached on the calib items
+    markdown = kit_markdown(data)
+    assert len(data["items"]) == 4 * len(modes) and "| tiered-calibrated |" in markdown
+    assert "- tiered-share (SLM share 75%): classify" in markdown
     if data["modes"]["slm"]["accuracy"] < 1.0:
         assert gap_closed(data, "tiered-validation") == 0.0
         # Each mode starts from the memory calibration left: the tiered modes' SLM outputs

@@ -164,7 +164,7 @@ def test_the_shipped_scorer_loads_with_a_threshold_per_node() -> None:
     assert set(shipped.nodes) == {"select_tool", "extract_args"}
     assert shipped.trained_on["train_items"] > 0 and shipped.trained_on["runs_sha256"]
     for node in shipped.nodes.values():
-        assert 0.0 <= node.threshold(TierPolicy().max_loss) <= 1.0
+        assert 0.0 <= node.threshold(TierPolicy().loss_or_default) <= 1.0
 
 
 # In the tool-call graph -----------------------------------------------------------------

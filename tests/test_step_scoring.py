@@ -112,7 +112,7 @@ def test_an_output_the_scorer_judges_likely_wrong_goes_to_the_llm(store: TraceSt
         "source": "calibrated",
         "fitted_for": {"slm": "tiny", "llm": "big"},
         "pair_matches": True,
-        "threshold": pytest.approx(scorers.nodes["classify"].threshold(TierPolicy().max_loss), abs=1e-4),
+        "threshold": pytest.approx(scorers.nodes["classify"].run_threshold(TierPolicy().max_loss), abs=1e-4),
     }
     sure = run_graph(
         graph(),
@@ -298,6 +298,75 @@ def test_from_runs_refits_on_the_shadow_labels_of_everyday_runs(store: TraceStor
     scorers, (fit,) = fit_scorers(labels, graph="tickets", slm="tiny", llm="big", max_loss=0.0)
     assert fit.slm_wrong == 6 and fit.point.slm_share == pytest.approx(18 / 24)
     assert scorers.nodes["classify"].model.p_wrong({"margin": 0.03}) > 0.5
+
+
+def test_runs_use_the_operating_point_calibrate_chose_unless_the_policy_names_a_loss(
+    store: TraceStore,
+) -> None:
+    from tierflow.agents.calibration import ScorerMatch, fit_scorers
+    from tierflow.agents.policy import DEFAULT_MAX_LOSS
+
+    shadowed_runs(store, 24, wrong_every=4)
+    labels = store.labels(graph="tickets", slm_model="tiny", llm_model="big")
+    scorers, (fit,) = fit_scorers(labels, graph="tickets", slm="tiny", llm="big", max_loss=0.05)
+    scorer = scorers.nodes["classify"]
+    assert scorer.trained_on["threshold"] == pytest.approx(fit.point.threshold)
+    assert scorer.run_threshold(None) == pytest.approx(fit.point.threshold)
+    assert scorer.run_threshold(0.0) == scorer.threshold(0.0)
+    assert ScorerMatch(margin_scorer(slm="other"), matches=False).threshold(None) == margin_scorer().strictest
+    prior = margin_scorer(source="prior")
+    assert prior.run_threshold(None) == prior.threshold(DEFAULT_MAX_LOSS)  # a prior runs at the default
+    before = {key: value for key, value in scorer.trained_on.items() if key != "threshold"}
+    old = StepScorer(
+        "choose", scorer.model, scorer.thresholds, before
+    )  # a file from before the point was kept
+    assert old.run_threshold(None) == scorer.threshold(0.05)
+
+    def threshold_used(policy: TierPolicy) -> float:
+        result = run_graph(
+            graph(),
+            {"text": "refund please"},
+            tiers=tiers(SURE, "refund"),
+            store=store,
+            policy=policy,
+            context={"scorers": scorers},
+        )
+        (call,) = [c for c in calls(store, result.run_id) if c.tier == "slm"]
+        return float((call.scorer or {})["threshold"])
+
+    assert threshold_used(TierPolicy()) == pytest.approx(fit.point.threshold, abs=1e-4)
+    assert threshold_used(TierPolicy(max_loss=0.0)) == pytest.approx(scorer.threshold(0.0), abs=1e-4)
+
+
+def test_a_share_target_escalates_the_likeliest_wrong_outputs_of_any_node_first() -> None:
+    from tierflow.agents.calibration import fit_scorers
+    from tierflow.agents.judging import calls_share, share_thresholds
+
+    by_node = {
+        "a": [Labelled(p, slm_right=p < 0.25) for p in (0.1, 0.2, 0.3, 0.4)],
+        "b": [Labelled(p, slm_right=False) for p in (0.5, 0.6, 0.7, 0.8)],
+    }
+    points = share_thresholds(by_node, 0.6)  # 8 steps: 3 kept gives 8 of 13 calls on the SLM
+    assert points["a"].threshold == points["b"].threshold == 0.3
+    assert (points["a"].slm_share, points["b"].slm_share) == (0.75, 0.0)
+    assert points["a"].loss == pytest.approx(0.25) and calls_share(8, 3) == pytest.approx(8 / 13)
+    assert share_thresholds(by_node, 0.5)["a"].slm_share == 0.0  # every step escalated
+    assert share_thresholds(by_node, 1.0)["b"].slm_share == 1.0  # none escalated
+    with pytest.raises(ValueError, match="not both"):
+        fit_scorers([], graph="g", slm="s", llm="l", max_loss=0.01, slm_share=0.6)
+
+
+def test_calibrate_for_a_share_reaches_it_out_of_fold(store: TraceStore) -> None:
+    from tierflow.agents.calibration import fit_scorers, fitted_share
+
+    shadowed_runs(store, 24, wrong_every=4)
+    labels = store.labels(graph="tickets", slm_model="tiny", llm_model="big")
+    strict, (strict_fit,) = fit_scorers(labels, graph="tickets", slm="tiny", llm="big", max_loss=0.0)
+    shared, fits = fit_scorers(labels, graph="tickets", slm="tiny", llm="big", slm_share=0.9)
+    assert fitted_share(fits) >= 0.9 > fitted_share([strict_fit])
+    trained_on = shared.nodes["classify"].trained_on
+    assert trained_on["slm_share_target"] == 0.9 and trained_on["max_loss"] is None
+    assert shared.nodes["classify"].run_threshold(None) == pytest.approx(fits[0].point.threshold)
 
 
 def test_the_app_shadows_at_the_settings_rate_and_loads_the_graphs_scorers(tmp_path: Path) -> None:

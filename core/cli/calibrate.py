@@ -35,11 +35,24 @@ def calibrate(
         typer.Option("--gold", help="An output key whose right value each input line carries; repeatable."),
     ] = None,
     max_loss: Annotated[
-        float,
+        float | None,
         typer.Option(
-            "--max-loss", min=0.0, max=1.0, help="Accuracy the SLM may lose against sending all to the LLM."
+            "--max-loss",
+            min=0.0,
+            max=1.0,
+            help="Accuracy each node's SLM outputs may lose against sending all to the LLM [default: 0.02].",
         ),
-    ] = 0.02,
+    ] = None,
+    slm_share: Annotated[
+        float | None,
+        typer.Option(
+            "--slm-share",
+            min=0.5,
+            max=1.0,
+            help="Instead of --max-loss: the graph's SLM share of model calls to reach, at the least "
+            "estimated loss (every step calls the SLM, so 0.5 escalates all).",
+        ),
+    ] = None,
     from_runs: Annotated[
         bool, typer.Option("--from-runs", help="Fit on the labels stored runs gathered, without running.")
     ] = False,
@@ -47,9 +60,17 @@ def calibrate(
 ) -> None:
     """Run both tiers on your sample inputs, label each SLM output right or wrong (by --gold
     values, else by agreement with the LLM), and fit per node a scorer and the threshold
-    that keeps the most outputs on the SLM within --max-loss. Resumable: the same command
-    goes on where a stopped one ended. Runs of the graph then use these scorers."""
-    from tierflow.agents.calibration import fit_scorers, scorer_file
+    that keeps the most outputs on the SLM within --max-loss, or that reach --slm-share of
+    the graph's model calls at the least loss. Resumable: the same command goes on where a
+    stopped one ended. Runs of the graph then use these scorers and thresholds (a policy's
+    max_loss, when set, overrides the thresholds)."""
+    from tierflow.agents.calibration import fit_scorers, fitted_share, scorer_file
+
+    if max_loss is not None and slm_share is not None:
+        raise TaskInputError(
+            "--max-loss and --slm-share both set",
+            hint="Give one: a loss to stay within, or a share to reach.",
+        )
     from tierflow.app import App
     from tierflow.graphs.calibrating import check_gold_fields, collect_labels, read_inputs
     from tierflow.graphs.introspect import graph_key, load_graph
@@ -86,19 +107,34 @@ def calibrate(
             hint="Its steps must be kit steps (choose, extract, summarize, reason); give --inputs.",
         )
     created = datetime.now(UTC).isoformat(timespec="seconds")
-    scorers, fits = fit_scorers(labels, graph=name, slm=slm, llm=llm, max_loss=max_loss, created_at=created)
+    scorers, fits = fit_scorers(
+        labels, graph=name, slm=slm, llm=llm, max_loss=max_loss, slm_share=slm_share, created_at=created
+    )
     path = scorer_file(conf.scorers_dir(), name)
     scorers.save(path)
+    share = fitted_share(fits)
     if as_json:
-        emit_json({"graph": name, "path": str(path), "nodes": [asdict(fit) for fit in fits]})
+        emit_json(
+            {"graph": name, "path": str(path), "slm_share": share, "nodes": [asdict(fit) for fit in fits]}
+        )
         return
-    out.print(_fits_table(fits, max_loss))
-    err.print(f"scorers for {escape(name)} ({escape(slm)} / {escape(llm)}) written to {escape(str(path))}")
+    out.print(_fits_table(fits, max_loss, slm_share))
+    err.print(
+        f"estimated SLM share of the graph's model calls: {share:.0%}\n"
+        f"scorers for {escape(name)} ({escape(slm)} / {escape(llm)}) written to {escape(str(path))}"
+    )
+    if conf.policy.max_loss is not None:
+        err.print(
+            f"[yellow]note:[/] the policy's max_loss ({conf.policy.max_loss}) overrides these thresholds "
+            "in runs; unset TIERFLOW_POLICY__MAX_LOSS to use them"
+        )
 
 
-def _fits_table(fits: list[NodeFit], max_loss: float) -> Table:
+def _fits_table(fits: list[NodeFit], max_loss: float | None, slm_share: float | None) -> Table:
+    from tierflow.agents.calibration import CALIBRATE_MAX_LOSS
+
     table = Table(box=None, header_style="bold")
-    for column in ("node", "kind", "labels", "SLM wrong", "threshold", "SLM share", "est. loss (90%)"):
+    for column in ("node", "kind", "labels", "SLM wrong", "threshold", "kept on SLM", "est. loss (90%)"):
         table.add_column(column)
     for fit in fits:
         point = fit.point
@@ -111,5 +147,10 @@ def _fits_table(fits: list[NodeFit], max_loss: float) -> Table:
             f"{point.slm_share:.0%}",
             f"{point.loss:+.1%} ({point.loss_low:+.1%} to {point.loss_high:+.1%})",
         )
-    table.caption = f"thresholds for a loss of at most {max_loss:.1%} against all-LLM, measured out of fold"
+    target = (
+        f"an SLM share of at least {slm_share:.0%} of model calls"
+        if slm_share is not None
+        else f"a loss of at most {CALIBRATE_MAX_LOSS if max_loss is None else max_loss:.1%} against all-LLM"
+    )
+    table.caption = f"thresholds for {target}, measured out of fold"
     return table

@@ -120,14 +120,23 @@ def eval_kit(
         list[str],
         typer.Option(
             "--mode",
-            help="slm | llm | tiered-validation | tiered-priors | tiered-calibrated; repeatable "
-            "(default: all, side by side).",
+            help="slm | llm | tiered-validation | tiered-priors | tiered-calibrated | tiered-share; "
+            "repeatable (default: all, side by side).",
         ),
     ] = [],  # noqa: B006
     limit: Annotated[int | None, typer.Option(min=1, help="Run only the first N test items.")] = None,
     max_loss: Annotated[
-        float, typer.Option("--max-loss", min=0.0, max=1.0, help="The loss calibrate fits thresholds for.")
+        float,
+        typer.Option(
+            "--max-loss", min=0.0, max=1.0, help="The loss calibrate fits tiered-calibrated's thresholds for."
+        ),
     ] = 0.02,
+    slm_share: Annotated[
+        float,
+        typer.Option(
+            "--slm-share", min=0.5, max=1.0, help="The SLM share of calls calibrate fits tiered-share's for."
+        ),
+    ] = 0.6,
     restart: Annotated[
         bool, typer.Option("--restart", help="Forget a stopped evaluation's runs and start over.")
     ] = False,
@@ -169,6 +178,7 @@ def eval_kit(
             suite=suite_named(suite),
             modes=chosen,
             max_loss=max_loss,
+            slm_share=slm_share,
             limit=limit,
             on_progress=progress,
         )

@@ -80,7 +80,7 @@ def eval_routing(
     cases = {case.id: case for case in routing_cases()}
     if collect:
         _collect(conf, cases, paths, traces, warm=warm, fresh=fresh)
-    chosen_loss = conf.policy.max_loss if max_loss is None else max_loss
+    chosen_loss = conf.policy.loss_or_default if max_loss is None else max_loss
     report = _report(conf, cases, paths, train=train, max_loss=chosen_loss, with_fresh=runs_file is None)
     markdown = routing_markdown(report)
     path = (out_dir or settings().resolved_results_dir()) / "routing.json"

@@ -34,7 +34,11 @@ graph, slm, llm = st.selectbox(
 )
 chosen = [label for label in labels if (label.graph, label.slm_model, label.llm_model) == (graph, slm, llm)]
 max_loss = st.slider(
-    "Accuracy the SLM may lose against all-LLM", 0.0, 0.2, float(app.settings.policy.max_loss), step=0.01
+    "Accuracy the SLM may lose against all-LLM",
+    0.0,
+    0.2,
+    float(app.settings.policy.loss_or_default),
+    step=0.01,
 )
 scorers, fits = fit_scorers(chosen, graph=graph, slm=slm, llm=llm, max_loss=max_loss)
 saved = StepScorers.load(scorer_file(app.settings.scorers_dir(), graph))
