@@ -8,6 +8,7 @@ import threading
 import time
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from langgraph.checkpoint.memory import InMemorySaver
 from streamlit.testing.v1 import AppTest
@@ -247,8 +248,9 @@ def test_calibration_page_shows_each_nodes_labels_and_estimates(app: App) -> Non
     (nodes,) = [frame.value for frame in at.dataframe]
     row = nodes.set_index("node").loc["classify"]
     assert (row["kind"], row["labels"], row["from shadow"], row["from gold"]) == ("choose", 12, 12, 0)
-    assert row["SLM wrong"] == pytest.approx(4 / 12) and 0 <= row["SLM share"] <= 1
-    assert row["calibrated"] == "no"
+    assert row["SLM wrong"] == pytest.approx(4 / 12) and 0 <= row["kept on SLM"] <= 1
+    assert row["calibrated"] == "no" and pd.isna(row["threshold in use"])
+    assert 0.5 <= float(at.metric[0].value.rstrip("%")) / 100 <= 1
     assert at.selectbox[0].value == ("tickets", "tiny", "big")
 
 

@@ -8,7 +8,7 @@ from collections import Counter
 
 import pandas as pd
 import streamlit as st
-from tierflow.agents.calibration import StepScorers, fit_scorers, scorer_file
+from tierflow.agents.calibration import StepScorers, fit_scorers, fitted_share, scorer_file
 from tierflow.ui.resources import current_app
 
 app = current_app()
@@ -55,11 +55,12 @@ for fit in fits:
             "from gold": sources[(fit.node, "gold")],
             "from shadow": sources[(fit.node, "shadow")],
             "SLM wrong": fit.slm_wrong / fit.labels if fit.labels else None,
-            "SLM share": fit.point.slm_share,
+            "kept on SLM": fit.point.slm_share,
             "est. loss": fit.point.loss,
             "loss, 90% low": fit.point.loss_low,
             "loss, 90% high": fit.point.loss_high,
             "calibrated": str(fitted.trained_on.get("created_at", "yes")) if fitted else "no",
+            "threshold in use": fitted.run_threshold(app.settings.policy.max_loss) if fitted else None,
         }
     )
 percent = st.column_config.NumberColumn(format="percent")
@@ -68,7 +69,7 @@ st.dataframe(
     hide_index=True,
     width="stretch",
     column_config={
-        name: percent for name in ("SLM wrong", "SLM share", "est. loss", "loss, 90% low", "loss, 90% high")
+        name: percent for name in ("SLM wrong", "kept on SLM", "est. loss", "loss, 90% low", "loss, 90% high")
     },
 )
 
@@ -80,6 +81,7 @@ curve = pd.DataFrame(
     ]
 ).drop_duplicates()
 st.line_chart(curve, x="accuracy lost", y="kept on the SLM")
+st.metric("SLM share of the graph's model calls at this loss (estimated)", f"{fitted_share(fits):.0%}")
 st.caption(
     f"Refit and save these scorers with: tierflow calibrate --graph {graph} --from-runs "
     f"--max-loss {max_loss:.2f} (a graph named by compile(name=...) takes its MODULE:ATTR here)."
