@@ -28,6 +28,7 @@ import statistics
 import tempfile
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypedDict
 
@@ -43,10 +44,39 @@ if TYPE_CHECKING:
     from tierflow.memory.documents import DocumentMemory
     from tierflow.settings import Settings
 
-__all__ = ["QUESTIONS", "Question", "load_questions", "memory_eval", "memory_markdown"]
+__all__ = [
+    "QUESTIONS",
+    "QUESTION_SETS",
+    "QuestionSet",
+    "Question",
+    "load_questions",
+    "memory_eval",
+    "memory_markdown",
+]
 
 QUESTIONS = Path(__file__).resolve().parent / "data" / "memory" / "questions.json"
 HELD_OUT = QUESTIONS.with_name("heldout.json")
+
+
+@dataclass(frozen=True)
+class QuestionSet:
+    """Questions, the corpus they were written for, and the held-out retrieval questions."""
+
+    questions: Path
+    corpus: Path
+    held_out: Path | None
+    results: str
+    """The results file's name."""
+
+
+QUESTION_SETS = {
+    "main": QuestionSet(QUESTIONS, CORPUS_DIR, HELD_OUT, "memory.json"),
+    # for trying changes to cited answers: another corpus (the Python HOWTOs of the summaries
+    # evaluation) and other questions, so that nothing is tuned on the main set
+    "dev": QuestionSet(
+        QUESTIONS.with_name("dev.json"), QUESTIONS.parent.parent / "documents", None, "memory_dev.json"
+    ),
+}
 POLICIES = ("slm", "tiered", "llm")
 RERANKS: tuple[Rerank, ...] = ("off", "auto", "always")
 DEPTH = 10
@@ -104,8 +134,8 @@ def _rank_metrics(ranks: Sequence[int | None]) -> dict[str, float]:
     }
 
 
-def _ingest(memory: DocumentMemory) -> dict[str, Any]:
-    files = sorted(p for p in CORPUS_DIR.iterdir() if p.suffix != ".json")
+def _ingest(memory: DocumentMemory, corpus: Path) -> dict[str, Any]:
+    files = sorted(p for p in corpus.iterdir() if p.suffix != ".json")
     started = time.perf_counter()
     added = [memory.add(path) for path in files]
     failed = {a.source: a.reason for a in added if a.status == "failed"}
@@ -228,26 +258,36 @@ def memory_eval(
     *,
     policies: Sequence[str] = POLICIES,
     limit: int | None = None,
+    question_set: QuestionSet = QUESTION_SETS["main"],
+    retrieval_ranks: bool = True,
 ) -> dict[str, Any]:
-    """Ingest the corpus, measure retrieval, then answer every question under each policy;
-    ``on_progress`` hears of each question retrieved and answered."""
+    """Ingest the set's corpus, measure retrieval (unless ``retrieval_ranks`` is off), then
+    answer every question under each policy; ``on_progress`` hears of each question
+    retrieved and answered."""
     from tierflow.app import App
     from tierflow.memory.documents import DocumentMemory
 
-    questions, held_out = (
-        load_questions(path)[:limit] if limit else load_questions(path) for path in (QUESTIONS, HELD_OUT)
+    questions = load_questions(question_set.questions)[:limit]
+    held_out = (
+        load_questions(question_set.held_out)[:limit] if question_set.held_out and retrieval_ranks else []
     )
     with tempfile.TemporaryDirectory(prefix="tierflow-memory-eval-") as scratch:
         conf = settings.model_copy(update={"data_dir": Path(scratch)})
         with App(conf) as app:
             memory = DocumentMemory.open(None, app.embeddings)
             on_progress(Progress("corpus", note="adding the corpus …"))
-            ingest = _ingest(memory)
-            retrieval = _retrieval(app, memory, questions, on_progress, "retrieval")
-            retrieval_held_out = _retrieval(app, memory, held_out, on_progress, "held-out retrieval")
+            ingest = _ingest(memory, question_set.corpus)
+            retrieval = (
+                _retrieval(app, memory, questions, on_progress, "retrieval") if retrieval_ranks else {}
+            )
+            retrieval_held_out = (
+                _retrieval(app, memory, held_out, on_progress, "held-out retrieval") if held_out else {}
+            )
             answers = {policy: _answers(app, memory, questions, policy, on_progress) for policy in policies}
     return {
         "fixture": {
+            "questions_file": question_set.questions.name,
+            "corpus": question_set.corpus.name,
             "documents": ingest["documents"],
             "chunks": ingest["chunks"],
             "questions": len(questions),
@@ -266,12 +306,16 @@ def memory_eval(
 def memory_tables(data: dict[str, Any]) -> str:
     """The retrieval and answer tables (memory.md and the README)."""
     held_out = data.get("retrieval_held_out", {})
-    retrieval = markdown_table(
-        ["ranking", "hit@1", "hit@3", "MRR", "held-out hit@1", "held-out hit@3", "held-out MRR"],
-        [
-            [RERANK_LABELS[name], *_metric_cells(r), *_metric_cells(held_out.get(name))]
-            for name, r in data["retrieval"].items()
-        ],
+    retrieval = (
+        ""
+        if not data["retrieval"]
+        else markdown_table(
+            ["ranking", "hit@1", "hit@3", "MRR", "held-out hit@1", "held-out hit@3", "held-out MRR"],
+            [
+                [RERANK_LABELS[name], *_metric_cells(r), *_metric_cells(held_out.get(name))]
+                for name, r in data["retrieval"].items()
+            ],
+        )
     )
     answers = markdown_table(
         [
@@ -300,13 +344,20 @@ def memory_tables(data: dict[str, Any]) -> str:
             for a in data["answers"].values()
         ],
     )
-    return retrieval + "\n" + answers
+    return (retrieval + "\n" if retrieval else "") + answers
 
 
 def _metric_cells(ranks: dict[str, Any] | None) -> list[str]:
     if not ranks:
         return ["–"] * 3
     return [fmt(ranks["hit@1"], "%"), fmt(ranks["hit@3"], "%"), f"{ranks['mrr']:.3f}"]
+
+
+def _set_option(fixture: dict[str, Any]) -> str:
+    """The ``--set`` a results file was measured on, as its command gave it."""
+    name = fixture.get("questions_file", QUESTIONS.name)
+    found = next((key for key, s in QUESTION_SETS.items() if s.questions.name == name), "main")
+    return "" if found == "main" else f" --set {found}"
 
 
 def memory_markdown(data: dict[str, Any]) -> str:
@@ -316,7 +367,8 @@ def memory_markdown(data: dict[str, Any]) -> str:
         [
             "# Document memory: retrieval and cited answers\n",
             f"{fixture['documents']} real documents ({fixture['chunks']} chunks), {fixture['questions']} "
-            f"questions ({fixture['answerable']} answerable). Command: `tierflow eval memory`.\n",
+            f"questions ({fixture['answerable']} answerable). Command: `tierflow eval memory"
+            f"{_set_option(fixture)}`.\n",
             memory_tables(data),
             "Retrieval: the rank of the chunk holding the evidence. Held-out: "
             f"{fixture.get('held_out_answerable', '–')} answerable questions, used only to check the "

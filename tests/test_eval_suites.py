@@ -585,3 +585,28 @@ def test_the_learning_curve_collects_llm_decisions_and_runs_each_point(tmp_path:
     assert set(point["modes"]) == {"slm", "tiered"} and point["modes"]["slm"]["items"] == 3
     assert point["modes"]["slm"]["slm_share"] == 1.0 and "training" not in point
     assert "| 0 |" in curve_markdown(data)
+
+
+def test_each_memory_question_set_holds_its_evidence_in_its_own_corpus() -> None:
+    """The dev set (for trying changes to cited answers) is written on another corpus than
+    the main set, and every answerable question's evidence is in the file it names."""
+    from tierflow.evals.memory_qa import QUESTION_SETS, holds, load_questions
+    from tierflow.tools.readers import read_document
+
+    corpora = {name: s.corpus.resolve() for name, s in QUESTION_SETS.items()}
+    assert corpora["dev"] != corpora["main"]
+    for name, question_set in QUESTION_SETS.items():
+        questions = load_questions(question_set.questions)
+        answerable = [q for q in questions if q["evidence"]]
+        assert answerable and len(answerable) < len(questions), name  # some must be declined
+        for question in answerable:
+            text = read_document(question_set.corpus / str(question["file"])).text
+            assert holds(text, str(question["evidence"])), (name, question["id"])
+
+
+def test_an_unknown_memory_question_set_exits_2(tmp_path: Path) -> None:
+    from tierflow.cli import app
+    from typer.testing import CliRunner
+
+    result = CliRunner().invoke(app, ["eval", "memory", "--set", "nope", "--out", str(tmp_path)])
+    assert result.exit_code == 2 and "unknown question set 'nope'" in result.output

@@ -548,6 +548,17 @@ def eval_memory(
         typer.Option("--policy", help="Policies to answer with (default: slm, tiered, llm)."),
     ] = None,
     limit: Annotated[int | None, typer.Option(help="Only the first N questions (a quick look).")] = None,
+    question_set: Annotated[
+        str,
+        typer.Option(
+            "--set",
+            help="main (22 real documents, 68 questions) | dev (13 Python HOWTOs, questions for "
+            "trying changes without tuning on main).",
+        ),
+    ] = "main",
+    retrieval: Annotated[
+        bool, typer.Option("--retrieval/--no-retrieval", help="Measure the rankings too.")
+    ] = True,
     out_dir: OutOption = None,
     as_json: JsonOption = False,
 ) -> None:
@@ -555,15 +566,27 @@ def eval_memory(
     retrieval (hit@1, hit@3, MRR, with and without the SLM's reranking) and cited answers
     (correctness, citation accuracy, SLM share, LLM tokens) per policy."""
     from tierflow.cli.render import ProgressDisplay
-    from tierflow.evals.memory_qa import POLICIES, memory_eval, memory_markdown
+    from tierflow.evals.memory_qa import POLICIES, QUESTION_SETS, memory_eval, memory_markdown
     from tierflow.evals.report import environment, write_results
 
-    path = (out_dir or settings().resolved_results_dir()) / "memory.json"
+    if question_set not in QUESTION_SETS:
+        raise TaskInputError(
+            f"unknown question set {question_set!r}", hint=f"Sets: {', '.join(QUESTION_SETS)}."
+        )
+    chosen = QUESTION_SETS[question_set]
+    path = (out_dir or settings().resolved_results_dir()) / chosen.results
     conf = eval_settings()
     # the code as it is now, not after the commits made during the hour it runs
     env = environment(conf.masked(), {"slm": conf.slm_model, "llm": conf.embedded_llm_model})
     with ProgressDisplay(err) as progress:
-        data = memory_eval(conf, progress, policies=policies or POLICIES, limit=limit)
+        data = memory_eval(
+            conf,
+            progress,
+            policies=policies or POLICIES,
+            limit=limit,
+            question_set=chosen,
+            retrieval_ranks=retrieval,
+        )
     data["environment"] = env
     write_results(path, data, memory_markdown(data))
     show_results(as_json, {k: v for k, v in data.items() if k != "answers"}, memory_markdown(data), str(path))
