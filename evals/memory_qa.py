@@ -180,11 +180,16 @@ def _retrieval(
 
 
 def _answers(
-    app: App, memory: DocumentMemory, questions: list[Question], policy: str, on_progress: OnProgress
+    app: App,
+    memory: DocumentMemory,
+    questions: list[Question],
+    policy: str,
+    on_progress: OnProgress,
+    slm_chunks: int | None = None,
 ) -> dict[str, Any]:
     from tierflow.graphs.citing import NOT_FOUND, build_qa_graph
 
-    graph = build_qa_graph(memory)
+    graph = build_qa_graph(memory, slm_chunks=slm_chunks)
     items: list[dict[str, Any]] = []
     seconds: list[float] = []
     for number, question in enumerate(questions, 1):
@@ -260,6 +265,7 @@ def memory_eval(
     limit: int | None = None,
     question_set: QuestionSet = QUESTION_SETS["main"],
     retrieval_ranks: bool = True,
+    slm_chunks: int | None = None,
 ) -> dict[str, Any]:
     """Ingest the set's corpus, measure retrieval (unless ``retrieval_ranks`` is off), then
     answer every question under each policy; ``on_progress`` hears of each question
@@ -283,7 +289,10 @@ def memory_eval(
             retrieval_held_out = (
                 _retrieval(app, memory, held_out, on_progress, "held-out retrieval") if held_out else {}
             )
-            answers = {policy: _answers(app, memory, questions, policy, on_progress) for policy in policies}
+            answers = {
+                policy: _answers(app, memory, questions, policy, on_progress, slm_chunks)
+                for policy in policies
+            }
     return {
         "fixture": {
             "questions_file": question_set.questions.name,
@@ -297,6 +306,7 @@ def memory_eval(
             "ingest_seconds": ingest["seconds"],
             "ingest_failures": ingest["failed"],
         },
+        "slm_chunks": slm_chunks,
         "retrieval": retrieval,
         "retrieval_held_out": retrieval_held_out,
         "answers": answers,
@@ -353,11 +363,12 @@ def _metric_cells(ranks: dict[str, Any] | None) -> list[str]:
     return [fmt(ranks["hit@1"], "%"), fmt(ranks["hit@3"], "%"), f"{ranks['mrr']:.3f}"]
 
 
-def _set_option(fixture: dict[str, Any]) -> str:
-    """The ``--set`` a results file was measured on, as its command gave it."""
-    name = fixture.get("questions_file", QUESTIONS.name)
+def _options(data: dict[str, Any]) -> str:
+    """The ``--set`` and ``--slm-chunks`` a results file was measured with, as its command gave them."""
+    name = data["fixture"].get("questions_file", QUESTIONS.name)
     found = next((key for key, s in QUESTION_SETS.items() if s.questions.name == name), "main")
-    return "" if found == "main" else f" --set {found}"
+    chunks = data.get("slm_chunks")
+    return ("" if found == "main" else f" --set {found}") + (f" --slm-chunks {chunks}" if chunks else "")
 
 
 def memory_markdown(data: dict[str, Any]) -> str:
@@ -368,7 +379,7 @@ def memory_markdown(data: dict[str, Any]) -> str:
             "# Document memory: retrieval and cited answers\n",
             f"{fixture['documents']} real documents ({fixture['chunks']} chunks), {fixture['questions']} "
             f"questions ({fixture['answerable']} answerable). Command: `tierflow eval memory"
-            f"{_set_option(fixture)}`.\n",
+            f"{_options(data)}`.\n",
             memory_tables(data),
             "Retrieval: the rank of the chunk holding the evidence. Held-out: "
             f"{fixture.get('held_out_answerable', '–')} answerable questions, used only to check the "

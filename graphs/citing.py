@@ -174,11 +174,13 @@ def cited_answer(
     prefer: TierChoice | None = None,
     local_only: bool = False,
     redact: bool | None = None,
+    slm_chunks: int | None = None,
 ) -> Node:
     """A node that answers the state's ``question`` from the ``Evidence`` list under
     ``evidence`` and writes the answer, followed by a "Sources:" line, to ``into``, and the
     cited chunks to ``cited_into``. ``not_found`` is the answer when the chunks do not hold
-    one. Under ``tiered`` the SLM answers and escalates as the module says."""
+    one. Under ``tiered`` the SLM answers and escalates as the module says. ``slm_chunks``
+    shows the SLM only the best that many chunks (the LLM sees them all)."""
 
     def run(state: Mapping[str, Any], scope: StepScope) -> dict[str, Any]:
         require_keys(state, [question, evidence], scope.node)
@@ -192,7 +194,7 @@ def cited_answer(
         answering = _Answering(scope, asked, instructions, max_tokens, redact, trace["shown"], into)
         checks = (weak_below, relevant_above)
         got, shown = _answer_on_tiers(
-            answering, given, trace, prefer, local_only or scope.ctx.local_only, checks
+            answering, given, trace, prefer, local_only or scope.ctx.local_only, checks, slm_chunks
         )
         trace["tier"] = got.tier
         text, cited = _final_answer(got.value, shown, asked, trace, not_found)
@@ -210,6 +212,7 @@ def _answer_on_tiers(
     prefer: TierChoice | None,
     local_only: bool,
     checks: tuple[float, float],
+    slm_chunks: int | None = None,
 ) -> tuple[Answer[CitedReply], list[Evidence]]:
     """The answer and the chunks its tier was shown: the SLM's, escalated to the LLM under
     ``tiered`` when it fails the evidence or grounding check (the LLM sees only chunks that
@@ -220,7 +223,8 @@ def _answer_on_tiers(
     choice = scope.ctx.policy.for_node(scope.node, prefer)
     if choice == "llm" and not private:
         return answering.attempt("llm", shareable), shareable
-    got, shown = answering.attempt("slm", given), given
+    focused = given[:slm_chunks] if slm_chunks else given
+    got, shown = answering.attempt("slm", focused), focused
     problem = got.rejection
     if problem is None and got.value is not None:
         problem = evidence_problem(got.value, shown, *checks) or grounding_problem(
@@ -384,14 +388,18 @@ def build_qa_graph(
     collections: Sequence[str] | None = None,
     rerank: Rerank = "off",
     instructions: str = "",
+    slm_chunks: int | None = None,
 ) -> CompiledStateGraph[QuestionState, TierContext, QuestionInput, QuestionState]:
     """retrieve → answer: a question answered from the document memory with its sources
-    (what ``tierflow memory ask`` and the memory evaluation run)."""
+    (what ``tierflow memory ask`` and the memory evaluation run); ``slm_chunks`` as in
+    ``cited_answer``."""
     graph = StateGraph(QuestionState, context_schema=TierContext, input_schema=QuestionInput)
     graph.add_node(
         "retrieve", retrieve(memory, query="question", k=k, collections=collections, rerank=rerank)
     )
-    graph.add_node("answer", cited_answer(question="question", instructions=instructions))
+    graph.add_node(
+        "answer", cited_answer(question="question", instructions=instructions, slm_chunks=slm_chunks)
+    )
     graph.add_edge(START, "retrieve")
     graph.add_edge("retrieve", "answer")
     graph.add_edge("answer", END)

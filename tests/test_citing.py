@@ -117,6 +117,29 @@ def test_a_grounded_slm_answer_stays_local_and_names_its_source(
     assert answer_step.evidence["shown"] == {"slm": retrieved} and answer_step.evidence["tier"] == "slm"
 
 
+def test_the_slm_can_be_shown_only_the_best_chunks(memory: DocumentMemory, store: TraceStore) -> None:
+    small = ScriptedModel(
+        tier="slm",
+        name="tiny",
+        by_node={
+            "answer": [citing("14 days", "Yes: a new Plus subscription is refunded in full within 14 days")]
+        },
+    )
+    large = ScriptedModel(tier="llm", name="big", by_node={"answer": []})
+    graph = build_qa_graph(memory, slm_chunks=2)
+    result = run_graph(
+        graph,
+        {"question": "Can I get my money back after buying Plus?"},
+        tiers=Tiers(small, large),
+        store=store,
+    )
+    retrieve, answer_step = store.get_run(result.run_id).steps
+    assert retrieve.evidence is not None and answer_step.evidence is not None
+    retrieved = [e["id"] for e in retrieve.evidence["retrieved"]]
+    assert len(retrieved) > 2 and answer_step.evidence["shown"] == {"slm": retrieved[:2]}
+    assert "14 days" in result.state["answer"] and not large.calls
+
+
 def test_an_answer_its_cited_chunk_does_not_hold_escalates_with_the_reason(
     memory: DocumentMemory, store: TraceStore
 ) -> None:

@@ -559,6 +559,10 @@ def eval_memory(
     retrieval: Annotated[
         bool, typer.Option("--retrieval/--no-retrieval", help="Measure the rankings too.")
     ] = True,
+    slm_chunks: Annotated[
+        int | None,
+        typer.Option("--slm-chunks", min=1, help="Show the SLM only the best N chunks (default: all 4)."),
+    ] = None,
     out_dir: OutOption = None,
     as_json: JsonOption = False,
 ) -> None:
@@ -586,6 +590,7 @@ def eval_memory(
             limit=limit,
             question_set=chosen,
             retrieval_ranks=retrieval,
+            slm_chunks=slm_chunks,
         )
     data["environment"] = env
     write_results(path, data, memory_markdown(data))
