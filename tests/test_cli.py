@@ -290,7 +290,7 @@ def test_bad_calibrations_exit_2_and_say_why(tmp_path: Path) -> None:
         (["--inputs", str(broken)], "line 1: not valid JSON"),
         (["--inputs", str(good), "--gold", "colour"], "no key 'colour'"),
         (["--inputs", str(good), "--max-loss", "1.5"], "less than or equal to 1"),
-        (["--inputs", str(good), "--slm-share", "0.3"], "greater than or equal to 0.5"),
+        (["--inputs", str(good), "--slm-share", "0.3"], "Invalid value for '--slm-share'"),
         (["--inputs", str(good), "--max-loss", "0.1", "--slm-share", "0.7"], "both set"),
         (["--inputs", str(tmp_path / "none.jsonl")], "cannot read"),
         ([], "nothing to calibrate on"),
