@@ -112,10 +112,17 @@ class TierPolicy(BaseModel):
         return self.model_copy(update={"nodes": {**self.nodes, **overrides}})
 
     @classmethod
-    def preset(cls, name: str, *, min_confidence: float = DEFAULT_MIN_CONFIDENCE) -> TierPolicy:
+    def preset(
+        cls, name: str, *, min_confidence: float = DEFAULT_MIN_CONFIDENCE, max_loss: float | None = None
+    ) -> TierPolicy:
         """``tiered`` (the default mix), ``slm`` (everything local) or ``llm`` (everything remote)."""
         if name not in POLICY_PRESETS:
             from tierflow.errors import ConfigError
 
             raise ConfigError(f"unknown policy {name!r}", hint=f"Use one of: {', '.join(POLICY_PRESETS)}.")
-        return cls(default=name, min_confidence=min_confidence)
+        return cls(default=name, min_confidence=min_confidence, max_loss=max_loss)
+
+    def as_preset(self, name: str) -> TierPolicy:
+        """The preset ``name`` with this policy's escalation settings (``min_confidence``,
+        ``max_loss``) and without its node overrides: what ``--policy NAME`` runs."""
+        return TierPolicy.preset(name, min_confidence=self.min_confidence, max_loss=self.max_loss)

@@ -460,7 +460,9 @@ class App:
             input,
             tiers=self.tiers,
             store=self.store,
-            policy=policy or self.settings.policy,
+            policy=self.settings.policy.as_preset(policy)
+            if isinstance(policy, str)
+            else policy or self.settings.policy,
             prices=self.settings.prices(),
             snapshot=self.settings.masked(),
             context={**services, **(context or {})},

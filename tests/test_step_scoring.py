@@ -514,3 +514,24 @@ def test_an_slm_output_is_compared_with_its_nodes_nearest_verified_output(tmp_pa
         elsewhere = app.run_graph(other.compile(name="other"), {"text": "I was charged twice"}, policy="slm")
         (call,) = calls(app.store, elsewhere.run_id)
     assert call.features and call.features["has_past"] == 0.0
+
+
+def test_a_preset_named_by_string_keeps_the_settings_max_loss(tmp_path: Path) -> None:
+    """``run_graph(policy="tiered")`` and ``--policy tiered`` run the preset with the
+    settings' escalation thresholds, not the preset's defaults."""
+    from tierflow.app import App
+    from tierflow.settings import Settings
+
+    settings = Settings(data_dir=tmp_path / "data", shadow_rate=0.0, policy=TierPolicy(max_loss=0.05))
+    scorer = margin_scorer()
+    assert scorer.threshold(0.05) != scorer.run_threshold(None)  # the preset's own would differ
+    StepScorers({"classify": scorer}).save(scorer_file(settings.scorers_dir(), "tickets"))
+    with App(settings, tiers=tiers(SURE, "refund")) as app:
+        result = app.run_graph(graph(), {"text": "refund please"}, policy="tiered")
+        (call, *_) = calls(app.store, result.run_id)
+    assert call.scorer is not None and call.scorer["threshold"] == pytest.approx(
+        scorer.threshold(0.05), abs=1e-4
+    )
+    assert TierPolicy(max_loss=0.05, nodes={"a": "llm"}).as_preset("slm") == TierPolicy(
+        default="slm", max_loss=0.05
+    )

@@ -123,11 +123,7 @@ def parse_tiers(preset: str, overrides: list[str]) -> TierPolicy:
         raise TaskInputError(
             f"unknown policy {preset!r}", hint=f"Use one of: settings, {', '.join(POLICY_PRESETS)}."
         )
-    policy = (
-        configured
-        if preset == "settings"
-        else TierPolicy.preset(preset, min_confidence=configured.min_confidence)
-    )
+    policy = configured if preset == "settings" else configured.as_preset(preset)
     values: dict[str, TierChoice] = {}
     for item in overrides:
         node, sep, tier = item.partition("=")

@@ -101,7 +101,7 @@ if submitted:
     except TaskInputError as exc:
         st.error(exc.message)
         st.stop()
-    policy = TierPolicy.preset(preset, min_confidence=app.settings.policy.min_confidence)
+    policy = app.settings.policy.as_preset(preset)
     st.session_state[JOB] = start(task, policy, int(max_steps))
 
 job = st.session_state.get(JOB)
