@@ -24,6 +24,7 @@ from __future__ import annotations
 import hashlib
 import math
 import re
+from bisect import bisect_right
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -413,14 +414,10 @@ def share_thresholds(
     graph's SLM share of model calls (``calls_share``) reaches ``slm_share``. Escalating the
     likeliest-wrong outputs of any node first loses the least for the calls it saves, as far
     as the scores are probabilities. Each point's ``max_loss`` is the loss it measured."""
-    items = [item for node_items in by_node.values() for item in node_items]
-    candidates = sorted({0.0, *(item.p_wrong for item in items), 1.0})
+    ordered = sorted(item.p_wrong for node_items in by_node.values() for item in node_items)
+    candidates = sorted({0.0, *ordered, 1.0})
     cutoff = next(
-        (
-            c
-            for c in candidates
-            if calls_share(len(items), sum(i.p_wrong <= c for i in items)) >= slm_share - 1e-12
-        ),
+        (c for c in candidates if calls_share(len(ordered), bisect_right(ordered, c)) >= slm_share - 1e-12),
         1.0,
     )
     points = {}

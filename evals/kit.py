@@ -61,6 +61,7 @@ from typing_extensions import TypedDict
 __all__ = [
     "REPORTS_FILE",
     "MODES",
+    "calibration_target",
     "SUITES",
     "KitItem",
     "Report",
@@ -349,7 +350,7 @@ def kit_eval(
             graph_for=lambda item: suite.graph(by_id[item.id]),
         )
         labels = app.store.labels(graph=suite.graph_name, slm_model=slm, llm_model=llm)
-        calibration = {"items": len(calib), "max_loss": max_loss, "slm_share": slm_share, "modes": {}}
+        calibration = {"items": len(calib), "modes": {}}
         for mode, target in targets.items():
             fitted, fits = fit_scorers(
                 labels,
@@ -498,6 +499,13 @@ def gap_closed(data: Mapping[str, Any], mode: str) -> float | None:
 ACCURACY = {"triage": "steps right (category and severity)", "bfcl": "calls right (BFCL's checker)"}
 
 
+def calibration_target(fit: Mapping[str, Any]) -> str:
+    """What a calibrated mode's fit was asked for: "max loss 2%" or "SLM share 60%"."""
+    if fit.get("max_loss") is not None:
+        return f"max loss {fit['max_loss']:.0%}"
+    return f"SLM share {fit['slm_share']:.0%}"
+
+
 def kit_markdown(data: Mapping[str, Any]) -> str:
     split, checks = data["split"], data["checks"]
     accuracy = ACCURACY.get(data.get("kit_suite", ""), "accuracy")
@@ -528,12 +536,10 @@ def kit_markdown(data: Mapping[str, Any]) -> str:
             "",
         ]
     for mode, fit in fitted.items():
-        target = (
-            f"max loss {fit['max_loss']:.0%}" if "max_loss" in fit else f"SLM share {fit['slm_share']:.0%}"
-        )
         nodes = "; ".join(
             f"{node} {n['threshold']:.2f}, {n['estimated_kept']:.0%} kept, loss {n['estimated_loss']:+.1%}"
             for node, n in fit["nodes"].items()
         )
-        rows.append(f"- {mode} ({target}): {nodes}; SLM share of calls {fit['estimated_slm_share']:.1%}")
+        share = f"SLM share of calls {fit['estimated_slm_share']:.1%}"
+        rows.append(f"- {mode} ({calibration_target(fit)}): {nodes}; {share}")
     return "\n".join(rows) + "\n"

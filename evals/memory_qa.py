@@ -62,6 +62,7 @@ HELD_OUT = QUESTIONS.with_name("heldout.json")
 class QuestionSet:
     """Questions, the corpus they were written for, and the held-out retrieval questions."""
 
+    name: str
     questions: Path
     corpus: Path
     held_out: Path | None
@@ -70,11 +71,11 @@ class QuestionSet:
 
 
 QUESTION_SETS = {
-    "main": QuestionSet(QUESTIONS, CORPUS_DIR, HELD_OUT, "memory.json"),
+    "main": QuestionSet("main", QUESTIONS, CORPUS_DIR, HELD_OUT, "memory.json"),
     # for trying changes to cited answers: another corpus (the Python HOWTOs of the summaries
     # evaluation) and other questions, so that nothing is tuned on the main set
     "dev": QuestionSet(
-        QUESTIONS.with_name("dev.json"), QUESTIONS.parent.parent / "documents", None, "memory_dev.json"
+        "dev", QUESTIONS.with_name("dev.json"), QUESTIONS.parent.parent / "documents", None, "memory_dev.json"
     ),
 }
 POLICIES = ("slm", "tiered", "llm")
@@ -295,6 +296,7 @@ def memory_eval(
             }
     return {
         "fixture": {
+            "set": question_set.name,
             "questions_file": question_set.questions.name,
             "corpus": question_set.corpus.name,
             "documents": ingest["documents"],
@@ -365,8 +367,7 @@ def _metric_cells(ranks: dict[str, Any] | None) -> list[str]:
 
 def _options(data: dict[str, Any]) -> str:
     """The ``--set`` and ``--slm-chunks`` a results file was measured with, as its command gave them."""
-    name = data["fixture"].get("questions_file", QUESTIONS.name)
-    found = next((key for key, s in QUESTION_SETS.items() if s.questions.name == name), "main")
+    found = data["fixture"].get("set", "main")
     chunks = data.get("slm_chunks")
     return ("" if found == "main" else f" --set {found}") + (f" --slm-chunks {chunks}" if chunks else "")
 

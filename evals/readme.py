@@ -352,15 +352,15 @@ KIT_MODES = ("tiered-calibrated", "tiered-share")
 
 
 def _kit_target(data: Mapping[str, Any], mode: str) -> str:
-    """What a calibrated mode was calibrated for: "calibrated (max loss 2%)" or
-    "calibrated for a 60% SLM share"; a file from before runs used calibrate's operating
-    point (no ``calibration.modes``) ran at each scorer's 1% thresholds."""
-    calibration = data.get("calibration", {})
-    if "modes" not in calibration:
+    """What a calibrated mode was calibrated for ("calibrated (max loss 2%)"); a file from
+    before runs used calibrate's operating point (no ``calibration.modes``) ran at each
+    scorer's 1% thresholds."""
+    from tierflow.evals.kit import calibration_target
+
+    fitted = data.get("calibration", {}).get("modes", {})
+    if mode not in fitted:
         return "calibrated (run at the 1% thresholds)"
-    if mode == "tiered-share":
-        return f"calibrated for a {calibration['slm_share']:.0%} SLM share"
-    return f"calibrated (max loss {calibration['max_loss']:.0%})"
+    return f"calibrated ({calibration_target(fitted[mode])})"
 
 
 def headline_section(directory: Path = RESULTS_DIR) -> str:
