@@ -5,6 +5,7 @@ processes and Ray actors can build them by name."""
 from __future__ import annotations
 
 import os
+import re
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -19,9 +20,16 @@ from tierflow.settings import Settings
 REPLIES = 10_000
 
 
+def text_of(messages: Sequence[Message]) -> str:
+    """The text a summary prompt quotes (between its triple quotes), or its whole last message."""
+    content = messages[-1]["content"]
+    quoted = re.search(r'"""\n(.*)\n"""', content, re.DOTALL)
+    return quoted.group(1) if quoted else content
+
+
 def gist(messages: Sequence[Message]) -> str:
     """The first six words of the prompt's text, as a sentence."""
-    words = messages[-1]["content"].split()
+    words = text_of(messages).split()
     return " ".join(words[:6]).rstrip(".") + "."
 
 

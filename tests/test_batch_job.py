@@ -27,7 +27,7 @@ from tierflow.errors import LLMUnavailableError
 from tierflow.records import Progress
 from tierflow.settings import Settings
 
-from tests.batch_support import dying_tiers, paragraphs, scripted_app, scripted_tiers, write_reports
+from tests.batch_support import dying_tiers, gist, paragraphs, scripted_app, scripted_tiers, write_reports
 
 OPTIONS = SummaryOptions(chunk_tokens=80)  # scripted models count 3 characters a token
 
@@ -126,7 +126,7 @@ def test_a_document_whose_model_call_fails_fails_alone(tmp_path: Path, reports: 
     def fail_on_beta(messages: list[Message]) -> str:
         if "Beta" in messages[-1]["content"]:
             raise LLMUnavailableError("the endpoint refused the request")
-        return " ".join(messages[-1]["content"].split()[:6])
+        return gist(messages)
 
     settings = Settings(data_dir=tmp_path / "data")
     tiers = Tiers(ScriptedModel([fail_on_beta] * 100), ScriptedModel([fail_on_beta] * 100, tier="llm"))
