@@ -100,31 +100,62 @@ def recited(reply: CitedReply, shown: list[Evidence]) -> CitedReply:
 _SENTENCE = re.compile(r"(?<=[.!?])\s+|\n+")
 
 
+def _terms(answer: str, question: str) -> tuple[set[str], set[str]]:
+    """What an answer states that a source must hold: its numbers, codes and options, and
+    the content words it adds to the question."""
+    return numbers_in(answer) | set(_code(answer)), _content_words(answer) - _content_words(question)
+
+
+def _states(code: str, sentence: str) -> bool:
+    """Whether a sentence states a number or code as a whole token ("80" is not in "1980")."""
+    before = r"(?<![\w.])" if code[:1].isalnum() else ""
+    after = r"(?![\w])" if code[-1:].isalnum() else ""
+    return re.search(before + re.escape(code) + after, sentence) is not None
+
+
+def _best_sentence(chunk: str, codes: set[str], words: set[str]) -> tuple[set[str], set[str]]:
+    """The codes and words of the chunk's sentence that holds most of them (codes first)."""
+    found = [({c for c in codes if _states(c, s)}, words & _content_words(s)) for s in _SENTENCE.split(chunk)]
+    return max(found, key=lambda f: (len(f[0]), len(f[1])), default=(set(), set()))
+
+
+def _enough(codes: set[str], words: set[str], needed: int) -> bool:
+    return bool(codes) or (bool(words) and len(words) >= needed)
+
+
 def supports(chunk: str, answer: str, question: str = "") -> bool:
     """Whether one sentence of ``chunk`` supports ``answer``: it states one of the answer's
     numbers, codes or options, or half or more of the words the answer adds to the question
     (at least two). An answer that adds no word is supported by any chunk."""
-    codes = numbers_in(answer) | set(_code(answer))
-    words = _content_words(answer) - _content_words(question)
+    codes, words = _terms(answer, question)
     if not codes and not words:
         return True
-    needed = max(2, math.ceil(len(words) / 2))
-    for sentence in _SENTENCE.split(chunk):
-        if any(code in sentence for code in codes):
-            return True
-        if len(words & _content_words(sentence)) >= min(needed, len(words)):
-            return True
-    return False
+    return _enough(*_best_sentence(chunk, codes, words), min(max(2, math.ceil(len(words) / 2)), len(words)))
 
 
 def supported_citations(reply: CitedReply, shown: list[Evidence], question: str = "") -> CitedReply:
-    """The reply citing only the chunks that hold a sentence supporting its answer (a small
-    model cites most of what it is shown); unchanged when none of them does."""
+    """The reply citing the fewest of its chunks whose supporting sentences cover its answer
+    (a small model cites most of what it is shown): first the chunk with the sentence that
+    supports it best, then another only for a figure, code or two words the chosen ones lack.
+    Unchanged when none of the cited chunks supports it, or the answer adds nothing."""
     cited = [n for n in dict.fromkeys(reply.sources) if 1 <= n <= len(shown)]
-    holding = [n for n in cited if supports(shown[n - 1]["text"], reply.answer, question)]
-    if not holding or len(holding) == len(cited):
+    codes, words = _terms(reply.answer, question)
+    if not codes and not words:
         return reply
-    return reply.model_copy(update={"sources": holding})
+    needed = min(max(2, math.ceil(len(words) / 2)), len(words))
+    kept: list[int] = []
+    while codes or words:
+        best = {n: _best_sentence(shown[n - 1]["text"], codes, words) for n in cited if n not in kept}
+        if not best:
+            break
+        n = max(best, key=lambda m: (len(best[m][0]), len(best[m][1])))
+        if not _enough(*best[n], needed if not kept else min(2, len(words))):
+            break
+        kept.append(n)
+        codes, words = codes - best[n][0], words - best[n][1]
+    if not kept or len(kept) == len(cited):
+        return reply
+    return reply.model_copy(update={"sources": sorted(kept, key=cited.index)})
 
 
 def cited_chunks(reply: CitedReply | None, shown: list[Evidence]) -> list[Evidence]:

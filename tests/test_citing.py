@@ -464,3 +464,22 @@ def test_support_is_a_sentence_holding_the_answers_figure_or_most_of_its_words()
     assert supports(chunk, "Requests are allowed per token per minute.", "What is the limit?")
     assert not supports(chunk, "Passwords must be rotated every quarter.")
     assert supports(chunk, "Yes.")  # an answer that adds nothing cannot be checked
+
+
+def test_citations_keep_the_fewest_chunks_whose_sentences_cover_the_answer() -> None:
+    from tierflow.graphs.grounding import CitedReply, supported_citations
+
+    def chunk(text: str) -> Any:
+        return {"text": text}
+
+    shown = [
+        chunk("Argparse is the recommended parser. It parses the command line."),
+        chunk("Two other modules do the same: getopt, like the C function, and optparse, deprecated."),
+        chunk("In 1980 the parser accepted options. Argparse also writes help."),
+    ]
+    reply = CitedReply(found=True, sources=[1, 2, 3], answer="getopt and optparse")
+    assert supported_citations(reply, shown, "Which modules besides argparse parse options?").sources == [2]
+    both = CitedReply(found=True, sources=[3, 1, 2], answer="getopt and optparse; argparse writes help")
+    assert supported_citations(both, shown, "What parses options?").sources == [3, 2]
+    figure = CitedReply(found=True, sources=[1, 3], answer="80%")  # "80" is not stated by "1980"
+    assert supported_citations(figure, shown, "What coverage?").sources == [1, 3]  # none holds it: unchanged
