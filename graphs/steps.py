@@ -272,6 +272,7 @@ def summarize(
     append: bool = False,
     verify: Callable[[str, str], None] | None = None,
     watch: bool = True,
+    watch_copies: bool | Callable[[Mapping[str, Any]], bool] = True,
 ) -> Node:
     """A node that summarizes the state's ``inputs`` into ``into`` (plain text).
 
@@ -280,7 +281,9 @@ def summarize(
     ``verify(summary, text)`` raises ``Rejected`` for a summary the text does not support
     (e.g. ``numbers_grounded``), which escalates it under ``tiered``. ``watch``: the SLM's
     summary is ended as soon as it copies the text, loops or runs past ``max_sentences``
-    (``tierflow.agents.watch``), and escalated at once under ``tiered``."""
+    (``tierflow.agents.watch``), and escalated at once under ``tiered``. ``watch_copies``:
+    whether copying counts, or a function of the state that says so: not where the text is
+    notes a summary may reuse word for word (a reduce step over its own chunk summaries)."""
     from tierflow.agents.fitting import fit_and_summarize
 
     routing = _routing(prefer, local_only, redact)
@@ -289,6 +292,7 @@ def summarize(
     def run(state: Mapping[str, Any], scope: StepScope) -> Update:
         parts = _inputs(state, _keys(inputs), scope.node)
         text = "\n\n".join(value if len(parts) == 1 else f"{key}:\n{value}" for key, value in parts)
+        copies = watch_copies(state) if callable(watch_copies) else watch_copies
 
         def once(piece: str) -> str:
             messages = render_messages(
@@ -296,7 +300,11 @@ def summarize(
             )
             parse = parse_text if verify is None else _verified(verify, piece)
             view = StepView("text", piece, into=into)
-            guard = GenerationWatch(source=piece, max_sentences=max_sentences) if watch else None
+            guard = (
+                GenerationWatch(source=piece if copies else "", max_sentences=max_sentences)
+                if watch
+                else None
+            )
             got = scope.ask(messages, parse, max_tokens=max_tokens, view=view, watch=guard, **routing)
             return _value(_kept(got), scope.node)
 

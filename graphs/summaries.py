@@ -152,7 +152,7 @@ def _collapser(watch: bool) -> Any:
             messages = render_messages(
                 "step_summarize", instructions=NOTES_INSTRUCTIONS, max_sentences=4, text=group
             )
-            guard = GenerationWatch(source=group, max_sentences=4) if watch else None
+            guard = GenerationWatch(max_sentences=4) if watch else None  # notes may be reused
             got = scope.ask(messages, parse_text, max_tokens=CHUNK_SUMMARY_TOKENS, watch=guard)
             collapsed.append(got.value or group)
         scope.summarize_as(f"{len(groups)} group(s) of notes summarized")
@@ -168,6 +168,12 @@ def in_parts(summaries: list[str]) -> str:
     if total == 1:
         return summaries[0].strip()
     return "\n\n".join(part_label(i, total) + text.strip() for i, text in enumerate(summaries, start=1))
+
+
+def _notes_are_the_text(state: Mapping[str, Any]) -> bool:
+    """Whether the document summary reads the document itself (one chunk), which it must not
+    copy, rather than its chunks' summaries, which it may reuse word for word."""
+    return int(state.get("chunks", 1)) <= 1
 
 
 def _after_collapse(state: DocumentState) -> str:
@@ -201,6 +207,7 @@ def document_graph(*, max_sentences: int = 6, watch: bool = True, checkpointer: 
             instructions=DOCUMENT_INSTRUCTIONS,
             max_sentences=max_sentences,
             max_tokens=320,
+            watch_copies=_notes_are_the_text,
             verify=all_of(
                 numbers_grounded,
                 names_grounded,

@@ -7,11 +7,12 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +28,15 @@ from tierflow.errors import LLMUnavailableError
 from tierflow.records import Progress
 from tierflow.settings import Settings
 
-from tests.batch_support import dying_tiers, gist, paragraphs, scripted_app, scripted_tiers, write_reports
+from tests.batch_support import (
+    dying_tiers,
+    gist,
+    paragraphs,
+    scripted_app,
+    scripted_tiers,
+    text_of,
+    write_reports,
+)
 
 OPTIONS = SummaryOptions(chunk_tokens=80)  # scripted models count 3 characters a token
 
@@ -389,3 +398,35 @@ def test_a_second_job_on_the_same_inputs_refuses_while_the_first_runs(app: App, 
         run_job(JobRequest(resume=first.job_id, options=OPTIONS), app)
     jobs.finish(first.job_id, "interrupted")
     assert run_job(JobRequest(resume=first.job_id, options=OPTIONS), app).ok  # once it stopped
+
+
+def test_a_document_summary_may_reuse_its_chunk_notes_word_for_word(tmp_path: Path) -> None:
+    (tmp_path / "r.txt").write_text(paragraphs("gamma", 12))
+
+    def first_sentence(note: str) -> str:
+        return note.split(":", 1)[1].strip().split(". ")[0] + "."
+
+    def summarize(messages: Sequence[Message]) -> str:
+        text = text_of(messages)
+        if text.startswith("Part 1 of"):  # the reduce step reuses each note's first sentence
+            return " ".join(first_sentence(note) for note in text.split("\n\n"))
+        numbers = list(dict.fromkeys(re.findall(r"paragraph (\d+)", text)))
+        figures = ", ".join(dict.fromkeys(re.findall(r"figure (\d+)", text)))
+        return (
+            f"Part of the gamma report, its paragraphs {numbers[0]} to {numbers[-1]}, gives the figures "
+            f"{figures}, each said three times over in the same plain words. Beyond that the part holds "
+            "nothing else of note for a reader who wants the main points of the report, nor any "
+            "names or dates or places at all, only the same words again and again."
+        )
+
+    settings = Settings(data_dir=tmp_path / "data")
+    with App(settings, tiers=Tiers(ScriptedModel([summarize] * 100), ScriptedModel([], tier="llm"))) as app:
+        report = run_job(
+            JobRequest(inputs=[str(tmp_path / "r.txt")], options=SummaryOptions(chunk_tokens=400)), app
+        )
+        (document,) = report.documents
+        assert document.status == "succeeded" and document.chunks > 1, report.to_markdown()
+        last = app.store.get_run(document.run_id).steps[-1]
+        assert last.node == "document_summary" and not last.model_calls[0].escalated
+        assert document.llm_calls == 0 and document.escalations == {}
+        assert document.summary is not None and document.summary.startswith("Part of the gamma report")
