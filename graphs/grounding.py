@@ -97,7 +97,9 @@ def recited(reply: CitedReply, shown: list[Evidence]) -> CitedReply:
     return reply.model_copy(update={"sources": [best + 1]})
 
 
-_SENTENCE = re.compile(r"(?<=[.!?])\s+|\n+")
+_SENTENCE = re.compile(r"(?<=[.!?])\s+|\n\s*\n")
+"""Where a chunk's sentences end: after a full stop, or at a blank line (not at a single
+line break: plain-text documents wrap their sentences across lines)."""
 
 
 def _terms(answer: str, question: str) -> tuple[set[str], set[str]]:

@@ -483,3 +483,11 @@ def test_citations_keep_the_fewest_chunks_whose_sentences_cover_the_answer() -> 
     assert supported_citations(both, shown, "What parses options?").sources == [3, 2]
     figure = CitedReply(found=True, sources=[1, 3], answer="80%")  # "80" is not stated by "1980"
     assert supported_citations(figure, shown, "What coverage?").sources == [1, 3]  # none holds it: unchanged
+
+
+def test_a_sentence_wrapped_across_lines_supports_as_one() -> None:
+    from tierflow.graphs.grounding import supports
+
+    chunk = "There are two other modules, namely\n   getopt (like the C one) and the\n   deprecated optparse.\n\nNext."
+    assert supports(chunk, "getopt and optparse", "Which modules besides argparse?")
+    assert not supports("getopt is old.\n\noptparse is deprecated.", "getopt and optparse", "Which modules?")
