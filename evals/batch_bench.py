@@ -241,6 +241,10 @@ def batch_quality(settings: Settings, data: dict[str, Any], progress: Progress) 
             close()
 
 
+def _saved(seconds: float) -> str:
+    return f"{seconds:.0f} s saved" if seconds >= 0 else f"{-seconds:.0f} s more"
+
+
 def _pct(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.0%}"
 
@@ -287,9 +291,9 @@ def batch_table(data: dict[str, Any]) -> str:
             f"(all-LLM: {_pct(quality.get('faithfulness_llm'))}).",
             *(
                 [
-                    f"The watch (stopping an SLM summary that copies, loops or runs over while it is "
-                    f"written) saved {saves['seconds']:.0f} s of wall time and {saves['slm_seconds']:.0f} s "
-                    "of SLM time against the same run with it off."
+                    "The watch (stopping an SLM summary that copies, loops or runs over while it is "
+                    f"written), against the same run with it off: {_saved(saves['seconds'])} of wall time "
+                    f"and {_saved(saves['slm_seconds'])} of SLM time."
                 ]
                 if (saves := data.get("watch_saves"))
                 else []

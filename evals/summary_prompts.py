@@ -25,6 +25,7 @@ from tierflow.agents.escalation import Rejected
 from tierflow.agents.faithfulness import names_grounded, numbers_attributed
 from tierflow.agents.fitting import split_to_fit
 from tierflow.agents.prompting import render_messages
+from tierflow.agents.protocol import Message
 from tierflow.agents.watch import GenerationWatch, watching
 from tierflow.graphs.steps import concise, numbers_grounded
 from tierflow.graphs.summaries import CHUNK_INSTRUCTIONS, CHUNK_SUMMARY_TOKENS, chunk_budget
@@ -42,7 +43,7 @@ _AFTER = (
 )
 
 
-def variants(text: str) -> dict[str, list[dict[str, str]]]:
+def variants(text: str) -> dict[str, list[Message]]:
     """The prompts tried, by the names the results use: the instruction before the text (the
     product's until this trial), after it (the product's since), and after it with the reply
     begun for the model."""
