@@ -488,6 +488,6 @@ def test_citations_keep_the_fewest_chunks_whose_sentences_cover_the_answer() -> 
 def test_a_sentence_wrapped_across_lines_supports_as_one() -> None:
     from tierflow.graphs.grounding import supports
 
-    chunk = "There are two other modules, namely\n   getopt (like the C one) and the\n   deprecated optparse.\n\nNext."
+    chunk = "Two other modules, namely\n   getopt (like the C one) and the\n   deprecated optparse.\n\nNext."
     assert supports(chunk, "getopt and optparse", "Which modules besides argparse?")
     assert not supports("getopt is old.\n\noptparse is deprecated.", "getopt and optparse", "Which modules?")

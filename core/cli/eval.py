@@ -552,7 +552,7 @@ def eval_memory(
         str,
         typer.Option(
             "--set",
-            help="main (22 real documents, 68 questions) | dev (13 Python HOWTOs, questions for "
+            help="main (22 real documents, 68 questions) | dev (10 Python HOWTOs, 24 questions for "
             "trying changes without tuning on main).",
         ),
     ] = "main",
