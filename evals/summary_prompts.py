@@ -22,13 +22,17 @@ from pathlib import Path
 from typing import Any
 
 from tierflow.agents.escalation import Rejected
-from tierflow.agents.faithfulness import names_grounded, numbers_attributed
 from tierflow.agents.fitting import split_to_fit
 from tierflow.agents.prompting import render_messages
 from tierflow.agents.protocol import Message
 from tierflow.agents.watch import GenerationWatch, watching
-from tierflow.graphs.steps import concise, numbers_grounded
-from tierflow.graphs.summaries import CHUNK_INSTRUCTIONS, CHUNK_SUMMARY_TOKENS, chunk_budget
+from tierflow.graphs.summaries import (
+    CHUNK_CHECKS,
+    CHUNK_INSTRUCTIONS,
+    CHUNK_SUMMARY_TOKENS,
+    BatchContext,
+    chunk_budget,
+)
 
 DOCUMENTS = Path(__file__).parent / "data" / "documents"
 SENTENCES = 4
@@ -37,42 +41,33 @@ _BEFORE = (
     "{instructions}\nSummarize the text below. Keep every number, name, date and fact that matters; "
     "drop the rest. Write at most {n} sentences of plain text."
 )
-_AFTER = (
-    "{instructions} Summarize the text above in at most {n} sentences, in your own words. "
-    "Keep every number, name, date and fact that matters. Do not copy its sentences."
-)
 
 
 def variants(text: str) -> dict[str, list[Message]]:
     """The prompts tried, by the names the results use: the instruction before the text (the
     product's until this trial), after it (the product's since), and after it with the reply
     begun for the model."""
-    after = _AFTER.format(instructions=CHUNK_INSTRUCTIONS, n=SENTENCES)
+    after = render_messages(
+        "step_summarize", instructions=CHUNK_INSTRUCTIONS, max_sentences=SENTENCES, text=text
+    )
+    system, user = after
+    lead = ' Begin with "This part" and say what it explains.'
+    begun: list[Message] = [system, {"role": user["role"], "content": user["content"] + lead}]
     return {
         "instruction before the text": [
             {"role": "system", "content": _BEFORE.format(instructions=CHUNK_INSTRUCTIONS, n=SENTENCES)},
             {"role": "user", "content": text},
         ],
-        "instruction after the text": render_messages(
-            "step_summarize", instructions=CHUNK_INSTRUCTIONS, max_sentences=SENTENCES, text=text
-        ),
-        "after the text, begun for it": [
-            {"role": "system", "content": "You summarize texts briefly, in your own words."},
-            {
-                "role": "user",
-                "content": f'Text:\n"""\n{text}\n"""\n\n{after} '
-                'Begin with "This part" and say what it explains.',
-            },
-        ],
+        "instruction after the text": after,
+        "after the text, begun for it": begun,
     }
 
 
 def _check(summary: str, source: str) -> str | None:
-    for verify in (numbers_grounded, names_grounded, numbers_attributed, concise(SENTENCES)):
-        try:
-            verify(summary, source)
-        except Rejected as rejection:
-            return rejection.code
+    try:
+        CHUNK_CHECKS(summary, source)
+    except Rejected as rejection:
+        return rejection.code
     return None
 
 
@@ -80,7 +75,9 @@ def trial(model: Any) -> dict[str, Any]:
     chunks = [
         (path.name, chunk)
         for path in sorted(DOCUMENTS.glob("*.txt"))
-        for chunk in split_to_fit(model, path.read_text(encoding="utf-8"), chunk_budget(model, 1500))
+        for chunk in split_to_fit(
+            model, path.read_text(encoding="utf-8"), chunk_budget(model, BatchContext.chunk_tokens)
+        )
     ]
     results: dict[str, Any] = {}
     for name in variants(""):

@@ -121,6 +121,12 @@ def _best_sentence(chunk: str, codes: set[str], words: set[str]) -> tuple[set[st
     return max(found, key=lambda f: (len(f[0]), len(f[1])), default=(set(), set()))
 
 
+def _needed(words: set[str]) -> int:
+    """How many of the words an answer adds a supporting sentence must hold: half, at least
+    two (or all, when it adds fewer)."""
+    return min(max(2, math.ceil(len(words) / 2)), len(words))
+
+
 def _enough(codes: set[str], words: set[str], needed: int) -> bool:
     return bool(codes) or (bool(words) and len(words) >= needed)
 
@@ -132,7 +138,7 @@ def supports(chunk: str, answer: str, question: str = "") -> bool:
     codes, words = _terms(answer, question)
     if not codes and not words:
         return True
-    return _enough(*_best_sentence(chunk, codes, words), min(max(2, math.ceil(len(words) / 2)), len(words)))
+    return _enough(*_best_sentence(chunk, codes, words), _needed(words))
 
 
 def supported_citations(reply: CitedReply, shown: list[Evidence], question: str = "") -> CitedReply:
@@ -144,7 +150,7 @@ def supported_citations(reply: CitedReply, shown: list[Evidence], question: str 
     codes, words = _terms(reply.answer, question)
     if not codes and not words:
         return reply
-    needed = min(max(2, math.ceil(len(words) / 2)), len(words))
+    needed = _needed(words)
     kept: list[int] = []
     while codes or words:
         best = {n: _best_sentence(shown[n - 1]["text"], codes, words) for n in cited if n not in kept}

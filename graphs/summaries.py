@@ -61,6 +61,9 @@ __all__ = [
 ]
 
 CHUNK_SUMMARY_TOKENS = 200
+CHUNK_CHECKS = all_of(numbers_grounded, names_grounded, numbers_attributed, concise(4))
+"""What a chunk's summary must pass: its numbers and names in the chunk, figures given to the
+subjects the chunk gives them, at most 4 sentences."""
 SYNTHESIS_GROUP_CHARS = 7000
 """The summaries one report call reads at most (about 2,000 tokens, for a 4,096-token LLM)."""
 MAX_COLLAPSE_ROUNDS = 5
@@ -194,7 +197,7 @@ def document_graph(*, max_sentences: int = 6, watch: bool = True, checkpointer: 
             instructions=CHUNK_INSTRUCTIONS,
             max_sentences=4,
             max_tokens=CHUNK_SUMMARY_TOKENS,
-            verify=all_of(numbers_grounded, names_grounded, numbers_attributed, concise(4)),
+            verify=CHUNK_CHECKS,
             watch=watch,
         ),
     )
