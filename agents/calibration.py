@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
@@ -28,6 +28,8 @@ from tierflow.agents.judging import (
     choose_thresholds,
     fit_logistic,
     grouped_folds,
+    log_loss,
+    recalibrate,
     share_thresholds,
 )
 from tierflow.agents.policy import DEFAULT_MAX_LOSS
@@ -42,6 +44,7 @@ __all__ = [
     "NodeFit",
     "fit_scorers",
     "fitted_share",
+    "METHODS",
     "LOSSES",
     "CALIBRATE_MAX_LOSS",
     "PRIORS_FILE",
@@ -215,17 +218,24 @@ LOSSES = (0.0, 0.01, 0.02, 0.05, 0.1, 0.2)
 """The accuracy losses a fit chooses thresholds for (with the one asked for)."""
 
 
+METHODS = {"refit": "fitted on these labels", "prior": "the shipped prior, rescaled to these labels"}
+"""How a node's score can be fitted; ``fit_scorers`` keeps the one with the lower
+out-of-fold log-loss."""
+
+
 @dataclass(frozen=True)
 class NodeFit:
     """What a fit measured of one node, out of fold: the labels it had, the threshold chosen
     (for the loss or the SLM share asked for), the share of its outputs that stay on the SLM
-    there, and the loss."""
+    there, and the loss; how the score was fitted (``METHODS``) and each way's log-loss."""
 
     node: str
     kind: StepKind
     labels: int
     slm_wrong: int
     point: ThresholdPoint
+    method: str = "refit"
+    log_loss: Mapping[str, float] = field(default_factory=dict)
 
 
 def fit_scorers(
@@ -236,6 +246,7 @@ def fit_scorers(
     llm: str,
     max_loss: float | None = None,
     slm_share: float | None = None,
+    priors: Mapping[StepKind, StepScorer] | None = None,
     folds: int = 5,
     created_at: str = "",
     source: str = "calibrated",
@@ -244,6 +255,11 @@ def fit_scorers(
     same output); ``source`` says what they are (``calibrated``, or ``prior`` for the
     shipped ones). Thresholds are chosen on out-of-fold scores, grouped by run (one input's
     outputs never sit on both sides of a fit); the stored model is then fitted on all.
+
+    With a prior for the node's kind in ``priors``, the score is either fitted afresh or the
+    prior rescaled to the labels (``recalibrate``), whichever predicts the held-out labels
+    better (out-of-fold log-loss): a hundred labels are too few to weigh a dozen signals, but
+    enough to set a good ranking's scale.
 
     The operating point each scorer keeps (runs use it unless their policy names a
     ``max_loss``) is, per node, the most outputs kept on the SLM within ``max_loss``; or,
@@ -262,18 +278,16 @@ def fit_scorers(
         if label.kind in STEP_KINDS:
             by_node.setdefault(label.node, []).append(label)
     losses = sorted({*LOSSES, *([max_loss] if max_loss is not None else [])})
-    scored = {
-        node: _out_of_fold(items, FEATURES[items[0].kind], folds)  # type: ignore[index]  # a step kind
-        for node, items in sorted(by_node.items())
-    }
+    prior_of: dict[str, StepScorer] = {str(kind): scorer for kind, scorer in (priors or {}).items()}
+    chosen = {node: _best_fit(items, prior_of.get(items[0].kind), folds) for node, items in by_node.items()}
+    scored = {node: fit.scored for node, fit in sorted(chosen.items())}
     shared = share_thresholds(scored, slm_share) if slm_share is not None else {}
     nodes: dict[str, StepScorer] = {}
     fits = []
     for node, items in sorted(by_node.items()):
         kind: StepKind = items[0].kind  # type: ignore[assignment]  # checked against STEP_KINDS
-        features = FEATURES[kind]
-        points = tuple(choose_thresholds(scored[node], losses))
-        model = fit_logistic([i.features for i in items], [not i.slm_right for i in items], features)
+        best = chosen[node]
+        points = tuple(choose_thresholds(best.scored, losses))
         point = shared[node] if slm_share is not None else next(p for p in points if p.max_loss == max_loss)
         wrong = sum(not i.slm_right for i in items)
         trained_on = {
@@ -285,28 +299,56 @@ def fit_scorers(
             "wrong": wrong,
             "created_at": created_at,
             "source": source,
+            "method": best.method,
+            "log_loss": best.log_loss,
             "max_loss": max_loss,
             "slm_share_target": slm_share,
             "threshold": point.threshold,
             "estimated_loss": round(point.loss, 4),
             "estimated_slm_share": round(point.slm_share, 4),
         }
-        nodes[node] = StepScorer(kind, model, points, trained_on)
-        fits.append(NodeFit(node, kind, len(items), wrong, point))
+        nodes[node] = StepScorer(kind, best.model, points, trained_on)
+        fits.append(NodeFit(node, kind, len(items), wrong, point, best.method, best.log_loss))
     return StepScorers(nodes), fits
+
+
+@dataclass(frozen=True)
+class _Fit:
+    method: str
+    model: Logistic
+    scored: list[Labelled]
+    log_loss: dict[str, float]
+
+
+def _best_fit(items: Sequence[StoredLabel], prior: StepScorer | None, folds: int) -> _Fit:
+    """The node's score by each method (``METHODS``; ``prior`` only with one), scored out of
+    fold on the same folds, and the one with the lower log-loss (the prior on a tie: it has
+    two parameters)."""
+    kind: StepKind = items[0].kind  # type: ignore[assignment]  # checked by the caller
+    rows = [item.features for item in items]
+    wrong = [not item.slm_right for item in items]
+    fitters: dict[str, Callable[[Sequence[Mapping[str, float]], Sequence[bool]], Logistic]] = {}
+    if prior is not None:
+        fitters["prior"] = lambda x, y: recalibrate(prior.model, x, y)
+    fitters["refit"] = lambda x, y: fit_logistic(x, y, FEATURES[kind])
+    fold_of = grouped_folds([item.run_id for item in items], folds)
+    fits = []
+    for method, fitter in fitters.items():
+        scored = []
+        for fold in sorted(set(fold_of)):
+            train = [k for k, f in enumerate(fold_of) if f != fold]
+            model = fitter([rows[k] for k in train], [wrong[k] for k in train])
+            scored += [
+                Labelled(model.p_wrong(rows[k]), items[k].slm_right, items[k].llm_right)
+                for k, f in enumerate(fold_of)
+                if f == fold
+            ]
+        fits.append(_Fit(method, fitter(rows, wrong), scored, {}))
+    losses = {fit.method: round(log_loss(fit.scored), 4) for fit in fits}
+    best = min(fits, key=lambda fit: losses[fit.method])  # the first (the prior) on a tie
+    return _Fit(best.method, best.model, best.scored, losses)
 
 
 def fitted_share(fits: Sequence[NodeFit]) -> float:
     """The graph's SLM share of model calls that the fits estimate, out of fold."""
     return calls_share(sum(fit.labels for fit in fits), sum(fit.labels * fit.point.slm_share for fit in fits))
-
-
-def _out_of_fold(items: Sequence[StoredLabel], features: Sequence[str], folds: int) -> list[Labelled]:
-    fold_of = grouped_folds([item.run_id for item in items], folds)
-    scored = []
-    for fold in sorted(set(fold_of)):
-        train = [item for item, f in zip(items, fold_of, strict=True) if f != fold]
-        held = [item for item, f in zip(items, fold_of, strict=True) if f == fold]
-        model = fit_logistic([i.features for i in train], [not i.slm_right for i in train], features)
-        scored += [Labelled(model.p_wrong(i.features), i.slm_right, i.llm_right) for i in held]
-    return scored

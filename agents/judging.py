@@ -48,6 +48,8 @@ __all__ = [
     "step_features",
     "Logistic",
     "fit_logistic",
+    "recalibrate",
+    "log_loss",
     "grouped_folds",
     "Labelled",
     "ThresholdPoint",
@@ -282,12 +284,15 @@ class Logistic:
     coef: tuple[float, ...]
     intercept: float
 
-    def p_wrong(self, values: Mapping[str, float]) -> float:
-        z = self.intercept + sum(
+    def logit(self, values: Mapping[str, float]) -> float:
+        """The log-odds that the output is wrong."""
+        return self.intercept + sum(
             c * (float(values.get(name, 0.0)) - m) / s
             for name, c, m, s in zip(self.features, self.coef, self.mean, self.scale, strict=True)
         )
-        return 1.0 / (1.0 + math.exp(-max(min(z, 50.0), -50.0)))
+
+    def p_wrong(self, values: Mapping[str, float]) -> float:
+        return 1.0 / (1.0 + math.exp(-max(min(self.logit(values), 50.0), -50.0)))
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -353,6 +358,29 @@ def fit_logistic(
         tuple(float(v) for v in beta[1:]),
         float(beta[0]),
     )
+
+
+def recalibrate(model: Logistic, rows: Sequence[Mapping[str, float]], wrong: Sequence[bool]) -> Logistic:
+    """``model`` rescaled to these labels (Platt scaling): P(wrong) = sigmoid(a * logit + b),
+    two parameters fitted by ``fit_logistic`` on the model's log-odds. It ranks outputs as
+    ``model`` does, so a hundred labels only have to set its scale and its base rate, not
+    every weight. A slope the labels put below zero (the model ranks them backwards) gives
+    the constant model of their rate."""
+    platt = fit_logistic([{"logit": model.logit(row)} for row in rows], wrong, ("logit",))
+    slope = platt.coef[0] / platt.scale[0]
+    if slope <= 0:
+        return fit_logistic(rows, wrong, ())
+    intercept = platt.intercept + slope * (model.intercept - platt.mean[0])
+    return Logistic(model.features, model.mean, model.scale, tuple(c * slope for c in model.coef), intercept)
+
+
+def log_loss(items: Sequence[Labelled]) -> float:
+    """The mean negative log-likelihood of the SLM's outputs being wrong under their scores
+    (lower is better; a constant score at the base rate sets the bar)."""
+    eps = 1e-6
+    return -sum(
+        math.log(max(eps, 1.0 - item.p_wrong) if item.slm_right else max(eps, item.p_wrong)) for item in items
+    ) / max(1, len(items))
 
 
 def grouped_folds(groups: Sequence[str], folds: int = 5) -> list[int]:

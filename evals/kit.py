@@ -258,31 +258,40 @@ class BfclSuite:
     title = "BFCL live requests: choose_tool (choose) and write_args (extract)"
     checks: tuple[str, ...] = ("call", "tool")
 
-    def __init__(self, sample: Mapping[str, Mapping[str, int]] | None = None, seed: int = 0) -> None:
+    def __init__(
+        self, sample: Mapping[str, Mapping[str, int]] | None = None, seed: int = 0, draw: int = 0
+    ) -> None:
         self.sample = dict(sample or BFCL_SAMPLE)
         self.seed = seed
+        self.draw = draw
 
     def split(self) -> tuple[list[KitItem], list[KitItem]]:
         return self.items("calib"), self.items("test")
 
     def items(self, split: str) -> list[KitItem]:
         """The sampled items of one split of the routing split's groups (train, calib or
-        test), shuffled by the seed."""
+        test), shuffled by the seed. The test items of draw N leave out those of draws 0 to
+        N-1: a design that has looked at a draw is judged on a fresh one."""
         from tierflow.evals.bfcl import load_category, request_text
         from tierflow.evals.routing_data import split_of as group_split
 
+        taken: set[str] = set()
+        if split == "test":
+            for earlier in range(self.draw):
+                taken |= {item.id for item in BfclSuite(self.sample, self.seed, earlier).items("test")}
+        salt = f":draw{self.draw}" if split == "test" and self.draw else ""
         found: list[KitItem] = []
         for category, count in self.sample[split].items():
             pool = [c for c in load_category(category) if len(c.ground_truth or []) <= 1]
-            cases = [c for c in pool if group_split(c.id) == split]
-            for case in random.Random(f"kit:{self.seed}:{category}:{split}").sample(
+            cases = [c for c in pool if group_split(c.id) == split and c.id not in taken]
+            for case in random.Random(f"kit:{self.seed}:{category}:{split}{salt}").sample(
                 cases, min(count, len(cases))
             ):
                 gold = next(iter((case.ground_truth or [{}])[0]), NONE)
                 found.append(
                     KitItem(case.id, {"request": request_text(case)}, {"tool": gold}, category, case)
                 )
-        random.Random(f"kit:{self.seed}:{split}").shuffle(found)
+        random.Random(f"kit:{self.seed}:{split}{salt}").shuffle(found)
         return found
 
     def graph(self, item: KitItem) -> Any:
@@ -302,11 +311,14 @@ class BfclSuite:
         return checks, float(verdict.correct), answered
 
 
-def suite_named(name: str) -> KitSuite:
+def suite_named(name: str, draw: int = 0) -> KitSuite:
+    """The suite of this name; ``draw`` picks a fresh draw of BFCL test requests."""
     if name == "triage":
+        if draw:
+            raise ValueError("the triage suite has one fixed test split; --draw is for bfcl")
         return TriageSuite()
     if name == "bfcl":
-        return BfclSuite()
+        return BfclSuite(draw=draw)
     raise ValueError(f"unknown kit suite {name!r}; suites: {', '.join(SUITES)}")
 
 
@@ -359,6 +371,7 @@ def kit_eval(
                 llm=llm,
                 max_loss=target.get("max_loss"),
                 slm_share=target.get("slm_share"),
+                priors=priors,
             )
             scorers[mode] = StepScorers(fitted.nodes, priors)
             calibration["modes"][mode] = {
@@ -368,6 +381,8 @@ def kit_eval(
                     fit.node: {
                         "labels": fit.labels,
                         "slm_wrong": fit.slm_wrong,
+                        "method": fit.method,
+                        "log_loss": dict(fit.log_loss),
                         "threshold": fit.point.threshold,
                         "estimated_kept": fit.point.slm_share,
                         "estimated_loss": fit.point.loss,
@@ -406,7 +421,7 @@ def kit_eval(
         "graph": suite.title,
         "kit_suite": suite.name,
         "checks": list(suite.checks),
-        "split": {"calib": len(calib), "test": len(test)},
+        "split": {"calib": len(calib), "test": len(test), "test_draw": getattr(suite, "draw", 0)},
         "calibration": calibration,
         "priors": {kind: dict(prior.trained_on) for kind, prior in priors.items()},
         "modes": {

@@ -493,6 +493,9 @@ def test_bfcl_requests_run_as_kit_steps_split_by_group_and_scored_by_bfcls_check
     assert len(calib) == 5 and len(test) == 3
     assert not {source_group(i.id) for i in calib} & {source_group(i.id) for i in test}
     assert not any(is_reserved(i.id) for i in calib + test)
+    fresh = BfclSuite(suite.sample, draw=1)
+    assert [i.id for i in fresh.items("calib")] == [i.id for i in calib]  # the same calibration
+    assert len(fresh.items("test")) == 3 and not {i.id for i in fresh.items("test")} & {i.id for i in test}
     by_request = {i.input["request"].strip()[-200:]: i for i in calib + test}
 
     def item_of(messages: Any) -> Any:

@@ -535,3 +535,69 @@ def test_a_preset_named_by_string_keeps_the_settings_max_loss(tmp_path: Path) ->
     assert TierPolicy(max_loss=0.05, nodes={"a": "llm"}).as_preset("slm") == TierPolicy(
         default="slm", max_loss=0.05
     )
+
+
+def _labels_with_signals(n: int, wrong: Any, seed: int = 7) -> list[Any]:
+    """``n`` choose labels with random signals; ``wrong(features, rng)`` says which are wrong."""
+    import random
+    from datetime import UTC, datetime
+
+    from tierflow.records import StoredLabel
+
+    rng = random.Random(seed)
+    labels = []
+    for i in range(n):
+        features = {name: rng.gauss(0.0, 1.0) for name in FEATURES["choose"]}
+        labels.append(
+            StoredLabel(
+                f"run{i}", i, "tickets", "classify", "choose", "tiny", "big",
+                not wrong(features, rng), True, "gold", features, None, datetime.now(UTC),
+            )
+        )  # fmt: skip
+    return labels
+
+
+def _prior(coef: dict[str, float], intercept: float = 0.0) -> StepScorer:
+    from tierflow.agents.judging import Logistic
+
+    names = FEATURES["choose"]
+    model = Logistic(
+        names, (0.0,) * len(names), (1.0,) * len(names), tuple(coef.get(n, 0.0) for n in names), intercept
+    )
+    return StepScorer("choose", model, (), {"source": "prior", "slm": "other", "llm": "pair"})
+
+
+def test_recalibrate_rescales_a_score_to_the_labels_rate_keeping_its_ranking() -> None:
+    from tierflow.agents.judging import recalibrate
+
+    prior = _prior({"margin": -3.0}, intercept=2.0).model  # far too sure that outputs are wrong
+    labels = _labels_with_signals(200, lambda f, rng: rng.random() < 1 / (1 + 2.718 ** (f["margin"] + 1.5)))
+    rows, wrong = [label.features for label in labels], [not label.slm_right for label in labels]
+    rescaled = recalibrate(prior, rows, wrong)
+    ranked = sorted(rows, key=prior.logit)
+    assert sorted(rows, key=rescaled.logit) == ranked  # the same order
+    mean_p = sum(rescaled.p_wrong(row) for row in rows) / len(rows)
+    assert mean_p == pytest.approx(sum(wrong) / len(wrong), abs=0.03)
+    assert sum(prior.p_wrong(row) for row in rows) / len(rows) > mean_p + 0.2
+    backwards = recalibrate(_prior({"margin": 3.0}).model, rows, wrong)  # ranks them the wrong way
+    assert backwards.coef == (0.0,) * len(backwards.coef)
+
+
+def test_calibrate_keeps_the_prior_when_it_predicts_held_out_labels_better(store: TraceStore) -> None:
+    """Forty labels that follow the prior's signal: the prior rescaled wins on out-of-fold
+    log-loss over a fit of a dozen weights; labels that follow a signal the prior ignores:
+    the refit wins. Either way the scorer records both losses and the method."""
+    from tierflow.agents.calibration import fit_scorers
+
+    prior = _prior({"margin": -2.0})
+    follows = _labels_with_signals(40, lambda f, rng: f["margin"] < -0.3)
+    scorers, (fit,) = fit_scorers(follows, graph="tickets", slm="tiny", llm="big", priors={"choose": prior})
+    assert fit.method == "prior" and fit.log_loss["prior"] < fit.log_loss["refit"]
+    stored = scorers.nodes["classify"]
+    assert stored.trained_on["method"] == "prior" and stored.trained_on["slm"] == "tiny"
+    assert stored.model.coef[FEATURES["choose"].index("margin")] < 0  # the prior's ranking, rescaled
+    other = _labels_with_signals(120, lambda f, rng: f["entropy"] > 0.4, seed=3)
+    _, (refit,) = fit_scorers(other, graph="tickets", slm="tiny", llm="big", priors={"choose": prior})
+    assert refit.method == "refit" and refit.log_loss["refit"] < refit.log_loss["prior"]
+    _, (alone,) = fit_scorers(follows, graph="tickets", slm="tiny", llm="big")
+    assert alone.method == "refit" and set(alone.log_loss) == {"refit"}

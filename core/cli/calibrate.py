@@ -64,7 +64,7 @@ def calibrate(
     the graph's model calls at the least loss. Resumable: the same command goes on where a
     stopped one ended. Runs of the graph then use these scorers and thresholds (a policy's
     max_loss, when set, overrides the thresholds)."""
-    from tierflow.agents.calibration import fit_scorers, fitted_share, scorer_file
+    from tierflow.agents.calibration import fit_scorers, fitted_share, scorer_file, shipped_priors
 
     if max_loss is not None and slm_share is not None:
         raise TaskInputError(
@@ -108,7 +108,14 @@ def calibrate(
         )
     created = datetime.now(UTC).isoformat(timespec="seconds")
     scorers, fits = fit_scorers(
-        labels, graph=name, slm=slm, llm=llm, max_loss=max_loss, slm_share=slm_share, created_at=created
+        labels,
+        graph=name,
+        slm=slm,
+        llm=llm,
+        max_loss=max_loss,
+        slm_share=slm_share,
+        priors=shipped_priors(),
+        created_at=created,
     )
     path = scorer_file(conf.scorers_dir(), name)
     scorers.save(path)
@@ -134,7 +141,8 @@ def _fits_table(fits: list[NodeFit], max_loss: float | None, slm_share: float | 
     from tierflow.agents.calibration import CALIBRATE_MAX_LOSS
 
     table = Table(box=None, header_style="bold")
-    for column in ("node", "kind", "labels", "SLM wrong", "threshold", "kept on SLM", "est. loss (90%)"):
+    columns = ("node", "kind", "labels", "SLM wrong", "score", "threshold", "kept on SLM", "est. loss (90%)")
+    for column in columns:
         table.add_column(column)
     for fit in fits:
         point = fit.point
@@ -143,6 +151,7 @@ def _fits_table(fits: list[NodeFit], max_loss: float | None, slm_share: float | 
             fit.kind,
             str(fit.labels),
             f"{fit.slm_wrong / fit.labels:.0%}" if fit.labels else "–",
+            "prior, rescaled" if fit.method == "prior" else "refit",
             f"{point.threshold:.2f}",
             f"{point.slm_share:.0%}",
             f"{point.loss:+.1%} ({point.loss_low:+.1%} to {point.loss_high:+.1%})",
@@ -152,5 +161,8 @@ def _fits_table(fits: list[NodeFit], max_loss: float | None, slm_share: float | 
         if slm_share is not None
         else f"a loss of at most {CALIBRATE_MAX_LOSS if max_loss is None else max_loss:.1%} against all-LLM"
     )
-    table.caption = f"thresholds for {target}, measured out of fold"
+    table.caption = (
+        f"thresholds for {target}, measured out of fold; score: the shipped prior rescaled to your labels, "
+        "or refit on them, whichever predicted held-out labels better"
+    )
     return table

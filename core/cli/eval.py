@@ -125,6 +125,15 @@ def eval_kit(
         ),
     ] = [],  # noqa: B006
     limit: Annotated[int | None, typer.Option(min=1, help="Run only the first N test items.")] = None,
+    draw: Annotated[
+        int,
+        typer.Option(
+            "--draw",
+            min=0,
+            help="bfcl: a fresh draw of test requests, leaving out those of draws 0 to N-1 (for a design "
+            "that has looked at the earlier ones).",
+        ),
+    ] = 0,
     max_loss: Annotated[
         float,
         typer.Option(
@@ -161,6 +170,8 @@ def eval_kit(
         )
     if suite not in SUITES:
         raise TaskInputError(f"unknown suite {suite!r}", hint=f"Suites: {', '.join(SUITES)}.")
+    if draw and suite != "bfcl":
+        raise TaskInputError("--draw is for --suite bfcl", hint="The triage suite has one fixed test split.")
     conf = eval_settings()
     work = conf.resolved_data_dir() / "eval-kit" / suite
     if restart:
@@ -175,7 +186,7 @@ def eval_kit(
         data = kit_eval(
             tierflow_app,
             work,
-            suite=suite_named(suite),
+            suite=suite_named(suite, draw),
             modes=chosen,
             max_loss=max_loss,
             slm_share=slm_share,

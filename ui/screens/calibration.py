@@ -8,7 +8,7 @@ from collections import Counter
 
 import pandas as pd
 import streamlit as st
-from tierflow.agents.calibration import StepScorers, fit_scorers, fitted_share, scorer_file
+from tierflow.agents.calibration import StepScorers, fit_scorers, fitted_share, scorer_file, shipped_priors
 from tierflow.ui.resources import current_app
 
 app = current_app()
@@ -40,7 +40,7 @@ max_loss = st.slider(
     float(app.settings.policy.loss_or_default),
     step=0.01,
 )
-scorers, fits = fit_scorers(chosen, graph=graph, slm=slm, llm=llm, max_loss=max_loss)
+scorers, fits = fit_scorers(chosen, graph=graph, slm=slm, llm=llm, max_loss=max_loss, priors=shipped_priors())
 saved = StepScorers.load(scorer_file(app.settings.scorers_dir(), graph))
 
 sources = Counter((label.node, label.source) for label in chosen)
@@ -55,6 +55,7 @@ for fit in fits:
             "from gold": sources[(fit.node, "gold")],
             "from shadow": sources[(fit.node, "shadow")],
             "SLM wrong": fit.slm_wrong / fit.labels if fit.labels else None,
+            "score": "shipped prior, rescaled" if fit.method == "prior" else "refit",
             "kept on SLM": fit.point.slm_share,
             "est. loss": fit.point.loss,
             "loss, 90% low": fit.point.loss_low,
