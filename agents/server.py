@@ -26,6 +26,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+from tierflow.agents.cores import turn
 from tierflow.agents.llm import OpenAIChatModel
 from tierflow.agents.protocol import Completion, Message, Tier
 from tierflow.errors import ServerStartError
@@ -267,8 +268,13 @@ class EmbeddedLLM:
 
     tier: Tier = "llm"
 
-    def __init__(self, server: EmbeddedServer, *, timeout: float = 180.0, seed: int = 0) -> None:
+    def __init__(
+        self, server: EmbeddedServer, *, timeout: float = 180.0, seed: int = 0, take_turns: bool = True
+    ) -> None:
+        """``take_turns``: compute only while no other local model of this process does
+        (``tierflow.agents.cores``)."""
         self.server = server
+        self._take_turns = take_turns
         self.name = server.alias
         self._timeout = timeout
         self._seed = seed
@@ -307,7 +313,9 @@ class EmbeddedLLM:
         schema: dict[str, Any] | None = None,
         max_tokens: int,
     ) -> Completion:
-        return self._client_model().complete(messages, schema=schema, max_tokens=max_tokens)
+        model = self._client_model()
+        with turn(self._take_turns):
+            return model.complete(messages, schema=schema, max_tokens=max_tokens)
 
     def close(self) -> None:
         self.server.stop()

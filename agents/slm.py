@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from tierflow.agents.confidence import choice_field, choice_probabilities, rechoose
+from tierflow.agents.cores import turn
 from tierflow.agents.grammar import build_grammar
 from tierflow.agents.protocol import ChoiceProbabilities, Completion, Message, Tier
 from tierflow.agents.signals import TokenTrace, text_signals, token_signals
@@ -81,7 +82,10 @@ class LlamaCppModel:
         seed: int = 0,
         lora_path: Path | None = None,
         llama: Any | None = None,
+        take_turns: bool = True,
     ) -> None:
+        """``take_turns``: compute only while no other local model of this process does
+        (``tierflow.agents.cores``)."""
         if model_path is None and llama is None:
             raise ValueError("give model_path or a ready llama")
         self.model_path = model_path
@@ -92,6 +96,7 @@ class LlamaCppModel:
         self.lora_path = lora_path  # a GGUF LoRA adapter applied over the model
         self._llama = llama
         self._lock = threading.Lock()
+        self._take_turns = take_turns
 
     @property
     def n_ctx(self) -> int:
@@ -146,6 +151,7 @@ class LlamaCppModel:
         grammar = build_grammar(schema) if schema is not None else None
         with self._lock:
             llama = self._load_locked()
+        with self._lock, turn(self._take_turns):
             from llama_cpp import LogitsProcessorList
 
             field = choice_field(schema)

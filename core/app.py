@@ -112,6 +112,7 @@ def build_slm(settings: Settings, on_progress: OnProgress | None = None) -> Chat
         n_threads=settings.slm_threads,
         seed=settings.seed,
         lora_path=adapter[1] if adapter else None,
+        take_turns=settings.local_models_take_turns,
     )
 
 
@@ -219,7 +220,9 @@ def build_llm(settings: Settings, on_progress: OnProgress | None = None) -> Chat
         n_threads=settings.embedded_llm_threads,
         startup_timeout=settings.embedded_llm_startup_timeout,
     )
-    return EmbeddedLLM(server, timeout=settings.llm_timeout, seed=settings.seed)
+    return EmbeddedLLM(
+        server, timeout=settings.llm_timeout, seed=settings.seed, take_turns=settings.local_models_take_turns
+    )
 
 
 def served_model(

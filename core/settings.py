@@ -118,6 +118,11 @@ class Settings(BaseSettings):
     embedded_llm_model: str = Field("qwen2.5-coder-1.5b", description="catalog name or GGUF path")
     embedded_llm_n_ctx: int = Field(4096, ge=512)
     embedded_llm_threads: int | None = Field(None, ge=1)
+    local_models_take_turns: bool = Field(
+        True,
+        description="the in-process SLM and the embedded LLM never compute at once (they share the "
+        "cores); false for a machine whose cores are split between them by the two thread settings",
+    )
     embedded_llm_startup_timeout: float = Field(120.0, gt=0)
 
     # Storage.

@@ -237,6 +237,8 @@ def test_eval_cli_answers_bad_input_without_loading_models(tmp_path: Path) -> No
     assert done.returncode == 2 and "unknown mode 'tiered-guess'" in done.stderr
     done = tierflow("eval", "kit", "--suite", "poems", "--out", str(tmp_path))
     assert done.returncode == 2 and "unknown suite 'poems'" in done.stderr
+    done = tierflow("eval", "kit", "--draw", "1", "--out", str(tmp_path))
+    assert done.returncode == 2 and "--draw is for --suite bfcl" in done.stderr
     done = tierflow("eval", "tasks", "--tasks", str(tmp_path / "mine.json"), "--out", str(tmp_path))
     assert done.returncode == 2 and "cannot read the task suite" in done.stderr
     assert not list(tmp_path.glob("*.md"))  # nothing half-written
