@@ -190,7 +190,10 @@ class OpenAIChatModel:
         tier: Tier = "llm",
         top_logprobs: int | None = None,
         n_ctx: int | None = None,
+        tokenizer: str | None = None,
     ) -> None:
+        """``tokenizer``: the server's endpoint that counts tokens, when known (the embedded
+        server's); else an SLM's server is asked at the usual ones and an LLM's is not."""
         self.client = client
         self.name = model
         self.tier = tier
@@ -199,7 +202,7 @@ class OpenAIChatModel:
         self._wants_signals = top_logprobs is not None
         self._stream_usage = True  # ask a stream for its token counts (stream_options)
         self._tokenizer: str | None = None  # the server's endpoint that counts tokens, once found
-        self._tokenizers = list(_TOKENIZERS) if tier == "slm" else []  # those left to try
+        self._tokenizers = [tokenizer] if tokenizer else list(_TOKENIZERS) if tier == "slm" else []
         self._auto_format = response_format == "auto"
         self._response_format: Literal["json_schema", "llamacpp", "none"] = (
             "json_schema" if response_format == "auto" else response_format

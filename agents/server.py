@@ -263,6 +263,10 @@ class EmbeddedServer:
         self.stop()
 
 
+TOKENIZER = "/extras/tokenize/count"
+"""Where llama-cpp-python's server counts a text's tokens."""
+
+
 class EmbeddedLLM:
     """A ``ChatModel`` that starts its ``EmbeddedServer`` on the first call."""
 
@@ -292,7 +296,7 @@ class EmbeddedLLM:
             base_url = self.server.start()
             client = bounded_client(base_url, "embedded", timeout=self._timeout, max_retries=1)
             self._model = OpenAIChatModel(
-                client, self.server.alias, response_format="llamacpp", seed=self._seed
+                client, self.server.alias, response_format="llamacpp", seed=self._seed, tokenizer=TOKENIZER
             )
         return self._model
 
@@ -305,6 +309,11 @@ class EmbeddedLLM:
     def load(self) -> None:
         """Start the server now rather than on the first call (idempotent)."""
         self._client_model()
+
+    def count_tokens(self, text: str) -> int:
+        """How many tokens ``text`` is for the model, counted by its server (started if it
+        is not): a document is cut into chunks of the LLM's own tokens, not an estimate."""
+        return self._client_model().count_tokens(text)
 
     def complete(
         self,

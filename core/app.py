@@ -23,7 +23,7 @@ from tierflow.agents.llm import OpenAIChatModel, ResponseFormat, bounded_client
 from tierflow.agents.policy import TierPolicy
 from tierflow.agents.protocol import ChatModel, Tier
 from tierflow.agents.scoring import EscalationScorer
-from tierflow.agents.server import EmbeddedLLM, EmbeddedServer
+from tierflow.agents.server import TOKENIZER, EmbeddedLLM, EmbeddedServer
 from tierflow.agents.slm import LlamaCppModel
 from tierflow.agents.tiers import Deferred, Tiers, built
 from tierflow.errors import ConfigError, TierflowError
@@ -265,6 +265,8 @@ def served_model(
             temperature=settings.llm_temperature,
             native_tools=settings.llm_native_tools,
             seed=settings.seed,
+            # llama-cpp-python's server (the embedded one a batch job's workers share) counts tokens
+            tokenizer=TOKENIZER if response_format == "llamacpp" else None,
         )
     return OpenAIChatModel(
         client,

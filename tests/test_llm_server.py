@@ -56,6 +56,9 @@ def test_embedded_llm_starts_on_first_call_and_stops(slm_path: Path, tmp_path: P
     assert not server.running
     reply = llm.complete([{"role": "user", "content": "Say yes."}], max_tokens=4)
     assert server.running and reply.text
+    text = "The quick brown fox jumps over the lazy dog. " * 20
+    counted = llm.count_tokens(text)  # by the server's tokenizer: a chunk is cut in its own tokens
+    assert counted != -(-len(text) // 3) and 150 <= counted <= 250
     port = server.port
     llm.close()
     assert not server.running

@@ -367,3 +367,20 @@ def test_serve_slm_stays_on_loopback_unless_told_and_never_serves_a_served_slm(t
     served = tierflow("serve-slm", env={**env, "TIERFLOW_SLM": "ollama:qwen2.5:0.5b"})
     assert served.returncode == 2 and "already set to a server" in served.stderr
     no_traceback(served)
+
+
+def test_an_llm_on_llama_cpp_pythons_server_counts_tokens_there_and_others_are_not_asked(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A batch job's workers reach the embedded LLM as an endpoint of response format
+    ``llamacpp``: its chunks are cut in the server's tokens. A hosted LLM is never probed."""
+    from tierflow.app import build_llm
+
+    text = "one two three four five six seven eight nine ten"
+    for response_format, asked in (("llamacpp", 1), ("json_schema", 0)):
+        with fake_openai(Endpoint(tokenizer="llamacpp")) as fake:
+            monkeypatch.setenv("TIERFLOW_LLM_BASE_URL", fake.base_url)
+            monkeypatch.setenv("TIERFLOW_LLM_MODEL", "big")
+            monkeypatch.setenv("TIERFLOW_LLM_RESPONSE_FORMAT", response_format)
+            counted = build_llm(load_settings()).count_tokens(text)  # type: ignore[attr-defined]
+            assert (counted, fake.tokenized) == ((10, 1) if asked else (-(-len(text) // 3), 0))
