@@ -83,7 +83,7 @@ def _distinctive(number: str, sentences_with_it: int) -> bool:
     """A figure worth checking: not a small count anyone writes, nor one the text uses often."""
     try:
         small = float(number) == int(float(number)) and abs(float(number)) <= 10
-    except ValueError:
+    except (ValueError, OverflowError):  # not a number, or too long to be a float
         small = False
     return not small and sentences_with_it <= 3
 

@@ -205,7 +205,10 @@ def written_numbers(text: str) -> list[str]:
 
 
 def number_grounded(value: float, request_numbers: set[float]) -> bool:
-    """The number is in the request, or is 0, 1 or -1 (defaults anyone may write)."""
+    """The number is in the request, or is 0, 1 or -1 (defaults anyone may write). An
+    infinite or NaN value (JSON's 1e999) is never grounded."""
+    if not math.isfinite(value):
+        return False
     return value in request_numbers or (value == int(value) and abs(value) <= 1)
 
 

@@ -313,3 +313,14 @@ def test_the_app_runs_tasks_on_the_scorer_the_settings_name(tmp_path: Path) -> N
     with App(Settings(data_dir=tmp_path, memory=False, escalation_scorer=tmp_path / "gone.json")) as app:
         with pytest.raises(ConfigError, match="gone.json"):
             app.scorer  # noqa: B018
+
+
+def test_an_infinite_or_overlong_number_is_never_grounded_and_never_crashes_a_check() -> None:
+    """An SLM may write 1e999 in a JSON value (Python reads it as infinity), or a summary a
+    400-digit figure: the signals and checks read them as ungrounded instead of failing."""
+    from tierflow.agents.faithfulness import numbers_attributed
+    from tierflow.agents.scoring import number_grounded
+
+    assert not number_grounded(float("inf"), {1.0}) and not number_grounded(float("nan"), set())
+    assert number_grounded(1.0, set()) and number_grounded(42.0, {42.0})
+    numbers_attributed("The port is " + "9" * 400 + ".", "The port is 8080.")  # no OverflowError
