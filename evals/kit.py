@@ -552,9 +552,21 @@ def kit_markdown(data: Mapping[str, Any]) -> str:
         ]
     for mode, fit in fitted.items():
         nodes = "; ".join(
-            f"{node} {n['threshold']:.2f}, {n['estimated_kept']:.0%} kept, loss {n['estimated_loss']:+.1%}"
+            f"{node}{_method(n)} {n['threshold']:.2f}, {n['estimated_kept']:.0%} kept, "
+            f"loss {n['estimated_loss']:+.1%}"
             for node, n in fit["nodes"].items()
         )
         share = f"SLM share of calls {fit['estimated_slm_share']:.1%}"
         rows.append(f"- {mode} ({calibration_target(fit)}): {nodes}; {share}")
+    if data.get("note"):
+        rows += ["", str(data["note"])]
     return "\n".join(rows) + "\n"
+
+
+def _method(node: Mapping[str, Any]) -> str:
+    """How a node's score was fitted, with the out-of-fold log-loss of each way."""
+    losses = node.get("log_loss") or {}
+    if not losses:
+        return ""
+    method = "the prior, rescaled" if node.get("method") == "prior" else "refit"
+    return f" ({method}; log-loss " + ", ".join(f"{m} {v:.3f}" for m, v in losses.items()) + ")"
