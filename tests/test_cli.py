@@ -333,6 +333,10 @@ def test_calibrate_the_triage_example_on_the_real_models(isolated_env: Path, tmp
     scorers = json.loads(Path(fitted["path"]).read_text())["nodes"]
     settings = load_settings()
     assert scorers["classify"]["trained_on"]["slm"] == settings.slm_model
+    # each node's score is the shipped prior rescaled or a refit, whichever predicted held-out labels better
+    losses = nodes["classify"]["log_loss"]
+    assert set(losses) == {"prior", "refit"} and nodes["classify"]["method"] == min(losses, key=losses.get)
+    assert scorers["classify"]["trained_on"]["method"] == nodes["classify"]["method"]
     store = TraceStore.from_url(settings.resolved_database_url())
     gold = [label for label in store.labels(graph="triage") if label.source == "gold"]
     assert len(gold) == len(CALIBRATION_REPORTS) and {label.node for label in gold} == {"classify"}
