@@ -16,16 +16,16 @@ import time
 from pathlib import Path
 from typing import Any
 
-from tierflow.cli.eval_support import eval_settings
 from tierflow.evals.batch_bench import _run
 from tierflow.evals.report import environment
+from tierflow.settings import load_settings
 
 RESULTS = Path(__file__).parent / "results" / "issue27"
 
 
 def main(argv: list[str]) -> None:
     all_llm = "--all-llm" in argv
-    conf = eval_settings()
+    conf = load_settings().model_copy(update={"shadow_rate": 0.0})  # as every evaluation: no shadow calls
     command = "python -m tierflow.evals.batch_turns" + (" --all-llm" if all_llm else "")
     out: dict[str, Any] = {"command": command, "runs": []}
     cases = (
