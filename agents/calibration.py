@@ -218,9 +218,9 @@ LOSSES = (0.0, 0.01, 0.02, 0.05, 0.1, 0.2)
 """The accuracy losses a fit chooses thresholds for (with the one asked for)."""
 
 
-METHODS = {"refit": "fitted on these labels", "prior": "the shipped prior, rescaled to these labels"}
-"""How a node's score can be fitted; ``fit_scorers`` keeps the one with the lower
-out-of-fold log-loss."""
+METHODS = {"prior": "shipped prior, rescaled", "refit": "refit"}
+"""How a node's score can be fitted, as the CLI, the console and the evaluations name it;
+``fit_scorers`` keeps the one with the lower out-of-fold log-loss."""
 
 
 @dataclass(frozen=True)
@@ -332,7 +332,7 @@ def _best_fit(items: Sequence[StoredLabel], prior: StepScorer | None, folds: int
         fitters["prior"] = lambda x, y: recalibrate(prior.model, x, y)
     fitters["refit"] = lambda x, y: fit_logistic(x, y, FEATURES[kind])
     fold_of = grouped_folds([item.run_id for item in items], folds)
-    fits = []
+    scored_by: dict[str, list[Labelled]] = {}
     for method, fitter in fitters.items():
         scored = []
         for fold in sorted(set(fold_of)):
@@ -343,10 +343,10 @@ def _best_fit(items: Sequence[StoredLabel], prior: StepScorer | None, folds: int
                 for k, f in enumerate(fold_of)
                 if f == fold
             ]
-        fits.append(_Fit(method, fitter(rows, wrong), scored, {}))
-    losses = {fit.method: round(log_loss(fit.scored), 4) for fit in fits}
-    best = min(fits, key=lambda fit: losses[fit.method])  # the first (the prior) on a tie
-    return _Fit(best.method, best.model, best.scored, losses)
+        scored_by[method] = scored
+    losses = {method: round(log_loss(scored), 4) for method, scored in scored_by.items()}
+    best = min(losses, key=lambda method: losses[method])  # the first (the prior) on a tie
+    return _Fit(best, fitters[best](rows, wrong), scored_by[best], losses)
 
 
 def fitted_share(fits: Sequence[NodeFit]) -> float:

@@ -9,7 +9,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 import tempfile
 import time
@@ -43,9 +42,6 @@ def main(argv: list[str]) -> None:
             out["runs"].append(run)
             print(json.dumps(run), flush=True)
     out["environment"] = environment(conf.masked(), {"slm": conf.slm_model, "llm": conf.embedded_llm_model})
-    out["commit"] = subprocess.run(
-        ["git", "rev-parse", "HEAD"], capture_output=True, text=True
-    ).stdout.strip()
     name = "all_llm_counted.json" if all_llm else "turns.json"
     (RESULTS / name).write_text(json.dumps(out, indent=1, default=str) + "\n")
 

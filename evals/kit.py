@@ -47,6 +47,7 @@ from langgraph.graph import END, START, StateGraph
 from pydantic import BaseModel
 from tierflow.agents.calibration import (
     CALIBRATE_MAX_LOSS,
+    METHODS,
     StepScorers,
     fit_scorers,
     fitted_share,
@@ -568,5 +569,5 @@ def _method(node: Mapping[str, Any]) -> str:
     losses = node.get("log_loss") or {}
     if not losses:
         return ""
-    method = "the prior, rescaled" if node.get("method") == "prior" else "refit"
+    method = METHODS.get(str(node.get("method")), "refit")
     return f" ({method}; log-loss " + ", ".join(f"{m} {v:.3f}" for m, v in losses.items()) + ")"

@@ -138,7 +138,7 @@ def calibrate(
 
 
 def _fits_table(fits: list[NodeFit], max_loss: float | None, slm_share: float | None) -> Table:
-    from tierflow.agents.calibration import CALIBRATE_MAX_LOSS
+    from tierflow.agents.calibration import CALIBRATE_MAX_LOSS, METHODS
 
     table = Table(box=None, header_style="bold")
     columns = ("node", "kind", "labels", "SLM wrong", "score", "threshold", "kept on SLM", "est. loss (90%)")
@@ -151,7 +151,7 @@ def _fits_table(fits: list[NodeFit], max_loss: float | None, slm_share: float | 
             fit.kind,
             str(fit.labels),
             f"{fit.slm_wrong / fit.labels:.0%}" if fit.labels else "–",
-            "prior, rescaled" if fit.method == "prior" else "refit",
+            METHODS[fit.method],
             f"{point.threshold:.2f}",
             f"{point.slm_share:.0%}",
             f"{point.loss:+.1%} ({point.loss_low:+.1%} to {point.loss_high:+.1%})",

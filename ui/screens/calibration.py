@@ -8,7 +8,14 @@ from collections import Counter
 
 import pandas as pd
 import streamlit as st
-from tierflow.agents.calibration import StepScorers, fit_scorers, fitted_share, scorer_file, shipped_priors
+from tierflow.agents.calibration import (
+    METHODS,
+    StepScorers,
+    fit_scorers,
+    fitted_share,
+    scorer_file,
+    shipped_priors,
+)
 from tierflow.ui.resources import current_app
 
 app = current_app()
@@ -55,7 +62,7 @@ for fit in fits:
             "from gold": sources[(fit.node, "gold")],
             "from shadow": sources[(fit.node, "shadow")],
             "SLM wrong": fit.slm_wrong / fit.labels if fit.labels else None,
-            "score": "shipped prior, rescaled" if fit.method == "prior" else "refit",
+            "score": METHODS[fit.method],
             "kept on SLM": fit.point.slm_share,
             "est. loss": fit.point.loss,
             "loss, 90% low": fit.point.loss_low,
