@@ -77,6 +77,9 @@ QUESTION_SETS = {
     "dev": QuestionSet(
         "dev", QUESTIONS.with_name("dev.json"), QUESTIONS.parent.parent / "documents", None, "memory_dev.json"
     ),
+    # the held-out questions answered, not only ranked: run once, at the end of a round of work
+    # on cited answers, to check what the main set's figures say on questions nothing was tried on
+    "heldout": QuestionSet("heldout", HELD_OUT, CORPUS_DIR, None, "memory_heldout.json"),
 }
 POLICIES = ("slm", "tiered", "llm")
 RERANKS: tuple[Rerank, ...] = ("off", "auto", "always")

@@ -594,12 +594,15 @@ def test_the_learning_curve_collects_llm_decisions_and_runs_each_point(tmp_path:
 
 def test_each_memory_question_set_holds_its_evidence_in_its_own_corpus() -> None:
     """The dev set (for trying changes to cited answers) is written on another corpus than
-    the main set, and every answerable question's evidence is in the file it names."""
+    the main set, the held-out set asks none of the main set's questions on its corpus, and
+    every answerable question's evidence is in the file it names."""
     from tierflow.evals.memory_qa import QUESTION_SETS, holds, load_questions
     from tierflow.tools.readers import read_document
 
     corpora = {name: s.corpus.resolve() for name, s in QUESTION_SETS.items()}
-    assert corpora["dev"] != corpora["main"]
+    assert corpora["dev"] != corpora["main"] == corpora["heldout"]
+    asked = {name: {q["question"] for q in load_questions(s.questions)} for name, s in QUESTION_SETS.items()}
+    assert not asked["heldout"] & asked["main"]  # held out: none of the main set's questions
     for name, question_set in QUESTION_SETS.items():
         questions = load_questions(question_set.questions)
         answerable = [q for q in questions if q["evidence"]]

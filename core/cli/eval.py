@@ -564,7 +564,8 @@ def eval_memory(
         typer.Option(
             "--set",
             help="main (22 real documents, 68 questions) | dev (10 Python HOWTOs, 24 questions for "
-            "trying changes without tuning on main).",
+            "trying changes without tuning on main) | heldout (the main corpus's 45 held-out questions, "
+            "answered: run once at the end of a round of work).",
         ),
     ] = "main",
     retrieval: Annotated[
