@@ -91,7 +91,7 @@ def recited(reply: CitedReply, shown: list[Evidence]) -> CitedReply:
     words, codes = _content_words(reply.answer), numbers_in(reply.answer) | set(_code(reply.answer))
 
     def support(e: Evidence) -> tuple[int, int]:
-        return sum(code in e["text"] for code in codes), len(words & _content_words(e["text"]))
+        return sum(_states(code, e["text"]) for code in codes), len(words & _content_words(e["text"]))
 
     best = max(range(len(shown)), key=lambda i: support(shown[i]))
     return reply.model_copy(update={"sources": [best + 1]})
@@ -233,7 +233,7 @@ def grounding_problem(
         numbers_grounded(reply.answer, source)
     except Rejected as rejection:
         return Rejected(rejection.code, f"{rejection.detail} ({where})")
-    missing = [code for code in _code(reply.answer) if code not in source]
+    missing = [code for code in _code(reply.answer) if not _states(code, source)]
     if missing:
         return Rejected("ungrounded_code", f"{where} do not contain {', '.join(missing[:3])}")
     words = _content_words(reply.answer) - _content_words(question)  # what it adds to the question

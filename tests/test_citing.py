@@ -485,6 +485,24 @@ def test_citations_keep_the_fewest_chunks_whose_sentences_cover_the_answer() -> 
     assert supported_citations(figure, shown, "What coverage?").sources == [1, 3]  # none holds it: unchanged
 
 
+def test_a_figure_or_option_counts_only_as_a_whole_token() -> None:
+    from tierflow.graphs.grounding import CitedReply, grounding_problem, recited
+
+    def chunk(text: str) -> Any:
+        return {"text": text, "similarity": 0.5}
+
+    shown = [
+        chunk("The parser dates from 1980, a percent of it; --verbose prints more."),
+        chunk("Coverage is 80 percent."),
+    ]
+    assert recited(CitedReply(found=True, sources=[1], answer="80 percent"), shown).sources == [2]
+    option = CitedReply(found=True, sources=[1], answer="Pass `-v` to print more.")
+    rejected = grounding_problem(option, shown, "How do I print more?")
+    assert rejected is not None and rejected.code == "ungrounded_code"  # "-v" is not "--verbose"
+    stated = CitedReply(found=True, sources=[1], answer="Pass `--verbose` to print more.")
+    assert grounding_problem(stated, shown, "How do I print more?") is None
+
+
 def test_a_sentence_wrapped_across_lines_supports_as_one() -> None:
     from tierflow.graphs.grounding import supports
 
