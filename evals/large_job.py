@@ -31,12 +31,12 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-__all__ = ["derived_corpus", "process_tree_mib", "large_job", "ray_cluster", "large_job_markdown"]
+__all__ = ["STATE", "derived_corpus", "process_tree_mib", "large_job", "ray_cluster", "large_job_markdown"]
 
 SAMPLE_S = 10.0
 _PARAGRAPHS = re.compile(r"\n\s*\n")
@@ -117,10 +117,20 @@ def _job_id(database: Path) -> str | None:
 
 
 class _Watch:
-    """One job process, sampled every ``interval`` seconds: (seconds, MiB, documents done)."""
+    """One job process, sampled every ``interval`` seconds: (seconds, MiB, documents done),
+    each sample also handed to ``on_sample`` (which keeps them where a stopped evaluation finds
+    them)."""
 
-    def __init__(self, process: subprocess.Popen[bytes], database: Path, interval: float, t0: float) -> None:
+    def __init__(
+        self,
+        process: subprocess.Popen[bytes],
+        database: Path,
+        interval: float,
+        t0: float,
+        on_sample: Callable[[list[float]], None] = lambda sample: None,
+    ) -> None:
         self.process, self.database, self.interval, self.t0 = process, database, interval, t0
+        self.on_sample = on_sample
         self.samples: list[list[float]] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -131,12 +141,50 @@ class _Watch:
             elapsed = round(time.monotonic() - self.t0, 1)
             mib = round(process_tree_mib(self.process.pid), 1)
             self.samples.append([elapsed, mib, _finished(self.database)])
+            self.on_sample(self.samples[-1])
             self._stop.wait(self.interval)
 
     def stop(self) -> list[list[float]]:
         self._stop.set()
         self._thread.join()
         return self.samples
+
+
+class _State:
+    """What a large-job evaluation has seen of its job so far, in ``work/STATE``: rewritten with
+    every sample, so that an evaluation that is itself stopped (the machine restarted, the
+    session ended) goes on where it was, counting only the time its job ran."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        stored = json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
+        self.samples: list[list[float]] = stored.get("samples", [])
+        self.killed_after: int | None = stored.get("killed_after")
+        self.resume_seconds: float | None = stored.get("resume_seconds_to_next_document")
+        self.evaluation_resumed: int = stored.get("evaluation_resumed", 0)
+
+    @property
+    def seconds(self) -> float:
+        """The time the job has run so far."""
+        return self.samples[-1][0] if self.samples else 0.0
+
+    def add(self, sample: list[float]) -> None:
+        self.samples.append(sample)
+        self.save()
+
+    def save(self) -> None:
+        data = {
+            "samples": self.samples,
+            "killed_after": self.killed_after,
+            "resume_seconds_to_next_document": self.resume_seconds,
+            "evaluation_resumed": self.evaluation_resumed,
+        }
+        temporary = self.path.with_suffix(".tmp")
+        temporary.write_text(json.dumps(data), encoding="utf-8")
+        temporary.replace(self.path)
+
+
+STATE = "large_job_state.json"
 
 
 def large_job(
@@ -151,40 +199,53 @@ def large_job(
 ) -> dict[str, Any]:
     """Summarize ``corpus`` as one job in data directory ``work`` (see the module).
     ``command``: the job's command line before its inputs (default: this Python's
-    ``tierflow summarize``); ``options``: more of its options (``--policy slm``, ``--backend ray``)."""
+    ``tierflow summarize``); ``options``: more of its options (``--policy slm``, ``--backend ray``).
+    Called again on a ``work`` whose evaluation was stopped, it resumes that job (``--resume``)
+    and goes on counting from the time the job had run."""
     base = list(command or [sys.executable, "-m", "tierflow", "summarize"])
+    work.mkdir(parents=True, exist_ok=True)
     report = work / "report.json"
     database = work / "tierflow.db"
+    state = _State(work / STATE)
     environment = {**os.environ, **(env or {}), "TIERFLOW_DATA_DIR": str(work)}
-    argv = [*base, str(corpus), "--json", "--out", str(report), "--no-synthesis", *options]
-    t0 = time.monotonic()
+    outputs = ["--json", "--out", str(report)]
+    job = _job_id(database) if database.exists() else None
+    if job is None:
+        argv = [*base, str(corpus), *outputs, "--no-synthesis", *options]
+    else:  # an evaluation stopped part-way: its job goes on
+        argv = [*base, "--resume", job, *outputs, *options]
+        state.evaluation_resumed += 1
+    t0 = time.monotonic() - state.seconds
     process = subprocess.Popen(argv, env=environment, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    watch = _Watch(process, database, interval, t0)
-    result: dict[str, Any] = {"command": [Path(argv[0]).name, *argv[1:]], "killed_after": None}
-    if kill_after is not None:
+    watch = _Watch(process, database, interval, t0, state.add)
+    result: dict[str, Any] = {"command": [Path(argv[0]).name, *argv[1:]]}
+    if kill_after is not None and state.killed_after is None:
         while process.poll() is None and _finished(database) < kill_after:
             time.sleep(0.2)
         done_before = _finished(database)
         process.send_signal(signal.SIGKILL)
         process.wait()
-        samples = watch.stop()
-        job = _job_id(database)
+        watch.stop()
+        state.killed_after = done_before
+        state.save()
         restarted = time.monotonic()
-        argv = [*base, "--resume", str(job), "--json", "--out", str(report), *options]
+        argv = [*base, "--resume", str(_job_id(database)), *outputs, *options]
         process = subprocess.Popen(argv, env=environment, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        watch = _Watch(process, database, interval, t0)
+        watch = _Watch(process, database, interval, t0, state.add)
         while process.poll() is None and _finished(database) <= done_before:
             time.sleep(0.1)
-        result["killed_after"] = done_before
-        result["resume_seconds_to_next_document"] = round(time.monotonic() - restarted, 1)
-        watch.samples[:0] = samples
+        state.resume_seconds = round(time.monotonic() - restarted, 1)
+        state.save()
     _, errors = process.communicate()
     seconds = time.monotonic() - t0
-    samples = watch.stop()
+    watch.stop()
     data = json.loads(report.read_text(encoding="utf-8")) if report.exists() else {}
     totals = data.get("totals", {})
     result.update(
         {
+            "killed_after": state.killed_after,
+            "resume_seconds_to_next_document": state.resume_seconds,
+            "evaluation_resumed": state.evaluation_resumed,
             "exit_code": process.returncode,
             "error": errors.decode("utf-8", "replace")[-2000:] if process.returncode else None,
             "documents": totals.get("documents", 0),
@@ -195,8 +256,8 @@ def large_job(
             "slm_share": totals.get("slm_share"),
             "llm_tokens": totals.get("llm_tokens", 0),
             "database_mib": round(_database_bytes(database) / 2**20, 3),
-            "memory": _memory(samples),
-            "samples": samples,
+            "memory": _memory(state.samples),
+            "samples": state.samples,
         }
     )
     return result
@@ -265,8 +326,18 @@ def large_job_markdown(data: dict[str, Any]) -> str:
             f"{memory['mib_per_100_documents'] or 0:+.1f} MiB per 100 documents | "
             f"{run['database_mib']:.2f} MiB | {resume} |"
         )
+    resumed = {
+        label: run["evaluation_resumed"]
+        for label, run in data["runs"].items()
+        if run.get("evaluation_resumed")
+    }
+    stops = "".join(
+        f" The evaluation of {label} was itself stopped and went on {count} time(s) (`--resume`): its time "
+        "is the time the job ran."
+        for label, count in resumed.items()
+    )
     return (
         f"# A large job: {data['documents']} documents through `tierflow summarize`\n\n"
         "Memory is the job's process and its children, sampled every "
-        f"{data.get('sample_s', SAMPLE_S):g} s (`evals/large_job.py`).\n\n" + "\n".join(rows) + "\n"
+        f"{data.get('sample_s', SAMPLE_S):g} s (`evals/large_job.py`).{stops}\n\n" + "\n".join(rows) + "\n"
     )

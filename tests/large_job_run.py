@@ -21,7 +21,7 @@ from tests.batch_support import REPLIES, gist
 
 
 def slow_gist(messages: Sequence[Message]) -> str:
-    time.sleep(0.05)
+    time.sleep(float(os.environ.get("LARGE_JOB_CALL_SECONDS", "0.05")))
     return gist(messages)
 
 

@@ -3,12 +3,16 @@ killed and resumed as `tierflow eval large-job` does (on scripted tiers)."""
 
 from __future__ import annotations
 
+import json
 import os
+import signal
+import subprocess
 import sys
+import time
 from pathlib import Path
 
 from tierflow.evals.batch_corpus import CORPUS_DIR
-from tierflow.evals.large_job import derived_corpus, large_job, large_job_markdown, process_tree_mib
+from tierflow.evals.large_job import STATE, derived_corpus, large_job, large_job_markdown, process_tree_mib
 
 ORIGINALS = sorted(p for p in CORPUS_DIR.iterdir() if p.suffix in {".txt", ".md"})[:3]
 
@@ -41,3 +45,45 @@ def test_a_job_is_sampled_killed_and_resumed(tmp_path: Path) -> None:
     assert run["samples"] and all(len(sample) == 3 for sample in run["samples"])
     table = large_job_markdown({"documents": 10, "runs": {"local": run}})
     assert "| local | 10 | 10 |" in table and "killed after" in table
+
+
+def test_a_stopped_evaluation_goes_on_where_its_job_was(tmp_path: Path) -> None:
+    """The evaluation itself killed with its job (a session that ends, a machine that
+    restarts): called again on its work directory, it resumes the job and counts on from the
+    time the job had run."""
+    corpus, work = tmp_path / "corpus", tmp_path / "work"
+    derived_corpus(corpus, ORIGINALS, count=10, seed=1)
+    command = [sys.executable, "-m", "tests.large_job_run"]
+    script = (
+        "import sys; from pathlib import Path; from tierflow.evals.large_job import large_job; "
+        f"large_job(Path({str(corpus)!r}), Path({str(work)!r}), command={command!r}, interval=0.2)"
+    )
+    environment = {**os.environ, "LARGE_JOB_CALL_SECONDS": "0.3"}
+    harness = subprocess.Popen([sys.executable, "-c", script], env=environment, start_new_session=True)
+    state = work / STATE
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and harness.poll() is None:
+        samples = json.loads(state.read_text(encoding="utf-8"))["samples"] if state.exists() else []
+        if samples and samples[-1][2] >= 2:
+            break
+        time.sleep(0.2)
+    os.killpg(harness.pid, signal.SIGKILL)  # the harness and its job, as a machine's end does
+    harness.wait()
+    before = json.loads(state.read_text(encoding="utf-8"))["samples"]
+    assert before and before[-1][2] < 10, "the job finished before it could be stopped"
+
+    run = large_job(corpus, work, command=command, interval=0.2)
+    assert run["exit_code"] == 0, run["error"]
+    assert run["succeeded"] == 10 and run["evaluation_resumed"] == 1
+    assert run["samples"][: len(before)] == before
+    times = [sample[0] for sample in run["samples"]]
+    assert times == sorted(times) and run["seconds"] >= before[-1][0]
+    assert "went on 1 time(s)" in large_job_markdown({"documents": 10, "runs": {"local": run}})
+
+
+def test_resuming_a_large_job_evaluation_that_never_ran_exits_2(tmp_path: Path) -> None:
+    from tierflow.cli import app
+    from typer.testing import CliRunner
+
+    result = CliRunner().invoke(app, ["eval", "large-job", "--resume", "--out", str(tmp_path)])
+    assert result.exit_code == 2 and "no stopped large-job evaluation" in result.output

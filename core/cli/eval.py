@@ -264,13 +264,25 @@ def eval_large_job(
         bool,
         typer.Option("--ray/--no-ray", help="Run it once more on a Ray cluster started with `ray start`."),
     ] = True,
+    ray_documents: Annotated[
+        int, typer.Option(min=1, help="Documents of the Ray run: the first N of the job's.")
+    ] = 100,
     policy: Annotated[str | None, typer.Option(help="The job's policy (default: the settings').")] = None,
+    resume: Annotated[
+        bool,
+        typer.Option(
+            "--resume",
+            help="Go on with the evaluation a stopped one left (its runs so far kept, its job resumed).",
+        ),
+    ] = False,
     out_dir: OutOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """A large job through `tierflow summarize`, as a user runs it: the batch corpus's 22
     documents and passages of them, with throughput, memory over time, database size and the
-    time to resume after kill -9; then the same on a two-node local Ray cluster. Hours."""
+    time to resume after kill -9; then part of it on a two-node local Ray cluster. Hours: an
+    evaluation that is stopped goes on with --resume."""
+    import json
     import shutil
 
     from tierflow.evals.batch_corpus import CORPUS_DIR, load_manifest
@@ -279,19 +291,36 @@ def eval_large_job(
 
     conf = eval_settings()
     work = conf.resolved_data_dir() / "eval-large-job"
-    shutil.rmtree(work, ignore_errors=True)
-    originals = [CORPUS_DIR / entry["file"] for entry in load_manifest()]
-    corpus = work / "corpus"
-    with err.status(f"writing {documents} documents …"):
-        derived_corpus(corpus, originals, count=documents)
+    done = work / "runs.json"
+    if resume and not work.exists():
+        raise TaskInputError(
+            f"there is no stopped large-job evaluation in {work}", hint="Start one without --resume."
+        )
+    if not resume:
+        shutil.rmtree(work, ignore_errors=True)
+    runs: dict[str, Any] = json.loads(done.read_text(encoding="utf-8")) if done.exists() else {}
+    corpus, ray_corpus = work / "corpus", work / "corpus-ray"
+    if not corpus.exists():
+        originals = [CORPUS_DIR / entry["file"] for entry in load_manifest()]
+        with err.status(f"writing {documents} documents …"):
+            files = derived_corpus(corpus, originals, count=documents)
+        ray_corpus.mkdir()
+        for path in files[:ray_documents]:
+            shutil.copyfile(path, ray_corpus / path.name)
+    documents = sum(1 for _ in corpus.iterdir())  # a resumed evaluation's, whatever was asked now
+
+    def keep(label: str, run: dict[str, Any]) -> None:
+        runs[label] = run
+        done.write_text(json.dumps(runs), encoding="utf-8")
+
     options = ["--policy", policy] if policy else []
-    runs: dict[str, Any] = {}
-    with err.status("the large job, with a kill -9 and a resume …"):
-        runs["local, 1 worker"] = large_job(corpus, work / "local", options=options, kill_after=kill_after)
-    if ray:
-        with err.status("the large job on a two-node Ray cluster …"), ray_cluster() as address:
+    if "local, 1 worker" not in runs:
+        with err.status("the large job, with a kill -9 and a resume …"):
+            keep("local, 1 worker", large_job(corpus, work / "local", options=options, kill_after=kill_after))
+    if ray and "Ray, 2 nodes" not in runs:
+        with err.status("part of it on a two-node Ray cluster …"), ray_cluster() as address:
             ray_options = [*options, "--backend", "ray", "--workers", "2", "--ray-address", address]
-            runs["Ray, 2 nodes"] = large_job(corpus, work / "ray", options=ray_options)
+            keep("Ray, 2 nodes", large_job(ray_corpus, work / "ray", options=ray_options))
     data = {
         "suite": "large_job",
         "documents": documents,
