@@ -8,14 +8,20 @@ code (numbers, names, figures attributed, concise). Recorded per variant: how ma
 watch stopped and why, how many passed every check (what ``tiered`` would keep on the SLM),
 the SLM's seconds and tokens. The variants differ only in the prompt; sampling stays greedy.
 
-Run: ``python -m tierflow.evals.summary_prompts [--out FILE]`` (one llama.cpp process, ~15 min
-on 2 cores).
+With ``--judge`` each document's chunk summaries, joined, are also scored for the key facts of
+that document in ``data/documents/facts.json`` (written by the LLM from the whole document, not
+from any summary), judged by the catalog's 1.5B LLM in the same process after the SLM is done
+(``evals.summaries.judge_coverage``): the share of the facts the summary states.
+
+Run: ``python -m tierflow.evals.summary_prompts [--variant NAME ...] [--judge] [--out FILE]``
+(one llama.cpp process at a time, ~5 min a variant on 2 cores, ~2 more to judge it).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from collections import Counter
 from pathlib import Path
@@ -53,6 +59,11 @@ def variants(text: str) -> dict[str, list[Message]]:
     system, user = after
     lead = ' Begin with "This part" and say what it explains.'
     begun: list[Message] = [system, {"role": user["role"], "content": user["content"] + lead}]
+    facts = (
+        " Write what the text says (its facts, names, commands and figures), not what it is about:"
+        ' no sentence like "This text explains ...".'
+    )
+    stated: list[Message] = [system, {"role": user["role"], "content": user["content"] + facts}]
     return {
         "instruction before the text": [
             {"role": "system", "content": _BEFORE.format(instructions=CHUNK_INSTRUCTIONS, n=SENTENCES)},
@@ -60,6 +71,7 @@ def variants(text: str) -> dict[str, list[Message]]:
         ],
         "instruction after the text": after,
         "after the text, begun for it": begun,
+        "after the text, facts not topics": stated,
     }
 
 
@@ -71,7 +83,7 @@ def _check(summary: str, source: str) -> str | None:
     return None
 
 
-def trial(model: Any) -> dict[str, Any]:
+def trial(model: Any, names: list[str] | None = None) -> dict[str, Any]:
     chunks = [
         (path.name, chunk)
         for path in sorted(DOCUMENTS.glob("*.txt"))
@@ -80,7 +92,7 @@ def trial(model: Any) -> dict[str, Any]:
         )
     ]
     results: dict[str, Any] = {}
-    for name in variants(""):
+    for name in names or list(variants("")):
         lines = []
         for number, (document, chunk) in enumerate(chunks, start=1):
             messages = variants(chunk)[name]
@@ -111,6 +123,23 @@ def trial(model: Any) -> dict[str, Any]:
     return results
 
 
+def judge(results: dict[str, Any], judge_model: Any) -> None:
+    """Add each variant's key-fact coverage (see the module) to ``results``."""
+    from tierflow.evals.summaries import judge_coverage
+
+    facts = json.loads((DOCUMENTS / "facts.json").read_text(encoding="utf-8"))["documents"]
+    for name, result in results.items():
+        covered: dict[str, float] = {}
+        for document in dict.fromkeys(line["document"] for line in result["lines"]):
+            summary = " ".join(line["text"] for line in result["lines"] if line["document"] == document)
+            key_facts = facts[Path(document).stem]["facts"]
+            verdicts = judge_coverage(judge_model, key_facts, summary)
+            covered[document] = round(sum(verdicts) / len(verdicts), 3)
+            print(f"{name} {document}: {covered[document]:.0%} of {len(key_facts)} facts", flush=True)
+        result["coverage"] = round(sum(covered.values()) / len(covered), 3)
+        result["coverage_per_document"] = covered
+
+
 def main() -> None:
     from tierflow.agents.catalog import CATALOG, cached_path
     from tierflow.agents.slm import LlamaCppModel
@@ -118,11 +147,20 @@ def main() -> None:
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=Path("summary_prompts.json"))
+    parser.add_argument("--variant", action="append", choices=list(variants("")), help="(default: all)")
+    parser.add_argument("--judge", action="store_true", help="score key facts with the 1.5B LLM")
     args = parser.parse_args()
     path = cached_path(CATALOG["qwen2.5-coder-0.5b"], cache_dir() / "models")
     model = LlamaCppModel(path, name="qwen2.5-coder-0.5b", n_ctx=4096)
-    results = trial(model)
-    run = {"command": "python -m tierflow.evals.summary_prompts", "model": model.name + ", greedy"}
+    results = trial(model, args.variant)
+    del model
+    if args.judge:
+        judge_path = cached_path(CATALOG["qwen2.5-coder-1.5b"], cache_dir() / "models")
+        judge(results, LlamaCppModel(judge_path, name="qwen2.5-coder-1.5b", n_ctx=4096))
+    run = {
+        "command": "python -m tierflow.evals.summary_prompts " + " ".join(sys.argv[1:]),
+        "model": "qwen2.5-coder-0.5b, greedy",
+    }
     data = {"run": run, "variants": results}
     args.out.write_text(json.dumps(data, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
     for name, result in results.items():
