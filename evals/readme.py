@@ -236,6 +236,16 @@ def _batch(directory: Path) -> str:
     )
 
 
+def _large_job(directory: Path) -> str:
+    data = read_results(directory / "large_job.json")
+    if not data:
+        return ""
+    from tierflow.evals.large_job import large_job_markdown
+
+    table = large_job_markdown(data).split("\n", 2)[2]  # without its title
+    return f"### A large job ({data['documents']:,} documents, `tierflow eval large-job`)\n\n" + table
+
+
 def _memory(directory: Path) -> str:
     data = read_results(directory / "memory.json")
     if not data:
@@ -321,6 +331,7 @@ def results_section(directory: Path = RESULTS_DIR) -> str:
             _bench(directory),
             _load(directory),
             _batch(directory),
+            _large_job(directory),
             _memory(directory),
             _learning(directory),
             _servers(directory),

@@ -312,6 +312,26 @@ def test_readme_results_are_generated_from_the_result_files() -> None:
     assert block.strip() == readme_section().strip(), "run `make results-table` after updating evals/results"
 
 
+def test_the_large_jobs_figures_reach_the_readme_once_it_has_run(tmp_path: Path) -> None:
+    assert "A large job" not in results_section(tmp_path)
+    run = {
+        "documents": 1000,
+        "succeeded": 1000,
+        "seconds": 18000.0,
+        "documents_per_minute": 3.33,
+        "memory": {"peak_mib": 2500.0, "mib_per_100_documents": 0.4},
+        "database_mib": 40.0,
+        "killed_after": 50,
+        "resume_seconds_to_next_document": 21.0,
+        "evaluation_resumed": 2,
+    }
+    data = {"suite": "large_job", "documents": 1000, "runs": {"local, 1 worker": run}}
+    (tmp_path / "large_job.json").write_text(json.dumps(data), encoding="utf-8")
+    section = results_section(tmp_path)
+    assert "### A large job (1,000 documents" in section and "went on 2 time(s)" in section
+    assert "| local, 1 worker | 1000 | 1000 | 300 min |" in section
+
+
 def test_the_tiered_headline_is_computed_from_both_policies(tmp_path: Path) -> None:
     def metrics(success: float, share: float, tokens: float, wall_ms: float) -> dict[str, object]:
         return {
