@@ -450,9 +450,10 @@ def headline_section(directory: Path = RESULTS_DIR) -> str:
 
 
 def readme_section(directory: Path = RESULTS_DIR) -> str:
-    """What the README shows: the headline table, then the reliability tally."""
-    reliability = _reliability(directory)
-    return headline_section(directory) + (f"\n{reliability}" if reliability else "")
+    """What the README shows: the headline table, the large job once it has run, then the
+    reliability tally."""
+    more = [part for part in (_large_job(directory), _reliability(directory)) if part]
+    return headline_section(directory) + "".join(f"\n{part}" for part in more)
 
 
 def _gap_closed(slm: float, tiered: float, llm: float) -> str:
