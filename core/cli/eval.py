@@ -290,6 +290,7 @@ def eval_large_job(
     from tierflow.evals.report import environment, write_results
 
     conf = eval_settings()
+    env = environment(conf.masked(), {"slm": conf.slm_model, "llm": conf.embedded_llm_model})  # at the start
     work = conf.resolved_data_dir() / "eval-large-job"
     done = work / "runs.json"
     if resume and not work.exists():
@@ -299,6 +300,12 @@ def eval_large_job(
     if not resume:
         shutil.rmtree(work, ignore_errors=True)
     runs: dict[str, Any] = json.loads(done.read_text(encoding="utf-8")) if done.exists() else {}
+    started = work / "environment.json"  # the code the evaluation began with, kept across --resume
+    if started.exists():
+        env = json.loads(started.read_text(encoding="utf-8"))
+    else:
+        work.mkdir(parents=True, exist_ok=True)
+        started.write_text(json.dumps(env), encoding="utf-8")
     corpus, ray_corpus = work / "corpus", work / "corpus-ray"
     if not corpus.exists():
         originals = [CORPUS_DIR / entry["file"] for entry in load_manifest()]
@@ -326,7 +333,7 @@ def eval_large_job(
         "documents": documents,
         "sample_s": SAMPLE_S,
         "runs": runs,
-        "environment": environment(conf.masked(), {"slm": conf.slm_model, "llm": conf.embedded_llm_model}),
+        "environment": env,
     }
     path = (out_dir or settings().resolved_results_dir()) / "large_job.json"
     write_results(path, data, large_job_markdown(data))
@@ -351,6 +358,7 @@ def eval_servers(
     from tierflow.evals.servers import logits_cost, servers_markdown, shared_slm_runs
 
     conf = eval_settings()
+    env = environment(conf.masked(), {"slm": conf.slm_model, "llm": conf.embedded_llm_model})  # at the start
     work = conf.resolved_data_dir() / "eval-servers"
     shutil.rmtree(work, ignore_errors=True)
     originals = [CORPUS_DIR / entry["file"] for entry in load_manifest()][:limit]
@@ -368,7 +376,7 @@ def eval_servers(
         "documents": len(originals),
         "runs": runs,
         "logits_cost": costs,
-        "environment": environment(conf.masked(), {"slm": conf.slm_model, "llm": conf.embedded_llm_model}),
+        "environment": env,
     }
     path = (out_dir or settings().resolved_results_dir()) / "servers.json"
     write_results(path, data, servers_markdown(data))
@@ -571,10 +579,8 @@ def eval_batch(
             if not data:
                 raise TierflowError(f"no runs in {path} to judge", hint="Run `tierflow eval batch` first.")
         else:
-            data = batch_runs(conf, progress)
-            data["environment"] = environment(
-                conf.masked(), {"slm": conf.slm_model, "llm": conf.embedded_llm_model}
-            )
+            env = environment(conf.masked(), {"slm": conf.slm_model, "llm": conf.embedded_llm_model})
+            data = {**batch_runs(conf, progress), "environment": env}  # the commit the runs began at
             write_results(path, data, batch_markdown(data))
         data["quality"] = batch_quality(conf, data, progress)
     write_results(path, data, batch_markdown(data))
