@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from tierflow.evals.batch_bench import _run
-from tierflow.evals.report import environment
+from tierflow.evals.report import evaluation_settings, models_environment
 from tierflow.settings import load_settings
 
 RESULTS = Path(__file__).parent / "results" / "issue27"
@@ -24,7 +24,7 @@ RESULTS = Path(__file__).parent / "results" / "issue27"
 
 def main(argv: list[str]) -> None:
     all_llm = "--all-llm" in argv
-    conf = load_settings().model_copy(update={"shadow_rate": 0.0})  # as every evaluation: no shadow calls
+    conf = evaluation_settings(load_settings())
     command = "python -m tierflow.evals.batch_turns" + (" --all-llm" if all_llm else "")
     out: dict[str, Any] = {"command": command, "runs": []}
     cases = (
@@ -41,7 +41,7 @@ def main(argv: list[str]) -> None:
             run["take_turns"] = take
             out["runs"].append(run)
             print(json.dumps(run), flush=True)
-    out["environment"] = environment(conf.masked(), {"slm": conf.slm_model, "llm": conf.embedded_llm_model})
+    out["environment"] = models_environment(conf)
     name = "all_llm_counted.json" if all_llm else "turns.json"
     (RESULTS / name).write_text(json.dumps(out, indent=1, default=str) + "\n")
 

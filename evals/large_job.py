@@ -118,8 +118,8 @@ def _job_id(database: Path) -> str | None:
 
 class _Watch:
     """One job process, sampled every ``interval`` seconds: (seconds, MiB, documents done),
-    each sample also handed to ``on_sample`` (which keeps them where a stopped evaluation finds
-    them)."""
+    each sample handed to ``on_sample`` (``_State.add`` keeps them where a stopped evaluation
+    finds them)."""
 
     def __init__(
         self,
@@ -127,11 +127,10 @@ class _Watch:
         database: Path,
         interval: float,
         t0: float,
-        on_sample: Callable[[list[float]], None] = lambda sample: None,
+        on_sample: Callable[[list[float]], None],
     ) -> None:
         self.process, self.database, self.interval, self.t0 = process, database, interval, t0
         self.on_sample = on_sample
-        self.samples: list[list[float]] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
@@ -140,14 +139,12 @@ class _Watch:
         while not self._stop.is_set() and self.process.poll() is None:
             elapsed = round(time.monotonic() - self.t0, 1)
             mib = round(process_tree_mib(self.process.pid), 1)
-            self.samples.append([elapsed, mib, _finished(self.database)])
-            self.on_sample(self.samples[-1])
+            self.on_sample([elapsed, mib, _finished(self.database)])
             self._stop.wait(self.interval)
 
-    def stop(self) -> list[list[float]]:
+    def stop(self) -> None:
         self._stop.set()
         self._thread.join()
-        return self.samples
 
 
 class _State:
@@ -209,11 +206,15 @@ def large_job(
     state = _State(work / STATE)
     environment = {**os.environ, **(env or {}), "TIERFLOW_DATA_DIR": str(work)}
     outputs = ["--json", "--out", str(report)]
+
+    def resumed(job: str | None) -> list[str]:
+        return [*base, "--resume", str(job), *outputs, *options]
+
     job = _job_id(database) if database.exists() else None
     if job is None:
         argv = [*base, str(corpus), *outputs, "--no-synthesis", *options]
     else:  # an evaluation stopped part-way: its job goes on
-        argv = [*base, "--resume", job, *outputs, *options]
+        argv = resumed(job)
         state.evaluation_resumed += 1
     t0 = time.monotonic() - state.seconds
     process = subprocess.Popen(argv, env=environment, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -229,7 +230,7 @@ def large_job(
         state.killed_after = done_before
         state.save()
         restarted = time.monotonic()
-        argv = [*base, "--resume", str(_job_id(database)), *outputs, *options]
+        argv = resumed(_job_id(database))
         process = subprocess.Popen(argv, env=environment, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         watch = _Watch(process, database, interval, t0, state.add)
         while process.poll() is None and _finished(database) <= done_before:

@@ -18,11 +18,13 @@ from tierflow.errors import TierflowError
 
 if TYPE_CHECKING:
     from tierflow.agents.tiers import Tiers
-    from tierflow.settings import TierPolicy
+    from tierflow.settings import Settings, TierPolicy
 
 __all__ = [
     "RESULTS_DIR",
     "environment",
+    "models_environment",
+    "evaluation_settings",
     "git_commit",
     "write_results",
     "read_results",
@@ -110,6 +112,18 @@ def environment(
             for name in ("tierflow", "llama_cpp_python", "langgraph", "openai", "bfcl-eval")
         },
     }
+
+
+def evaluation_settings(conf: Settings) -> Settings:
+    """The settings an evaluation runs with: ``conf`` with no shadow calls (an evaluation
+    measures each policy as it is; a shadow would add LLM calls to its figures)."""
+    return conf.model_copy(update={"shadow_rate": 0.0})
+
+
+def models_environment(conf: Settings) -> dict[str, Any]:
+    """``environment`` of a run on ``conf``'s own models (its SLM and its embedded LLM), with
+    the settings masked; taken when the run starts, so that it names the code that ran."""
+    return environment(conf.masked(), {"slm": conf.slm_model, "llm": conf.embedded_llm_model})
 
 
 def read_results(path: Path) -> dict[str, Any]:

@@ -161,7 +161,7 @@ def eval_kit(
     from tierflow.app import App
     from tierflow.cli.render import ProgressDisplay
     from tierflow.evals.kit import MODES, SUITES, kit_eval, kit_markdown, suite_named
-    from tierflow.evals.report import environment, write_results
+    from tierflow.evals.report import models_environment, write_results
 
     unknown = [m for m in mode if m not in MODES]
     if unknown:
@@ -178,7 +178,7 @@ def eval_kit(
         shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True, exist_ok=True)
     kit_conf = conf.model_copy(update={"data_dir": work})
-    env = environment(conf.masked(), {"slm": conf.slm_model, "llm": conf.embedded_llm_model})
+    env = models_environment(conf)
     name = "kit.json" if suite == "triage" else f"kit_{suite}.json"
     path = (out_dir or settings().resolved_results_dir()) / name
     with ProgressDisplay(err) as progress, App(kit_conf, on_progress=progress) as tierflow_app:
@@ -227,7 +227,7 @@ def eval_learn(
 
     from tierflow.cli.render import ProgressDisplay
     from tierflow.evals.learning_curve import POINTS, curve_markdown, learning_curve
-    from tierflow.evals.report import environment, write_results
+    from tierflow.evals.report import models_environment, write_results
     from tierflow.optional import require
 
     require("torch", "transformers", "peft", "gguf", "safetensors", purpose="tierflow eval learn")
@@ -236,7 +236,7 @@ def eval_learn(
     if restart:
         shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True, exist_ok=True)
-    env = environment(conf.masked(), {"slm": conf.slm_model, "llm": conf.embedded_llm_model})
+    env = models_environment(conf)
     path = (out_dir or settings().resolved_results_dir()) / "learning_curve.json"
     with ProgressDisplay(err) as progress:
         data = learning_curve(
@@ -287,10 +287,10 @@ def eval_large_job(
 
     from tierflow.evals.batch_corpus import CORPUS_DIR, load_manifest
     from tierflow.evals.large_job import SAMPLE_S, derived_corpus, large_job, large_job_markdown, ray_cluster
-    from tierflow.evals.report import environment, write_results
+    from tierflow.evals.report import models_environment, write_results
 
     conf = eval_settings()
-    env = environment(conf.masked(), {"slm": conf.slm_model, "llm": conf.embedded_llm_model})  # at the start
+    env = models_environment(conf)  # at the start
     work = conf.resolved_data_dir() / "eval-large-job"
     done = work / "runs.json"
     if resume and not work.exists():
@@ -354,11 +354,11 @@ def eval_servers(
 
     from tierflow.app import model_file
     from tierflow.evals.batch_corpus import CORPUS_DIR, load_manifest
-    from tierflow.evals.report import environment, write_results
+    from tierflow.evals.report import models_environment, write_results
     from tierflow.evals.servers import logits_cost, servers_markdown, shared_slm_runs
 
     conf = eval_settings()
-    env = environment(conf.masked(), {"slm": conf.slm_model, "llm": conf.embedded_llm_model})  # at the start
+    env = models_environment(conf)  # at the start
     work = conf.resolved_data_dir() / "eval-servers"
     shutil.rmtree(work, ignore_errors=True)
     originals = [CORPUS_DIR / entry["file"] for entry in load_manifest()][:limit]
@@ -524,11 +524,11 @@ def eval_bench(
     and N = 1, 2, 4, 8 concurrent runs sharing one SLM (throughput, p50/p95, fairness)."""
     from tierflow.app import model_file
     from tierflow.evals import bench, load
-    from tierflow.evals.report import environment, write_results
+    from tierflow.evals.report import models_environment, write_results
 
     conf = eval_settings()
     slm_path = model_file(conf, conf.slm_model, "TIERFLOW_SLM_MODEL", progress_display())
-    env = environment(conf.masked(), {"slm": conf.slm_model, "llm": conf.embedded_llm_model})
+    env = models_environment(conf)
     data: dict[str, Any] = {}
     with err.status("orchestration overhead …"):
         data["orchestration"] = bench.orchestration_overhead(runs)
@@ -565,7 +565,7 @@ def eval_batch(
     SLM share, LLM tokens, and the tiered summaries' quality against the all-LLM ones. The
     runs are written before they are judged, so a failed judgement loses no run."""
     from tierflow.evals.batch_bench import batch_markdown, batch_quality, batch_runs
-    from tierflow.evals.report import environment, read_results, write_results
+    from tierflow.evals.report import models_environment, read_results, write_results
 
     path = (out_dir or settings().resolved_results_dir()) / "batch.json"
     conf = eval_settings()
@@ -579,7 +579,7 @@ def eval_batch(
             if not data:
                 raise TierflowError(f"no runs in {path} to judge", hint="Run `tierflow eval batch` first.")
         else:
-            env = environment(conf.masked(), {"slm": conf.slm_model, "llm": conf.embedded_llm_model})
+            env = models_environment(conf)
             data = {**batch_runs(conf, progress), "environment": env}  # the commit the runs began at
             write_results(path, data, batch_markdown(data))
         data["quality"] = batch_quality(conf, data, progress)
@@ -618,7 +618,7 @@ def eval_memory(
     (correctness, citation accuracy, SLM share, LLM tokens) per policy."""
     from tierflow.cli.render import ProgressDisplay
     from tierflow.evals.memory_qa import POLICIES, QUESTION_SETS, memory_eval, memory_markdown
-    from tierflow.evals.report import environment, write_results
+    from tierflow.evals.report import models_environment, write_results
 
     if question_set not in QUESTION_SETS:
         raise TaskInputError(
@@ -628,7 +628,7 @@ def eval_memory(
     path = (out_dir or settings().resolved_results_dir()) / chosen.results
     conf = eval_settings()
     # the code as it is now, not after the commits made during the hour it runs
-    env = environment(conf.masked(), {"slm": conf.slm_model, "llm": conf.embedded_llm_model})
+    env = models_environment(conf)
     with ProgressDisplay(err) as progress:
         data = memory_eval(
             conf,

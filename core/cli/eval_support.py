@@ -34,9 +34,10 @@ OutOption = Annotated[
 
 
 def eval_settings() -> Settings:
-    """The settings an evaluation runs with: the user's, with no shadow calls (an evaluation
-    measures each policy as it is; a shadow would add LLM calls to its figures)."""
-    return settings().model_copy(update={"shadow_rate": 0.0})
+    """The user's settings as an evaluation runs with them (``evaluation_settings``)."""
+    from tierflow.evals.report import evaluation_settings
+
+    return evaluation_settings(settings())
 
 
 def parse_policies(names: list[str]) -> dict[str, TierPolicy]:
