@@ -16,6 +16,12 @@ and ``write_args``), split by source group (the id's middle number; never a rese
    otherwise get the strictest thresholds; the curve compares the SLM, not the fallback).
    The memory of decisions and of verified outputs is off, so only the adapter differs.
 
+A ``Design`` says what the adapters learn from and how fast: every LLM decision (``all``), or
+only the ones BFCL's checker marks right (``verified``, standing in for a user's decisions a
+tool confirmed: the right tool for ``choose_tool``, a call that passes for ``write_args``), at
+a learning rate. The base SLM's point is shared by every design; the adapters and their
+results are kept per design.
+
 Every run is stored and every result line kept: a stopped evaluation goes on where it ended.
 """
 
@@ -25,7 +31,7 @@ import json
 import multiprocessing
 import platform
 from collections.abc import Mapping, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +41,7 @@ from tierflow.memory.lessons import Lesson, LessonSummary, lessons
 from tierflow.records import OnProgress, Progress
 from tierflow.results import curve_points
 
-__all__ = ["CURVE_SAMPLE", "POINTS", "learning_curve", "curve_markdown"]
+__all__ = ["CURVE_SAMPLE", "POINTS", "Design", "learning_curve", "curve_markdown"]
 
 CURVE_SAMPLE = {
     "train": {"live_multiple": 240, "live_simple": 60, "live_irrelevance": 60},
@@ -46,6 +52,26 @@ CURVE_SAMPLE = {
 POINTS = (0, 100, 200, 400)
 MODES = ("slm", "tiered")
 TASK = "curve"
+CHECKED_BY = {"choose_tool": "tool", "write_args": "call"}
+"""The BFCL check that verifies each node's decision (``Design.lessons == "verified"``)."""
+
+
+@dataclass(frozen=True)
+class Design:
+    """What the curve's adapters learn from (``all`` of the LLM's decisions, or the
+    ``verified`` ones) and at which learning rate."""
+
+    lessons: str = "all"
+    learning_rate: float = 5e-4
+
+    def __post_init__(self) -> None:
+        if self.lessons not in ("all", "verified"):
+            raise ValueError(f"lessons must be all or verified, not {self.lessons!r}")
+
+    @property
+    def tag(self) -> str:
+        """The design's folder suffix (none for the first design, so its work is reused)."""
+        return "" if self == Design() else f"-{self.lessons}-lr{self.learning_rate:g}"
 
 
 def learning_curve(
@@ -58,10 +84,11 @@ def learning_curve(
     limit: int | None = None,
     on_progress: OnProgress | None = None,
     tiers: Any = None,
+    design: Design = Design(),
 ) -> dict[str, Any]:
-    """Collect the LLM's decisions, train an adapter per point, run the test requests at every
-    point; the results (``conf``: the settings; ``work``: the data folder of the runs;
-    ``tiers``: given tiers instead of the configured models, for tests)."""
+    """Collect the LLM's decisions, train an adapter per point of ``design``, run the test
+    requests at every point; the results (``conf``: the settings; ``work``: the data folder
+    of the runs; ``tiers``: given tiers instead of the configured models, for tests)."""
     from tierflow.app import App, model_file
 
     report: OnProgress = on_progress or (lambda _: None)
@@ -70,18 +97,18 @@ def learning_curve(
     quiet = conf.model_copy(update={"data_dir": work, "memory": False, "learn": False, "shadow_rate": 0.0})
     wanted = max(points)
     with App(quiet.model_copy(update={"slm_adapter": "none"}), on_progress=report, tiers=tiers) as app:
-        _collect(app, suite, train_items, wanted, report)
-        taught = _lessons(app.store)[:wanted]
+        _collect(app, suite, train_items, wanted, report, work / VERIFIED, design)
+        taught = _taught(app.store, work / VERIFIED, design)[:wanted]
         base = model_file(quiet, quiet.slm_model, "TIERFLOW_SLM_MODEL", report) if max(points) else None
-    results_file = work / "curve.jsonl"
-    done = _done(results_file)
+    base_results, results_file = work / "curve.jsonl", work / f"curve{design.tag}.jsonl"
+    done = _done(base_results) | {key: line for key, line in _done(results_file).items() if key[0]}
     curve: dict[str, Any] = {}
     for point in points:
         entry: dict[str, Any] = {"lessons": min(point, len(taught))}
         adapter = None
         if point and base is not None:
-            folder = work / f"point-{point}"
-            adapter, entry["training"] = _adapter(base, taught[:point], folder, max_minutes, report)
+            folder = work / f"point-{point}{design.tag}"
+            adapter, entry["training"] = _adapter(base, taught[:point], folder, max_minutes, design, report)
         settings = quiet.model_copy(update={"slm_adapter": str(adapter) if adapter else "none"})
         with App(settings, on_progress=report, tiers=tiers) as app:
             scorers = StepScorers({}, _priors_for(app.tiers.slm.name, app.tiers.llm.name))
@@ -90,7 +117,7 @@ def learning_curve(
                     key = (point, mode, item.id)
                     if key not in done:
                         done[key] = _run(app, suite, item, point, mode, scorers)
-                        with results_file.open("a", encoding="utf-8") as handle:
+                        with (results_file if point else base_results).open("a", encoding="utf-8") as handle:
                             handle.write(json.dumps(done[key], default=str) + "\n")
                     outcome = "right" if done[key]["right"] else "wrong"
                     report(Progress(f"point {point}: {mode}", number, len(test_items), outcome, item.id))
@@ -103,16 +130,30 @@ def learning_curve(
         "suite": "learning_curve",
         "graph": suite.title,
         "split": {"train_requests": len(train_items), "test": len(test_items), "lessons": len(taught)},
+        "design": {"lessons": design.lessons, "learning_rate": design.learning_rate},
         "points": curve,
         "machine": {"cpu": platform.processor() or platform.machine(), "cores": multiprocessing.cpu_count()},
     }
 
 
-def _collect(app: Any, suite: BfclSuite, items: Sequence[KitItem], wanted: int, report: OnProgress) -> None:
-    """Run the LLM on train requests, in order, until it has made ``wanted`` decisions."""
+VERIFIED = "verified.jsonl"
+"""Each train run's BFCL checks, as the LLM's runs are collected."""
+
+
+def _collect(
+    app: Any,
+    suite: BfclSuite,
+    items: Sequence[KitItem],
+    wanted: int,
+    report: OnProgress,
+    checked: Path,
+    design: Design,
+) -> None:
+    """Run the LLM on train requests, in order, until it has made ``wanted`` decisions the
+    design learns from; each run's BFCL checks go to ``checked``."""
     prefix = f"{TASK}:llm:"
     ran = set(app.store.run_tasks(graph=suite.graph_name, status="succeeded", prefix=prefix))
-    made = len(_lessons(app.store))
+    made = len(_taught(app.store, checked, design))
     for item in items:
         if made >= wanted:
             return
@@ -122,7 +163,16 @@ def _collect(app: Any, suite: BfclSuite, items: Sequence[KitItem], wanted: int, 
             suite.graph(item), item.input, policy="llm", name=suite.graph_name, task=prefix + item.id
         )
         calls = [call for step in app.store.get_run(result.run_id).steps for call in step.model_calls]
-        made += sum(call.tier == "llm" and call.error is None and call.parsed is not None for call in calls)
+        checks = item_line(app.store, suite, "llm", item, result)["checks"]
+        with checked.open("a", encoding="utf-8") as handle:
+            handle.write(json.dumps({"run_id": result.run_id, "id": item.id, "checks": checks}) + "\n")
+        made += sum(
+            call.tier == "llm"
+            and call.error is None
+            and call.parsed is not None
+            and (design.lessons == "all" or _verified(call.node, checks))
+            for call in calls
+        )
         report(Progress("the LLM's decisions on train requests", min(made, wanted), wanted, item=item.id))
 
 
@@ -130,8 +180,25 @@ def _lessons(store: Any) -> list[Lesson]:
     return list(lessons(store, LessonSummary()))
 
 
+def _taught(store: Any, checked: Path, design: Design) -> list[Lesson]:
+    """The lessons the design learns from, in run order: all of them, or only those whose
+    node's BFCL check passed in their run (a run collected without its checks has none)."""
+    every = _lessons(store)
+    if design.lessons == "all":
+        return every
+    text = checked.read_text(encoding="utf-8") if checked.exists() else ""
+    lines = [json.loads(line) for line in text.splitlines() if line.strip()]
+    checks = {line["run_id"]: line["checks"] for line in lines}
+    return [lesson for lesson in every if _verified(lesson.node, checks.get(lesson.run_id, {}))]
+
+
+def _verified(node: str, checks: Mapping[str, bool]) -> bool:
+    """Whether BFCL's checks of a run confirm its decision at ``node``."""
+    return node in CHECKED_BY and checks.get(CHECKED_BY[node]) is True
+
+
 def _adapter(
-    base: Path, taught: Sequence[Lesson], work: Path, max_minutes: float, report: OnProgress
+    base: Path, taught: Sequence[Lesson], work: Path, max_minutes: float, design: Design, report: OnProgress
 ) -> tuple[Path, dict[str, Any]]:
     """Train (or reuse) the point's adapter in a process of its own; its GGUF file and what
     the training measured."""
@@ -144,7 +211,7 @@ def _adapter(
     context = multiprocessing.get_context("spawn")
     worker = context.Process(
         target=_train_worker,
-        args=(str(base), [lesson.to_json() for lesson in taught], str(work), max_minutes),
+        args=(str(base), [x.to_json() for x in taught], str(work), max_minutes, design.learning_rate),
     )
     worker.start()
     worker.join()
@@ -153,13 +220,15 @@ def _adapter(
     return gguf, json.loads(record.read_text(encoding="utf-8"))
 
 
-def _train_worker(base: str, taught: list[dict[str, Any]], work: str, max_minutes: float) -> None:
+def _train_worker(
+    base: str, taught: list[dict[str, Any]], work: str, max_minutes: float, learning_rate: float
+) -> None:
     from tierflow.learning.convert import to_gguf_adapter
     from tierflow.learning.train import TrainOptions, train_adapter
 
     folder = Path(work)
     items = [Lesson.from_json(data) for data in taught]
-    options = TrainOptions(max_steps=len(items), max_minutes=max_minutes)
+    options = TrainOptions(max_steps=len(items), max_minutes=max_minutes, learning_rate=learning_rate)
     result = train_adapter(Path(base), items, folder, options)
     written = to_gguf_adapter(result.adapter_dir, Path(base), folder / "adapter.gguf")
     data = {**result.to_json(), **written}
@@ -221,9 +290,13 @@ def curve_markdown(data: Mapping[str, Any]) -> str:
             f"{row['tiered: LLM tokens per item'] or 0:.0f} | {trained} | {memory} |"
         )
     split = data["split"]
+    design = data.get("design") or {"lessons": "all", "learning_rate": 5e-4}
+    verified = design["lessons"] == "verified"
+    learned = "verified LLM decisions (BFCL's checker marks them right)" if verified else "LLM decisions"
     return (
         f"# {data['graph']}: the SLM's learning curve\n\n"
-        f"{split['lessons']} LLM decisions on {split['train_requests']} train requests; "
+        f"{split['lessons']} {learned} on {split['train_requests']} train requests, learning rate "
+        f"{design['learning_rate']:g}; "
         f"{split['test']} test requests from other source groups.\n\n" + "\n".join(rows) + "\n"
     )
 

@@ -579,7 +579,14 @@ def test_the_learning_curve_collects_llm_decisions_and_runs_each_point(tmp_path:
     from tierflow.agents.tiers import Tiers
     from tierflow.app import App
     from tierflow.evals.kit import BfclSuite
-    from tierflow.evals.learning_curve import CURVE_SAMPLE, _collect, _lessons, curve_markdown, learning_curve
+    from tierflow.evals.learning_curve import (
+        CURVE_SAMPLE,
+        Design,
+        _collect,
+        _lessons,
+        curve_markdown,
+        learning_curve,
+    )
     from tierflow.evals.routing_data import source_group
     from tierflow.settings import Settings
 
@@ -603,13 +610,54 @@ def test_the_learning_curve_collects_llm_decisions_and_runs_each_point(tmp_path:
 
     conf = Settings(data_dir=tmp_path / "data", memory=False, learn=False)
     with App(conf, tiers=tiers()) as app:
-        _collect(app, suite, train, 5, lambda _: None)
+        _collect(app, suite, train, 5, lambda _: None, tmp_path / "checked.jsonl", Design())
         assert 5 <= len(_lessons(app.store)) <= 6  # a request gives one decision or two
     data = learning_curve(conf, tmp_path / "work", points=(0,), limit=3, tiers=tiers())
     point = data["points"]["0"]
     assert set(point["modes"]) == {"slm", "tiered"} and point["modes"]["slm"]["items"] == 3
     assert point["modes"]["slm"]["slm_share"] == 1.0 and "training" not in point
     assert "| 0 |" in curve_markdown(data)
+
+
+def test_a_verified_curve_learns_only_the_decisions_bfcls_checker_marks_right(tmp_path: Path) -> None:
+    """Under the verified design, the LLM's decisions on a request it got wrong (a wrong
+    tool: both its choice and its arguments fail their checks) are not lessons, and the
+    collection goes on until the point has enough verified ones."""
+    from tierflow.agents.scripted import ScriptedModel
+    from tierflow.agents.tiers import Tiers
+    from tierflow.app import App
+    from tierflow.evals.kit import NONE, BfclSuite
+    from tierflow.evals.learning_curve import CURVE_SAMPLE, VERIFIED, Design, _collect, _lessons, _taught
+    from tierflow.settings import Settings
+
+    suite = BfclSuite(CURVE_SAMPLE)
+    train = [i for i in suite.items("train") if i.gold["tool"] != NONE][:12]
+    wrong = {i.id for i in train[::3]}  # every third request gets a tool that is not the gold one
+    by_request = {i.input["request"].strip()[-200:]: i for i in train}
+
+    def reply(messages: Any) -> str:
+        text = "\n".join(m["content"] for m in messages)
+        item = next(i for r, i in by_request.items() if r in text)
+        if "Write the arguments of the function" not in text:
+            return json.dumps({"label": NONE if item.id in wrong else item.gold["tool"]})
+        _, arguments = next(iter(item.extra.ground_truth[0].items()))
+        return json.dumps({k: v[0] for k, v in arguments.items() if v and v[0] != ""})
+
+    model = ScriptedModel([reply] * 100, tier="llm", name="big")
+    conf = Settings(data_dir=tmp_path / "data", memory=False, learn=False)
+    verified, checked = Design("verified", 1e-4), tmp_path / VERIFIED
+    with App(conf, tiers=Tiers(ScriptedModel([], name="tiny"), model)) as app:
+        _collect(app, suite, train, 10, lambda _: None, checked, verified)
+        every, taught = _lessons(app.store), _taught(app.store, checked, verified)
+        assert _taught(app.store, checked, Design()) == every
+    runs = [json.loads(line) for line in checked.read_text().splitlines()]
+    assert {r["id"] for r in runs} & wrong  # some collected runs were wrong ...
+    assert len(taught) >= 10 and len(every) > len(taught)  # ... and their decisions left out
+    right_runs = {r["run_id"] for r in runs if r["id"] not in wrong}
+    assert {lesson.run_id for lesson in taught} <= right_runs
+    assert Design().tag == "" and Design("verified", 1e-4).tag == "-verified-lr0.0001"
+    with pytest.raises(ValueError, match="all or verified"):
+        Design("some")
 
 
 def test_each_memory_question_set_holds_its_evidence_in_its_own_corpus() -> None:

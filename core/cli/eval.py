@@ -212,6 +212,14 @@ def eval_learn(
         float, typer.Option("--max-minutes", min=0.1, help="The most one training may take.")
     ] = 60.0,
     limit: Annotated[int | None, typer.Option(min=1, help="Run only the first N test requests.")] = None,
+    lessons: Annotated[
+        str,
+        typer.Option(
+            help="all (every LLM decision) | verified (only those BFCL's checker marks right, as a "
+            "tool would confirm them)."
+        ),
+    ] = "all",
+    learning_rate: Annotated[float, typer.Option(min=1e-6, help="The adapters' learning rate.")] = 5e-4,
     restart: Annotated[
         bool,
         typer.Option("--restart", help="Forget a stopped evaluation's runs and adapters and start over."),
@@ -226,10 +234,13 @@ def eval_learn(
     import shutil
 
     from tierflow.cli.render import ProgressDisplay
-    from tierflow.evals.learning_curve import POINTS, curve_markdown, learning_curve
+    from tierflow.evals.learning_curve import POINTS, Design, curve_markdown, learning_curve
     from tierflow.evals.report import models_environment, write_results
     from tierflow.optional import require
 
+    if lessons not in ("all", "verified"):
+        raise TaskInputError(f"--lessons must be all or verified, not {lessons!r}")
+    design = Design(lessons, learning_rate)
     require("torch", "transformers", "peft", "gguf", "safetensors", purpose="tierflow eval learn")
     conf = eval_settings()
     work = conf.resolved_data_dir() / "eval-learn"
@@ -237,7 +248,7 @@ def eval_learn(
         shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True, exist_ok=True)
     env = models_environment(conf)
-    path = (out_dir or settings().resolved_results_dir()) / "learning_curve.json"
+    path = (out_dir or settings().resolved_results_dir()) / f"learning_curve{design.tag}.json"
     with ProgressDisplay(err) as progress:
         data = learning_curve(
             conf,
@@ -246,6 +257,7 @@ def eval_learn(
             max_minutes=max_minutes,
             limit=limit,
             on_progress=progress,
+            design=design,
         )
     data["environment"] = env
     write_results(path, data, curve_markdown(data))
