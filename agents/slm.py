@@ -17,7 +17,7 @@ from typing import Any
 
 from tierflow.agents.confidence import choice_field, choice_probabilities, rechoose
 from tierflow.agents.cores import turn
-from tierflow.agents.grammar import build_grammar
+from tierflow.agents.grammar import build_grammar, check_grammar
 from tierflow.agents.protocol import ChoiceProbabilities, Completion, Message, Tier
 from tierflow.agents.signals import TokenTrace, text_signals, token_signals
 from tierflow.agents.watch import CURRENT_WATCH, GenerationWatch
@@ -151,6 +151,8 @@ class LlamaCppModel:
         grammar = build_grammar(schema) if schema is not None else None
         with self._lock:
             llama = self._load_locked()
+            if grammar is not None:
+                check_grammar(llama._model.vocab, grammar)
         with self._lock, turn(self._take_turns):
             from llama_cpp import LogitsProcessorList
 

@@ -122,6 +122,34 @@ def test_bounds_are_dropped_from_grammars_and_bad_schemas_raise() -> None:
         build_grammar({"type": "object", "properties": {"x": {"$ref": "#/definitions/missing"}}})
 
 
+def test_enum_values_with_quotes_and_backslashes_constrain_the_reply_in_the_schemas_order(
+    slm: LlamaCppModel,
+) -> None:
+    """A sentence holding quotes or a backslash is a value the grammar offers as written
+    (llama-cpp-python's own converter ended such a literal early: the grammar did not parse
+    and the process crashed), and ``propertyOrdering`` sets the order the model writes in."""
+    options = ['It can "un-stringize" annotations.', "Paths use C:\\temp on Windows.", "Nothing else."]
+    schema = {
+        "type": "object",
+        "properties": {"quote": {"type": "string", "enum": options}, "answer": {"type": "string"}},
+        "required": ["quote", "answer"],
+        "propertyOrdering": ["quote", "answer"],
+    }
+    prompt = 'Which sentence talks about annotations? Reply {"quote": "...", "answer": "..."}.'
+    reply = slm.complete(ask(prompt), schema=schema, max_tokens=60)
+    assert reply.text.lstrip().startswith('{"quote"')  # the quote first, though "answer" sorts before it
+    assert json.loads(reply.text)["quote"] in options
+
+
+def test_a_grammar_llama_cpp_cannot_parse_is_a_schema_error_not_a_crash(slm: LlamaCppModel) -> None:
+    from llama_cpp.llama_grammar import LlamaGrammar
+    from tierflow.agents.grammar import check_grammar
+
+    broken = LlamaGrammar.from_string('root ::= "unterminated', verbose=False)  # parsed only when sampled
+    with pytest.raises(SchemaError, match="cannot parse the grammar"):
+        check_grammar(slm.load()._model.vocab, broken)  # noqa: SLF001
+
+
 def test_missing_and_corrupt_files_are_clear(tmp_path: Path) -> None:
     with pytest.raises(ModelNotFoundError, match="does not exist"):
         LlamaCppModel(tmp_path / "none.gguf").load()
