@@ -40,6 +40,7 @@ from tierflow.graphs.grounding import (
     evidence_of,
     evidence_problem,
     grounding_problem,
+    off_question_problem,
     recited,
     supported_citations,
 )
@@ -215,8 +216,9 @@ def _answer_on_tiers(
     slm_chunks: int | None = None,
 ) -> tuple[Answer[CitedReply], list[Evidence]]:
     """The answer and the chunks its tier was shown: the SLM's, escalated to the LLM under
-    ``tiered`` when it fails the evidence or grounding check (the LLM sees only chunks that
-    are not local-only, and with none it is not asked)."""
+    ``tiered`` when it fails the evidence or grounding check, or comes from a sentence that is
+    not about the question (the LLM sees only chunks that are not local-only, and with none it
+    is not asked)."""
     scope = answering.scope
     shareable = [e for e in given if not e["local_only"]]
     private = local_only or not shareable
@@ -227,8 +229,10 @@ def _answer_on_tiers(
     got, shown = answering.attempt("slm", focused), focused
     problem = got.rejection
     if problem is None and got.value is not None:
-        problem = evidence_problem(got.value, shown, *checks) or grounding_problem(
-            got.value, shown, answering.question
+        problem = (
+            evidence_problem(got.value, shown, *checks)
+            or grounding_problem(got.value, shown, answering.question)
+            or off_question_problem(got.value, shown, answering.question)
         )
     if problem is not None:
         trace["check"] = problem.reason

@@ -27,6 +27,7 @@ __all__ = [
     "MIN_SUPPORT",
     "evidence_problem",
     "grounding_problem",
+    "off_question_problem",
     "cited_chunks",
     "recited",
     "supports",
@@ -117,8 +118,17 @@ def _states(code: str, sentence: str) -> bool:
 
 def _best_sentence(chunk: str, codes: set[str], words: set[str]) -> tuple[set[str], set[str]]:
     """The codes and words of the chunk's sentence that holds most of them (codes first)."""
-    found = [({c for c in codes if _states(c, s)}, words & _content_words(s)) for s in _SENTENCE.split(chunk)]
-    return max(found, key=lambda f: (len(f[0]), len(f[1])), default=(set(), set()))
+    return max((_holds(s, codes, words) for s in _SENTENCE.split(chunk)), key=_weight, default=(set(), set()))
+
+
+def _holds(sentence: str, codes: set[str], words: set[str]) -> tuple[set[str], set[str]]:
+    """The codes and words of an answer that ``sentence`` states."""
+    return {c for c in codes if _states(c, sentence)}, words & _content_words(sentence)
+
+
+def _weight(held: tuple[set[str], set[str]]) -> tuple[int, int]:
+    """How much a sentence supports an answer: codes first, then words."""
+    return len(held[0]), len(held[1])
 
 
 def _needed(words: set[str]) -> int:
@@ -156,7 +166,7 @@ def supported_citations(reply: CitedReply, shown: list[Evidence], question: str 
         best = {n: _best_sentence(shown[n - 1]["text"], codes, words) for n in cited if n not in kept}
         if not best:
             break
-        n = max(best, key=lambda m: (len(best[m][0]), len(best[m][1])))
+        n = max(best, key=lambda m: _weight(best[m]))
         if not _enough(*best[n], needed if not kept else min(2, len(words))):
             break
         kept.append(n)
@@ -244,6 +254,44 @@ def grounding_problem(
                 "ungrounded_answer", f"only {support:.0%} of the words it adds to the question are in {where}"
             )
     return None
+
+
+ABOUT_THE_QUESTION = 1
+"""How many of the question's telling words the sentence an answer comes from (with the
+sentences either side) must hold."""
+
+
+def off_question_problem(reply: CitedReply, shown: Sequence[Evidence], question: str) -> Rejected | None:
+    """Why a grounded answer looks taken from a sentence that is not about the question
+    (``None``: it does not): the sentence of its cited chunks that supports it best, with the
+    sentences either side, holds none of the question's telling words (its content words
+    that not every one of three or more chunks shown holds). A small model answers "when did
+    X start" with a year from a sentence about something else; the grounding check cannot
+    see that."""
+    if not reply.found:
+        return None
+    codes, words = _terms(reply.answer, question)
+    cited = cited_chunks(reply, list(shown))
+    if not cited or not (codes or words):
+        return None
+    # words every chunk shown holds tell nothing (two chunks of one page share their topic)
+    everywhere = set.intersection(*(_content_words(e["text"]) for e in shown)) if len(shown) >= 3 else set()
+    telling = _content_words(question) - everywhere
+    if not telling:
+        return None
+    for chunk in cited:
+        sentences = [s for s in _SENTENCE.split(chunk["text"]) if s.strip()]
+        support = [_weight(_holds(s, codes, words)) for s in sentences]
+        if not support or max(support) == (0, 0):
+            continue
+        best = support.index(max(support))
+        around = " ".join(sentences[max(0, best - 1) : best + 2])
+        if len(telling & _content_words(around)) >= min(ABOUT_THE_QUESTION, len(telling)):
+            return None
+    return Rejected(
+        "off_question",
+        "the sentence its answer comes from mentions none of " + ", ".join(sorted(telling)[:5]),
+    )
 
 
 _CODE = re.compile(r"`([^`\n]+)`|(?<![\w-])(--?[A-Za-z][\w-]*)")

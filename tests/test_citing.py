@@ -158,6 +158,45 @@ def test_an_answer_its_cited_chunk_does_not_hold_escalates_with_the_reason(
     assert len(large.calls) == 1
 
 
+def test_a_grounded_answer_from_a_sentence_about_something_else_escalates(
+    memory: DocumentMemory, store: TraceStore
+) -> None:
+    question = "How long does a password reset link stay valid?"
+    result, _small, large = ask(
+        memory,
+        store,
+        question,
+        [citing("30 days", "30 days")],  # grounded in the chunk, but in the sentence on deleting
+        [citing("30 minutes", "For 30 minutes.")],
+    )
+    assert result.state["answer"].startswith("For 30 minutes")
+    first, second = (c for c in model_calls(store.get_run(result.run_id)) if c.node == "answer")
+    assert first.escalated and "off_question" in (first.escalation_reason or "") and second.tier == "llm"
+
+    right, _small, large = ask(memory, store, question, [citing("30 minutes", "30 minutes")])
+    assert right.state["answer"].startswith("30 minutes") and not large.calls
+
+
+def test_off_question_looks_at_the_answers_sentence_and_its_neighbours() -> None:
+    from tierflow.graphs.grounding import CitedReply, off_question_problem
+
+    def chunk(text: str) -> Any:
+        return {"text": text}
+
+    shown = [
+        chunk("Guido began Python over the holidays of 1989. It was first released in 1991."),
+        chunk("Python releases come out every 12 months. The schedule was set in 2019."),
+        chunk("Python is named after Monty Python."),  # "python", in every chunk, tells nothing
+    ]
+    question = "In what year did Guido start implementing Python?"
+    year = CitedReply(found=True, sources=[2], answer="2019")
+    rejected = off_question_problem(year, shown, question)
+    assert rejected is not None and rejected.code == "off_question" and "guido" in rejected.detail
+    # the question's words may stand in the sentence before the answer's
+    assert off_question_problem(CitedReply(found=True, sources=[1], answer="1991"), shown, question) is None
+    assert off_question_problem(CitedReply(found=False, sources=[], answer=""), shown, question) is None
+
+
 def test_weak_evidence_escalates_and_an_answer_no_chunk_holds_is_withheld(
     memory: DocumentMemory, store: TraceStore
 ) -> None:
