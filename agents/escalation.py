@@ -50,6 +50,7 @@ RejectionCode = Literal[
     "empty_answer",
     "ungrounded_code",
     "ungrounded_answer",
+    "off_question",
     # the task graph's answer (tierflow.graphs.grounding.answer_problem)
     "no_tool_result",
     "plan_as_answer",
