@@ -80,12 +80,20 @@ VERDICTS_SCHEMA = {
 }
 
 
-def _ask_json(model: ChatModel, messages: list[Message], schema: dict[str, Any], max_tokens: int) -> Any:
-    completion = model.complete(messages, schema=schema, max_tokens=max_tokens)
+def _verdicts(model: ChatModel, messages: list[Message], wanted: int) -> list[bool]:
+    """The judge's first ``wanted`` verdicts (``False`` for any it did not give). A reply cut
+    off at max_tokens (a 1.5B model that goes on writing ``true, true, ...``) still counts
+    when it holds ``wanted`` whole verdicts; with fewer it is an error."""
+    completion = model.complete(messages, schema=VERDICTS_SCHEMA, max_tokens=128)
     try:
-        return parse_json(completion)
+        data = parse_json(completion)
+        verdicts = [bool(v) for v in data.get("verdicts", [])] if isinstance(data, dict) else []
     except Rejected as exc:
-        raise TierflowError(f"the judge's reply was not JSON: {exc.reason}") from None
+        body = completion.text.split("[", 1)[1] if "[" in completion.text else ""
+        verdicts = [word == "true" for word in re.findall(r"\b(true|false)\b", body)]
+        if not completion.truncated or len(verdicts) < wanted:
+            raise TierflowError(f"the judge's reply was not JSON: {exc.reason}") from None
+    return (verdicts + [False] * wanted)[:wanted]
 
 
 FACTS_SCHEMA = {
@@ -143,8 +151,7 @@ def judge_coverage(model: ChatModel, facts: Sequence[str], summary: str) -> list
         },
         {"role": "user", "content": f"Facts:\n{numbered}\n\nSummary:\n{summary}"},
     ]
-    verdicts = _ask_json(model, messages, VERDICTS_SCHEMA, 128).get("verdicts", [])
-    return [bool(v) for v in (list(verdicts) + [False] * len(facts))[: len(facts)]]
+    return _verdicts(model, messages, len(facts))
 
 
 def judge_faithfulness(model: ChatModel, document: Document, claims: Sequence[str]) -> list[bool]:
@@ -158,8 +165,7 @@ def judge_faithfulness(model: ChatModel, document: Document, claims: Sequence[st
         },
         {"role": "user", "content": f"Document:\n{document.text}\n\nSentences:\n{numbered}"},
     ]
-    verdicts = _ask_json(model, messages, VERDICTS_SCHEMA, 128).get("verdicts", [])
-    return [bool(v) for v in (list(verdicts) + [False] * len(claims))[: len(claims)]]
+    return _verdicts(model, messages, len(claims))
 
 
 # Running ----------------------------------------------------------------------------------

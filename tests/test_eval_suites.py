@@ -686,3 +686,24 @@ def test_an_unknown_memory_question_set_exits_2(tmp_path: Path) -> None:
 
     result = CliRunner().invoke(app, ["eval", "memory", "--set", "nope", "--out", str(tmp_path)])
     assert result.exit_code == 2 and "unknown question set 'nope'" in result.output
+
+
+def test_a_judges_reply_cut_off_while_it_repeats_its_verdicts_still_counts() -> None:
+    """The 1.5B judge sometimes goes on writing verdicts until max_tokens: a reply cut off
+    with a verdict for every fact counts (the first ones, in order); one cut off before it
+    gave them all, or that is not JSON while complete, is an error."""
+    from tierflow.agents.scripted import ScriptedModel
+    from tierflow.errors import TierflowError
+    from tierflow.evals.summaries import judge_coverage
+
+    looping = '{"verdicts": [true, false, true, true, true, true, true, tr'
+    judge = ScriptedModel([looping], tier="llm", name="judge", finish_reason="length")
+    assert judge_coverage(judge, ["a", "b", "c"], "summary") == [True, False, True]
+    short = ScriptedModel(['{"verdicts": [true, fal'], tier="llm", name="judge", finish_reason="length")
+    with pytest.raises(TierflowError, match="not JSON"):
+        judge_coverage(short, ["a", "b", "c"], "summary")
+    broken = ScriptedModel(["true, false, true"], tier="llm", name="judge")
+    with pytest.raises(TierflowError, match="not JSON"):
+        judge_coverage(broken, ["a", "b", "c"], "summary")
+    complete = ScriptedModel(['{"verdicts": [false]}'], tier="llm", name="judge")
+    assert judge_coverage(complete, ["a", "b"], "summary") == [False, False]
