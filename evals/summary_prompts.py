@@ -154,15 +154,20 @@ def main() -> None:
     model = LlamaCppModel(path, name="qwen2.5-coder-0.5b", n_ctx=4096)
     results = trial(model, args.variant)
     del model
-    if args.judge:
-        judge_path = cached_path(CATALOG["qwen2.5-coder-1.5b"], cache_dir() / "models")
-        judge(results, LlamaCppModel(judge_path, name="qwen2.5-coder-1.5b", n_ctx=4096))
     run = {
         "command": "python -m tierflow.evals.summary_prompts " + " ".join(sys.argv[1:]),
         "model": "qwen2.5-coder-0.5b, greedy",
     }
     data = {"run": run, "variants": results}
-    args.out.write_text(json.dumps(data, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+
+    def save() -> None:
+        args.out.write_text(json.dumps(data, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+
+    save()  # the summaries are kept before the judge runs: a judge that fails loses none of them
+    if args.judge:
+        judge_path = cached_path(CATALOG["qwen2.5-coder-1.5b"], cache_dir() / "models")
+        judge(results, LlamaCppModel(judge_path, name="qwen2.5-coder-1.5b", n_ctx=4096))
+        save()
     for name, result in results.items():
         print(name, {k: v for k, v in result.items() if k != "lines"})
 
