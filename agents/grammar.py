@@ -60,11 +60,13 @@ def _converter(prop_order: dict[str, int]) -> Any:
     no sampler to run (the process crashes)."""
     from llama_cpp.llama_grammar import SchemaConverter
 
-    class Converter(SchemaConverter):  # type: ignore[misc]  # llama_cpp is untyped
+    class Converter(SchemaConverter):
         def _format_literal(self, literal: str) -> str:
             return '"' + _LITERAL.sub(lambda m: _LITERAL_ESCAPES[m.group(0)], literal) + '"'
 
-    return Converter(prop_order=prop_order, allow_fetch=False, dotall=False, raw_pattern=False)
+    return Converter(  # type: ignore[no-untyped-call]  # llama_cpp is untyped
+        prop_order=prop_order, allow_fetch=False, dotall=False, raw_pattern=False
+    )
 
 
 @lru_cache(maxsize=256)
