@@ -97,6 +97,7 @@ class LlamaCppModel:
         self._llama = llama
         self._lock = threading.Lock()
         self._take_turns = take_turns
+        self._grammars_checked: set[str] = set()  # the grammars llama.cpp parsed for this model
 
     @property
     def n_ctx(self) -> int:
@@ -151,8 +152,9 @@ class LlamaCppModel:
         grammar = build_grammar(schema) if schema is not None else None
         with self._lock:
             llama = self._load_locked()
-            if grammar is not None:
-                check_grammar(llama._model.vocab, grammar)
+            if grammar is not None and grammar._grammar not in self._grammars_checked:
+                check_grammar(llama._model.vocab, grammar)  # once per grammar, not on every call
+                self._grammars_checked.add(grammar._grammar)
         with self._lock, turn(self._take_turns):
             from llama_cpp import LogitsProcessorList
 
