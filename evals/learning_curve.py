@@ -41,7 +41,7 @@ from tierflow.memory.lessons import Lesson, LessonSummary, lessons
 from tierflow.records import OnProgress, Progress
 from tierflow.results import curve_points
 
-__all__ = ["CURVE_SAMPLE", "POINTS", "Design", "learning_curve", "curve_markdown"]
+__all__ = ["CURVE_SAMPLE", "POINTS", "LESSONS", "Design", "learning_curve", "curve_markdown"]
 
 CURVE_SAMPLE = {
     "train": {"live_multiple": 240, "live_simple": 60, "live_irrelevance": 60},
@@ -52,6 +52,8 @@ CURVE_SAMPLE = {
 POINTS = (0, 100, 200, 400)
 MODES = ("slm", "tiered")
 TASK = "curve"
+LESSONS = ("all", "verified")
+"""What a design's adapters may learn from (``Design.lessons``)."""
 CHECKED_BY = {"choose_tool": "tool", "write_args": "call"}
 """The BFCL check that verifies each node's decision (``Design.lessons == "verified"``)."""
 
@@ -65,7 +67,7 @@ class Design:
     learning_rate: float = 5e-4
 
     def __post_init__(self) -> None:
-        if self.lessons not in ("all", "verified"):
+        if self.lessons not in LESSONS:
             raise ValueError(f"lessons must be all or verified, not {self.lessons!r}")
 
     @property

@@ -89,7 +89,7 @@ def _verdicts(model: ChatModel, messages: list[Message], wanted: int) -> list[bo
         data = parse_json(completion)
         verdicts = [bool(v) for v in data.get("verdicts", [])] if isinstance(data, dict) else []
     except Rejected as exc:
-        body = completion.text.split("[", 1)[1] if "[" in completion.text else ""
+        body = _list_body(completion.text)
         verdicts = [word == "true" for word in re.findall(r"\b(true|false)\b", body)]
         if not completion.truncated or len(verdicts) < wanted:
             raise TierflowError(f"the judge's reply was not JSON: {exc.reason}") from None
@@ -103,9 +103,14 @@ FACTS_SCHEMA = {
 }
 
 
+def _list_body(text: str) -> str:
+    """What a reply cut off inside its list wrote after the list began."""
+    return text.split("[", 1)[1] if "[" in text else ""
+
+
 def _complete_strings(text: str) -> list[str]:
     """The complete JSON strings of a reply cut off inside a list (the last one is dropped)."""
-    body = text.split("[", 1)[1] if "[" in text else ""
+    body = _list_body(text)
     found = []
     for match in re.finditer(r'"((?:[^"\\]|\\.)*)"', body):
         try:

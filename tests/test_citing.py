@@ -69,6 +69,11 @@ def citing_first(answer: str) -> str:
 NOT_FOUND_REPLY = json.dumps({"found": False, "sources": [], "answer": ""})
 
 
+def shown_chunk(text: str) -> Any:
+    """A chunk as a cited answer is shown it (the checks read its text)."""
+    return {"text": text, "similarity": 0.5}
+
+
 def ask(
     memory: DocumentMemory,
     store: TraceStore,
@@ -180,13 +185,10 @@ def test_a_grounded_answer_from_a_sentence_about_something_else_escalates(
 def test_off_question_looks_at_the_answers_sentence_and_its_neighbours() -> None:
     from tierflow.graphs.grounding import CitedReply, off_question_problem
 
-    def chunk(text: str) -> Any:
-        return {"text": text}
-
     shown = [
-        chunk("Guido began Python over the holidays of 1989. It was first released in 1991."),
-        chunk("Python releases come out every 12 months. The schedule was set in 2019."),
-        chunk("Python is named after Monty Python."),  # "python", in every chunk, tells nothing
+        shown_chunk("Guido began Python over the holidays of 1989. It was first released in 1991."),
+        shown_chunk("Python releases come out every 12 months. The schedule was set in 2019."),
+        shown_chunk("Python is named after Monty Python."),  # "python", in every chunk, tells nothing
     ]
     question = "In what year did Guido start implementing Python?"
     year = CitedReply(found=True, sources=[2], answer="2019")
@@ -508,13 +510,10 @@ def test_support_is_a_sentence_holding_the_answers_figure_or_most_of_its_words()
 def test_citations_keep_the_fewest_chunks_whose_sentences_cover_the_answer() -> None:
     from tierflow.graphs.grounding import CitedReply, supported_citations
 
-    def chunk(text: str) -> Any:
-        return {"text": text}
-
     shown = [
-        chunk("Argparse is the recommended parser. It parses the command line."),
-        chunk("Two other modules do the same: getopt, like the C function, and optparse, deprecated."),
-        chunk("In 1980 the parser accepted options. Argparse also writes help."),
+        shown_chunk("Argparse is the recommended parser. It parses the command line."),
+        shown_chunk("Two other modules do the same: getopt, like the C function, and optparse, deprecated."),
+        shown_chunk("In 1980 the parser accepted options. Argparse also writes help."),
     ]
     reply = CitedReply(found=True, sources=[1, 2, 3], answer="getopt and optparse")
     assert supported_citations(reply, shown, "Which modules besides argparse parse options?").sources == [2]
@@ -527,12 +526,9 @@ def test_citations_keep_the_fewest_chunks_whose_sentences_cover_the_answer() -> 
 def test_a_figure_or_option_counts_only_as_a_whole_token() -> None:
     from tierflow.graphs.grounding import CitedReply, grounding_problem, recited
 
-    def chunk(text: str) -> Any:
-        return {"text": text, "similarity": 0.5}
-
     shown = [
-        chunk("The parser dates from 1980, a percent of it; --verbose prints more."),
-        chunk("Coverage is 80 percent."),
+        shown_chunk("The parser dates from 1980, a percent of it; --verbose prints more."),
+        shown_chunk("Coverage is 80 percent."),
     ]
     assert recited(CitedReply(found=True, sources=[1], answer="80 percent"), shown).sources == [2]
     option = CitedReply(found=True, sources=[1], answer="Pass `-v` to print more.")

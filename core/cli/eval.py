@@ -234,12 +234,12 @@ def eval_learn(
     import shutil
 
     from tierflow.cli.render import ProgressDisplay
-    from tierflow.evals.learning_curve import POINTS, Design, curve_markdown, learning_curve
+    from tierflow.evals.learning_curve import LESSONS, POINTS, Design, curve_markdown, learning_curve
     from tierflow.evals.report import models_environment, write_results
     from tierflow.optional import require
 
-    if lessons not in ("all", "verified"):
-        raise TaskInputError(f"--lessons must be all or verified, not {lessons!r}")
+    if lessons not in LESSONS:
+        raise TaskInputError(f"--lessons must be {' or '.join(LESSONS)}, not {lessons!r}")
     design = Design(lessons, learning_rate)
     require("torch", "transformers", "peft", "gguf", "safetensors", purpose="tierflow eval learn")
     conf = eval_settings()
