@@ -24,6 +24,7 @@ document memory with ``DocumentMemory.add``, and questions go through ``build_qa
 from __future__ import annotations
 
 import json
+import shutil
 import statistics
 import tempfile
 import time
@@ -49,6 +50,7 @@ __all__ = [
     "QUESTION_SETS",
     "QuestionSet",
     "Question",
+    "calibrate_answers",
     "load_questions",
     "memory_eval",
     "memory_markdown",
@@ -80,7 +82,18 @@ QUESTION_SETS = {
     # the held-out questions answered, not only ranked: run once, at the end of a round of work
     # on cited answers, to check what the main set's figures say on questions nothing was tried on
     "heldout": QuestionSet("heldout", HELD_OUT, CORPUS_DIR, None, "memory_heldout.json"),
+    # a user's own questions to calibrate the answer step on (``--calibrate``): the dev set's
+    # HOWTOs, other questions than the dev set's, none of the main corpus
+    "calibration": QuestionSet(
+        "calibration",
+        QUESTIONS.with_name("calibration.json"),
+        QUESTIONS.parent.parent / "documents",
+        None,
+        "memory_calibration.json",
+    ),
 }
+ANSWER_GRAPH = "ask"
+"""The name ``build_qa_graph`` compiles its graph under, which its calibrated scorers carry."""
 POLICIES = ("slm", "tiered", "llm")
 RERANKS: tuple[Rerank, ...] = ("off", "auto", "always")
 DEPTH = 10
@@ -261,6 +274,71 @@ def _answers(
     }
 
 
+def calibrate_answers(
+    settings: Settings,
+    question_set: QuestionSet,
+    work: Path,
+    on_progress: OnProgress,
+    *,
+    max_loss: float | None = None,
+    limit: int | None = None,
+) -> dict[str, Any]:
+    """Calibrate the answer step as ``tierflow calibrate`` does, on ``question_set`` (its
+    corpus in a memory of its own, under ``work``, where a stopped calibration goes on): every
+    question answered by the SLM and shadowed by the LLM, an answerable one's answer labelled
+    by its answer keys (``--gold answer``), an unanswerable one's by agreement with the LLM;
+    then the scorer and threshold fitted for ``max_loss``. Returns what the fit measured and
+    where the scorers are (``scorers``)."""
+    from dataclasses import asdict
+    from datetime import UTC, datetime
+
+    from tierflow.agents.calibration import fit_scorers, fitted_share, scorer_file, shipped_priors
+    from tierflow.app import App
+    from tierflow.graphs.calibrating import CalibrationItem, collect_labels
+    from tierflow.graphs.citing import build_qa_graph
+    from tierflow.memory.documents import DocumentMemory
+
+    questions = load_questions(question_set.questions)[:limit]
+    conf = settings.model_copy(update={"data_dir": work})
+    with App(conf) as app:
+        memory = DocumentMemory.open(None, app.embeddings)
+        on_progress(Progress("calibration corpus", note="adding the corpus …"))
+        _ingest(memory, question_set.corpus)  # unchanged documents are not added again
+        items = [
+            CalibrationItem(
+                q["id"], {"question": q["question"]}, {"answer": q["answers"]} if q["answers"] else {}
+            )
+            for q in questions
+        ]
+        graph = build_qa_graph(memory)
+        collect_labels(
+            graph, ANSWER_GRAPH, items, app.run_graph, app.store, app.tiers.llm, on_progress=on_progress
+        )
+        slm, llm = app.tiers.slm.name, app.tiers.llm.name
+        labels = app.store.labels(graph=[ANSWER_GRAPH], slm_model=slm, llm_model=llm)
+    created = datetime.now(UTC).isoformat(timespec="seconds")
+    scorers, fits = fit_scorers(
+        labels,
+        graph=ANSWER_GRAPH,
+        slm=slm,
+        llm=llm,
+        max_loss=max_loss,
+        priors=shipped_priors(),
+        created_at=created,
+    )
+    path = scorer_file(work / "scorers", ANSWER_GRAPH)
+    scorers.save(path)
+    return {
+        "set": question_set.name,
+        "questions": len(questions),
+        "labels": len(labels),
+        "max_loss": max_loss,
+        "estimated_slm_share": round(fitted_share(fits), 3),
+        "fits": [asdict(fit) for fit in fits],
+        "scorers": str(path),
+    }
+
+
 def memory_eval(
     settings: Settings,
     on_progress: OnProgress,
@@ -270,10 +348,13 @@ def memory_eval(
     question_set: QuestionSet = QUESTION_SETS["main"],
     retrieval_ranks: bool = True,
     slm_chunks: int | None = None,
+    scorers: Path | None = None,
 ) -> dict[str, Any]:
     """Ingest the set's corpus, measure retrieval (unless ``retrieval_ranks`` is off), then
     answer every question under each policy; ``on_progress`` hears of each question
-    retrieved and answered."""
+    retrieved and answered. ``scorers``: the answer step's calibrated scorers
+    (``calibrate_answers``), which ``tiered`` then judges the SLM's answers by."""
+    from tierflow.agents.calibration import scorer_file
     from tierflow.app import App
     from tierflow.memory.documents import DocumentMemory
 
@@ -283,6 +364,10 @@ def memory_eval(
     )
     with tempfile.TemporaryDirectory(prefix="tierflow-memory-eval-") as scratch:
         conf = settings.model_copy(update={"data_dir": Path(scratch)})
+        if scorers is not None:
+            installed = scorer_file(conf.scorers_dir(), ANSWER_GRAPH)
+            installed.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(scorers, installed)
         with App(conf) as app:
             memory = DocumentMemory.open(None, app.embeddings)
             on_progress(Progress("corpus", note="adding the corpus …"))
@@ -312,6 +397,7 @@ def memory_eval(
             "ingest_failures": ingest["failed"],
         },
         "slm_chunks": slm_chunks,
+        "scorers": str(scorers) if scorers is not None else None,
         "retrieval": retrieval,
         "retrieval_held_out": retrieval_held_out,
         "answers": answers,

@@ -170,12 +170,25 @@ def _matches(call: StoredModelCall, value: Any, gold: Any, judge: ChatModel) -> 
     same = same_output(kind, value, gold)
     if same is not None:
         return same
+    text = _output_text(value)
+    if isinstance(gold, list) and gold and all(isinstance(key, str) for key in gold):
+        return any(_flat(key) in _flat(text) for key in gold)  # the keys a right text holds
     source = "\n".join(m["content"] for m in call.messages if m["role"] == "user")
-    reply = judge.complete(
-        judge_text_messages(source, str(value), str(gold)), schema=JUDGE_SCHEMA, max_tokens=16
-    )
+    reply = judge.complete(judge_text_messages(source, text, str(gold)), schema=JUDGE_SCHEMA, max_tokens=16)
     try:
         verdict: Mapping[str, Any] = json.loads(reply.text)
     except json.JSONDecodeError:
         return False
     return verdict.get("verdict") == "same"
+
+
+def _output_text(value: Any) -> str:
+    """A text step's output as its words: a structured reply (a cited answer) stored as a
+    dict reads as its string fields."""
+    if isinstance(value, Mapping):
+        return "\n".join(str(v) for v in value.values() if isinstance(v, str))
+    return str(value)
+
+
+def _flat(text: str) -> str:
+    return " ".join(text.split()).casefold()

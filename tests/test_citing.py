@@ -481,6 +481,38 @@ def test_a_cited_answer_is_judged_by_its_nodes_scorer_and_shadowed_only_when_sha
     assert private.state["answer"].startswith("The code is 4417")
 
 
+def test_calibrating_the_answer_step_labels_answers_by_the_keys_a_right_one_holds(
+    memory: DocumentMemory, store: TraceStore
+) -> None:
+    """A gold answer given as a list of keys labels the SLM's cited answer right when its
+    text holds one (case and spacing ignored), with no judge asked; the LLM's shadow is
+    labelled the same way (the run's own shadow is still judged, as in every shadowed run)."""
+    from functools import partial
+
+    from tierflow.graphs.calibrating import CalibrationItem, collect_labels
+
+    question = {"question": "Can I get my money back after buying Plus?"}
+    items = [
+        CalibrationItem("right", question, {"answer": ["within 14  DAYS", "two weeks"]}),
+        CalibrationItem("wrong", question, {"answer": ["30 days"]}),
+    ]
+    reply = citing("14 days", "Yes, within 14 days of the first payment.")
+    tiered = Tiers(
+        ScriptedModel(tier="slm", name="tiny", by_node={"answer": [reply, reply]}),
+        ScriptedModel(
+            tier="llm",
+            name="big",
+            by_node={"answer:shadow": [reply, reply], "answer:judge": [{"verdict": "same"}] * 2},
+        ),
+    )
+    run = partial(run_graph, tiers=tiered, store=store)
+    assert collect_labels(build_qa_graph(memory), "ask", items, run, store, tiered.llm) == 2
+    gold = {label.detail: label for label in store.labels(graph="ask") if label.source == "gold"}
+    assert gold['["within 14  DAYS", "two weeks"]'].slm_right and not gold['["30 days"]'].slm_right
+    assert gold['["within 14  DAYS", "two weeks"]'].llm_right and not gold['["30 days"]'].llm_right
+    assert len(tiered.llm.calls) == 4  # a shadow and its judge per run: no judge for the gold labels
+
+
 def test_citations_of_chunks_that_do_not_hold_the_answer_are_dropped(
     memory: DocumentMemory, store: TraceStore
 ) -> None:

@@ -662,8 +662,9 @@ def test_a_verified_curve_learns_only_the_decisions_bfcls_checker_marks_right(tm
 
 def test_each_memory_question_set_holds_its_evidence_in_its_own_corpus() -> None:
     """The dev set (for trying changes to cited answers) is written on another corpus than
-    the main set, the held-out set asks none of the main set's questions on its corpus, and
-    every answerable question's evidence is in the file it names."""
+    the main set, the held-out set asks none of the main set's questions on its corpus, the
+    calibration set none of the dev set's on theirs, and every answerable question's
+    evidence is in the file it names."""
     from tierflow.evals.memory_qa import QUESTION_SETS, holds, load_questions
     from tierflow.tools.readers import read_document
 
@@ -671,6 +672,7 @@ def test_each_memory_question_set_holds_its_evidence_in_its_own_corpus() -> None
     assert corpora["dev"] != corpora["main"] == corpora["heldout"]
     asked = {name: {q["question"] for q in load_questions(s.questions)} for name, s in QUESTION_SETS.items()}
     assert not asked["heldout"] & asked["main"]  # held out: none of the main set's questions
+    assert corpora["calibration"] == corpora["dev"] and not asked["calibration"] & asked["dev"]
     for name, question_set in QUESTION_SETS.items():
         questions = load_questions(question_set.questions)
         answerable = [q for q in questions if q["evidence"]]
@@ -680,12 +682,16 @@ def test_each_memory_question_set_holds_its_evidence_in_its_own_corpus() -> None
             assert holds(text, str(question["evidence"])), (name, question["id"])
 
 
-def test_an_unknown_memory_question_set_exits_2(tmp_path: Path) -> None:
+def test_an_unknown_memory_question_set_or_calibrating_on_the_measured_one_exits_2(tmp_path: Path) -> None:
     from tierflow.cli import app
     from typer.testing import CliRunner
 
     result = CliRunner().invoke(app, ["eval", "memory", "--set", "nope", "--out", str(tmp_path)])
     assert result.exit_code == 2 and "unknown question set 'nope'" in result.output
+    calibrated_on_itself = ["eval", "memory", "--set", "dev", "--calibrate", "dev", "--out", str(tmp_path)]
+    result = CliRunner().invoke(app, calibrated_on_itself)
+    assert result.exit_code == 2 and "questions it is measured on" in result.output
+    assert not list(tmp_path.iterdir())
 
 
 def test_a_judges_reply_cut_off_while_it_repeats_its_verdicts_still_counts() -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from functools import partial
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from tierflow.cli.eval_routing import eval_priors, eval_routing
@@ -22,6 +22,9 @@ from tierflow.cli.eval_support import (
 from tierflow.cli.support import JsonOption, err, progress_display, settings
 from tierflow.errors import ConfigError, TaskInputError, TierflowError
 from tierflow.settings import TierPolicy
+
+if TYPE_CHECKING:
+    from tierflow.evals.memory_qa import QuestionSet
 
 __all__ = ["eval_app"]
 
@@ -612,7 +615,8 @@ def eval_memory(
             "--set",
             help="main (22 real documents, 68 questions) | dev (10 Python HOWTOs, 24 questions for "
             "trying changes without tuning on main) | heldout (the main corpus's 45 held-out questions, "
-            "answered: run once at the end of a round of work).",
+            "answered: run once at the end of a round of work) | calibration (70 other questions on the "
+            "HOWTOs, for --calibrate).",
         ),
     ] = "main",
     retrieval: Annotated[
@@ -622,6 +626,21 @@ def eval_memory(
         int | None,
         typer.Option("--slm-chunks", min=1, help="Show the SLM only the best N chunks (default: all 4)."),
     ] = None,
+    calibrate_on: Annotated[
+        str | None,
+        typer.Option(
+            "--calibrate",
+            help="First calibrate the answer step on this set's questions (calibration: 70 questions "
+            "on the HOWTOs), as tierflow calibrate does on a user's own, and judge tiered's SLM "
+            "answers by its scorer. Resumable.",
+        ),
+    ] = None,
+    max_loss: Annotated[
+        float | None,
+        typer.Option(
+            "--max-loss", min=0.0, max=1.0, help="With --calibrate: the loss the threshold is chosen for."
+        ),
+    ] = None,
     out_dir: OutOption = None,
     as_json: JsonOption = False,
 ) -> None:
@@ -629,19 +648,32 @@ def eval_memory(
     retrieval (hit@1, hit@3, MRR, with and without the SLM's reranking) and cited answers
     (correctness, citation accuracy, SLM share, LLM tokens) per policy."""
     from tierflow.cli.render import ProgressDisplay
-    from tierflow.evals.memory_qa import POLICIES, QUESTION_SETS, memory_eval, memory_markdown
+    from tierflow.evals.memory_qa import POLICIES, calibrate_answers, memory_eval, memory_markdown
     from tierflow.evals.report import models_environment, write_results
 
-    if question_set not in QUESTION_SETS:
+    chosen = _question_set(question_set)
+    calibration = _question_set(calibrate_on) if calibrate_on is not None else None
+    if calibration is not None and calibration.questions == chosen.questions:
         raise TaskInputError(
-            f"unknown question set {question_set!r}", hint=f"Sets: {', '.join(QUESTION_SETS)}."
+            f"--calibrate {calibrate_on} would calibrate on the questions it is measured on",
+            hint="Calibrate on other questions: --calibrate calibration.",
         )
-    chosen = QUESTION_SETS[question_set]
     path = (out_dir or settings().resolved_results_dir()) / chosen.results
     conf = eval_settings()
     # the code as it is now, not after the commits made during the hour it runs
     env = models_environment(conf)
     with ProgressDisplay(err) as progress:
+        fitted = (
+            calibrate_answers(
+                conf,
+                calibration,
+                conf.resolved_data_dir() / f"eval-memory-calibrate-{calibration.name}",
+                progress,
+                max_loss=max_loss,
+            )
+            if calibration is not None
+            else None
+        )
         data = memory_eval(
             conf,
             progress,
@@ -650,10 +682,20 @@ def eval_memory(
             question_set=chosen,
             retrieval_ranks=retrieval,
             slm_chunks=slm_chunks,
+            scorers=Path(fitted["scorers"]) if fitted is not None else None,
         )
+    data["calibration"] = fitted
     data["environment"] = env
     write_results(path, data, memory_markdown(data))
     show_results(as_json, {k: v for k, v in data.items() if k != "answers"}, memory_markdown(data), str(path))
+
+
+def _question_set(name: str) -> QuestionSet:
+    from tierflow.evals.memory_qa import QUESTION_SETS
+
+    if name not in QUESTION_SETS:
+        raise TaskInputError(f"unknown question set {name!r}", hint=f"Sets: {', '.join(QUESTION_SETS)}.")
+    return QUESTION_SETS[name]
 
 
 @eval_app.command("readme")
