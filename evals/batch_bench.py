@@ -38,6 +38,7 @@ from tierflow.batch.worker import SummaryOptions
 from tierflow.errors import TierflowError
 from tierflow.evals.batch_corpus import CORPUS_DIR, load_manifest
 from tierflow.evals.documents import Document, digest
+from tierflow.evals.key_sentences import compare
 from tierflow.evals.report import markdown_table
 from tierflow.evals.summaries import judge_coverage, judge_faithfulness, sentences
 from tierflow.tools.readers import read_document
@@ -46,17 +47,27 @@ if TYPE_CHECKING:
     from tierflow.agents.protocol import ChatModel
     from tierflow.settings import Settings
 
-__all__ = ["CONFIGURATIONS", "batch_runs", "batch_quality", "batch_markdown", "batch_table"]
+__all__ = [
+    "ALL_LLM",
+    "CONFIGURATIONS",
+    "TIERED",
+    "batch_runs",
+    "batch_quality",
+    "batch_markdown",
+    "batch_table",
+]
 
 JUDGE_CHARS = 6000
 MAX_FACTS = 8
+TIERED, ALL_LLM = "tiered, 1 worker", "all on the LLM, 1 worker"
+"""The two runs whose summaries the quality figures compare."""
 CONFIGURATIONS: tuple[tuple[str, str, int, str], ...] = (
     # label, policy, workers, backend
-    ("tiered, 1 worker", "tiered", 1, "local"),
+    (TIERED, "tiered", 1, "local"),
     ("tiered, 1 worker, no watch", "tiered", 1, "local"),
     ("tiered, 2 local workers", "tiered", 2, "local"),
     ("tiered, 2 Ray workers", "tiered", 2, "ray"),
-    ("all on the LLM, 1 worker", "llm", 1, "local"),
+    (ALL_LLM, "llm", 1, "local"),
 )
 UNWATCHED = "tiered, 1 worker, no watch"
 Progress = Callable[[str], None]
@@ -168,6 +179,7 @@ def _quality(
 
     return {
         "documents": len(per_document),
+        "by_code": compare(texts, tiered, reference),
         "coverage_of_llm_facts": mean("coverage"),
         "faithfulness_tiered": mean("faithfulness_tiered"),
         "faithfulness_llm": mean("faithfulness_llm"),
@@ -194,8 +206,8 @@ def batch_runs(settings: Settings, progress: Progress) -> dict[str, Any]:
                 if backend == "ray":
                     ray.shutdown()
     by_label = {run["label"]: run for run in runs}
-    one, two = by_label["tiered, 1 worker"], by_label["tiered, 2 local workers"]
-    llm_run = by_label["all on the LLM, 1 worker"]
+    one, two = by_label[TIERED], by_label["tiered, 2 local workers"]
+    llm_run = by_label[ALL_LLM]
     manifest = load_manifest()
     return {
         "corpus": {
@@ -231,8 +243,8 @@ def batch_quality(settings: Settings, data: dict[str, Any], progress: Progress) 
     try:
         return _quality(
             judge,
-            by_label["tiered, 1 worker"]["summaries"],
-            by_label["all on the LLM, 1 worker"]["summaries"],
+            by_label[TIERED]["summaries"],
+            by_label[ALL_LLM]["summaries"],
             progress,
         )
     finally:
@@ -289,6 +301,18 @@ def batch_table(data: dict[str, Any]) -> str:
             f"coverage of the all-LLM summaries' key facts {_pct(quality.get('coverage_of_llm_facts'))}; "
             f"faithfulness to the document {_pct(quality.get('faithfulness_tiered'))} "
             f"(all-LLM: {_pct(quality.get('faithfulness_llm'))}).",
+            *(
+                [
+                    "Checked by code, with no model judging (`evals/key_sentences.py`): the tiered summaries "
+                    f"cover {_pct(by_code['key_sentences_covered_tiered'])} of the documents' key sentences, "
+                    f"the all-LLM ones {_pct(by_code['key_sentences_covered_llm'])} "
+                    f"(tiered at {_pct(by_code['tiered_against_llm'])} of all-LLM); they draw on "
+                    f"{_pct(by_code['parts_drawn_on_tiered'])} and {_pct(by_code['parts_drawn_on_llm'])} "
+                    "of the documents' parts."
+                ]
+                if (by_code := quality.get("by_code"))
+                else []
+            ),
             *(
                 [
                     "The watch (stopping an SLM summary that copies, loops or runs over while it is "

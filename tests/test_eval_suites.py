@@ -713,3 +713,76 @@ def test_a_judges_reply_cut_off_while_it_repeats_its_verdicts_still_counts() -> 
         judge_coverage(broken, ["a", "b", "c"], "summary")
     complete = ScriptedModel(['{"verdicts": [false]}'], tier="llm", name="judge")
     assert judge_coverage(complete, ["a", "b"], "summary") == [False, False]
+
+
+def _two_part_document() -> str:
+    """A document of two parts: a compressor's figures, then a garden's plants."""
+    first = [
+        "The Zephyr compressor reaches a ratio of 42 on plain text files with dictionary mode.",
+        "Zephyr streams blocks through a sliding window of 64 kilobytes before encoding.",
+        "Checksums use the Adler algorithm so corrupted archives are rejected early.",
+        "The toolkit documentation describes the Zephyr project and its releases in detail.",
+    ]
+    second = [
+        "The botanical garden grows saffron crocus bulbs under glass every autumn season.",
+        "Gardeners water the orchid greenhouse with collected rainwater twice weekly.",
+        "Visitors may photograph the carnivorous pitcher plants near the northern pond.",
+        "The garden guide describes the botanical collection and its visitors in detail.",
+    ]
+    return "\n\n".join(first) + "\n\n" + "\n\n".join(second)
+
+
+def test_key_sentences_are_read_per_part_and_a_summary_covers_them_by_their_telling_words() -> None:
+    """Checked by code, no model: each part has key sentences, a summary stating one part's
+    specifics covers that part's only, and one that names the topic alone covers none."""
+    from tierflow.evals.key_sentences import coverage, key_sentences
+
+    text, part = _two_part_document(), 400
+    keys = key_sentences(text, part)
+    assert {key.part for key in keys} == {0, 1}
+    assert any("Zephyr compressor" in key.text for key in keys if key.part == 0)
+    assert any("saffron" in key.text for key in keys if key.part == 1)
+    first_only = coverage(
+        text, "Zephyr compresses text at a ratio of 42 in a sliding 64 kilobyte window.", part
+    )
+    assert first_only["parts"] == 2 and first_only["parts_drawn_on"] == 0.5
+    assert 0 < float(first_only["covered"] or 0) < 0.5
+    both = coverage(
+        text,
+        "Zephyr compresses text at a ratio of 42 in a sliding 64 kilobyte window. The garden grows "
+        "saffron crocus bulbs and waters its orchid greenhouse with rainwater.",
+        part,
+    )
+    assert both["parts_drawn_on"] == 1.0 and float(both["covered"] or 0) > float(first_only["covered"] or 0)
+    assert coverage(text, "This is about Zephyr and a botanical garden.", part)["covered"] == 0  # topic alone
+
+
+def test_a_batch_benchmarks_summaries_are_read_again_by_code_keeping_the_judges_figures(
+    tmp_path: Path,
+) -> None:
+    from tierflow.evals.batch_bench import ALL_LLM, TIERED
+    from tierflow.evals.batch_corpus import load_manifest
+    from tierflow.evals.key_sentences import rescore_batch
+
+    path = tmp_path / "batch.json"
+    with pytest.raises(TierflowError, match="no runs"):
+        rescore_batch(path)
+    name = load_manifest()[0]["file"]
+    run = {"documents": 1, "seconds": 1.0, "documents_per_minute": 1.0, "slm_share": 1.0, "llm_tokens": 0}
+    runs = [
+        {**run, "label": label, "summaries": {name: summary}, "escalated_documents": 0}
+        for label, summary in ((TIERED, "A licence."), (ALL_LLM, "A licence for software."))
+    ]
+    data = {
+        "corpus": {"documents": 1, "characters": 1, "formats": ["txt"]},
+        "runs": runs,
+        "parallel_efficiency": {"local_2_workers": 0.5, "ray_2_workers": 0.5},
+        "llm_tokens_vs_all_llm": 0.2,
+        "quality": {"coverage_of_llm_facts": 0.91},
+    }
+    path.write_text(json.dumps(data), encoding="utf-8")
+    by_code = rescore_batch(path)
+    written = json.loads(path.read_text(encoding="utf-8"))
+    assert written["quality"]["coverage_of_llm_facts"] == 0.91 and written["quality"]["by_code"] == by_code
+    assert by_code["documents"] == 1 and by_code["per_document"][0]["document"] == name
+    assert "Checked by code" in path.with_suffix(".md").read_text(encoding="utf-8")
