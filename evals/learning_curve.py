@@ -168,14 +168,17 @@ def _collect(
         checks = item_line(app.store, suite, "llm", item, result)["checks"]
         with checked.open("a", encoding="utf-8") as handle:
             handle.write(json.dumps({"run_id": result.run_id, "id": item.id, "checks": checks}) + "\n")
-        made += sum(
+        taught = sum(
             call.tier == "llm"
             and call.error is None
             and call.parsed is not None
             and (design.lessons == "all" or _verified(call.node, checks))
             for call in calls
         )
-        report(Progress("the LLM's decisions on train requests", min(made, wanted), wanted, item=item.id))
+        made += taught
+        # an outcome per run, so that a log (nohup, CI) gets a line for each, not only a terminal
+        outcome = "taught" if taught else "left out"
+        report(Progress("the LLM's decisions on train requests", min(made, wanted), wanted, outcome, item.id))
 
 
 def _lessons(store: Any) -> list[Lesson]:

@@ -647,10 +647,14 @@ def test_a_verified_curve_learns_only_the_decisions_bfcls_checker_marks_right(tm
     conf = Settings(data_dir=tmp_path / "data", memory=False, learn=False)
     verified, checked = Design("verified", 1e-4), tmp_path / VERIFIED
     with App(conf, tiers=Tiers(ScriptedModel([], name="tiny"), model)) as app:
-        _collect(app, suite, train, 10, lambda _: None, checked, verified)
+        reports: list[Progress] = []
+        _collect(app, suite, train, 10, reports.append, checked, verified)
         every, taught = _lessons(app.store), _taught(app.store, checked, verified)
         assert _taught(app.store, checked, Design()) == every
     runs = [json.loads(line) for line in checked.read_text().splitlines()]
+    # a line per run in a log: each report has its outcome, a wrong run's "left out"
+    assert [r.item for r in reports] == [r["id"] for r in runs]
+    assert {r.item for r in reports if r.outcome == "left out"} == {r["id"] for r in runs} & wrong
     assert {r["id"] for r in runs} & wrong  # some collected runs were wrong ...
     assert len(taught) >= 10 and len(every) > len(taught)  # ... and their decisions left out
     right_runs = {r["run_id"] for r in runs if r["id"] not in wrong}
