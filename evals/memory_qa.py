@@ -281,14 +281,15 @@ def calibrate_answers(
     on_progress: OnProgress,
     *,
     max_loss: float | None = None,
+    slm_share: float | None = None,
     limit: int | None = None,
 ) -> dict[str, Any]:
     """Calibrate the answer step as ``tierflow calibrate`` does, on ``question_set`` (its
     corpus in a memory of its own, under ``work``, where a stopped calibration goes on): every
     question answered by the SLM and shadowed by the LLM, an answerable one's answer labelled
     by its answer keys (``--gold answer``), an unanswerable one's by agreement with the LLM;
-    then the scorer and threshold fitted for ``max_loss``. Returns what the fit measured and
-    where the scorers are (``scorers``)."""
+    then the scorer and threshold fitted for ``max_loss`` (or ``slm_share``). Returns what the
+    fit measured and where the scorers are (``scorers``)."""
     from dataclasses import asdict
     from datetime import UTC, datetime
 
@@ -323,6 +324,7 @@ def calibrate_answers(
         slm=slm,
         llm=llm,
         max_loss=max_loss,
+        slm_share=slm_share,
         priors=shipped_priors(),
         created_at=created,
     )
@@ -333,6 +335,7 @@ def calibrate_answers(
         "questions": len(questions),
         "labels": len(labels),
         "max_loss": max_loss,
+        "slm_share": slm_share,
         "estimated_slm_share": round(fitted_share(fits), 3),
         "fits": [asdict(fit) for fit in fits],
         "scorers": str(path),

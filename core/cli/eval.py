@@ -641,6 +641,15 @@ def eval_memory(
             "--max-loss", min=0.0, max=1.0, help="With --calibrate: the loss the threshold is chosen for."
         ),
     ] = None,
+    slm_share: Annotated[
+        float | None,
+        typer.Option(
+            "--slm-share",
+            min=0.5,
+            max=1.0,
+            help="With --calibrate, instead of --max-loss: the SLM share of model calls to reach.",
+        ),
+    ] = None,
     out_dir: OutOption = None,
     as_json: JsonOption = False,
 ) -> None:
@@ -651,6 +660,11 @@ def eval_memory(
     from tierflow.evals.memory_qa import POLICIES, calibrate_answers, memory_eval, memory_markdown
     from tierflow.evals.report import models_environment, write_results
 
+    if max_loss is not None and slm_share is not None:
+        raise TaskInputError(
+            "--max-loss and --slm-share both set",
+            hint="Give one: a loss to stay within, or a share to reach.",
+        )
     chosen = _question_set(question_set)
     calibration = _question_set(calibrate_on) if calibrate_on is not None else None
     if calibration is not None and calibration.questions == chosen.questions:
@@ -670,6 +684,7 @@ def eval_memory(
                 conf.resolved_data_dir() / f"eval-memory-calibrate-{calibration.name}",
                 progress,
                 max_loss=max_loss,
+                slm_share=slm_share,
             )
             if calibration is not None
             else None
