@@ -85,10 +85,11 @@ def _parts(text: str, part_chars: int) -> list[str]:
 def key_sentences(text: str, part_chars: int = PART_CHARS) -> list[KeySentence]:
     """Each part's ``PER_PART`` sentences that say the most of it, in the document's order."""
     seen: set[str] = set()  # a sentence said again (boilerplate) counts once, where it first is
-    parts = [
-        [s for s in sentences(part) if len(_terms(s)) >= MIN_WORDS and not (s in seen or seen.add(s))]
-        for part in _parts(text, part_chars)
-    ]
+    parts: list[list[str]] = []
+    for part in _parts(text, part_chars):
+        fresh = [s for s in dict.fromkeys(sentences(part)) if len(_terms(s)) >= MIN_WORDS and s not in seen]
+        seen.update(fresh)
+        parts.append(fresh)
     every = [s for part in parts for s in part]
     if not every:
         return []
@@ -101,16 +102,16 @@ def key_sentences(text: str, part_chars: int = PART_CHARS) -> list[KeySentence]:
     topic = {term for term, _ in frequency.most_common(TOPIC)}  # what any summary names
 
     chosen: list[KeySentence] = []
-    for index, part in enumerate(parts):
+    for index, said in enumerate(parts):
         scored = []
-        for sentence in part:
+        for sentence in said:
             distinct = set(_terms(sentence))
             score = sum(weight(t) for t in distinct) / len(distinct)
             telling = sorted(distinct - topic, key=lambda t: (-weight(t), t))[:TERMS]
             if telling:
                 scored.append((score, sentence, tuple(telling)))
         best = sorted(scored, key=lambda row: -row[0])[:PER_PART]
-        order = {sentence: n for n, sentence in enumerate(part)}
+        order = {sentence: n for n, sentence in enumerate(said)}
         chosen += [KeySentence(index, s, terms) for _, s, terms in sorted(best, key=lambda r: order[r[1]])]
     return chosen
 
@@ -142,17 +143,17 @@ def compare(
     """Key sentences covered by each side's summaries, per document and on average, over the
     documents both summarized, and the tiered share against the reference's."""
     names = sorted(set(tiered) & set(reference) & set(texts))
+    read = {
+        side: {name: coverage(texts[name], summaries[name]) for name in names}
+        for side, summaries in (("tiered", tiered), ("reference", reference))
+    }
     per_document = [
-        {
-            "document": name,
-            "tiered": coverage(texts[name], tiered[name]),
-            "reference": coverage(texts[name], reference[name]),
-        }
+        {"document": name, "tiered": read["tiered"][name], "reference": read["reference"][name]}
         for name in names
     ]
 
     def mean(side: str, key: str) -> float | None:
-        values = [float(row[side][key]) for row in per_document if row[side][key] is not None]
+        values = [float(value) for row in read[side].values() if (value := row[key]) is not None]
         return round(sum(values) / len(values), 3) if values else None
 
     covered_tiered, covered_reference = mean("tiered", "covered"), mean("reference", "covered")
@@ -184,9 +185,10 @@ def rescore_batch(path: Path) -> dict[str, Any]:
     by_label = {run["label"]: run for run in data["runs"]}
     texts = {entry["file"]: read_document(CORPUS_DIR / entry["file"]).text for entry in load_manifest()}
     tiered, reference = (by_label[label]["summaries"] for label in (TIERED, ALL_LLM))
-    data["quality"] = {**(data.get("quality") or {}), "by_code": compare(texts, tiered, reference)}
+    by_code = compare(texts, tiered, reference)
+    data["quality"] = {**(data.get("quality") or {}), "by_code": by_code}
     write_results(path, data, batch_markdown(data))
-    return data["quality"]["by_code"]
+    return by_code
 
 
 def main() -> None:

@@ -8,7 +8,8 @@ code (numbers, names, figures attributed, concise). Recorded per variant: how ma
 watch stopped and why, how many passed every check (what ``tiered`` would keep on the SLM),
 the SLM's seconds and tokens. The variants differ only in the prompt; sampling stays greedy.
 
-With ``--judge`` each document's chunk summaries, joined, are also scored for the key facts of
+Each document's chunk summaries, joined, are read by code against its key sentences
+(``evals.key_sentences``: no model). With ``--judge`` they are also scored for the key facts of
 that document in ``data/documents/facts.json`` (written by the LLM from the whole document, not
 from any summary), judged by the catalog's 1.5B LLM in the same process after the SLM is done
 (``evals.summaries.judge_coverage``): the share of the facts the summary states.
@@ -114,6 +115,7 @@ def trial(model: Any, names: list[str] | None = None) -> dict[str, Any]:
             print(f"{name} {number}/{len(chunks)} {document}: {problem or 'kept'} {seconds:.1f}s", flush=True)
         results[name] = {
             "chunks": len(lines),
+            **_by_code(lines),
             "kept": sum(line["problem"] is None for line in lines),
             "problems": dict(Counter(line["problem"] for line in lines if line["problem"])),
             "seconds": round(sum(line["seconds"] for line in lines), 1),
@@ -121,6 +123,26 @@ def trial(model: Any, names: list[str] | None = None) -> dict[str, Any]:
             "lines": lines,
         }
     return results
+
+
+def _by_code(lines: list[dict[str, Any]]) -> dict[str, Any]:
+    """Each document's chunk summaries, joined, read by code against its key sentences
+    (``evals.key_sentences``): the mean share covered, and of its parts drawn on."""
+    from tierflow.evals.key_sentences import coverage
+
+    read = [
+        coverage(
+            (DOCUMENTS / document).read_text(encoding="utf-8"),
+            " ".join(line["text"] for line in lines if line["document"] == document),
+        )
+        for document in dict.fromkeys(line["document"] for line in lines)
+    ]
+
+    def mean(key: str) -> float | None:
+        values = [float(value) for r in read if (value := r[key]) is not None]
+        return round(sum(values) / len(values), 3) if values else None
+
+    return {"key_sentences_covered": mean("covered"), "parts_drawn_on": mean("parts_drawn_on")}
 
 
 def judge(results: dict[str, Any], judge_model: Any) -> None:

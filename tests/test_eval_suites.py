@@ -790,3 +790,13 @@ def test_a_batch_benchmarks_summaries_are_read_again_by_code_keeping_the_judges_
     assert written["quality"]["coverage_of_llm_facts"] == 0.91 and written["quality"]["by_code"] == by_code
     assert by_code["documents"] == 1 and by_code["per_document"][0]["document"] == name
     assert "Checked by code" in path.with_suffix(".md").read_text(encoding="utf-8")
+
+
+def test_the_prompt_trial_reads_each_documents_joined_summaries_by_code() -> None:
+    from tierflow.evals.summary_prompts import DOCUMENTS, _by_code
+
+    text = (DOCUMENTS / "sorting.txt").read_text(encoding="utf-8")
+    copied = [{"document": "sorting.txt", "text": text}]  # the document itself covers all of it
+    assert _by_code(copied) == {"key_sentences_covered": 1.0, "parts_drawn_on": 1.0}
+    vague = [{"document": "sorting.txt", "text": "This part explains sorting."}]
+    assert _by_code(vague)["key_sentences_covered"] == 0.0
