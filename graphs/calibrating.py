@@ -153,8 +153,8 @@ def _gold_labels(store: TraceStore, run_id: str, item: CalibrationItem, judge: C
     for index, call in enumerate(calls):
         if call.tier != "slm" or call.into not in item.gold or call.id is None or not call.step_kind:
             continue
-        if call.error is not None:  # rejected, so escalated whatever a scorer says: nothing to learn
-            continue
+        if call.error is not None or call.escalated:
+            continue  # rejected by validation or a check: escalated whatever a scorer says
         gold = item.gold[call.into]
         shadow = next((c for c in calls[index + 1 :] if c.node == f"{call.node}:shadow"), None)
         slm_right = _matches(call, call.parsed, gold, judge)

@@ -24,13 +24,13 @@ from typing import Any, Literal
 from langgraph.graph import END, START, StateGraph
 from langgraph.graph.state import CompiledStateGraph
 from pydantic import BaseModel
-from tierflow.agents.escalation import parse_model
+from tierflow.agents.escalation import Rejected, parse_model
 from tierflow.agents.judging import StepView
 from tierflow.agents.policy import TierChoice
 from tierflow.agents.prompting import render_messages
 from tierflow.agents.protocol import Completion, Tier
 from tierflow.errors import GraphError
-from tierflow.graphs.context import Answer, TierContext, escalate, kept_local, scored
+from tierflow.graphs.context import Answer, Check, TierContext, escalate, kept_local, scored
 from tierflow.graphs.grounding import (
     RELEVANT_ABOVE,
     WEAK_BELOW,
@@ -47,6 +47,7 @@ from tierflow.graphs.grounding import (
 from tierflow.graphs.nodes import passages_in
 from tierflow.graphs.steps import Node, StepScope, require_keys, tiered_node
 from tierflow.memory.documents import DocumentMemory
+from tierflow.records import ModelCallRecord
 from tierflow.tools.base import Tool
 from typing_extensions import TypedDict
 
@@ -226,21 +227,24 @@ def _answer_on_tiers(
     if choice == "llm" and not private:
         return answering.attempt("llm", shareable), shareable
     focused = given[:slm_chunks] if slm_chunks else given
-    got, shown = answering.attempt("slm", focused), focused
-    problem = got.rejection
-    if problem is None and got.value is not None:
+
+    def check(reply: CitedReply, record: ModelCallRecord) -> Rejected | None:
+        """The answer's checks, then, under ``tiered``, the node's scorer: an answer either
+        finds wrong is not shadowed, since the LLM answers it anyway."""
         problem = (
-            evidence_problem(got.value, shown, *checks)
-            or grounding_problem(got.value, shown, answering.question)
-            or off_question_problem(got.value, shown, answering.question)
+            evidence_problem(reply, focused, *checks)
+            or grounding_problem(reply, focused, answering.question)
+            or off_question_problem(reply, focused, answering.question)
         )
+        if problem is None and choice == "tiered":
+            judgement = scored(scope.ctx, scope.node, "text", record)
+            problem = judgement.rejection() if judgement is not None and judgement.escalate else None
+        return problem
+
+    got, shown = answering.attempt("slm", focused, check), focused
+    problem = got.rejection
     if problem is not None:
         trace["check"] = problem.reason
-    elif choice == "tiered" and got.value is not None:  # the checks hold: the node's scorer judges
-        judgement = scored(scope.ctx, scope.node, "text", got.record)
-        if judgement is not None and judgement.escalate:
-            problem = judgement.rejection()
-            trace["check"] = problem.reason
     if choice == "llm":
         kept_local(got.record)
     elif problem is not None and choice == "tiered" and escalate(got.record, problem.reason, local=private):
@@ -299,7 +303,7 @@ class _Answering:
         self.max_tokens, self.redact, self.shown = max_tokens, redact, shown  # chunk ids per tier
         self.into = into
 
-    def attempt(self, tier: Tier, shown: list[Evidence]) -> Answer[CitedReply]:
+    def attempt(self, tier: Tier, shown: list[Evidence], check: Check | None = None) -> Answer[CitedReply]:
         self.shown[tier] = [e["id"] for e in shown]
         numbers = list(range(1, len(shown) + 1))
         schema = {
@@ -325,6 +329,7 @@ class _Answering:
             # a local-only chunk shown to the SLM never goes to the LLM, not even as a shadow
             local_only=any(e["local_only"] for e in shown),
             view=StepView("text", source, into=self.into, text=_answer_text),
+            check=check,
         )
 
 

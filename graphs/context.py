@@ -128,6 +128,9 @@ class Judgement:
 
 Judge = Callable[[Any, Completion], Judgement | None]
 """Scores a parsed SLM output of a ``tiered`` step (``None``: nothing to judge it by)."""
+Check = Callable[[Any, ModelCallRecord], Rejected | None]
+"""Checks a parsed SLM output (its call's record holds its signals): why it is wrong, or
+``None``."""
 
 
 @dataclass(frozen=True)
@@ -192,6 +195,7 @@ def ask(
     tool: dict[str, Any] | None = None,
     view: StepView | None = None,
     watch: GenerationWatch | None = None,
+    check: Check | None = None,
 ) -> Answer[T]:
     """Call the model that serves ``step`` now, parse its reply, escalate if it is rejected.
 
@@ -206,10 +210,13 @@ def ask(
     and under ``tiered`` the step's scorer judges it (when ``judge`` does not). ``watch``: a
     free-text reply of the SLM is read as it is written and ended as soon as the watch finds
     it copying its source, looping or over its sentence budget; the reply is then rejected.
+    ``check``: a valid SLM output it finds wrong is rejected (escalated under ``tiered``),
+    keeping its value for a step that cannot escalate; it is never shadowed, since the LLM
+    answers it anyway.
     """
     choice: TierChoice = tier or ctx.policy.for_node(step.node, prefer)
     local = local_only or ctx.local_only
-    call = _Call(ctx, step, messages, parse, max_tokens, schema, redact, judge, tool, view, watch)
+    call = _Call(ctx, step, messages, parse, max_tokens, schema, redact, judge, tool, view, watch, check)
     if choice == "llm":
         if not local:
             return call.attempt("llm", may_escalate=False)
@@ -239,6 +246,7 @@ class _Call:
     tool: dict[str, Any] | None = None  # the function whose arguments the reply is
     view: StepView | None = None  # what kind of step it is, for the signals and the scorer
     watch: GenerationWatch | None = None  # stops an SLM text going wrong while it is written
+    check: Check | None = None  # finds a valid SLM output wrong before it is shadowed or scored
     node: str = ""  # the name the call is traced under; the step's node by default
 
     def __post_init__(self) -> None:
@@ -325,6 +333,9 @@ class _Call:
             self._record_signals(record, value, completion)
         elif tier == "llm" and self.view is not None:
             self.remember(value, "llm")
+        problem = self.check(value, record) if tier == "slm" and self.check is not None else None
+        if problem is not None:
+            return Answer(value, tier, completion, ref, record, problem)  # kept if it cannot escalate
         floor = self.ctx.policy.min_confidence
         if may_escalate and record.confidence is not None and record.confidence < floor:
             unsure = Rejected(
@@ -394,7 +405,7 @@ class _Call:
         skips them, and an LLM that fails leaves the output unlabelled."""
         if self.view is None or kept.value is None or not _sampled(self.ctx, self.node, kept.ref):
             return
-        shadow = dataclasses.replace(self, judge=None, node=f"{self.node}:shadow")
+        shadow = dataclasses.replace(self, judge=None, check=None, node=f"{self.node}:shadow")
         try:
             reference = shadow.attempt("llm", may_escalate=False)
             if reference.value is None:

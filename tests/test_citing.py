@@ -486,7 +486,8 @@ def test_calibrating_the_answer_step_labels_answers_by_the_keys_a_right_one_hold
 ) -> None:
     """A gold answer given as a list of keys labels the SLM's cited answer right when its
     text holds one (case and spacing ignored), with no judge asked; the LLM's shadow is
-    labelled the same way (the run's own shadow is still judged, as in every shadowed run)."""
+    labelled the same way (the run's own shadow is still judged, as in every shadowed run).
+    An answer a check escalated gets no label."""
     from functools import partial
 
     from tierflow.graphs.calibrating import CalibrationItem, collect_labels
@@ -495,22 +496,30 @@ def test_calibrating_the_answer_step_labels_answers_by_the_keys_a_right_one_hold
     items = [
         CalibrationItem("right", question, {"answer": ["within 14  DAYS", "two weeks"]}),
         CalibrationItem("wrong", question, {"answer": ["30 days"]}),
+        CalibrationItem("checked", question, {"answer": ["14 days"]}),
     ]
     reply = citing("14 days", "Yes, within 14 days of the first payment.")
+    ungrounded = citing("14 days", "Yes, within 45 days.")  # its chunk lacks 45: a check escalates it
     tiered = Tiers(
-        ScriptedModel(tier="slm", name="tiny", by_node={"answer": [reply, reply]}),
+        ScriptedModel(tier="slm", name="tiny", by_node={"answer": [reply, reply, ungrounded]}),
         ScriptedModel(
             tier="llm",
             name="big",
-            by_node={"answer:shadow": [reply, reply], "answer:judge": [{"verdict": "same"}] * 2},
+            by_node={
+                "answer": [reply],
+                "answer:shadow": [reply, reply],
+                "answer:judge": [{"verdict": "same"}] * 2,
+            },
         ),
     )
     run = partial(run_graph, tiers=tiered, store=store)
-    assert collect_labels(build_qa_graph(memory), "ask", items, run, store, tiered.llm) == 2
+    assert collect_labels(build_qa_graph(memory), "ask", items, run, store, tiered.llm) == 3
+    # an answer a check escalated is escalated whatever a scorer says: it gets no label
     gold = {label.detail: label for label in store.labels(graph="ask") if label.source == "gold"}
+    assert len(gold) == 2
     assert gold['["within 14  DAYS", "two weeks"]'].slm_right and not gold['["30 days"]'].slm_right
     assert gold['["within 14  DAYS", "two weeks"]'].llm_right and not gold['["30 days"]'].llm_right
-    assert len(tiered.llm.calls) == 4  # a shadow and its judge per run: no judge for the gold labels
+    assert len(tiered.llm.calls) == 5  # a shadow and its judge per kept answer, and the escalated one
 
 
 def test_citations_of_chunks_that_do_not_hold_the_answer_are_dropped(

@@ -475,6 +475,50 @@ def test_a_nodes_calibrated_scorer_comes_before_the_steps_built_in_judge(store: 
     )
 
 
+def test_an_output_a_check_finds_wrong_escalates_unshadowed_and_is_kept_where_it_cannot(
+    store: TraceStore,
+) -> None:
+    """``scope.ask(..., check=)``: a valid SLM output the check rejects goes to the LLM under
+    tiered without a shadow call (the LLM answers it anyway), and is kept under slm (the
+    step's answer carries the reason); an output the check passes is shadowed as before."""
+    from tierflow import StepView, tiered_node
+    from tierflow.agents.escalation import Rejected, parse_model
+
+    def no_bugs(label: str, record: Any) -> Rejected | None:
+        assert record.features is not None  # the check sees the output's signals
+        return Rejected("schema_validation", "not a bug here") if label == "bug" else None
+
+    def classify(state: Ticket, scope: Any) -> dict[str, str]:
+        got = scope.ask(
+            [{"role": "user", "content": state["text"]}],
+            lambda completion: parse_model(_LabelModel)(completion).label,
+            max_tokens=16,
+            schema={"type": "object", "properties": {"label": {"type": "string", "enum": OPTIONS}}},
+            view=StepView("choose", state["text"], tuple(OPTIONS), "label"),
+            check=no_bugs,
+        )
+        return {"label": got.value}
+
+    builder = StateGraph(Ticket, context_schema=TierContext)
+    builder.add_node("classify", tiered_node(classify))
+    builder.add_edge(START, "classify")
+    compiled = builder.compile(name="tickets")
+    shadowing = {"shadow_rate": 1.0, "scorers": StepScorers()}
+    escalated = run_graph(compiled, {"text": "t"}, tiers=tiers(SURE, "bug"), store=store, context=shadowing)
+    assert [(c.node, c.tier) for c in calls(store, escalated.run_id)] == [
+        ("classify", "slm"),
+        ("classify", "llm"),
+    ]
+    assert escalated.state["label"] == "refund" and calls(store, escalated.run_id)[0].escalated
+    kept = run_graph(
+        compiled, {"text": "t"}, tiers=tiers(SURE, "bug"), store=store, policy=TierPolicy(default="slm")
+    )
+    (alone,) = calls(store, kept.run_id)
+    assert kept.state["label"] == "bug" and alone.error is None
+    passed = run_graph(compiled, {"text": "t"}, tiers=tiers(SURE, "refund"), store=store, context=shadowing)
+    assert [c.node for c in calls(store, passed.run_id)] == ["classify", "classify:shadow"]
+
+
 class _LabelModel(BaseModel):
     label: str
 
