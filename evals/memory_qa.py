@@ -333,7 +333,7 @@ def calibrate_answers(
     return {
         "set": question_set.name,
         "questions": len(questions),
-        "labels": len(labels),
+        "labelled_outputs": len({label.model_call_id for label in labels}),
         "max_loss": max_loss,
         "slm_share": slm_share,
         "estimated_slm_share": round(fitted_share(fits), 3),

@@ -800,3 +800,16 @@ def test_the_prompt_trial_reads_each_documents_joined_summaries_by_code() -> Non
     assert _by_code(copied) == {"key_sentences_covered": 1.0, "parts_drawn_on": 1.0}
     vague = [{"document": "sorting.txt", "text": "This part explains sorting."}]
     assert _by_code(vague)["key_sentences_covered"] == 0.0
+
+
+def test_a_signals_auc_ranks_wrong_outputs_above_right_ones() -> None:
+    from tierflow.evals.answer_signals import auc, signal_aucs
+
+    assert auc([0.9, 0.8], [0.1, 0.2]) == 1.0 and auc([0.1], [0.9]) == 0.0 and auc([0.5], [0.5]) == 0.5
+    assert auc([], [0.1]) is None
+    rows = [
+        ({"p": 0.9, "flat": 1.0}, False),
+        ({"p": 0.2, "flat": 1.0}, True),
+        ({"p": 0.4, "flat": 1.0}, True),
+    ]
+    assert signal_aucs(rows) == {"p": 1.0, "flat": 0.5}
