@@ -230,7 +230,7 @@ def _answer_on_tiers(
 
     def check(reply: CitedReply, record: ModelCallRecord) -> Rejected | None:
         """The answer's checks, then, under ``tiered``, the node's scorer: an answer either
-        finds wrong is not shadowed, since the LLM answers it anyway."""
+        finds wrong is not shadowed (it escalates whatever a scorer would say)."""
         problem = (
             evidence_problem(reply, focused, *checks)
             or grounding_problem(reply, focused, answering.question)

@@ -211,8 +211,8 @@ def ask(
     free-text reply of the SLM is read as it is written and ended as soon as the watch finds
     it copying its source, looping or over its sentence budget; the reply is then rejected.
     ``check``: a valid SLM output it finds wrong is rejected (escalated under ``tiered``),
-    keeping its value for a step that cannot escalate; it is never shadowed, since the LLM
-    answers it anyway.
+    keeping its value for a step that cannot escalate; it is never shadowed, as it escalates
+    whatever a scorer would say of it.
     """
     choice: TierChoice = tier or ctx.policy.for_node(step.node, prefer)
     local = local_only or ctx.local_only
