@@ -99,10 +99,10 @@ def signal_aucs(rows: Sequence[tuple[dict[str, float], bool]]) -> dict[str, floa
 
 
 def main() -> None:
-    from tierflow.settings import Settings
+    from tierflow.settings import load_settings
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    default = Settings().resolved_data_dir() / "eval-memory-calibrate-calibration"
+    default = load_settings().resolved_data_dir() / "eval-memory-calibrate-calibration"
     parser.add_argument("data_dir", type=Path, nargs="?", default=default)
     folder = parser.parse_args().data_dir
     rows = answer_rows(TraceStore.from_url(f"sqlite:///{folder / 'tierflow.db'}"))

@@ -22,6 +22,8 @@ as supported when any part supports it), for the tiered and the all-LLM summarie
 
 from __future__ import annotations
 
+import argparse
+import json
 import statistics
 import tempfile
 import time
@@ -39,7 +41,7 @@ from tierflow.errors import TierflowError
 from tierflow.evals.batch_corpus import CORPUS_DIR, load_manifest
 from tierflow.evals.documents import Document, digest
 from tierflow.evals.key_sentences import compare
-from tierflow.evals.report import markdown_table
+from tierflow.evals.report import markdown_table, read_results, write_results
 from tierflow.evals.summaries import judge_coverage, judge_faithfulness, sentences
 from tierflow.tools.readers import read_document
 
@@ -341,3 +343,29 @@ def batch_markdown(data: dict[str, Any]) -> str:
             batch_table(data),
         ]
     )
+
+
+def rescore_batch(path: Path) -> dict[str, Any]:
+    """Add the code's reading to a batch benchmark's results (``batch.json``), keeping the
+    judge's: no model runs, so an earlier run's summaries can be read again."""
+    data = read_results(path)
+    if not data.get("runs"):
+        raise TierflowError(f"no runs in {path} to read", hint="Run `tierflow eval batch` first.")
+    by_label = {run["label"]: run for run in data["runs"]}
+    texts = {entry["file"]: read_document(CORPUS_DIR / entry["file"]).text for entry in load_manifest()}
+    tiered, reference = (by_label[label]["summaries"] for label in (TIERED, ALL_LLM))
+    by_code = compare(texts, tiered, reference)
+    data["quality"] = {**(data.get("quality") or {}), "by_code": by_code}
+    write_results(path, data, batch_markdown(data))
+    return by_code
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=rescore_batch.__doc__)
+    parser.add_argument("results", type=Path, nargs="?", default=Path("evals/results/batch.json"))
+    by_code = rescore_batch(parser.parse_args().results)
+    print(json.dumps({k: v for k, v in by_code.items() if k != "per_document"}, indent=1))
+
+
+if __name__ == "__main__":
+    main()

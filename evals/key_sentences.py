@@ -19,17 +19,13 @@ target.
 
 from __future__ import annotations
 
-import argparse
-import json
 import math
 import re
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-from tierflow.errors import TierflowError
 from tierflow.evals.summaries import sentences
 
 __all__ = ["KeySentence", "compare", "covered", "coverage", "key_sentences"]
@@ -169,34 +165,3 @@ def compare(
         "settings": {"part_chars": PART_CHARS, "per_part": PER_PART, "terms": TERMS, "topic": TOPIC},
         "per_document": per_document,
     }
-
-
-def rescore_batch(path: Path) -> dict[str, Any]:
-    """Add the code's reading to a batch benchmark's results (``batch.json``), keeping the
-    judge's: no model runs, so an earlier run's summaries can be read again."""
-    from tierflow.evals.batch_bench import ALL_LLM, TIERED, batch_markdown
-    from tierflow.evals.batch_corpus import CORPUS_DIR, load_manifest
-    from tierflow.evals.report import read_results, write_results
-    from tierflow.tools.readers import read_document
-
-    data = read_results(path)
-    if not data.get("runs"):
-        raise TierflowError(f"no runs in {path} to read", hint="Run `tierflow eval batch` first.")
-    by_label = {run["label"]: run for run in data["runs"]}
-    texts = {entry["file"]: read_document(CORPUS_DIR / entry["file"]).text for entry in load_manifest()}
-    tiered, reference = (by_label[label]["summaries"] for label in (TIERED, ALL_LLM))
-    by_code = compare(texts, tiered, reference)
-    data["quality"] = {**(data.get("quality") or {}), "by_code": by_code}
-    write_results(path, data, batch_markdown(data))
-    return by_code
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser(description=rescore_batch.__doc__)
-    parser.add_argument("results", type=Path, nargs="?", default=Path("evals/results/batch.json"))
-    by_code = rescore_batch(parser.parse_args().results)
-    print(json.dumps({k: v for k, v in by_code.items() if k != "per_document"}, indent=1))
-
-
-if __name__ == "__main__":
-    main()

@@ -764,9 +764,8 @@ def test_key_sentences_are_read_per_part_and_a_summary_covers_them_by_their_tell
 def test_a_batch_benchmarks_summaries_are_read_again_by_code_keeping_the_judges_figures(
     tmp_path: Path,
 ) -> None:
-    from tierflow.evals.batch_bench import ALL_LLM, TIERED
+    from tierflow.evals.batch_bench import ALL_LLM, TIERED, rescore_batch
     from tierflow.evals.batch_corpus import load_manifest
-    from tierflow.evals.key_sentences import rescore_batch
 
     path = tmp_path / "batch.json"
     with pytest.raises(TierflowError, match="no runs"):
