@@ -13,6 +13,7 @@ import json
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -43,7 +44,9 @@ __all__ = [
     "scorer_file",
     "NodeFit",
     "fit_scorers",
+    "fit_and_save",
     "fitted_share",
+    "label_per_output",
     "METHODS",
     "LOSSES",
     "CALIBRATE_MAX_LOSS",
@@ -238,6 +241,16 @@ class NodeFit:
     log_loss: Mapping[str, float] = field(default_factory=dict)
 
 
+def label_per_output(labels: Sequence[StoredLabel]) -> list[StoredLabel]:
+    """One label per SLM output, in the order first labelled: a gold label wins over a
+    shadow one of the same output."""
+    by_call: dict[int, StoredLabel] = {}
+    for label in labels:
+        if label.model_call_id not in by_call or label.source == "gold":
+            by_call[label.model_call_id] = label
+    return list(by_call.values())
+
+
 def fit_scorers(
     labels: Sequence[StoredLabel],
     *,
@@ -269,12 +282,8 @@ def fit_scorers(
         raise ValueError("give max_loss or slm_share, not both")
     if max_loss is None and slm_share is None:
         max_loss = CALIBRATE_MAX_LOSS
-    by_call: dict[int, StoredLabel] = {}
-    for label in labels:
-        if label.model_call_id not in by_call or label.source == "gold":
-            by_call[label.model_call_id] = label
     by_node: dict[str, list[StoredLabel]] = {}
-    for label in by_call.values():
+    for label in label_per_output(labels):
         if label.kind in STEP_KINDS:
             by_node.setdefault(label.node, []).append(label)
     losses = sorted({*LOSSES, *([max_loss] if max_loss is not None else [])})
@@ -347,6 +356,35 @@ def _best_fit(items: Sequence[StoredLabel], prior: StepScorer | None, folds: int
     losses = {method: round(log_loss(scored), 4) for method, scored in scored_by.items()}
     best = min(losses, key=lambda method: losses[method])  # the first (the prior) on a tie
     return _Fit(best, fitters[best](rows, wrong), scored_by[best], losses)
+
+
+def fit_and_save(
+    labels: Sequence[StoredLabel],
+    directory: Path,
+    *,
+    graph: str,
+    slm: str,
+    llm: str,
+    max_loss: float | None = None,
+    slm_share: float | None = None,
+) -> tuple[Path, list[NodeFit]]:
+    """What ``tierflow calibrate`` does with a graph's labels: scorers fitted now (with the
+    shipped priors to rescale) for ``max_loss`` or ``slm_share``, saved to the graph's file
+    under ``directory``. Returns the file and what each node's fit measured."""
+    created = datetime.now(UTC).isoformat(timespec="seconds")
+    scorers, fits = fit_scorers(
+        labels,
+        graph=graph,
+        slm=slm,
+        llm=llm,
+        max_loss=max_loss,
+        slm_share=slm_share,
+        priors=shipped_priors(),
+        created_at=created,
+    )
+    path = scorer_file(directory, graph)
+    scorers.save(path)
+    return path, fits
 
 
 def fitted_share(fits: Sequence[NodeFit]) -> float:

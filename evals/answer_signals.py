@@ -22,8 +22,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from tierflow.agents.calibration import label_per_output
 from tierflow.memory.traces import TraceStore
-from tierflow.records import StoredLabel
 
 __all__ = ["auc", "answer_rows", "signal_aucs"]
 
@@ -46,19 +46,10 @@ def auc(wrong: Sequence[float], right: Sequence[float]) -> float | None:
     return round(above / (len(wrong) * len(right)), 3)
 
 
-def _chosen(labels: Sequence[StoredLabel]) -> dict[int, StoredLabel]:
-    """One label per output: a gold one over a shadow one."""
-    chosen: dict[int, StoredLabel] = {}
-    for label in labels:
-        if label.model_call_id not in chosen or label.source == "gold":
-            chosen[label.model_call_id] = label
-    return chosen
-
-
 def answer_rows(store: TraceStore, graph: str = "ask") -> list[tuple[dict[str, float], bool]]:
     """Per labelled SLM answer: its signals and whether it was right."""
     rows: list[tuple[dict[str, float], bool]] = []
-    for label in _chosen(store.labels(graph=graph)).values():
+    for label in label_per_output(store.labels(graph=graph)):
         trace = store.get_run(label.run_id)
         calls = {call.id: call for step in trace.steps for call in step.model_calls}
         retrieved = next((s.evidence for s in trace.steps if s.node == "retrieve"), None) or {}

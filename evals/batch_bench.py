@@ -154,7 +154,7 @@ def _faithfulness(llm: ChatModel, name: str, text: str, summary: str) -> float |
 def _quality(
     llm: ChatModel, tiered: dict[str, str], reference: dict[str, str], progress: Progress
 ) -> dict[str, Any]:
-    texts = {entry["file"]: read_document(CORPUS_DIR / entry["file"]).text for entry in load_manifest()}
+    texts = _corpus_texts()
     per_document: list[dict[str, Any]] = []
     problems: list[str] = []
     for name in sorted(set(tiered) & set(reference)):
@@ -236,19 +236,24 @@ def batch_runs(settings: Settings, progress: Progress) -> dict[str, Any]:
     }
 
 
+def _corpus_texts() -> dict[str, str]:
+    """Each corpus document's text, by file name."""
+    return {entry["file"]: read_document(CORPUS_DIR / entry["file"]).text for entry in load_manifest()}
+
+
+def _compared(data: dict[str, Any]) -> tuple[dict[str, str], dict[str, str]]:
+    """The summaries the quality figures compare: the tiered run's, and the all-LLM run's."""
+    by_label = {run["label"]: run for run in data["runs"]}
+    return by_label[TIERED]["summaries"], by_label[ALL_LLM]["summaries"]
+
+
 def batch_quality(settings: Settings, data: dict[str, Any], progress: Progress) -> dict[str, Any]:
     """The tiered (1 worker) summaries of ``batch_runs``' data judged against the all-LLM ones."""
     from tierflow.app import build_llm
 
-    by_label = {run["label"]: run for run in data["runs"]}
     judge = build_llm(settings)
     try:
-        return _quality(
-            judge,
-            by_label[TIERED]["summaries"],
-            by_label[ALL_LLM]["summaries"],
-            progress,
-        )
+        return _quality(judge, *_compared(data), progress)
     finally:
         close = getattr(judge, "close", None)
         if callable(close):
@@ -351,10 +356,7 @@ def rescore_batch(path: Path) -> dict[str, Any]:
     data = read_results(path)
     if not data.get("runs"):
         raise TierflowError(f"no runs in {path} to read", hint="Run `tierflow eval batch` first.")
-    by_label = {run["label"]: run for run in data["runs"]}
-    texts = {entry["file"]: read_document(CORPUS_DIR / entry["file"]).text for entry in load_manifest()}
-    tiered, reference = (by_label[label]["summaries"] for label in (TIERED, ALL_LLM))
-    by_code = compare(texts, tiered, reference)
+    by_code = compare(_corpus_texts(), *_compared(data))
     data["quality"] = {**(data.get("quality") or {}), "by_code": by_code}
     write_results(path, data, batch_markdown(data))
     return by_code

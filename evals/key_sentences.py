@@ -22,13 +22,13 @@ from __future__ import annotations
 import math
 import re
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from tierflow.evals.summaries import sentences
 
-__all__ = ["KeySentence", "compare", "covered", "coverage", "key_sentences"]
+__all__ = ["KeySentence", "compare", "covered", "coverage", "key_sentences", "mean_of"]
 
 PART_CHARS = 4_500
 PER_PART = 5
@@ -133,6 +133,12 @@ def coverage(text: str, summary: str, part_chars: int = PART_CHARS) -> dict[str,
     }
 
 
+def mean_of(readings: Iterable[Mapping[str, float | int | None]], key: str) -> float | None:
+    """The mean of ``key`` over documents' ``coverage`` readings that have it."""
+    values = [float(value) for reading in readings if (value := reading[key]) is not None]
+    return round(sum(values) / len(values), 3) if values else None
+
+
 def compare(
     texts: Mapping[str, str], tiered: Mapping[str, str], reference: Mapping[str, str]
 ) -> dict[str, Any]:
@@ -149,8 +155,7 @@ def compare(
     ]
 
     def mean(side: str, key: str) -> float | None:
-        values = [float(value) for row in read[side].values() if (value := row[key]) is not None]
-        return round(sum(values) / len(values), 3) if values else None
+        return mean_of(read[side].values(), key)
 
     covered_tiered, covered_reference = mean("tiered", "covered"), mean("reference", "covered")
     return {

@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any, TypedDict
 
 from tierflow.evals.batch_corpus import CORPUS_DIR
 from tierflow.evals.report import markdown_table
+from tierflow.graphs.calibrating import holds_a_key
 from tierflow.records import OnProgress, Progress, slm_share
 from tierflow.results import fmt
 
@@ -138,8 +139,7 @@ def _gold(question: Question, evidence: Evidence) -> bool:
 def correct(question: Question, answer: str, declined: bool) -> bool:
     if not question["answers"]:
         return declined
-    flat = _flat(answer)
-    return not declined and any(_flat(key) in flat for key in question["answers"])
+    return not declined and holds_a_key(answer, question["answers"])
 
 
 def _rank_metrics(ranks: Sequence[int | None]) -> dict[str, float]:
@@ -291,9 +291,8 @@ def calibrate_answers(
     then the scorer and threshold fitted for ``max_loss`` (or ``slm_share``). Returns what the
     fit measured and where the scorers are (``scorers``)."""
     from dataclasses import asdict
-    from datetime import UTC, datetime
 
-    from tierflow.agents.calibration import fit_scorers, fitted_share, scorer_file, shipped_priors
+    from tierflow.agents.calibration import fit_and_save, fitted_share
     from tierflow.app import App
     from tierflow.graphs.calibrating import CalibrationItem, collect_labels
     from tierflow.graphs.citing import build_qa_graph
@@ -317,19 +316,15 @@ def calibrate_answers(
         )
         slm, llm = app.tiers.slm.name, app.tiers.llm.name
         labels = app.store.labels(graph=[ANSWER_GRAPH], slm_model=slm, llm_model=llm)
-    created = datetime.now(UTC).isoformat(timespec="seconds")
-    scorers, fits = fit_scorers(
+    path, fits = fit_and_save(
         labels,
+        conf.scorers_dir(),
         graph=ANSWER_GRAPH,
         slm=slm,
         llm=llm,
         max_loss=max_loss,
         slm_share=slm_share,
-        priors=shipped_priors(),
-        created_at=created,
     )
-    path = scorer_file(work / "scorers", ANSWER_GRAPH)
-    scorers.save(path)
     return {
         "set": question_set.name,
         "questions": len(questions),

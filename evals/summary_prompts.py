@@ -128,7 +128,7 @@ def trial(model: Any, names: list[str] | None = None) -> dict[str, Any]:
 def _by_code(lines: list[dict[str, Any]]) -> dict[str, Any]:
     """Each document's chunk summaries, joined, read by code against its key sentences
     (``evals.key_sentences``): the mean share covered, and of its parts drawn on."""
-    from tierflow.evals.key_sentences import coverage
+    from tierflow.evals.key_sentences import coverage, mean_of
 
     read = [
         coverage(
@@ -137,12 +137,10 @@ def _by_code(lines: list[dict[str, Any]]) -> dict[str, Any]:
         )
         for document in dict.fromkeys(line["document"] for line in lines)
     ]
-
-    def mean(key: str) -> float | None:
-        values = [float(value) for r in read if (value := r[key]) is not None]
-        return round(sum(values) / len(values), 3) if values else None
-
-    return {"key_sentences_covered": mean("covered"), "parts_drawn_on": mean("parts_drawn_on")}
+    return {
+        "key_sentences_covered": mean_of(read, "covered"),
+        "parts_drawn_on": mean_of(read, "parts_drawn_on"),
+    }
 
 
 def judge(results: dict[str, Any], judge_model: Any) -> None:

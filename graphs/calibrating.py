@@ -32,7 +32,14 @@ from tierflow.graphs.running import GraphResult
 from tierflow.memory.traces import TraceStore
 from tierflow.records import OnProgress, OutputLabel, Progress, StoredModelCall
 
-__all__ = ["CalibrationItem", "read_inputs", "check_gold_fields", "collect_labels", "slm_first"]
+__all__ = [
+    "CalibrationItem",
+    "read_inputs",
+    "check_gold_fields",
+    "collect_labels",
+    "holds_a_key",
+    "slm_first",
+]
 
 TASK_PREFIX = "calibrate:"
 
@@ -172,7 +179,7 @@ def _matches(call: StoredModelCall, value: Any, gold: Any, judge: ChatModel) -> 
         return same
     text = _output_text(value)
     if isinstance(gold, list) and gold and all(isinstance(key, str) for key in gold):
-        return any(_flat(key) in _flat(text) for key in gold)  # the keys a right text holds
+        return holds_a_key(text, gold)
     source = "\n".join(m["content"] for m in call.messages if m["role"] == "user")
     reply = judge.complete(judge_text_messages(source, text, str(gold)), schema=JUDGE_SCHEMA, max_tokens=16)
     try:
@@ -188,6 +195,13 @@ def _output_text(value: Any) -> str:
     if isinstance(value, Mapping):
         return "\n".join(str(v) for v in value.values() if isinstance(v, str))
     return str(value)
+
+
+def holds_a_key(text: str, keys: Sequence[str]) -> bool:
+    """Whether a text holds one of the keys a right answer holds, case and spacing ignored
+    (a gold value given as a list of keys)."""
+    flat = _flat(text)
+    return any(_flat(key) in flat for key in keys)
 
 
 def _flat(text: str) -> str:

@@ -4,7 +4,6 @@ and your own model pair (see ``tierflow.graphs.calibrating``)."""
 from __future__ import annotations
 
 from dataclasses import asdict
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -17,7 +16,36 @@ from tierflow.errors import TaskInputError
 if TYPE_CHECKING:
     from tierflow.agents.calibration import NodeFit
 
-__all__ = ["calibrate"]
+__all__ = ["MaxLossOption", "SlmShareOption", "calibrate", "one_target"]
+
+MaxLossOption = Annotated[
+    float | None,
+    typer.Option(
+        "--max-loss",
+        min=0.0,
+        max=1.0,
+        help="Accuracy each node's SLM outputs may lose against sending all to the LLM [default: 0.02].",
+    ),
+]
+SlmShareOption = Annotated[
+    float | None,
+    typer.Option(
+        "--slm-share",
+        min=0.5,
+        max=1.0,
+        help="Instead of --max-loss: the graph's SLM share of model calls to reach, at the least "
+        "estimated loss (every step calls the SLM, so 0.5 escalates all).",
+    ),
+]
+
+
+def one_target(max_loss: float | None, slm_share: float | None) -> None:
+    """A calibration is fitted for a loss or for a share, not both."""
+    if max_loss is not None and slm_share is not None:
+        raise TaskInputError(
+            "--max-loss and --slm-share both set",
+            hint="Give one: a loss to stay within, or a share to reach.",
+        )
 
 
 def calibrate(
@@ -34,25 +62,8 @@ def calibrate(
         list[str] | None,
         typer.Option("--gold", help="An output key whose right value each input line carries; repeatable."),
     ] = None,
-    max_loss: Annotated[
-        float | None,
-        typer.Option(
-            "--max-loss",
-            min=0.0,
-            max=1.0,
-            help="Accuracy each node's SLM outputs may lose against sending all to the LLM [default: 0.02].",
-        ),
-    ] = None,
-    slm_share: Annotated[
-        float | None,
-        typer.Option(
-            "--slm-share",
-            min=0.5,
-            max=1.0,
-            help="Instead of --max-loss: the graph's SLM share of model calls to reach, at the least "
-            "estimated loss (every step calls the SLM, so 0.5 escalates all).",
-        ),
-    ] = None,
+    max_loss: MaxLossOption = None,
+    slm_share: SlmShareOption = None,
     from_runs: Annotated[
         bool, typer.Option("--from-runs", help="Fit on the labels stored runs gathered, without running.")
     ] = False,
@@ -64,13 +75,9 @@ def calibrate(
     the graph's model calls at the least loss. Resumable: the same command goes on where a
     stopped one ended. Runs of the graph then use these scorers and thresholds (a policy's
     max_loss, when set, overrides the thresholds)."""
-    from tierflow.agents.calibration import fit_scorers, fitted_share, scorer_file, shipped_priors
+    from tierflow.agents.calibration import fit_and_save, fitted_share
 
-    if max_loss is not None and slm_share is not None:
-        raise TaskInputError(
-            "--max-loss and --slm-share both set",
-            hint="Give one: a loss to stay within, or a share to reach.",
-        )
+    one_target(max_loss, slm_share)
     from tierflow.app import App
     from tierflow.graphs.calibrating import check_gold_fields, collect_labels, read_inputs
     from tierflow.graphs.introspect import graph_key, load_graph
@@ -106,19 +113,9 @@ def calibrate(
             f"no labelled outputs of graph {name!r} for the models {slm} / {llm}",
             hint="Its steps must be kit steps (choose, extract, summarize, reason); give --inputs.",
         )
-    created = datetime.now(UTC).isoformat(timespec="seconds")
-    scorers, fits = fit_scorers(
-        labels,
-        graph=name,
-        slm=slm,
-        llm=llm,
-        max_loss=max_loss,
-        slm_share=slm_share,
-        priors=shipped_priors(),
-        created_at=created,
+    path, fits = fit_and_save(
+        labels, conf.scorers_dir(), graph=name, slm=slm, llm=llm, max_loss=max_loss, slm_share=slm_share
     )
-    path = scorer_file(conf.scorers_dir(), name)
-    scorers.save(path)
     share = fitted_share(fits)
     if as_json:
         emit_json(

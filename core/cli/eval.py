@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
+from tierflow.cli.calibrate import MaxLossOption, SlmShareOption, one_target
 from tierflow.cli.eval_routing import eval_priors, eval_routing
 from tierflow.cli.eval_support import (
     EvalPolicyOption,
@@ -631,25 +632,12 @@ def eval_memory(
         typer.Option(
             "--calibrate",
             help="First calibrate the answer step on this set's questions (calibration: 70 questions "
-            "on the HOWTOs), as tierflow calibrate does on a user's own, and judge tiered's SLM "
-            "answers by its scorer. Resumable.",
+            "on the HOWTOs), as tierflow calibrate does on a user's own (for --max-loss or "
+            "--slm-share), and judge tiered's SLM answers by its scorer. Resumable.",
         ),
     ] = None,
-    max_loss: Annotated[
-        float | None,
-        typer.Option(
-            "--max-loss", min=0.0, max=1.0, help="With --calibrate: the loss the threshold is chosen for."
-        ),
-    ] = None,
-    slm_share: Annotated[
-        float | None,
-        typer.Option(
-            "--slm-share",
-            min=0.5,
-            max=1.0,
-            help="With --calibrate, instead of --max-loss: the SLM share of model calls to reach.",
-        ),
-    ] = None,
+    max_loss: MaxLossOption = None,
+    slm_share: SlmShareOption = None,
     out_dir: OutOption = None,
     as_json: JsonOption = False,
 ) -> None:
@@ -660,11 +648,7 @@ def eval_memory(
     from tierflow.evals.memory_qa import POLICIES, calibrate_answers, memory_eval, memory_markdown
     from tierflow.evals.report import models_environment, write_results
 
-    if max_loss is not None and slm_share is not None:
-        raise TaskInputError(
-            "--max-loss and --slm-share both set",
-            hint="Give one: a loss to stay within, or a share to reach.",
-        )
+    one_target(max_loss, slm_share)
     chosen = _question_set(question_set)
     calibration = _question_set(calibrate_on) if calibrate_on is not None else None
     if calibration is not None and calibration.questions == chosen.questions:
