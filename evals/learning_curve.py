@@ -41,7 +41,7 @@ from tierflow.memory.lessons import Lesson, LessonSummary, lessons
 from tierflow.records import OnProgress, Progress
 from tierflow.results import curve_points
 
-__all__ = ["CURVE_SAMPLE", "POINTS", "LESSONS", "Design", "learning_curve", "curve_markdown"]
+__all__ = ["CURVE_SAMPLE", "POINTS", "LESSONS", "Design", "learning_curve", "save_taught", "curve_markdown"]
 
 CURVE_SAMPLE = {
     "train": {"live_multiple": 240, "live_simple": 60, "live_irrelevance": 60},
@@ -87,11 +87,17 @@ def learning_curve(
     on_progress: OnProgress | None = None,
     tiers: Any = None,
     design: Design = Design(),
+    taught_from: Path | None = None,
 ) -> dict[str, Any]:
     """Collect the LLM's decisions, train an adapter per point of ``design``, run the test
     requests at every point; the results (``conf``: the settings; ``work``: the data folder
-    of the runs; ``tiers``: given tiers instead of the configured models, for tests)."""
+    of the runs; ``tiers``: given tiers instead of the configured models, for tests).
+
+    The lessons the design learns from are written to ``work/taught<tag>.jsonl`` in the order
+    they were collected; ``taught_from`` (such a file, e.g. a committed one) skips the
+    collection and learns from its lessons instead."""
     from tierflow.app import App, model_file
+    from tierflow.learning.learn import read_lessons
 
     report: OnProgress = on_progress or (lambda _: None)
     suite = BfclSuite(CURVE_SAMPLE)
@@ -99,8 +105,12 @@ def learning_curve(
     quiet = conf.model_copy(update={"data_dir": work, "memory": False, "learn": False, "shadow_rate": 0.0})
     wanted = max(points)
     with App(quiet.model_copy(update={"slm_adapter": "none"}), on_progress=report, tiers=tiers) as app:
-        _collect(app, suite, train_items, wanted, report, work / VERIFIED, design)
-        taught = _taught(app.store, work / VERIFIED, design)[:wanted]
+        if taught_from is None:
+            _collect(app, suite, train_items, wanted, report, work / VERIFIED, design)
+            taught = _taught(app.store, work / VERIFIED, design)[:wanted]
+            save_taught(work / f"taught{design.tag}.jsonl", taught)
+        else:
+            taught = read_lessons(taught_from)[:wanted]
         base = model_file(quiet, quiet.slm_model, "TIERFLOW_SLM_MODEL", report) if max(points) else None
     base_results, results_file = work / "curve.jsonl", work / f"curve{design.tag}.jsonl"
     done = _done(base_results) | {key: line for key, line in _done(results_file).items() if key[0]}
@@ -131,7 +141,12 @@ def learning_curve(
     return {
         "suite": "learning_curve",
         "graph": suite.title,
-        "split": {"train_requests": len(train_items), "test": len(test_items), "lessons": len(taught)},
+        "split": {
+            "train_requests": len(train_items),
+            "test": len(test_items),
+            "lessons": len(taught),
+            "lessons_from": str(taught_from) if taught_from else "collected",
+        },
         "design": {"lessons": design.lessons, "learning_rate": design.learning_rate},
         "points": curve,
         "machine": {"cpu": platform.processor() or platform.machine(), "cores": multiprocessing.cpu_count()},
@@ -179,6 +194,12 @@ def _collect(
         # an outcome per run, so that a log (nohup, CI) gets a line for each, not only a terminal
         outcome = "taught" if taught else "left out"
         report(Progress("the LLM's decisions on train requests", min(made, wanted), wanted, outcome, item.id))
+
+
+def save_taught(path: Path, taught: Sequence[Lesson]) -> None:
+    """The lessons a curve learns from, as JSON lines ``tierflow learn --from`` and
+    ``--taught`` read, in order."""
+    path.write_text("".join(json.dumps(lesson.to_json()) + "\n" for lesson in taught), encoding="utf-8")
 
 
 def _lessons(store: Any) -> list[Lesson]:

@@ -659,6 +659,17 @@ def test_a_verified_curve_learns_only_the_decisions_bfcls_checker_marks_right(tm
     assert len(taught) >= 10 and len(every) > len(taught)  # ... and their decisions left out
     right_runs = {r["run_id"] for r in runs if r["id"] not in wrong}
     assert {lesson.run_id for lesson in taught} <= right_runs
+    # the lessons, saved, are what a later curve learns from without collecting again
+    from tierflow.evals.learning_curve import learning_curve, save_taught
+    from tierflow.learning.learn import read_lessons
+
+    save_taught(tmp_path / "taught.jsonl", taught)
+    assert read_lessons(tmp_path / "taught.jsonl") == taught
+    silent = Tiers(ScriptedModel([], name="tiny"), ScriptedModel([], tier="llm", name="big"))
+    data = learning_curve(
+        conf, tmp_path / "again", points=(0,), modes=(), tiers=silent, taught_from=tmp_path / "taught.jsonl"
+    )
+    assert data["split"]["lessons_from"] == str(tmp_path / "taught.jsonl")
     assert Design().tag == "" and Design("verified", 1e-4).tag == "-verified-lr0.0001"
     with pytest.raises(ValueError, match="all or verified"):
         Design("some")

@@ -106,3 +106,6 @@ def test_the_learn_command_refuses_bad_input_with_exit_2(tmp_path: Path) -> None
     served = tierflow("learn", env={**env, "TIERFLOW_SLM": "ollama:qwen2.5:0.5b"})
     assert served.returncode == 2 and "set to a server" in served.stderr and "serve-slm" in served.stderr
     no_traceback(empty)
+    curve = tierflow("eval", "learn", "--taught", str(tmp_path / "none.jsonl"), env=env)
+    assert curve.returncode == 2 and "is not a file" in curve.stderr and "--taught" in curve.stderr
+    assert not (tmp_path / "data" / "eval-learn").exists()

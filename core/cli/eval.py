@@ -224,6 +224,15 @@ def eval_learn(
         ),
     ] = "all",
     learning_rate: Annotated[float, typer.Option(min=1e-6, help="The adapters' learning rate.")] = 5e-4,
+    taught: Annotated[
+        Path | None,
+        typer.Option(
+            "--taught",
+            metavar="FILE",
+            help="Learn from these lessons (the taught*.jsonl a collection writes in its work folder, "
+            "or the one committed under evals/results/issue26) instead of collecting the LLM's decisions.",
+        ),
+    ] = None,
     restart: Annotated[
         bool,
         typer.Option("--restart", help="Forget a stopped evaluation's runs and adapters and start over."),
@@ -245,6 +254,10 @@ def eval_learn(
     if lessons not in LESSONS:
         raise TaskInputError(f"--lessons must be {' or '.join(LESSONS)}, not {lessons!r}")
     design = Design(lessons, learning_rate)
+    if taught is not None and not taught.is_file():
+        raise TaskInputError(
+            f"{taught} is not a file", hint="Give a JSON-lines file of lessons, or leave out --taught."
+        )
     require("torch", "transformers", "peft", "gguf", "safetensors", purpose="tierflow eval learn")
     conf = eval_settings()
     work = conf.resolved_data_dir() / "eval-learn"
@@ -262,6 +275,7 @@ def eval_learn(
             limit=limit,
             on_progress=progress,
             design=design,
+            taught_from=taught,
         )
     data["environment"] = env
     write_results(path, data, curve_markdown(data))
