@@ -120,8 +120,12 @@ def learning_curve(
         adapter = None
         if point and base is not None:
             folder = work / f"point-{point}{design.tag}"
-            adapter, entry["training"] = _adapter(base, taught[:point], folder, max_minutes, design, report)
-        settings = quiet.model_copy(update={"slm_adapter": str(adapter) if adapter else "none"})
+            needed = any((point, mode, item.id) not in done for mode in modes for item in test_items)
+            adapter, entry["training"] = _adapter(
+                base, taught[:point], folder, max_minutes, design, report, needed=needed
+            )
+        served = adapter is not None and adapter.exists()
+        settings = quiet.model_copy(update={"slm_adapter": str(adapter) if served else "none"})
         with App(settings, on_progress=report, tiers=tiers) as app:
             scorers = StepScorers({}, _priors_for(app.tiers.slm.name, app.tiers.llm.name))
             for mode in modes:
@@ -224,13 +228,22 @@ def _verified(node: str, checks: Mapping[str, bool]) -> bool:
 
 
 def _adapter(
-    base: Path, taught: Sequence[Lesson], work: Path, max_minutes: float, design: Design, report: OnProgress
+    base: Path,
+    taught: Sequence[Lesson],
+    work: Path,
+    max_minutes: float,
+    design: Design,
+    report: OnProgress,
+    *,
+    needed: bool = True,
 ) -> tuple[Path, dict[str, Any]]:
     """Train (or reuse) the point's adapter in a process of its own; its GGUF file and what
-    the training measured."""
+    the training measured. A point whose test runs are all done (not ``needed``) needs only
+    the training's record, so that its results, copied with the record to another machine,
+    go on without the adapter's file."""
     gguf = work / "adapter.gguf"
     record = work / "training.json"
-    if gguf.exists() and record.exists():
+    if record.exists() and (gguf.exists() or not needed):
         return gguf, json.loads(record.read_text(encoding="utf-8"))
     work.mkdir(parents=True, exist_ok=True)
     report(Progress(f"training on {len(taught)} lessons", note=f"in {work}"))

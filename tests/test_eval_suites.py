@@ -675,6 +675,20 @@ def test_a_verified_curve_learns_only_the_decisions_bfcls_checker_marks_right(tm
         Design("some")
 
 
+def test_a_curve_point_whose_runs_are_done_needs_only_its_training_record(tmp_path: Path) -> None:
+    """Results and training records copied to another machine go on without the adapter's
+    file: a point with every test run done is not trained again; one with runs left is."""
+    from tierflow.evals.learning_curve import Design, _adapter
+
+    folder = tmp_path / "point-100"
+    folder.mkdir()
+    (folder / "training.json").write_text(json.dumps({"steps": 100}), encoding="utf-8")
+    gguf, record = _adapter(tmp_path / "base.gguf", [], folder, 1.0, Design(), lambda _: None, needed=False)
+    assert record == {"steps": 100} and gguf == folder / "adapter.gguf" and not gguf.exists()
+    with pytest.raises(RuntimeError, match="training the adapter"):  # no base model: the training fails
+        _adapter(tmp_path / "base.gguf", [], folder, 1.0, Design(), lambda _: None, needed=True)
+
+
 def test_each_memory_question_set_holds_its_evidence_in_its_own_corpus() -> None:
     """The dev set (for trying changes to cited answers) is written on another corpus than
     the main set, the held-out set asks none of the main set's questions on its corpus, the
