@@ -11,14 +11,19 @@ from functools import cache
 __all__ = ["this_process", "is_gone"]
 
 
-def _start_ticks(pid: int) -> str | None:
-    """The process's start time in clock ticks since boot (Linux), or None if unknown."""
+def _stat(pid: int) -> list[str]:
+    """The fields of ``/proc/PID/stat`` after the name (Linux; none if unknown): the state first."""
     try:
         with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as handle:
             stat = handle.read()
     except OSError:
-        return None
-    fields = stat.rsplit(")", 1)[-1].split()  # the name may hold spaces and ')'
+        return []
+    return stat.rsplit(")", 1)[-1].split()  # the name may hold spaces and ')'
+
+
+def _start_ticks(pid: int) -> str | None:
+    """The process's start time in clock ticks since boot (Linux), or None if unknown."""
+    fields = _stat(pid)
     return fields[19] if len(fields) > 19 else None
 
 
@@ -47,5 +52,10 @@ def is_gone(owner: str | None) -> bool:
         return True
     except PermissionError:
         pass  # it exists, under another user
-    now = _start_ticks(pid)
+    fields = _stat(pid)
+    if fields and fields[0] in ("Z", "X"):
+        # dead, not yet reaped: a killed job whose parent died too waits for PID 1, and in a
+        # container PID 1 may never reap it
+        return True
+    now = fields[19] if len(fields) > 19 else None
     return bool(ticks and now and now != ticks)  # the pid was reused by a later process

@@ -107,3 +107,32 @@ def test_a_run_of_a_dead_process_reads_as_interrupted(database: str) -> None:
         session.commit()
     statuses = {run.id: run.status for run in store.list_runs()}
     assert statuses == {mine: "running", theirs: "interrupted"}
+
+
+def test_a_run_of_a_killed_process_not_yet_reaped_reads_as_interrupted(database: str) -> None:
+    """A killed job whose parent died too stays a zombie until PID 1 reaps it, and in a
+    container PID 1 may never do so: the pid still answers, with its own start time."""
+    import subprocess
+    import time
+
+    from sqlmodel import Session
+    from tierflow.memory.traces.owner import _stat, this_process
+    from tierflow.memory.traces.tables import Run
+
+    store = TraceStore.from_url(database)
+    theirs = store.start_run("theirs")
+    child = subprocess.Popen(["true"])  # exits at once; not waited for, so a zombie
+    try:
+        deadline = time.monotonic() + 10
+        while (_stat(child.pid) or ["?"])[0] != "Z" and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert _stat(child.pid)[0] == "Z"
+        host = this_process().split(":")[0]
+        with Session(store.engine) as session:
+            row = session.get(Run, theirs)
+            assert row is not None
+            row.owner = f"{host}:{child.pid}:{_stat(child.pid)[19]}"
+            session.commit()
+        assert {run.id: run.status for run in store.list_runs()} == {theirs: "interrupted"}
+    finally:
+        child.wait()
