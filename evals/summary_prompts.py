@@ -52,8 +52,10 @@ _BEFORE = (
 
 def variants(text: str) -> dict[str, list[Message]]:
     """The prompts tried, by the names the results use: the instruction before the text (the
-    product's until this trial), after it (the product's since), and after it with the reply
-    begun for the model."""
+    product's until this trial), after it (the product's since), after it with the reply
+    begun for the model, asking for facts rather than topics, and asking for as many sentences
+    as the budget allows, each a fact (the SLM's summaries were shorter than the LLM's: 2-3
+    sentences against 4-5)."""
     after = render_messages(
         "step_summarize", instructions=CHUNK_INSTRUCTIONS, max_sentences=SENTENCES, text=text
     )
@@ -65,6 +67,15 @@ def variants(text: str) -> dict[str, list[Message]]:
         ' no sentence like "This text explains ...".'
     )
     stated: list[Message] = [system, {"role": user["role"], "content": user["content"] + facts}]
+    asked_for = (
+        f'Text:\n"""\n{text}\n"""\n\n{CHUNK_INSTRUCTIONS} Write {SENTENCES} sentences, each stating a '
+        "different fact the text gives: what it says, with its names, commands, dates and figures. Use "
+        "your own words; do not copy its sentences."
+    )
+    counted: list[Message] = [
+        {"role": "system", "content": "You summarize texts in your own words."},
+        {"role": "user", "content": asked_for},
+    ]
     return {
         "instruction before the text": [
             {"role": "system", "content": _BEFORE.format(instructions=CHUNK_INSTRUCTIONS, n=SENTENCES)},
@@ -73,6 +84,7 @@ def variants(text: str) -> dict[str, list[Message]]:
         "instruction after the text": after,
         "after the text, begun for it": begun,
         "after the text, facts not topics": stated,
+        "after the text, a fact a sentence": counted,
     }
 
 

@@ -824,6 +824,11 @@ def test_the_prompt_trial_reads_each_documents_joined_summaries_by_code() -> Non
     assert _by_code(copied) == {"key_sentences_covered": 1.0, "parts_drawn_on": 1.0}
     vague = [{"document": "sorting.txt", "text": "This part explains sorting."}]
     assert _by_code(vague)["key_sentences_covered"] == 0.0
+    from tierflow.evals.summary_prompts import SENTENCES, variants
+
+    for name, messages in variants("a chunk of text").items():  # each shows the text once, asks a budget
+        joined = "\n".join(m["content"] for m in messages)
+        assert joined.count("a chunk of text") == 1 and f" {SENTENCES} sentences" in joined, name
 
 
 def test_a_signals_auc_ranks_wrong_outputs_above_right_ones() -> None:
