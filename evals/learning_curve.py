@@ -41,7 +41,7 @@ from tierflow.memory.lessons import Lesson, LessonSummary, lessons
 from tierflow.records import OnProgress, Progress
 from tierflow.results import curve_points
 
-__all__ = ["CURVE_SAMPLE", "POINTS", "LESSONS", "Design", "learning_curve", "save_taught", "curve_markdown"]
+__all__ = ["CURVE_SAMPLE", "POINTS", "LESSONS", "Design", "learning_curve", "curve_markdown"]
 
 CURVE_SAMPLE = {
     "train": {"live_multiple": 240, "live_simple": 60, "live_irrelevance": 60},
@@ -97,7 +97,7 @@ def learning_curve(
     they were collected; ``taught_from`` (such a file, e.g. a committed one) skips the
     collection and learns from its lessons instead."""
     from tierflow.app import App, model_file
-    from tierflow.learning.learn import read_lessons
+    from tierflow.learning.learn import read_lessons, write_lessons
 
     report: OnProgress = on_progress or (lambda _: None)
     suite = BfclSuite(CURVE_SAMPLE)
@@ -108,7 +108,7 @@ def learning_curve(
         if taught_from is None:
             _collect(app, suite, train_items, wanted, report, work / VERIFIED, design)
             taught = _taught(app.store, work / VERIFIED, design)[:wanted]
-            save_taught(work / f"taught{design.tag}.jsonl", taught)
+            write_lessons(work / f"taught{design.tag}.jsonl", taught)
         else:
             taught = read_lessons(taught_from)[:wanted]
         base = model_file(quiet, quiet.slm_model, "TIERFLOW_SLM_MODEL", report) if max(points) else None
@@ -198,12 +198,6 @@ def _collect(
         # an outcome per run, so that a log (nohup, CI) gets a line for each, not only a terminal
         outcome = "taught" if taught else "left out"
         report(Progress("the LLM's decisions on train requests", min(made, wanted), wanted, outcome, item.id))
-
-
-def save_taught(path: Path, taught: Sequence[Lesson]) -> None:
-    """The lessons a curve learns from, as JSON lines ``tierflow learn --from`` and
-    ``--taught`` read, in order."""
-    path.write_text("".join(json.dumps(lesson.to_json()) + "\n" for lesson in taught), encoding="utf-8")
 
 
 def _lessons(store: Any) -> list[Lesson]:

@@ -33,7 +33,16 @@ from tierflow.memory.lessons import Lesson, LessonSummary, is_held_out, lessons
 from tierflow.memory.traces import TraceStore
 from tierflow.records import OnProgress, Progress
 
-__all__ = ["LearnOptions", "Dataset", "LearnOutcome", "gather", "read_lessons", "learn", "MIN_TRAIN"]
+__all__ = [
+    "LearnOptions",
+    "Dataset",
+    "LearnOutcome",
+    "gather",
+    "read_lessons",
+    "write_lessons",
+    "learn",
+    "MIN_TRAIN",
+]
 
 MIN_TRAIN = 10
 """The fewest lessons an adapter is trained on."""
@@ -189,7 +198,7 @@ def learn(
     dataset.check_trainable()
     work = work_root / _key(dataset, options)
     work.mkdir(parents=True, exist_ok=True)
-    _write_lessons(work / "lessons.jsonl", dataset)
+    write_lessons(work / "lessons.jsonl", dataset.train, held_out=dataset.held_out)
     outcome.training = train_adapter(base_gguf, dataset.train, work, options.train, on_progress=report)
     if outcome.training.ended == "interrupted":
         return outcome
@@ -253,17 +262,18 @@ def _key(dataset: Dataset, options: LearnOptions) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def _write_lessons(path: Path, dataset: Dataset) -> None:
-    """The lessons this run trained and compared on, for the record (owner-readable only:
-    they hold the users' prompts)."""
-    lines = [
-        json.dumps({**lesson.to_json(), "split": "train"}, ensure_ascii=False) for lesson in dataset.train
-    ]
-    lines += [
-        json.dumps({**lesson.to_json(), "split": "held_out"}, ensure_ascii=False)
-        for lesson in dataset.held_out
-    ]
-    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+def write_lessons(path: Path, lessons: Sequence[Lesson], *, held_out: Sequence[Lesson] | None = None) -> None:
+    """Lessons as JSON lines, in order (owner-readable only: they hold the users' prompts).
+    With ``held_out`` (what a run trained and compared on, for the record), each line also
+    says its split, ``train`` or ``held_out``, and the held-out lessons follow."""
+    if held_out is None:
+        lines = [json.dumps(lesson.to_json(), ensure_ascii=False) for lesson in lessons]
+    else:
+        lines = [json.dumps({**lesson.to_json(), "split": "train"}, ensure_ascii=False) for lesson in lessons]
+        lines += [
+            json.dumps({**lesson.to_json(), "split": "held_out"}, ensure_ascii=False) for lesson in held_out
+        ]
+    path.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
     os.chmod(path, 0o600)
 
 

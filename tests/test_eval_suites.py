@@ -660,10 +660,10 @@ def test_a_verified_curve_learns_only_the_decisions_bfcls_checker_marks_right(tm
     right_runs = {r["run_id"] for r in runs if r["id"] not in wrong}
     assert {lesson.run_id for lesson in taught} <= right_runs
     # the lessons, saved, are what a later curve learns from without collecting again
-    from tierflow.evals.learning_curve import learning_curve, save_taught
-    from tierflow.learning.learn import read_lessons
+    from tierflow.evals.learning_curve import learning_curve
+    from tierflow.learning.learn import read_lessons, write_lessons
 
-    save_taught(tmp_path / "taught.jsonl", taught)
+    write_lessons(tmp_path / "taught.jsonl", taught)
     assert read_lessons(tmp_path / "taught.jsonl") == taught
     silent = Tiers(ScriptedModel([], name="tiny"), ScriptedModel([], tier="llm", name="big"))
     data = learning_curve(
