@@ -7,6 +7,7 @@ evaluations' (``tierflow eval ...``), which import this and nothing the other wa
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 __all__ = [
@@ -18,6 +19,8 @@ __all__ = [
     "tools_rows",
     "bench_rows",
     "curve_points",
+    "curve_files",
+    "curve_design",
 ]
 
 
@@ -160,3 +163,22 @@ def curve_points(data: dict[str, Any]) -> list[dict[str, Any]]:
             }
         )
     return sorted(rows, key=lambda row: row["decisions learned"])
+
+
+def curve_files(directory: Path) -> list[Path]:
+    """The learning curves' result files in ``directory``, one a design: the first design's
+    (``learning_curve.json``) first, then the others by name."""
+    found = directory.glob("learning_curve*.json") if directory.is_dir() else []
+    return sorted(found, key=lambda path: (path.name != "learning_curve.json", path.name))
+
+
+def curve_design(data: dict[str, Any]) -> tuple[str, float]:
+    """What a curve's adapters learned from, in words, and their learning rate (the first
+    design's file predates the ``design`` key)."""
+    design = data.get("design") or {"lessons": "all", "learning_rate": 5e-4}
+    learned = (
+        "verified LLM decisions (BFCL's checker marks them right)"
+        if design["lessons"] == "verified"
+        else "LLM decisions"
+    )
+    return learned, float(design["learning_rate"])

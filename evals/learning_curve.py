@@ -39,7 +39,7 @@ from tierflow.agents.calibration import StepScorer, StepScorers, shipped_priors
 from tierflow.evals.kit import BfclSuite, KitItem, item_line, kit_metrics
 from tierflow.memory.lessons import Lesson, LessonSummary, lessons
 from tierflow.records import OnProgress, Progress
-from tierflow.results import curve_points
+from tierflow.results import curve_design, curve_points
 
 __all__ = ["CURVE_SAMPLE", "POINTS", "LESSONS", "Design", "learning_curve", "curve_markdown"]
 
@@ -323,13 +323,11 @@ def curve_markdown(data: Mapping[str, Any]) -> str:
             f"{row['tiered: LLM tokens per item'] or 0:.0f} | {trained} | {memory} |"
         )
     split = data["split"]
-    design = data.get("design") or {"lessons": "all", "learning_rate": 5e-4}
-    verified = design["lessons"] == "verified"
-    learned = "verified LLM decisions (BFCL's checker marks them right)" if verified else "LLM decisions"
+    learned, rate = curve_design(dict(data))
     return (
         f"# {data['graph']}: the SLM's learning curve\n\n"
         f"{split['lessons']} {learned} on {split['train_requests']} train requests, learning rate "
-        f"{design['learning_rate']:g}; "
+        f"{rate:g}; "
         f"{split['test']} test requests from other source groups.\n\n" + "\n".join(rows) + "\n"
     )
 

@@ -260,13 +260,18 @@ def _memory(directory: Path) -> str:
 
 
 def _learning(directory: Path) -> str:
-    data = read_results(directory / "learning_curve.json")
-    if not data:
-        return ""
+    """Every design's curve (``learning_curve*.json``), the first design first."""
     from tierflow.evals.learning_curve import curve_markdown
+    from tierflow.results import curve_files
 
-    table = curve_markdown(data).split("\n", 2)[2]  # without its title
-    return "### The SLM learns from the LLM (`tierflow eval learn`)\n\n" + table
+    tables = []
+    for path in curve_files(directory):
+        data = read_results(path)
+        if data.get("points"):
+            tables.append(curve_markdown(data).split("\n", 2)[2])  # without its title
+    if not tables:
+        return ""
+    return "### The SLM learns from the LLM (`tierflow eval learn`)\n\n" + "\n".join(tables)
 
 
 def _servers(directory: Path) -> str:

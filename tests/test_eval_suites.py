@@ -332,6 +332,34 @@ def test_the_large_jobs_figures_reach_the_readme_once_it_has_run(tmp_path: Path)
     assert "| local, 1 worker | 1000 | 1000 | 300 min |" in section
 
 
+def test_every_designs_learning_curve_reaches_the_results_summary(tmp_path: Path) -> None:
+    """The first design's curve (``learning_curve.json``) and each later design's file, the
+    first one first, each with what its adapters learned from."""
+
+    def curve(slm: float, design: dict[str, object] | None) -> dict[str, object]:
+        modes = {
+            "slm": {"accuracy": slm, "by_kind": {"live_multiple": {"accuracy": slm}}},
+            "tiered": {"accuracy": 0.5, "slm_share": 0.7, "llm_tokens_per_item": 160.0},
+        }
+        split = {"lessons": 400, "train_requests": 329, "test": 80}
+        return {
+            "graph": "bfcl",
+            "split": split,
+            "points": {"0": {"modes": modes}},
+            **({"design": design} if design else {}),
+        }
+
+    verified = {"lessons": "verified", "learning_rate": 1e-4}
+    (tmp_path / "learning_curve-verified-lr0.0001.json").write_text(json.dumps(curve(0.412, verified)))
+    (tmp_path / "learning_curve.json").write_text(json.dumps(curve(0.375, None)))
+    section = results_section(tmp_path)
+    first, second = section.index("| 37.5% |"), section.index("| 41.2% |")
+    assert "### The SLM learns from the LLM" in section and first < second
+    assert "400 LLM decisions on 329 train requests, learning rate 0.0005" in section
+    verified_text = "400 verified LLM decisions (BFCL's checker marks them right) on 329 train requests"
+    assert f"{verified_text}, learning rate 0.0001" in section
+
+
 def test_the_tiered_headline_is_computed_from_both_policies(tmp_path: Path) -> None:
     def metrics(success: float, share: float, tokens: float, wall_ms: float) -> dict[str, object]:
         return {

@@ -358,10 +358,15 @@ def test_evaluations_page_plots_the_learning_curve(app: App, tmp_path: Path) -> 
             "100": point(0.40, 0.55, {"seconds": 600.0, "steps": 100, "peak_memory_mb": 3000.0}),
         },
     }
+    verified = {**curve, "design": {"lessons": "verified", "learning_rate": 1e-4}}
+    verified["points"] = {"0": point(0.35, 0.5, None), "200": point(0.45, 0.6, None)}
     (tmp_path / "learning_curve.json").write_text(json.dumps(curve), encoding="utf-8")
+    (tmp_path / "learning_curve-verified-lr0.0001.json").write_text(json.dumps(verified), encoding="utf-8")
     at = page(app, "screens/evals.py", results=str(tmp_path))
     assert "The SLM learning from the LLM" in {h.value for h in at.subheader}
-    [frame] = [f.value for f in at.dataframe]
-    assert list(frame["decisions learned"]) == [0, 100]
-    assert list(frame["slm"]) == [0.35, 0.40] and frame["training minutes"].iloc[1] == 10
-    assert "400 LLM decisions" in at.caption[-1].value
+    first, second = [f.value for f in at.dataframe]  # one a design, the first design first
+    assert list(first["decisions learned"]) == [0, 100] and list(second["decisions learned"]) == [0, 200]
+    assert list(first["slm"]) == [0.35, 0.40] and first["training minutes"].iloc[1] == 10
+    captions = [c.value for c in at.caption]
+    assert any("400 LLM decisions" in c and "learning rate 0.0005" in c for c in captions)
+    assert any("400 verified LLM decisions" in c and "learning rate 0.0001" in c for c in captions)

@@ -9,7 +9,15 @@ from typing import Any
 import altair as alt
 import pandas as pd
 import streamlit as st
-from tierflow.results import TOOLS_HEADERS, bench_rows, curve_points, ordered_policies, tools_rows
+from tierflow.results import (
+    TOOLS_HEADERS,
+    bench_rows,
+    curve_design,
+    curve_files,
+    curve_points,
+    ordered_policies,
+    tools_rows,
+)
 from tierflow.ui.resources import current_app
 from tierflow.ui.views import POLICY_COLOURS, accuracy_vs_tokens
 
@@ -30,12 +38,11 @@ suites = sorted(p.name for p in directory.glob("bfcl_*.json")) if directory.is_d
 OTHERS = (
     "confidence.json",
     "routing.json",
-    "learning_curve.json",
     "tasks.json",
     "summaries.json",
     "bench.json",
 )
-if not suites and not any((directory / name).exists() for name in OTHERS):
+if not suites and not curve_files(directory) and not any((directory / name).exists() for name in OTHERS):
     st.info("No evaluation results yet.")
     st.stop()
 
@@ -126,15 +133,18 @@ if routing:
             {"escalation score": "accuracy", "random, same share": "random", "perfect router": "perfect"},
         )
 
-curve = curve_points(load("learning_curve.json"))
-if curve:
+curves = [data for data in (load(path.name) for path in curve_files(directory)) if curve_points(data)]
+if curves:
     st.subheader("The SLM learning from the LLM")
-    split = load("learning_curve.json").get("split", {})
+for data in curves:
+    split = data.get("split", {})
+    learned, rate = curve_design(data)
     st.caption(
-        f"An adapter trained on the first N of {split.get('lessons', '?')} LLM decisions (train source "
-        f"groups), measured on {split.get('test', '?')} requests of other groups (`tierflow eval learn`)."
+        f"An adapter trained on the first N of {split.get('lessons', '?')} {learned} (train source "
+        f"groups; learning rate {rate:g}), measured on {split.get('test', '?')} requests of other groups "
+        "(`tierflow eval learn`)."
     )
-    frame = pd.DataFrame(curve)
+    frame = pd.DataFrame(curve_points(data))
     lines = ["slm", "slm, live_multiple", "tiered", "tiered: SLM share"]
     long = frame.melt(id_vars="decisions learned", value_vars=lines, var_name="measure", value_name="value")
     st.altair_chart(
