@@ -3,9 +3,10 @@ runs it, with its throughput, memory over time, database size, and the time to r
 ``kill -9``.
 
 The documents are the 22 of the batch corpus (``evals/batch_corpus.py``) and passages of
-them: each derived document is a run of consecutive paragraphs of one original (1,500 to
-9,000 characters, so one to a few chunks), as ``.txt`` or ``.md``, chosen by a seeded
-generator (``derived_corpus``). Nothing is invented: every sentence is a real document's.
+them: each derived document is a run of consecutive paragraphs of one original (by default
+1,500 to 9,000 characters, so one or two chunks; ``sizes`` sets the range), as ``.txt`` or
+``.md``, chosen by a seeded generator (``derived_corpus``). Nothing is invented: every
+sentence is a real document's. ``corpus_sizes`` measures what was written.
 
 The job runs as its own process (``tierflow summarize DIR --json --out REPORT``) in a data
 directory of its own. Every ``SAMPLE_S`` seconds the resident memory of that process and its
@@ -36,15 +37,37 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-__all__ = ["STATE", "derived_corpus", "process_tree_mib", "large_job", "ray_cluster", "large_job_markdown"]
+__all__ = [
+    "STATE",
+    "SIZES",
+    "derived_corpus",
+    "corpus_sizes",
+    "process_tree_mib",
+    "large_job",
+    "ray_cluster",
+    "large_job_markdown",
+]
 
 SAMPLE_S = 10.0
 _PARAGRAPHS = re.compile(r"\n\s*\n")
 
 
-def derived_corpus(out: Path, originals: Sequence[Path], count: int = 1000, seed: int = 0) -> list[Path]:
-    """``count`` documents in ``out``: the originals, copied, and passages of them (see the
-    module). The same arguments give the same files."""
+SIZES = (1500, 9000)
+
+
+def derived_corpus(
+    out: Path,
+    originals: Sequence[Path],
+    count: int = 1000,
+    seed: int = 0,
+    sizes: tuple[int, int] = SIZES,
+) -> list[Path]:
+    """``count`` documents in ``out``: the originals, copied, and passages of them of about
+    ``sizes`` characters (at least the shorter, unless the original is shorter; at most the
+    longer plus the paragraph that reached it). The same arguments give the same files."""
+    shortest, longest = sizes
+    if not 0 < shortest <= longest:
+        raise ValueError(f"passage sizes must be 0 < shortest <= longest, not {sizes}")
     from tierflow.tools.readers import read_document
 
     out.mkdir(parents=True, exist_ok=True)
@@ -59,7 +82,7 @@ def derived_corpus(out: Path, originals: Sequence[Path], count: int = 1000, seed
     for number in range(1, count - len(written) + 1):
         stem = rng.choice(names)
         paragraphs = texts[stem]
-        target = rng.randint(1500, 9000)
+        target = rng.randint(shortest, longest)
         start = rng.randrange(len(paragraphs))
         passage: list[str] = []
         for paragraph in paragraphs[start:] + paragraphs[:start]:
@@ -71,6 +94,20 @@ def derived_corpus(out: Path, originals: Sequence[Path], count: int = 1000, seed
         path.write_text("\n\n".join(passage) + "\n", encoding="utf-8")
         written.append(path)
     return written
+
+
+def corpus_sizes(corpus: Path) -> dict[str, int]:
+    """The characters of text in ``corpus``: all of them, and the shortest and the longest
+    derived passage."""
+    from tierflow.tools.readers import read_document
+
+    lengths = {path.name: len(read_document(path).text) for path in sorted(corpus.iterdir())}
+    derived = [n for name, n in lengths.items() if name.startswith("derived-")] or [0]
+    return {
+        "characters": sum(lengths.values()),
+        "shortest_passage": min(derived),
+        "longest_passage": max(derived),
+    }
 
 
 def _children(pid: int) -> list[int]:
@@ -337,8 +374,15 @@ def large_job_markdown(data: dict[str, Any]) -> str:
         "is the time the job ran."
         for label, count in resumed.items()
     )
+    sizes = data.get("sizes")
+    made = (
+        f"The batch corpus's 22 documents and passages of them ({sizes['shortest_passage']:,} to "
+        f"{sizes['longest_passage']:,} characters), {sizes['characters']:,} characters in all. "
+        if sizes
+        else ""
+    )
     return (
         f"# A large job: {data['documents']} documents through `tierflow summarize`\n\n"
-        "Memory is the job's process and its children, sampled every "
+        f"{made}Memory is the job's process and its children, sampled every "
         f"{data.get('sample_s', SAMPLE_S):g} s (`evals/large_job.py`).{stops}\n\n" + "\n".join(rows) + "\n"
     )

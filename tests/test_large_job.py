@@ -11,6 +11,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 from tierflow.evals.batch_corpus import CORPUS_DIR
 from tierflow.evals.large_job import STATE, derived_corpus, large_job, large_job_markdown, process_tree_mib
 
@@ -24,9 +25,25 @@ def test_the_derived_corpus_is_the_originals_and_real_passages_of_them(tmp_path:
     assert all(a.read_bytes() == b.read_bytes() for a, b in zip(files, again, strict=True))
     originals = "\n".join(p.read_text(encoding="utf-8") for p in ORIGINALS)
     for derived in files[len(ORIGINALS) :]:
-        first = derived.read_text(encoding="utf-8").split("\n\n")[0].strip()
-        assert first in originals  # a real paragraph, not an invented one
-        assert derived.stat().st_size >= 1500 or first  # passages of a few chunks
+        paragraphs = derived.read_text(encoding="utf-8").strip().split("\n\n")
+        assert all(p.strip() in originals for p in paragraphs)  # real paragraphs, not invented ones
+
+
+def test_passages_are_cut_to_the_sizes_asked_and_measured(tmp_path: Path) -> None:
+    from tierflow.evals.large_job import corpus_sizes
+
+    files = derived_corpus(tmp_path, ORIGINALS, count=40, seed=2, sizes=(600, 1200))
+    for derived in files[len(ORIGINALS) :]:
+        paragraphs = [p.strip() for p in derived.read_text(encoding="utf-8").split("\n\n")]
+        before_last = sum(len(p) for p in paragraphs[:-1])
+        assert before_last < 1200 and before_last + len(paragraphs[-1]) >= 600
+    sizes = corpus_sizes(tmp_path)
+    assert 600 <= sizes["shortest_passage"] <= sizes["longest_passage"]
+    assert sizes["characters"] > sum(p.stat().st_size for p in files[len(ORIGINALS) :]) // 2
+    table = large_job_markdown({"documents": 40, "sizes": sizes, "runs": {}})
+    assert f"passages of them ({sizes['shortest_passage']:,} to" in table
+    with pytest.raises(ValueError, match="shortest <= longest"):
+        derived_corpus(tmp_path / "bad", ORIGINALS, count=5, sizes=(900, 800))
 
 
 def test_memory_of_a_process_tree_is_read_from_proc() -> None:
@@ -87,3 +104,11 @@ def test_resuming_a_large_job_evaluation_that_never_ran_exits_2(tmp_path: Path) 
 
     result = CliRunner().invoke(app, ["eval", "large-job", "--resume", "--out", str(tmp_path)])
     assert result.exit_code == 2 and "no stopped large-job evaluation" in result.output
+
+
+def test_a_large_job_with_passages_shorter_than_longest_is_refused(tmp_path: Path) -> None:
+    from tierflow.cli import app
+    from typer.testing import CliRunner
+
+    result = CliRunner().invoke(app, ["eval", "large-job", "--shortest", "900", "--longest", "800"])
+    assert result.exit_code == 2 and "--shortest 900 is longer than --longest 800" in result.output

@@ -297,6 +297,12 @@ def eval_large_job(
     ray_documents: Annotated[
         int, typer.Option(min=1, help="Documents of the Ray run: the first N of the job's.")
     ] = 100,
+    shortest: Annotated[
+        int, typer.Option(min=100, help="Characters of the shortest passage made of an original.")
+    ] = 1500,
+    longest: Annotated[
+        int, typer.Option(min=100, help="Characters of the longest passage made of an original.")
+    ] = 9000,
     policy: Annotated[str | None, typer.Option(help="The job's policy (default: the settings').")] = None,
     resume: Annotated[
         bool,
@@ -316,9 +322,20 @@ def eval_large_job(
     import shutil
 
     from tierflow.evals.batch_corpus import CORPUS_DIR, load_manifest
-    from tierflow.evals.large_job import SAMPLE_S, derived_corpus, large_job, large_job_markdown, ray_cluster
+    from tierflow.evals.large_job import (
+        SAMPLE_S,
+        corpus_sizes,
+        derived_corpus,
+        large_job,
+        large_job_markdown,
+        ray_cluster,
+    )
     from tierflow.evals.report import models_environment, write_results
 
+    if shortest > longest:
+        raise TaskInputError(
+            f"--shortest {shortest} is longer than --longest {longest}", hint="Give --shortest <= --longest."
+        )
     conf = eval_settings()
     env = models_environment(conf)  # at the start
     work = conf.resolved_data_dir() / "eval-large-job"
@@ -340,7 +357,7 @@ def eval_large_job(
     if not corpus.exists():
         originals = [CORPUS_DIR / entry["file"] for entry in load_manifest()]
         with err.status(f"writing {documents} documents …"):
-            files = derived_corpus(corpus, originals, count=documents)
+            files = derived_corpus(corpus, originals, count=documents, sizes=(shortest, longest))
         ray_corpus.mkdir()
         for path in files[:ray_documents]:
             shutil.copyfile(path, ray_corpus / path.name)
@@ -361,6 +378,7 @@ def eval_large_job(
     data = {
         "suite": "large_job",
         "documents": documents,
+        "sizes": corpus_sizes(corpus),
         "sample_s": SAMPLE_S,
         "runs": runs,
         "environment": env,
