@@ -121,9 +121,11 @@ class LearnOutcome:
 
 
 def read_lessons(path: Path) -> list[Lesson]:
-    """Lessons from a JSON-lines file: ``tierflow learn --dry-run --save FILE``'s lines, or
-    OpenAI chat fine-tuning lines (``{"messages": [..., {"role": "assistant", ...}]}``, as
-    ``tierflow export distill`` writes), which become text lessons grouped by line."""
+    """Lessons from a JSON-lines file: lesson lines as ``write_lessons`` writes them (a
+    trained adapter's ``lessons.jsonl``, whose ``split`` of each line is dropped, since the
+    lessons are split again; the learning curve's ``taught*.jsonl``), or OpenAI chat
+    fine-tuning lines (``{"messages": [..., {"role": "assistant", ...}]}``, as ``tierflow
+    export distill`` writes), which become text lessons grouped by line."""
     found: list[Lesson] = []
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
@@ -135,7 +137,7 @@ def read_lessons(path: Path) -> list[Lesson]:
         try:
             data = json.loads(line)
             if "target" in data:
-                found.append(Lesson.from_json(data))
+                found.append(Lesson.from_json({k: v for k, v in data.items() if k != "split"}))
                 continue
             *messages, reply = data["messages"]
             if reply["role"] != "assistant" or not messages:

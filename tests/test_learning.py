@@ -78,6 +78,18 @@ def test_lessons_from_a_file_of_chat_lines_and_a_clear_error_for_a_bad_line(tmp_
         read_lessons(bad)
 
 
+def test_a_trained_runs_lesson_file_can_be_learned_from_again(tmp_path: Path) -> None:
+    """A trained adapter's lessons.jsonl says each line's split; read back, every lesson is
+    one again (train and held-out alike), to be split anew."""
+    from tierflow.learning.learn import write_lessons
+
+    train = [lesson(CHOICE, {"label": "bug"}, text=f"request {n}") for n in range(3)]
+    held_out = [lesson(CHOICE, {"label": "refund"}, text="request 9")]
+    write_lessons(tmp_path / "lessons.jsonl", train, held_out=held_out)
+    assert '"split": "held_out"' in (tmp_path / "lessons.jsonl").read_text(encoding="utf-8")
+    assert read_lessons(tmp_path / "lessons.jsonl") == train + held_out
+
+
 def test_too_few_lessons_and_a_missing_train_extra_say_what_to_do(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
