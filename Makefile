@@ -104,8 +104,10 @@ eval-full: models
 	# escalation in a graph of kit steps: validation only, the priors, calibrated for a loss and a share
 	$(BIN)/tierflow eval kit --suite bfcl --limit 60
 	$(BIN)/tierflow eval kit --suite triage
-	# the SLM's learning curve: adapters trained on 100, 200 and 400 LLM decisions (hours)
+	# the SLM's learning curve: adapters trained on 100, 200 and 400 LLM decisions (hours), then
+	# on the verified ones only, at a lower learning rate
 	$(BIN)/tierflow eval learn
+	$(BIN)/tierflow eval learn --lessons verified --learning-rate 1e-4
 	# 1,000 documents through tierflow summarize, killed and resumed, then on a 2-node Ray cluster
 	$(BIN)/tierflow eval large-job
 	$(MAKE) results-table
