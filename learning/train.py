@@ -37,12 +37,13 @@ CHECKPOINT = "checkpoint"
 @dataclass(frozen=True)
 class TrainOptions:
     """How an adapter is trained: sized for a laptop's CPU by default (a low rank, short
-    sequences, one pass over at most ``max_steps`` lessons)."""
+    sequences, one pass over at most ``max_steps`` lessons). The learning rate is the one
+    whose adapters helped on the learning curve (``docs/learning.md``); 5e-4 did not."""
 
     rank: int = 8
     alpha: int = 16
     targets: tuple[str, ...] = ("q_proj", "v_proj")
-    learning_rate: float = 5e-4
+    learning_rate: float = 1e-4
     epochs: int = 1
     max_steps: int = 400
     max_tokens: int = 1024
@@ -64,6 +65,7 @@ class TrainResult:
     ended: Literal["done", "time_limit", "interrupted"]
     resumed_from: int = 0
     left_out_too_long: int = 0
+    learning_rate: float | None = None
     losses: list[float] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
@@ -143,6 +145,7 @@ def train_adapter(
         ended="done",
         resumed_from=step,
         left_out_too_long=len(encoded) - len(usable),
+        learning_rate=options.learning_rate,
     )
     model.train()
     limit = options.max_minutes * 60

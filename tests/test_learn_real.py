@@ -54,6 +54,7 @@ def test_learn_trains_converts_compares_refuses_resumes_and_serves(slm_path: Pat
     env = {"TIERFLOW_DATA_DIR": str(tmp_path / "data"), "TIERFLOW_SLM_MODEL": str(slm_path)}
     # a gain of 100% is asked for: the evidence cannot support this promotion
     command = ["learn", "--max-steps", "4", "--held-out", "0.25", "--min-held-out", "3", "--margin", "1.0"]
+    command += ["--learning-rate", "2e-4"]
 
     dry = tierflow(*command, "--dry-run", "--json", env=env)
     assert dry.returncode == 0, dry.stderr
@@ -65,6 +66,7 @@ def test_learn_trains_converts_compares_refuses_resumes_and_serves(slm_path: Pat
     no_traceback(first)
     outcome = json.loads(first.stdout)
     assert outcome["training"]["steps"] == 4 and outcome["training"]["ended"] == "done"
+    assert outcome["training"]["learning_rate"] == 2e-4
     comparison = outcome["comparison"]
     assert comparison["items"] == data["held_out"]  # every held-out choice, on both models
     assert not outcome["promoted"]

@@ -121,3 +121,35 @@ def test_the_learn_command_refuses_bad_input_with_exit_2(tmp_path: Path) -> None
     curve = tierflow("eval", "learn", "--taught", str(tmp_path / "none.jsonl"), env=env)
     assert curve.returncode == 2 and "is not a file" in curve.stderr and "--taught" in curve.stderr
     assert not (tmp_path / "data" / "eval-learn").exists()
+
+
+def test_the_learning_rate_reaches_training_and_defaults_to_the_curves(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`--learning-rate` is what the adapter trains at; without it, 1e-4, the rate whose
+    adapters helped on the learning curve."""
+    import tierflow.cli.learn as learn_cli
+    from tierflow.cli import app
+    from tierflow.learning.learn import LearnOutcome
+    from tierflow.learning.train import TrainOptions
+    from typer.testing import CliRunner
+
+    assert TrainOptions().learning_rate == 1e-4
+    lessons = tmp_path / "lessons.jsonl"
+    chats = [
+        {"messages": [{"role": "user", "content": f"q{n}"}, {"role": "assistant", "content": "a"}]}
+        for n in range(20)
+    ]
+    lessons.write_text("".join(json.dumps(chat) + "\n" for chat in chats), encoding="utf-8")
+    seen: list[float] = []
+
+    def train(dataset: Dataset, options: LearnOptions, as_json: bool) -> LearnOutcome:
+        seen.append(options.train.learning_rate)
+        raise TaskInputError("stopped before training")
+
+    monkeypatch.setattr(learn_cli, "_train", train)
+    monkeypatch.setenv("TIERFLOW_DATA_DIR", str(tmp_path / "data"))
+    for extra in ([], ["--learning-rate", "3e-4"]):
+        result = CliRunner().invoke(app, ["learn", "--from", str(lessons), *extra])
+        assert result.exit_code == 2 and "stopped before training" in result.output
+    assert seen == [1e-4, 3e-4]

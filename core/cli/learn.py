@@ -64,6 +64,10 @@ def learn_command(
     max_steps: Annotated[
         int, typer.Option("--max-steps", min=1, help="At most this many lessons trained on.")
     ] = 400,
+    learning_rate: Annotated[
+        float,
+        typer.Option("--learning-rate", min=1e-6, max=1e-2, help="The adapter's learning rate."),
+    ] = 1e-4,
     held_out: Annotated[
         float,
         typer.Option("--held-out", min=0.05, max=0.9, help="The share of runs kept for the comparison."),
@@ -105,7 +109,7 @@ def learn_command(
         margin=margin,
         min_held_out=min_held_out,
         name=name,
-        train=TrainOptions(max_steps=max_steps, max_minutes=max_minutes),
+        train=TrainOptions(max_steps=max_steps, max_minutes=max_minutes, learning_rate=learning_rate),
     )
     conf = settings()
     if conf.slm_base_url and not dry_run:
