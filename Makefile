@@ -108,8 +108,9 @@ eval-full: models
 	# on the verified ones only, at a lower learning rate
 	$(BIN)/tierflow eval learn
 	$(BIN)/tierflow eval learn --lessons verified --learning-rate 1e-4
-	# 1,000 documents through tierflow summarize, killed and resumed, then on a 2-node Ray cluster
-	$(BIN)/tierflow eval large-job
+	# 1,000 documents (short passages: a chunk each) through tierflow summarize, killed and
+	# resumed, then on a 2-node Ray cluster
+	$(BIN)/tierflow eval large-job --shortest 600 --longest 2400
 	$(MAKE) results-table
 
 # The reliability suite with its tally: evals/results/reliability.{json,md} (the README's table).
