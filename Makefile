@@ -108,7 +108,7 @@ eval-full: models
 	# on the verified ones only, at a lower learning rate
 	$(BIN)/tierflow eval learn
 	$(BIN)/tierflow eval learn --lessons verified --learning-rate 1e-4
-	# 1,000 documents (short passages: a chunk each) through tierflow summarize, killed and
+	# 1,000 documents (short passages, half under 2,000 characters) through tierflow summarize, killed and
 	# resumed, then on a 2-node Ray cluster
 	$(BIN)/tierflow eval large-job --shortest 600 --longest 2400
 	$(MAKE) results-table
