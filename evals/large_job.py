@@ -37,6 +37,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from tierflow.records import OnProgress, Progress
+
 __all__ = [
     "STATE",
     "SIZES",
@@ -230,17 +232,31 @@ def large_job(
     kill_after: int | None = None,
     env: dict[str, str] | None = None,
     interval: float = SAMPLE_S,
+    on_progress: OnProgress | None = None,
+    stage: str = "large job",
 ) -> dict[str, Any]:
     """Summarize ``corpus`` as one job in data directory ``work`` (see the module).
     ``command``: the job's command line before its inputs (default: this Python's
     ``tierflow summarize``); ``options``: more of its options (``--policy slm``, ``--backend ray``).
     Called again on a ``work`` whose evaluation was stopped, it resumes that job (``--resume``)
-    and goes on counting from the time the job had run."""
+    and goes on counting from the time the job had run. ``on_progress`` hears of each finished
+    document (``stage``, done of the corpus's), as the samples find them."""
     base = list(command or [sys.executable, "-m", "tierflow", "summarize"])
     work.mkdir(parents=True, exist_ok=True)
     report = work / "report.json"
     database = work / "tierflow.db"
     state = _State(work / STATE)
+    total = sum(1 for _ in corpus.iterdir())
+    reported = int(state.samples[-1][2]) if state.samples else 0
+
+    def sample(values: list[float]) -> None:
+        nonlocal reported
+        state.add(values)
+        for done in range(reported + 1, int(values[2]) + 1):
+            if on_progress is not None:
+                on_progress(Progress(stage, done, total, outcome="finished"))
+        reported = max(reported, int(values[2]))
+
     environment = {**os.environ, **(env or {}), "TIERFLOW_DATA_DIR": str(work)}
     outputs = ["--json", "--out", str(report)]
 
@@ -255,7 +271,7 @@ def large_job(
         state.evaluation_resumed += 1
     t0 = time.monotonic() - state.seconds
     process = subprocess.Popen(argv, env=environment, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    watch = _Watch(process, database, interval, t0, state.add)
+    watch = _Watch(process, database, interval, t0, sample)
     result: dict[str, Any] = {"command": [Path(argv[0]).name, *argv[1:]]}
     if kill_after is not None and state.killed_after is None:
         while process.poll() is None and _finished(database) < kill_after:
@@ -269,7 +285,7 @@ def large_job(
         restarted = time.monotonic()
         argv = resumed(_job_id(database))
         process = subprocess.Popen(argv, env=environment, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        watch = _Watch(process, database, interval, t0, state.add)
+        watch = _Watch(process, database, interval, t0, sample)
         while process.poll() is None and _finished(database) <= done_before:
             time.sleep(0.1)
         state.resume_seconds = round(time.monotonic() - restarted, 1)

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 from tierflow.evals.batch_corpus import CORPUS_DIR
 from tierflow.evals.large_job import STATE, derived_corpus, large_job, large_job_markdown, process_tree_mib
+from tierflow.records import Progress
 
 ORIGINALS = sorted(p for p in CORPUS_DIR.iterdir() if p.suffix in {".txt", ".md"})[:3]
 
@@ -54,8 +55,13 @@ def test_a_job_is_sampled_killed_and_resumed(tmp_path: Path) -> None:
     corpus = tmp_path / "corpus"
     derived_corpus(corpus, ORIGINALS, count=10, seed=1)
     command = [sys.executable, "-m", "tests.large_job_run"]
-    run = large_job(corpus, tmp_path / "work", command=command, kill_after=3, interval=0.2)
+    reports: list[Progress] = []
+    run = large_job(
+        corpus, tmp_path / "work", command=command, kill_after=3, interval=0.2, on_progress=reports.append
+    )
     assert run["exit_code"] == 0, run["error"]
+    # each finished document once, in order, killed and resumed or not
+    assert [(r.done, r.total, r.outcome) for r in reports] == [(n, 10, "finished") for n in range(1, 11)]
     assert run["documents"] == 10 and run["succeeded"] == 10
     assert run["killed_after"] >= 3 and run["resume_seconds_to_next_document"] > 0
     assert run["database_mib"] > 0 and run["memory"]["peak_mib"] > 10

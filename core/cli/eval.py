@@ -321,6 +321,7 @@ def eval_large_job(
     import json
     import shutil
 
+    from tierflow.cli.render import ProgressDisplay
     from tierflow.evals.batch_corpus import CORPUS_DIR, load_manifest
     from tierflow.evals.large_job import (
         SAMPLE_S,
@@ -331,6 +332,7 @@ def eval_large_job(
         ray_cluster,
     )
     from tierflow.evals.report import models_environment, write_results
+    from tierflow.records import Progress
 
     if shortest > longest:
         raise TaskInputError(
@@ -368,13 +370,30 @@ def eval_large_job(
         done.write_text(json.dumps(runs), encoding="utf-8")
 
     options = ["--policy", policy] if policy else []
-    if "local, 1 worker" not in runs:
-        with err.status("the large job, with a kill -9 and a resume …"):
-            keep("local, 1 worker", large_job(corpus, work / "local", options=options, kill_after=kill_after))
-    if ray and "Ray, 2 nodes" not in runs:
-        with err.status("part of it on a two-node Ray cluster …"), ray_cluster() as address:
-            ray_options = [*options, "--backend", "ray", "--workers", "2", "--ray-address", address]
-            keep("Ray, 2 nodes", large_job(ray_corpus, work / "ray", options=ray_options))
+    with ProgressDisplay(err) as progress:
+        if "local, 1 worker" not in runs:
+            progress(
+                Progress("", note=f"the large job, killed (-9) after {kill_after} documents and resumed")
+            )
+            run = large_job(
+                corpus,
+                work / "local",
+                options=options,
+                kill_after=kill_after,
+                on_progress=progress,
+                stage="local",
+            )
+            keep("local, 1 worker", run)
+        if ray and "Ray, 2 nodes" not in runs:
+            progress(
+                Progress("", note="its first documents on a two-node Ray cluster started with `ray start`")
+            )
+            with ray_cluster() as address:
+                ray_options = [*options, "--backend", "ray", "--workers", "2", "--ray-address", address]
+                run = large_job(
+                    ray_corpus, work / "ray", options=ray_options, on_progress=progress, stage="Ray"
+                )
+                keep("Ray, 2 nodes", run)
     data = {
         "suite": "large_job",
         "documents": documents,
