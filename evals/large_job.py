@@ -351,14 +351,29 @@ def ray_cluster(cpus_per_node: int = 1) -> Iterator[str]:
         f"--num-cpus={cpus_per_node}",
         "--include-dashboard=false",
     ]
-    subprocess.run(head, check=True, capture_output=True, timeout=180)
+    _ray_start(head, f"the Ray head on port {port}")
     try:
         address = f"127.0.0.1:{port}"
         node = [*ray, "start", f"--address={address}", f"--num-cpus={cpus_per_node}"]
-        subprocess.run(node, check=True, capture_output=True, timeout=180)
+        _ray_start(node, f"a second Ray node joining {address}")
         yield address
     finally:
         subprocess.run([*ray, "stop", "--force"], capture_output=True, timeout=180, check=False)
+
+
+def _ray_start(argv: list[str], what: str) -> None:
+    """``ray start``, or an error saying what Ray said (a cluster left running by an evaluation
+    that was killed holds the port)."""
+    from tierflow.errors import TierflowError
+
+    done = subprocess.run(argv, capture_output=True, timeout=180, check=False)
+    if done.returncode != 0:
+        said = (done.stderr or done.stdout).decode("utf-8", "replace").strip().splitlines()[-3:]
+        raise TierflowError(
+            f"`ray start` could not start {what}: {' / '.join(said) or f'exit {done.returncode}'}",
+            hint="If a Ray cluster is still running here (an evaluation killed during its Ray run "
+            "leaves one), `ray stop` stops it; then go on with --resume.",
+        )
 
 
 def large_job_markdown(data: dict[str, Any]) -> str:

@@ -118,3 +118,19 @@ def test_a_large_job_with_passages_shorter_than_longest_is_refused(tmp_path: Pat
 
     result = CliRunner().invoke(app, ["eval", "large-job", "--shortest", "900", "--longest", "800"])
     assert result.exit_code == 2 and "--shortest 900 is longer than --longest 800" in result.output
+
+
+def test_a_ray_start_that_fails_says_what_ray_said_and_what_to_do() -> None:
+    from tierflow.errors import TierflowError
+    from tierflow.evals.large_job import _ray_start
+
+    refused = [
+        sys.executable,
+        "-c",
+        "import sys; sys.stderr.write('port 6390 is already in use\\n'); sys.exit(1)",
+    ]
+    with pytest.raises(
+        TierflowError, match="could not start the Ray head: port 6390 is already in use"
+    ) as error:
+        _ray_start(refused, "the Ray head")
+    assert "ray stop" in (error.value.hint or "") and "--resume" in (error.value.hint or "")
