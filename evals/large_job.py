@@ -113,11 +113,20 @@ def corpus_sizes(corpus: Path) -> dict[str, int]:
 
 
 def _children(pid: int) -> list[int]:
+    """The child processes of ``pid``: of every one of its threads, since a child started from
+    a thread other than the main one (an embedded server, a worker pool) is listed only under
+    that thread's ``/proc/PID/task/TID/children``."""
+    found: list[int] = []
     try:
-        found = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+        threads = list(Path(f"/proc/{pid}/task").iterdir())
     except OSError:
         return []
-    return [int(child) for child in found]
+    for thread in threads:
+        try:
+            found += [int(child) for child in (thread / "children").read_text().split()]
+        except OSError:
+            continue
+    return found
 
 
 def process_tree_mib(pid: int) -> float:

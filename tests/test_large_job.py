@@ -3,6 +3,7 @@ killed and resumed as `tierflow eval large-job` does (on scripted tiers)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -49,6 +50,34 @@ def test_passages_are_cut_to_the_sizes_asked_and_measured(tmp_path: Path) -> Non
 
 def test_memory_of_a_process_tree_is_read_from_proc() -> None:
     assert process_tree_mib(os.getpid()) > 10
+
+
+def test_a_child_started_from_another_thread_is_counted(tmp_path: Path) -> None:
+    """An embedded server is started from a worker thread, and /proc lists such a child under
+    that thread only: the tree's memory must still hold it (it once missed a 2 GB LLM server)."""
+    holder = "import time; block = b'x' * (200 * 2**20); time.sleep(60)"
+    script = (
+        "import subprocess, sys, threading, time\n"
+        "children = []\n"
+        f"start = lambda: children.append(subprocess.Popen([sys.executable, '-c', {holder!r}]))\n"
+        "thread = threading.Thread(target=start); thread.start(); thread.join()\n"
+        "print(children[0].pid, flush=True)\n"
+        "time.sleep(60)\n"
+    )
+    parent = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    assert parent.stdout is not None
+    child = int(parent.stdout.readline())
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and process_tree_mib(child) < 200:
+            time.sleep(0.2)
+        assert process_tree_mib(child) >= 200
+        assert process_tree_mib(parent.pid) >= process_tree_mib(child) + 5  # the parent and its child
+    finally:
+        parent.kill()
+        parent.wait()
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(child, signal.SIGKILL)
 
 
 def test_a_job_is_sampled_killed_and_resumed(tmp_path: Path) -> None:
