@@ -47,6 +47,7 @@ __all__ = [
     "process_tree_mib",
     "large_job",
     "ray_cluster",
+    "RAY_ENV",
     "large_job_markdown",
 ]
 
@@ -346,12 +347,26 @@ def _memory(samples: list[list[float]]) -> dict[str, float | None]:
     return {"peak_mib": max(s[1] for s in samples), "mib_per_100_documents": round(100 * slope, 1)}
 
 
+RAY_ENV = {"RAY_AUTH_MODE": "token"}
+"""The environment of every process of ``ray_cluster``'s cluster, and of the job that joins it."""
+
+
 @contextmanager
 def ray_cluster(cpus_per_node: int = 1) -> Iterator[str]:
     """A Ray cluster of a head and one more node process on this machine, started with
-    ``ray start`` as a deployment starts them; its address. Stopped on leaving."""
+    ``ray start`` as a deployment starts them, with token authentication (``RAY_ENV``; the
+    token in ``~/.ray/auth_token``, made if there is none); its address. Stopped on leaving.
+
+    Ray (2.59 on) turns token authentication on for a head wherever a token file exists, and a
+    node that joins without ``RAY_AUTH_MODE=token`` is then refused: every process here, and the
+    job (``large_job(env=RAY_ENV)``), says it."""
     port = 6390
     ray = [sys.executable, "-m", "ray.scripts.scripts"]
+    env = {**os.environ, **RAY_ENV}
+    # prints the token: captured, never shown
+    subprocess.run(
+        [*ray, "get-auth-token", "--generate"], capture_output=True, env=env, timeout=180, check=False
+    )
     head = [
         *ray,
         "start",
@@ -360,22 +375,22 @@ def ray_cluster(cpus_per_node: int = 1) -> Iterator[str]:
         f"--num-cpus={cpus_per_node}",
         "--include-dashboard=false",
     ]
-    _ray_start(head, f"the Ray head on port {port}")
+    _ray_start(head, f"the Ray head on port {port}", env)
     try:
         address = f"127.0.0.1:{port}"
         node = [*ray, "start", f"--address={address}", f"--num-cpus={cpus_per_node}"]
-        _ray_start(node, f"a second Ray node joining {address}")
+        _ray_start(node, f"a second Ray node joining {address}", env)
         yield address
     finally:
-        subprocess.run([*ray, "stop", "--force"], capture_output=True, timeout=180, check=False)
+        subprocess.run([*ray, "stop", "--force"], capture_output=True, env=env, timeout=180, check=False)
 
 
-def _ray_start(argv: list[str], what: str) -> None:
+def _ray_start(argv: list[str], what: str, env: dict[str, str] | None = None) -> None:
     """``ray start``, or an error saying what Ray said (a cluster left running by an evaluation
     that was killed holds the port)."""
     from tierflow.errors import TierflowError
 
-    done = subprocess.run(argv, capture_output=True, timeout=180, check=False)
+    done = subprocess.run(argv, capture_output=True, env=env, timeout=180, check=False)
     if done.returncode != 0:
         said = (done.stderr or done.stdout).decode("utf-8", "replace").strip().splitlines()[-3:]
         raise TierflowError(

@@ -163,3 +163,26 @@ def test_a_ray_start_that_fails_says_what_ray_said_and_what_to_do() -> None:
     ) as error:
         _ray_start(refused, "the Ray head")
     assert "ray stop" in (error.value.hint or "") and "--resume" in (error.value.hint or "")
+
+
+def test_the_two_node_cluster_starts_with_a_token_and_a_job_joins_it() -> None:
+    """`ray start` twice, as a deployment starts a cluster. Ray turns token authentication on
+    for a head wherever a token file exists (ray.init writes one), and then refused a second
+    node that did not say RAY_AUTH_MODE=token: the eval's Ray run could never start."""
+    from tierflow.evals.large_job import RAY_ENV, ray_cluster
+
+    pytest.importorskip("ray")
+    script = (
+        "import sys, ray; ray.init(address=sys.argv[1], logging_level='ERROR'); "
+        "print(sum(1 for node in ray.nodes() if node['Alive'])); ray.shutdown()"
+    )
+    with ray_cluster() as address:
+        joined = subprocess.run(
+            [sys.executable, "-c", script, address],
+            env={**os.environ, **RAY_ENV},
+            capture_output=True,
+            text=True,
+            timeout=180,
+        )
+    assert joined.returncode == 0, joined.stderr[-2000:]
+    assert joined.stdout.strip().splitlines()[-1] == "2"

@@ -324,6 +324,7 @@ def eval_large_job(
     from tierflow.cli.render import ProgressDisplay
     from tierflow.evals.batch_corpus import CORPUS_DIR, load_manifest
     from tierflow.evals.large_job import (
+        RAY_ENV,
         SAMPLE_S,
         corpus_sizes,
         derived_corpus,
@@ -391,7 +392,12 @@ def eval_large_job(
             with ray_cluster() as address:
                 ray_options = [*options, "--backend", "ray", "--workers", "2", "--ray-address", address]
                 run = large_job(
-                    ray_corpus, work / "ray", options=ray_options, on_progress=progress, stage="Ray"
+                    ray_corpus,
+                    work / "ray",
+                    options=ray_options,
+                    env=RAY_ENV,
+                    on_progress=progress,
+                    stage="Ray",
                 )
                 keep("Ray, 2 nodes", run)
     data = {
