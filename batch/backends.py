@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import socket
 from collections import deque
 from collections.abc import Callable, Iterable
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
@@ -159,6 +160,19 @@ def _retry(queue: _Queue, task: DocumentTask, attempt: int, detail: str, on_done
         queue.retry(task, attempt + 1)
 
 
+def _unreachable(address: str, timeout: float = 5.0) -> str | None:
+    """Why nothing answers at a cluster address of the form ``[ray://]HOST:PORT`` (None when
+    something does, or when the address is another form, such as ``auto``)."""
+    host, colon, port = address.removeprefix("ray://").rpartition(":")
+    if not colon or not port.isdigit():
+        return None
+    try:
+        with socket.create_connection((host or "127.0.0.1", int(port)), timeout=timeout):
+            return None
+    except OSError as exc:
+        return f"nothing answers at {host}:{port} ({exc.strerror or exc})"
+
+
 class RayBackend:
     """``workers`` Ray actors, each a worker process with its own SLM, on the cluster at
     ``address`` (``RAY_ADDRESS``; none: a local cluster of ``workers`` CPUs started here)."""
@@ -179,13 +193,18 @@ class RayBackend:
             options: dict[str, Any] = {"address": address, "include_dashboard": False}
             if address is None:
                 options["num_cpus"] = workers
+            why = _unreachable(address) if address else None
             try:
+                if why is not None:  # ray.init would wait for minutes before it gave up
+                    raise ConnectionError(why)
                 ray.init(**options, log_to_driver=False, configure_logging=False)
             except (ConnectionError, RuntimeError, ValueError) as exc:
                 raise TierflowError(
                     f"cannot reach the Ray cluster at {address}: {exc}",
                     hint="Check --ray-address / RAY_ADDRESS (e.g. ray://head:10001 or auto), "
-                    "or leave it unset to start a local cluster.",
+                    "or leave it unset to start a local cluster. A cluster with token "
+                    "authentication also needs RAY_AUTH_MODE=token here, and its token "
+                    "(~/.ray/auth_token).",
                 ) from None
         self._actor_class = ray.remote(num_cpus=1, max_restarts=0)(Worker)
         self._actors: list[Any] = []
