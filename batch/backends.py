@@ -6,6 +6,7 @@ whose worker died to another worker, up to ``MAX_ATTEMPTS`` times."""
 
 from __future__ import annotations
 
+import logging
 import multiprocessing
 import os
 import socket
@@ -188,6 +189,12 @@ class RayBackend:
         self._ray = ray
         self.config, self.workers = config, workers
         self._started_here = not ray.is_initialized()
+        if not self._started_here and address:
+            logging.getLogger("tierflow").warning(
+                "Ray is already initialized in this process: the job runs on that cluster, not on %s "
+                "(ray.shutdown() first to use the address)",
+                address,
+            )
         if self._started_here:
             address = address or os.environ.get("RAY_ADDRESS") or None
             options: dict[str, Any] = {"address": address, "include_dashboard": False}

@@ -76,3 +76,19 @@ def test_without_ray_the_error_names_the_extra(
     with pytest.raises(TierflowError, match="needs Ray") as info:
         run_job(request, app, make_tiers=scripted_tiers)
     assert "tierflow[ray]" in info.value.hint
+
+
+def test_an_address_given_while_ray_is_up_in_process_is_said_to_be_unused(
+    ray_cluster: Path, app: App, reports: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A program that started Ray itself keeps its cluster; an address given to the job as
+    well is not used, and the log says so rather than leave it silent."""
+    request = JobRequest(
+        inputs=[str(reports)], options=OPTIONS, workers=2, backend="ray", ray_address="ray://10.0.0.9:10001"
+    )
+    with caplog.at_level("WARNING", logger="tierflow"):
+        report = run_job(request, app, make_tiers=scripted_tiers)
+    assert report.ok
+    assert any(
+        "already initialized" in r.getMessage() and "10.0.0.9" in r.getMessage() for r in caplog.records
+    )
