@@ -262,8 +262,8 @@ def large_job(
     def sample(values: list[float]) -> None:
         nonlocal reported
         state.add(values)
-        for done in range(reported + 1, int(values[2]) + 1):
-            if on_progress is not None:
+        if on_progress is not None:
+            for done in range(reported + 1, int(values[2]) + 1):
                 on_progress(Progress(stage, done, total, outcome="finished"))
         reported = max(reported, int(values[2]))
 
