@@ -347,6 +347,20 @@ def _memory(samples: list[list[float]]) -> dict[str, float | None]:
     return {"peak_mib": max(s[1] for s in samples), "mib_per_100_documents": round(100 * slope, 1)}
 
 
+def memory_over_time(samples: list[list[float]], parts: int = 10) -> list[tuple[int, float]]:
+    """The peak memory (MiB) in each of ``parts`` equal spans of the documents done, as
+    (documents done at the span's end, peak): memory over the job's course, flat or growing."""
+    if not samples:
+        return []
+    total = int(samples[-1][2])
+    step = max(1, -(-total // parts))
+    spans: dict[int, float] = {}
+    for _, mib, done in samples:
+        end = min(total, step * max(1, -(-int(done) // step)))
+        spans[end] = max(spans.get(end, 0.0), mib)
+    return sorted(spans.items())
+
+
 RAY_ENV = {"RAY_AUTH_MODE": "token"}
 """The environment of every process of ``ray_cluster``'s cluster, and of the job that joins it."""
 
@@ -419,6 +433,13 @@ def large_job_markdown(data: dict[str, Any]) -> str:
             f"{memory['mib_per_100_documents'] or 0:+.1f} MiB per 100 documents | "
             f"{run['database_mib']:.2f} MiB | {resume} |"
         )
+    over_time = "".join(
+        f"\n\nPeak memory of {label} by documents done: "
+        + ", ".join(f"{done:,}: {mib:,.0f}" for done, mib in memory_over_time(run["samples"]))
+        + " MiB."
+        for label, run in data["runs"].items()
+        if run.get("samples")
+    )
     resumed = {
         label: run["evaluation_resumed"]
         for label, run in data["runs"].items()
@@ -439,5 +460,8 @@ def large_job_markdown(data: dict[str, Any]) -> str:
     return (
         f"# A large job: {data['documents']} documents through `tierflow summarize`\n\n"
         f"{made}Memory is the job's process and its children, sampled every "
-        f"{data.get('sample_s', SAMPLE_S):g} s (`evals/large_job.py`).{stops}\n\n" + "\n".join(rows) + "\n"
+        f"{data.get('sample_s', SAMPLE_S):g} s (`evals/large_job.py`).{stops}\n\n"
+        + "\n".join(rows)
+        + over_time
+        + "\n"
     )

@@ -14,7 +14,14 @@ from pathlib import Path
 
 import pytest
 from tierflow.evals.batch_corpus import CORPUS_DIR
-from tierflow.evals.large_job import STATE, derived_corpus, large_job, large_job_markdown, process_tree_mib
+from tierflow.evals.large_job import (
+    STATE,
+    derived_corpus,
+    large_job,
+    large_job_markdown,
+    memory_over_time,
+    process_tree_mib,
+)
 from tierflow.records import Progress
 
 ORIGINALS = sorted(p for p in CORPUS_DIR.iterdir() if p.suffix in {".txt", ".md"})[:3]
@@ -97,6 +104,20 @@ def test_a_job_is_sampled_killed_and_resumed(tmp_path: Path) -> None:
     assert run["samples"] and all(len(sample) == 3 for sample in run["samples"])
     table = large_job_markdown({"documents": 10, "runs": {"local": run}})
     assert "| local | 10 | 10 |" in table and "killed after" in table
+
+
+def test_memory_over_time_is_the_peak_of_each_span_of_documents() -> None:
+    # [seconds, MiB, documents done]: loading (0 done), then a step up after 12 documents
+    samples = [[0.0, 10.0, 0], [1.0, 900.0, 3], [2.0, 950.0, 10], [3.0, 940.0, 11], [4.0, 1200.0, 20]]
+    assert memory_over_time(samples, parts=2) == [(10, 950.0), (20, 1200.0)]
+    # a span with no sample is absent, not zero; fewer documents than spans: a span a document
+    assert memory_over_time([[0.0, 5.0, 1], [1.0, 7.0, 3]], parts=10) == [(1, 5.0), (3, 7.0)]
+    assert memory_over_time([]) == []
+    run = {"documents": 20, "succeeded": 20, "seconds": 60.0, "documents_per_minute": 20.0,
+           "database_mib": 1.0, "memory": {"peak_mib": 1200.0, "mib_per_100_documents": 0.0},
+           "samples": samples}  # fmt: skip
+    table = large_job_markdown({"documents": 20, "runs": {"local": run}})
+    assert "Peak memory of local by documents done: 2: 10, 4: 900, 10: 950, 12: 940, 20: 1,200 MiB." in table
 
 
 def test_a_stopped_evaluation_goes_on_where_its_job_was(tmp_path: Path) -> None:
