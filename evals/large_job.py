@@ -232,6 +232,24 @@ class _State:
 
 STATE = "large_job_state.json"
 
+RESUMED = ("created_at", "git_commit", "git_dirty")
+"""What an evaluation's environment records of each time it goes on: when, and on which code."""
+
+
+def kept_environment(work: Path, now: dict[str, Any]) -> dict[str, Any]:
+    """The environment an evaluation in ``work`` began with (``now`` if it begins now), kept
+    across ``--resume`` in ``work/environment.json``, with ``resumed``: when each later start
+    went on, and on which code (``now``'s)."""
+    path = work / "environment.json"
+    if path.exists():
+        env: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+        env.setdefault("resumed", []).append({key: now.get(key) for key in RESUMED})
+    else:
+        work.mkdir(parents=True, exist_ok=True)
+        env = now
+    path.write_text(json.dumps(env), encoding="utf-8")
+    return env
+
 
 def large_job(
     corpus: Path,
@@ -450,6 +468,16 @@ def large_job_markdown(data: dict[str, Any]) -> str:
         "is the time the job ran."
         for label, count in resumed.items()
     )
+    goes_on = data.get("environment", {}).get("resumed") or []
+    code = (
+        " It went on at commit "
+        + ", ".join(
+            f"{(r['git_commit'] or '?')[:7]} ({r['created_at'][:16].replace('T', ' ')} UTC)" for r in goes_on
+        )
+        + f", after it began at {(data['environment'].get('git_commit') or '?')[:7]}."
+        if goes_on
+        else ""
+    )
     sizes = data.get("sizes")
     made = (
         f"The batch corpus's 22 documents and passages of them ({sizes['shortest_passage']:,} to "
@@ -460,7 +488,7 @@ def large_job_markdown(data: dict[str, Any]) -> str:
     return (
         f"# A large job: {data['documents']} documents through `tierflow summarize`\n\n"
         f"{made}Memory is the job's process and its children, sampled every "
-        f"{data.get('sample_s', SAMPLE_S):g} s (`evals/large_job.py`).{stops}\n\n"
+        f"{data.get('sample_s', SAMPLE_S):g} s (`evals/large_job.py`).{stops}{code}\n\n"
         + "\n".join(rows)
         + over_time
         + "\n"

@@ -17,6 +17,7 @@ from tierflow.evals.batch_corpus import CORPUS_DIR
 from tierflow.evals.large_job import (
     STATE,
     derived_corpus,
+    kept_environment,
     large_job,
     large_job_markdown,
     memory_over_time,
@@ -152,6 +153,20 @@ def test_a_stopped_evaluation_goes_on_where_its_job_was(tmp_path: Path) -> None:
     times = [sample[0] for sample in run["samples"]]
     assert times == sorted(times) and run["seconds"] >= before[-1][0]
     assert "went on 1 time(s)" in large_job_markdown({"documents": 10, "runs": {"local": run}})
+
+
+def test_an_evaluation_keeps_the_code_it_began_with_and_records_each_resume(tmp_path: Path) -> None:
+    began = {"created_at": "2026-12-05T20:46:44+00:00", "git_commit": "a" * 40, "git_dirty": False}
+    assert kept_environment(tmp_path, began) == began
+    later = {"created_at": "2026-12-05T21:46:59+00:00", "git_commit": "b" * 40, "git_dirty": True, "x": 1}
+    env = kept_environment(tmp_path, later)
+    assert env["git_commit"] == "a" * 40
+    assert env["resumed"] == [{"created_at": later["created_at"], "git_commit": "b" * 40, "git_dirty": True}]
+    env = kept_environment(tmp_path, later)
+    assert len(env["resumed"]) == 2  # kept on disk
+    table = large_job_markdown({"documents": 10, "runs": {}, "environment": env})
+    assert "It went on at commit bbbbbbb (2026-12-05 21:46 UTC), bbbbbbb (2026-12-05 21:46 UTC), " in table
+    assert "after it began at aaaaaaa." in table
 
 
 def test_resuming_a_large_job_evaluation_that_never_ran_exits_2(tmp_path: Path) -> None:

@@ -328,6 +328,7 @@ def eval_large_job(
         SAMPLE_S,
         corpus_sizes,
         derived_corpus,
+        kept_environment,
         large_job,
         large_job_markdown,
         ray_cluster,
@@ -350,12 +351,7 @@ def eval_large_job(
     if not resume:
         shutil.rmtree(work, ignore_errors=True)
     runs: dict[str, Any] = json.loads(done.read_text(encoding="utf-8")) if done.exists() else {}
-    started = work / "environment.json"  # the code the evaluation began with, kept across --resume
-    if started.exists():
-        env = json.loads(started.read_text(encoding="utf-8"))
-    else:
-        work.mkdir(parents=True, exist_ok=True)
-        started.write_text(json.dumps(env), encoding="utf-8")
+    env = kept_environment(work, env)
     corpus, ray_corpus = work / "corpus", work / "corpus-ray"
     if not corpus.exists():
         originals = [CORPUS_DIR / entry["file"] for entry in load_manifest()]
