@@ -51,6 +51,7 @@ RejectionCode = Literal[
     "ungrounded_code",
     "ungrounded_answer",
     "off_question",
+    "unstable",
     # the task graph's answer (tierflow.graphs.grounding.answer_problem)
     "no_tool_result",
     "plan_as_answer",

@@ -182,6 +182,119 @@ def test_a_grounded_answer_from_a_sentence_about_something_else_escalates(
     assert right.state["answer"].startswith("30 minutes") and not large.calls
 
 
+def ask_agreeing(
+    memory: DocumentMemory, store: TraceStore, question: str, slm: list[Any], again: list[Any], **options: Any
+) -> tuple[Any, ScriptedModel, ScriptedModel]:
+    """``ask`` with ``cited_answer(agree=True)``: ``again`` are the SLM's replies when it is
+    asked once more (``answer:agree``)."""
+    small = ScriptedModel(tier="slm", name="tiny", by_node={"answer": list(slm), "answer:agree": list(again)})
+    large = ScriptedModel(
+        tier="llm",
+        name="big",
+        by_node={"answer": [citing("14 days", "Within 14 days of the first payment.")]},
+    )
+    graph = build_qa_graph(memory, agree=True)
+    result = run_graph(graph, {"question": question}, tiers=Tiers(small, large), store=store, **options)
+    assert result.ok, result.error
+    return result, small, large
+
+
+REFUND = "How long do I have to ask for a refund?"
+RIGHT = citing("14 days", "Within 14 days of the first payment.")
+
+
+def test_an_answer_that_changes_when_asked_again_escalates(memory: DocumentMemory, store: TraceStore) -> None:
+    result, small, large = ask_agreeing(memory, store, REFUND, [RIGHT], [citing("30 days", "30 days")])
+    calls = model_calls(store.get_run(result.run_id))
+    first, again, llm = calls
+    assert (first.node, first.tier) == ("answer", "slm") and first.escalated
+    assert first.escalation_reason and first.escalation_reason.startswith("unstable: ")
+    assert "'30 days'" in first.escalation_reason
+    assert (again.node, again.tier, again.escalated) == ("answer:agree", "slm", False)
+    assert (llm.node, llm.tier) == ("answer", "llm") and len(large.calls) == 1
+    # asked again, the chunks stand in reverse order
+    shown, reversed_ = (
+        re.findall(r"^\[\d+\] (.*)$", call["messages"][-1]["content"], re.M) for call in small.calls
+    )
+    assert len(shown) > 1 and reversed_ == shown[::-1]
+
+
+def test_an_answer_that_holds_when_asked_again_stays_local(memory: DocumentMemory, store: TraceStore) -> None:
+    same = citing("14 days", "14 days from the first payment.")
+    result, small, large = ask_agreeing(memory, store, REFUND, [RIGHT], [same])
+    assert result.state["answer"].startswith("Within 14 days") and not large.calls
+    assert [(c.node, c.tier) for c in model_calls(store.get_run(result.run_id))] == [
+        ("answer", "slm"),
+        ("answer:agree", "slm"),
+    ]
+
+
+def test_an_answer_is_not_asked_again_where_nothing_can_escalate(
+    memory: DocumentMemory, store: TraceStore
+) -> None:
+    """Asking again is for tiered runs whose answer may go to the LLM: not under ``slm``, not
+    for local-only data, not after a check already failed."""
+    for options in ({"policy": "slm"}, {"local_only": True}):
+        result, small, _large = ask_agreeing(memory, store, REFUND, [RIGHT], [], **options)
+        assert len(small.calls) == 1, options
+    wrong = citing("14 days", "You have 30 days to ask for a refund.")  # fails the grounding check
+    result, small, large = ask_agreeing(memory, store, REFUND, [wrong], [])
+    assert len(small.calls) == 1 and len(large.calls) == 1
+
+
+def test_the_memory_evaluation_counts_the_calls_that_ask_again_apart(
+    memory: DocumentMemory, tmp_path: Path
+) -> None:
+    from tierflow.app import App
+    from tierflow.evals.memory_qa import _answers, memory_markdown
+    from tierflow.settings import Settings
+
+    small = ScriptedModel(
+        tier="slm", name="tiny", by_node={"answer": [RIGHT], "answer:agree": [citing("30 days", "30")]}
+    )
+    large = ScriptedModel(tier="llm", name="big", by_node={"answer": [RIGHT]})
+    question = {
+        "id": "r1",
+        "question": REFUND,
+        "evidence": "14 days",
+        "file": "billing.md",
+        "answers": ["14 days"],
+    }
+    conf = Settings(data_dir=tmp_path, memory=False, learn=False)
+    with App(conf, tiers=Tiers(small, large)) as app:
+        got = _answers(app, memory, [question], "tiered", lambda _: None, None, True)
+    assert got["correct"] == 1.0 and got["escalation_rate"] == 1.0
+    assert got["items"][0]["slm_calls"] == 1 and got["asked_again"] == 1 and got["slm_share"] == 0.5
+    fixture = {"documents": 4, "chunks": 9, "questions": 1, "answerable": 1, "set": "dev"}
+    text = memory_markdown({"fixture": fixture, "retrieval": {}, "answers": {"tiered": got}, "agree": True})
+    assert "`tierflow eval memory --set dev --agree`" in text and "tiered 1 calls, 0 s" in text
+
+
+def test_answers_disagree_on_found_figures_or_most_words() -> None:
+    from tierflow.graphs.grounding import CitedReply, disagreement_problem
+
+    def reply(answer: str, found: bool = True) -> CitedReply:
+        return CitedReply(found=found, sources=[1] if found else [], answer=answer)
+
+    question = "When did Guido start implementing Python?"
+    unstable = [
+        (reply("In 1989."), reply("", found=False)),
+        (reply("", found=False), reply("1989")),
+        (reply("Over the holidays of 1989."), reply("In 2019.")),
+        (reply("With the venv module."), reply("By installing conda packages.")),
+    ]
+    for first, again in unstable:
+        problem = disagreement_problem(first, again, question)
+        assert problem is not None and problem.code == "unstable", (first, again)
+    stable = [
+        (reply("Over the holidays of 1989."), reply("1989, over the Christmas holidays.")),
+        (reply("", found=False), reply("", found=False)),
+        (reply("With the venv module."), reply("Use the venv module.")),
+    ]
+    for first, again in stable:
+        assert disagreement_problem(first, again, question) is None, (first, again)
+
+
 def test_off_question_looks_at_the_answers_sentence_and_its_neighbours() -> None:
     from tierflow.graphs.grounding import CitedReply, off_question_problem
 
