@@ -51,7 +51,6 @@ RejectionCode = Literal[
     "ungrounded_code",
     "ungrounded_answer",
     "off_question",
-    "unstable",
     # the task graph's answer (tierflow.graphs.grounding.answer_problem)
     "no_tool_result",
     "plan_as_answer",

@@ -203,11 +203,10 @@ def _answers(
     policy: str,
     on_progress: OnProgress,
     slm_chunks: int | None = None,
-    agree: bool = False,
 ) -> dict[str, Any]:
     from tierflow.graphs.citing import NOT_FOUND, build_qa_graph
 
-    graph = build_qa_graph(memory, slm_chunks=slm_chunks, agree=agree)
+    graph = build_qa_graph(memory, slm_chunks=slm_chunks)
     items: list[dict[str, Any]] = []
     seconds: list[float] = []
     for number, question in enumerate(questions, 1):
@@ -218,9 +217,7 @@ def _answers(
         answer = str(result.state.get("answer") or "") if result.state else ""
         cited = (result.state or {}).get("citations") or []
         declined = answer.strip() == NOT_FOUND
-        every = [c for step in trace.steps for c in step.model_calls]
-        calls = [c for c in every if not c.node.endswith(":agree")]  # a check's calls, counted apart
-        asked_again = [c for c in every if c.node.endswith(":agree")]
+        calls = [c for step in trace.steps for c in step.model_calls]
         checked = next((s.evidence for s in trace.steps if s.node == "answer" and s.evidence), None) or {}
         items.append(
             {
@@ -238,8 +235,6 @@ def _answers(
                 "llm_calls": sum(c.tier == "llm" for c in calls),
                 "escalated": any(c.escalated for c in calls),
                 "llm_tokens": sum(c.prompt_tokens + c.completion_tokens for c in calls if c.tier == "llm"),
-                "asked_again": len(asked_again),
-                "asked_again_seconds": round(sum(c.latency_ms for c in asked_again) / 1000, 2),
                 "seconds": round(seconds[-1], 2),
                 "check": checked.get("check"),  # why the SLM's reply was escalated
                 "withheld": checked.get("withheld"),  # why the final reply was not given
@@ -274,8 +269,6 @@ def _answers(
         "kept_local": round(sum(i["llm_calls"] == 0 for i in items) / len(items), 3),
         "escalation_rate": round(sum(i["escalated"] for i in items) / len(items), 3),
         "llm_tokens": sum(i["llm_tokens"] for i in items),
-        "asked_again": sum(i["asked_again"] for i in items),
-        "asked_again_seconds": round(sum(i["asked_again_seconds"] for i in items), 1),
         "seconds_p50": round(statistics.median(seconds), 2),
         "items": items,
     }
@@ -353,7 +346,6 @@ def memory_eval(
     question_set: QuestionSet = QUESTION_SETS["main"],
     retrieval_ranks: bool = True,
     slm_chunks: int | None = None,
-    agree: bool = False,
     scorers: Path | None = None,
 ) -> dict[str, Any]:
     """Ingest the set's corpus, measure retrieval (unless ``retrieval_ranks`` is off), then
@@ -385,7 +377,7 @@ def memory_eval(
                 _retrieval(app, memory, held_out, on_progress, "held-out retrieval") if held_out else {}
             )
             answers = {
-                policy: _answers(app, memory, questions, policy, on_progress, slm_chunks, agree)
+                policy: _answers(app, memory, questions, policy, on_progress, slm_chunks)
                 for policy in policies
             }
     return {
@@ -403,7 +395,6 @@ def memory_eval(
             "ingest_failures": ingest["failed"],
         },
         "slm_chunks": slm_chunks,
-        "agree": agree,
         "scorers": str(scorers) if scorers is not None else None,
         "retrieval": retrieval,
         "retrieval_held_out": retrieval_held_out,
@@ -462,15 +453,10 @@ def _metric_cells(ranks: dict[str, Any] | None) -> list[str]:
 
 
 def _options(data: dict[str, Any]) -> str:
-    """The ``--set``, ``--slm-chunks`` and ``--agree`` a results file was measured with, as its
-    command gave them."""
+    """The ``--set`` and ``--slm-chunks`` a results file was measured with, as its command gave them."""
     found = data["fixture"].get("set", "main")
     chunks = data.get("slm_chunks")
-    return (
-        ("" if found == "main" else f" --set {found}")
-        + (f" --slm-chunks {chunks}" if chunks else "")
-        + (" --agree" if data.get("agree") else "")
-    )
+    return ("" if found == "main" else f" --set {found}") + (f" --slm-chunks {chunks}" if chunks else "")
 
 
 def memory_markdown(data: dict[str, Any]) -> str:
@@ -492,21 +478,6 @@ def memory_markdown(data: dict[str, Any]) -> str:
             "share: model calls served by the SLM (an escalated SLM call counts as one); kept "
             "local: questions that never reached the LLM.\n",
             f"Median time per question, models loaded: {latency}.\n",
-            *(
-                [
-                    "Asked again (`--agree`: a tiered SLM answer that passes its checks is asked for "
-                    "once more with its chunks in reverse order, and escalates when the two disagree; "
-                    "these calls are not in the SLM share): "
-                    + ", ".join(
-                        f"{a['policy']} {a.get('asked_again', 0)} calls, "
-                        f"{a.get('asked_again_seconds', 0):.0f} s"
-                        for a in data["answers"].values()
-                    )
-                    + ".\n"
-                ]
-                if data.get("agree")
-                else []
-            ),
             *([f"Note: {note}\n"] if (note := data.get("environment", {}).get("note")) else []),
         ]
     )

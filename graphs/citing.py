@@ -37,7 +37,6 @@ from tierflow.graphs.grounding import (
     CitedReply,
     Evidence,
     cited_chunks,
-    disagreement_problem,
     evidence_of,
     evidence_problem,
     grounding_problem,
@@ -178,16 +177,12 @@ def cited_answer(
     local_only: bool = False,
     redact: bool | None = None,
     slm_chunks: int | None = None,
-    agree: bool = False,
 ) -> Node:
     """A node that answers the state's ``question`` from the ``Evidence`` list under
     ``evidence`` and writes the answer, followed by a "Sources:" line, to ``into``, and the
     cited chunks to ``cited_into``. ``not_found`` is the answer when the chunks do not hold
     one. Under ``tiered`` the SLM answers and escalates as the module says. ``slm_chunks``
-    shows the SLM only the best that many chunks (the LLM sees them all). ``agree``: under
-    ``tiered``, an SLM answer that passes its checks is asked for once more with its chunks
-    in reverse order, and escalates when the two disagree (``unstable``; one more SLM call,
-    traced as ``NODE:agree``)."""
+    shows the SLM only the best that many chunks (the LLM sees them all)."""
 
     def run(state: Mapping[str, Any], scope: StepScope) -> dict[str, Any]:
         require_keys(state, [question, evidence], scope.node)
@@ -201,7 +196,7 @@ def cited_answer(
         answering = _Answering(scope, asked, instructions, max_tokens, redact, trace["shown"], into)
         checks = (weak_below, relevant_above)
         got, shown = _answer_on_tiers(
-            answering, given, trace, prefer, local_only or scope.ctx.local_only, checks, slm_chunks, agree
+            answering, given, trace, prefer, local_only or scope.ctx.local_only, checks, slm_chunks
         )
         trace["tier"] = got.tier
         text, cited = _final_answer(got.value, shown, asked, trace, not_found)
@@ -220,12 +215,11 @@ def _answer_on_tiers(
     local_only: bool,
     checks: tuple[float, float],
     slm_chunks: int | None = None,
-    agree: bool = False,
 ) -> tuple[Answer[CitedReply], list[Evidence]]:
     """The answer and the chunks its tier was shown: the SLM's, escalated to the LLM under
-    ``tiered`` when it fails the evidence or grounding check, comes from a sentence that is
-    not about the question, or (``agree``) changes when asked again (the LLM sees only chunks
-    that are not local-only, and with none it is not asked)."""
+    ``tiered`` when it fails the evidence or grounding check, or comes from a sentence that is
+    not about the question (the LLM sees only chunks that are not local-only, and with none it
+    is not asked)."""
     scope = answering.scope
     shareable = [e for e in given if not e["local_only"]]
     private = local_only or not shareable
@@ -245,10 +239,6 @@ def _answer_on_tiers(
         if problem is None and choice == "tiered":
             judgement = scored(scope.ctx, scope.node, "text", record)
             problem = judgement.rejection() if judgement is not None and judgement.escalate else None
-        if problem is None and choice == "tiered" and agree and not private and len(focused) > 1:
-            again = answering.again(focused)
-            if again is not None:
-                problem = disagreement_problem(reply, again, answering.question)
         return problem
 
     got, shown = answering.attempt("slm", focused, check), focused
@@ -313,22 +303,10 @@ class _Answering:
         self.max_tokens, self.redact, self.shown = max_tokens, redact, shown  # chunk ids per tier
         self.into = into
 
-    def again(self, shown: list[Evidence]) -> CitedReply | None:
-        """The SLM's answer asked once more with ``shown`` in reverse order (``None`` when
-        that reply is unusable), traced as ``NODE:agree``."""
-        order = shown[::-1]
-        messages = render_messages(
-            "cited_answer", instructions=self.instructions, question=self.question, sources=order
-        )
-        got = self.scope.ask_again(
-            messages, _parse_reply, check="agree", max_tokens=self.max_tokens, schema=self._schema(order)
-        )
-        return got.value if got.rejection is None else None
-
-    @staticmethod
-    def _schema(shown: list[Evidence]) -> dict[str, Any]:
+    def attempt(self, tier: Tier, shown: list[Evidence], check: Check | None = None) -> Answer[CitedReply]:
+        self.shown[tier] = [e["id"] for e in shown]
         numbers = list(range(1, len(shown) + 1))
-        return {
+        schema = {
             "type": "object",
             "properties": {
                 "found": {"type": "boolean"},
@@ -337,9 +315,6 @@ class _Answering:
             },
             "required": ["found", "sources", "answer"],
         }
-
-    def attempt(self, tier: Tier, shown: list[Evidence], check: Check | None = None) -> Answer[CitedReply]:
-        self.shown[tier] = [e["id"] for e in shown]
         messages = render_messages(
             "cited_answer", instructions=self.instructions, question=self.question, sources=shown
         )
@@ -348,7 +323,7 @@ class _Answering:
             messages,
             _parse_reply,
             max_tokens=self.max_tokens,
-            schema=self._schema(shown),
+            schema=schema,
             tier=tier,
             redact=self.redact,
             # a local-only chunk shown to the SLM never goes to the LLM, not even as a shadow
@@ -423,18 +398,16 @@ def build_qa_graph(
     rerank: Rerank = "off",
     instructions: str = "",
     slm_chunks: int | None = None,
-    agree: bool = False,
 ) -> CompiledStateGraph[QuestionState, TierContext, QuestionInput, QuestionState]:
     """retrieve → answer: a question answered from the document memory with its sources
-    (what ``tierflow memory ask`` and the memory evaluation run); ``slm_chunks`` and
-    ``agree`` as in ``cited_answer``."""
+    (what ``tierflow memory ask`` and the memory evaluation run); ``slm_chunks`` as in
+    ``cited_answer``."""
     graph = StateGraph(QuestionState, context_schema=TierContext, input_schema=QuestionInput)
     graph.add_node(
         "retrieve", retrieve(memory, query="question", k=k, collections=collections, rerank=rerank)
     )
     graph.add_node(
-        "answer",
-        cited_answer(question="question", instructions=instructions, slm_chunks=slm_chunks, agree=agree),
+        "answer", cited_answer(question="question", instructions=instructions, slm_chunks=slm_chunks)
     )
     graph.add_edge(START, "retrieve")
     graph.add_edge("retrieve", "answer")

@@ -56,7 +56,6 @@ __all__ = [
     "Judgement",
     "Judge",
     "ask",
-    "ask_again",
     "scored",
     "calibrated",
     "escalate",
@@ -232,22 +231,6 @@ def ask(
     if not escalate(first.record, first.reason, local=local):
         return first
     return dataclasses.replace(call.attempt("llm", may_escalate=False), escalated=True)
-
-
-def ask_again(
-    ctx: TierContext,
-    step: StepHandle,
-    messages: Sequence[Message],
-    parse: Callable[[Completion], T],
-    *,
-    max_tokens: int,
-    schema: dict[str, Any] | None = None,
-    node: str,
-) -> Answer[T]:
-    """The SLM asked once more, to check an output it gave (as ``cited_answer(agree=True)``
-    does): traced under ``node``, and never shadowed, scored or escalated."""
-    call = _Call(ctx, step, messages, parse, max_tokens, schema, None, node=node)
-    return call.attempt("slm", may_escalate=False)
 
 
 @dataclass

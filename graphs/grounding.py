@@ -28,8 +28,6 @@ __all__ = [
     "evidence_problem",
     "grounding_problem",
     "off_question_problem",
-    "AGREE_WORDS",
-    "disagreement_problem",
     "cited_chunks",
     "recited",
     "supports",
@@ -294,43 +292,6 @@ def off_question_problem(reply: CitedReply, shown: Sequence[Evidence], question:
         "off_question",
         "the sentence its answer comes from mentions none of " + ", ".join(sorted(telling)[:5]),
     )
-
-
-AGREE_WORDS = 0.5
-"""Two answers agree in words when this share of the shorter one's content words (beyond the
-question's) is in the other."""
-
-
-def disagreement_problem(first: CitedReply, again: CitedReply, question: str) -> Rejected | None:
-    """Why an answer looks unstable (``None``: it does not): asked again with the chunks in
-    another order, the model found no answer where it had found one (or the other way), or
-    gave another one: no number, code or option in common where either states one, else
-    too few words in common (``AGREE_WORDS``). A small model's answer that rests on where a
-    chunk stands, not on what it says, tends to change; a well-supported one tends to stay."""
-    if first.found != again.found:
-        said = f"gave {_quoted(again.answer)}" if again.found else "found no answer"
-        return Rejected("unstable", f"asked again with its chunks in reverse order, the model {said}")
-    if not first.found:
-        return None
-    (codes, words), (codes_again, words_again) = (
-        _terms(first.answer, question),
-        _terms(again.answer, question),
-    )
-    if codes or codes_again:
-        same = bool(codes & codes_again)
-    else:
-        shorter = min(len(words), len(words_again))
-        same = shorter == 0 or len(words & words_again) >= AGREE_WORDS * shorter
-    if same:
-        return None
-    return Rejected(
-        "unstable", f"asked again with its chunks in reverse order, the model gave {_quoted(again.answer)}"
-    )
-
-
-def _quoted(answer: str, width: int = 80) -> str:
-    text = " ".join(answer.split())
-    return repr(text if len(text) <= width else text[: width - 1] + "…")
 
 
 _CODE = re.compile(r"`([^`\n]+)`|(?<![\w-])(--?[A-Za-z][\w-]*)")

@@ -28,7 +28,7 @@ from tierflow.agents.protocol import Completion, Message
 from tierflow.agents.scoring import written_numbers
 from tierflow.agents.watch import GenerationWatch
 from tierflow.errors import GraphError, StepOutputError
-from tierflow.graphs.context import Answer, TierContext, ask, ask_again
+from tierflow.graphs.context import Answer, TierContext, ask
 from tierflow.records import StepHandle, ToolCallRecord
 
 __all__ = [
@@ -72,12 +72,6 @@ class StepScope:
     def ask(self, messages: Sequence[Message], parse: Callable[[Completion], T], **options: Any) -> Answer[T]:
         """``tierflow.graphs.context.ask`` for this step."""
         return ask(self.ctx, self.handle, messages, parse, **options)
-
-    def ask_again(
-        self, messages: Sequence[Message], parse: Callable[[Completion], T], *, check: str, **options: Any
-    ) -> Answer[T]:
-        """``tierflow.graphs.context.ask_again`` for this step, traced as ``NODE:check``."""
-        return ask_again(self.ctx, self.handle, messages, parse, node=f"{self.node}:{check}", **options)
 
     def tool_call(self, record: ToolCallRecord) -> None:
         self.handle.tool_call(record)

@@ -680,14 +680,6 @@ def eval_memory(
         int | None,
         typer.Option("--slm-chunks", min=1, help="Show the SLM only the best N chunks (default: all 4)."),
     ] = None,
-    agree: Annotated[
-        bool,
-        typer.Option(
-            "--agree",
-            help="Under tiered, ask the SLM again with its chunks in reverse order and escalate an "
-            "answer that changes.",
-        ),
-    ] = False,
     calibrate_on: Annotated[
         str | None,
         typer.Option(
@@ -742,7 +734,6 @@ def eval_memory(
             question_set=chosen,
             retrieval_ranks=retrieval,
             slm_chunks=slm_chunks,
-            agree=agree,
             scorers=Path(fitted["scorers"]) if fitted is not None else None,
         )
     data["calibration"] = fitted
