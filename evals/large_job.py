@@ -485,10 +485,16 @@ def large_job_markdown(data: dict[str, Any]) -> str:
         if sizes
         else ""
     )
+    on_ray = [label for label, run in data["runs"].items() if "ray" in run.get("command", [])]
+    ray_memory = "".join(
+        f" In {label} the workers are Ray's processes, started by its nodes and not by the job: its "
+        "memory is the driver's and the embedded LLM server's."
+        for label in on_ray
+    )
     return (
         f"# A large job: {data['documents']} documents through `tierflow summarize`\n\n"
         f"{made}Memory is the job's process and its children, sampled every "
-        f"{data.get('sample_s', SAMPLE_S):g} s (`evals/large_job.py`).{stops}{code}\n\n"
+        f"{data.get('sample_s', SAMPLE_S):g} s (`evals/large_job.py`).{ray_memory}{stops}{code}\n\n"
         + "\n".join(rows)
         + over_time
         + "\n"

@@ -166,7 +166,12 @@ def test_an_evaluation_keeps_the_code_it_began_with_and_records_each_resume(tmp_
     assert len(env["resumed"]) == 2  # kept on disk
     table = large_job_markdown({"documents": 10, "runs": {}, "environment": env})
     assert "It went on at commit bbbbbbb (2026-12-05 21:46 UTC), bbbbbbb (2026-12-05 21:46 UTC), " in table
-    assert "after it began at aaaaaaa." in table
+    assert "after it began at aaaaaaa." in table and "Ray's processes" not in table
+    ray = {"command": ["tierflow", "summarize", "--backend", "ray"], "documents": 1, "succeeded": 1,
+           "seconds": 6.0, "documents_per_minute": 10.0, "database_mib": 0.1,
+           "memory": {"peak_mib": 10.0, "mib_per_100_documents": 0.0}}  # fmt: skip
+    table = large_job_markdown({"documents": 1, "runs": {"Ray, 2 nodes": ray}})
+    assert "In Ray, 2 nodes the workers are Ray's processes" in table
 
 
 def test_resuming_a_large_job_evaluation_that_never_ran_exits_2(tmp_path: Path) -> None:
