@@ -45,6 +45,9 @@ __all__ = [
     "derived_corpus",
     "corpus_sizes",
     "process_tree_mib",
+    "process_tree_parts",
+    "growth",
+    "stretches",
     "large_job",
     "ray_cluster",
     "RAY_ENV",
@@ -52,6 +55,12 @@ __all__ = [
 ]
 
 SAMPLE_S = 10.0
+Sample = list[Any]
+"""[seconds the job has run, MiB of its process tree, documents done, MiB by part]; samples
+taken before 2026-12-06 have no parts."""
+WARM_UP = 20
+"""Documents a job's processes summarize after they start before their memory counts towards
+its growth: the models load, and their buffers fill with the first long prompts."""
 _PARAGRAPHS = re.compile(r"\n\s*\n")
 
 
@@ -132,17 +141,37 @@ def _children(pid: int) -> list[int]:
 
 def process_tree_mib(pid: int) -> float:
     """The resident memory of process ``pid`` and all its descendants, in MiB (Linux)."""
-    total, todo = 0, [pid]
+    return sum(process_tree_parts(pid).values())
+
+
+def process_tree_parts(pid: int) -> dict[str, float]:
+    """The resident memory (MiB) of process ``pid`` and its descendants, by part
+    (``process_part``): which process of a job grows, not only that the job does."""
+    parts: dict[str, float] = {}
+    todo = [pid]
     while todo:
         current = todo.pop()
         try:
-            for line in Path(f"/proc/{current}/status").read_text().splitlines():
-                if line.startswith("VmRSS:"):
-                    total += int(line.split()[1])
+            status = Path(f"/proc/{current}/status").read_text()
+            argv = Path(f"/proc/{current}/cmdline").read_bytes().split(b"\0")
         except OSError:
             continue
+        kib = next((int(line.split()[1]) for line in status.splitlines() if line.startswith("VmRSS:")), 0)
+        part = "driver" if current == pid else process_part([a.decode("utf-8", "replace") for a in argv])
+        parts[part] = parts.get(part, 0.0) + kib / 1024
         todo += _children(current)
-    return total / 1024
+    return parts
+
+
+def process_part(argv: Sequence[str]) -> str:
+    """What a process below a job's driver is, from its command line: a model server (named by
+    its model file), a worker process (the file reader's among them), or another helper."""
+    if "llama_cpp.server" in argv:
+        model = argv[argv.index("--model") + 1] if "--model" in argv[:-1] else ""
+        return f"server {Path(model).stem}".strip()
+    if any("spawn_main" in arg for arg in argv):
+        return "worker processes"
+    return "other"
 
 
 def _finished(database: Path) -> int:
@@ -176,7 +205,7 @@ class _Watch:
         database: Path,
         interval: float,
         t0: float,
-        on_sample: Callable[[list[float]], None],
+        on_sample: Callable[[Sample], None],
     ) -> None:
         self.process, self.database, self.interval, self.t0 = process, database, interval, t0
         self.on_sample = on_sample
@@ -187,8 +216,8 @@ class _Watch:
     def _run(self) -> None:
         while not self._stop.is_set() and self.process.poll() is None:
             elapsed = round(time.monotonic() - self.t0, 1)
-            mib = round(process_tree_mib(self.process.pid), 1)
-            self.on_sample([elapsed, mib, _finished(self.database)])
+            parts = {part: round(mib, 1) for part, mib in process_tree_parts(self.process.pid).items()}
+            self.on_sample([elapsed, round(sum(parts.values()), 1), _finished(self.database), parts])
             self._stop.wait(self.interval)
 
     def stop(self) -> None:
@@ -204,7 +233,9 @@ class _State:
     def __init__(self, path: Path) -> None:
         self.path = path
         stored = json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
-        self.samples: list[list[float]] = stored.get("samples", [])
+        self.samples: list[Sample] = stored.get("samples", [])
+        self.starts: list[int] = stored.get("starts") or restarts(self.samples)
+        """The index of the first sample of each start of the job's processes."""
         self.killed_after: int | None = stored.get("killed_after")
         self.resume_seconds: float | None = stored.get("resume_seconds_to_next_document")
         self.evaluation_resumed: int = stored.get("evaluation_resumed", 0)
@@ -214,13 +245,19 @@ class _State:
         """The time the job has run so far."""
         return self.samples[-1][0] if self.samples else 0.0
 
-    def add(self, sample: list[float]) -> None:
+    def started(self) -> None:
+        """The job's processes start (again): the next sample begins a stretch."""
+        self.starts.append(len(self.samples))
+        self.save()
+
+    def add(self, sample: Sample) -> None:
         self.samples.append(sample)
         self.save()
 
     def save(self) -> None:
         data = {
             "samples": self.samples,
+            "starts": self.starts,
             "killed_after": self.killed_after,
             "resume_seconds_to_next_document": self.resume_seconds,
             "evaluation_resumed": self.evaluation_resumed,
@@ -277,7 +314,7 @@ def large_job(
     total = sum(1 for _ in corpus.iterdir())
     reported = int(state.samples[-1][2]) if state.samples else 0
 
-    def sample(values: list[float]) -> None:
+    def sample(values: Sample) -> None:
         nonlocal reported
         state.add(values)
         if on_progress is not None:
@@ -298,6 +335,7 @@ def large_job(
         argv = resumed(job)
         state.evaluation_resumed += 1
     t0 = time.monotonic() - state.seconds
+    state.started()
     process = subprocess.Popen(argv, env=environment, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     watch = _Watch(process, database, interval, t0, sample)
     result: dict[str, Any] = {"command": [Path(argv[0]).name, *argv[1:]]}
@@ -312,6 +350,7 @@ def large_job(
         state.save()
         restarted = time.monotonic()
         argv = resumed(_job_id(database))
+        state.started()
         process = subprocess.Popen(argv, env=environment, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         watch = _Watch(process, database, interval, t0, sample)
         while process.poll() is None and _finished(database) <= done_before:
@@ -338,8 +377,9 @@ def large_job(
             "slm_share": totals.get("slm_share"),
             "llm_tokens": totals.get("llm_tokens", 0),
             "database_mib": round(_database_bytes(database) / 2**20, 3),
-            "memory": _memory(state.samples),
+            "memory": _memory(state.samples, state.starts),
             "samples": state.samples,
+            "starts": state.starts,
         }
     )
     return result
@@ -351,21 +391,61 @@ def _database_bytes(database: Path) -> int:
     return sum(path.stat().st_size for path in files if path.exists())
 
 
-def _memory(samples: list[list[float]]) -> dict[str, float | None]:
-    """Peak memory, and its growth per 100 documents (least squares over the samples after
-    the first tenth of the documents, when the models are loaded)."""
+def _memory(samples: list[Sample], starts: Sequence[int] | None = None) -> dict[str, Any]:
+    """Peak memory, and its growth per 100 documents (``growth``), of the whole tree and of
+    each part sampled."""
     if not samples:
-        return {"peak_mib": None, "mib_per_100_documents": None}
-    last = samples[-1][2] or 1
-    steady = [s for s in samples if s[2] >= last / 10] or samples
-    xs, ys = [s[2] for s in steady], [s[1] for s in steady]
-    mean_x, mean_y = sum(xs) / len(xs), sum(ys) / len(ys)
-    spread = sum((x - mean_x) ** 2 for x in xs)
-    slope = sum((x - mean_x) * (y - mean_y) for x, y in zip(xs, ys, strict=True)) / spread if spread else 0.0
-    return {"peak_mib": max(s[1] for s in samples), "mib_per_100_documents": round(100 * slope, 1)}
+        return {"peak_mib": None, "mib_per_100_documents": None, "by_part": {}}
+    parts = sorted({part for sample in samples if len(sample) > 3 for part in sample[3]})
+    by_part = {part: growth(samples, starts, part) for part in parts}
+    return {
+        "peak_mib": max(s[1] for s in samples),
+        "mib_per_100_documents": growth(samples, starts),
+        "by_part": {part: slope for part, slope in by_part.items() if slope is not None},
+    }
 
 
-def memory_over_time(samples: list[list[float]], parts: int = 10) -> list[tuple[int, float]]:
+def restarts(samples: Sequence[Sample]) -> list[int]:
+    """Where the job's processes started again, for samples recorded before the starts were
+    kept: the first sample, and each one under half the memory of the one before it (a
+    process just started has not loaded its models)."""
+    if not samples:
+        return []
+    return [0, *(i for i in range(1, len(samples)) if samples[i][1] < samples[i - 1][1] / 2)]
+
+
+def stretches(samples: Sequence[Sample], starts: Sequence[int] | None = None) -> list[list[Sample]]:
+    """The samples of each time the job's processes ran without a restart."""
+    bounds = sorted({0, *(starts if starts is not None else restarts(samples))} | {len(samples)})
+    return [list(samples[a:b]) for a, b in zip(bounds, bounds[1:], strict=False) if b > a]
+
+
+def growth(
+    samples: Sequence[Sample], starts: Sequence[int] | None = None, part: str | None = None
+) -> float | None:
+    """MiB per 100 documents that the memory (of ``part``, or of the whole tree) grows while the
+    job's processes run: the least-squares slope on documents done within each stretch
+    (``stretches``) after its first ``WARM_UP`` documents, the stretches pooled. A restart
+    frees what a process held, so a slope across restarts would hide growth; None without
+    enough samples."""
+    covariance = variance = 0.0
+    for stretch in stretches(samples, starts):
+        first = stretch[0][2]
+        points = [
+            (float(s[2]), float(s[1] if part is None else s[3][part]))
+            for s in stretch
+            if s[2] >= first + WARM_UP and (part is None or (len(s) > 3 and part in s[3]))
+        ]
+        if len(points) < 2:
+            continue
+        mean_x = sum(x for x, _ in points) / len(points)
+        mean_y = sum(y for _, y in points) / len(points)
+        covariance += sum((x - mean_x) * (y - mean_y) for x, y in points)
+        variance += sum((x - mean_x) ** 2 for x, _ in points)
+    return round(100 * covariance / variance, 1) if variance else None
+
+
+def memory_over_time(samples: list[Sample], parts: int = 10) -> list[tuple[int, float]]:
     """The peak memory (MiB) in each of ``parts`` equal spans of the documents done, as
     (documents done at the span's end, peak): memory over the job's course, flat or growing."""
     if not samples:
@@ -373,7 +453,7 @@ def memory_over_time(samples: list[list[float]], parts: int = 10) -> list[tuple[
     total = int(samples[-1][2])
     step = max(1, -(-total // parts))
     spans: dict[int, float] = {}
-    for _, mib, done in samples:
+    for _, mib, done, *_ in samples:
         end = min(total, step * max(1, -(-int(done) // step)))
         spans[end] = max(spans.get(end, 0.0), mib)
     return sorted(spans.items())
@@ -451,6 +531,13 @@ def large_job_markdown(data: dict[str, Any]) -> str:
             f"{memory['mib_per_100_documents'] or 0:+.1f} MiB per 100 documents | "
             f"{run['database_mib']:.2f} MiB | {resume} |"
         )
+    by_part = "".join(
+        f"\n\nGrowth of {label} by process: "
+        + ", ".join(f"{part} {slope:+.1f}" for part, slope in run["memory"]["by_part"].items())
+        + " MiB per 100 documents."
+        for label, run in data["runs"].items()
+        if run["memory"].get("by_part")
+    )
     over_time = "".join(
         f"\n\nPeak memory of {label} by documents done: "
         + ", ".join(f"{done:,}: {mib:,.0f}" for done, mib in memory_over_time(run["samples"]))
@@ -494,8 +581,11 @@ def large_job_markdown(data: dict[str, Any]) -> str:
     return (
         f"# A large job: {data['documents']} documents through `tierflow summarize`\n\n"
         f"{made}Memory is the job's process and its children, sampled every "
-        f"{data.get('sample_s', SAMPLE_S):g} s (`evals/large_job.py`).{ray_memory}{stops}{code}\n\n"
+        f"{data.get('sample_s', SAMPLE_S):g} s (`evals/large_job.py`). Its growth is the slope of "
+        f"memory on documents done while the processes run, after their first {WARM_UP} documents "
+        f"(a restart frees what they held).{ray_memory}{stops}{code}\n\n"
         + "\n".join(rows)
+        + by_part
         + over_time
         + "\n"
     )

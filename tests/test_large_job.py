@@ -17,11 +17,15 @@ from tierflow.evals.batch_corpus import CORPUS_DIR
 from tierflow.evals.large_job import (
     STATE,
     derived_corpus,
+    growth,
     kept_environment,
     large_job,
     large_job_markdown,
     memory_over_time,
+    process_part,
     process_tree_mib,
+    process_tree_parts,
+    stretches,
 )
 from tierflow.records import Progress
 
@@ -81,6 +85,8 @@ def test_a_child_started_from_another_thread_is_counted(tmp_path: Path) -> None:
             time.sleep(0.2)
         assert process_tree_mib(child) >= 200
         assert process_tree_mib(parent.pid) >= process_tree_mib(child) + 5  # the parent and its child
+        parts = process_tree_parts(parent.pid)
+        assert set(parts) == {"driver", "other"} and parts["other"] >= 200  # which of them holds it
     finally:
         parent.kill()
         parent.wait()
@@ -102,7 +108,8 @@ def test_a_job_is_sampled_killed_and_resumed(tmp_path: Path) -> None:
     assert run["documents"] == 10 and run["succeeded"] == 10
     assert run["killed_after"] >= 3 and run["resume_seconds_to_next_document"] > 0
     assert run["database_mib"] > 0 and run["memory"]["peak_mib"] > 10
-    assert run["samples"] and all(len(sample) == 3 for sample in run["samples"])
+    assert run["samples"] and all(len(sample) == 4 and "driver" in sample[3] for sample in run["samples"])
+    assert len(run["starts"]) == 2 and run["starts"][0] == 0  # begun, then resumed after the kill
     table = large_job_markdown({"documents": 10, "runs": {"local": run}})
     assert "| local | 10 | 10 |" in table and "killed after" in table
 
@@ -119,6 +126,31 @@ def test_memory_over_time_is_the_peak_of_each_span_of_documents() -> None:
            "samples": samples}  # fmt: skip
     table = large_job_markdown({"documents": 20, "runs": {"local": run}})
     assert "Peak memory of local by documents done: 2: 10, 4: 900, 10: 950, 12: 940, 20: 1,200 MiB." in table
+
+
+def test_growth_is_measured_while_the_processes_run_not_across_their_restarts() -> None:
+    """Memory that grows 10 MiB per 100 documents in each run of the processes, each restart
+    freeing it: a slope across the restarts would read it as flat."""
+
+    def stretch(first: int, count: int, seconds: float) -> list[list[object]]:
+        return [
+            [seconds + d, 1000.0 + 0.1 * d, first + d, {"driver": 400.0 + 0.1 * d, "server x": 600.0}]
+            for d in range(0, count, 5)
+        ]
+
+    samples = [[0.0, 50.0, 0, {"driver": 50.0}], *stretch(0, 200, 1.0), [300.0, 60.0, 200, {"driver": 60.0}]]
+    samples += stretch(200, 200, 301.0)
+    starts = [0, 41]
+    assert [len(s) for s in stretches(samples, starts)] == [41, 41]
+    assert growth(samples, starts) == pytest.approx(10.0)
+    assert growth(samples, starts, "driver") == pytest.approx(10.0)
+    assert growth(samples, starts, "server x") == pytest.approx(0.0)
+    assert stretches(samples) == stretches(samples, starts)  # found again from the drop, if not kept
+    assert growth(samples[:3]) is None  # nothing past the warm-up
+    server = ["python", "-m", "llama_cpp.server", "--model", "/m/qwen-1.5b.gguf"]
+    assert process_part(server) == "server qwen-1.5b"
+    worker = ["python", "-c", "from multiprocessing.spawn import spawn_main"]
+    assert process_part(worker) == "worker processes"
 
 
 def test_a_stopped_evaluation_goes_on_where_its_job_was(tmp_path: Path) -> None:
