@@ -2,7 +2,8 @@
 on a Ray cluster. Each backend keeps at most one document per worker in flight, calls
 ``on_start`` as a document is handed out and ``on_done`` with its outcome as it finishes
 (in the driver's thread, so the driver alone writes the database), and hands a document
-whose worker died to another worker, up to ``MAX_ATTEMPTS`` times."""
+whose worker died to another worker, up to ``MAX_ATTEMPTS`` times. With ``Recycle`` they
+restart their worker processes, and the driver's model server, every so many documents."""
 
 from __future__ import annotations
 
@@ -14,22 +15,45 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from tierflow.batch.worker import DocumentOutcome, DocumentTask, Worker, WorkerConfig
 from tierflow.errors import TierflowError
 
-__all__ = ["Backend", "InProcessBackend", "ProcessBackend", "RayBackend", "MAX_ATTEMPTS", "worker_died"]
+__all__ = [
+    "Backend",
+    "InProcessBackend",
+    "ProcessBackend",
+    "RayBackend",
+    "MAX_ATTEMPTS",
+    "Recycle",
+    "worker_died",
+]
 
 MAX_ATTEMPTS = 3
 Started = Callable[[DocumentTask], None]
 Done = Callable[[DocumentOutcome], None]
 
 
+@dataclass(frozen=True)
+class Recycle:
+    """Every ``every`` documents finished, the backend hands out no more until those in flight
+    finish, then starts its worker processes anew and calls ``restart`` (the driver restarts
+    its embedded LLM server). A llama.cpp process gains memory with every request, and only
+    its end returns it (``evals/results/issue27/README.md``): a long job restarts them so that
+    its memory stays flat."""
+
+    every: int
+    restart: Callable[[], None]
+
+
 class Backend(Protocol):
     workers: int
 
-    def run(self, tasks: Iterable[DocumentTask], on_start: Started, on_done: Done) -> None: ...
+    def run(
+        self, tasks: Iterable[DocumentTask], on_start: Started, on_done: Done, recycle: Recycle | None = None
+    ) -> None: ...
 
     def close(self) -> None: ...
 
@@ -52,10 +76,17 @@ class InProcessBackend:
     def __init__(self, summarize: Callable[[DocumentTask], DocumentOutcome]) -> None:
         self._summarize = summarize
 
-    def run(self, tasks: Iterable[DocumentTask], on_start: Started, on_done: Done) -> None:
+    def run(
+        self, tasks: Iterable[DocumentTask], on_start: Started, on_done: Done, recycle: Recycle | None = None
+    ) -> None:
+        done = 0
         for task in tasks:
+            if recycle is not None and done >= recycle.every:
+                recycle.restart()  # the SLM stays: it is this process (see ``Recycle``)
+                done = 0
             on_start(task)
             on_done(self._summarize(task))
+            done += 1
 
     def close(self) -> None:
         pass
@@ -92,21 +123,32 @@ class ProcessBackend:
         )
         return self._pool
 
-    def run(self, tasks: Iterable[DocumentTask], on_start: Started, on_done: Done) -> None:
+    def run(
+        self, tasks: Iterable[DocumentTask], on_start: Started, on_done: Done, recycle: Recycle | None = None
+    ) -> None:
         queue = _Queue(tasks)
         pool = self._pool or self._new_pool()
         flying: dict[Future[DocumentOutcome], tuple[DocumentTask, int]] = {}
+        done = 0
         while queue or flying:
-            while len(flying) < self.workers and (nxt := queue.next()) is not None:
+            draining = recycle is not None and done >= recycle.every
+            if recycle is not None and draining and not flying:
+                self.close()  # the worker processes end, and their memory with them
+                recycle.restart()
+                pool, done, draining = self._new_pool(), 0, False
+            while not draining and len(flying) < self.workers and (nxt := queue.next()) is not None:
                 task, attempt = nxt
                 on_start(task)
                 flying[pool.submit(_summarize_in_process, task)] = (task, attempt)
+            if not flying:
+                continue
             finished, _ = wait(flying, return_when=FIRST_COMPLETED)
             broken = False
             for future in finished:
                 task, attempt = flying.pop(future)
                 try:
                     on_done(future.result())
+                    done += 1
                 except BrokenProcessPool:
                     broken = True
                     _retry(queue, task, attempt, "its process exited", on_done)
@@ -219,18 +261,30 @@ class RayBackend:
     def _actor(self) -> Any:
         return self._actor_class.remote(self.config)
 
-    def run(self, tasks: Iterable[DocumentTask], on_start: Started, on_done: Done) -> None:
+    def run(
+        self, tasks: Iterable[DocumentTask], on_start: Started, on_done: Done, recycle: Recycle | None = None
+    ) -> None:
         ray = self._ray
         queue = _Queue(tasks)
         idle = deque(self._actors or [self._actor() for _ in range(self.workers)])
         self._actors = list(idle)
         flying: dict[Any, tuple[DocumentTask, int, Any]] = {}
+        done = 0
         while queue or flying:
-            while idle and (nxt := queue.next()) is not None:
+            draining = recycle is not None and done >= recycle.every
+            if recycle is not None and draining and not flying:
+                for actor in self._actors:  # new worker processes, with new memory
+                    ray.kill(actor)
+                recycle.restart()
+                idle = deque(self._actor() for _ in range(self.workers))
+                self._actors, done, draining = list(idle), 0, False
+            while not draining and idle and (nxt := queue.next()) is not None:
                 task, attempt = nxt
                 actor = idle.popleft()
                 on_start(task)
                 flying[actor.summarize.remote(task)] = (task, attempt, actor)
+            if not flying:
+                continue
             ready, _ = ray.wait(list(flying), num_returns=1)
             for ref in ready:
                 task, attempt, actor = flying.pop(ref)
@@ -245,6 +299,7 @@ class RayBackend:
                     continue
                 idle.append(actor)
                 on_done(outcome)
+                done += 1
 
     def close(self) -> None:
         for actor in self._actors:

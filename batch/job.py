@@ -13,11 +13,12 @@ import os
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 from tierflow.agents.tiers import Tiers
-from tierflow.batch.backends import Backend, InProcessBackend, ProcessBackend, RayBackend
+from tierflow.batch.backends import Backend, InProcessBackend, ProcessBackend, RayBackend, Recycle
 from tierflow.batch.jobs import JobBusyError, JobStore, NewDocument, signature
 from tierflow.batch.report import JobReport, build_report
 from tierflow.batch.worker import (
@@ -46,9 +47,12 @@ if TYPE_CHECKING:
     from tierflow.app import App
     from tierflow.settings import Settings
 
-__all__ = ["JobRequest", "run_job", "BackendName"]
+__all__ = ["JobRequest", "run_job", "BackendName", "RECYCLE_AFTER"]
 
 BackendName = Literal["local", "ray"]
+RECYCLE_AFTER = 200
+"""Documents between restarts of a job's model processes: a restart costs seconds (the models
+load again), 200 documents take about an hour on 2 cores."""
 
 
 @dataclass(frozen=True)
@@ -66,6 +70,9 @@ class JobRequest:
     """Read links found in the folders that lead out of them (refused by default)."""
     shared_slm: bool = False
     """Worker processes share one SLM server (started here) instead of loading a copy each."""
+    recycle_after: int = RECYCLE_AFTER
+    """Restart the worker processes and the embedded LLM server after this many documents
+    (0: never), so that a long job's memory stays flat (``backends.Recycle``)."""
 
 
 def run_job(
@@ -152,6 +159,9 @@ class _JobProgress:
         )
         name = Path(document.path).name
         self._on_progress(Progress("summarizing", self._done, self._total, document.status, name, detail))
+
+    def note(self, text: str) -> None:
+        self._on_progress(Progress("summarizing", self._done, self._total, note=text))
 
     def synthesis(self) -> None:
         self._on_progress(Progress("report", note="writing the cross-document report …"))
@@ -331,11 +341,30 @@ def _summarize_all(
             )
         )
 
+    recycle = None
+    if request.recycle_after > 0:
+        recycle = Recycle(
+            request.recycle_after, partial(_restart_servers, app, progress, request.recycle_after)
+        )
     try:
         with BoundedReader() as reader:
-            backend.run(tasks(reader), on_start, on_done)
+            backend.run(tasks(reader), on_start, on_done, recycle)
     finally:
         backend.close()
+
+
+def _restart_servers(app: App, progress: _JobProgress, after: int) -> None:
+    """Restart the embedded LLM server this job started, if it runs (``backends.Recycle``): on
+    the same address, so that the worker processes reach it as before."""
+    from tierflow.agents.server import EmbeddedLLM
+    from tierflow.agents.tiers import Deferred
+
+    llm = app.tiers.llm
+    model = llm.built if isinstance(llm, Deferred) else llm  # a tier never built is not started
+    if isinstance(model, EmbeddedLLM) and model.server.running:
+        progress.note(f"restarting the embedded LLM server after {after} documents (its memory is returned)")
+        model.server.stop()
+        model.server.start()
 
 
 def _backend(request: JobRequest, app: App, make_tiers: Callable[[Settings], Tiers] | None) -> Backend:

@@ -56,6 +56,20 @@ def dying_tiers(settings: Settings) -> Tiers:
     )
 
 
+def _names_its_process(messages: Sequence[Message]) -> str:
+    """Writes down which process answers (in the file TIERFLOW_TEST_PIDS names)."""
+    with Path(os.environ["TIERFLOW_TEST_PIDS"]).open("a", encoding="utf-8") as pids:
+        pids.write(f"{os.getpid()}\n")
+    return gist(messages)
+
+
+def pid_tiers(settings: Settings) -> Tiers:
+    return Tiers(
+        ScriptedModel([_names_its_process] * REPLIES, name="scripted-slm"),
+        ScriptedModel([gist] * REPLIES, tier="llm", name="scripted-llm"),
+    )
+
+
 def _slow(messages: Sequence[Message]) -> str:
     """Signals, then hangs, on a text marked SLOW (a document to be killed inside)."""
     if "SLOW" in messages[-1]["content"]:

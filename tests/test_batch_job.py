@@ -23,7 +23,7 @@ from tierflow.agents.tiers import Tiers
 from tierflow.app import App
 from tierflow.batch.job import JobRequest, run_job
 from tierflow.batch.jobs import JobStore
-from tierflow.batch.worker import SummaryOptions
+from tierflow.batch.worker import DocumentOutcome, DocumentTask, SummaryOptions
 from tierflow.errors import LLMUnavailableError
 from tierflow.records import Progress
 from tierflow.settings import Settings
@@ -32,6 +32,7 @@ from tests.batch_support import (
     dying_tiers,
     gist,
     paragraphs,
+    pid_tiers,
     scripted_app,
     scripted_tiers,
     text_of,
@@ -250,6 +251,39 @@ def test_local_worker_processes_summarize_in_parallel(app: App, reports: Path) -
     for document in report.documents:  # traces written by the driver from the workers' logs
         trace = app.store.get_run(document.run_id)
         assert trace.status == "succeeded" and trace.steps[-1].node == "document_summary"
+
+
+def test_a_long_job_starts_its_worker_processes_anew_every_so_many_documents(
+    app: App, reports: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """A llama.cpp process gains memory with every request: a long job restarts its worker
+    processes between documents, and loses none of them."""
+    for name in ("d.txt", "e.txt"):
+        (reports / name).write_text(paragraphs(name[0] * 5, 3))
+    pids = tmp_path / "pids"
+    monkeypatch.setenv("TIERFLOW_TEST_PIDS", str(pids))
+    request = JobRequest(inputs=[str(reports)], options=OPTIONS, workers=2, recycle_after=2)
+    report = run_job(request, app, make_tiers=pid_tiers)
+    assert report.ok and report.totals.succeeded == 5, report.to_markdown()
+    # three rounds of at most 2 documents (2, 2, 1), each on processes of its own: more
+    # processes than the 2 workers alone would have been
+    assert len(set(pids.read_text().split())) >= 3
+
+
+def test_recycling_waits_for_the_documents_in_flight_and_skips_the_end() -> None:
+    from tierflow.batch.backends import InProcessBackend, Recycle
+
+    events: list[str] = []
+
+    def summarize(task: DocumentTask) -> DocumentOutcome:
+        events.append(task.name)
+        return DocumentOutcome(task.document_id, ok=True, run_id=None)
+
+    tasks = [DocumentTask(n, f"doc{n}", "text") for n in range(1, 6)]
+    InProcessBackend(summarize).run(
+        tasks, lambda _: None, lambda _: None, Recycle(2, lambda: events.append("restart"))
+    )
+    assert events == ["doc1", "doc2", "restart", "doc3", "doc4", "restart", "doc5"]
 
 
 def test_a_worker_process_that_dies_has_its_document_done_again(

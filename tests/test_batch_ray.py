@@ -14,7 +14,7 @@ from tierflow.batch.job import JobRequest, run_job
 from tierflow.batch.worker import SummaryOptions
 from tierflow.errors import TierflowError
 
-from tests.batch_support import dying_tiers, scripted_app, scripted_tiers, write_reports
+from tests.batch_support import dying_tiers, pid_tiers, scripted_app, scripted_tiers, write_reports
 
 ROOT = Path(__file__).resolve().parents[1]
 OPTIONS = SummaryOptions(chunk_tokens=80)
@@ -22,14 +22,21 @@ OPTIONS = SummaryOptions(chunk_tokens=80)
 
 @pytest.fixture(scope="module")
 def ray_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    """A local cluster; its actors' dying model marks the file it yields when it dies."""
+    """A local cluster; its actors' dying model marks the file it yields when it dies, and their
+    process-naming model writes to ``pids`` beside it."""
     ray = pytest.importorskip("ray")
     flag = tmp_path_factory.mktemp("ray") / "died.flag"
     ray.init(
         num_cpus=2,
         include_dashboard=False,
         log_to_driver=False,
-        runtime_env={"env_vars": {"PYTHONPATH": str(ROOT), "TIERFLOW_TEST_DIE_FLAG": str(flag)}},
+        runtime_env={
+            "env_vars": {
+                "PYTHONPATH": str(ROOT),
+                "TIERFLOW_TEST_DIE_FLAG": str(flag),
+                "TIERFLOW_TEST_PIDS": str(flag.with_name("pids")),
+            }
+        },
     )
     yield flag
     ray.shutdown()
@@ -44,6 +51,16 @@ def reports(tmp_path: Path) -> Path:
 def app(tmp_path: Path) -> Iterator[App]:
     with scripted_app(tmp_path / "data") as built:
         yield built
+
+
+def test_a_long_job_on_ray_starts_new_actors_every_so_many_documents(
+    ray_cluster: Path, app: App, reports: Path
+) -> None:
+    request = JobRequest(inputs=[str(reports)], options=OPTIONS, backend="ray", recycle_after=1)
+    report = run_job(request, app, make_tiers=pid_tiers)
+    assert report.ok and report.totals.succeeded == 3, report.to_markdown()
+    # one worker, three documents, each on an actor (a process) of its own
+    assert len(set(ray_cluster.with_name("pids").read_text().split())) == 3
 
 
 def test_ray_actors_summarize_and_the_driver_stores_the_traces(

@@ -30,6 +30,16 @@ def test_summarize_refuses_an_unknown_backend(tmp_path: Path) -> None:
     assert result.returncode == 2 and "--backend local or --backend ray" in result.stderr
 
 
+def test_summarize_says_how_often_it_restarts_its_model_processes(tmp_path: Path) -> None:
+    from tierflow.batch.job import RECYCLE_AFTER
+
+    helped = tierflow("summarize", "--help", env={"COLUMNS": "300"})  # the option's help on one line
+    assert "--recycle-after" in helped.stdout and f"(default {RECYCLE_AFTER})" in helped.stdout
+    negative = tierflow("summarize", str(tmp_path), "--recycle-after", "-1")
+    no_traceback(negative)
+    assert negative.returncode == 2 and "--recycle-after" in negative.stderr
+
+
 def test_jobs_list_and_show_without_jobs(tmp_path: Path) -> None:
     listed = tierflow("jobs", "list")
     no_traceback(listed)

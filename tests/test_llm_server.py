@@ -119,3 +119,35 @@ def test_concurrent_first_calls_share_one_server_that_outlives_their_threads(
         assert llm.complete([{"role": "user", "content": "Again."}], max_tokens=4).completion_tokens > 0
     finally:
         llm.close()
+
+
+def test_a_long_job_restarts_the_server_at_the_address_its_workers_were_given(
+    slm_path: Path, tmp_path: Path
+) -> None:
+    """A llama.cpp server gains memory with every request; a long batch job restarts it
+    between documents (``--recycle-after``). Its worker processes keep the address they were
+    given, so the new server must answer there, to a client made before the restart."""
+    from tierflow.agents.scripted import ScriptedModel
+    from tierflow.agents.tiers import Tiers
+    from tierflow.app import App
+    from tierflow.batch.job import _JobProgress, _restart_servers
+    from tierflow.records import Progress
+    from tierflow.settings import Settings
+
+    server = EmbeddedServer(slm_path, alias="again", log_path=tmp_path / "log", n_ctx=1024, n_threads=2)
+    llm = EmbeddedLLM(server)
+    notes: list[Progress] = []
+    with App(Settings(data_dir=tmp_path / "data"), tiers=Tiers(ScriptedModel(), llm)) as app:
+        try:
+            _restart_servers(app, _JobProgress(notes.append), 200)
+            assert not server.running and not notes  # a server the job never started stays off
+            llm.load()
+            address, first = server.base_url, server.pid
+            worker = OpenAIChatModel(client(address), "again", response_format="llamacpp")
+            _restart_servers(app, _JobProgress(notes.append), 200)
+            assert server.base_url == address and server.pid not in (None, first)
+            assert "after 200 documents" in (notes[-1].note or "")
+            reply = worker.complete([{"role": "user", "content": "Say yes."}], max_tokens=4)
+            assert reply.completion_tokens > 0
+        finally:
+            llm.close()

@@ -65,6 +65,15 @@ def summarize(
             "(or set TIERFLOW_SLM to a server of your own).",
         ),
     ] = False,
+    recycle_after: Annotated[
+        int | None,
+        typer.Option(
+            min=0,
+            help="Restart the worker processes and the embedded LLM server after this many "
+            "documents (default 200), so that a long job's memory stays flat; 0: never.",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Summarize folders of reports (.txt .md .html .pdf .docx): each document on the SLM by
     map-reduce, then a cross-document report on the LLM. Resumable: each finished document
@@ -93,6 +102,7 @@ def summarize(
         synthesis=synthesis,
         follow_links=follow_links,
         shared_slm=shared_slm,
+        **({} if recycle_after is None else {"recycle_after": recycle_after}),
     )
     report = _run_job(request)  # inputs that match nothing: a usage error (TaskInputError)
     _print_report(report, out_path, as_json)
