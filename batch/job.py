@@ -354,17 +354,12 @@ def _summarize_all(
 
 
 def _restart_servers(app: App, progress: _JobProgress, after: int) -> None:
-    """Restart the embedded LLM server this job started, if it runs (``backends.Recycle``): on
-    the same address, so that the worker processes reach it as before."""
-    from tierflow.agents.server import EmbeddedLLM
-    from tierflow.agents.tiers import Deferred
-
-    llm = app.tiers.llm
-    model = llm.built if isinstance(llm, Deferred) else llm  # a tier never built is not started
-    if isinstance(model, EmbeddedLLM) and model.server.running:
-        progress.note(f"restarting the embedded LLM server after {after} documents (its memory is returned)")
-        model.server.stop()
-        model.server.start()
+    """Restart the model servers this job runs (``backends.Recycle``), each on its own
+    address, so that the worker processes reach them as before."""
+    for server in app.running_servers():
+        progress.note(f"restarting the {server.role} server after {after} documents (its memory is returned)")
+        server.stop()
+        server.start()
 
 
 def _backend(request: JobRequest, app: App, make_tiers: Callable[[Settings], Tiers] | None) -> Backend:

@@ -517,6 +517,14 @@ class App:
         }
         return settings.model_copy(update=update)
 
+    def running_servers(self) -> list[EmbeddedServer]:
+        """The llama.cpp servers of this app's models that run now: the embedded LLM's and the
+        shared SLM's. A long batch job restarts them (``tierflow.batch.backends.Recycle``)."""
+        tiers = self.__dict__.get("tiers")
+        llm = built(tiers.llm) if tiers is not None else None
+        servers = [self._shared_slm, llm.server if isinstance(llm, EmbeddedLLM) else None]
+        return [server for server in servers if server is not None and server.running]
+
     def close(self) -> None:
         """Stop what this app started (the embedded server, the shared SLM server, the
         checkpoint database); parts given to it belong to the caller and are left as they are."""

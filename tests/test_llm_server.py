@@ -146,7 +146,7 @@ def test_a_long_job_restarts_the_server_at_the_address_its_workers_were_given(
             worker = OpenAIChatModel(client(address), "again", response_format="llamacpp")
             _restart_servers(app, _JobProgress(notes.append), 200)
             assert server.base_url == address and server.pid not in (None, first)
-            assert "after 200 documents" in (notes[-1].note or "")
+            assert "the LLM server after 200 documents" in (notes[-1].note or "")
             reply = worker.complete([{"role": "user", "content": "Say yes."}], max_tokens=4)
             assert reply.completion_tokens > 0
         finally:
