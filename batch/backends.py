@@ -3,7 +3,7 @@ on a Ray cluster. Each backend keeps at most one document per worker in flight, 
 ``on_start`` as a document is handed out and ``on_done`` with its outcome as it finishes
 (in the driver's thread, so the driver alone writes the database), and hands a document
 whose worker died to another worker, up to ``MAX_ATTEMPTS`` times. With ``Recycle`` they
-restart their worker processes, and the driver's model server, every so many documents."""
+restart their worker processes, and the driver's model servers, every so many documents."""
 
 from __future__ import annotations
 
@@ -40,9 +40,9 @@ Done = Callable[[DocumentOutcome], None]
 class Recycle:
     """Every ``every`` documents finished, the backend hands out no more until those in flight
     finish, then starts its worker processes anew and calls ``restart`` (the driver restarts
-    its embedded LLM server). A llama.cpp process gains memory with every request, and only
-    its end returns it (``evals/results/issue27/README.md``): a long job restarts them so that
-    its memory stays flat."""
+    the model servers it runs: the embedded LLM's, the shared SLM's). A llama.cpp process gains
+    memory with every request, and only its end returns it (``evals/results/issue27/README.md``):
+    a long job restarts them so that its memory stays flat."""
 
     every: int
     restart: Callable[[], None]

@@ -71,8 +71,8 @@ class JobRequest:
     shared_slm: bool = False
     """Worker processes share one SLM server (started here) instead of loading a copy each."""
     recycle_after: int = RECYCLE_AFTER
-    """Restart the worker processes and the embedded LLM server after this many documents
-    (0: never), so that a long job's memory stays flat (``backends.Recycle``)."""
+    """Restart the worker processes and the model servers the job runs after this many
+    documents (0: never), so that a long job's memory stays flat (``backends.Recycle``)."""
 
 
 def run_job(

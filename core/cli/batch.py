@@ -69,8 +69,8 @@ def summarize(
         int | None,
         typer.Option(
             min=0,
-            help="Restart the worker processes and the embedded LLM server after this many "
-            "documents (default 200), so that a long job's memory stays flat; 0: never.",
+            help="Restart the worker processes and the model servers the job runs after this "
+            "many documents (default 200), so that a long job's memory stays flat; 0: never.",
             show_default=False,
         ),
     ] = None,
