@@ -82,7 +82,7 @@ class InProcessBackend:
         done = 0
         for task in tasks:
             if recycle is not None and done >= recycle.every:
-                recycle.restart()  # the SLM stays: it is this process (see ``Recycle``)
+                recycle.restart()  # the tiers stay: a job whose SLM would load here has a worker process
                 done = 0
             on_start(task)
             on_done(self._summarize(task))

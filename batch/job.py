@@ -363,17 +363,31 @@ def _restart_servers(app: App, progress: _JobProgress, after: int) -> None:
 
 
 def _backend(request: JobRequest, app: App, make_tiers: Callable[[Settings], Tiers] | None) -> Backend:
-    if request.backend == "local" and request.workers <= 1:
+    if request.backend == "local" and request.workers <= 1 and not _slm_recycled(request, app, make_tiers):
         options = request.options
 
         def summarize(task: DocumentTask) -> DocumentOutcome:
             return summarize_document(task, options, tiers=app.tiers, settings=app.settings, store=app.store)
 
         return InProcessBackend(summarize)
-    config = WorkerConfig(_worker_settings(request, app, make_tiers), request.options, make_tiers)
+    config = _worker_config(request, app, make_tiers)
     if request.backend == "ray":
         return RayBackend(config, request.workers, address=request.ray_address)
     return ProcessBackend(config, request.workers)
+
+
+def _slm_recycled(request: JobRequest, app: App, make_tiers: Callable[[Settings], Tiers] | None) -> bool:
+    """Whether a one-worker job runs its documents in a worker process of its own: when it
+    restarts its model processes (``recycle_after``) and would load the SLM into this one.
+    Only a process's end returns what llama.cpp gains with every call, and the driver's
+    process lives as long as the job."""
+    return (
+        request.recycle_after > 0
+        and make_tiers is None
+        and app.builds_tiers
+        and not request.shared_slm
+        and not app.settings.slm_base_url
+    )
 
 
 def _all_local(request: JobRequest) -> bool:
@@ -384,12 +398,13 @@ def _all_local(request: JobRequest) -> bool:
     )
 
 
-def _worker_settings(
+def _worker_config(
     request: JobRequest, app: App, make_tiers: Callable[[Settings], Tiers] | None
-) -> Settings:
-    """The settings a worker process builds its tiers from: its share of the cores, the
-    driver's embedded LLM server as its endpoint (started here, once, for all workers), and
-    with ``shared_slm`` the one SLM server they share."""
+) -> WorkerConfig:
+    """What a worker process builds its tiers from: its share of the cores, the driver's
+    embedded LLM server as its endpoint (started here, once, for all workers), and with
+    ``shared_slm`` the one SLM server they share. One worker alone on the embedded server
+    takes turns with it, as the driver's process would."""
     settings = app.settings
     update: dict[str, object] = {}
     all_local = _all_local(request)
@@ -415,7 +430,8 @@ def _worker_settings(
             update.update(
                 llm_base_url=llm.server.base_url, llm_model=llm.server.alias, llm_response_format="llamacpp"
             )
-    return settings.model_copy(update=update)
+    takes_turns = "llm_base_url" in update and request.workers <= 1 and settings.local_models_take_turns
+    return WorkerConfig(settings.model_copy(update=update), request.options, make_tiers, takes_turns)
 
 
 @dataclass(frozen=True)

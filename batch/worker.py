@@ -11,6 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from tierflow.agents.cores import TakingTurns
 from tierflow.agents.policy import TierPolicy
 from tierflow.agents.tiers import Tiers
 from tierflow.graphs.summaries import document_graph
@@ -150,11 +151,15 @@ def summarize_document(
 @dataclass(frozen=True)
 class WorkerConfig:
     """What a worker needs to build its tiers once: the settings (with the LLM endpoint the
-    driver serves), and, for tests, a function that makes the tiers instead."""
+    driver serves), and, for tests, a function that makes the tiers instead.
+    ``llm_takes_turns``: the LLM endpoint is the driver's embedded server, on this machine's
+    cores, and this worker alone calls it, so its calls take turns with the worker's SLM as
+    they would in the driver's process (``tierflow.agents.cores``)."""
 
     settings: Settings
     options: SummaryOptions
     make_tiers: Callable[[Settings], Tiers] | None = None
+    llm_takes_turns: bool = False
 
 
 class Worker:
@@ -168,7 +173,10 @@ class Worker:
     def tiers(self) -> Tiers:
         if self._tiers is None:
             make = self.config.make_tiers or _build_tiers
-            self._tiers = make(self.config.settings)
+            tiers = make(self.config.settings)
+            if self.config.llm_takes_turns:
+                tiers = Tiers(slm=tiers.slm, llm=TakingTurns(tiers.llm))
+            self._tiers = tiers
         return self._tiers
 
     def summarize(self, task: DocumentTask) -> DocumentOutcome:

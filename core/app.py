@@ -341,6 +341,11 @@ class App:
         self._shared_slm: EmbeddedServer | None = None
         self.__dict__.update(self._given)
 
+    @property
+    def builds_tiers(self) -> bool:
+        """Whether this app builds its tiers from its settings (none were given to it)."""
+        return "tiers" not in self._given
+
     @cached_property
     def store(self) -> TraceStore:
         url, secrets = self.settings.resolved_database_url(), self.settings.secrets()

@@ -262,11 +262,13 @@ def test_a_long_job_starts_its_worker_processes_anew_every_so_many_documents(
         (reports / name).write_text(paragraphs(name[0] * 5, 3))
     pids = tmp_path / "pids"
     monkeypatch.setenv("TIERFLOW_TEST_PIDS", str(pids))
-    request = JobRequest(inputs=[str(reports)], options=OPTIONS, workers=2, recycle_after=2)
+    request = JobRequest(inputs=[str(reports)], options=OPTIONS, workers=2, recycle_after=1)
     report = run_job(request, app, make_tiers=pid_tiers)
     assert report.ok and report.totals.succeeded == 5, report.to_markdown()
-    # three rounds of at most 2 documents (2, 2, 1), each on processes of its own: more
-    # processes than the 2 workers alone would have been
+    # after each document the other one in flight finishes too: three rounds (2, 2, 1), each
+    # on processes of its own (a pool starts one or two), more than 2 workers alone would be.
+    # (With recycle_after=2 a round is 3 documents, and how many processes a pool starts for
+    # them depends on timing.)
     assert len(set(pids.read_text().split())) >= 3
 
 
@@ -284,6 +286,61 @@ def test_recycling_waits_for_the_documents_in_flight_and_skips_the_end() -> None
         tasks, lambda _: None, lambda _: None, Recycle(2, lambda: events.append("restart"))
     )
     assert events == ["doc1", "doc2", "restart", "doc3", "doc4", "restart", "doc5"]
+
+
+def test_a_one_worker_job_keeps_its_slm_out_of_the_driver_when_it_restarts_its_models(
+    tmp_path: Path, reports: Path
+) -> None:
+    """The driver lives as long as the job and only a process's end returns what llama.cpp
+    gains: a one-worker job that would load its SLM into the driver summarizes in a worker
+    process, which is restarted; where the SLM is elsewhere, or never restarted, it stays."""
+    from tierflow.batch.backends import InProcessBackend, ProcessBackend
+    from tierflow.batch.job import _backend
+
+    endpoint = {"llm_base_url": "http://127.0.0.1:9/v1", "llm_model": "a-model"}  # never called
+    settings = Settings(data_dir=tmp_path / "data", **endpoint)
+
+    def backend(app: App, **fields: Any) -> object:
+        return _backend(JobRequest(inputs=[str(reports)], options=OPTIONS, **fields), app, None)
+
+    with App(settings) as app:
+        chosen = backend(app)
+        assert isinstance(chosen, ProcessBackend) and chosen.workers == 1
+        # the user's own endpoint may compute elsewhere: its calls do not wait for the SLM's
+        assert not chosen.config.llm_takes_turns
+        assert isinstance(backend(app, recycle_after=0), InProcessBackend)
+        assert isinstance(backend(app, shared_slm=True), InProcessBackend)  # the SLM's server restarts
+    slm_server = settings.model_copy(update={"slm_base_url": "http://127.0.0.1:9/v1", "slm_model": "m"})
+    with App(slm_server) as app:
+        assert isinstance(backend(app), InProcessBackend)
+    with App(settings, tiers=scripted_tiers(settings)) as app:  # tiers of the caller's
+        assert isinstance(backend(app), InProcessBackend)
+
+
+def test_a_worker_alone_on_the_embedded_server_takes_turns_with_its_slm() -> None:
+    """Its LLM calls wait while a local model of its process computes, as in the driver's."""
+    import threading
+
+    from tierflow.agents.cores import LOCAL_TURNS, TakingTurns
+    from tierflow.batch.worker import Worker, WorkerConfig
+
+    settings = Settings()
+    worker = Worker(WorkerConfig(settings, OPTIONS, scripted_tiers, llm_takes_turns=True))
+    llm = worker.tiers.llm
+    assert isinstance(llm, TakingTurns) and llm.name == "scripted-llm" and llm.tier == "llm"
+    assert not isinstance(Worker(WorkerConfig(settings, OPTIONS, scripted_tiers)).tiers.llm, TakingTurns)
+    answered = threading.Event()
+
+    def call() -> None:
+        llm.complete([{"role": "user", "content": "a text to summarize"}], max_tokens=20)
+        answered.set()
+
+    with LOCAL_TURNS:  # the SLM computes
+        caller = threading.Thread(target=call)
+        caller.start()
+        assert not answered.wait(0.3)
+    assert answered.wait(10)
+    caller.join()
 
 
 def test_a_worker_process_that_dies_has_its_document_done_again(
