@@ -512,6 +512,14 @@ def _ray_start(argv: list[str], what: str, env: dict[str, str] | None = None) ->
         )
 
 
+def _parts_span(samples: Sequence[Sample]) -> str:
+    """Which documents the by-process samples cover, where the first samples held only totals."""
+    done = [int(sample[2]) for sample in samples if len(sample) > 3 and len(sample[3]) > 1]
+    if not done or done[0] == min(int(sample[2]) for sample in samples):
+        return ""
+    return f" (documents {done[0]:,} to {done[-1]:,}, sampled by process)"
+
+
 def large_job_markdown(data: dict[str, Any]) -> str:
     rows = [
         "| run | documents | succeeded | time | documents/min | peak memory | memory growth | database "
@@ -532,8 +540,10 @@ def large_job_markdown(data: dict[str, Any]) -> str:
             f"{run['database_mib']:.2f} MiB | {resume} |"
         )
     by_part = "".join(
-        f"\n\nGrowth of {label} by process: "
-        + ", ".join(f"{part} {slope:+.1f}" for part, slope in run["memory"]["by_part"].items())
+        f"\n\nGrowth of {label} by process{_parts_span(run['samples'])}: "
+        + ", ".join(
+            f"{part} {round(slope, 1) or 0.0:+.1f}" for part, slope in run["memory"]["by_part"].items()
+        )
         + " MiB per 100 documents."
         for label, run in data["runs"].items()
         if run["memory"].get("by_part")
@@ -551,7 +561,8 @@ def large_job_markdown(data: dict[str, Any]) -> str:
         if run.get("evaluation_resumed")
     }
     stops = "".join(
-        f" The evaluation of {label} was itself stopped and went on {count} time(s) (`--resume`): its time "
+        f" The evaluation of {label} was itself stopped and went on {count} time{'s' * (count != 1)} "
+        "(`--resume`): its time "
         "is the time the job ran."
         for label, count in resumed.items()
     )
@@ -574,7 +585,7 @@ def large_job_markdown(data: dict[str, Any]) -> str:
     )
     on_ray = [label for label, run in data["runs"].items() if "ray" in run.get("command", [])]
     ray_memory = "".join(
-        f" In {label} the workers are Ray's processes, started by its nodes and not by the job: its "
+        f" In {label}, the workers are Ray's processes, started by its nodes and not by the job: its "
         "memory is the driver's and the embedded LLM server's."
         for label in on_ray
     )

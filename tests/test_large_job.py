@@ -151,6 +151,27 @@ def test_growth_is_measured_while_the_processes_run_not_across_their_restarts() 
     assert process_part(server) == "server qwen-1.5b"
     worker = ["python", "-c", "from multiprocessing.spawn import spawn_main"]
     assert process_part(worker) == "worker processes"
+    # samples of totals alone (an older harness) before the ones by process: the text says
+    # which documents the growth by process covers
+    older = [[1.0 + d, 900.0, d, {"driver": 900.0}] for d in range(0, 200, 5)]
+    run = {
+        "documents": 400,
+        "succeeded": 400,
+        "seconds": 600.0,
+        "documents_per_minute": 40.0,
+        "database_mib": 1.0,
+        "samples": older + stretch(200, 200, 301.0),
+        "memory": {
+            "peak_mib": 1020.0,
+            "mib_per_100_documents": 10.0,
+            "by_part": {"driver": 10.0, "other": -0.01},
+        },
+    }
+    table = large_job_markdown({"documents": 400, "runs": {"local": run}})
+    assert (
+        "Growth of local by process (documents 200 to 395, sampled by process): driver +10.0, other +0.0"
+        in table
+    )
 
 
 def test_a_stopped_evaluation_goes_on_where_its_job_was(tmp_path: Path) -> None:
@@ -184,7 +205,7 @@ def test_a_stopped_evaluation_goes_on_where_its_job_was(tmp_path: Path) -> None:
     assert run["samples"][: len(before)] == before
     times = [sample[0] for sample in run["samples"]]
     assert times == sorted(times) and run["seconds"] >= before[-1][0]
-    assert "went on 1 time(s)" in large_job_markdown({"documents": 10, "runs": {"local": run}})
+    assert "went on 1 time " in large_job_markdown({"documents": 10, "runs": {"local": run}})
 
 
 def test_an_evaluation_keeps_the_code_it_began_with_and_records_each_resume(tmp_path: Path) -> None:
@@ -203,7 +224,7 @@ def test_an_evaluation_keeps_the_code_it_began_with_and_records_each_resume(tmp_
            "seconds": 6.0, "documents_per_minute": 10.0, "database_mib": 0.1,
            "memory": {"peak_mib": 10.0, "mib_per_100_documents": 0.0}}  # fmt: skip
     table = large_job_markdown({"documents": 1, "runs": {"Ray, 2 nodes": ray}})
-    assert "In Ray, 2 nodes the workers are Ray's processes" in table
+    assert "In Ray, 2 nodes, the workers are Ray's processes" in table
 
 
 def test_resuming_a_large_job_evaluation_that_never_ran_exits_2(tmp_path: Path) -> None:
