@@ -328,7 +328,7 @@ def test_the_large_jobs_figures_reach_the_readme_once_it_has_run(tmp_path: Path)
     data = {"suite": "large_job", "documents": 1000, "runs": {"local, 1 worker": run}}
     (tmp_path / "large_job.json").write_text(json.dumps(data), encoding="utf-8")
     section = readme_section(tmp_path)
-    assert "### A large job (1,000 documents" in section and "went on 2 time(s)" in section
+    assert "### A large job (1,000 documents" in section and "went on 2 times" in section
     assert "| local, 1 worker | 1000 | 1000 | 300 min |" in section
 
 
