@@ -236,14 +236,34 @@ def _batch(directory: Path) -> str:
     )
 
 
-def _large_job(directory: Path) -> str:
+def _large_job(directory: Path, *, brief: bool = False) -> str:
+    """The large job's runs: in full on the evaluations page; ``brief``, for the README, in a
+    few columns, with a link to the file that says how they were made and measured."""
     data = read_results(directory / "large_job.json")
     if not data:
         return ""
     from tierflow.evals.large_job import large_job_markdown
 
-    table = large_job_markdown(data).split("\n", 2)[2]  # without its title
-    return f"### A large job ({data['documents']:,} documents, `tierflow eval large-job`)\n\n" + table
+    title = f"### A large job ({data['documents']:,} documents, `tierflow eval large-job`)\n\n"
+    if not brief:
+        return title + large_job_markdown(data).split("\n", 2)[2]  # without its own title
+    rows = [
+        "| run | done | time | per minute | peak memory | growth per 100 | database | resume after kill -9 |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for label, run in data["runs"].items():
+        resume = run.get("resume_seconds_to_next_document")
+        rows.append(
+            f"| {label} | {run['succeeded']:,} of {run['documents']:,} | {run['seconds'] / 60:.0f} min | "
+            f"{run['documents_per_minute']:.2f} | {run['memory']['peak_mib'] or 0:,.0f} MiB | "
+            f"{run['memory']['mib_per_100_documents'] or 0:+.0f} MiB | {run['database_mib']:.1f} MiB | "
+            + (f"{resume:.0f} s |" if resume is not None else "– |")
+        )
+    return (
+        title
+        + "\n".join(rows)
+        + "\n\nBy process and over time: [large_job.md](evals/results/large_job.md).\n"
+    )
 
 
 def _memory(directory: Path) -> str:
@@ -457,7 +477,7 @@ def headline_section(directory: Path = RESULTS_DIR) -> str:
 def readme_section(directory: Path = RESULTS_DIR) -> str:
     """What the README shows: the headline table, the large job once it has run, then the
     reliability tally."""
-    more = [part for part in (_large_job(directory), _reliability(directory)) if part]
+    more = [part for part in (_large_job(directory, brief=True), _reliability(directory)) if part]
     return headline_section(directory) + "".join(f"\n{part}" for part in more)
 
 

@@ -328,8 +328,11 @@ def test_the_large_jobs_figures_reach_the_readme_once_it_has_run(tmp_path: Path)
     data = {"suite": "large_job", "documents": 1000, "runs": {"local, 1 worker": run}}
     (tmp_path / "large_job.json").write_text(json.dumps(data), encoding="utf-8")
     section = readme_section(tmp_path)
-    assert "### A large job (1,000 documents" in section and "went on 2 times" in section
-    assert "| local, 1 worker | 1000 | 1000 | 300 min |" in section
+    assert "### A large job (1,000 documents" in section and "evals/results/large_job.md" in section
+    assert (
+        "| local, 1 worker | 1,000 of 1,000 | 300 min | 3.33 | 2,500 MiB | +0 MiB | 40.0 MiB | 21 s |"
+        in section
+    )
 
 
 def test_every_designs_learning_curve_reaches_the_results_summary(tmp_path: Path) -> None:
