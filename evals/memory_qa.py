@@ -469,9 +469,18 @@ def memory_markdown(data: dict[str, Any]) -> str:
             f"questions ({fixture['answerable']} answerable). Command: `tierflow eval memory"
             f"{_options(data)}`.\n",
             memory_tables(data),
-            "Retrieval: the rank of the chunk holding the evidence. Held-out: "
-            f"{fixture.get('held_out_answerable', '–')} answerable questions, used only to check the "
-            "ranking chosen on the questions above (retrieval only). Correct: an answerable "
+            (
+                "Retrieval: the rank of the chunk holding the evidence. "
+                if data.get("retrieval")
+                else "Answers only (`--no-retrieval`). "
+            )
+            + (
+                f"Held-out: {fixture['held_out_answerable']} answerable questions, used only to check the "
+                "ranking chosen on the questions above (retrieval only). "
+                if data.get("retrieval") and fixture.get("held_out_answerable")
+                else ""
+            )
+            + "Correct: an answerable "
             "question's answer contains one of its keys, an unanswerable one is declined. "
             "Citation accuracy: of the answers that cite, the share citing a chunk that holds "
             "the evidence; citation precision: the share of cited chunks that hold it. SLM "

@@ -873,3 +873,16 @@ def test_a_signals_auc_ranks_wrong_outputs_above_right_ones() -> None:
         ({"p": 0.4, "flat": 1.0}, True),
     ]
     assert signal_aucs(rows) == {"p": 1.0, "flat": 0.5}
+
+
+def test_the_memory_results_text_names_the_held_out_ranking_only_where_it_was_measured() -> None:
+    """A run of answers alone (``--no-retrieval``, as the held-out questions are run) says so,
+    and does not describe a retrieval check of 0 questions."""
+    from tierflow.evals.memory_qa import memory_markdown
+
+    results = Path(__file__).parents[1] / "evals" / "results"
+    answers_only = json.loads((results / "memory_heldout.json").read_text(encoding="utf-8"))
+    text = memory_markdown(answers_only)
+    assert "Answers only (`--no-retrieval`)" in text and "Held-out:" not in text
+    with_ranking = json.loads((results / "memory.json").read_text(encoding="utf-8"))
+    assert "Held-out: 40 answerable questions" in memory_markdown(with_ranking)
