@@ -28,7 +28,7 @@ from tierflow.batch.worker import (
     WorkerConfig,
     summarize_document,
 )
-from tierflow.errors import ConfigError
+from tierflow.errors import ConfigError, refuse_while_a_process_starts
 from tierflow.graphs.summaries import SYNTHESIS_GROUP_CHARS, summaries_text, synthesis_graph
 from tierflow.memory.traces.tables import Job, JobDocument
 from tierflow.memory.traces.tracelog import replay
@@ -88,6 +88,7 @@ def run_job(
     ``on_progress`` hears first a note with the job's id and how to resume it, then each
     document as it finishes (stage ``summarizing``, outcome ``succeeded`` or ``failed``, the
     reason as detail), then a note before the cross-document report."""
+    refuse_while_a_process_starts("tierflow.run_job")
     progress = _JobProgress(on_progress or (lambda _: None))
     jobs = JobStore(app.store)
     if request.resume is not None:  # a job goes on with its own options, whatever is asked now

@@ -89,6 +89,33 @@ class ServerStartError(TierflowError):
     """The embedded llama.cpp server did not become healthy."""
 
 
+class ProcessStartError(TierflowError):
+    """A helper process (a document reader, a job's worker) stopped before it was ready:
+    most often a script with no ``if __name__ == "__main__":`` guard, which Python's
+    ``spawn`` start method runs again in the new process."""
+
+
+MAIN_GUARD_HINT = (
+    "Python starts a job's helper processes by importing your main script again, so a script "
+    'that runs a job must do it under `if __name__ == "__main__":` (put its code in a function '
+    'called there; see docs/batch.md, "From Python").'
+)
+
+
+def refuse_while_a_process_starts(what: str) -> None:
+    """Raise ``ProcessStartError`` when called while this process is a new ``spawn`` process
+    importing the parent's main script: ``what`` would otherwise run again in every helper
+    process (a job inside each of the job's own readers and workers)."""
+    import multiprocessing
+
+    if getattr(multiprocessing.current_process(), "_inheriting", False):
+        raise ProcessStartError(
+            f"{what} was called while a new helper process was starting: its main script runs "
+            "it at import, with no main guard.",
+            hint=MAIN_GUARD_HINT,
+        )
+
+
 class SchemaError(TierflowError):
     """A JSON schema cannot be turned into a llama.cpp grammar."""
 

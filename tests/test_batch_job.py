@@ -243,6 +243,52 @@ def test_kill_9_inside_a_document_loses_nothing_finished(tmp_path: Path, app: Ap
     assert len(killed_runs) == 1  # the attempt that was killed, shown as interrupted
 
 
+_JOB_SCRIPT = """
+import sys
+from pathlib import Path
+
+from tests.batch_support import scripted_app
+from tierflow.batch.job import JobRequest, run_job
+from tierflow.batch.worker import SummaryOptions
+
+def main():
+    with scripted_app(Path(sys.argv[1])) as app:
+        request = JobRequest(inputs=[sys.argv[2]], options=SummaryOptions(chunk_tokens=80))
+        print("succeeded", run_job(request, app).totals.succeeded)
+"""
+
+
+@pytest.mark.parametrize("guarded", [False, True])
+def test_a_job_started_from_a_script_without_a_main_guard_stops_at_once_and_says_why(
+    tmp_path: Path, reports: Path, guarded: bool
+) -> None:
+    """Python starts the job's reader by importing the main script again: with no guard, the
+    job would run again inside it. The job stops within seconds, naming the guard, instead
+    of each document waiting out the reader's deadline; with the guard, it runs."""
+    script = tmp_path / "job.py"
+    ending = 'if __name__ == "__main__":\n    main()\n' if guarded else "main()\n"
+    script.write_text(_JOB_SCRIPT + ending)
+    started = time.monotonic()
+    done = subprocess.run(
+        [sys.executable, str(script), str(tmp_path / "data"), str(reports)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])},
+    )
+    if guarded:
+        assert done.returncode == 0 and "succeeded 3" in done.stdout, done.stderr
+        return
+    assert done.returncode != 0 and time.monotonic() - started < 30
+    # the reader's own import of the script is refused before it runs a job, and says so
+    assert "run_job was called while a new helper process was starting" in done.stderr
+    assert "ProcessStartError: The process that reads documents exited as it started" in done.stderr
+    assert 'if __name__ == "__main__":' in done.stderr
+    with scripted_app(tmp_path / "data") as app:
+        (only,) = JobStore(app.store).list_jobs()  # no second job was started by the reader
+        assert only.status == "interrupted"
+
+
 def test_local_worker_processes_summarize_in_parallel(app: App, reports: Path) -> None:
     report = run_job(
         JobRequest(inputs=[str(reports)], options=OPTIONS, workers=2), app, make_tiers=scripted_tiers

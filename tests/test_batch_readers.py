@@ -396,6 +396,35 @@ def test_a_read_that_runs_past_its_deadline_is_stopped_and_the_next_file_is_read
         assert reader.read(good).text == SENTENCES
 
 
+def _exits(path: Path) -> Any:
+    """A reader whose parser takes its process down (module level, for a spawned worker)."""
+    os._exit(3)
+
+
+def test_a_read_that_ends_its_process_fails_that_file_alone(tmp_path: Path) -> None:
+    from tierflow.tools.readers import BoundedReader
+
+    good = tmp_path / "good.txt"
+    good.write_text(SENTENCES)
+    with BoundedReader(seconds=30.0, function=_exits) as crashing:
+        with pytest.raises(DocumentError) as info:
+            crashing.read(good)
+        assert info.value.reason == "crashed" and "exited (code 3)" in info.value.message
+        crashing._function = read_document  # the next file gets a fresh worker
+        assert crashing.read(good).text == SENTENCES
+
+
+def test_a_reader_reports_the_errors_of_its_worker_as_its_own(tmp_path: Path) -> None:
+    from tierflow.tools.readers import BoundedReader
+
+    with BoundedReader() as reader:
+        with pytest.raises(DocumentError) as info:
+            reader.read(tmp_path / "missing.txt")
+        assert info.value.reason == "unreadable"
+        (tmp_path / "there.txt").write_text(SENTENCES)
+        assert reader.read(tmp_path / "there.txt").text == SENTENCES  # the same worker goes on
+
+
 @pytest.mark.parametrize(
     ("name", "text", "written_as", "read_as"),
     [

@@ -15,6 +15,7 @@ import io
 import os
 import re
 import stat
+import time
 import warnings
 import zipfile
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -31,7 +32,7 @@ from docx.opc.exceptions import OpcError
 from docx.table import Table
 from lxml.etree import LxmlError
 from pypdf.errors import DependencyError, LimitReachedError, PyPdfError
-from tierflow.errors import TaskInputError, TierflowError
+from tierflow.errors import MAIN_GUARD_HINT, ProcessStartError, TaskInputError, TierflowError
 from tierflow.paths import name_is_utf8, printable_name
 from tierflow.tools.encodings import BinaryText, UndecodableText, text_encoding
 
@@ -65,6 +66,7 @@ FailureReason = Literal[
     "too_complex",
     "link_outside",
     "too_slow",
+    "crashed",
 ]
 
 SUPPORTED_SUFFIXES: tuple[str, ...] = (".txt", ".md", ".markdown", ".html", ".htm", ".pdf", ".docx")
@@ -184,43 +186,117 @@ READ_DEADLINE_S = 60.0
 class BoundedReader:
     """``read_document`` in a worker process that is stopped after ``seconds``: a file whose
     parsing runs away costs that long and no more, and the next file gets a fresh worker.
-    Use it as a context manager (the worker is started on the first read)."""
+    A worker that exits while reading (a parser's crash, the kernel's OOM killer) fails that
+    file alone (``crashed``); one that exits before it is ready stops the job with
+    ``ProcessStartError`` at once, instead of each file waiting out its deadline. Use it as
+    a context manager (the worker is started on the first read)."""
 
     def __init__(
         self, seconds: float = READ_DEADLINE_S, function: Callable[[Path], ReadDocument] | None = None
     ) -> None:
         self.seconds = seconds
         self._function = function or read_document
-        self._pool: Any = None
+        self._process: Any = None
+        self._connection: Any = None
 
     def read(self, path: Path) -> ReadDocument:
-        import multiprocessing
-
-        if self._pool is None:
-            self._pool = multiprocessing.get_context("spawn").Pool(1)
-        pending = self._pool.apply_async(self._function, (path,))
-        try:
-            result: ReadDocument = pending.get(timeout=self.seconds)
-        except multiprocessing.TimeoutError:
-            self._pool.terminate()
-            self._pool = None
+        connection = self._ready()
+        connection.send((self._function, path))
+        reply = self._reply(self.seconds)
+        if reply == "timeout":
+            self.close()
             raise DocumentError(
                 "too_slow",
                 f"{printable_name(path)} took more than {self.seconds:g} s to read: stopped.",
                 hint="Export it again in a simpler form (plain text, or a PDF printed anew).",
-            ) from None
+            )
+        if reply == "exited":
+            code = self._process.exitcode
+            self.close()
+            raise DocumentError(
+                "crashed",
+                f"the process reading {printable_name(path)} exited (code {code}) while reading it.",
+                hint="Export it again in a simpler form; if the machine is short of memory, free some.",
+            )
+        status, value = reply
+        if status == "error":
+            raise value
+        result: ReadDocument = value
         return result
 
+    def _ready(self) -> Any:
+        """The worker's end of the pipe, with a worker started and ready to read."""
+        if self._process is not None and self._process.is_alive():
+            return self._connection
+        import multiprocessing
+
+        self.close()
+        context = multiprocessing.get_context("spawn")  # no parser state copied by fork
+        self._connection, theirs = context.Pipe()
+        self._process = context.Process(
+            target=_serve_reads, args=(theirs,), daemon=True, name="tierflow-reader"
+        )
+        self._process.start()
+        theirs.close()  # so that the worker's exit reads as the end of the pipe
+        reply = self._reply(max(self.seconds, READ_DEADLINE_S))
+        if reply != ("ready", None):
+            code = self._process.exitcode
+            self.close()
+            how = "did not get ready in time" if reply == "timeout" else f"exited as it started (code {code})"
+            raise ProcessStartError(
+                f"The process that reads documents {how}; any error it printed is above.",
+                hint=MAIN_GUARD_HINT,
+            )
+        return self._connection
+
+    def _reply(self, seconds: float) -> tuple[str, Any] | Literal["timeout", "exited"]:
+        """The worker's next message, ``"timeout"`` when none came within ``seconds``, or
+        ``"exited"`` when its process ended first."""
+        deadline = time.monotonic() + seconds
+        while (left := deadline - time.monotonic()) > 0:
+            if self._connection.poll(min(left, 0.25)):
+                try:
+                    reply: tuple[str, Any] = self._connection.recv()
+                except (EOFError, OSError):
+                    self._process.join(5)
+                    return "exited"
+                return reply
+            if not self._process.is_alive():
+                return "exited"
+        return "timeout"
+
     def close(self) -> None:
-        if self._pool is not None:
-            self._pool.terminate()
-            self._pool = None
+        if self._process is not None:
+            if self._process.is_alive():
+                self._process.kill()
+            self._process.join(5)
+            self._connection.close()
+            self._process = self._connection = None
 
     def __enter__(self) -> BoundedReader:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+
+def _serve_reads(connection: Any) -> None:
+    """A ``BoundedReader``'s worker: read each path sent until the pipe closes, answering
+    with ``("ok", document)`` or ``("error", exception)``."""
+    connection.send(("ready", None))
+    while True:
+        try:
+            function, path = connection.recv()
+        except (EOFError, OSError):
+            return
+        try:
+            reply: tuple[str, Any] = ("ok", function(path))
+        except Exception as exc:  # the caller raises it, as if it had read the file itself
+            reply = ("error", exc)
+        try:
+            connection.send(reply)
+        except Exception as exc:  # an exception that does not pickle still reaches the caller
+            connection.send(("error", DocumentError("unreadable", f"{printable_name(path)}: {exc}")))
 
 
 def find_inputs(specs: Sequence[str], *, follow_links: bool = False) -> Inputs:
