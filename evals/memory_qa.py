@@ -28,7 +28,7 @@ import shutil
 import statistics
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypedDict
@@ -57,6 +57,8 @@ __all__ = [
     "memory_markdown",
 ]
 
+GraphOf = Callable[["DocumentMemory"], Any]
+"""A question graph built on a memory (a design tried against ``build_qa_graph``)."""
 QUESTIONS = Path(__file__).resolve().parent / "data" / "memory" / "questions.json"
 HELD_OUT = QUESTIONS.with_name("heldout.json")
 
@@ -203,10 +205,11 @@ def _answers(
     policy: str,
     on_progress: OnProgress,
     slm_chunks: int | None = None,
+    graph_of: GraphOf | None = None,
 ) -> dict[str, Any]:
     from tierflow.graphs.citing import NOT_FOUND, build_qa_graph
 
-    graph = build_qa_graph(memory, slm_chunks=slm_chunks)
+    graph = graph_of(memory) if graph_of is not None else build_qa_graph(memory, slm_chunks=slm_chunks)
     items: list[dict[str, Any]] = []
     seconds: list[float] = []
     for number, question in enumerate(questions, 1):
@@ -347,11 +350,13 @@ def memory_eval(
     retrieval_ranks: bool = True,
     slm_chunks: int | None = None,
     scorers: Path | None = None,
+    graph: GraphOf | None = None,
 ) -> dict[str, Any]:
     """Ingest the set's corpus, measure retrieval (unless ``retrieval_ranks`` is off), then
     answer every question under each policy; ``on_progress`` hears of each question
     retrieved and answered. ``scorers``: the answer step's calibrated scorers
-    (``calibrate_answers``), which ``tiered`` then judges the SLM's answers by."""
+    (``calibrate_answers``), which ``tiered`` then judges the SLM's answers by. ``graph``:
+    the question graph to answer with, for a design tried (``build_qa_graph``'s by default)."""
     from tierflow.agents.calibration import scorer_file
     from tierflow.app import App
     from tierflow.memory.documents import DocumentMemory
@@ -377,7 +382,7 @@ def memory_eval(
                 _retrieval(app, memory, held_out, on_progress, "held-out retrieval") if held_out else {}
             )
             answers = {
-                policy: _answers(app, memory, questions, policy, on_progress, slm_chunks)
+                policy: _answers(app, memory, questions, policy, on_progress, slm_chunks, graph)
                 for policy in policies
             }
     return {
