@@ -201,7 +201,12 @@ class BoundedReader:
 
     def read(self, path: Path) -> ReadDocument:
         connection = self._ready()
-        connection.send((self._function, path))
+        try:
+            connection.send((self._function, path))
+        except OSError:  # the worker ended since its last file
+            self.close()
+            connection = self._ready()
+            connection.send((self._function, path))
         reply = self._reply(self.seconds)
         if reply == "timeout":
             self.close()
