@@ -14,7 +14,7 @@ that document in ``data/documents/facts.json`` (written by the LLM from the whol
 from any summary), judged by the catalog's 1.5B LLM in the same process after the SLM is done
 (``evals.summaries.judge_coverage``): the share of the facts the summary states.
 
-Run: ``python -m tierflow.evals.summary_prompts [--variant NAME ...] [--judge] [--out FILE]``
+Run: ``python -m tierflow.evals.summary_prompts [--variant NAME ...] [--minions] [--judge] [--out FILE]``
 (one llama.cpp process at a time, ~5 min a variant on 2 cores, ~2 more to judge it).
 """
 
@@ -155,6 +155,92 @@ def _by_code(lines: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
+MINIONS = "minions: the LLM's instruction from the outline, half-size chunks"
+_OUTLINE_SYSTEM = (
+    "A small model will summarize a document part by part, without seeing the rest of it. From "
+    "the document's outline below, write the instruction it follows for every part: which facts "
+    "to keep (names, commands, options, versions, numbers, what each section explains), in two "
+    "or three sentences. Do not summarize the document yourself. Reply with the instruction only."
+)
+
+
+def outline(text: str) -> str:
+    """A document's title and headings: its first line, and each short line that stands alone
+    between blank lines with no full stop (what the HOWTOs' headings look like). Only this
+    much of the document reaches the LLM."""
+    lines = text.splitlines()
+    heads = [
+        line.strip()
+        for number, line in enumerate(lines)
+        if line.strip()
+        and not line.startswith((" ", "\t"))
+        and len(line) < 60
+        and not line.rstrip().endswith((".", ":", ",", ";", ")"))
+        and (number == 0 or not lines[number - 1].strip())
+        and (number + 1 == len(lines) or not lines[number + 1].strip())
+    ]
+    return "\n".join(heads[:20])
+
+
+def minions_trial(model: Any, llm: Any) -> dict[str, Any]:
+    """The MinionS protocol for summaries: the LLM writes each document's instruction once,
+    from its outline alone; the SLM applies it to every chunk of half the batch job's size,
+    in at most half the sentences, so that the summary's length stays that of the others."""
+    instructions: dict[str, tuple[str, float, int]] = {}
+    for path in sorted(DOCUMENTS.glob("*.txt")):
+        messages: list[Message] = [
+            {"role": "system", "content": _OUTLINE_SYSTEM},
+            {"role": "user", "content": "Outline:\n" + outline(path.read_text(encoding="utf-8"))},
+        ]
+        started = time.perf_counter()
+        got = llm.complete(messages, max_tokens=120)
+        tokens = got.prompt_tokens + got.completion_tokens
+        instructions[path.name] = (got.text.strip(), time.perf_counter() - started, tokens)
+        print(f"instruction for {path.name}: {got.text.strip()[:100]}", flush=True)
+    budget = chunk_budget(model, BatchContext.chunk_tokens) // 2
+    sentences = SENTENCES // 2
+    lines = []
+    for path in sorted(DOCUMENTS.glob("*.txt")):
+        instruction = instructions[path.name][0]
+        for chunk in split_to_fit(model, path.read_text(encoding="utf-8"), budget):
+            messages = render_messages(
+                "step_summarize",
+                instructions=f"{CHUNK_INSTRUCTIONS} {instruction}",
+                max_sentences=sentences,
+                text=chunk,
+            )
+            with watching(GenerationWatch(source=chunk, max_sentences=sentences)):
+                started = time.perf_counter()
+                got = model.complete(messages, max_tokens=CHUNK_SUMMARY_TOKENS)
+                seconds = time.perf_counter() - started
+            problem = got.stopped or ("truncated" if got.truncated else None) or _check(got.text, chunk)
+            lines.append(
+                {
+                    "document": path.name,
+                    "stopped": got.stopped,
+                    "problem": problem,
+                    "seconds": round(seconds, 2),
+                    "completion_tokens": got.completion_tokens,
+                    "text": got.text,
+                }
+            )
+            print(f"minions {len(lines)} {path.name}: {problem or 'kept'} {seconds:.1f}s", flush=True)
+    return {
+        MINIONS: {
+            "chunks": len(lines),
+            **_by_code(lines),
+            "kept": sum(line["problem"] is None for line in lines),
+            "problems": dict(Counter(line["problem"] for line in lines if line["problem"])),
+            "seconds": round(sum(line["seconds"] for line in lines), 1),
+            "completion_tokens": sum(line["completion_tokens"] for line in lines),
+            "llm_seconds": round(sum(seconds for _, seconds, _ in instructions.values()), 1),
+            "llm_tokens": sum(tokens for _, _, tokens in instructions.values()),
+            "instructions": {name: text for name, (text, _, _) in instructions.items()},
+            "lines": lines,
+        }
+    }
+
+
 def judge(results: dict[str, Any], judge_model: Any) -> None:
     """Add each variant's key-fact coverage (see the module) to ``results``."""
     from tierflow.evals.summaries import judge_coverage
@@ -181,10 +267,18 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("summary_prompts.json"))
     parser.add_argument("--variant", action="append", choices=list(variants("")), help="(default: all)")
     parser.add_argument("--judge", action="store_true", help="score key facts with the 1.5B LLM")
+    parser.add_argument(
+        "--minions", action="store_true", help="the MinionS variant (the 1.5B LLM writes instructions)"
+    )
     args = parser.parse_args()
     path = cached_path(CATALOG["qwen2.5-coder-0.5b"], cache_dir() / "models")
     model = LlamaCppModel(path, name="qwen2.5-coder-0.5b", n_ctx=4096)
-    results = trial(model, args.variant)
+    results = trial(model, args.variant) if args.variant or not args.minions else {}
+    if args.minions:  # one llama.cpp model at a time: the LLM writes, then the SLM applies
+        llm_path = cached_path(CATALOG["qwen2.5-coder-1.5b"], cache_dir() / "models")
+        llm = LlamaCppModel(llm_path, name="qwen2.5-coder-1.5b", n_ctx=4096)
+        results.update(minions_trial(model, llm))
+        del llm
     del model
     run = {
         "command": "python -m tierflow.evals.summary_prompts " + " ".join(sys.argv[1:]),
