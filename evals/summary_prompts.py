@@ -14,8 +14,8 @@ that document in ``data/documents/facts.json`` (written by the LLM from the whol
 from any summary), judged by the catalog's 1.5B LLM in the same process after the SLM is done
 (``evals.summaries.judge_coverage``): the share of the facts the summary states.
 
-Run: ``python -m tierflow.evals.summary_prompts [--variant NAME ...] [--minions] [--judge] [--out FILE]``
-(one llama.cpp process at a time, ~5 min a variant on 2 cores, ~2 more to judge it).
+Run: ``python -m tierflow.evals.summary_prompts [--variant NAME ...] [--minions] [--half-chunks]
+[--judge] [--out FILE]`` (one llama.cpp process at a time, ~5 min a variant on 2 cores, ~2 more to judge it).
 """
 
 from __future__ import annotations
@@ -156,6 +156,7 @@ def _by_code(lines: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 MINIONS = "minions: the LLM's instruction from the outline, half-size chunks"
+HALF_CHUNKS = "half-size chunks, no instruction (MinionS without its LLM)"
 _OUTLINE_SYSTEM = (
     "A small model will summarize a document part by part, without seeing the rest of it. From "
     "the document's outline below, write the instruction it follows for every part: which facts "
@@ -182,12 +183,16 @@ def outline(text: str) -> str:
     return "\n".join(heads[:20])
 
 
-def minions_trial(model: Any, llm: Any) -> dict[str, Any]:
+def minions_trial(model: Any, llm: Any | None) -> dict[str, Any]:
     """The MinionS protocol for summaries: the LLM writes each document's instruction once,
     from its outline alone; the SLM applies it to every chunk of half the batch job's size,
-    in at most half the sentences, so that the summary's length stays that of the others."""
+    in at most half the sentences, so that the summary's sentence budget stays that of the
+    others. With no ``llm``, the same chunks with no instruction (what the smaller chunks
+    alone do)."""
     instructions: dict[str, tuple[str, float, int]] = {}
     for path in sorted(DOCUMENTS.glob("*.txt")):
+        if llm is None:
+            break
         messages: list[Message] = [
             {"role": "system", "content": _OUTLINE_SYSTEM},
             {"role": "user", "content": "Outline:\n" + outline(path.read_text(encoding="utf-8"))},
@@ -201,11 +206,11 @@ def minions_trial(model: Any, llm: Any) -> dict[str, Any]:
     sentences = SENTENCES // 2
     lines = []
     for path in sorted(DOCUMENTS.glob("*.txt")):
-        instruction = instructions[path.name][0]
+        instruction = instructions[path.name][0] if llm is not None else ""
         for chunk in split_to_fit(model, path.read_text(encoding="utf-8"), budget):
             messages = render_messages(
                 "step_summarize",
-                instructions=f"{CHUNK_INSTRUCTIONS} {instruction}",
+                instructions=f"{CHUNK_INSTRUCTIONS} {instruction}".strip(),
                 max_sentences=sentences,
                 text=chunk,
             )
@@ -226,7 +231,7 @@ def minions_trial(model: Any, llm: Any) -> dict[str, Any]:
             )
             print(f"minions {len(lines)} {path.name}: {problem or 'kept'} {seconds:.1f}s", flush=True)
     return {
-        MINIONS: {
+        (MINIONS if llm is not None else HALF_CHUNKS): {
             "chunks": len(lines),
             **_by_code(lines),
             "kept": sum(line["problem"] is None for line in lines),
@@ -270,10 +275,13 @@ def main() -> None:
     parser.add_argument(
         "--minions", action="store_true", help="the MinionS variant (the 1.5B LLM writes instructions)"
     )
+    parser.add_argument("--half-chunks", action="store_true", help="its half-size chunks alone")
     args = parser.parse_args()
     path = cached_path(CATALOG["qwen2.5-coder-0.5b"], cache_dir() / "models")
     model = LlamaCppModel(path, name="qwen2.5-coder-0.5b", n_ctx=4096)
-    results = trial(model, args.variant) if args.variant or not args.minions else {}
+    results = trial(model, args.variant) if args.variant or not (args.minions or args.half_chunks) else {}
+    if args.half_chunks:
+        results.update(minions_trial(model, None))
     if args.minions:  # one llama.cpp model at a time: the LLM writes, then the SLM applies
         llm_path = cached_path(CATALOG["qwen2.5-coder-1.5b"], cache_dir() / "models")
         llm = LlamaCppModel(llm_path, name="qwen2.5-coder-1.5b", n_ctx=4096)
