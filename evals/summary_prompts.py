@@ -15,7 +15,8 @@ from any summary), judged by the catalog's 1.5B LLM in the same process after th
 (``evals.summaries.judge_coverage``): the share of the facts the summary states.
 
 Run: ``python -m tierflow.evals.summary_prompts [--variant NAME ...] [--minions] [--half-chunks]
-[--judge] [--out FILE]`` (one llama.cpp process at a time, ~5 min a variant on 2 cores, ~2 more to judge it).
+[--instructed] [--judge] [--out FILE]`` (one llama.cpp process at a time, ~5 min a variant on 2
+cores, ~2 more to judge it).
 """
 
 from __future__ import annotations
@@ -157,6 +158,7 @@ def _by_code(lines: list[dict[str, Any]]) -> dict[str, Any]:
 
 MINIONS = "minions: the LLM's instruction from the outline, half-size chunks"
 HALF_CHUNKS = "half-size chunks, no instruction (MinionS without its LLM)"
+INSTRUCTED = "the LLM's instruction from the outline, the job's chunks"
 _OUTLINE_SYSTEM = (
     "A small model will summarize a document part by part, without seeing the rest of it. From "
     "the document's outline below, write the instruction it follows for every part: which facts "
@@ -183,12 +185,12 @@ def outline(text: str) -> str:
     return "\n".join(heads[:20])
 
 
-def minions_trial(model: Any, llm: Any | None) -> dict[str, Any]:
+def minions_trial(model: Any, llm: Any | None, *, half: bool = True) -> dict[str, Any]:
     """The MinionS protocol for summaries: the LLM writes each document's instruction once,
     from its outline alone; the SLM applies it to every chunk of half the batch job's size,
     in at most half the sentences, so that the summary's sentence budget stays that of the
     others. With no ``llm``, the same chunks with no instruction (what the smaller chunks
-    alone do)."""
+    alone do); with ``half`` off, the instruction on the batch job's own chunks and budget."""
     instructions: dict[str, tuple[str, float, int]] = {}
     for path in sorted(DOCUMENTS.glob("*.txt")):
         if llm is None:
@@ -202,8 +204,8 @@ def minions_trial(model: Any, llm: Any | None) -> dict[str, Any]:
         tokens = got.prompt_tokens + got.completion_tokens
         instructions[path.name] = (got.text.strip(), time.perf_counter() - started, tokens)
         print(f"instruction for {path.name}: {got.text.strip()[:100]}", flush=True)
-    budget = chunk_budget(model, BatchContext.chunk_tokens) // 2
-    sentences = SENTENCES // 2
+    budget = chunk_budget(model, BatchContext.chunk_tokens) // (2 if half else 1)
+    sentences = SENTENCES // (2 if half else 1)
     lines = []
     for path in sorted(DOCUMENTS.glob("*.txt")):
         instruction = instructions[path.name][0] if llm is not None else ""
@@ -231,7 +233,7 @@ def minions_trial(model: Any, llm: Any | None) -> dict[str, Any]:
             )
             print(f"minions {len(lines)} {path.name}: {problem or 'kept'} {seconds:.1f}s", flush=True)
     return {
-        (MINIONS if llm is not None else HALF_CHUNKS): {
+        (INSTRUCTED if not half else MINIONS if llm is not None else HALF_CHUNKS): {
             "chunks": len(lines),
             **_by_code(lines),
             "kept": sum(line["problem"] is None for line in lines),
@@ -276,16 +278,23 @@ def main() -> None:
         "--minions", action="store_true", help="the MinionS variant (the 1.5B LLM writes instructions)"
     )
     parser.add_argument("--half-chunks", action="store_true", help="its half-size chunks alone")
+    parser.add_argument("--instructed", action="store_true", help="its instruction on the job's chunks")
     args = parser.parse_args()
     path = cached_path(CATALOG["qwen2.5-coder-0.5b"], cache_dir() / "models")
     model = LlamaCppModel(path, name="qwen2.5-coder-0.5b", n_ctx=4096)
-    results = trial(model, args.variant) if args.variant or not (args.minions or args.half_chunks) else {}
+    alone = not (args.minions or args.half_chunks or args.instructed)
+    results = trial(model, args.variant) if args.variant or alone else {}
     if args.half_chunks:
         results.update(minions_trial(model, None))
     if args.minions:  # one llama.cpp model at a time: the LLM writes, then the SLM applies
         llm_path = cached_path(CATALOG["qwen2.5-coder-1.5b"], cache_dir() / "models")
         llm = LlamaCppModel(llm_path, name="qwen2.5-coder-1.5b", n_ctx=4096)
         results.update(minions_trial(model, llm))
+        del llm
+    if args.instructed:
+        llm_path = cached_path(CATALOG["qwen2.5-coder-1.5b"], cache_dir() / "models")
+        llm = LlamaCppModel(llm_path, name="qwen2.5-coder-1.5b", n_ctx=4096)
+        results.update(minions_trial(model, llm, half=False))
         del llm
     del model
     run = {
