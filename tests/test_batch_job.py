@@ -567,3 +567,57 @@ def test_a_document_summary_may_reuse_its_chunk_notes_word_for_word(tmp_path: Pa
         assert last.node == "document_summary" and not last.model_calls[0].escalated
         assert document.llm_calls == 0 and document.escalations == {}
         assert document.summary is not None and document.summary.startswith("Part of the gamma report")
+
+
+GUIDE = "Keep each paragraph's figure and what it reports on."
+
+
+def _guide_or_gist(messages: Sequence[Message]) -> str:
+    """The LLM: a guide when asked for one, a gist of any other prompt."""
+    return GUIDE if "Reply with the instruction only" in messages[0]["content"] else gist(messages)
+
+
+@pytest.mark.parametrize("local_only", [False, True])
+def test_a_guided_job_has_the_llm_write_what_to_keep_from_the_outline_alone(
+    tmp_path: Path, local_only: bool
+) -> None:
+    """``guide``: one LLM call a document, shown its title and headings and none of its body,
+    whose reply every summary prompt carries; a local-only job sends nothing and says so."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    body = paragraphs("alpha", 12)
+    (folder / "report.txt").write_text(f"Quarterly report\n\n{body}\n\nOutlook\n\nBeta grows next year.")
+    slm = ScriptedModel([gist] * 100, name="scripted-slm")
+    llm = ScriptedModel([_guide_or_gist] * 100, tier="llm", name="scripted-llm")
+    options = SummaryOptions(chunk_tokens=80, guide=True, local_only=local_only)
+    with App(Settings(data_dir=tmp_path / "data"), tiers=Tiers(slm, llm)) as app:
+        report = run_job(JobRequest(inputs=[str(folder)], options=options, synthesis=False), app)
+        assert report.ok, report.to_markdown()
+        trace = app.store.get_run(report.documents[0].run_id)
+    steps = [step.node for step in trace.steps]
+    assert steps[0] == "guide" and steps.count("summarize_chunk") > 1
+    guide_step = trace.steps[0]
+    slm_prompts = [call["messages"][-1]["content"] for call in slm.calls]
+    if local_only:
+        assert not llm.calls and "kept local" in (guide_step.summary or "")
+        assert not any(GUIDE in prompt for prompt in slm_prompts)
+        return
+    (asked,) = llm.calls  # the guide; every summary stayed on the SLM
+    shown = "\n".join(m["content"] for m in asked["messages"])
+    assert "Quarterly report" in shown and "Outlook" in shown
+    assert "paragraph" not in shown and "Beta grows" not in shown  # no body text left
+    assert guide_step.summary == GUIDE
+    summary_calls = [
+        call
+        for step in trace.steps
+        if step.node in ("summarize_chunk", "document_summary")
+        for call in step.model_calls
+    ]
+    assert summary_calls and all(GUIDE in call.messages[-1]["content"] for call in summary_calls)
+
+
+def test_a_guided_job_has_its_own_signature() -> None:
+    assert "guide" not in SummaryOptions().signature_data()  # jobs from before keep theirs
+    guided = SummaryOptions(guide=True)
+    assert guided.signature_data()["guide"] is True
+    assert SummaryOptions.from_data(guided.signature_data()).guide
