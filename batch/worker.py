@@ -41,9 +41,6 @@ class SummaryOptions:
     chunk_tokens: int = 1500
     max_sentences: int = 6
     watch: bool = True  # stop an SLM summary that copies, loops or runs over while it is written
-    guide: bool = False
-    """The LLM first writes, from each document's title and headings alone, what its summaries
-    should keep (``document_graph``'s ``guide``; one LLM call a document). Being measured."""
 
     @classmethod
     def from_data(cls, data: dict[str, Any]) -> SummaryOptions:
@@ -55,7 +52,6 @@ class SummaryOptions:
             chunk_tokens=int(data.get("chunk_tokens", defaults.chunk_tokens)),
             max_sentences=int(data.get("max_sentences", defaults.max_sentences)),
             watch=bool(data.get("watch", defaults.watch)),
-            guide=bool(data.get("guide", defaults.guide)),
         )
 
     def signature_data(self) -> dict[str, Any]:
@@ -67,8 +63,6 @@ class SummaryOptions:
         }
         if not self.watch:  # named only when off: jobs from before the watch keep their signature
             data["watch"] = False
-        if self.guide:  # named only when on, for the same reason
-            data["guide"] = True
         return data
 
 
@@ -117,7 +111,7 @@ def summarize_document(
     run_id: str | None
     try:
         result = run_graph(
-            document_graph(max_sentences=options.max_sentences, watch=options.watch, guide=options.guide),
+            document_graph(max_sentences=options.max_sentences, watch=options.watch),
             {"document": task.name, "text": task.text},
             policy=options.policy,
             local_only=options.local_only,

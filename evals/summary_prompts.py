@@ -40,7 +40,6 @@ from tierflow.graphs.summaries import (
     CHUNK_SUMMARY_TOKENS,
     BatchContext,
     chunk_budget,
-    outline,
 )
 
 DOCUMENTS = Path(__file__).parent / "data" / "documents"
@@ -160,6 +159,30 @@ def _by_code(lines: list[dict[str, Any]]) -> dict[str, Any]:
 MINIONS = "minions: the LLM's instruction from the outline, half-size chunks"
 HALF_CHUNKS = "half-size chunks, no instruction (MinionS without its LLM)"
 INSTRUCTED = "the LLM's instruction from the outline, the job's chunks"
+_OUTLINE_SYSTEM = (
+    "A small model will summarize a document part by part, without seeing the rest of it. From "
+    "the document's outline below, write the instruction it follows for every part: which facts "
+    "to keep (names, commands, options, versions, numbers, what each section explains), in two "
+    "or three sentences. Do not summarize the document yourself. Reply with the instruction only."
+)
+
+
+def outline(text: str) -> str:
+    """A document's title and headings: its first line, and each short line that stands alone
+    between blank lines with no full stop (what the HOWTOs' headings look like). Only this
+    much of the document reaches the LLM."""
+    lines = text.splitlines()
+    heads = [
+        line.strip()
+        for number, line in enumerate(lines)
+        if line.strip()
+        and not line.startswith((" ", "\t"))
+        and len(line) < 60
+        and not line.rstrip().endswith((".", ":", ",", ";", ")"))
+        and (number == 0 or not lines[number - 1].strip())
+        and (number + 1 == len(lines) or not lines[number + 1].strip())
+    ]
+    return "\n".join(heads[:20])
 
 
 def minions_trial(model: Any, llm: Any | None, *, half: bool = True) -> dict[str, Any]:
@@ -172,7 +195,10 @@ def minions_trial(model: Any, llm: Any | None, *, half: bool = True) -> dict[str
     for path in sorted(DOCUMENTS.glob("*.txt")):
         if llm is None:
             break
-        messages = render_messages("summary_guide", outline=outline(path.read_text(encoding="utf-8")))
+        messages: list[Message] = [
+            {"role": "system", "content": _OUTLINE_SYSTEM},
+            {"role": "user", "content": "Outline:\n" + outline(path.read_text(encoding="utf-8"))},
+        ]
         started = time.perf_counter()
         got = llm.complete(messages, max_tokens=120)
         tokens = got.prompt_tokens + got.completion_tokens

@@ -273,7 +273,6 @@ def summarize(
     verify: Callable[[str, str], None] | None = None,
     watch: bool = True,
     watch_copies: bool | Callable[[Mapping[str, Any]], bool] = True,
-    guide: str | None = None,
 ) -> Node:
     """A node that summarizes the state's ``inputs`` into ``into`` (plain text).
 
@@ -284,23 +283,20 @@ def summarize(
     summary is ended as soon as it copies the text, loops or runs past ``max_sentences``
     (``tierflow.agents.watch``), and escalated at once under ``tiered``. ``watch_copies``:
     whether copying counts, or a function of the state that says so: not where the text is
-    notes a summary may reuse word for word (a reduce step over its own chunk summaries).
-    ``guide``: the state key of more instructions for this input, added after
-    ``instructions`` when the state holds them (what a summary of this document should keep,
-    written by an earlier step)."""
+    notes a summary may reuse word for word (a reduce step over its own chunk summaries)."""
     from tierflow.agents.fitting import fit_and_summarize
 
     routing = _routing(prefer, local_only, redact)
+    overhead = render_messages("step_summarize", instructions=instructions, max_sentences=1, text="")
 
     def run(state: Mapping[str, Any], scope: StepScope) -> Update:
         parts = _inputs(state, _keys(inputs), scope.node)
         text = "\n\n".join(value if len(parts) == 1 else f"{key}:\n{value}" for key, value in parts)
         copies = watch_copies(state) if callable(watch_copies) else watch_copies
-        wanted = " ".join(filter(None, [instructions, str(state.get(guide) or "").strip() if guide else ""]))
 
         def once(piece: str) -> str:
             messages = render_messages(
-                "step_summarize", instructions=wanted, max_sentences=max_sentences, text=piece
+                "step_summarize", instructions=instructions, max_sentences=max_sentences, text=piece
             )
             parse = parse_text if verify is None else _verified(verify, piece)
             view = StepView("text", piece, into=into)
@@ -313,7 +309,6 @@ def summarize(
             return _value(_kept(got), scope.node)
 
         model = first_model(scope.ctx, scope.node, prefer, local_only)
-        overhead = render_messages("step_summarize", instructions=wanted, max_sentences=1, text="")
         summary = fit_and_summarize(model, text, once, overhead=overhead, max_tokens=max_tokens)
         scope.summarize_as(summary)
         return {into: [summary] if append else summary}

@@ -11,11 +11,6 @@ tokenizer); ``summarize_chunk`` runs once per chunk, in parallel under LangGraph
 ``collapse`` summarizes groups of chunk summaries until their notes fit one call; and
 ``document_summary`` writes the summary (its tier set by the policy, like every node).
 
-With ``guide=True`` a ``guide`` step comes first (the MinionS protocol's remote planning,
-tried in issue 27): the LLM reads the document's outline, its title and headings and no
-body text, and writes what the summaries should keep; every summary step then has that
-after its own instructions. A local-only run and the ``slm`` policy skip it.
-
 ``synthesis_graph`` writes the cross-document report from the documents' summaries: on
 the LLM by default (``reason``), each claim naming its source document.
 """
@@ -39,7 +34,6 @@ from tierflow.agents.faithfulness import (
 from tierflow.agents.fitting import context_budget, count_tokens, split_to_fit
 from tierflow.agents.prompting import render_messages
 from tierflow.agents.watch import GenerationWatch
-from tierflow.errors import LLMUnavailableError
 from tierflow.graphs.context import TierContext
 from tierflow.graphs.report_checks import mend_report
 from tierflow.graphs.steps import (
@@ -88,7 +82,6 @@ SYNTHESIS_INSTRUCTIONS = (
 class DocumentState(TypedDict, total=False):
     document: str  # the file's name, for the trace
     text: str
-    guide: str  # what the summaries should keep, by the LLM from the outline (``guide=True``)
     chunk: str  # one chunk, in a Send to summarize_chunk
     chunks: int
     pieces: list[str]  # the chunks, when there is more than one
@@ -140,56 +133,8 @@ def _split(state: DocumentState, scope: StepScope) -> dict[str, Any]:
 def _fan_out(state: DocumentState) -> list[Send] | str:
     if "notes" in state:
         return "document_summary"
-    name, guide = state.get("document", ""), state.get("guide", "")
-    return [
-        Send("summarize_chunk", {"document": name, "chunk": piece, "guide": guide})
-        for piece in state["pieces"]
-    ]
-
-
-GUIDE_TOKENS = 120
-OUTLINE_HEADINGS = 20
-
-
-def outline(text: str) -> str:
-    """A document's title and headings, one a line: its first line, and each short line that
-    stands alone between blank lines with no closing punctuation (at most
-    ``OUTLINE_HEADINGS``). This is all of the document the ``guide`` step shows the LLM."""
-    lines = text.splitlines()
-    heads = [
-        line.strip()
-        for number, line in enumerate(lines)
-        if line.strip()
-        and not line.startswith((" ", "\t"))
-        and len(line) < 60
-        and not line.rstrip().endswith((".", ":", ",", ";", ")"))
-        and (number == 0 or not lines[number - 1].strip())
-        and (number + 1 == len(lines) or not lines[number + 1].strip())
-    ]
-    return "\n".join(heads[:OUTLINE_HEADINGS])
-
-
-def _guide(state: DocumentState, scope: StepScope) -> dict[str, Any]:
-    """What this document's summaries should keep, written by the LLM from its outline alone.
-    Skipped, and traced as such, where nothing may go to the LLM (a local-only run, the
-    ``slm`` policy for this step), for a document with no outline, and when the LLM cannot be
-    reached: the summaries are then written as without it."""
-    heads = outline(state["text"])
-    if not heads:
-        scope.summarize_as("no title or headings to write a guide from")
-        return {}
-    if scope.ctx.local_only or scope.ctx.policy.for_node(scope.node, "llm") == "slm":
-        scope.summarize_as("kept local: the outline was not sent to the LLM")
-        return {}
-    messages = render_messages("summary_guide", outline=heads)
-    try:
-        got = scope.ask(messages, parse_text, max_tokens=GUIDE_TOKENS, tier="llm")
-    except LLMUnavailableError as exc:
-        scope.summarize_as(f"no guide: {exc.message}")
-        return {}
-    text = (got.value or "").strip()
-    scope.summarize_as(text or "the LLM wrote no guide")
-    return {"guide": text} if text else {}
+    name = state.get("document", "")
+    return [Send("summarize_chunk", {"document": name, "chunk": piece}) for piece in state["pieces"]]
 
 
 def _collapser(watch: bool) -> Any:
@@ -238,15 +183,10 @@ def _after_collapse(state: DocumentState) -> str:
     return "document_summary" if state.get("fits") else "collapse"
 
 
-def document_graph(
-    *, max_sentences: int = 6, watch: bool = True, guide: bool = False, checkpointer: Any | None = None
-) -> Any:
+def document_graph(*, max_sentences: int = 6, watch: bool = True, checkpointer: Any | None = None) -> Any:
     """The compiled map-reduce graph of one document (see the module); ``watch``: SLM
-    summaries that copy, loop or run over are stopped while they are written; ``guide``: the
-    LLM first writes, from the outline alone, what the summaries should keep."""
+    summaries that copy, loop or run over are stopped while they are written."""
     builder = StateGraph(DocumentState, context_schema=BatchContext)
-    if guide:
-        builder.add_node("guide", tiered_node(_guide))
     builder.add_node("split", tiered_node(_split))
     builder.add_node(
         "summarize_chunk",
@@ -259,7 +199,6 @@ def document_graph(
             max_tokens=CHUNK_SUMMARY_TOKENS,
             verify=CHUNK_CHECKS,
             watch=watch,
-            guide="guide",
         ),
     )
     builder.add_node("collapse", tiered_node(_collapser(watch)))
@@ -280,14 +219,9 @@ def document_graph(
                 concise(max_sentences),
             ),
             watch=watch,
-            guide="guide",
         ),
     )
-    if guide:
-        builder.add_edge(START, "guide")
-        builder.add_edge("guide", "split")
-    else:
-        builder.add_edge(START, "split")
+    builder.add_edge(START, "split")
     builder.add_conditional_edges("split", _fan_out, ["summarize_chunk", "document_summary"])
     builder.add_edge("summarize_chunk", "collapse")
     builder.add_conditional_edges("collapse", _after_collapse, ["collapse", "document_summary"])
