@@ -38,6 +38,7 @@ from tierflow.graphs.citing import (
     QuestionState,
     _Answering,
     _final_answer,
+    _question_and_evidence,
     _written,
     retrieve,
 )
@@ -50,7 +51,7 @@ from tierflow.graphs.grounding import (
     grounding_problem,
     off_question_problem,
 )
-from tierflow.graphs.steps import Node, StepScope, require_keys, tiered_node
+from tierflow.graphs.steps import Node, StepScope, tiered_node
 from tierflow.memory.documents import DocumentMemory
 from tierflow.records import ModelCallRecord, Progress
 
@@ -129,11 +130,7 @@ def minions_answer(
     sentences on the step."""
 
     def run(state: Mapping[str, Any], scope: StepScope) -> dict[str, Any]:
-        require_keys(state, [question, evidence], scope.node)
-        asked = str(state[question]).strip()
-        given: list[Evidence] = list(state[evidence] or [])
-        trace: dict[str, Any] = {"question": asked, "shown": {}, "cited": []}
-        scope.handle.evidence = trace
+        asked, given, trace = _question_and_evidence(state, scope, question, evidence)
         if not given:
             return _written("answer", "citations", NOT_FOUND, [])
         instruction = ""

@@ -109,33 +109,47 @@ def trial(model: Any, names: list[str] | None = None) -> dict[str, Any]:
     for name in names or list(variants("")):
         lines = []
         for number, (document, chunk) in enumerate(chunks, start=1):
-            messages = variants(chunk)[name]
-            with watching(GenerationWatch(source=chunk, max_sentences=SENTENCES)):
-                started = time.perf_counter()
-                got = model.complete(messages, max_tokens=CHUNK_SUMMARY_TOKENS)
-                seconds = time.perf_counter() - started
-            problem = got.stopped or ("truncated" if got.truncated else None) or _check(got.text, chunk)
-            lines.append(
-                {
-                    "document": document,
-                    "stopped": got.stopped,
-                    "problem": problem,
-                    "seconds": round(seconds, 2),
-                    "completion_tokens": got.completion_tokens,
-                    "text": got.text,
-                }
-            )
-            print(f"{name} {number}/{len(chunks)} {document}: {problem or 'kept'} {seconds:.1f}s", flush=True)
-        results[name] = {
-            "chunks": len(lines),
-            **_by_code(lines),
-            "kept": sum(line["problem"] is None for line in lines),
-            "problems": dict(Counter(line["problem"] for line in lines if line["problem"])),
-            "seconds": round(sum(line["seconds"] for line in lines), 1),
-            "completion_tokens": sum(line["completion_tokens"] for line in lines),
-            "lines": lines,
-        }
+            lines.append(_summarized(model, document, chunk, variants(chunk)[name], SENTENCES))
+            print(f"{name} {number}/{len(chunks)} {document}: {_outcome(lines[-1])}", flush=True)
+        results[name] = _variant(lines)
     return results
+
+
+def _summarized(
+    model: Any, document: str, chunk: str, messages: list[Message], sentences: int
+) -> dict[str, Any]:
+    """One chunk summarized under the batch job's watch and checked as the job checks it: why
+    it would escalate (``problem``, ``None`` when kept), its seconds, tokens and text."""
+    with watching(GenerationWatch(source=chunk, max_sentences=sentences)):
+        started = time.perf_counter()
+        got = model.complete(messages, max_tokens=CHUNK_SUMMARY_TOKENS)
+        seconds = time.perf_counter() - started
+    return {
+        "document": document,
+        "stopped": got.stopped,
+        "problem": got.stopped or ("truncated" if got.truncated else None) or _check(got.text, chunk),
+        "seconds": round(seconds, 2),
+        "completion_tokens": got.completion_tokens,
+        "text": got.text,
+    }
+
+
+def _outcome(line: dict[str, Any]) -> str:
+    return f"{line['problem'] or 'kept'} {line['seconds']:.1f}s"
+
+
+def _variant(lines: list[dict[str, Any]], **extra: Any) -> dict[str, Any]:
+    """A variant's figures from its chunk summaries (``extra``: figures of its own)."""
+    return {
+        "chunks": len(lines),
+        **_by_code(lines),
+        "kept": sum(line["problem"] is None for line in lines),
+        "problems": dict(Counter(line["problem"] for line in lines if line["problem"])),
+        "seconds": round(sum(line["seconds"] for line in lines), 1),
+        "completion_tokens": sum(line["completion_tokens"] for line in lines),
+        **extra,
+        "lines": lines,
+    }
 
 
 def _by_code(lines: list[dict[str, Any]]) -> dict[str, Any]:
@@ -192,18 +206,17 @@ def minions_trial(model: Any, llm: Any | None, *, half: bool = True) -> dict[str
     others. With no ``llm``, the same chunks with no instruction (what the smaller chunks
     alone do); with ``half`` off, the instruction on the batch job's own chunks and budget."""
     instructions: dict[str, tuple[str, float, int]] = {}
-    for path in sorted(DOCUMENTS.glob("*.txt")):
-        if llm is None:
-            break
-        messages: list[Message] = [
-            {"role": "system", "content": _OUTLINE_SYSTEM},
-            {"role": "user", "content": "Outline:\n" + outline(path.read_text(encoding="utf-8"))},
-        ]
-        started = time.perf_counter()
-        got = llm.complete(messages, max_tokens=120)
-        tokens = got.prompt_tokens + got.completion_tokens
-        instructions[path.name] = (got.text.strip(), time.perf_counter() - started, tokens)
-        print(f"instruction for {path.name}: {got.text.strip()[:100]}", flush=True)
+    if llm is not None:
+        for path in sorted(DOCUMENTS.glob("*.txt")):
+            messages: list[Message] = [
+                {"role": "system", "content": _OUTLINE_SYSTEM},
+                {"role": "user", "content": "Outline:\n" + outline(path.read_text(encoding="utf-8"))},
+            ]
+            started = time.perf_counter()
+            got = llm.complete(messages, max_tokens=120)
+            tokens = got.prompt_tokens + got.completion_tokens
+            instructions[path.name] = (got.text.strip(), time.perf_counter() - started, tokens)
+            print(f"instruction for {path.name}: {got.text.strip()[:100]}", flush=True)
     budget = chunk_budget(model, BatchContext.chunk_tokens) // (2 if half else 1)
     sentences = SENTENCES // (2 if half else 1)
     lines = []
@@ -216,35 +229,16 @@ def minions_trial(model: Any, llm: Any | None, *, half: bool = True) -> dict[str
                 max_sentences=sentences,
                 text=chunk,
             )
-            with watching(GenerationWatch(source=chunk, max_sentences=sentences)):
-                started = time.perf_counter()
-                got = model.complete(messages, max_tokens=CHUNK_SUMMARY_TOKENS)
-                seconds = time.perf_counter() - started
-            problem = got.stopped or ("truncated" if got.truncated else None) or _check(got.text, chunk)
-            lines.append(
-                {
-                    "document": path.name,
-                    "stopped": got.stopped,
-                    "problem": problem,
-                    "seconds": round(seconds, 2),
-                    "completion_tokens": got.completion_tokens,
-                    "text": got.text,
-                }
-            )
-            print(f"minions {len(lines)} {path.name}: {problem or 'kept'} {seconds:.1f}s", flush=True)
+            lines.append(_summarized(model, path.name, chunk, messages, sentences))
+            print(f"minions {len(lines)} {path.name}: {_outcome(lines[-1])}", flush=True)
+    name = INSTRUCTED if not half else MINIONS if llm is not None else HALF_CHUNKS
     return {
-        (INSTRUCTED if not half else MINIONS if llm is not None else HALF_CHUNKS): {
-            "chunks": len(lines),
-            **_by_code(lines),
-            "kept": sum(line["problem"] is None for line in lines),
-            "problems": dict(Counter(line["problem"] for line in lines if line["problem"])),
-            "seconds": round(sum(line["seconds"] for line in lines), 1),
-            "completion_tokens": sum(line["completion_tokens"] for line in lines),
-            "llm_seconds": round(sum(seconds for _, seconds, _ in instructions.values()), 1),
-            "llm_tokens": sum(tokens for _, _, tokens in instructions.values()),
-            "instructions": {name: text for name, (text, _, _) in instructions.items()},
-            "lines": lines,
-        }
+        name: _variant(
+            lines,
+            llm_seconds=round(sum(seconds for _, seconds, _ in instructions.values()), 1),
+            llm_tokens=sum(tokens for _, _, tokens in instructions.values()),
+            instructions={document: text for document, (text, _, _) in instructions.items()},
+        )
     }
 
 

@@ -185,11 +185,7 @@ def cited_answer(
     shows the SLM only the best that many chunks (the LLM sees them all)."""
 
     def run(state: Mapping[str, Any], scope: StepScope) -> dict[str, Any]:
-        require_keys(state, [question, evidence], scope.node)
-        asked = str(state[question]).strip()
-        given: list[Evidence] = list(state[evidence] or [])
-        trace: dict[str, Any] = {"question": asked, "shown": {}, "cited": []}
-        scope.handle.evidence = trace
+        asked, given, trace = _question_and_evidence(state, scope, question, evidence)
         if not given:
             scope.summarize_as("nothing retrieved: " + not_found)
             return _written(into, cited_into, not_found, [])
@@ -205,6 +201,18 @@ def cited_answer(
 
     run.__name__ = "cited_answer"
     return tiered_node(run)
+
+
+def _question_and_evidence(
+    state: Mapping[str, Any], scope: StepScope, question: str, evidence: str
+) -> tuple[str, list[Evidence], dict[str, Any]]:
+    """An answer step's question, its chunks, and the evidence record it starts on the step
+    (what each tier is shown and which chunks the answer cites are added to it)."""
+    require_keys(state, [question, evidence], scope.node)
+    asked = str(state[question]).strip()
+    trace: dict[str, Any] = {"question": asked, "shown": {}, "cited": []}
+    scope.handle.evidence = trace
+    return asked, list(state[evidence] or []), trace
 
 
 def _answer_on_tiers(
